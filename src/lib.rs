@@ -1,0 +1,3 @@
+//! civicflow: a durable orchestrator for interlinked public services.
+
+pub mod workflow;

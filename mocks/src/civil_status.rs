@@ -1,6 +1,7 @@
 //! Civil status (commune People's Committee, Ministry of Justice software): birth registration,
 //! which has the population database issue the child's personal ID, and death registration.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -34,6 +35,9 @@ pub struct CivilStatus {
 struct Records {
     births: Vec<BirthRecord>,
     deaths: Vec<DeathRecord>,
+    /// Birth-certificate number → index in `births`.
+    #[serde(skip)]
+    by_certificate: HashMap<String, usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -193,7 +197,7 @@ impl CivilStatus {
             }
         }
         let mut records = self.records.lock().expect("records lock");
-        if let Some(existing) = records.births.iter().find(|b| b.birth_certificate_number == req.birth_certificate_number) {
+        if let Some(existing) = records.by_certificate.get(&req.birth_certificate_number).map(|&i| &records.births[i]) {
             return Err(Refusal::new(
                 "BIRTH_ALREADY_REGISTERED",
                 format!(
@@ -228,6 +232,8 @@ impl CivilStatus {
             office_commune_code: req.office_commune_code,
             registered_on: today,
         };
+        let index = records.births.len();
+        records.by_certificate.insert(record.birth_certificate_number.clone(), index);
         records.births.push(record.clone());
         Ok(Reply::created(json!({
             "registration_number": record.registration_number,

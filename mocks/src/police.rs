@@ -2,6 +2,7 @@
 //! completes only once the household head consents and is answered by calling civicflow back;
 //! and permanent residence deregistration of a deceased person.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +37,24 @@ pub struct Police {
 struct Records {
     registrations: Vec<Registration>,
     deregistrations: Vec<Deregistration>,
+    /// Registration id → index in `registrations`.
+    #[serde(skip)]
+    by_id: HashMap<String, usize>,
+    /// People with a registration awaiting consent.
+    #[serde(skip)]
+    awaiting: HashSet<PersonalId>,
+    #[serde(skip)]
+    registered: usize,
+}
+
+impl Records {
+    fn find(&self, id: &str) -> Option<&Registration> {
+        self.by_id.get(id).map(|&i| &self.registrations[i])
+    }
+
+    fn find_mut(&mut self, id: &str) -> Option<&mut Registration> {
+        self.by_id.get(id).map(|&i| &mut self.registrations[i])
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -186,11 +205,7 @@ impl Police {
         let consent = head.household_head_consent;
         drop(population);
         let mut records = self.records.lock().expect("records lock");
-        if records
-            .registrations
-            .iter()
-            .any(|r| r.personal_id == req.personal_id && r.state == RegistrationState::AwaitingConsent)
-        {
+        if records.awaiting.contains(&req.personal_id) {
             return Err(Refusal::new(
                 "ALREADY_REQUESTED",
                 format!("a registration of {} is already awaiting the household head's consent", req.personal_id),
@@ -198,6 +213,9 @@ impl Police {
             .on_field("personal_id"));
         }
         let registration_id = format!("CT-{}-{:06}", commune.code, records.registrations.len() + 1);
+        let index = records.registrations.len();
+        records.by_id.insert(registration_id.clone(), index);
+        records.awaiting.insert(req.personal_id.clone());
         records.registrations.push(Registration {
             registration_id: registration_id.clone(),
             personal_id: req.personal_id,
@@ -231,11 +249,9 @@ impl Police {
     /// Records the household head's answer and calls civicflow back with the outcome.
     fn decide(self: &Arc<Self>, id: &str, granted: bool) -> Result<(), Refusal> {
         let mut records = self.records.lock().expect("records lock");
-        let seq = records.registrations.iter().filter(|r| r.state == RegistrationState::Registered).count() + 1;
+        let seq = records.registered + 1;
         let registration = records
-            .registrations
-            .iter_mut()
-            .find(|r| r.registration_id == id)
+            .find_mut(id)
             .ok_or_else(|| Refusal::new("NOT_FOUND", format!("no registration {id}")).with_status(StatusCode::NOT_FOUND))?;
         if registration.state != RegistrationState::AwaitingConsent {
             return Err(Refusal::new("ALREADY_DECIDED", format!("registration {id} is already {:?}", registration.state))
@@ -256,6 +272,11 @@ impl Police {
                 "message": format!("the household head {} did not consent", registration.household_head_personal_id),
             }));
         }
+        let person = registration.personal_id.clone();
+        if granted {
+            records.registered = seq;
+        }
+        records.awaiting.remove(&person);
         let police = self.clone();
         let id = id.to_owned();
         tokio::spawn(async move { police.deliver_callback(&id).await });
@@ -295,7 +316,7 @@ impl Police {
         loop {
             let (url, body, traceparent) = {
                 let records = self.records.lock().expect("records lock");
-                let Some(r) = records.registrations.iter().find(|r| r.registration_id == id) else { return };
+                let Some(r) = records.find(id) else { return };
                 (r.callback_url.clone(), Self::outcome(r), r.traceparent.clone())
             };
             let mut request = self.world.http.post(&url).json(&body).header(IDEMPOTENCY_KEY_HEADER, format!("police-callback-{id}"));
@@ -308,7 +329,7 @@ impl Police {
             let result = request.timeout(Duration::from_secs(10)).send().await;
             let done = {
                 let mut records = self.records.lock().expect("records lock");
-                let Some(r) = records.registrations.iter_mut().find(|r| r.registration_id == id) else { return };
+                let Some(r) = records.find_mut(id) else { return };
                 r.callback.attempts += 1;
                 match &result {
                     Ok(reply) => {
@@ -339,7 +360,7 @@ impl Police {
 
     fn status(&self, id: &str) -> Reply {
         let records = self.records.lock().expect("records lock");
-        match records.registrations.iter().find(|r| r.registration_id == id) {
+        match records.find(id) {
             Some(r) => Reply::ok(Self::outcome(r)),
             None => Reply::not_found(&format!("registration {id}")),
         }

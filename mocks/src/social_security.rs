@@ -1,7 +1,7 @@
 //! Vietnam Social Security: the health-insurance card of a child under 6 (taken in, then answered
 //! on a status URL that civicflow polls) and the funeral allowance (decided at once).
 
-use std::collections::BTreeSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -33,7 +33,15 @@ struct Records {
     card_applications: Vec<CardApplication>,
     funeral_allowances: Vec<FuneralAllowance>,
     #[serde(skip)]
-    insurance_numbers: BTreeSet<String>,
+    insurance_numbers: HashSet<String>,
+    /// Application id → index in `card_applications`.
+    #[serde(skip)]
+    applications: HashMap<String, usize>,
+    #[serde(skip)]
+    insured_children: HashSet<PersonalId>,
+    /// Deceased personal ID → index in `funeral_allowances`.
+    #[serde(skip)]
+    allowances: HashMap<PersonalId, usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -193,7 +201,7 @@ impl SocialSecurity {
         }
         drop(population);
         let mut records = self.records.lock().expect("records lock");
-        if records.card_applications.iter().any(|a| a.child_personal_id == req.child_personal_id) {
+        if records.insured_children.contains(&req.child_personal_id) {
             return Err(Refusal::new(
                 "ALREADY_INSURED",
                 format!("{} already has a health-insurance card", req.child_personal_id),
@@ -212,6 +220,9 @@ impl SocialSecurity {
         };
         records.insurance_numbers.insert(number.clone());
         let application_id = format!("TE-{:07}", records.card_applications.len() + 1);
+        let index = records.card_applications.len();
+        records.applications.insert(application_id.clone(), index);
+        records.insured_children.insert(req.child_personal_id.clone());
         records.card_applications.push(CardApplication {
             application_id: application_id.clone(),
             child_personal_id: req.child_personal_id,
@@ -234,9 +245,10 @@ impl SocialSecurity {
 
     fn card_status(&self, id: &str) -> Reply {
         let mut records = self.records.lock().expect("records lock");
-        let Some(application) = records.card_applications.iter_mut().find(|a| a.application_id == id) else {
+        let Some(&index) = records.applications.get(id) else {
             return Reply::not_found(&format!("application {id}"));
         };
+        let application = &mut records.card_applications[index];
         if application.polls_until_ready > 0 {
             application.polls_until_ready -= 1;
             return Reply::ok(json!({ "application_id": id, "state": "processing" }));
@@ -292,7 +304,7 @@ impl SocialSecurity {
         }
         drop(population);
         let mut records = self.records.lock().expect("records lock");
-        if let Some(paid) = records.funeral_allowances.iter().find(|f| f.deceased_personal_id == req.deceased_personal_id) {
+        if let Some(paid) = records.allowances.get(&req.deceased_personal_id).map(|&i| &records.funeral_allowances[i]) {
             return Err(Refusal::new(
                 "ALREADY_PAID",
                 format!("the funeral allowance for {} was already decided ({})", req.deceased_personal_id, paid.decision_number),
@@ -307,6 +319,8 @@ impl SocialSecurity {
             paid_to: req.organizer.personal_id,
             payment: req.payment,
         };
+        let index = records.funeral_allowances.len();
+        records.allowances.insert(record.deceased_personal_id.clone(), index);
         records.funeral_allowances.push(record.clone());
         Ok(Reply::created(json!({
             "decision_number": record.decision_number,

@@ -1,0 +1,4 @@
+//! Workflow and adapter definitions: parsing, validation, expressions. No IO beyond reading the
+//! files it is given.
+
+pub mod source;
