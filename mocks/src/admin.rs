@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use axum::body::Bytes;
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use serde_json::json;
@@ -38,7 +38,16 @@ async fn info<A: Agency>(State(agency): State<Arc<A>>) -> Response {
 }
 
 async fn faults<A: Agency>(State(agency): State<Arc<A>>) -> Response {
-    Json(agency.desk().injector.lock().expect("injector lock").faults.clone()).into_response()
+    Json(
+        agency
+            .desk()
+            .injector
+            .lock()
+            .expect("injector lock")
+            .faults
+            .clone(),
+    )
+    .into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,7 +56,11 @@ struct SeedQuery {
 }
 
 /// Replaces the fault configuration; `?seed=N` also restarts the generator, for a reproducible run.
-async fn set_faults<A: Agency>(State(agency): State<Arc<A>>, Query(q): Query<SeedQuery>, body: Bytes) -> Response {
+async fn set_faults<A: Agency>(
+    State(agency): State<Arc<A>>,
+    Query(q): Query<SeedQuery>,
+    body: Bytes,
+) -> Response {
     let faults = match parse::<Faults>(&body) {
         Ok(f) => f,
         Err(refusal) => return respond(refusal.into()),
@@ -55,7 +68,12 @@ async fn set_faults<A: Agency>(State(agency): State<Arc<A>>, Query(q): Query<See
     if let Err(e) = faults.validate() {
         return respond(Refusal::new("INVALID_FAULTS", e.to_string()).into());
     }
-    agency.desk().injector.lock().expect("injector lock").replace(faults.clone(), q.seed);
+    agency
+        .desk()
+        .injector
+        .lock()
+        .expect("injector lock")
+        .replace(faults.clone(), q.seed);
     Json(faults).into_response()
 }
 
@@ -72,9 +90,18 @@ async fn start_outage<A: Agency>(State(agency): State<Arc<A>>, body: Bytes) -> R
         Err(refusal) => return respond(refusal.into()),
     };
     let from = Timestamp::now();
-    let until = from.saturating_add(SignedDuration::from_millis(req.duration_ms as i64)).unwrap_or(from);
+    let until = from
+        .saturating_add(SignedDuration::from_millis(req.duration_ms as i64))
+        .unwrap_or(from);
     let outage = Outage { from, until };
-    agency.desk().injector.lock().expect("injector lock").faults.outages.push(outage.clone());
+    agency
+        .desk()
+        .injector
+        .lock()
+        .expect("injector lock")
+        .faults
+        .outages
+        .push(outage.clone());
     (StatusCode::CREATED, Json(outage)).into_response()
 }
 
@@ -88,7 +115,10 @@ struct RequestsQuery {
     case_id: Option<String>,
 }
 
-async fn requests<A: Agency>(State(agency): State<Arc<A>>, Query(q): Query<RequestsQuery>) -> Response {
+async fn requests<A: Agency>(
+    State(agency): State<Arc<A>>,
+    Query(q): Query<RequestsQuery>,
+) -> Response {
     Json(agency.desk().requests(q.case_id.as_deref())).into_response()
 }
 
@@ -106,13 +136,23 @@ struct CitizenQuery {
 }
 
 /// Lists citizens, so that a test or a benchmark can pick real people with the properties it needs.
-async fn citizens<A: Agency>(State(agency): State<Arc<A>>, Query(q): Query<CitizenQuery>) -> Response {
+async fn citizens<A: Agency>(
+    State(agency): State<Arc<A>>,
+    Query(q): Query<CitizenQuery>,
+) -> Response {
     let population = agency.world().population.lock().expect("population lock");
     let found: Vec<&Citizen> = population
         .iter()
-        .filter(|c| q.consent.is_none_or(|want| c.household_head_consent == want))
+        .filter(|c| {
+            q.consent
+                .is_none_or(|want| c.household_head_consent == want)
+        })
         .filter(|c| q.insurance.as_ref().is_none_or(|want| c.insurance == *want))
-        .filter(|c| q.commune.as_ref().is_none_or(|want| c.commune.as_ref() == Some(want)))
+        .filter(|c| {
+            q.commune
+                .as_ref()
+                .is_none_or(|want| c.commune.as_ref() == Some(want))
+        })
         .filter(|c| q.living.is_none_or(|want| c.deceased_on.is_none() == want))
         .take(q.limit.unwrap_or(100))
         .collect();
@@ -124,17 +164,34 @@ async fn add_citizen<A: Agency>(State(agency): State<Arc<A>>, body: Bytes) -> Re
         Ok(c) => c,
         Err(refusal) => return respond(refusal.into()),
     };
-    if !citizen.personal_id.matches(citizen.sex, citizen.date_of_birth) {
+    if !citizen
+        .personal_id
+        .matches(citizen.sex, citizen.date_of_birth)
+    {
         return respond(
-            Refusal::new("INVALID_FIELD", "the personal ID's century/sex digit or year does not match the person")
-                .on_field("personal_id")
-                .into(),
+            Refusal::new(
+                "INVALID_FIELD",
+                "the personal ID's century/sex digit or year does not match the person",
+            )
+            .on_field("personal_id")
+            .into(),
         );
     }
     let mut population = agency.world().population.lock().expect("population lock");
     if population.get(&citizen.personal_id).is_some() {
-        return respond(Refusal::new("ALREADY_EXISTS", format!("{} already exists", citizen.personal_id)).with_status(StatusCode::CONFLICT).into());
+        return respond(
+            Refusal::new(
+                "ALREADY_EXISTS",
+                format!("{} already exists", citizen.personal_id),
+            )
+            .with_status(StatusCode::CONFLICT)
+            .into(),
+        );
     }
     population.insert(citizen.clone());
-    respond(Reply { status: StatusCode::CREATED, body: json!(citizen), effect: true })
+    respond(Reply {
+        status: StatusCode::CREATED,
+        body: json!(citizen),
+        effect: true,
+    })
 }

@@ -29,7 +29,10 @@ impl Address {
         if self.commune_code != office.code {
             return Err(Refusal::new(
                 "OUTSIDE_COMMUNE",
-                format!("the address is in commune {}, outside {} ({})", self.commune_code, office.name, office.code),
+                format!(
+                    "the address is in commune {}, outside {} ({})",
+                    self.commune_code, office.name, office.code
+                ),
             )
             .on_field(format!("{field}.commune_code")));
         }
@@ -40,12 +43,18 @@ impl Address {
 /// Refuses a blank text field.
 pub fn named(field: &str, value: &str) -> Result<(), Refusal> {
     if value.trim().is_empty() {
-        return Err(Refusal::new("INVALID_FIELD", format!("the field {field} must not be blank")).on_field(field));
+        return Err(Refusal::new(
+            "INVALID_FIELD",
+            format!("the field {field} must not be blank"),
+        )
+        .on_field(field));
     }
     Ok(())
 }
 
 /// Whole days from `from` to `to`.
 pub fn days_between(from: Date, to: Date) -> i32 {
-    from.until(to).map(|span| span.get_days()).unwrap_or(i32::MAX)
+    from.until(to)
+        .map(|span| span.get_days())
+        .unwrap_or(i32::MAX)
 }

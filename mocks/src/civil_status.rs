@@ -128,7 +128,11 @@ impl Agency for CivilStatus {
 
 impl CivilStatus {
     pub fn new(desk: Desk, world: Arc<World>) -> CivilStatus {
-        CivilStatus { desk, world, records: Mutex::default() }
+        CivilStatus {
+            desk,
+            world,
+            records: Mutex::default(),
+        }
     }
 
     pub fn router(self: Arc<Self>) -> Router {
@@ -145,16 +149,29 @@ impl CivilStatus {
         named("child.place_of_birth", &req.child.place_of_birth)?;
         named("child.home_town", &req.child.home_town)?;
         named("birth_certificate_number", &req.birth_certificate_number)?;
-        let office = self.world.directory.commune(&req.office_commune_code).ok_or_else(|| {
-            Refusal::new("UNKNOWN_COMMUNE", format!("no civil-status office serves commune {}", req.office_commune_code))
+        let office = self
+            .world
+            .directory
+            .commune(&req.office_commune_code)
+            .ok_or_else(|| {
+                Refusal::new(
+                    "UNKNOWN_COMMUNE",
+                    format!(
+                        "no civil-status office serves commune {}",
+                        req.office_commune_code
+                    ),
+                )
                 .on_field("office_commune_code")
-        })?;
+            })?;
         req.permanent_address.within(office, "permanent_address")?;
         let today = self.world.today();
         let born = req.child.date_of_birth;
         if born > today {
-            return Err(Refusal::new("BIRTH_DATE_IN_FUTURE", format!("the date of birth {born} is after today ({today})"))
-                .on_field("child.date_of_birth"));
+            return Err(Refusal::new(
+                "BIRTH_DATE_IN_FUTURE",
+                format!("the date of birth {born} is after today ({today})"),
+            )
+            .on_field("child.date_of_birth"));
         }
         if days_between(born, today) > BIRTH_REGISTRATION_WINDOW_DAYS {
             return Err(Refusal::new(
@@ -169,11 +186,17 @@ impl CivilStatus {
         if population.get(&req.requester_personal_id).is_none() {
             return Err(Refusal::new(
                 "REQUESTER_UNKNOWN",
-                format!("the requester {} is not in the population database", req.requester_personal_id),
+                format!(
+                    "the requester {} is not in the population database",
+                    req.requester_personal_id
+                ),
             )
             .on_field("requester_personal_id"));
         }
-        for (field, parent) in [("mother", Some(&req.mother)), ("father", req.father.as_ref())] {
+        for (field, parent) in [
+            ("mother", Some(&req.mother)),
+            ("father", req.father.as_ref()),
+        ] {
             let Some(parent) = parent else { continue };
             named(&format!("{field}.full_name"), &parent.full_name)?;
             match (&parent.personal_id, &parent.passport_number) {
@@ -181,7 +204,9 @@ impl CivilStatus {
                     if population.get(id).is_none_or(|c| c.deceased_on.is_some()) {
                         return Err(Refusal::new(
                             "PARENT_UNKNOWN",
-                            format!("the {field}'s personal ID {id} is not in the population database"),
+                            format!(
+                                "the {field}'s personal ID {id} is not in the population database"
+                            ),
                         )
                         .on_field(format!("{field}.personal_id")));
                     }
@@ -197,7 +222,11 @@ impl CivilStatus {
             }
         }
         let mut records = self.records.lock().expect("records lock");
-        if let Some(existing) = records.by_certificate.get(&req.birth_certificate_number).map(|&i| &records.births[i]) {
+        if let Some(existing) = records
+            .by_certificate
+            .get(&req.birth_certificate_number)
+            .map(|&i| &records.births[i])
+        {
             return Err(Refusal::new(
                 "BIRTH_ALREADY_REGISTERED",
                 format!(
@@ -207,7 +236,12 @@ impl CivilStatus {
             )
             .on_field("birth_certificate_number"));
         }
-        let province = self.world.directory.commune(&req.office_commune_code).map(|c| c.province.clone()).unwrap_or_default();
+        let province = self
+            .world
+            .directory
+            .commune(&req.office_commune_code)
+            .map(|c| c.province.clone())
+            .unwrap_or_default();
         let child_id = {
             let mut rng = self.world.rng.lock().expect("rng lock");
             population.issue_id(&province, req.child.sex, born, &mut rng)
@@ -225,7 +259,11 @@ impl CivilStatus {
         let seq = records.births.len() + 1;
         let record = BirthRecord {
             registration_number: format!("{seq}/{}", today.year()),
-            birth_extract_number: format!("TLKS-{}-{}-{seq:06}", req.office_commune_code, today.year()),
+            birth_extract_number: format!(
+                "TLKS-{}-{}-{seq:06}",
+                req.office_commune_code,
+                today.year()
+            ),
             child_personal_id: child_id,
             child_full_name: req.child.full_name,
             birth_certificate_number: req.birth_certificate_number,
@@ -233,7 +271,9 @@ impl CivilStatus {
             registered_on: today,
         };
         let index = records.births.len();
-        records.by_certificate.insert(record.birth_certificate_number.clone(), index);
+        records
+            .by_certificate
+            .insert(record.birth_certificate_number.clone(), index);
         records.births.push(record.clone());
         Ok(Reply::created(json!({
             "registration_number": record.registration_number,
@@ -248,48 +288,79 @@ impl CivilStatus {
         named("deceased.full_name", &req.deceased.full_name)?;
         named("deceased.place_of_death", &req.deceased.place_of_death)?;
         named("death_notice_number", &req.death_notice_number)?;
-        let office = self.world.directory.commune(&req.office_commune_code).ok_or_else(|| {
-            Refusal::new("UNKNOWN_COMMUNE", format!("no civil-status office serves commune {}", req.office_commune_code))
+        let office = self
+            .world
+            .directory
+            .commune(&req.office_commune_code)
+            .ok_or_else(|| {
+                Refusal::new(
+                    "UNKNOWN_COMMUNE",
+                    format!(
+                        "no civil-status office serves commune {}",
+                        req.office_commune_code
+                    ),
+                )
                 .on_field("office_commune_code")
-        })?;
+            })?;
         let today = self.world.today();
         let died = req.deceased.date_of_death;
         if died > today {
-            return Err(Refusal::new("DATE_OF_DEATH_IN_FUTURE", format!("the date of death {died} is after today ({today})"))
-                .on_field("deceased.date_of_death"));
+            return Err(Refusal::new(
+                "DATE_OF_DEATH_IN_FUTURE",
+                format!("the date of death {died} is after today ({today})"),
+            )
+            .on_field("deceased.date_of_death"));
         }
         let mut population = self.world.population.lock().expect("population lock");
         if population.get(&req.requester_personal_id).is_none() {
             return Err(Refusal::new(
                 "REQUESTER_UNKNOWN",
-                format!("the requester {} is not in the population database", req.requester_personal_id),
+                format!(
+                    "the requester {} is not in the population database",
+                    req.requester_personal_id
+                ),
             )
             .on_field("requester_personal_id"));
         }
         let id = &req.deceased.personal_id;
         let citizen = population.get_mut(id).ok_or_else(|| {
-            Refusal::new("PERSON_NOT_IN_POPULATION_DB", format!("{id} is not in the population database"))
-                .on_field("deceased.personal_id")
+            Refusal::new(
+                "PERSON_NOT_IN_POPULATION_DB",
+                format!("{id} is not in the population database"),
+            )
+            .on_field("deceased.personal_id")
         })?;
         if citizen.full_name != req.deceased.full_name {
             return Err(Refusal::new(
                 "NAME_MISMATCH",
-                format!("the population database has {id} as {:?}, not {:?}", citizen.full_name, req.deceased.full_name),
+                format!(
+                    "the population database has {id} as {:?}, not {:?}",
+                    citizen.full_name, req.deceased.full_name
+                ),
             )
             .on_field("deceased.full_name"));
         }
         if let Some(on) = citizen.deceased_on {
-            return Err(Refusal::new("DEATH_ALREADY_REGISTERED", format!("the death of {id} was already registered ({on})"))
-                .on_field("deceased.personal_id"));
+            return Err(Refusal::new(
+                "DEATH_ALREADY_REGISTERED",
+                format!("the death of {id} was already registered ({on})"),
+            )
+            .on_field("deceased.personal_id"));
         }
         if died < citizen.date_of_birth {
-            return Err(Refusal::new("INVALID_FIELD", format!("the date of death {died} is before the date of birth"))
-                .on_field("deceased.date_of_death"));
+            return Err(Refusal::new(
+                "INVALID_FIELD",
+                format!("the date of death {died} is before the date of birth"),
+            )
+            .on_field("deceased.date_of_death"));
         }
         if citizen.commune.as_deref() != Some(office.code.as_str()) {
             return Err(Refusal::new(
                 "OUTSIDE_COMMUNE",
-                format!("{id} did not reside in {}: register the death where the deceased last resided", office.name),
+                format!(
+                    "{id} did not reside in {}: register the death where the deceased last resided",
+                    office.name
+                ),
             )
             .on_field("office_commune_code"));
         }
@@ -298,7 +369,11 @@ impl CivilStatus {
         let seq = records.deaths.len() + 1;
         let record = DeathRecord {
             registration_number: format!("{seq}/{}", today.year()),
-            death_extract_number: format!("TLKT-{}-{}-{seq:06}", req.office_commune_code, today.year()),
+            death_extract_number: format!(
+                "TLKT-{}-{}-{seq:06}",
+                req.office_commune_code,
+                today.year()
+            ),
             deceased_personal_id: id.clone(),
             date_of_death: died,
             office_commune_code: req.office_commune_code,
@@ -313,22 +388,46 @@ impl CivilStatus {
     }
 }
 
-async fn register_birth(State(agency): State<Arc<CivilStatus>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn register_birth(
+    State(agency): State<Arc<CivilStatus>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let a = agency.clone();
     agency
         .desk
-        .effectful("birth-registration", &headers, "/v1/birth-registrations", &body, move |bytes| {
-            parse(bytes).and_then(|req| a.birth(req)).unwrap_or_else(Reply::from)
-        })
+        .effectful(
+            "birth-registration",
+            &headers,
+            "/v1/birth-registrations",
+            &body,
+            move |bytes| {
+                parse(bytes)
+                    .and_then(|req| a.birth(req))
+                    .unwrap_or_else(Reply::from)
+            },
+        )
         .await
 }
 
-async fn register_death(State(agency): State<Arc<CivilStatus>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn register_death(
+    State(agency): State<Arc<CivilStatus>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let a = agency.clone();
     agency
         .desk
-        .effectful("death-registration", &headers, "/v1/death-registrations", &body, move |bytes| {
-            parse(bytes).and_then(|req| a.death(req)).unwrap_or_else(Reply::from)
-        })
+        .effectful(
+            "death-registration",
+            &headers,
+            "/v1/death-registrations",
+            &body,
+            move |bytes| {
+                parse(bytes)
+                    .and_then(|req| a.death(req))
+                    .unwrap_or_else(Reply::from)
+            },
+        )
         .await
 }

@@ -50,7 +50,10 @@ pub struct Desk {
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 impl Desk {
@@ -66,10 +69,18 @@ impl Desk {
     /// The logged requests, newest last, optionally only those of one case.
     pub fn requests(&self, case_id: Option<&str>) -> Vec<RequestMeta> {
         let log = self.log.lock().expect("request log lock");
-        log.iter().filter(|m| case_id.is_none() || m.case_id.as_deref() == case_id).cloned().collect()
+        log.iter()
+            .filter(|m| case_id.is_none() || m.case_id.as_deref() == case_id)
+            .cloned()
+            .collect()
     }
 
-    fn admit(&self, method: &str, path: &str, headers: &HeaderMap) -> (std::time::Duration, Fault, RequestMeta) {
+    fn admit(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> (std::time::Duration, Fault, RequestMeta) {
         let now = Timestamp::now();
         let (latency, fault) = self.injector.lock().expect("injector lock").draw(now);
         let meta = RequestMeta {
@@ -109,7 +120,10 @@ impl Desk {
         if fault.is_before_effect() {
             return self.fault_reply(fault);
         }
-        let Some(key) = meta.idempotency_key.filter(|k| !k.is_empty() && k.len() <= 255) else {
+        let Some(key) = meta
+            .idempotency_key
+            .filter(|k| !k.is_empty() && k.len() <= 255)
+        else {
             return respond(Refusal::new(
                 "IDEMPOTENCY_KEY_REQUIRED",
                 "this procedure changes records: send an Idempotency-Key header (1 to 255 characters)",
@@ -132,8 +146,15 @@ impl Desk {
                 .into(),
                 Seen::New => {
                     let reply = act(body);
-                    if reply.status.is_success() || reply.status == StatusCode::UNPROCESSABLE_ENTITY {
-                        ledger.record(&key, procedure, fingerprint, meta.case_id.as_deref(), &reply);
+                    if reply.status.is_success() || reply.status == StatusCode::UNPROCESSABLE_ENTITY
+                    {
+                        ledger.record(
+                            &key,
+                            procedure,
+                            fingerprint,
+                            meta.case_id.as_deref(),
+                            &reply,
+                        );
                     }
                     reply
                 }
@@ -143,7 +164,12 @@ impl Desk {
     }
 
     /// Answers a read (a status query), with the same faults as any other call.
-    pub async fn query(&self, headers: &HeaderMap, path: &str, act: impl FnOnce() -> Reply) -> Response {
+    pub async fn query(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+        act: impl FnOnce() -> Reply,
+    ) -> Response {
         let (latency, fault, _) = self.admit("GET", path, headers);
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
@@ -155,7 +181,12 @@ impl Desk {
     }
 
     fn fault_reply(&self, fault: Fault) -> Response {
-        let retry_after = self.injector.lock().expect("injector lock").faults.retry_after();
+        let retry_after = self
+            .injector
+            .lock()
+            .expect("injector lock")
+            .faults
+            .retry_after();
         let retry_after = HeaderValue::from(retry_after);
         match fault {
             Fault::InternalError => {
@@ -180,20 +211,40 @@ impl Desk {
     async fn deliver(&self, fault: Fault, reply: Reply) -> Response {
         match fault {
             Fault::Timeout => {
-                let hold = self.injector.lock().expect("injector lock").faults.timeout_hold();
+                let hold = self
+                    .injector
+                    .lock()
+                    .expect("injector lock")
+                    .faults
+                    .timeout_hold();
                 tokio::time::sleep(hold).await;
                 respond(reply)
             }
             Fault::Reset => {
                 let failing = futures_util::stream::once(async {
-                    Err::<Bytes, std::io::Error>(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset"))
+                    Err::<Bytes, std::io::Error>(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "injected reset",
+                    ))
                 });
-                (reply.status, [(header::CONTENT_TYPE, "application/json")], Body::from_stream(failing)).into_response()
+                (
+                    reply.status,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    Body::from_stream(failing),
+                )
+                    .into_response()
             }
             Fault::Garbled => {
                 let text = reply.body.to_string();
-                let cut = text.char_indices().nth(text.chars().count() / 2).map_or(0, |(i, _)| i);
-                (reply.status, [(header::CONTENT_TYPE, "application/json")], format!("{}\u{0}\u{fffd}", &text[..cut]))
+                let cut = text
+                    .char_indices()
+                    .nth(text.chars().count() / 2)
+                    .map_or(0, |(i, _)| i);
+                (
+                    reply.status,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    format!("{}\u{0}\u{fffd}", &text[..cut]),
+                )
                     .into_response()
             }
             _ => respond(reply),

@@ -69,7 +69,8 @@ impl Directory {
     /// The directory compiled into the binary. It is checked by a unit test, so a broken data
     /// file fails the build's tests rather than a running mock.
     pub fn bundled() -> Directory {
-        serde_saphyr::from_str(DIRECTORY_YAML).expect("data/directory.yaml is checked by a unit test")
+        serde_saphyr::from_str(DIRECTORY_YAML)
+            .expect("data/directory.yaml is checked by a unit test")
     }
 
     pub fn commune(&self, code: &str) -> Option<&Commune> {
@@ -87,12 +88,24 @@ mod tests {
         let dir = Directory::bundled();
         assert_eq!(dir.agencies.len(), 3);
         for commune in &dir.communes {
-            assert!(dir.provinces.contains_key(&commune.province), "{}", commune.code);
+            assert!(
+                dir.provinces.contains_key(&commune.province),
+                "{}",
+                commune.code
+            );
         }
         for citizen in &dir.citizens {
             let id: PersonalId = citizen.personal_id.parse().unwrap();
-            assert!(id.matches(citizen.sex, citizen.date_of_birth), "{}", citizen.personal_id);
-            assert!(dir.commune(&citizen.commune).is_some(), "{}", citizen.personal_id);
+            assert!(
+                id.matches(citizen.sex, citizen.date_of_birth),
+                "{}",
+                citizen.personal_id
+            );
+            assert!(
+                dir.commune(&citizen.commune).is_some(),
+                "{}",
+                citizen.personal_id
+            );
         }
         assert_eq!(dir.funeral_allowance.eligible_categories.len(), 6);
     }

@@ -78,13 +78,18 @@ pub enum Fault {
 impl Fault {
     /// Faults that stop the request before it reaches the agency's system.
     pub fn is_before_effect(self) -> bool {
-        matches!(self, Fault::Outage | Fault::Unavailable | Fault::InternalError | Fault::TooManyRequests)
+        matches!(
+            self,
+            Fault::Outage | Fault::Unavailable | Fault::InternalError | Fault::TooManyRequests
+        )
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvalidFaults {
-    #[error("fault rates must each be between 0 and 1 and add up to at most 1 (they add up to {0})")]
+    #[error(
+        "fault rates must each be between 0 and 1 and add up to at most 1 (they add up to {0})"
+    )]
     Rates(f64),
     #[error("latency: min_ms ({min}) is greater than max_ms ({max})")]
     Latency { min: u64, max: u64 },
@@ -95,7 +100,14 @@ pub enum InvalidFaults {
 impl Faults {
     pub fn validate(&self) -> Result<(), InvalidFaults> {
         let r = self.rates;
-        let all = [r.unavailable, r.internal_error, r.too_many_requests, r.reset, r.timeout, r.garbled];
+        let all = [
+            r.unavailable,
+            r.internal_error,
+            r.too_many_requests,
+            r.reset,
+            r.timeout,
+            r.garbled,
+        ];
         let sum: f64 = all.iter().sum();
         if all.iter().any(|p| !(0.0..=1.0).contains(p)) || sum > 1.0 + 1e-9 {
             return Err(InvalidFaults::Rates(sum));
@@ -103,11 +115,17 @@ impl Faults {
         if let Latency::Uniform { min_ms, max_ms } = self.latency
             && min_ms > max_ms
         {
-            return Err(InvalidFaults::Latency { min: min_ms, max: max_ms });
+            return Err(InvalidFaults::Latency {
+                min: min_ms,
+                max: max_ms,
+            });
         }
         for outage in &self.outages {
             if outage.until < outage.from {
-                return Err(InvalidFaults::Outage { from: outage.from, until: outage.until });
+                return Err(InvalidFaults::Outage {
+                    from: outage.from,
+                    until: outage.until,
+                });
             }
         }
         Ok(())
@@ -118,7 +136,11 @@ impl Faults {
     }
 
     pub fn timeout_hold(&self) -> Duration {
-        Duration::from_millis(if self.timeout_hold_ms == 0 { 60_000 } else { self.timeout_hold_ms })
+        Duration::from_millis(if self.timeout_hold_ms == 0 {
+            60_000
+        } else {
+            self.timeout_hold_ms
+        })
     }
 }
 
@@ -131,7 +153,10 @@ pub struct Injector {
 
 impl Injector {
     pub fn new(faults: Faults, seed: u64) -> Injector {
-        Injector { faults, rng: fastrand::Rng::with_seed(seed) }
+        Injector {
+            faults,
+            rng: fastrand::Rng::with_seed(seed),
+        }
     }
 
     pub fn replace(&mut self, faults: Faults, seed: Option<u64>) {
@@ -152,7 +177,12 @@ impl Injector {
                 (-(mean_ms as f64) * u.ln()) as u64
             }
         };
-        if self.faults.outages.iter().any(|o| o.from <= now && now < o.until) {
+        if self
+            .faults
+            .outages
+            .iter()
+            .any(|o| o.from <= now && now < o.until)
+        {
             return (Duration::from_millis(latency), Fault::Outage);
         }
         let r = self.faults.rates;
@@ -183,8 +213,15 @@ mod tests {
     #[test]
     fn same_seed_same_faults() {
         let faults = Faults {
-            rates: Rates { unavailable: 0.3, garbled: 0.2, ..Rates::default() },
-            latency: Latency::Uniform { min_ms: 1, max_ms: 50 },
+            rates: Rates {
+                unavailable: 0.3,
+                garbled: 0.2,
+                ..Rates::default()
+            },
+            latency: Latency::Uniform {
+                min_ms: 1,
+                max_ms: 50,
+            },
             ..Faults::default()
         };
         let now = Timestamp::now();
@@ -194,13 +231,23 @@ mod tests {
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
-        let unavailable = run(7).iter().filter(|(_, f)| *f == Fault::Unavailable).count();
+        let unavailable = run(7)
+            .iter()
+            .filter(|(_, f)| *f == Fault::Unavailable)
+            .count();
         assert!((15..=45).contains(&unavailable), "{unavailable}");
     }
 
     #[test]
     fn rejects_rates_above_one() {
-        let faults = Faults { rates: Rates { unavailable: 0.7, timeout: 0.5, ..Rates::default() }, ..Faults::default() };
+        let faults = Faults {
+            rates: Rates {
+                unavailable: 0.7,
+                timeout: 0.5,
+                ..Rates::default()
+            },
+            ..Faults::default()
+        };
         assert!(faults.validate().is_err());
     }
 }

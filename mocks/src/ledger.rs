@@ -61,15 +61,31 @@ impl Ledger {
         }
     }
 
-    pub fn record(&mut self, key: &str, procedure: &'static str, fingerprint: u64, case_id: Option<&str>, reply: &Reply) {
+    pub fn record(
+        &mut self,
+        key: &str,
+        procedure: &'static str,
+        fingerprint: u64,
+        case_id: Option<&str>,
+        reply: &Reply,
+    ) {
         if reply.effect
             && let Some(case) = case_id
         {
-            *self.by_case.entry((case.to_owned(), procedure)).or_default() += 1;
+            *self
+                .by_case
+                .entry((case.to_owned(), procedure))
+                .or_default() += 1;
         }
         self.entries.insert(
             key.to_owned(),
-            Entry { procedure, fingerprint, case_id: case_id.map(str::to_owned), reply: reply.clone(), replays: 0 },
+            Entry {
+                procedure,
+                fingerprint,
+                case_id: case_id.map(str::to_owned),
+                reply: reply.clone(),
+                replays: 0,
+            },
         );
     }
 
@@ -93,7 +109,11 @@ impl Ledger {
     pub fn cases(&self) -> Vec<CaseEffects> {
         self.by_case
             .iter()
-            .map(|((case_id, procedure), effects)| CaseEffects { case_id: case_id.clone(), procedure, effects: *effects })
+            .map(|((case_id, procedure), effects)| CaseEffects {
+                case_id: case_id.clone(),
+                procedure,
+                effects: *effects,
+            })
             .collect()
     }
 }

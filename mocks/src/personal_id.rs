@@ -14,7 +14,9 @@ use crate::population::Sex;
 pub struct PersonalId(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a personal ID number is 12 digits (3-digit province, century/sex digit, 2-digit year, 6 digits), got {0:?}")]
+#[error(
+    "a personal ID number is 12 digits (3-digit province, century/sex digit, 2-digit year, 6 digits), got {0:?}"
+)]
 pub struct MalformedId(String);
 
 impl PersonalId {
@@ -43,7 +45,11 @@ impl PersonalId {
     /// Builds an ID from its parts; `serial` is the six random digits.
     pub fn compose(province: &str, sex: Sex, born: Date, serial: u32) -> Option<PersonalId> {
         let digit = Self::century_sex_digit(born.year(), sex)?;
-        let id = format!("{province}{digit}{:02}{:06}", born.year() % 100, serial % 1_000_000);
+        let id = format!(
+            "{province}{digit}{:02}{:06}",
+            born.year() % 100,
+            serial % 1_000_000
+        );
         id.parse().ok()
     }
 

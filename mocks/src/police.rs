@@ -142,7 +142,11 @@ impl Agency for Police {
 
 impl Police {
     pub fn new(desk: Desk, world: Arc<World>) -> Police {
-        Police { desk, world, records: Mutex::default() }
+        Police {
+            desk,
+            world,
+            records: Mutex::default(),
+        }
     }
 
     pub fn router(self: Arc<Self>) -> Router {
@@ -150,55 +154,93 @@ impl Police {
             .route("/v1/residence-registrations", post(register))
             .route("/v1/residence-registrations/{id}", get(registration_status))
             .route("/v1/residence-deregistrations", post(deregister))
-            .route("/admin/residence-registrations/{id}/consent", post(answer_consent))
+            .route(
+                "/admin/residence-registrations/{id}/consent",
+                post(answer_consent),
+            )
             .with_state(self)
     }
 
-    fn register(self: &Arc<Self>, req: RegistrationRequest, traceparent: Option<String>) -> Result<Reply, Refusal> {
+    fn register(
+        self: &Arc<Self>,
+        req: RegistrationRequest,
+        traceparent: Option<String>,
+    ) -> Result<Reply, Refusal> {
         named("full_name", &req.full_name)?;
         named("relationship_to_head", &req.relationship_to_head)?;
         named("birth_extract_number", &req.birth_extract_number)?;
         if !(req.callback_url.starts_with("http://") || req.callback_url.starts_with("https://")) {
-            return Err(Refusal::new("INVALID_FIELD", "callback_url must be an http(s) URL").on_field("callback_url"));
+            return Err(
+                Refusal::new("INVALID_FIELD", "callback_url must be an http(s) URL")
+                    .on_field("callback_url"),
+            );
         }
-        let commune = self.world.directory.commune(&req.address.commune_code).ok_or_else(|| {
-            Refusal::new("UNKNOWN_COMMUNE", format!("no commune police serves commune {}", req.address.commune_code))
+        let commune = self
+            .world
+            .directory
+            .commune(&req.address.commune_code)
+            .ok_or_else(|| {
+                Refusal::new(
+                    "UNKNOWN_COMMUNE",
+                    format!(
+                        "no commune police serves commune {}",
+                        req.address.commune_code
+                    ),
+                )
                 .on_field("address.commune_code")
-        })?;
+            })?;
         named("address.detail", &req.address.detail)?;
         let population = self.world.population.lock().expect("population lock");
         let person = population.get(&req.personal_id).ok_or_else(|| {
             Refusal::new(
                 "PERSON_NOT_IN_POPULATION_DB",
-                format!("{} is not in the population database: register the birth first", req.personal_id),
+                format!(
+                    "{} is not in the population database: register the birth first",
+                    req.personal_id
+                ),
             )
             .on_field("personal_id")
         })?;
         if person.full_name != req.full_name || person.date_of_birth != req.date_of_birth {
             return Err(Refusal::new(
                 "DATA_MISMATCH",
-                format!("the name or date of birth does not match the population database for {}", req.personal_id),
+                format!(
+                    "the name or date of birth does not match the population database for {}",
+                    req.personal_id
+                ),
             )
             .on_field("full_name"));
         }
         if let Some(current) = &person.commune {
             return Err(Refusal::new(
                 "ALREADY_REGISTERED",
-                format!("{} already has a permanent residence in commune {current}", req.personal_id),
+                format!(
+                    "{} already has a permanent residence in commune {current}",
+                    req.personal_id
+                ),
             )
             .on_field("personal_id"));
         }
-        let head = population.get(&req.household_head_personal_id).filter(|h| h.deceased_on.is_none()).ok_or_else(|| {
-            Refusal::new(
-                "HOUSEHOLD_HEAD_UNKNOWN",
-                format!("{} is not a living person in the population database", req.household_head_personal_id),
-            )
-            .on_field("household_head_personal_id")
-        })?;
+        let head = population
+            .get(&req.household_head_personal_id)
+            .filter(|h| h.deceased_on.is_none())
+            .ok_or_else(|| {
+                Refusal::new(
+                    "HOUSEHOLD_HEAD_UNKNOWN",
+                    format!(
+                        "{} is not a living person in the population database",
+                        req.household_head_personal_id
+                    ),
+                )
+                .on_field("household_head_personal_id")
+            })?;
         if head.commune.as_deref() != Some(commune.code.as_str()) {
             return Err(Refusal::new(
                 "OUTSIDE_COMMUNE",
-                format!("the household of {} is not registered in {} ({})", head.personal_id, commune.name, commune.code),
+                format!(
+                    "the household of {} is not registered in {} ({})",
+                    head.personal_id, commune.name, commune.code
+                ),
             )
             .on_field("address.commune_code"));
         }
@@ -208,7 +250,10 @@ impl Police {
         if records.awaiting.contains(&req.personal_id) {
             return Err(Refusal::new(
                 "ALREADY_REQUESTED",
-                format!("a registration of {} is already awaiting the household head's consent", req.personal_id),
+                format!(
+                    "a registration of {} is already awaiting the household head's consent",
+                    req.personal_id
+                ),
             )
             .on_field("personal_id"));
         }
@@ -250,12 +295,16 @@ impl Police {
     fn decide(self: &Arc<Self>, id: &str, granted: bool) -> Result<(), Refusal> {
         let mut records = self.records.lock().expect("records lock");
         let seq = records.registered + 1;
-        let registration = records
-            .find_mut(id)
-            .ok_or_else(|| Refusal::new("NOT_FOUND", format!("no registration {id}")).with_status(StatusCode::NOT_FOUND))?;
+        let registration = records.find_mut(id).ok_or_else(|| {
+            Refusal::new("NOT_FOUND", format!("no registration {id}"))
+                .with_status(StatusCode::NOT_FOUND)
+        })?;
         if registration.state != RegistrationState::AwaitingConsent {
-            return Err(Refusal::new("ALREADY_DECIDED", format!("registration {id} is already {:?}", registration.state))
-                .with_status(StatusCode::CONFLICT));
+            return Err(Refusal::new(
+                "ALREADY_DECIDED",
+                format!("registration {id} is already {:?}", registration.state),
+            )
+            .with_status(StatusCode::CONFLICT));
         }
         if granted {
             let mut population = self.world.population.lock().expect("population lock");
@@ -263,7 +312,8 @@ impl Police {
                 person.commune = Some(registration.address.commune_code.clone());
             }
             registration.state = RegistrationState::Registered;
-            registration.household_number = Some(format!("HK-{}-{seq:06}", registration.address.commune_code));
+            registration.household_number =
+                Some(format!("HK-{}-{seq:06}", registration.address.commune_code));
             registration.registered_on = Some(self.world.today());
         } else {
             registration.state = RegistrationState::Refused;
@@ -317,9 +367,18 @@ impl Police {
             let (url, body, traceparent) = {
                 let records = self.records.lock().expect("records lock");
                 let Some(r) = records.find(id) else { return };
-                (r.callback_url.clone(), Self::outcome(r), r.traceparent.clone())
+                (
+                    r.callback_url.clone(),
+                    Self::outcome(r),
+                    r.traceparent.clone(),
+                )
             };
-            let mut request = self.world.http.post(&url).json(&body).header(IDEMPOTENCY_KEY_HEADER, format!("police-callback-{id}"));
+            let mut request = self
+                .world
+                .http
+                .post(&url)
+                .json(&body)
+                .header(IDEMPOTENCY_KEY_HEADER, format!("police-callback-{id}"));
             if let Some(token) = &self.world.settings.callback_token {
                 request = request.bearer_auth(token);
             }
@@ -329,7 +388,9 @@ impl Police {
             let result = request.timeout(Duration::from_secs(10)).send().await;
             let done = {
                 let mut records = self.records.lock().expect("records lock");
-                let Some(r) = records.find_mut(id) else { return };
+                let Some(r) = records.find_mut(id) else {
+                    return;
+                };
                 r.callback.attempts += 1;
                 match &result {
                     Ok(reply) => {
@@ -373,25 +434,37 @@ impl Police {
         if population.get(&req.requester_personal_id).is_none() {
             return Err(Refusal::new(
                 "REQUESTER_UNKNOWN",
-                format!("the requester {} is not in the population database", req.requester_personal_id),
+                format!(
+                    "the requester {} is not in the population database",
+                    req.requester_personal_id
+                ),
             )
             .on_field("requester_personal_id"));
         }
         let person = population.get_mut(&req.personal_id).ok_or_else(|| {
-            Refusal::new("PERSON_NOT_IN_POPULATION_DB", format!("{} is not in the population database", req.personal_id))
-                .on_field("personal_id")
+            Refusal::new(
+                "PERSON_NOT_IN_POPULATION_DB",
+                format!("{} is not in the population database", req.personal_id),
+            )
+            .on_field("personal_id")
         })?;
         if person.full_name != req.full_name {
             return Err(Refusal::new(
                 "DATA_MISMATCH",
-                format!("the population database has {} as {:?}", req.personal_id, person.full_name),
+                format!(
+                    "the population database has {} as {:?}",
+                    req.personal_id, person.full_name
+                ),
             )
             .on_field("full_name"));
         }
         if person.deceased_on != Some(req.date_of_death) {
             return Err(Refusal::new(
                 "DEATH_NOT_REGISTERED",
-                format!("no death of {} on {} is registered: register the death first", req.personal_id, req.date_of_death),
+                format!(
+                    "no death of {} on {} is registered: register the death first",
+                    req.personal_id, req.date_of_death
+                ),
             )
             .on_field("date_of_death"));
         }
@@ -399,14 +472,20 @@ impl Police {
             None => {
                 return Err(Refusal::new(
                     "ALREADY_DEREGISTERED",
-                    format!("{} has no permanent residence to deregister", req.personal_id),
+                    format!(
+                        "{} has no permanent residence to deregister",
+                        req.personal_id
+                    ),
                 )
                 .on_field("personal_id"));
             }
             Some(c) if *c != req.address.commune_code => {
                 return Err(Refusal::new(
                     "OUTSIDE_COMMUNE",
-                    format!("{} resides in commune {c}, not {}", req.personal_id, req.address.commune_code),
+                    format!(
+                        "{} resides in commune {c}, not {}",
+                        req.personal_id, req.address.commune_code
+                    ),
                 )
                 .on_field("address.commune_code"));
             }
@@ -416,7 +495,11 @@ impl Police {
         let today = self.world.today();
         let mut records = self.records.lock().expect("records lock");
         let record = Deregistration {
-            deregistration_number: format!("XTT-{}-{:06}", req.address.commune_code, records.deregistrations.len() + 1),
+            deregistration_number: format!(
+                "XTT-{}-{:06}",
+                req.address.commune_code,
+                records.deregistrations.len() + 1
+            ),
             personal_id: req.personal_id,
             commune_code: req.address.commune_code,
             deregistered_on: today,
@@ -431,33 +514,68 @@ impl Police {
 
 async fn register(State(police): State<Arc<Police>>, headers: HeaderMap, body: Bytes) -> Response {
     let p = police.clone();
-    let traceparent = headers.get(TRACEPARENT_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let traceparent = headers
+        .get(TRACEPARENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     police
         .desk
-        .effectful("residence-registration", &headers, "/v1/residence-registrations", &body, move |bytes| {
-            parse(bytes).and_then(|req| p.register(req, traceparent)).unwrap_or_else(Reply::from)
-        })
+        .effectful(
+            "residence-registration",
+            &headers,
+            "/v1/residence-registrations",
+            &body,
+            move |bytes| {
+                parse(bytes)
+                    .and_then(|req| p.register(req, traceparent))
+                    .unwrap_or_else(Reply::from)
+            },
+        )
         .await
 }
 
-async fn registration_status(State(police): State<Arc<Police>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn registration_status(
+    State(police): State<Arc<Police>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let path = format!("/v1/residence-registrations/{id}");
-    police.desk.query(&headers, &path, || police.status(&id)).await
+    police
+        .desk
+        .query(&headers, &path, || police.status(&id))
+        .await
 }
 
-async fn deregister(State(police): State<Arc<Police>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn deregister(
+    State(police): State<Arc<Police>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let p = police.clone();
     police
         .desk
-        .effectful("residence-deregistration", &headers, "/v1/residence-deregistrations", &body, move |bytes| {
-            parse(bytes).and_then(|req| p.deregister(req)).unwrap_or_else(Reply::from)
-        })
+        .effectful(
+            "residence-deregistration",
+            &headers,
+            "/v1/residence-deregistrations",
+            &body,
+            move |bytes| {
+                parse(bytes)
+                    .and_then(|req| p.deregister(req))
+                    .unwrap_or_else(Reply::from)
+            },
+        )
         .await
 }
 
 /// An operator of the mock answers for a household head whose consent is `manual`.
-async fn answer_consent(State(police): State<Arc<Police>>, Path(id): Path<String>, body: Bytes) -> Response {
-    let result = parse::<ConsentAnswer>(&body).and_then(|answer| police.decide(&id, answer.granted));
+async fn answer_consent(
+    State(police): State<Arc<Police>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let result =
+        parse::<ConsentAnswer>(&body).and_then(|answer| police.decide(&id, answer.granted));
     match result {
         Ok(()) => respond(Reply::ok(json!({ "registration_id": id, "decided": true }))),
         Err(refusal) => respond(refusal.into()),

@@ -50,9 +50,13 @@ pub struct Population {
     citizens: BTreeMap<PersonalId, Citizen>,
 }
 
-const FAMILY_NAMES: &[&str] = &["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng"];
+const FAMILY_NAMES: &[&str] = &[
+    "Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng",
+];
 const MIDDLE_NAMES: &[&str] = &["Văn", "Thị", "Minh", "Ngọc", "Đức", "Thu", "Quang", "Thanh"];
-const GIVEN_NAMES: &[&str] = &["An", "Bình", "Chi", "Dũng", "Giang", "Hà", "Khánh", "Linh", "Nam", "Phúc", "Quỳnh", "Tâm"];
+const GIVEN_NAMES: &[&str] = &[
+    "An", "Bình", "Chi", "Dũng", "Giang", "Hà", "Khánh", "Linh", "Nam", "Phúc", "Quỳnh", "Tâm",
+];
 
 impl Population {
     /// The directory's known citizens plus `generated` more, drawn from `seed` so that a run can be
@@ -60,7 +64,10 @@ impl Population {
     pub fn seeded(directory: &Directory, seed: u64, generated: usize) -> Population {
         let mut population = Population::default();
         for known in &directory.citizens {
-            let id: PersonalId = known.personal_id.parse().expect("checked by directory tests");
+            let id: PersonalId = known
+                .personal_id
+                .parse()
+                .expect("checked by directory tests");
             population.citizens.insert(
                 id.clone(),
                 Citizen {
@@ -80,8 +87,10 @@ impl Population {
         while population.citizens.len() < directory.citizens.len() + generated {
             let commune = &directory.communes[rng.usize(..directory.communes.len())];
             let sex = if rng.bool() { Sex::Male } else { Sex::Female };
-            let born = Date::new(rng.i16(1940..=2006), rng.i8(1..=12), rng.i8(1..=28)).expect("valid date");
-            let Some(id) = PersonalId::compose(&commune.province, sex, born, rng.u32(..1_000_000)) else {
+            let born = Date::new(rng.i16(1940..=2006), rng.i8(1..=12), rng.i8(1..=28))
+                .expect("valid date");
+            let Some(id) = PersonalId::compose(&commune.province, sex, born, rng.u32(..1_000_000))
+            else {
                 continue;
             };
             if population.citizens.contains_key(&id) {
@@ -92,8 +101,16 @@ impl Population {
                 1 => Consent::Refuse,
                 _ => Consent::Auto,
             };
-            let insurance = if rng.bool() { categories[rng.usize(..categories.len())].clone() } else { "none".to_owned() };
-            let middle = if sex == Sex::Female { "Thị" } else { MIDDLE_NAMES[rng.usize(..MIDDLE_NAMES.len())] };
+            let insurance = if rng.bool() {
+                categories[rng.usize(..categories.len())].clone()
+            } else {
+                "none".to_owned()
+            };
+            let middle = if sex == Sex::Female {
+                "Thị"
+            } else {
+                MIDDLE_NAMES[rng.usize(..MIDDLE_NAMES.len())]
+            };
             let full_name = format!(
                 "{} {} {}",
                 FAMILY_NAMES[rng.usize(..FAMILY_NAMES.len())],
@@ -130,7 +147,13 @@ impl Population {
     }
 
     /// Issues a personal ID that no one holds yet, for a newborn.
-    pub fn issue_id(&self, province: &str, sex: Sex, born: Date, rng: &mut fastrand::Rng) -> PersonalId {
+    pub fn issue_id(
+        &self,
+        province: &str,
+        sex: Sex,
+        born: Date,
+        rng: &mut fastrand::Rng,
+    ) -> PersonalId {
         loop {
             let id = PersonalId::compose(province, sex, born, rng.u32(..1_000_000))
                 .expect("newborns are born in a century the format covers");

@@ -18,20 +18,34 @@ pub struct Reply {
 impl Reply {
     /// A record was created.
     pub fn created(body: Value) -> Reply {
-        Reply { status: StatusCode::CREATED, body, effect: true }
+        Reply {
+            status: StatusCode::CREATED,
+            body,
+            effect: true,
+        }
     }
 
     /// A request was taken in; the result comes later.
     pub fn accepted(body: Value) -> Reply {
-        Reply { status: StatusCode::ACCEPTED, body, effect: true }
+        Reply {
+            status: StatusCode::ACCEPTED,
+            body,
+            effect: true,
+        }
     }
 
     pub fn ok(body: Value) -> Reply {
-        Reply { status: StatusCode::OK, body, effect: false }
+        Reply {
+            status: StatusCode::OK,
+            body,
+            effect: false,
+        }
     }
 
     pub fn not_found(what: &str) -> Reply {
-        Refusal::new("NOT_FOUND", format!("{what} does not exist")).with_status(StatusCode::NOT_FOUND).into()
+        Refusal::new("NOT_FOUND", format!("{what} does not exist"))
+            .with_status(StatusCode::NOT_FOUND)
+            .into()
     }
 }
 
@@ -46,7 +60,12 @@ pub struct Refusal {
 
 impl Refusal {
     pub fn new(code: &'static str, message: impl Into<String>) -> Refusal {
-        Refusal { status: StatusCode::UNPROCESSABLE_ENTITY, code, message: message.into(), field: None }
+        Refusal {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            message: message.into(),
+            field: None,
+        }
     }
 
     pub fn on_field(mut self, field: impl Into<String>) -> Refusal {
@@ -66,7 +85,11 @@ impl From<Refusal> for Reply {
         if let Some(field) = r.field {
             body["field"] = Value::String(field);
         }
-        Reply { status: r.status, body, effect: false }
+        Reply {
+            status: r.status,
+            body,
+            effect: false,
+        }
     }
 }
 
@@ -78,17 +101,28 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Refusal> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if !inner.is_data() {
-            return Refusal::new("MALFORMED_REQUEST", format!("the request body is not valid JSON: {inner}"))
-                .with_status(StatusCode::BAD_REQUEST);
+            return Refusal::new(
+                "MALFORMED_REQUEST",
+                format!("the request body is not valid JSON: {inner}"),
+            )
+            .with_status(StatusCode::BAD_REQUEST);
         }
         let text = inner.to_string();
         let message = text.split(" at line ").next().unwrap_or(&text).to_owned();
         if let Some(rest) = message.strip_prefix("missing field `") {
             let field = rest.trim_end_matches('`');
-            let full = if path == "." { field.to_owned() } else { format!("{path}.{field}") };
+            let full = if path == "." {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            };
             Refusal::new("MISSING_FIELD", format!("the field {full} is required")).on_field(full)
         } else {
-            Refusal::new("INVALID_FIELD", format!("the field {path} is invalid: {message}")).on_field(path)
+            Refusal::new(
+                "INVALID_FIELD",
+                format!("the field {path} is invalid: {message}"),
+            )
+            .on_field(path)
         }
     })
 }
@@ -113,10 +147,20 @@ mod tests {
     #[test]
     fn names_the_missing_and_the_malformed_field() {
         let missing = parse::<Req>(br#"{"child": {"full_name": "A"}}"#).unwrap_err();
-        assert_eq!((missing.code, missing.field.as_deref()), ("MISSING_FIELD", Some("child.date_of_birth")));
-        let bad = parse::<Req>(br#"{"child": {"full_name": "A", "date_of_birth": "31/12/2026"}}"#).unwrap_err();
-        assert_eq!((bad.code, bad.field.as_deref()), ("INVALID_FIELD", Some("child.date_of_birth")));
+        assert_eq!(
+            (missing.code, missing.field.as_deref()),
+            ("MISSING_FIELD", Some("child.date_of_birth"))
+        );
+        let bad = parse::<Req>(br#"{"child": {"full_name": "A", "date_of_birth": "31/12/2026"}}"#)
+            .unwrap_err();
+        assert_eq!(
+            (bad.code, bad.field.as_deref()),
+            ("INVALID_FIELD", Some("child.date_of_birth"))
+        );
         let garbage = parse::<Req>(b"{nope").unwrap_err();
-        assert_eq!((garbage.code, garbage.status), ("MALFORMED_REQUEST", StatusCode::BAD_REQUEST));
+        assert_eq!(
+            (garbage.code, garbage.status),
+            ("MALFORMED_REQUEST", StatusCode::BAD_REQUEST)
+        );
     }
 }

@@ -72,7 +72,10 @@ pub struct RunningMocks {
 
 impl RunningMocks {
     pub fn base_url(&self, agency: &str) -> Option<&str> {
-        self.agencies.iter().find(|a| a.id == agency).map(|a| a.base_url.as_str())
+        self.agencies
+            .iter()
+            .find(|a| a.id == agency)
+            .map(|a| a.base_url.as_str())
     }
 
     pub async fn shutdown(self) {
@@ -85,12 +88,19 @@ impl RunningMocks {
 
 pub async fn start(config: MocksConfig) -> std::io::Result<RunningMocks> {
     if let Err(e) = config.faults.validate() {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            e.to_string(),
+        ));
     }
     let directory = Directory::bundled();
     let population = Population::seeded(&directory, config.seed, config.population);
     let settings = Settings {
-        consent_delay: if config.fast { Duration::ZERO } else { Duration::from_millis(200) },
+        consent_delay: if config.fast {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(200)
+        },
         card_ready_after_polls: if config.fast { 0 } else { 2 },
         callback_token: config.callback_token.clone(),
         today: config.today,
@@ -101,28 +111,58 @@ pub async fn start(config: MocksConfig) -> std::io::Result<RunningMocks> {
     let police = Arc::new(Police::new(desk(POLICE, 2), world.clone()));
     let social = Arc::new(SocialSecurity::new(desk(SOCIAL_SECURITY, 3), world.clone()));
     let routers = [
-        (CIVIL_STATUS, civil.clone().router().merge(crate::admin::router(civil))),
-        (POLICE, police.clone().router().merge(crate::admin::router(police))),
-        (SOCIAL_SECURITY, social.clone().router().merge(crate::admin::router(social))),
+        (
+            CIVIL_STATUS,
+            civil.clone().router().merge(crate::admin::router(civil)),
+        ),
+        (
+            POLICE,
+            police.clone().router().merge(crate::admin::router(police)),
+        ),
+        (
+            SOCIAL_SECURITY,
+            social.clone().router().merge(crate::admin::router(social)),
+        ),
     ];
     let (stop, stopped) = watch::channel(false);
     let mut agencies = Vec::new();
     let mut tasks = Vec::new();
     for (i, (id, router)) in routers.into_iter().enumerate() {
-        let port = if config.base_port == 0 { 0 } else { config.base_port + i as u16 };
+        let port = if config.base_port == 0 {
+            0
+        } else {
+            config.base_port + i as u16
+        };
         let listener = TcpListener::bind((config.host, port)).await?;
         let addr = listener.local_addr()?;
-        let name = world.directory.agencies.get(id).map(|a| a.name.clone()).unwrap_or_default();
-        agencies.push(RunningAgency { id, name, addr, base_url: format!("http://{addr}") });
+        let name = world
+            .directory
+            .agencies
+            .get(id)
+            .map(|a| a.name.clone())
+            .unwrap_or_default();
+        agencies.push(RunningAgency {
+            id,
+            name,
+            addr,
+            base_url: format!("http://{addr}"),
+        });
         let mut stopped = stopped.clone();
         tasks.push(tokio::spawn(async move {
             let shutdown = async move {
                 stopped.wait_for(|s| *s).await.ok();
             };
-            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
                 tracing::error!(agency = id, error = %e, "mock agency stopped");
             }
         }));
     }
-    Ok(RunningMocks { agencies, stop, tasks })
+    Ok(RunningMocks {
+        agencies,
+        stop,
+        tasks,
+    })
 }

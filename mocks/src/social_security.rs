@@ -126,7 +126,11 @@ fn card_valid_to(born: Date) -> Date {
     let sixth = born.saturating_add(jiff::Span::new().years(6));
     let day_before = sixth.yesterday().unwrap_or(sixth);
     let school_start = Date::new(sixth.year(), 9, 30).expect("30 September exists");
-    if sixth < school_start { school_start } else { day_before }
+    if sixth < school_start {
+        school_start
+    } else {
+        day_before
+    }
 }
 
 impl Agency for SocialSecurity {
@@ -143,7 +147,11 @@ impl Agency for SocialSecurity {
 
 impl SocialSecurity {
     pub fn new(desk: Desk, world: Arc<World>) -> SocialSecurity {
-        SocialSecurity { desk, world, records: Mutex::default() }
+        SocialSecurity {
+            desk,
+            world,
+            records: Mutex::default(),
+        }
     }
 
     pub fn router(self: Arc<Self>) -> Router {
@@ -157,10 +165,17 @@ impl SocialSecurity {
     fn apply(&self, req: CardRequest) -> Result<Reply, Refusal> {
         named("full_name", &req.full_name)?;
         named("birth_extract_number", &req.birth_extract_number)?;
-        let commune = self.world.directory.commune(&req.address.commune_code).ok_or_else(|| {
-            Refusal::new("UNKNOWN_COMMUNE", format!("commune {} is not known", req.address.commune_code))
+        let commune = self
+            .world
+            .directory
+            .commune(&req.address.commune_code)
+            .ok_or_else(|| {
+                Refusal::new(
+                    "UNKNOWN_COMMUNE",
+                    format!("commune {} is not known", req.address.commune_code),
+                )
                 .on_field("address.commune_code")
-        })?;
+            })?;
         let hospital = match &req.initial_hospital_code {
             None => commune.hospital.clone(),
             Some(code) => self
@@ -172,22 +187,34 @@ impl SocialSecurity {
                 .find(|h| h.code == *code)
                 .cloned()
                 .ok_or_else(|| {
-                    Refusal::new("UNKNOWN_HOSPITAL", format!("{code} is not a hospital that takes initial registrations"))
-                        .on_field("initial_hospital_code")
+                    Refusal::new(
+                        "UNKNOWN_HOSPITAL",
+                        format!("{code} is not a hospital that takes initial registrations"),
+                    )
+                    .on_field("initial_hospital_code")
                 })?,
         };
         let population = self.world.population.lock().expect("population lock");
         let child = population.get(&req.child_personal_id).ok_or_else(|| {
             Refusal::new(
                 "PERSON_NOT_IN_POPULATION_DB",
-                format!("{} is not in the population database", req.child_personal_id),
+                format!(
+                    "{} is not in the population database",
+                    req.child_personal_id
+                ),
             )
             .on_field("child_personal_id")
         })?;
-        if child.date_of_birth != req.date_of_birth || child.sex != req.sex || child.full_name != req.full_name {
+        if child.date_of_birth != req.date_of_birth
+            || child.sex != req.sex
+            || child.full_name != req.full_name
+        {
             return Err(Refusal::new(
                 "DATA_MISMATCH",
-                format!("the name, sex or date of birth does not match the population database for {}", req.child_personal_id),
+                format!(
+                    "the name, sex or date of birth does not match the population database for {}",
+                    req.child_personal_id
+                ),
             )
             .on_field("date_of_birth"));
         }
@@ -195,7 +222,10 @@ impl SocialSecurity {
         if req.date_of_birth.saturating_add(jiff::Span::new().years(6)) <= today {
             return Err(Refusal::new(
                 "NOT_UNDER_SIX",
-                format!("a child born on {} is not under 6 today ({today})", req.date_of_birth),
+                format!(
+                    "a child born on {} is not under 6 today ({today})",
+                    req.date_of_birth
+                ),
             )
             .on_field("date_of_birth"));
         }
@@ -204,7 +234,10 @@ impl SocialSecurity {
         if records.insured_children.contains(&req.child_personal_id) {
             return Err(Refusal::new(
                 "ALREADY_INSURED",
-                format!("{} already has a health-insurance card", req.child_personal_id),
+                format!(
+                    "{} already has a health-insurance card",
+                    req.child_personal_id
+                ),
             )
             .on_field("child_personal_id"));
         }
@@ -222,7 +255,9 @@ impl SocialSecurity {
         let application_id = format!("TE-{:07}", records.card_applications.len() + 1);
         let index = records.card_applications.len();
         records.applications.insert(application_id.clone(), index);
-        records.insured_children.insert(req.child_personal_id.clone());
+        records
+            .insured_children
+            .insert(req.child_personal_id.clone());
         records.card_applications.push(CardApplication {
             application_id: application_id.clone(),
             child_personal_id: req.child_personal_id,
@@ -261,10 +296,16 @@ impl SocialSecurity {
         named("organizer.full_name", &req.organizer.full_name)?;
         named("organizer.relationship", &req.organizer.relationship)?;
         if req.payment.method == PaymentMethod::BankTransfer {
-            for (field, value) in [("bank_code", &req.payment.bank_code), ("account_number", &req.payment.account_number)] {
+            for (field, value) in [
+                ("bank_code", &req.payment.bank_code),
+                ("account_number", &req.payment.account_number),
+            ] {
                 if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
-                    return Err(Refusal::new("MISSING_FIELD", format!("a bank transfer needs payment.{field}"))
-                        .on_field(format!("payment.{field}")));
+                    return Err(Refusal::new(
+                        "MISSING_FIELD",
+                        format!("a bank transfer needs payment.{field}"),
+                    )
+                    .on_field(format!("payment.{field}")));
                 }
             }
         }
@@ -272,14 +313,20 @@ impl SocialSecurity {
         let deceased = population.get(&req.deceased_personal_id).ok_or_else(|| {
             Refusal::new(
                 "PERSON_NOT_IN_POPULATION_DB",
-                format!("{} is not in the population database", req.deceased_personal_id),
+                format!(
+                    "{} is not in the population database",
+                    req.deceased_personal_id
+                ),
             )
             .on_field("deceased_personal_id")
         })?;
         if deceased.deceased_on != Some(req.date_of_death) {
             return Err(Refusal::new(
                 "DEATH_NOT_REGISTERED",
-                format!("no death of {} on {} is registered", req.deceased_personal_id, req.date_of_death),
+                format!(
+                    "no death of {} on {} is registered",
+                    req.deceased_personal_id, req.date_of_death
+                ),
             )
             .on_field("date_of_death"));
         }
@@ -295,24 +342,41 @@ impl SocialSecurity {
             .on_field("deceased_personal_id"));
         }
         let category = deceased.insurance.clone();
-        if population.get(&req.organizer.personal_id).is_none_or(|o| o.deceased_on.is_some()) {
+        if population
+            .get(&req.organizer.personal_id)
+            .is_none_or(|o| o.deceased_on.is_some())
+        {
             return Err(Refusal::new(
                 "ORGANIZER_UNKNOWN",
-                format!("the funeral organizer {} is not a living person in the population database", req.organizer.personal_id),
+                format!(
+                    "the funeral organizer {} is not a living person in the population database",
+                    req.organizer.personal_id
+                ),
             )
             .on_field("organizer.personal_id"));
         }
         drop(population);
         let mut records = self.records.lock().expect("records lock");
-        if let Some(paid) = records.allowances.get(&req.deceased_personal_id).map(|&i| &records.funeral_allowances[i]) {
+        if let Some(paid) = records
+            .allowances
+            .get(&req.deceased_personal_id)
+            .map(|&i| &records.funeral_allowances[i])
+        {
             return Err(Refusal::new(
                 "ALREADY_PAID",
-                format!("the funeral allowance for {} was already decided ({})", req.deceased_personal_id, paid.decision_number),
+                format!(
+                    "the funeral allowance for {} was already decided ({})",
+                    req.deceased_personal_id, paid.decision_number
+                ),
             )
             .on_field("deceased_personal_id"));
         }
         let record = FuneralAllowance {
-            decision_number: format!("MT-{}-{:06}", self.world.today().year(), records.funeral_allowances.len() + 1),
+            decision_number: format!(
+                "MT-{}-{:06}",
+                self.world.today().year(),
+                records.funeral_allowances.len() + 1
+            ),
             deceased_personal_id: req.deceased_personal_id,
             category,
             amount_vnd: rules.reference_level_vnd * rules.multiple,
@@ -320,7 +384,9 @@ impl SocialSecurity {
             payment: req.payment,
         };
         let index = records.funeral_allowances.len();
-        records.allowances.insert(record.deceased_personal_id.clone(), index);
+        records
+            .allowances
+            .insert(record.deceased_personal_id.clone(), index);
         records.funeral_allowances.push(record.clone());
         Ok(Reply::created(json!({
             "decision_number": record.decision_number,
@@ -332,26 +398,54 @@ impl SocialSecurity {
     }
 }
 
-async fn apply_for_card(State(ss): State<Arc<SocialSecurity>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn apply_for_card(
+    State(ss): State<Arc<SocialSecurity>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let s = ss.clone();
     ss.desk
-        .effectful("child-health-insurance-card", &headers, "/v1/child-health-insurance-cards", &body, move |bytes| {
-            parse(bytes).and_then(|req| s.apply(req)).unwrap_or_else(Reply::from)
-        })
+        .effectful(
+            "child-health-insurance-card",
+            &headers,
+            "/v1/child-health-insurance-cards",
+            &body,
+            move |bytes| {
+                parse(bytes)
+                    .and_then(|req| s.apply(req))
+                    .unwrap_or_else(Reply::from)
+            },
+        )
         .await
 }
 
-async fn card_status(State(ss): State<Arc<SocialSecurity>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn card_status(
+    State(ss): State<Arc<SocialSecurity>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let path = format!("/v1/child-health-insurance-cards/{id}");
     ss.desk.query(&headers, &path, || ss.card_status(&id)).await
 }
 
-async fn claim_funeral_allowance(State(ss): State<Arc<SocialSecurity>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn claim_funeral_allowance(
+    State(ss): State<Arc<SocialSecurity>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let s = ss.clone();
     ss.desk
-        .effectful("funeral-allowance", &headers, "/v1/funeral-allowances", &body, move |bytes| {
-            parse(bytes).and_then(|req| s.funeral(req)).unwrap_or_else(Reply::from)
-        })
+        .effectful(
+            "funeral-allowance",
+            &headers,
+            "/v1/funeral-allowances",
+            &body,
+            move |bytes| {
+                parse(bytes)
+                    .and_then(|req| s.funeral(req))
+                    .unwrap_or_else(Reply::from)
+            },
+        )
         .await
 }
 

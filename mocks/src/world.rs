@@ -33,7 +33,12 @@ pub struct World {
 }
 
 impl World {
-    pub fn new(directory: Directory, population: Population, settings: Settings, seed: u64) -> World {
+    pub fn new(
+        directory: Directory,
+        population: Population,
+        settings: Settings,
+        seed: u64,
+    ) -> World {
         World {
             directory,
             population: Mutex::new(population),
@@ -45,8 +50,10 @@ impl World {
 
     /// Today's date in Vietnam (UTC+7), where the agencies are.
     pub fn today(&self) -> Date {
-        self.settings
-            .today
-            .unwrap_or_else(|| jiff::Timestamp::now().to_zoned(TimeZone::fixed(Offset::constant(7))).date())
+        self.settings.today.unwrap_or_else(|| {
+            jiff::Timestamp::now()
+                .to_zoned(TimeZone::fixed(Offset::constant(7)))
+                .date()
+        })
     }
 }

@@ -22,12 +22,20 @@ struct Answer {
 
 impl Mocks {
     async fn start() -> Mocks {
-        Mocks::start_with(MocksConfig { today: Some(TODAY.parse().unwrap()), population: 50, ..MocksConfig::default() }).await
+        Mocks::start_with(MocksConfig {
+            today: Some(TODAY.parse().unwrap()),
+            population: 50,
+            ..MocksConfig::default()
+        })
+        .await
     }
 
     async fn start_with(config: MocksConfig) -> Mocks {
         let running = start(config).await.expect("mocks start");
-        Mocks { running, http: reqwest::Client::new() }
+        Mocks {
+            running,
+            http: reqwest::Client::new(),
+        }
     }
 
     fn url(&self, agency: &str, path: &str) -> String {
@@ -48,28 +56,62 @@ impl Mocks {
     }
 
     async fn get(&self, agency: &str, path: &str) -> Answer {
-        answer(self.http.get(self.url(agency, path)).send().await.expect("request")).await
+        answer(
+            self.http
+                .get(self.url(agency, path))
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
     }
 
     async fn put(&self, agency: &str, path: &str, body: &Value) -> Answer {
-        answer(self.http.put(self.url(agency, path)).json(body).send().await.expect("request")).await
+        answer(
+            self.http
+                .put(self.url(agency, path))
+                .json(body)
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
     }
 
     async fn admin_post(&self, agency: &str, path: &str, body: &Value) -> Answer {
-        answer(self.http.post(self.url(agency, path)).json(body).send().await.expect("request")).await
+        answer(
+            self.http
+                .post(self.url(agency, path))
+                .json(body)
+                .send()
+                .await
+                .expect("request"),
+        )
+        .await
     }
 
     async fn effects_of(&self, agency: &str, key: &str) -> (u64, u64) {
         let effects = self.get(agency, "/admin/effects").await.body;
-        let entry = effects["keys"].as_array().unwrap().iter().find(|k| k["idempotency_key"] == key);
-        entry.map_or((0, 0), |e| (e["effects"].as_u64().unwrap(), e["replays"].as_u64().unwrap()))
+        let entry = effects["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["idempotency_key"] == key);
+        entry.map_or((0, 0), |e| {
+            (
+                e["effects"].as_u64().unwrap(),
+                e["replays"].as_u64().unwrap(),
+            )
+        })
     }
 
     /// Registers a birth and returns the reply body (child's personal ID, extract number).
     async fn born(&self, key: &str, mutate: impl FnOnce(&mut Value)) -> Value {
         let mut body = birth();
         mutate(&mut body);
-        let answer = self.post(CIVIL_STATUS, "/v1/birth-registrations", key, &body).await;
+        let answer = self
+            .post(CIVIL_STATUS, "/v1/birth-registrations", key, &body)
+            .await;
         assert_eq!(answer.status, 201, "{}", answer.body);
         answer.body
     }
@@ -80,7 +122,11 @@ async fn answer(reply: reqwest::Response) -> Answer {
     let headers = reply.headers().clone();
     let text = reply.text().await.unwrap_or_default();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Answer { status, headers, body }
+    Answer {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn birth() -> Value {
@@ -118,32 +164,55 @@ fn death(personal_id: &str, full_name: &str) -> Value {
 }
 
 fn set(body: &mut Value, pointer: &str, value: Value) {
-    *body.pointer_mut(pointer).unwrap_or_else(|| panic!("{pointer}")) = value;
+    *body
+        .pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("{pointer}")) = value;
 }
 
 fn remove(body: &mut Value, pointer: &str) {
     let (parent, field) = pointer.rsplit_once('/').unwrap();
-    body.pointer_mut(parent).unwrap().as_object_mut().unwrap().remove(field);
+    body.pointer_mut(parent)
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .remove(field);
 }
 
 #[tokio::test]
 async fn birth_registration_issues_a_personal_id_and_replays_by_key() {
     let mocks = Mocks::start().await;
-    let first = mocks.post(CIVIL_STATUS, "/v1/birth-registrations", "k-1", &birth()).await;
+    let first = mocks
+        .post(CIVIL_STATUS, "/v1/birth-registrations", "k-1", &birth())
+        .await;
     assert_eq!(first.status, 201, "{}", first.body);
     let id = first.body["child_personal_id"].as_str().unwrap();
     assert_eq!(id.len(), 12);
-    assert!(id.starts_with("001226"), "province 001, 21st-century male (2), born 2026: {id}");
-    assert!(first.body["birth_extract_number"].as_str().unwrap().starts_with("TLKS-00004-2026-"));
+    assert!(
+        id.starts_with("001226"),
+        "province 001, 21st-century male (2), born 2026: {id}"
+    );
+    assert!(
+        first.body["birth_extract_number"]
+            .as_str()
+            .unwrap()
+            .starts_with("TLKS-00004-2026-")
+    );
 
-    let again = mocks.post(CIVIL_STATUS, "/v1/birth-registrations", "k-1", &birth()).await;
+    let again = mocks
+        .post(CIVIL_STATUS, "/v1/birth-registrations", "k-1", &birth())
+        .await;
     assert_eq!((again.status, &again.body), (201, &first.body));
     assert_eq!(mocks.effects_of(CIVIL_STATUS, "k-1").await, (1, 1));
 
     let mut other = birth();
     set(&mut other, "/child/full_name", json!("Trần Minh Bảo"));
-    let conflict = mocks.post(CIVIL_STATUS, "/v1/birth-registrations", "k-1", &other).await;
-    assert_eq!((conflict.status, conflict.body["reason_code"].as_str()), (409, Some("IDEMPOTENCY_KEY_REUSED")));
+    let conflict = mocks
+        .post(CIVIL_STATUS, "/v1/birth-registrations", "k-1", &other)
+        .await;
+    assert_eq!(
+        (conflict.status, conflict.body["reason_code"].as_str()),
+        (409, Some("IDEMPOTENCY_KEY_REUSED"))
+    );
 
     let records = mocks.get(CIVIL_STATUS, "/admin/records").await.body;
     assert_eq!(records["births"].as_array().unwrap().len(), 1);
@@ -156,36 +225,89 @@ async fn birth_registration_refusals() {
     mocks.born("first", |_| {}).await;
     type Mutation = fn(&mut Value);
     let cases: Vec<(&str, &str, Mutation)> = vec![
-        ("MISSING_FIELD", "child.home_town", |b| remove(b, "/child/home_town")),
-        ("INVALID_FIELD", "child.date_of_birth", |b| set(b, "/child/date_of_birth", json!("20/11/2026"))),
-        ("INVALID_FIELD", "mother.personal_id", |b| set(b, "/mother/personal_id", json!("12345"))),
-        ("INVALID_FIELD", "child.full_name", |b| set(b, "/child/full_name", json!("  "))),
-        ("UNKNOWN_COMMUNE", "office_commune_code", |b| set(b, "/office_commune_code", json!("99999"))),
-        ("OUTSIDE_COMMUNE", "permanent_address.commune_code", |b| set(b, "/permanent_address/commune_code", json!("26734"))),
-        ("BIRTH_DATE_IN_FUTURE", "child.date_of_birth", |b| set(b, "/child/date_of_birth", json!("2026-12-01"))),
-        ("BIRTH_TOO_OLD", "child.date_of_birth", |b| set(b, "/child/date_of_birth", json!("2026-09-01"))),
-        ("REQUESTER_UNKNOWN", "requester_personal_id", |b| set(b, "/requester_personal_id", json!("001190999999"))),
-        ("PARENT_UNKNOWN", "father.personal_id", |b| set(b, "/father/personal_id", json!("001089000000"))),
-        ("MISSING_FIELD", "mother.personal_id", |b| remove(b, "/mother/personal_id")),
-        ("BIRTH_ALREADY_REGISTERED", "birth_certificate_number", |_| {}),
+        ("MISSING_FIELD", "child.home_town", |b| {
+            remove(b, "/child/home_town")
+        }),
+        ("INVALID_FIELD", "child.date_of_birth", |b| {
+            set(b, "/child/date_of_birth", json!("20/11/2026"))
+        }),
+        ("INVALID_FIELD", "mother.personal_id", |b| {
+            set(b, "/mother/personal_id", json!("12345"))
+        }),
+        ("INVALID_FIELD", "child.full_name", |b| {
+            set(b, "/child/full_name", json!("  "))
+        }),
+        ("UNKNOWN_COMMUNE", "office_commune_code", |b| {
+            set(b, "/office_commune_code", json!("99999"))
+        }),
+        ("OUTSIDE_COMMUNE", "permanent_address.commune_code", |b| {
+            set(b, "/permanent_address/commune_code", json!("26734"))
+        }),
+        ("BIRTH_DATE_IN_FUTURE", "child.date_of_birth", |b| {
+            set(b, "/child/date_of_birth", json!("2026-12-01"))
+        }),
+        ("BIRTH_TOO_OLD", "child.date_of_birth", |b| {
+            set(b, "/child/date_of_birth", json!("2026-09-01"))
+        }),
+        ("REQUESTER_UNKNOWN", "requester_personal_id", |b| {
+            set(b, "/requester_personal_id", json!("001190999999"))
+        }),
+        ("PARENT_UNKNOWN", "father.personal_id", |b| {
+            set(b, "/father/personal_id", json!("001089000000"))
+        }),
+        ("MISSING_FIELD", "mother.personal_id", |b| {
+            remove(b, "/mother/personal_id")
+        }),
+        (
+            "BIRTH_ALREADY_REGISTERED",
+            "birth_certificate_number",
+            |_| {},
+        ),
     ];
     for (i, (code, field, mutate)) in cases.into_iter().enumerate() {
         let mut body = birth();
         mutate(&mut body);
-        let answer = mocks.post(CIVIL_STATUS, "/v1/birth-registrations", &format!("refusal-{i}"), &body).await;
+        let answer = mocks
+            .post(
+                CIVIL_STATUS,
+                "/v1/birth-registrations",
+                &format!("refusal-{i}"),
+                &body,
+            )
+            .await;
         assert_eq!(answer.status, 422, "{code}: {}", answer.body);
         assert_eq!(answer.body["reason_code"], code, "{}", answer.body);
         assert_eq!(answer.body["field"], field, "{}", answer.body);
         assert!(!answer.body["message"].as_str().unwrap().is_empty());
-        assert_eq!(mocks.effects_of(CIVIL_STATUS, &format!("refusal-{i}")).await, (0, 0));
+        assert_eq!(
+            mocks
+                .effects_of(CIVIL_STATUS, &format!("refusal-{i}"))
+                .await,
+            (0, 0)
+        );
     }
     let foreign_father = {
         let mut b = birth();
-        set(&mut b, "/father", json!({"full_name": "John Smith", "passport_number": "P1234567"}));
+        set(
+            &mut b,
+            "/father",
+            json!({"full_name": "John Smith", "passport_number": "P1234567"}),
+        );
         set(&mut b, "/birth_certificate_number", json!("GCS-2026-0002"));
         b
     };
-    assert_eq!(mocks.post(CIVIL_STATUS, "/v1/birth-registrations", "foreign", &foreign_father).await.status, 201);
+    assert_eq!(
+        mocks
+            .post(
+                CIVIL_STATUS,
+                "/v1/birth-registrations",
+                "foreign",
+                &foreign_father
+            )
+            .await
+            .status,
+        201
+    );
     let garbage = mocks
         .http
         .post(mocks.url(CIVIL_STATUS, "/v1/birth-registrations"))
@@ -195,20 +317,47 @@ async fn birth_registration_refusals() {
         .await
         .unwrap();
     assert_eq!(garbage.status(), 400);
-    let keyless = mocks.http.post(mocks.url(CIVIL_STATUS, "/v1/birth-registrations")).json(&birth()).send().await.unwrap();
+    let keyless = mocks
+        .http
+        .post(mocks.url(CIVIL_STATUS, "/v1/birth-registrations"))
+        .json(&birth())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(keyless.status(), 400);
-    assert_eq!(answer(keyless).await.body["reason_code"], "IDEMPOTENCY_KEY_REQUIRED");
+    assert_eq!(
+        answer(keyless).await.body["reason_code"],
+        "IDEMPOTENCY_KEY_REQUIRED"
+    );
 }
 
 #[tokio::test]
 async fn death_registration_and_its_refusals() {
     let mocks = Mocks::start().await;
-    let ok = mocks.post(CIVIL_STATUS, "/v1/death-registrations", "d-1", &death("001045333444", "Lê Văn Thọ")).await;
+    let ok = mocks
+        .post(
+            CIVIL_STATUS,
+            "/v1/death-registrations",
+            "d-1",
+            &death("001045333444", "Lê Văn Thọ"),
+        )
+        .await;
     assert_eq!(ok.status, 201, "{}", ok.body);
-    assert!(ok.body["death_extract_number"].as_str().unwrap().starts_with("TLKT-00004-2026-"));
+    assert!(
+        ok.body["death_extract_number"]
+            .as_str()
+            .unwrap()
+            .starts_with("TLKT-00004-2026-")
+    );
     let cases = [
-        ("DEATH_ALREADY_REGISTERED", death("001045333444", "Lê Văn Thọ")),
-        ("PERSON_NOT_IN_POPULATION_DB", death("001045000000", "Lê Văn Thọ")),
+        (
+            "DEATH_ALREADY_REGISTERED",
+            death("001045333444", "Lê Văn Thọ"),
+        ),
+        (
+            "PERSON_NOT_IN_POPULATION_DB",
+            death("001045000000", "Lê Văn Thọ"),
+        ),
         ("NAME_MISMATCH", death("001075111222", "Trần Văn Hùng Sai")),
         ("OUTSIDE_COMMUNE", death("079158555666", "Phạm Thị Hoa")),
         ("DATE_OF_DEATH_IN_FUTURE", {
@@ -223,32 +372,53 @@ async fn death_registration_and_its_refusals() {
         }),
     ];
     for (i, (code, body)) in cases.into_iter().enumerate() {
-        let answer = mocks.post(CIVIL_STATUS, "/v1/death-registrations", &format!("d-refusal-{i}"), &body).await;
-        assert_eq!((answer.status, answer.body["reason_code"].as_str()), (422, Some(code)), "{}", answer.body);
+        let answer = mocks
+            .post(
+                CIVIL_STATUS,
+                "/v1/death-registrations",
+                &format!("d-refusal-{i}"),
+                &body,
+            )
+            .await;
+        assert_eq!(
+            (answer.status, answer.body["reason_code"].as_str()),
+            (422, Some(code)),
+            "{}",
+            answer.body
+        );
     }
 }
 
 /// A stand-in for civicflow's callback endpoint: collects what the police post, failing the first
 /// `fail_first` deliveries with 503.
-async fn callback_receiver(fail_first: usize) -> (String, tokio::sync::mpsc::UnboundedReceiver<(Value, Option<String>)>) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+async fn callback_receiver(
+    fail_first: usize,
+) -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(Value, Option<String>)>,
+) {
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let seen = Arc::new(AtomicUsize::new(0));
     let app = axum::Router::new().route(
         "/callbacks/{token}",
-        axum::routing::post(move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
-            let tx = tx.clone();
-            let seen = seen.clone();
-            async move {
-                if seen.fetch_add(1, Ordering::SeqCst) < fail_first {
-                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
+                let tx = tx.clone();
+                let seen = seen.clone();
+                async move {
+                    if seen.fetch_add(1, Ordering::SeqCst) < fail_first {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    let auth = headers
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    tx.send((body, auth)).ok();
+                    axum::http::StatusCode::OK
                 }
-                let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned());
-                tx.send((body, auth)).ok();
-                axum::http::StatusCode::OK
-            }
-        }),
+            },
+        ),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/callbacks/tok-1", listener.local_addr().unwrap());
@@ -269,8 +439,13 @@ fn registration(child: &Value, head: &str, callback_url: &str) -> Value {
     })
 }
 
-async fn next_callback(rx: &mut tokio::sync::mpsc::UnboundedReceiver<(Value, Option<String>)>) -> (Value, Option<String>) {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("callback within 10 s").expect("callback")
+async fn next_callback(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(Value, Option<String>)>,
+) -> (Value, Option<String>) {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("callback within 10 s")
+        .expect("callback")
 }
 
 #[tokio::test]
@@ -285,36 +460,100 @@ async fn residence_registration_calls_back_after_consent() {
     let (url, mut callbacks) = callback_receiver(2).await;
 
     let child = mocks.born("b-auto", |_| {}).await;
-    let accepted = mocks.post(POLICE, "/v1/residence-registrations", "r-auto", &registration(&child, "001190123456", &url)).await;
+    let accepted = mocks
+        .post(
+            POLICE,
+            "/v1/residence-registrations",
+            "r-auto",
+            &registration(&child, "001190123456", &url),
+        )
+        .await;
     assert_eq!(accepted.status, 202, "{}", accepted.body);
     assert_eq!(accepted.body["state"], "awaiting_consent");
     let (body, auth) = next_callback(&mut callbacks).await;
     assert_eq!(body["outcome"], "registered", "{body}");
     assert_eq!(body["registration_id"], accepted.body["registration_id"]);
-    assert!(body["residence"]["household_number"].as_str().unwrap().starts_with("HK-00004-"));
+    assert!(
+        body["residence"]["household_number"]
+            .as_str()
+            .unwrap()
+            .starts_with("HK-00004-")
+    );
     assert_eq!(auth.as_deref(), Some("Bearer police-secret"));
     let status_url = accepted.body["status_url"].as_str().unwrap();
-    assert_eq!(mocks.get(POLICE, status_url).await.body["outcome"], "registered");
+    assert_eq!(
+        mocks.get(POLICE, status_url).await.body["outcome"],
+        "registered"
+    );
     let records = mocks.get(POLICE, "/admin/records").await.body;
-    assert_eq!(records["registrations"][0]["callback"]["attempts"], 3, "two 503s, then delivered");
+    assert_eq!(
+        records["registrations"][0]["callback"]["attempts"], 3,
+        "two 503s, then delivered"
+    );
 
-    let child = mocks.born("b-manual", |b| set(b, "/birth_certificate_number", json!("GCS-2"))).await;
-    let accepted = mocks.post(POLICE, "/v1/residence-registrations", "r-manual", &registration(&child, "001075111222", &url)).await;
+    let child = mocks
+        .born("b-manual", |b| {
+            set(b, "/birth_certificate_number", json!("GCS-2"))
+        })
+        .await;
+    let accepted = mocks
+        .post(
+            POLICE,
+            "/v1/residence-registrations",
+            "r-manual",
+            &registration(&child, "001075111222", &url),
+        )
+        .await;
     assert_eq!(accepted.status, 202, "{}", accepted.body);
     let not_yet = tokio::time::timeout(Duration::from_millis(600), callbacks.recv()).await;
-    assert!(not_yet.is_err(), "a manual household head has not answered yet");
+    assert!(
+        not_yet.is_err(),
+        "a manual household head has not answered yet"
+    );
     let id = accepted.body["registration_id"].as_str().unwrap();
-    let decided = mocks.admin_post(POLICE, &format!("/admin/residence-registrations/{id}/consent"), &json!({"granted": true})).await;
+    let decided = mocks
+        .admin_post(
+            POLICE,
+            &format!("/admin/residence-registrations/{id}/consent"),
+            &json!({"granted": true}),
+        )
+        .await;
     assert_eq!(decided.status, 200, "{}", decided.body);
-    assert_eq!(next_callback(&mut callbacks).await.0["outcome"], "registered");
-    let twice = mocks.admin_post(POLICE, &format!("/admin/residence-registrations/{id}/consent"), &json!({"granted": false})).await;
-    assert_eq!((twice.status, twice.body["reason_code"].as_str()), (409, Some("ALREADY_DECIDED")));
+    assert_eq!(
+        next_callback(&mut callbacks).await.0["outcome"],
+        "registered"
+    );
+    let twice = mocks
+        .admin_post(
+            POLICE,
+            &format!("/admin/residence-registrations/{id}/consent"),
+            &json!({"granted": false}),
+        )
+        .await;
+    assert_eq!(
+        (twice.status, twice.body["reason_code"].as_str()),
+        (409, Some("ALREADY_DECIDED"))
+    );
 
-    let child = mocks.born("b-refuse", |b| set(b, "/birth_certificate_number", json!("GCS-3"))).await;
-    let accepted = mocks.post(POLICE, "/v1/residence-registrations", "r-refuse", &registration(&child, "001068777888", &url)).await;
+    let child = mocks
+        .born("b-refuse", |b| {
+            set(b, "/birth_certificate_number", json!("GCS-3"))
+        })
+        .await;
+    let accepted = mocks
+        .post(
+            POLICE,
+            "/v1/residence-registrations",
+            "r-refuse",
+            &registration(&child, "001068777888", &url),
+        )
+        .await;
     assert_eq!(accepted.status, 202, "{}", accepted.body);
     let (body, _) = next_callback(&mut callbacks).await;
-    assert_eq!((body["outcome"].as_str(), body["reason_code"].as_str()), (Some("refused"), Some("HOUSEHOLD_HEAD_REFUSED")));
+    assert_eq!(
+        (body["outcome"].as_str(), body["reason_code"].as_str()),
+        (Some("refused"), Some("HOUSEHOLD_HEAD_REFUSED"))
+    );
 }
 
 #[tokio::test]
@@ -322,28 +561,78 @@ async fn residence_registration_refusals() {
     let mocks = Mocks::start().await;
     let (url, _callbacks) = callback_receiver(0).await;
     let child = mocks.born("b", |_| {}).await;
-    let registered = mocks.post(POLICE, "/v1/residence-registrations", "r-ok", &registration(&child, "001190123456", &url)).await;
+    let registered = mocks
+        .post(
+            POLICE,
+            "/v1/residence-registrations",
+            "r-ok",
+            &registration(&child, "001190123456", &url),
+        )
+        .await;
     assert_eq!(registered.status, 202);
-    let other = mocks.born("b2", |b| set(b, "/birth_certificate_number", json!("GCS-9"))).await;
+    let other = mocks
+        .born("b2", |b| {
+            set(b, "/birth_certificate_number", json!("GCS-9"))
+        })
+        .await;
     type Mutation = fn(&mut Value);
     let cases: Vec<(&str, &str, Mutation)> = vec![
-        ("PERSON_NOT_IN_POPULATION_DB", "personal_id", |b| set(b, "/personal_id", json!("001226000000"))),
-        ("DATA_MISMATCH", "full_name", |b| set(b, "/full_name", json!("Someone Else"))),
-        ("HOUSEHOLD_HEAD_UNKNOWN", "household_head_personal_id", |b| set(b, "/household_head_personal_id", json!("001190000001"))),
-        ("OUTSIDE_COMMUNE", "address.commune_code", |b| set(b, "/household_head_personal_id", json!("079158555666"))),
-        ("UNKNOWN_COMMUNE", "address.commune_code", |b| set(b, "/address/commune_code", json!("99999"))),
-        ("INVALID_FIELD", "callback_url", |b| set(b, "/callback_url", json!("ftp://x"))),
-        ("MISSING_FIELD", "callback_url", |b| remove(b, "/callback_url")),
+        ("PERSON_NOT_IN_POPULATION_DB", "personal_id", |b| {
+            set(b, "/personal_id", json!("001226000000"))
+        }),
+        ("DATA_MISMATCH", "full_name", |b| {
+            set(b, "/full_name", json!("Someone Else"))
+        }),
+        (
+            "HOUSEHOLD_HEAD_UNKNOWN",
+            "household_head_personal_id",
+            |b| set(b, "/household_head_personal_id", json!("001190000001")),
+        ),
+        ("OUTSIDE_COMMUNE", "address.commune_code", |b| {
+            set(b, "/household_head_personal_id", json!("079158555666"))
+        }),
+        ("UNKNOWN_COMMUNE", "address.commune_code", |b| {
+            set(b, "/address/commune_code", json!("99999"))
+        }),
+        ("INVALID_FIELD", "callback_url", |b| {
+            set(b, "/callback_url", json!("ftp://x"))
+        }),
+        ("MISSING_FIELD", "callback_url", |b| {
+            remove(b, "/callback_url")
+        }),
     ];
     for (i, (code, field, mutate)) in cases.into_iter().enumerate() {
         let mut body = registration(&other, "001190123456", &url);
         mutate(&mut body);
-        let answer = mocks.post(POLICE, "/v1/residence-registrations", &format!("r-{i}"), &body).await;
-        assert_eq!((answer.status, answer.body["reason_code"].as_str()), (422, Some(code)), "{}", answer.body);
+        let answer = mocks
+            .post(
+                POLICE,
+                "/v1/residence-registrations",
+                &format!("r-{i}"),
+                &body,
+            )
+            .await;
+        assert_eq!(
+            (answer.status, answer.body["reason_code"].as_str()),
+            (422, Some(code)),
+            "{}",
+            answer.body
+        );
         assert_eq!(answer.body["field"], field, "{}", answer.body);
     }
-    let again = mocks.post(POLICE, "/v1/residence-registrations", "r-again", &registration(&child, "001190123456", &url)).await;
-    assert_eq!(again.body["reason_code"], "ALREADY_REQUESTED", "{}", again.body);
+    let again = mocks
+        .post(
+            POLICE,
+            "/v1/residence-registrations",
+            "r-again",
+            &registration(&child, "001190123456", &url),
+        )
+        .await;
+    assert_eq!(
+        again.body["reason_code"], "ALREADY_REQUESTED",
+        "{}",
+        again.body
+    );
 }
 
 #[tokio::test]
@@ -357,21 +646,73 @@ async fn residence_deregistration_after_a_registered_death() {
         "address": { "commune_code": "00004", "detail": "5 Hoàng Diệu" },
         "requester_personal_id": "001089654321"
     });
-    let early = mocks.post(POLICE, "/v1/residence-deregistrations", "x-early", &body).await;
-    assert_eq!(early.body["reason_code"], "DEATH_NOT_REGISTERED", "{}", early.body);
-    assert_eq!(mocks.post(CIVIL_STATUS, "/v1/death-registrations", "d", &death("001045333444", "Lê Văn Thọ")).await.status, 201);
+    let early = mocks
+        .post(POLICE, "/v1/residence-deregistrations", "x-early", &body)
+        .await;
+    assert_eq!(
+        early.body["reason_code"], "DEATH_NOT_REGISTERED",
+        "{}",
+        early.body
+    );
+    assert_eq!(
+        mocks
+            .post(
+                CIVIL_STATUS,
+                "/v1/death-registrations",
+                "d",
+                &death("001045333444", "Lê Văn Thọ")
+            )
+            .await
+            .status,
+        201
+    );
     let mut elsewhere = body.clone();
     set(&mut elsewhere, "/address/commune_code", json!("00070"));
-    let outside = mocks.post(POLICE, "/v1/residence-deregistrations", "x-outside", &elsewhere).await;
-    assert_eq!(outside.body["reason_code"], "OUTSIDE_COMMUNE", "{}", outside.body);
-    let ok = mocks.post(POLICE, "/v1/residence-deregistrations", "x-ok", &body).await;
+    let outside = mocks
+        .post(
+            POLICE,
+            "/v1/residence-deregistrations",
+            "x-outside",
+            &elsewhere,
+        )
+        .await;
+    assert_eq!(
+        outside.body["reason_code"], "OUTSIDE_COMMUNE",
+        "{}",
+        outside.body
+    );
+    let ok = mocks
+        .post(POLICE, "/v1/residence-deregistrations", "x-ok", &body)
+        .await;
     assert_eq!(ok.status, 201, "{}", ok.body);
-    assert!(ok.body["deregistration_number"].as_str().unwrap().starts_with("XTT-00004-"));
-    let twice = mocks.post(POLICE, "/v1/residence-deregistrations", "x-twice", &body).await;
-    assert_eq!(twice.body["reason_code"], "ALREADY_DEREGISTERED", "{}", twice.body);
+    assert!(
+        ok.body["deregistration_number"]
+            .as_str()
+            .unwrap()
+            .starts_with("XTT-00004-")
+    );
+    let twice = mocks
+        .post(POLICE, "/v1/residence-deregistrations", "x-twice", &body)
+        .await;
+    assert_eq!(
+        twice.body["reason_code"], "ALREADY_DEREGISTERED",
+        "{}",
+        twice.body
+    );
     let mut unknown = body.clone();
     set(&mut unknown, "/personal_id", json!("001045000001"));
-    assert_eq!(mocks.post(POLICE, "/v1/residence-deregistrations", "x-unknown", &unknown).await.body["reason_code"], "PERSON_NOT_IN_POPULATION_DB");
+    assert_eq!(
+        mocks
+            .post(
+                POLICE,
+                "/v1/residence-deregistrations",
+                "x-unknown",
+                &unknown
+            )
+            .await
+            .body["reason_code"],
+        "PERSON_NOT_IN_POPULATION_DB"
+    );
 }
 
 fn card_application(child: &Value) -> Value {
@@ -389,11 +730,24 @@ fn card_application(child: &Value) -> Value {
 async fn child_health_insurance_card_is_issued_on_the_status_url() {
     let mocks = Mocks::start().await;
     let child = mocks.born("b", |_| {}).await;
-    let accepted = mocks.post(SOCIAL_SECURITY, "/v1/child-health-insurance-cards", "c-1", &card_application(&child)).await;
+    let accepted = mocks
+        .post(
+            SOCIAL_SECURITY,
+            "/v1/child-health-insurance-cards",
+            "c-1",
+            &card_application(&child),
+        )
+        .await;
     assert_eq!(accepted.status, 202, "{}", accepted.body);
     let status_url = accepted.body["status_url"].as_str().unwrap();
-    assert_eq!(mocks.get(SOCIAL_SECURITY, status_url).await.body["state"], "processing");
-    assert_eq!(mocks.get(SOCIAL_SECURITY, status_url).await.body["state"], "processing");
+    assert_eq!(
+        mocks.get(SOCIAL_SECURITY, status_url).await.body["state"],
+        "processing"
+    );
+    assert_eq!(
+        mocks.get(SOCIAL_SECURITY, status_url).await.body["state"],
+        "processing"
+    );
     let issued = mocks.get(SOCIAL_SECURITY, status_url).await.body;
     assert_eq!(issued["state"], "issued", "{issued}");
     let card = &issued["card"];
@@ -401,29 +755,89 @@ async fn child_health_insurance_card_is_issued_on_the_status_url() {
     assert_eq!(number.len(), 10);
     assert!(number.starts_with("01"));
     assert_eq!(card["card_code"], format!("TE101{number}"));
-    assert_eq!((card["valid_from"].as_str(), card["valid_to"].as_str()), (Some("2026-11-20"), Some("2032-11-19")));
+    assert_eq!(
+        (card["valid_from"].as_str(), card["valid_to"].as_str()),
+        (Some("2026-11-20"), Some("2032-11-19"))
+    );
     assert_eq!(card["initial_hospital"]["code"], "01-015");
 
-    let again = mocks.post(SOCIAL_SECURITY, "/v1/child-health-insurance-cards", "c-2", &card_application(&child)).await;
+    let again = mocks
+        .post(
+            SOCIAL_SECURITY,
+            "/v1/child-health-insurance-cards",
+            "c-2",
+            &card_application(&child),
+        )
+        .await;
     assert_eq!(again.body["reason_code"], "ALREADY_INSURED");
     let mut old = card_application(&child);
     set(&mut old, "/child_personal_id", json!("001089654321"));
     set(&mut old, "/full_name", json!("Trần Văn Minh"));
     set(&mut old, "/date_of_birth", json!("1989-09-02"));
-    assert_eq!(mocks.post(SOCIAL_SECURITY, "/v1/child-health-insurance-cards", "c-3", &old).await.body["reason_code"], "NOT_UNDER_SIX");
+    assert_eq!(
+        mocks
+            .post(
+                SOCIAL_SECURITY,
+                "/v1/child-health-insurance-cards",
+                "c-3",
+                &old
+            )
+            .await
+            .body["reason_code"],
+        "NOT_UNDER_SIX"
+    );
     let mut unknown = card_application(&child);
     set(&mut unknown, "/child_personal_id", json!("001226000001"));
     assert_eq!(
-        mocks.post(SOCIAL_SECURITY, "/v1/child-health-insurance-cards", "c-4", &unknown).await.body["reason_code"],
+        mocks
+            .post(
+                SOCIAL_SECURITY,
+                "/v1/child-health-insurance-cards",
+                "c-4",
+                &unknown
+            )
+            .await
+            .body["reason_code"],
         "PERSON_NOT_IN_POPULATION_DB"
     );
     let mut mismatch = card_application(&child);
     set(&mut mismatch, "/sex", json!("female"));
-    assert_eq!(mocks.post(SOCIAL_SECURITY, "/v1/child-health-insurance-cards", "c-5", &mismatch).await.body["reason_code"], "DATA_MISMATCH");
+    assert_eq!(
+        mocks
+            .post(
+                SOCIAL_SECURITY,
+                "/v1/child-health-insurance-cards",
+                "c-5",
+                &mismatch
+            )
+            .await
+            .body["reason_code"],
+        "DATA_MISMATCH"
+    );
     let mut hospital = card_application(&child);
     hospital["initial_hospital_code"] = json!("00-000");
-    assert_eq!(mocks.post(SOCIAL_SECURITY, "/v1/child-health-insurance-cards", "c-6", &hospital).await.body["reason_code"], "UNKNOWN_HOSPITAL");
-    assert_eq!(mocks.get(SOCIAL_SECURITY, "/v1/child-health-insurance-cards/TE-9999999").await.status, 404);
+    assert_eq!(
+        mocks
+            .post(
+                SOCIAL_SECURITY,
+                "/v1/child-health-insurance-cards",
+                "c-6",
+                &hospital
+            )
+            .await
+            .body["reason_code"],
+        "UNKNOWN_HOSPITAL"
+    );
+    assert_eq!(
+        mocks
+            .get(
+                SOCIAL_SECURITY,
+                "/v1/child-health-insurance-cards/TE-9999999"
+            )
+            .await
+            .status,
+        404
+    );
 }
 
 fn funeral(deceased: &str) -> Value {
@@ -439,35 +853,158 @@ fn funeral(deceased: &str) -> Value {
 #[tokio::test]
 async fn funeral_allowance_is_ten_reference_levels_for_eligible_deceased() {
     let mocks = Mocks::start().await;
-    assert_eq!(mocks.post(SOCIAL_SECURITY, "/v1/funeral-allowances", "f-0", &funeral("001045333444")).await.body["reason_code"], "DEATH_NOT_REGISTERED");
-    assert_eq!(mocks.post(CIVIL_STATUS, "/v1/death-registrations", "d-1", &death("001045333444", "Lê Văn Thọ")).await.status, 201);
-    let paid = mocks.post(SOCIAL_SECURITY, "/v1/funeral-allowances", "f-1", &funeral("001045333444")).await;
+    assert_eq!(
+        mocks
+            .post(
+                SOCIAL_SECURITY,
+                "/v1/funeral-allowances",
+                "f-0",
+                &funeral("001045333444")
+            )
+            .await
+            .body["reason_code"],
+        "DEATH_NOT_REGISTERED"
+    );
+    assert_eq!(
+        mocks
+            .post(
+                CIVIL_STATUS,
+                "/v1/death-registrations",
+                "d-1",
+                &death("001045333444", "Lê Văn Thọ")
+            )
+            .await
+            .status,
+        201
+    );
+    let paid = mocks
+        .post(
+            SOCIAL_SECURITY,
+            "/v1/funeral-allowances",
+            "f-1",
+            &funeral("001045333444"),
+        )
+        .await;
     assert_eq!(paid.status, 201, "{}", paid.body);
-    assert_eq!((paid.body["amount_vnd"].as_u64(), paid.body["category"].as_str()), (Some(23_400_000), Some("pensioner")));
-    assert_eq!(mocks.post(SOCIAL_SECURITY, "/v1/funeral-allowances", "f-2", &funeral("001045333444")).await.body["reason_code"], "ALREADY_PAID");
+    assert_eq!(
+        (
+            paid.body["amount_vnd"].as_u64(),
+            paid.body["category"].as_str()
+        ),
+        (Some(23_400_000), Some("pensioner"))
+    );
+    assert_eq!(
+        mocks
+            .post(
+                SOCIAL_SECURITY,
+                "/v1/funeral-allowances",
+                "f-2",
+                &funeral("001045333444")
+            )
+            .await
+            .body["reason_code"],
+        "ALREADY_PAID"
+    );
 
     let mut not_eligible = death("001190123456", "Nguyễn Thị Lan");
-    set(&mut not_eligible, "/requester_personal_id", json!("001089654321"));
-    assert_eq!(mocks.post(CIVIL_STATUS, "/v1/death-registrations", "d-2", &not_eligible).await.status, 201);
-    let refused = mocks.post(SOCIAL_SECURITY, "/v1/funeral-allowances", "f-3", &funeral("001190123456")).await;
-    assert_eq!((refused.status, refused.body["reason_code"].as_str()), (422, Some("DECEASED_NOT_ELIGIBLE")));
+    set(
+        &mut not_eligible,
+        "/requester_personal_id",
+        json!("001089654321"),
+    );
+    assert_eq!(
+        mocks
+            .post(
+                CIVIL_STATUS,
+                "/v1/death-registrations",
+                "d-2",
+                &not_eligible
+            )
+            .await
+            .status,
+        201
+    );
+    let refused = mocks
+        .post(
+            SOCIAL_SECURITY,
+            "/v1/funeral-allowances",
+            "f-3",
+            &funeral("001190123456"),
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.body["reason_code"].as_str()),
+        (422, Some("DECEASED_NOT_ELIGIBLE"))
+    );
 
-    assert_eq!(mocks.post(CIVIL_STATUS, "/v1/death-registrations", "d-3", &death("001075111222", "Trần Văn Hùng")).await.status, 201);
+    assert_eq!(
+        mocks
+            .post(
+                CIVIL_STATUS,
+                "/v1/death-registrations",
+                "d-3",
+                &death("001075111222", "Trần Văn Hùng")
+            )
+            .await
+            .status,
+        201
+    );
     let mut no_account = funeral("001075111222");
     remove(&mut no_account, "/payment/account_number");
-    let missing = mocks.post(SOCIAL_SECURITY, "/v1/funeral-allowances", "f-4", &no_account).await;
-    assert_eq!((missing.body["reason_code"].as_str(), missing.body["field"].as_str()), (Some("MISSING_FIELD"), Some("payment.account_number")));
+    let missing = mocks
+        .post(
+            SOCIAL_SECURITY,
+            "/v1/funeral-allowances",
+            "f-4",
+            &no_account,
+        )
+        .await;
+    assert_eq!(
+        (
+            missing.body["reason_code"].as_str(),
+            missing.body["field"].as_str()
+        ),
+        (Some("MISSING_FIELD"), Some("payment.account_number"))
+    );
     let mut dead_organizer = funeral("001075111222");
-    set(&mut dead_organizer, "/organizer/personal_id", json!("001045333444"));
-    assert_eq!(mocks.post(SOCIAL_SECURITY, "/v1/funeral-allowances", "f-5", &dead_organizer).await.body["reason_code"], "ORGANIZER_UNKNOWN");
+    set(
+        &mut dead_organizer,
+        "/organizer/personal_id",
+        json!("001045333444"),
+    );
+    assert_eq!(
+        mocks
+            .post(
+                SOCIAL_SECURITY,
+                "/v1/funeral-allowances",
+                "f-5",
+                &dead_organizer
+            )
+            .await
+            .body["reason_code"],
+        "ORGANIZER_UNKNOWN"
+    );
     let mut cash = funeral("001075111222");
     set(&mut cash, "/payment", json!({"method": "cash"}));
-    let paid = mocks.post(SOCIAL_SECURITY, "/v1/funeral-allowances", "f-6", &cash).await;
-    assert_eq!((paid.status, paid.body["category"].as_str()), (201, Some("compulsory_contributor")), "{}", paid.body);
+    let paid = mocks
+        .post(SOCIAL_SECURITY, "/v1/funeral-allowances", "f-6", &cash)
+        .await;
+    assert_eq!(
+        (paid.status, paid.body["category"].as_str()),
+        (201, Some("compulsory_contributor")),
+        "{}",
+        paid.body
+    );
 }
 
 async fn with_fault(mocks: &Mocks, rates: Value) {
-    let set = mocks.put(CIVIL_STATUS, "/admin/faults?seed=3", &json!({ "rates": rates, "retry_after_secs": 7, "timeout_hold_ms": 2000 })).await;
+    let set = mocks
+        .put(
+            CIVIL_STATUS,
+            "/admin/faults?seed=3",
+            &json!({ "rates": rates, "retry_after_secs": 7, "timeout_hold_ms": 2000 }),
+        )
+        .await;
     assert_eq!(set.status, 200, "{}", set.body);
 }
 
@@ -480,7 +1017,9 @@ async fn faults_before_the_effect_create_nothing() {
         (json!({"too_many_requests": 1.0}), 429),
     ] {
         with_fault(&mocks, rates).await;
-        let answer = mocks.post(CIVIL_STATUS, "/v1/birth-registrations", "f", &birth()).await;
+        let answer = mocks
+            .post(CIVIL_STATUS, "/v1/birth-registrations", "f", &birth())
+            .await;
         assert_eq!(answer.status, status, "{}", answer.body);
         if status != 500 {
             assert_eq!(answer.headers["retry-after"], "7");
@@ -488,14 +1027,37 @@ async fn faults_before_the_effect_create_nothing() {
         assert_eq!(mocks.effects_of(CIVIL_STATUS, "f").await, (0, 0));
     }
     with_fault(&mocks, json!({})).await;
-    let outage = mocks.admin_post(CIVIL_STATUS, "/admin/outages", &json!({"duration_ms": 300})).await;
+    let outage = mocks
+        .admin_post(CIVIL_STATUS, "/admin/outages", &json!({"duration_ms": 300}))
+        .await;
     assert_eq!(outage.status, 201);
-    assert_eq!(mocks.post(CIVIL_STATUS, "/v1/birth-registrations", "f", &birth()).await.status, 503);
+    assert_eq!(
+        mocks
+            .post(CIVIL_STATUS, "/v1/birth-registrations", "f", &birth())
+            .await
+            .status,
+        503
+    );
     tokio::time::sleep(Duration::from_millis(350)).await;
-    assert_eq!(mocks.post(CIVIL_STATUS, "/v1/birth-registrations", "f", &birth()).await.status, 201);
+    assert_eq!(
+        mocks
+            .post(CIVIL_STATUS, "/v1/birth-registrations", "f", &birth())
+            .await
+            .status,
+        201
+    );
     assert_eq!(mocks.effects_of(CIVIL_STATUS, "f").await, (1, 0));
-    let invalid = mocks.put(CIVIL_STATUS, "/admin/faults", &json!({"rates": {"unavailable": 0.8, "garbled": 0.8}})).await;
-    assert_eq!((invalid.status, invalid.body["reason_code"].as_str()), (422, Some("INVALID_FAULTS")));
+    let invalid = mocks
+        .put(
+            CIVIL_STATUS,
+            "/admin/faults",
+            &json!({"rates": {"unavailable": 0.8, "garbled": 0.8}}),
+        )
+        .await;
+    assert_eq!(
+        (invalid.status, invalid.body["reason_code"].as_str()),
+        (422, Some("INVALID_FAULTS"))
+    );
 }
 
 #[tokio::test]
@@ -527,24 +1089,44 @@ async fn lost_replies_happen_after_the_effect_and_replay_by_key() {
     assert!(timed_out.is_err());
 
     with_fault(&mocks, json!({"garbled": 1.0})).await;
-    let garbled = mocks.post(CIVIL_STATUS, "/v1/birth-registrations", "lost", &birth()).await;
+    let garbled = mocks
+        .post(CIVIL_STATUS, "/v1/birth-registrations", "lost", &birth())
+        .await;
     assert_eq!(garbled.status, 201);
-    assert!(garbled.body.is_string(), "a garbled body is not JSON: {}", garbled.body);
+    assert!(
+        garbled.body.is_string(),
+        "a garbled body is not JSON: {}",
+        garbled.body
+    );
 
     with_fault(&mocks, json!({})).await;
-    let clean = mocks.post(CIVIL_STATUS, "/v1/birth-registrations", "lost", &birth()).await;
+    let clean = mocks
+        .post(CIVIL_STATUS, "/v1/birth-registrations", "lost", &birth())
+        .await;
     assert_eq!(clean.status, 201);
     assert!(clean.body["child_personal_id"].is_string());
-    assert_eq!(mocks.effects_of(CIVIL_STATUS, "lost").await, (1, 3), "one effect, three replays");
+    assert_eq!(
+        mocks.effects_of(CIVIL_STATUS, "lost").await,
+        (1, 3),
+        "one effect, three replays"
+    );
 }
 
 #[tokio::test]
 async fn latency_is_injected() {
     let mocks = Mocks::start().await;
-    let set = mocks.put(CIVIL_STATUS, "/admin/faults", &json!({"latency": {"distribution": "fixed", "ms": 200}})).await;
+    let set = mocks
+        .put(
+            CIVIL_STATUS,
+            "/admin/faults",
+            &json!({"latency": {"distribution": "fixed", "ms": 200}}),
+        )
+        .await;
     assert_eq!(set.status, 200, "{}", set.body);
     let started = std::time::Instant::now();
-    mocks.post(CIVIL_STATUS, "/v1/birth-registrations", "slow", &birth()).await;
+    mocks
+        .post(CIVIL_STATUS, "/v1/birth-registrations", "slow", &birth())
+        .await;
     assert!(started.elapsed() >= Duration::from_millis(200));
 }
 
@@ -564,21 +1146,36 @@ async fn request_metadata_is_logged() {
         .send()
         .await
         .unwrap();
-    let log = mocks.get(CIVIL_STATUS, "/admin/requests?case_id=case-42").await.body;
+    let log = mocks
+        .get(CIVIL_STATUS, "/admin/requests?case_id=case-42")
+        .await
+        .body;
     let entry = &log[0];
     assert_eq!(entry["traceparent"], traceparent);
     assert_eq!(entry["message_id"], "msg-1");
     assert_eq!(entry["client"], "civicflow/birth-registration@1");
     assert_eq!(entry["idempotency_key"], "meta");
     let effects = mocks.get(CIVIL_STATUS, "/admin/effects").await.body;
-    assert_eq!(effects["cases"][0], json!({"case_id": "case-42", "procedure": "birth-registration", "effects": 1}));
+    assert_eq!(
+        effects["cases"][0],
+        json!({"case_id": "case-42", "procedure": "birth-registration", "effects": 1})
+    );
 }
 
 #[tokio::test]
 async fn seeded_runs_are_reproducible() {
     let run = |seed: u64| async move {
-        let mocks = Mocks::start_with(MocksConfig { seed, today: Some(TODAY.parse().unwrap()), population: 20, ..MocksConfig::default() }).await;
-        let citizens = mocks.get(CIVIL_STATUS, "/admin/citizens?limit=100").await.body;
+        let mocks = Mocks::start_with(MocksConfig {
+            seed,
+            today: Some(TODAY.parse().unwrap()),
+            population: 20,
+            ..MocksConfig::default()
+        })
+        .await;
+        let citizens = mocks
+            .get(CIVIL_STATUS, "/admin/citizens?limit=100")
+            .await
+            .body;
         let child = mocks.born("b", |_| {}).await;
         (citizens, child["child_personal_id"].clone())
     };

@@ -1,4 +1,6 @@
 //! Workflow and adapter definitions: parsing, validation, expressions. No IO beyond reading the
 //! files it is given.
 
+pub mod expr;
 pub mod source;
+pub mod spec;

@@ -43,7 +43,10 @@ impl Located {
     /// Where the key of the member at `pointer` is (for "unknown field" and similar), falling back
     /// to its value.
     pub fn key_pos(&self, pointer: &str) -> Pos {
-        self.keys.get(pointer).copied().unwrap_or_else(|| self.value_pos(pointer))
+        self.keys
+            .get(pointer)
+            .copied()
+            .unwrap_or_else(|| self.value_pos(pointer))
     }
 
     fn nearest(&self, pointer: &str, table: &HashMap<String, Pos>) -> Pos {
@@ -88,7 +91,9 @@ impl<'de> Deserialize<'de> for Key {
             Node::Number(n) => Ok(Key(n.to_string())),
             Node::Bool(b) => Ok(Key(b.to_string())),
             Node::Null => Ok(Key("null".to_owned())),
-            Node::Seq(_) | Node::Map(_) => Err(de::Error::custom("a mapping key must be a plain scalar")),
+            Node::Seq(_) | Node::Map(_) => {
+                Err(de::Error::custom("a mapping key must be a plain scalar"))
+            }
         }
     }
 }
@@ -126,7 +131,9 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Ok(Node::Number(v.into()))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
-        Number::from_f64(v).map(Node::Number).ok_or_else(|| E::custom("a number must be finite (no .inf or .nan)"))
+        Number::from_f64(v)
+            .map(Node::Number)
+            .ok_or_else(|| E::custom("a number must be finite (no .inf or .nan)"))
     }
     fn visit_str<E>(self, v: &str) -> Result<Node, E> {
         Ok(Node::String(v.to_owned()))
@@ -152,7 +159,10 @@ impl<'de> Visitor<'de> for NodeVisitor {
 }
 
 fn pos_of(location: &serde_saphyr::Location) -> Pos {
-    Pos { line: location.line() as u32, col: location.column() as u32 }
+    Pos {
+        line: location.line() as u32,
+        col: location.column() as u32,
+    }
 }
 
 /// Escapes a key for a JSON pointer (RFC 6901).
@@ -167,9 +177,13 @@ fn lower(node: Spanned<Node>, pointer: String, out: &mut Located) -> Value {
         Node::Bool(b) => Value::Bool(b),
         Node::Number(n) => Value::Number(n),
         Node::String(s) => Value::String(s),
-        Node::Seq(items) => {
-            Value::Array(items.into_iter().enumerate().map(|(i, item)| lower(item, format!("{pointer}/{i}"), out)).collect())
-        }
+        Node::Seq(items) => Value::Array(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| lower(item, format!("{pointer}/{i}"), out))
+                .collect(),
+        ),
         Node::Map(entries) => {
             let mut map = Map::new();
             for (key, value) in entries {
@@ -202,18 +216,30 @@ pub fn parse(text: &str) -> Result<Located, SyntaxError> {
     if text.len() > MAX_FILE_BYTES {
         return Err(SyntaxError {
             pos: Pos { line: 1, col: 1 },
-            message: format!("the file is {} bytes, over the limit of {MAX_FILE_BYTES}", text.len()),
+            message: format!(
+                "the file is {} bytes, over the limit of {MAX_FILE_BYTES}",
+                text.len()
+            ),
             limit: true,
         });
     }
-    let node: Spanned<Node> = serde_saphyr::from_str_with_options(text, options()).map_err(|e| {
-        let pos = e.location().map(|l| pos_of(&l)).unwrap_or(Pos { line: 1, col: 1 });
-        let message = e.to_string();
-        let first = message.lines().next().unwrap_or("invalid YAML").trim();
-        let first = first.split(" at line ").next().unwrap_or(first).to_owned();
-        let limit = first.to_lowercase().contains("budget") || first.to_lowercase().contains("limit");
-        SyntaxError { pos, message: first, limit }
-    })?;
+    let node: Spanned<Node> =
+        serde_saphyr::from_str_with_options(text, options()).map_err(|e| {
+            let pos = e
+                .location()
+                .map(|l| pos_of(&l))
+                .unwrap_or(Pos { line: 1, col: 1 });
+            let message = e.to_string();
+            let first = message.lines().next().unwrap_or("invalid YAML").trim();
+            let first = first.split(" at line ").next().unwrap_or(first).to_owned();
+            let limit =
+                first.to_lowercase().contains("budget") || first.to_lowercase().contains("limit");
+            SyntaxError {
+                pos,
+                message: first,
+                limit,
+            }
+        })?;
     let mut out = Located::default();
     out.value = lower(node, String::new(), &mut out);
     Ok(out)
@@ -231,7 +257,10 @@ mod tests {
         assert_eq!(doc.value_pos("/steps/0/id"), Pos { line: 3, col: 9 });
         assert_eq!(doc.key_pos("/steps/0/with"), Pos { line: 4, col: 5 });
         assert_eq!(doc.value_pos("/steps/0/with/x"), Pos { line: 4, col: 15 });
-        assert_eq!(doc.value_pos("/steps/0/nothing/here"), Pos { line: 3, col: 5 });
+        assert_eq!(
+            doc.value_pos("/steps/0/nothing/here"),
+            Pos { line: 3, col: 5 }
+        );
     }
 
     #[test]

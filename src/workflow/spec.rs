@@ -1,0 +1,308 @@
+//! The file formats, exactly as written in YAML: workflow files and adapter manifests. These types
+//! generate the JSON Schemas under `docs/schema/` (editor completion) and the structural check of
+//! `civicflow validate`; [`crate::workflow::definition`] holds the checked, compiled form.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const WORKFLOW_NAME_PATTERN: &str = r"^[a-z][a-z0-9-]*$";
+pub const STEP_ID_PATTERN: &str = r"^[a-z][a-z0-9_]*$";
+pub const ADAPTER_ID_PATTERN: &str = r"^[a-z][a-z0-9-]*/[a-z][a-z0-9-]*$";
+pub const ADAPTER_REF_PATTERN: &str = r"^[a-z][a-z0-9-]*/[a-z][a-z0-9-]*@[1-9][0-9]*$";
+pub const EXPR_PATTERN: &str = r"^\s*\$\{[\s\S]*\}\s*$";
+pub const DURATION_PATTERN: &str = r"^[0-9]+(ms|s|m|h)( [0-9]+(ms|s|m|h))*$";
+pub const DEADLINE_PATTERN: &str = r"^[0-9]+ (working days?|hours?)$";
+
+/// What each pattern means, for messages.
+pub const PATTERN_HELP: &[(&str, &str)] = &[
+    (
+        WORKFLOW_NAME_PATTERN,
+        "a name is lowercase letters, digits and `-`, starting with a letter",
+    ),
+    (
+        STEP_ID_PATTERN,
+        "a step id is lowercase letters, digits and `_`, starting with a letter, so that `.steps.<id>` works in expressions",
+    ),
+    (
+        ADAPTER_ID_PATTERN,
+        "an adapter id is `agency/name`, e.g. `police/residence-registration`",
+    ),
+    (
+        ADAPTER_REF_PATTERN,
+        "an adapter reference is `agency/name@version`, e.g. `police/residence-registration@1`",
+    ),
+    (
+        EXPR_PATTERN,
+        "an expression is written `${ <jq expression> }`",
+    ),
+    (
+        DURATION_PATTERN,
+        "a duration is like `500ms`, `30s`, `5m`, `2h` or `1h 30m`",
+    ),
+    (
+        DEADLINE_PATTERN,
+        "a deadline is `<n> working days` or `<n> hours`, e.g. `3 working days`",
+    ),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowKind {
+    Workflow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AdapterKind {
+    Adapter,
+}
+
+/// An interlinked public service: the steps of one citizen request across agencies.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "civicflow workflow")]
+pub struct WorkflowSpec {
+    pub kind: WorkflowKind,
+    /// Stable name; cases are started by name.
+    #[schemars(regex(pattern = WORKFLOW_NAME_PATTERN))]
+    pub name: String,
+    /// Several versions of one workflow may be loaded at once; a case stays on the version it
+    /// started with.
+    #[schemars(range(min = 1))]
+    pub version: u32,
+    pub title: String,
+    /// The legal text the chain implements.
+    pub legal_basis: String,
+    /// The statutory limit of the whole chain, e.g. `3 working days`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DEADLINE_PATTERN))]
+    pub deadline: Option<String>,
+    /// JSON Schema of the input the portal submits.
+    pub input_schema: BTreeMap<String, Value>,
+    /// Names and expressions (over `.input`) of the keys a case is found by.
+    pub business_keys: BTreeMap<String, ExprText>,
+    #[schemars(length(min = 1))]
+    pub steps: Vec<StepSpec>,
+}
+
+/// An expression, `${ <jq> }`.
+pub type ExprText = String;
+
+/// One procedure at one agency.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    #[schemars(regex(pattern = STEP_ID_PATTERN))]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// `agency/name@version`.
+    #[schemars(regex(pattern = ADAPTER_REF_PATTERN))]
+    pub adapter: String,
+    /// Steps that must finish first. Steps with no mutual dependency run in parallel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    /// Runs the step only when this expression is true; otherwise the step is skipped.
+    #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = EXPR_PATTERN))]
+    pub condition: Option<ExprText>,
+    /// The adapter's input: any JSON, where a string `${ … }` is an expression.
+    pub with: Value,
+    /// The statutory deadline of this step; the adapter's applies when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DEADLINE_PATTERN))]
+    pub deadline: Option<String>,
+    /// Per-attempt timeout, overriding the adapter's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub timeout: Option<String>,
+    /// Retry policy, overriding the adapter's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+    /// What an agency's refusal of this step stops.
+    #[serde(default)]
+    pub on_rejection: OnRejection,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRejection {
+    /// Only the steps that need this one (directly or not) are stopped; other branches finish.
+    #[default]
+    StopDependents,
+    /// The whole case stops; running branches finish their current step.
+    StopCase,
+}
+
+/// Exponential backoff with full jitter.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    #[schemars(range(min = 1))]
+    pub max_attempts: u32,
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub initial_interval: String,
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub max_interval: String,
+    #[serde(default = "default_multiplier")]
+    #[schemars(range(min = 1.0))]
+    pub multiplier: f64,
+    /// No retry starts after this long since the first attempt.
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub max_duration: String,
+}
+
+fn default_multiplier() -> f64 {
+    2.0
+}
+
+/// How an agency's procedure is called. Owned and versioned by the agency.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "civicflow adapter")]
+pub struct AdapterSpec {
+    pub kind: AdapterKind,
+    /// `agency/name`.
+    #[schemars(regex(pattern = ADAPTER_ID_PATTERN))]
+    pub id: String,
+    #[schemars(range(min = 1))]
+    pub version: u32,
+    /// The owning agency: the part of `id` before `/`.
+    #[schemars(regex(pattern = WORKFLOW_NAME_PATTERN))]
+    pub agency: String,
+    pub title: String,
+    /// JSON Schema of what a step's `with` must produce.
+    pub input_schema: BTreeMap<String, Value>,
+    /// JSON Schema of the output a success produces.
+    pub output_schema: BTreeMap<String, Value>,
+    pub request: RequestSpec,
+    /// How the reply to the request is classified.
+    pub reply: OutcomesSpec,
+    pub completion: CompletionSpec,
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub timeout: String,
+    pub retry: RetrySpec,
+    /// The statutory deadline of the procedure.
+    #[schemars(regex(pattern = DEADLINE_PATTERN))]
+    pub deadline: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Method {
+    #[serde(rename = "GET")]
+    Get,
+    #[serde(rename = "POST")]
+    Post,
+    #[serde(rename = "PUT")]
+    Put,
+    #[serde(rename = "PATCH")]
+    Patch,
+}
+
+/// The HTTP request. Templates see `.input` (the step's input), `.case`, `.step` and, for
+/// callback adapters, `.callback.url`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSpec {
+    pub method: Method,
+    /// Relative to the agency's base URL (configuration, not this file); may be `${ … }`.
+    pub path: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// The JSON body; any JSON where a string `${ … }` is an expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+}
+
+/// Rules over a reply `{status, headers, body}`, tried in order: success, rejection, pending.
+/// Connection errors, timeouts, 429 and 5xx are retryable failures without a rule; anything
+/// else is an unexpected reply, a technical failure that is not retried.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomesSpec {
+    pub success: SuccessSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<RejectionSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuccessSpec {
+    #[schemars(regex(pattern = EXPR_PATTERN))]
+    pub when: ExprText,
+    /// The step's output; must match the adapter's output schema.
+    pub output: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectionSpec {
+    #[schemars(regex(pattern = EXPR_PATTERN))]
+    pub when: ExprText,
+    #[schemars(regex(pattern = EXPR_PATTERN))]
+    pub reason_code: ExprText,
+    #[schemars(regex(pattern = EXPR_PATTERN))]
+    pub message: ExprText,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PendingSpec {
+    #[schemars(regex(pattern = EXPR_PATTERN))]
+    pub when: ExprText,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The reply is the result.
+    Sync,
+    /// The reply says "pending"; the agency later posts the result to `.callback.url`.
+    Callback,
+    /// The reply says "pending"; civicflow asks a status URL at an interval.
+    Poll,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionSpec {
+    pub mode: Mode,
+    /// For `callback`: how the posted result `{headers, body}` is classified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<OutcomesSpec>,
+    /// For `poll`: where and how often to ask, and how status replies are classified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll: Option<PollSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PollSpec {
+    /// The status URL, an expression over the pending reply `{status, headers, body}`; a path is
+    /// relative to the agency's base URL.
+    #[schemars(regex(pattern = EXPR_PATTERN))]
+    pub url: ExprText,
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub interval: String,
+    pub reply: OutcomesSpec,
+}
+
+/// The JSON Schema of workflow files.
+pub fn workflow_schema() -> Value {
+    schema_for::<WorkflowSpec>()
+}
+
+/// The JSON Schema of adapter manifests.
+pub fn adapter_schema() -> Value {
+    schema_for::<AdapterSpec>()
+}
+
+fn schema_for<T: JsonSchema>() -> Value {
+    let generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    serde_json::to_value(generator.into_root_schema_for::<T>()).expect("a schema is JSON")
+}
