@@ -1,3 +1,4 @@
 //! civicflow: a durable orchestrator for interlinked public services.
 
+pub mod cli;
 pub mod workflow;

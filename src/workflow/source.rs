@@ -231,7 +231,16 @@ pub fn parse(text: &str) -> Result<Located, SyntaxError> {
                 .unwrap_or(Pos { line: 1, col: 1 });
             let message = e.to_string();
             let first = message.lines().next().unwrap_or("invalid YAML").trim();
-            let first = first.split(" at line ").next().unwrap_or(first).to_owned();
+            let first = first.split(" at line ").next().unwrap_or(first);
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let first = match first
+                .strip_prefix("line ")
+                .and_then(|rest| rest.split_once(": "))
+            {
+                Some((_, message)) => message,
+                None => first,
+            }
+            .to_owned();
             let limit =
                 first.to_lowercase().contains("budget") || first.to_lowercase().contains("limit");
             SyntaxError {
