@@ -1,6 +1,7 @@
 //! Data-driven check of `civicflow validate` messages: each file in `tests/corpus/` holds one
 //! mistake and, in its `# expect:` lines (at the end, so line numbers stay put), the exact messages it must produce. Files are
-//! checked beside the shipped adapters, so workflows can refer to real ones.
+//! checked beside the shipped `workflows/`, so they can refer to real adapters and clash with real
+//! workflows.
 
 use std::path::{Path, PathBuf};
 
@@ -13,14 +14,15 @@ fn check(file: &Path) -> Result<(), String> {
         .filter_map(|l| l.strip_prefix("# expect: "))
         .collect();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let (_, problems) = catalog::load(&[root.join("workflows/adapters"), file.to_owned()]);
+    let (_, problems) = catalog::load(&[root.join("workflows"), file.to_owned()]);
     let dir = format!("{}/", file.parent().unwrap().display());
+    let root = format!("{}/", root.display());
     let actual: Vec<String> = problems
         .iter()
         .flat_map(|p| {
             p.to_string()
                 .lines()
-                .map(|l| l.replace(&dir, ""))
+                .map(|l| l.replace(&dir, "").replace(&root, ""))
                 .collect::<Vec<_>>()
         })
         .collect();

@@ -201,6 +201,51 @@ fn structure(file: &str, located: &Located, schema: &Schema) -> Vec<Diagnostic> 
                     ),
                 ));
             }
+            K::OneOfNotValid { context } | K::AnyOf { context } => {
+                let constants: Option<Vec<String>> = context
+                    .iter()
+                    .map(|errors| match errors.as_slice() {
+                        [e] => match e.kind() {
+                            K::Constant { expected_value } => Some(expected_value.to_string()),
+                            _ => None,
+                        },
+                        _ => None,
+                    })
+                    .collect();
+                let message = match &constants {
+                    Some(options) => format!(
+                        "{field} is {}, not one of {}",
+                        error.instance(),
+                        options.join(", ")
+                    ),
+                    None => format!("{field}: {error}"),
+                };
+                let mut d = Diagnostic::new(
+                    file,
+                    located.value_pos(&at),
+                    code::INVALID_VALUE,
+                    message,
+                );
+                if let (Some(options), Some(found)) = (&constants, error.instance().as_str()) {
+                    let quoted = format!("{found:?}");
+                    if let Some(m) = did_you_mean(&quoted, options.iter().map(String::as_str)) {
+                        d = d.help(format!("did you mean {m}?"));
+                    }
+                }
+                out.push(d);
+            }
+            K::MinItems { limit } => out.push(Diagnostic::new(
+                file,
+                located.value_pos(&at),
+                code::INVALID_VALUE,
+                format!("{field} needs at least {limit} item{}", plural(*limit)),
+            )),
+            K::Minimum { limit } => out.push(Diagnostic::new(
+                file,
+                located.value_pos(&at),
+                code::INVALID_VALUE,
+                format!("{field} is {}, but must be at least {limit}", error.instance()),
+            )),
             K::Pattern { pattern } => {
                 let help = PATTERN_HELP
                     .iter()
@@ -226,6 +271,10 @@ fn structure(file: &str, located: &Located, schema: &Schema) -> Vec<Diagnostic> 
         }
     }
     out
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 fn article(kind: &str) -> String {
@@ -377,13 +426,24 @@ fn json_schema(
 ) {
     let document = Value::Object(schema.clone().into_iter().collect());
     if let Err(e) = jsonschema::validator_for(&document) {
-        let at = format!("{pointer}{}", e.instance_path());
-        out.push(Diagnostic::new(
-            file,
-            located.value_pos(&at),
-            code::JSON_SCHEMA,
-            format!("not a valid JSON Schema: {e}"),
-        ));
+        let inner = e.instance_path().to_string();
+        let at = format!("{pointer}{inner}");
+        let message = if inner.ends_with("/type") || inner == "/type" {
+            format!(
+                "not a valid JSON Schema: {} is not a JSON Schema type",
+                e.instance()
+            )
+        } else if inner.is_empty() {
+            format!("not a valid JSON Schema: {e}")
+        } else {
+            let field = inner.trim_start_matches('/').replace('/', ".");
+            format!("not a valid JSON Schema: at `{field}`, {e}")
+        };
+        let mut d = Diagnostic::new(file, located.value_pos(&at), code::JSON_SCHEMA, message);
+        if inner.ends_with("/type") {
+            d = d.help("the types are array, boolean, integer, null, number, object and string");
+        }
+        out.push(d);
     }
 }
 

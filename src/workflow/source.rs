@@ -210,6 +210,42 @@ fn options() -> serde_saphyr::Options {
     options
 }
 
+fn innermost(e: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    let mut e = e;
+    while let serde_saphyr::Error::WithSnippet { error, .. }
+    | serde_saphyr::Error::AliasError { error, .. } = e
+    {
+        e = error;
+    }
+    e
+}
+
+/// Our own words for the errors a definition author can cause and the library words in terms of
+/// its own options (a budget, a duplicate-key policy) that the author never sees.
+fn explain(e: &serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::budget::BudgetBreach as B;
+    Some(match innermost(e) {
+        serde_saphyr::Error::DuplicateMappingKey { key, .. } => match key {
+            Some(key) => format!("key `{key}` appears twice in the same mapping"),
+            None => "a key appears twice in the same mapping".to_owned(),
+        },
+        serde_saphyr::Error::Budget { breach, .. } => match breach {
+            B::Depth { .. } => "nesting is deeper than the limit of 48 levels".to_owned(),
+            B::Nodes { .. } | B::Events { .. } => {
+                "the document expands to more than 100000 values (an alias bomb?)".to_owned()
+            }
+            B::Aliases { .. } | B::Anchors { .. } | B::AliasAnchorRatio { .. } => {
+                "the document uses more than 200 anchors or aliases".to_owned()
+            }
+            B::ScalarBytes { .. } | B::InputBytes { .. } => {
+                format!("the document holds more than {MAX_FILE_BYTES} bytes of text")
+            }
+            other => format!("the document exceeds a parser limit ({other:?})"),
+        },
+        _ => return None,
+    })
+}
+
 /// Parses one YAML document, refusing hostile input (oversized files, deep nesting, alias bombs)
 /// with an error instead of exhausting memory.
 pub fn parse(text: &str) -> Result<Located, SyntaxError> {
@@ -229,6 +265,13 @@ pub fn parse(text: &str) -> Result<Located, SyntaxError> {
                 .location()
                 .map(|l| pos_of(&l))
                 .unwrap_or(Pos { line: 1, col: 1 });
+            if let Some(message) = explain(&e) {
+                return SyntaxError {
+                    pos,
+                    limit: matches!(innermost(&e), serde_saphyr::Error::Budget { .. }),
+                    message,
+                };
+            }
             let message = e.to_string();
             let first = message.lines().next().unwrap_or("invalid YAML").trim();
             let first = first.split(" at line ").next().unwrap_or(first);

@@ -303,6 +303,35 @@ pub fn adapter_schema() -> Value {
 }
 
 fn schema_for<T: JsonSchema>() -> Value {
-    let generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    // An optional field is left out, never written `null`: so the schema has no `null`
+    // alternatives, and a wrong value gets the message of the field's own type.
+    let generator = schemars::generate::SchemaSettings::draft07()
+        .with_transform(schemars::transform::RecursiveTransform(drop_null))
+        .into_generator();
     serde_json::to_value(generator.into_root_schema_for::<T>()).expect("a schema is JSON")
+}
+
+fn drop_null(schema: &mut schemars::Schema) {
+    let is_null = |v: &Value| v == &serde_json::json!({"type": "null"});
+    if let Some(Value::Array(types)) = schema.get_mut("type") {
+        types.retain(|t| t != "null");
+        if let [only] = types.as_slice() {
+            let only = only.clone();
+            schema.insert("type".to_owned(), only);
+        }
+    }
+    let Some(Value::Array(alternatives)) = schema.get("anyOf") else {
+        return;
+    };
+    if let [a, b] = alternatives.as_slice()
+        && (is_null(a) || is_null(b))
+    {
+        let kept = if is_null(a) { b.clone() } else { a.clone() };
+        schema.remove("anyOf");
+        if let Value::Object(fields) = kept {
+            for (k, v) in fields {
+                schema.insert(k, v);
+            }
+        }
+    }
 }
