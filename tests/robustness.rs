@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use civicflow::workflow::check::{self, AdapterIndex};
 use civicflow::workflow::catalog;
+use civicflow::workflow::check::{self, AdapterIndex};
 use proptest::prelude::*;
 
 fn shipped(path: &str) -> String {

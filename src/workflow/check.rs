@@ -220,12 +220,8 @@ fn structure(file: &str, located: &Located, schema: &Schema) -> Vec<Diagnostic> 
                     ),
                     None => format!("{field}: {error}"),
                 };
-                let mut d = Diagnostic::new(
-                    file,
-                    located.value_pos(&at),
-                    code::INVALID_VALUE,
-                    message,
-                );
+                let mut d =
+                    Diagnostic::new(file, located.value_pos(&at), code::INVALID_VALUE, message);
                 if let (Some(options), Some(found)) = (&constants, error.instance().as_str()) {
                     let quoted = format!("{found:?}");
                     if let Some(m) = did_you_mean(&quoted, options.iter().map(String::as_str)) {
@@ -244,7 +240,10 @@ fn structure(file: &str, located: &Located, schema: &Schema) -> Vec<Diagnostic> 
                 file,
                 located.value_pos(&at),
                 code::INVALID_VALUE,
-                format!("{field} is {}, but must be at least {limit}", error.instance()),
+                format!(
+                    "{field} is {}, but must be at least {limit}",
+                    error.instance()
+                ),
             )),
             K::Pattern { pattern } => {
                 let help = PATTERN_HELP
