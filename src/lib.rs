@@ -1,4 +1,4 @@
-//! civicflow: a durable orchestrator for interlinked public services.
-
+pub mod case;
 pub mod cli;
+pub mod store;
 pub mod workflow;

@@ -1,0 +1,424 @@
+//! A case: one run of a workflow for one citizen request. [`Case`] is its current state, kept in
+//! one record; [`Event`]s are its append-only history; [`Timer`]s are its durable wake-ups. The
+//! engine changes all three together, in one store transaction.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub type CaseId = Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseStatus {
+    Running,
+    Completed,
+    PartiallyCompleted,
+    Rejected,
+    Cancelled,
+}
+
+impl CaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaseStatus::Running => "running",
+            CaseStatus::Completed => "completed",
+            CaseStatus::PartiallyCompleted => "partially_completed",
+            CaseStatus::Rejected => "rejected",
+            CaseStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Waiting for the steps it needs.
+    Pending,
+    /// An attempt is durable and its request is (or is about to be) in flight. After a crash,
+    /// the request is sent again with the same idempotency key.
+    Calling,
+    /// The agency took the request in and will call back.
+    AwaitingCallback,
+    /// The agency took the request in; a poll timer is set.
+    Polling,
+    /// The last attempt failed in a retryable way; a retry timer is set.
+    Backoff,
+    /// Retries exhausted or an unexpected reply: an incident is open and an operator must act.
+    Failed,
+    Succeeded,
+    Rejected,
+    /// Its condition was false, or a step it needs was skipped.
+    Skipped,
+    /// A step it needs was rejected, or the case stopped.
+    Stopped,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Calling => "calling",
+            StepStatus::AwaitingCallback => "awaiting_callback",
+            StepStatus::Polling => "polling",
+            StepStatus::Backoff => "backoff",
+            StepStatus::Failed => "failed",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Rejected => "rejected",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Stopped => "stopped",
+        }
+    }
+
+    /// Whether the step has its final outcome (no operator action pending).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Succeeded
+                | StepStatus::Rejected
+                | StepStatus::Skipped
+                | StepStatus::Stopped
+        )
+    }
+
+    /// Whether the step is at an agency: started and not finished.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Calling
+                | StepStatus::AwaitingCallback
+                | StepStatus::Polling
+                | StepStatus::Backoff
+                | StepStatus::Failed
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub reason_code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    pub status: StepStatus,
+    /// `agency/name@version`, as the case's workflow version pins it.
+    pub adapter: String,
+    pub agency: String,
+    /// Changes only when an operator re-runs the step with corrected data; part of the
+    /// idempotency key, so retries and crash replays reuse the key.
+    pub revision: u32,
+    /// Attempts made in this revision.
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_attempt_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// The statutory due time, counted from when the step started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<Rejection>,
+    /// The last failure, as the agency or the network gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The status URL of a polled step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_url: Option<String>,
+    /// Why the step was skipped or stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl StepState {
+    pub fn new(adapter: &str, agency: &str) -> StepState {
+        StepState {
+            status: StepStatus::Pending,
+            adapter: adapter.to_owned(),
+            agency: agency.to_owned(),
+            revision: 1,
+            attempt: 0,
+            first_attempt_at: None,
+            started_at: None,
+            finished_at: None,
+            due_at: None,
+            input: None,
+            output: None,
+            rejection: None,
+            error: None,
+            poll_url: None,
+            note: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentReason {
+    RetriesExhausted,
+    UnexpectedReply,
+    DeadlineMissed,
+}
+
+impl IncidentReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentReason::RetriesExhausted => "retries_exhausted",
+            IncidentReason::UnexpectedReply => "unexpected_reply",
+            IncidentReason::DeadlineMissed => "deadline_missed",
+        }
+    }
+}
+
+/// Something about a case that needs a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    /// The step it concerns; `None` for the case as a whole (its overall deadline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    pub reason: IncidentReason,
+    pub message: String,
+    pub opened_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Case {
+    pub id: CaseId,
+    pub workflow: String,
+    pub version: u32,
+    pub status: CaseStatus,
+    pub input: Value,
+    pub business_keys: BTreeMap<String, String>,
+    pub started_at: Timestamp,
+    /// The calendar date in Vietnam when the case started: what expressions see as
+    /// `.case.started_on`, so a replay takes the same branches.
+    pub started_on: Date,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// Why the case ended as it did (a refusal, a cancellation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub steps: BTreeMap<String, StepState>,
+    /// Open incidents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incidents: Vec<Incident>,
+    /// The sequence number the next history event gets.
+    pub next_seq: u64,
+    /// Bumped by the store on every write: optimistic concurrency between writers.
+    pub rev: u64,
+}
+
+/// An entry of a secondary index: cases are listed by `(name, value)`, ordered by case id
+/// (time-ordered, UUIDv7).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IndexEntry {
+    pub name: &'static str,
+    pub value: String,
+}
+
+pub mod index {
+    pub const STATUS: &str = "status";
+    pub const WORKFLOW: &str = "workflow";
+    /// `<workflow>/<step>` of every step at an agency and not finished.
+    pub const STEP: &str = "step";
+    /// The agency of every step at an agency and not finished.
+    pub const AGENCY: &str = "agency";
+    /// `<name>=<value>` of each business key.
+    pub const KEY: &str = "key";
+    /// The reason of each open incident.
+    pub const INCIDENT: &str = "incident";
+    /// Zero-padded milliseconds of each unfinished step's due time, so that the order of values
+    /// is the order of time.
+    pub const DUE: &str = "due";
+}
+
+impl Case {
+    /// The index entries this state puts the case under. The store keeps them in the same
+    /// transaction as the case, by difference with the previous state.
+    pub fn index_entries(&self) -> Vec<IndexEntry> {
+        let mut out = vec![
+            IndexEntry {
+                name: index::STATUS,
+                value: self.status.as_str().to_owned(),
+            },
+            IndexEntry {
+                name: index::WORKFLOW,
+                value: self.workflow.clone(),
+            },
+        ];
+        for (name, value) in &self.business_keys {
+            out.push(IndexEntry {
+                name: index::KEY,
+                value: format!("{name}={value}"),
+            });
+        }
+        for (id, step) in &self.steps {
+            if step.status.is_active() {
+                out.push(IndexEntry {
+                    name: index::STEP,
+                    value: format!("{}/{id}", self.workflow),
+                });
+                out.push(IndexEntry {
+                    name: index::AGENCY,
+                    value: step.agency.clone(),
+                });
+            }
+            if let Some(due) = step.due_at
+                && !step.status.is_final()
+            {
+                out.push(IndexEntry {
+                    name: index::DUE,
+                    value: due_value(due),
+                });
+            }
+        }
+        for incident in &self.incidents {
+            out.push(IndexEntry {
+                name: index::INCIDENT,
+                value: incident.reason.as_str().to_owned(),
+            });
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// The `due` index value of a time: milliseconds since the epoch, zero-padded to sort as text.
+pub fn due_value(at: Timestamp) -> String {
+    format!("{:015}", at.as_millisecond().max(0))
+}
+
+/// One entry of a case's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub at: Timestamp,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    CaseStarted {
+        workflow: String,
+        version: u32,
+    },
+    StepSkipped {
+        step: String,
+        reason: String,
+    },
+    StepStopped {
+        step: String,
+        reason: String,
+    },
+    AttemptStarted {
+        step: String,
+        adapter: String,
+        revision: u32,
+        attempt: u32,
+        idempotency_key: String,
+        message_id: String,
+    },
+    AttemptFailed {
+        step: String,
+        attempt: u32,
+        error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_at: Option<Timestamp>,
+    },
+    StepAccepted {
+        step: String,
+        attempt: u32,
+        status: u16,
+    },
+    CallbackReceived {
+        step: String,
+    },
+    PollAnswered {
+        step: String,
+        status: u16,
+        pending: bool,
+    },
+    StepSucceeded {
+        step: String,
+        output: Value,
+    },
+    StepRejected {
+        step: String,
+        reason_code: String,
+        message: String,
+    },
+    IncidentOpened {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        reason: IncidentReason,
+        message: String,
+    },
+    CaseFinished {
+        status: CaseStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TimerKind {
+    Retry { step: String },
+    Poll { step: String },
+    StepDeadline { step: String },
+    CaseDeadline,
+}
+
+impl TimerKind {
+    /// Unique among a case's timers: setting a timer of the same id replaces it.
+    pub fn id(&self) -> String {
+        match self {
+            TimerKind::Retry { step } => format!("retry/{step}"),
+            TimerKind::Poll { step } => format!("poll/{step}"),
+            TimerKind::StepDeadline { step } => format!("deadline/{step}"),
+            TimerKind::CaseDeadline => "deadline".to_owned(),
+        }
+    }
+}
+
+/// A durable wake-up of a case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timer {
+    pub case_id: CaseId,
+    pub due_at: Timestamp,
+    pub kind: TimerKind,
+}
+
+/// Where a callback token leads: a step of a case, in one revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackTarget {
+    pub case_id: CaseId,
+    pub step: String,
+    pub revision: u32,
+}
+
+/// What a portal's `Idempotency-Key` was first used for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// A digest of the request body: the same key with another body is a conflict.
+    pub fingerprint: String,
+    pub case_id: CaseId,
+}

@@ -1,0 +1,142 @@
+//! Storage: one trait that every backend implements, shaped after Restate's per-table storage
+//! API. A [`Transaction`] is a backend-neutral set of writes to the tables (cases, history events,
+//! timers, callback tokens, idempotency records); [`Store::commit`] applies it atomically, keeps
+//! the indexes in step with each case, and returns only once it is on disk.
+//!
+//! Backends: [`sled`](self::sled) (embedded, the default). The conformance suite in
+//! `tests/conformance/` is what any backend must pass.
+
+pub mod sled;
+
+use std::future::Future;
+
+use jiff::Timestamp;
+
+use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer, TimerKind};
+
+/// The version of the on-disk format. A store written by another format version is refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the data directory {path} is in use by another civicflow process; stop it, or give this one another --data directory"
+    )]
+    Locked { path: String },
+    #[error(
+        "the store in {path} has format version {found}, but this civicflow reads version {expected}"
+    )]
+    Incompatible {
+        path: String,
+        found: String,
+        expected: u32,
+    },
+    #[error("the store in {path} is corrupt: {detail}")]
+    Corrupt { path: String, detail: String },
+    #[error("case {case_id} was changed by another writer (expected revision {expected})")]
+    Conflict { case_id: CaseId, expected: u64 },
+    #[error("case {case_id} already exists")]
+    Exists { case_id: CaseId },
+    #[error("storage I/O error in {path}: {detail}")]
+    Io { path: String, detail: String },
+}
+
+/// A write to the case record. `expected_rev` is the revision read before the change (`None`
+/// for a new case); the commit fails with [`StoreError::Conflict`] if another writer got there
+/// first.
+#[derive(Debug, Clone)]
+pub struct CaseWrite {
+    pub case: Case,
+    pub expected_rev: Option<u64>,
+}
+
+/// A set of writes committed together, or not at all.
+#[derive(Debug, Clone, Default)]
+pub struct Transaction {
+    pub cases: Vec<CaseWrite>,
+    pub events: Vec<(CaseId, Event)>,
+    pub set_timers: Vec<Timer>,
+    pub clear_timers: Vec<(CaseId, TimerKind)>,
+    pub put_tokens: Vec<(String, CallbackTarget)>,
+    pub delete_tokens: Vec<String>,
+    pub put_idempotency: Vec<(String, IdempotencyRecord)>,
+}
+
+impl Transaction {
+    pub fn is_empty(&self) -> bool {
+        self.cases.is_empty()
+            && self.events.is_empty()
+            && self.set_timers.is_empty()
+            && self.clear_timers.is_empty()
+            && self.put_tokens.is_empty()
+            && self.delete_tokens.is_empty()
+            && self.put_idempotency.is_empty()
+    }
+}
+
+/// A page of case ids from an index, and where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub ids: Vec<CaseId>,
+    pub next: Option<CaseId>,
+}
+
+/// Which way an index is read: oldest case first or newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Ascending,
+    Descending,
+}
+
+pub trait Store: Send + Sync + 'static {
+    /// Applies every write of `tx` atomically and returns once it is durable. Concurrent
+    /// commits share disk syncs (group commit).
+    fn commit(&self, tx: Transaction) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn case(&self, id: CaseId) -> impl Future<Output = Result<Option<Case>, StoreError>> + Send;
+
+    /// History events of a case with `seq >= from`, in order, at most `limit`.
+    fn history(
+        &self,
+        id: CaseId,
+        from: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Event>, StoreError>> + Send;
+
+    /// Timers due at or before `until`, earliest first, at most `limit`.
+    fn due_timers(
+        &self,
+        until: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Timer>, StoreError>> + Send;
+
+    /// Cases under index entry `(name, value)`, after `cursor` (exclusive), in case-id order.
+    fn cases_by(
+        &self,
+        name: &str,
+        value: &str,
+        cursor: Option<CaseId>,
+        order: Order,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page, StoreError>> + Send;
+
+    /// Index values under `name` from `from` (inclusive) to `to` (exclusive), in value order,
+    /// with their cases: used for the `due` index ("which steps are due before…").
+    fn index_range(
+        &self,
+        name: &str,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(String, CaseId)>, StoreError>> + Send;
+
+    fn token(
+        &self,
+        token: &str,
+    ) -> impl Future<Output = Result<Option<CallbackTarget>, StoreError>> + Send;
+
+    fn idempotency(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;
+}

@@ -1,0 +1,424 @@
+//! The storage conformance suite: what every backend of `civicflow::store::Store` must do.
+//! A backend's test file calls `conformance_suite!(expr)`, where `expr` is an async block that
+//! gives a fresh, empty store.
+
+use std::collections::BTreeMap;
+
+use civicflow::case::{
+    CallbackTarget, Case, CaseId, CaseStatus, Event, EventKind, IdempotencyRecord, Incident,
+    IncidentReason, StepState, StepStatus, Timer, TimerKind, due_value, index,
+};
+use civicflow::store::{CaseWrite, Order, Store, StoreError, Transaction};
+use jiff::Timestamp;
+use serde_json::json;
+
+#[macro_export]
+macro_rules! conformance_suite {
+    ($fresh:expr) => {
+        $crate::conformance_suite!(@tests $fresh;
+            creates_and_reads_a_case,
+            refuses_a_second_case_with_the_same_id,
+            refuses_a_stale_write_and_writes_nothing_of_its_transaction,
+            appends_and_reads_history_in_order,
+            sets_replaces_and_clears_timers,
+            keeps_indexes_in_step_with_the_case,
+            pages_through_an_index_both_ways,
+            ranges_over_due_times,
+            stores_tokens_and_idempotency_records,
+            many_concurrent_commits_all_land,
+        );
+    };
+    (@tests $fresh:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let store = $fresh.await;
+                conformance::$name(&store).await;
+            }
+        )*
+    };
+}
+
+fn at(ms: i64) -> Timestamp {
+    Timestamp::from_millisecond(1_790_000_000_000 + ms).unwrap()
+}
+
+pub fn case(workflow: &str, requester: &str) -> Case {
+    let mut steps = BTreeMap::new();
+    steps.insert(
+        "birth".to_owned(),
+        StepState::new("civil-status/birth-registration@1", "civil-status"),
+    );
+    Case {
+        id: CaseId::now_v7(),
+        workflow: workflow.to_owned(),
+        version: 1,
+        status: CaseStatus::Running,
+        input: json!({"requester_personal_id": requester}),
+        business_keys: BTreeMap::from([("requester".to_owned(), requester.to_owned())]),
+        started_at: at(0),
+        started_on: "2026-11-23".parse().unwrap(),
+        due_at: None,
+        finished_at: None,
+        reason: None,
+        steps,
+        incidents: Vec::new(),
+        next_seq: 0,
+        rev: 0,
+    }
+}
+
+fn create(case: &Case) -> Transaction {
+    Transaction {
+        cases: vec![CaseWrite {
+            case: case.clone(),
+            expected_rev: None,
+        }],
+        ..Transaction::default()
+    }
+}
+
+fn update(case: &Case) -> Transaction {
+    Transaction {
+        cases: vec![CaseWrite {
+            case: case.clone(),
+            expected_rev: Some(case.rev),
+        }],
+        ..Transaction::default()
+    }
+}
+
+fn event(seq: u64, kind: EventKind) -> Event {
+    Event {
+        seq,
+        at: at(seq as i64),
+        kind,
+    }
+}
+
+async fn ids<S: Store>(store: &S, name: &str, value: &str) -> Vec<CaseId> {
+    store
+        .cases_by(name, value, None, Order::Ascending, 1000)
+        .await
+        .unwrap()
+        .ids
+}
+
+pub async fn creates_and_reads_a_case<S: Store>(store: &S) {
+    let c = case("birth-registration", "001190123456");
+    store.commit(create(&c)).await.unwrap();
+    let read = store.case(c.id).await.unwrap().unwrap();
+    assert_eq!(read.rev, 1);
+    assert_eq!(Case { rev: 0, ..read }, c);
+    assert_eq!(store.case(CaseId::now_v7()).await.unwrap(), None);
+}
+
+pub async fn refuses_a_second_case_with_the_same_id<S: Store>(store: &S) {
+    let c = case("birth-registration", "001190123456");
+    store.commit(create(&c)).await.unwrap();
+    let err = store.commit(create(&c)).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Exists { case_id } if case_id == c.id),
+        "{err}"
+    );
+}
+
+pub async fn refuses_a_stale_write_and_writes_nothing_of_its_transaction<S: Store>(store: &S) {
+    let c = case("birth-registration", "001190123456");
+    store.commit(create(&c)).await.unwrap();
+    let mut first = store.case(c.id).await.unwrap().unwrap();
+    let mut second = first.clone();
+    first.status = CaseStatus::Cancelled;
+    store.commit(update(&first)).await.unwrap();
+
+    second.status = CaseStatus::Completed;
+    let mut tx = update(&second);
+    tx.events.push((
+        c.id,
+        event(
+            0,
+            EventKind::CaseStarted {
+                workflow: "x".into(),
+                version: 1,
+            },
+        ),
+    ));
+    tx.set_timers.push(Timer {
+        case_id: c.id,
+        due_at: at(5),
+        kind: TimerKind::CaseDeadline,
+    });
+    let err = store.commit(tx).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { expected: 1, .. }),
+        "{err}"
+    );
+
+    let now = store.case(c.id).await.unwrap().unwrap();
+    assert_eq!((now.status, now.rev), (CaseStatus::Cancelled, 2));
+    assert!(store.history(c.id, 0, 10).await.unwrap().is_empty());
+    assert!(store.due_timers(at(100), 10).await.unwrap().is_empty());
+    assert!(ids(store, index::STATUS, "completed").await.is_empty());
+}
+
+pub async fn appends_and_reads_history_in_order<S: Store>(store: &S) {
+    let c = case("birth-registration", "001190123456");
+    let other = case("birth-registration", "001089654321");
+    let mut tx = create(&c);
+    tx.cases.push(CaseWrite {
+        case: other.clone(),
+        expected_rev: None,
+    });
+    for seq in 0..5 {
+        tx.events.push((
+            c.id,
+            event(
+                seq,
+                EventKind::CallbackReceived {
+                    step: format!("s{seq}"),
+                },
+            ),
+        ));
+    }
+    tx.events.push((
+        other.id,
+        event(0, EventKind::CallbackReceived { step: "o".into() }),
+    ));
+    store.commit(tx).await.unwrap();
+    let all = store.history(c.id, 0, 100).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+    let tail = store.history(c.id, 3, 100).await.unwrap();
+    assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(store.history(c.id, 1, 2).await.unwrap().len(), 2);
+    assert_eq!(store.history(other.id, 0, 100).await.unwrap().len(), 1);
+}
+
+pub async fn sets_replaces_and_clears_timers<S: Store>(store: &S) {
+    let c = case("birth-registration", "001190123456");
+    let d = case("birth-registration", "001089654321");
+    let retry = TimerKind::Retry {
+        step: "birth".into(),
+    };
+    let poll = TimerKind::Poll {
+        step: "birth".into(),
+    };
+    let mut tx = create(&c);
+    tx.cases.push(CaseWrite {
+        case: d.clone(),
+        expected_rev: None,
+    });
+    tx.set_timers = vec![
+        Timer {
+            case_id: c.id,
+            due_at: at(30),
+            kind: retry.clone(),
+        },
+        Timer {
+            case_id: c.id,
+            due_at: at(10),
+            kind: poll.clone(),
+        },
+        Timer {
+            case_id: d.id,
+            due_at: at(20),
+            kind: retry.clone(),
+        },
+    ];
+    store.commit(tx).await.unwrap();
+    let due: Vec<i64> = store
+        .due_timers(at(25), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.due_at.as_millisecond() - at(0).as_millisecond())
+        .collect();
+    assert_eq!(due, vec![10, 20]);
+
+    // Setting a timer of the same kind moves it; it is never doubled.
+    let tx = Transaction {
+        set_timers: vec![Timer {
+            case_id: c.id,
+            due_at: at(5),
+            kind: retry.clone(),
+        }],
+        clear_timers: vec![(d.id, retry.clone())],
+        ..Transaction::default()
+    };
+    store.commit(tx).await.unwrap();
+    let all = store.due_timers(at(1000), 10).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|t| (t.case_id, t.kind.clone()))
+            .collect::<Vec<_>>(),
+        vec![(c.id, retry.clone()), (c.id, poll.clone())]
+    );
+    assert_eq!(store.due_timers(at(1000), 1).await.unwrap().len(), 1);
+    let tx = Transaction {
+        clear_timers: vec![(c.id, retry), (c.id, poll), (c.id, TimerKind::CaseDeadline)],
+        ..Transaction::default()
+    };
+    store.commit(tx).await.unwrap();
+    assert!(store.due_timers(at(1000), 10).await.unwrap().is_empty());
+}
+
+pub async fn keeps_indexes_in_step_with_the_case<S: Store>(store: &S) {
+    let mut c = case("birth-registration", "001190123456");
+    store.commit(create(&c)).await.unwrap();
+    assert_eq!(ids(store, index::STATUS, "running").await, vec![c.id]);
+    assert_eq!(
+        ids(store, index::WORKFLOW, "birth-registration").await,
+        vec![c.id]
+    );
+    assert_eq!(
+        ids(store, index::KEY, "requester=001190123456").await,
+        vec![c.id]
+    );
+    assert!(ids(store, index::AGENCY, "civil-status").await.is_empty());
+
+    c.rev = 1;
+    let step = c.steps.get_mut("birth").unwrap();
+    step.status = StepStatus::Failed;
+    step.due_at = Some(at(50));
+    c.incidents.push(Incident {
+        step: Some("birth".into()),
+        reason: IncidentReason::RetriesExhausted,
+        message: "503 ten times".into(),
+        opened_at: at(1),
+    });
+    store.commit(update(&c)).await.unwrap();
+    assert_eq!(ids(store, index::AGENCY, "civil-status").await, vec![c.id]);
+    assert_eq!(
+        ids(store, index::STEP, "birth-registration/birth").await,
+        vec![c.id]
+    );
+    assert_eq!(
+        ids(store, index::INCIDENT, "retries_exhausted").await,
+        vec![c.id]
+    );
+    assert_eq!(ids(store, index::DUE, &due_value(at(50))).await, vec![c.id]);
+
+    c.rev = 2;
+    c.status = CaseStatus::Completed;
+    c.incidents.clear();
+    c.steps.get_mut("birth").unwrap().status = StepStatus::Succeeded;
+    store.commit(update(&c)).await.unwrap();
+    assert!(ids(store, index::STATUS, "running").await.is_empty());
+    assert_eq!(ids(store, index::STATUS, "completed").await, vec![c.id]);
+    assert!(ids(store, index::AGENCY, "civil-status").await.is_empty());
+    assert!(
+        ids(store, index::INCIDENT, "retries_exhausted")
+            .await
+            .is_empty()
+    );
+    assert!(ids(store, index::DUE, &due_value(at(50))).await.is_empty());
+    assert_eq!(
+        ids(store, index::KEY, "requester=001190123456").await,
+        vec![c.id]
+    );
+}
+
+pub async fn pages_through_an_index_both_ways<S: Store>(store: &S) {
+    let mut made = Vec::new();
+    for _ in 0..7 {
+        let c = case("death-registration", "001045333444");
+        store.commit(create(&c)).await.unwrap();
+        made.push(c.id);
+    }
+    made.sort();
+    for order in [Order::Ascending, Order::Descending] {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .cases_by(index::WORKFLOW, "death-registration", cursor, order, 3)
+                .await
+                .unwrap();
+            seen.extend(page.ids);
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        let mut expected = made.clone();
+        if order == Order::Descending {
+            expected.reverse();
+        }
+        assert_eq!(seen, expected, "{order:?}");
+    }
+    // A value is matched exactly, never as a prefix of a longer one.
+    assert!(ids(store, index::WORKFLOW, "death").await.is_empty());
+}
+
+pub async fn ranges_over_due_times<S: Store>(store: &S) {
+    let mut cases = Vec::new();
+    for due in [300, 100, 200] {
+        let mut c = case("birth-registration", "001190123456");
+        c.steps.get_mut("birth").unwrap().status = StepStatus::AwaitingCallback;
+        c.steps.get_mut("birth").unwrap().due_at = Some(at(due));
+        store.commit(create(&c)).await.unwrap();
+        cases.push((due, c.id));
+    }
+    let found = store
+        .index_range(index::DUE, &due_value(at(0)), &due_value(at(250)), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        found,
+        vec![
+            (due_value(at(100)), cases[1].1),
+            (due_value(at(200)), cases[2].1)
+        ]
+    );
+}
+
+pub async fn stores_tokens_and_idempotency_records<S: Store>(store: &S) {
+    let c = case("birth-registration", "001190123456");
+    let target = CallbackTarget {
+        case_id: c.id,
+        step: "residence".into(),
+        revision: 1,
+    };
+    let record = IdempotencyRecord {
+        fingerprint: "abc".into(),
+        case_id: c.id,
+    };
+    let mut tx = create(&c);
+    tx.put_tokens.push(("tok".into(), target.clone()));
+    tx.put_idempotency
+        .push(("portal:key-1".into(), record.clone()));
+    store.commit(tx).await.unwrap();
+    assert_eq!(store.token("tok").await.unwrap(), Some(target));
+    assert_eq!(store.token("other").await.unwrap(), None);
+    assert_eq!(
+        store.idempotency("portal:key-1").await.unwrap(),
+        Some(record)
+    );
+    assert_eq!(store.idempotency("portal:key-2").await.unwrap(), None);
+    let tx = Transaction {
+        delete_tokens: vec!["tok".into()],
+        ..Transaction::default()
+    };
+    store.commit(tx).await.unwrap();
+    assert_eq!(store.token("tok").await.unwrap(), None);
+}
+
+pub async fn many_concurrent_commits_all_land<S: Store + Clone>(store: &S) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let c = case("birth-registration", &format!("{i:012}"));
+            store.commit(create(&c)).await.unwrap();
+            c.id
+        });
+    }
+    let mut made = tasks.join_all().await;
+    made.sort();
+    assert_eq!(
+        ids(store, index::WORKFLOW, "birth-registration").await,
+        made
+    );
+}
