@@ -1,3 +1,4 @@
+pub mod calendar;
 pub mod case;
 pub mod cli;
 pub mod store;

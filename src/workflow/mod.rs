@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod check;
 pub mod deadline;
+pub mod definition;
 pub mod diagnostic;
 pub mod expr;
 pub mod source;

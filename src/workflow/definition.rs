@@ -1,0 +1,544 @@
+//! The checked, compiled form of definitions that the engine runs: expressions compiled once,
+//! durations and deadlines parsed, schemas turned into validators, steps in dependency order.
+//! Built only from a [`Catalog`] that passed every check, so compiling here cannot fail on
+//! anything but an inconsistency between the checker and this module.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::workflow::catalog::Catalog;
+use crate::workflow::deadline::Deadline;
+use crate::workflow::expr::{self, EvalError, Expr};
+use crate::workflow::spec::{
+    AdapterSpec, Method, Mode, OnRejection, OutcomesSpec, RetrySpec, WorkflowSpec,
+};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{what} in {definition}: {detail}")]
+pub struct CompileError {
+    pub definition: String,
+    pub what: String,
+    pub detail: String,
+}
+
+/// JSON with `${ … }` leaves: the form of `with`, request bodies and outputs.
+#[derive(Debug, Clone)]
+pub enum Template {
+    Literal(Value),
+    Expr(Expr),
+    Array(Vec<Template>),
+    Object(Vec<(String, Template)>),
+}
+
+impl Template {
+    pub fn compile(value: &Value) -> Result<Template, String> {
+        Ok(match value {
+            Value::String(s) => match expr::inner(s) {
+                Some(src) => Template::Expr(Expr::compile(src)?),
+                None => Template::Literal(value.clone()),
+            },
+            Value::Array(items) => Template::Array(
+                items
+                    .iter()
+                    .map(Template::compile)
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(map) => Template::Object(
+                map.iter()
+                    .map(|(k, v)| Ok((k.clone(), Template::compile(v)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+            other => Template::Literal(other.clone()),
+        })
+    }
+
+    pub fn eval(&self, context: &Value) -> Result<Value, EvalError> {
+        Ok(match self {
+            Template::Literal(v) => v.clone(),
+            Template::Expr(e) => e.eval(context)?,
+            Template::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|t| t.eval(context))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Template::Object(fields) => {
+                let mut out = Map::new();
+                for (k, t) in fields {
+                    out.insert(k.clone(), t.eval(context)?);
+                }
+                Value::Object(out)
+            }
+        })
+    }
+}
+
+/// A JSON Schema ready to validate.
+pub struct Schema {
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for Schema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Schema")
+    }
+}
+
+/// A value's mismatch with a schema: where, and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SchemaViolation {
+    /// JSON Pointer into the value, e.g. `/child/date_of_birth`.
+    pub field: String,
+    pub message: String,
+}
+
+impl Schema {
+    fn compile(schema: &BTreeMap<String, Value>) -> Result<Schema, String> {
+        let document = Value::Object(schema.clone().into_iter().collect());
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&document)
+            .map(|validator| Schema { validator })
+            .map_err(|e| e.to_string())
+    }
+
+    /// Every violation, not only the first.
+    pub fn violations(&self, value: &Value) -> Vec<SchemaViolation> {
+        self.validator
+            .iter_errors(value)
+            .map(|e| SchemaViolation {
+                field: e.instance_path().to_string(),
+                message: e.to_string(),
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub max_attempts: u32,
+    pub initial_interval: Duration,
+    pub max_interval: Duration,
+    pub multiplier: f64,
+    pub max_duration: Duration,
+}
+
+impl Retry {
+    fn compile(spec: &RetrySpec) -> Result<Retry, String> {
+        Ok(Retry {
+            max_attempts: spec.max_attempts,
+            initial_interval: duration(&spec.initial_interval)?,
+            max_interval: duration(&spec.max_interval)?,
+            multiplier: spec.multiplier,
+            max_duration: duration(&spec.max_duration)?,
+        })
+    }
+
+    /// The ceiling of the wait before attempt `next` (2, 3, …): exponential, capped. The wait
+    /// itself is drawn uniformly below it (full jitter).
+    pub fn ceiling(&self, next: u32) -> Duration {
+        let exp = self
+            .multiplier
+            .powi(next.saturating_sub(2).min(64) as i32);
+        let secs = self.initial_interval.as_secs_f64() * exp;
+        Duration::from_secs_f64(secs.min(self.max_interval.as_secs_f64()))
+    }
+}
+
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let d: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not a duration: {e}"))?;
+    Duration::try_from(d).map_err(|_| format!("`{text}` is negative"))
+}
+
+fn deadline(text: &str) -> Result<Deadline, String> {
+    Deadline::parse(text).ok_or_else(|| format!("`{text}` is not a deadline"))
+}
+
+/// What a reply rule decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Success(Value),
+    Rejection { reason_code: String, message: String },
+    Pending,
+    /// No rule matched.
+    NoMatch,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rules {
+    success_when: Expr,
+    success_output: Template,
+    rejection: Option<(Expr, Expr, Expr)>,
+    pending: Option<Expr>,
+}
+
+impl Rules {
+    fn compile(spec: &OutcomesSpec) -> Result<Rules, String> {
+        let compile = |text: &str| Expr::compile(expr::inner(text).unwrap_or(text));
+        Ok(Rules {
+            success_when: compile(&spec.success.when)?,
+            success_output: Template::compile(&spec.success.output)?,
+            rejection: match &spec.rejection {
+                Some(r) => Some((
+                    compile(&r.when)?,
+                    compile(&r.reason_code)?,
+                    compile(&r.message)?,
+                )),
+                None => None,
+            },
+            pending: match &spec.pending {
+                Some(p) => Some(compile(&p.when)?),
+                None => None,
+            },
+        })
+    }
+
+    /// Tries success, rejection, pending, in that order, on a reply `{status, headers, body}`.
+    pub fn decide(&self, reply: &Value) -> Result<Decision, EvalError> {
+        if self.success_when.eval_bool(reply)? {
+            return Ok(Decision::Success(self.success_output.eval(reply)?));
+        }
+        if let Some((when, code, message)) = &self.rejection
+            && when.eval_bool(reply)?
+        {
+            let text = |v: Value| match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            return Ok(Decision::Rejection {
+                reason_code: text(code.eval(reply)?),
+                message: text(message.eval(reply)?),
+            });
+        }
+        if let Some(when) = &self.pending
+            && when.eval_bool(reply)?
+        {
+            return Ok(Decision::Pending);
+        }
+        Ok(Decision::NoMatch)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Poll {
+    pub url: Expr,
+    pub interval: Duration,
+    pub rules: Rules,
+}
+
+#[derive(Debug)]
+pub struct Adapter {
+    /// `agency/name@version`.
+    pub reference: String,
+    pub agency: String,
+    pub title: String,
+    pub input: Schema,
+    pub output: Schema,
+    pub method: Method,
+    pub path: Template,
+    pub headers: Vec<(String, Template)>,
+    pub body: Option<Template>,
+    pub reply: Rules,
+    pub mode: Mode,
+    pub callback: Option<Rules>,
+    pub poll: Option<Poll>,
+    pub timeout: Duration,
+    pub retry: Retry,
+    pub deadline: Deadline,
+}
+
+impl Adapter {
+    pub fn compile(spec: &AdapterSpec) -> Result<Adapter, CompileError> {
+        let reference = format!("{}@{}", spec.id, spec.version);
+        let fail = |what: &str| {
+            let reference = reference.clone();
+            let what = what.to_owned();
+            move |detail: String| CompileError {
+                definition: format!("adapter {reference}"),
+                what,
+                detail,
+            }
+        };
+        Ok(Adapter {
+            agency: spec.agency.clone(),
+            title: spec.title.clone(),
+            input: Schema::compile(&spec.input_schema).map_err(fail("input_schema"))?,
+            output: Schema::compile(&spec.output_schema).map_err(fail("output_schema"))?,
+            method: spec.request.method,
+            path: Template::compile(&Value::String(spec.request.path.clone()))
+                .map_err(fail("request.path"))?,
+            headers: spec
+                .request
+                .headers
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), Template::compile(&Value::String(v.clone()))?)))
+                .collect::<Result<_, String>>()
+                .map_err(fail("request.headers"))?,
+            body: match &spec.request.body {
+                Some(b) => Some(Template::compile(b).map_err(fail("request.body"))?),
+                None => None,
+            },
+            reply: Rules::compile(&spec.reply).map_err(fail("reply"))?,
+            mode: spec.completion.mode,
+            callback: match &spec.completion.callback {
+                Some(c) => Some(Rules::compile(c).map_err(fail("completion.callback"))?),
+                None => None,
+            },
+            poll: match &spec.completion.poll {
+                Some(p) => Some(Poll {
+                    url: Expr::compile(expr::inner(&p.url).unwrap_or(&p.url))
+                        .map_err(fail("completion.poll.url"))?,
+                    interval: duration(&p.interval).map_err(fail("completion.poll.interval"))?,
+                    rules: Rules::compile(&p.reply).map_err(fail("completion.poll.reply"))?,
+                }),
+                None => None,
+            },
+            timeout: duration(&spec.timeout).map_err(fail("timeout"))?,
+            retry: Retry::compile(&spec.retry).map_err(fail("retry"))?,
+            deadline: deadline(&spec.deadline).map_err(fail("deadline"))?,
+            reference,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Step {
+    pub id: String,
+    pub title: Option<String>,
+    pub adapter: Arc<Adapter>,
+    pub needs: Vec<String>,
+    pub condition: Option<Expr>,
+    pub with: Template,
+    pub deadline: Deadline,
+    pub timeout: Duration,
+    pub retry: Retry,
+    pub on_rejection: OnRejection,
+}
+
+#[derive(Debug)]
+pub struct Workflow {
+    pub name: String,
+    pub version: u32,
+    pub title: String,
+    pub input: Schema,
+    pub business_keys: Vec<(String, Expr)>,
+    pub deadline: Option<Deadline>,
+    /// In dependency order: a step comes after every step it needs.
+    pub steps: Vec<Step>,
+}
+
+impl Workflow {
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+
+    fn compile(
+        spec: &WorkflowSpec,
+        adapters: &BTreeMap<String, Arc<Adapter>>,
+    ) -> Result<Workflow, CompileError> {
+        let name = format!("workflow {}@{}", spec.name, spec.version);
+        let fail = |what: &str| {
+            let name = name.clone();
+            let what = what.to_owned();
+            move |detail: String| CompileError {
+                definition: name,
+                what,
+                detail,
+            }
+        };
+        let compile = |text: &str| Expr::compile(expr::inner(text).unwrap_or(text));
+        let mut steps = Vec::new();
+        for s in &spec.steps {
+            let at = format!("step {}", s.id);
+            let adapter = adapters
+                .get(&s.adapter)
+                .cloned()
+                .ok_or_else(|| fail(&at)(format!("adapter {} is not loaded", s.adapter)))?;
+            steps.push(Step {
+                id: s.id.clone(),
+                title: s.title.clone(),
+                needs: s.needs.clone(),
+                condition: match &s.condition {
+                    Some(c) => Some(compile(c).map_err(fail(&at))?),
+                    None => None,
+                },
+                with: Template::compile(&s.with).map_err(fail(&at))?,
+                deadline: match &s.deadline {
+                    Some(d) => deadline(d).map_err(fail(&at))?,
+                    None => adapter.deadline,
+                },
+                timeout: match &s.timeout {
+                    Some(t) => duration(t).map_err(fail(&at))?,
+                    None => adapter.timeout,
+                },
+                retry: match &s.retry {
+                    Some(r) => Retry::compile(r).map_err(fail(&at))?,
+                    None => adapter.retry,
+                },
+                on_rejection: s.on_rejection,
+                adapter,
+            });
+        }
+        Ok(Workflow {
+            name: spec.name.clone(),
+            version: spec.version,
+            title: spec.title.clone(),
+            input: Schema::compile(&spec.input_schema).map_err(fail("input_schema"))?,
+            business_keys: spec
+                .business_keys
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), compile(v)?)))
+                .collect::<Result<_, String>>()
+                .map_err(fail("business_keys"))?,
+            deadline: match &spec.deadline {
+                Some(d) => Some(deadline(d).map_err(fail("deadline"))?),
+                None => None,
+            },
+            steps: in_dependency_order(steps),
+        })
+    }
+}
+
+/// Kahn's algorithm, keeping file order among steps that are ready together. The checker has
+/// refused cycles, so every step is placed.
+fn in_dependency_order(mut pending: Vec<Step>) -> Vec<Step> {
+    let mut out: Vec<Step> = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let ready = pending
+            .iter()
+            .position(|s| s.needs.iter().all(|n| out.iter().any(|o| &o.id == n)))
+            .unwrap_or(0);
+        out.push(pending.remove(ready));
+    }
+    out
+}
+
+/// Every loaded workflow version and adapter, compiled.
+#[derive(Debug, Default)]
+pub struct Definitions {
+    workflows: BTreeMap<String, BTreeMap<u32, Arc<Workflow>>>,
+    adapters: BTreeMap<String, Arc<Adapter>>,
+}
+
+impl Definitions {
+    pub fn compile(catalog: &Catalog) -> Result<Definitions, CompileError> {
+        let mut defs = Definitions::default();
+        for versions in catalog.adapters.values() {
+            for spec in versions.values() {
+                let adapter = Adapter::compile(spec)?;
+                defs.adapters
+                    .insert(adapter.reference.clone(), Arc::new(adapter));
+            }
+        }
+        for versions in catalog.workflows.values() {
+            for spec in versions.values() {
+                let workflow = Workflow::compile(spec, &defs.adapters)?;
+                defs.workflows
+                    .entry(spec.name.clone())
+                    .or_default()
+                    .insert(spec.version, Arc::new(workflow));
+            }
+        }
+        Ok(defs)
+    }
+
+    /// A workflow in one version, or its latest when `version` is `None`.
+    pub fn workflow(&self, name: &str, version: Option<u32>) -> Option<Arc<Workflow>> {
+        let versions = self.workflows.get(name)?;
+        match version {
+            Some(v) => versions.get(&v).cloned(),
+            None => versions.values().next_back().cloned(),
+        }
+    }
+
+    pub fn workflow_names(&self) -> impl Iterator<Item = &str> {
+        self.workflows.keys().map(String::as_str)
+    }
+
+    pub fn agencies(&self) -> impl Iterator<Item = &str> {
+        self.adapters.values().map(|a| a.agency.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::workflow::catalog;
+
+    fn shipped() -> Definitions {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let (catalog, problems) = catalog::load(&[root.join("workflows")]);
+        assert!(problems.is_empty(), "{problems:?}");
+        Definitions::compile(&catalog).unwrap()
+    }
+
+    #[test]
+    fn compiles_the_shipped_chains_in_dependency_order() {
+        let defs = shipped();
+        let birth = defs.workflow("birth-registration", None).unwrap();
+        let ids: Vec<&str> = birth.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["birth", "residence", "health_insurance"]);
+        assert_eq!(birth.step("birth").unwrap().deadline, Deadline::WorkingDays(1));
+        assert_eq!(
+            birth.step("residence").unwrap().adapter.mode,
+            Mode::Callback
+        );
+        assert!(defs.workflow("birth-registration", Some(2)).is_none());
+    }
+
+    #[test]
+    fn templates_evaluate_expressions_at_the_leaves_only() {
+        let t = Template::compile(&json!({"a": "${ .x + 1 }", "b": ["lit", "${ .y }"], "c": 3}))
+            .unwrap();
+        assert_eq!(
+            t.eval(&json!({"x": 1, "y": "z"})).unwrap(),
+            json!({"a": 2, "b": ["lit", "z"], "c": 3})
+        );
+    }
+
+    #[test]
+    fn rules_classify_in_order() {
+        let defs = shipped();
+        let birth = defs.workflow("birth-registration", None).unwrap();
+        let rules = &birth.step("residence").unwrap().adapter.reply;
+        assert_eq!(
+            rules.decide(&json!({"status": 202, "body": {}})).unwrap(),
+            Decision::Pending
+        );
+        assert_eq!(
+            rules
+                .decide(&json!({"status": 422, "body": {"reason_code": "X", "message": "m"}}))
+                .unwrap(),
+            Decision::Rejection {
+                reason_code: "X".into(),
+                message: "m".into()
+            }
+        );
+        assert_eq!(
+            rules.decide(&json!({"status": 200, "body": {}})).unwrap(),
+            Decision::NoMatch
+        );
+    }
+
+    #[test]
+    fn backoff_ceiling_grows_and_is_capped() {
+        let r = Retry {
+            max_attempts: 10,
+            initial_interval: Duration::from_secs(1),
+            max_interval: Duration::from_secs(5),
+            multiplier: 2.0,
+            max_duration: Duration::from_secs(60),
+        };
+        let ceilings: Vec<u64> = (2..7).map(|n| r.ceiling(n).as_secs()).collect();
+        assert_eq!(ceilings, [1, 2, 4, 5, 5]);
+    }
+}
