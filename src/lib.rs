@@ -1,5 +1,7 @@
+pub mod adapters;
 pub mod calendar;
 pub mod case;
 pub mod cli;
+pub mod engine;
 pub mod store;
 pub mod workflow;

@@ -72,7 +72,11 @@ impl Calendar {
         Ok(Calendar {
             first_year: file.first_year,
             last_year: file.last_year,
-            holidays: file.holidays.into_iter().map(|h| (h.date, h.name)).collect(),
+            holidays: file
+                .holidays
+                .into_iter()
+                .map(|h| (h.date, h.name))
+                .collect(),
             working_saturdays: file.working_saturdays.into_iter().collect(),
         })
     }
@@ -111,7 +115,9 @@ impl Calendar {
                 let mut day = start.to_zoned(tz.clone()).date();
                 let mut left = n;
                 while left > 0 {
-                    day = day.tomorrow().map_err(|e| CalendarError::Invalid(e.to_string()))?;
+                    day = day
+                        .tomorrow()
+                        .map_err(|e| CalendarError::Invalid(e.to_string()))?;
                     if self.is_working_day(day)? {
                         left -= 1;
                     }
@@ -183,7 +189,9 @@ mod tests {
     #[test]
     fn hours_are_wall_clock() {
         let c = Calendar::vietnam();
-        let due = c.due(at("2026-11-28T03:00:00Z"), Deadline::Hours(48)).unwrap();
+        let due = c
+            .due(at("2026-11-28T03:00:00Z"), Deadline::Hours(48))
+            .unwrap();
         assert_eq!(due, at("2026-11-30T03:00:00Z"));
     }
 

@@ -133,6 +133,10 @@ pub struct StepState {
     /// The last failure, as the agency or the network gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The secret in the step's callback URL (callback steps), the same for every attempt of a
+    /// revision. Never shown outside the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_token: Option<String>,
     /// The status URL of a polled step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_url: Option<String>,
@@ -157,6 +161,7 @@ impl StepState {
             output: None,
             rejection: None,
             error: None,
+            callback_token: None,
             poll_url: None,
             note: None,
         }
@@ -169,6 +174,9 @@ pub enum IncidentReason {
     RetriesExhausted,
     UnexpectedReply,
     DeadlineMissed,
+    /// The step's input or request could not be built from the case data (an expression failed,
+    /// the input does not match the adapter's schema, the agency has no configured URL).
+    InvalidData,
 }
 
 impl IncidentReason {
@@ -177,6 +185,7 @@ impl IncidentReason {
             IncidentReason::RetriesExhausted => "retries_exhausted",
             IncidentReason::UnexpectedReply => "unexpected_reply",
             IncidentReason::DeadlineMissed => "deadline_missed",
+            IncidentReason::InvalidData => "invalid_data",
         }
     }
 }
@@ -378,7 +387,7 @@ pub enum EventKind {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TimerKind {
     Retry { step: String },

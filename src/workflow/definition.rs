@@ -140,9 +140,7 @@ impl Retry {
     /// The ceiling of the wait before attempt `next` (2, 3, …): exponential, capped. The wait
     /// itself is drawn uniformly below it (full jitter).
     pub fn ceiling(&self, next: u32) -> Duration {
-        let exp = self
-            .multiplier
-            .powi(next.saturating_sub(2).min(64) as i32);
+        let exp = self.multiplier.powi(next.saturating_sub(2).min(64) as i32);
         let secs = self.initial_interval.as_secs_f64() * exp;
         Duration::from_secs_f64(secs.min(self.max_interval.as_secs_f64()))
     }
@@ -163,7 +161,10 @@ fn deadline(text: &str) -> Result<Deadline, String> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Success(Value),
-    Rejection { reason_code: String, message: String },
+    Rejection {
+        reason_code: String,
+        message: String,
+    },
     Pending,
     /// No rule matched.
     NoMatch,
@@ -487,7 +488,10 @@ mod tests {
         let birth = defs.workflow("birth-registration", None).unwrap();
         let ids: Vec<&str> = birth.steps.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, ["birth", "residence", "health_insurance"]);
-        assert_eq!(birth.step("birth").unwrap().deadline, Deadline::WorkingDays(1));
+        assert_eq!(
+            birth.step("birth").unwrap().deadline,
+            Deadline::WorkingDays(1)
+        );
         assert_eq!(
             birth.step("residence").unwrap().adapter.mode,
             Mode::Callback

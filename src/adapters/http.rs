@@ -1,0 +1,215 @@
+//! One HTTP exchange with an agency, and what it means for the step.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::workflow::definition::{Decision, Rules, Schema};
+use crate::workflow::spec::Method;
+
+/// The metadata every call carries (see `docs/mocks.md` for how agencies read it).
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    pub idempotency_key: String,
+    pub case_id: String,
+    pub message_id: String,
+    pub traceparent: String,
+}
+
+/// What came back: an HTTP answer, or no answer at all.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Answered {
+        status: u16,
+        headers: Map<String, Value>,
+        /// The parsed JSON body, or the raw text when it is not JSON.
+        body: Value,
+        retry_after: Option<Duration>,
+    },
+    /// A timeout, a refused or reset connection: the agency may or may not have acted.
+    NoAnswer { error: String },
+}
+
+impl Reply {
+    /// The reply as reply rules see it: `{status, headers, body}`.
+    pub fn context(&self) -> Value {
+        match self {
+            Reply::Answered {
+                status,
+                headers,
+                body,
+                ..
+            } => json!({"status": status, "headers": headers, "body": body}),
+            Reply::NoAnswer { .. } => Value::Null,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Reply::Answered { status, .. } => Some(*status),
+            Reply::NoAnswer { .. } => None,
+        }
+    }
+}
+
+/// What a reply means for the step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Success(Value),
+    Rejected {
+        reason_code: String,
+        message: String,
+    },
+    /// The agency took the request in; the result comes later.
+    Pending,
+    Retryable {
+        error: String,
+        retry_after: Option<Duration>,
+    },
+    /// Not retried: an operator must look.
+    Unexpected(String),
+}
+
+/// Applies the manifest's rules, then civicflow's defaults: no answer, 429 and 5xx are
+/// retryable; anything else no rule matched is unexpected.
+pub fn classify(rules: &Rules, output: &Schema, reply: &Reply) -> Outcome {
+    let (status, body, retry_after) = match reply {
+        Reply::NoAnswer { error } => {
+            return Outcome::Retryable {
+                error: error.clone(),
+                retry_after: None,
+            };
+        }
+        Reply::Answered {
+            status,
+            body,
+            retry_after,
+            ..
+        } => (*status, body, *retry_after),
+    };
+    let excerpt = || {
+        let text = match body {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        text.chars().take(300).collect::<String>()
+    };
+    match rules.decide(&reply.context()) {
+        Ok(Decision::Success(value)) => {
+            let problems = output.violations(&value);
+            if problems.is_empty() {
+                Outcome::Success(value)
+            } else {
+                let list: Vec<String> = problems
+                    .iter()
+                    .map(|p| format!("{} {}", p.field, p.message))
+                    .collect();
+                Outcome::Unexpected(format!(
+                    "HTTP {status}: the output does not match the adapter's output schema: {}",
+                    list.join("; ")
+                ))
+            }
+        }
+        Ok(Decision::Rejection {
+            reason_code,
+            message,
+        }) => Outcome::Rejected {
+            reason_code,
+            message,
+        },
+        Ok(Decision::Pending) => Outcome::Pending,
+        Ok(Decision::NoMatch) if status == 429 || status >= 500 => Outcome::Retryable {
+            error: format!("HTTP {status}: {}", excerpt()),
+            retry_after,
+        },
+        Ok(Decision::NoMatch) => Outcome::Unexpected(format!(
+            "HTTP {status} matches no rule of the adapter: {}",
+            excerpt()
+        )),
+        Err(_) if status == 429 || status >= 500 => Outcome::Retryable {
+            error: format!("HTTP {status}: {}", excerpt()),
+            retry_after,
+        },
+        Err(e) => Outcome::Unexpected(format!("HTTP {status}: {e}; the reply was: {}", excerpt())),
+    }
+}
+
+/// Sends one request. Never fails: every failure is a [`Reply`].
+pub async fn send(
+    client: &reqwest::Client,
+    method: Method,
+    url: &str,
+    headers: &[(String, String)],
+    body: Option<&Value>,
+    meta: &Metadata,
+    timeout: Duration,
+) -> Reply {
+    let method = match method {
+        Method::Get => reqwest::Method::GET,
+        Method::Post => reqwest::Method::POST,
+        Method::Put => reqwest::Method::PUT,
+        Method::Patch => reqwest::Method::PATCH,
+    };
+    let mut request = client
+        .request(method, url)
+        .timeout(timeout)
+        .header("idempotency-key", &meta.idempotency_key)
+        .header("x-civicflow-client", "civicflow")
+        .header("x-civicflow-case-id", &meta.case_id)
+        .header("x-civicflow-message-id", &meta.message_id)
+        .header("traceparent", &meta.traceparent);
+    for (k, v) in headers {
+        request = request.header(k, v);
+    }
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = match request.send().await {
+        Ok(r) => r,
+        Err(e) => return no_answer(url, e),
+    };
+    let status = response.status().as_u16();
+    let mut head = Map::new();
+    for (k, v) in response.headers() {
+        if let Ok(v) = v.to_str() {
+            head.insert(k.as_str().to_owned(), Value::String(v.to_owned()));
+        }
+    }
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let bytes = match response.bytes().await {
+        Ok(b) => b,
+        Err(e) => return no_answer(url, e),
+    };
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Reply::Answered {
+        status,
+        headers: head,
+        body,
+        retry_after,
+    }
+}
+
+fn no_answer(url: &str, e: reqwest::Error) -> Reply {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "the connection failed"
+    };
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        detail = format!("{detail}: {s}");
+        source = s.source();
+    }
+    Reply::NoAnswer {
+        error: format!("{kind} ({url}): {detail}"),
+    }
+}

@@ -1,0 +1,413 @@
+//! The engine: takes a case, runs its workflow's steps against the agencies, and never loses or
+//! repeats anything, whatever happens to the process.
+//!
+//! Every change to a case goes through [`Engine::change`] under the case's lock: load, decide,
+//! commit (durable), and only then act (send a request, answer a callback). A case that waits
+//! (for a timer, a callback or an operator) is only on disk: the engine holds nothing for it.
+
+mod locks;
+mod run;
+mod timers;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::calendar::{Calendar, vietnam_time};
+use crate::case::{
+    CallbackTarget, Case, CaseId, CaseStatus, Event, EventKind, IdempotencyRecord, StepState,
+    TimerKind,
+};
+use crate::store::{Store, StoreError};
+use crate::workflow::definition::{Definitions, SchemaViolation, Workflow};
+use crate::workflow::expr::EvalError;
+
+pub use run::Call;
+
+/// Where civicflow is reached by agencies (for callback URLs) and where each agency is.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Base URL agencies call back, e.g. `http://127.0.0.1:7100`.
+    pub public_url: String,
+    /// Agency id → base URL.
+    pub agencies: BTreeMap<String, String>,
+    /// How long SIGTERM waits for in-flight calls before parking them.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no workflow named `{name}`{}", version.map(|v| format!(" in version {v}")).unwrap_or_default())]
+    UnknownWorkflow { name: String, version: Option<u32> },
+    #[error("the input does not match the workflow's input schema")]
+    InvalidInput(Vec<SchemaViolation>),
+    #[error("business key `{key}` cannot be computed: {error}")]
+    BusinessKey { key: String, error: EvalError },
+    #[error("the Idempotency-Key was already used with a different request, for case {case_id}")]
+    KeyReused { case_id: CaseId },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error("no step waits for this callback token")]
+    UnknownToken,
+    #[error(
+        "step `{step}` of case {case_id} has already finished ({status}); this callback changes nothing"
+    )]
+    Finished {
+        case_id: CaseId,
+        step: String,
+        status: &'static str,
+    },
+    #[error(
+        "step `{step}` of case {case_id} was re-run since this token was issued; use the new token"
+    )]
+    Superseded { case_id: CaseId, step: String },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Missing(#[from] MissingWorkflow),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A case runs the workflow version it started on; that version must stay loaded.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "case {case_id} runs workflow `{name}` version {version}, which is not loaded; restore its file in workflows/"
+)]
+pub struct MissingWorkflow {
+    pub case_id: CaseId,
+    pub name: String,
+    pub version: u32,
+}
+
+/// What a callback did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackAck {
+    Recorded,
+    /// The same callback (same `Idempotency-Key`) was recorded before: nothing changed.
+    Duplicate,
+    /// The agency says "not yet": nothing to record.
+    StillPending,
+}
+
+pub struct Engine<S> {
+    store: S,
+    defs: Arc<Definitions>,
+    config: Config,
+    calendar: &'static Calendar,
+    http: reqwest::Client,
+    locks: locks::Locks,
+    stopping: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    timers_changed: Notify,
+}
+
+impl<S: Store + Clone> Engine<S> {
+    pub fn new(store: S, defs: Arc<Definitions>, config: Config) -> Arc<Engine<S>> {
+        Arc::new(Engine {
+            store,
+            defs,
+            config,
+            calendar: Calendar::vietnam(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .build()
+                .expect("the HTTP client builds with default TLS-less settings"),
+            locks: locks::Locks::new(4096),
+            stopping: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            timers_changed: Notify::new(),
+        })
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn definitions(&self) -> &Definitions {
+        &self.defs
+    }
+
+    /// Starts the timer loop. Timers due while the server was down fire at once: that is how
+    /// retries, polls and lost attempts resume after a crash.
+    pub fn run(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move { engine.timer_loop().await })
+    }
+
+    /// Stops taking new work and waits up to the drain timeout for in-flight calls. A call
+    /// still running then is parked: its attempt is durable, and its watchdog timer re-sends it
+    /// (same idempotency key) after the next start.
+    pub async fn shutdown(&self) -> usize {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.timers_changed.notify_one();
+        let deadline = tokio::time::Instant::now() + self.config.drain_timeout;
+        loop {
+            let idle = self.idle.notified();
+            let n = self.in_flight.load(Ordering::SeqCst);
+            if n == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.in_flight.load(Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Starts a case: checks the input, writes the case and its first events in one
+    /// transaction, then starts the steps that are ready.
+    pub async fn start(
+        self: &Arc<Self>,
+        name: &str,
+        version: Option<u32>,
+        input: Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<(Case, bool), StartError> {
+        if self.stopping() {
+            return Err(StartError::ShuttingDown);
+        }
+        let workflow =
+            self.defs
+                .workflow(name, version)
+                .ok_or_else(|| StartError::UnknownWorkflow {
+                    name: name.to_owned(),
+                    version,
+                })?;
+        let fingerprint = fingerprint(name, version, &input);
+        let idem_key = idempotency_key.map(|k| format!("start:{k}"));
+        if let Some(key) = &idem_key
+            && let Some(found) = self.store.idempotency(key).await?
+        {
+            return self.replay_start(found, &fingerprint).await;
+        }
+        let violations = workflow.input.violations(&input);
+        if !violations.is_empty() {
+            return Err(StartError::InvalidInput(violations));
+        }
+        let mut keys = BTreeMap::new();
+        for (key, expr) in &workflow.business_keys {
+            let value =
+                expr.eval(&json!({"input": input}))
+                    .map_err(|error| StartError::BusinessKey {
+                        key: key.clone(),
+                        error,
+                    })?;
+            let value = match value {
+                Value::String(s) => s,
+                Value::Null => continue,
+                other => other.to_string(),
+            };
+            keys.insert(key.clone(), value);
+        }
+        let now = Timestamp::now();
+        let id = CaseId::now_v7();
+        let case = Case {
+            id,
+            workflow: workflow.name.clone(),
+            version: workflow.version,
+            status: CaseStatus::Running,
+            input,
+            business_keys: keys,
+            started_at: now,
+            started_on: now.to_zoned(vietnam_time()).date(),
+            due_at: None,
+            finished_at: None,
+            reason: None,
+            steps: workflow
+                .steps
+                .iter()
+                .map(|s| {
+                    (
+                        s.id.clone(),
+                        StepState::new(&s.adapter.reference, &s.adapter.agency),
+                    )
+                })
+                .collect(),
+            incidents: Vec::new(),
+            next_seq: 0,
+            rev: 0,
+        };
+        let _guard = self.locks.lock(id).await;
+        let mut change = run::Change::new(case, None, now);
+        change.event(EventKind::CaseStarted {
+            workflow: workflow.name.clone(),
+            version: workflow.version,
+        });
+        if let Some(deadline) = workflow.deadline {
+            match self.calendar.due(now, deadline) {
+                Ok(due) => {
+                    change.case.due_at = Some(due);
+                    change.set_timer(TimerKind::CaseDeadline, due);
+                }
+                Err(e) => change.note_calendar_error(None, &e),
+            }
+        }
+        if let Some(key) = idem_key {
+            change.tx.put_idempotency.push((
+                key,
+                IdempotencyRecord {
+                    fingerprint,
+                    case_id: id,
+                },
+            ));
+        }
+        self.progress(&workflow, &mut change);
+        let (case, calls) = change.commit(&self.store).await?;
+        self.dispatch(calls);
+        Ok((case, true))
+    }
+
+    async fn replay_start(
+        &self,
+        found: IdempotencyRecord,
+        fingerprint: &str,
+    ) -> Result<(Case, bool), StartError> {
+        if found.fingerprint != fingerprint {
+            return Err(StartError::KeyReused {
+                case_id: found.case_id,
+            });
+        }
+        let case = self
+            .store
+            .case(found.case_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt {
+                path: "the store".into(),
+                detail: format!(
+                    "an idempotency record names case {}, which does not exist",
+                    found.case_id
+                ),
+            })?;
+        Ok((case, false))
+    }
+
+    pub async fn case(&self, id: CaseId) -> Result<Option<Case>, StoreError> {
+        self.store.case(id).await
+    }
+
+    pub async fn history(&self, id: CaseId) -> Result<Vec<Event>, StoreError> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.store.history(id, all.len() as u64, 1000).await?;
+            let done = page.len() < 1000;
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// An agency's answer to a `callback` step, through the step's token.
+    pub async fn callback(
+        self: &Arc<Self>,
+        token: &str,
+        message_key: Option<&str>,
+        headers: Value,
+        body: Value,
+    ) -> Result<CallbackAck, CallbackError> {
+        if self.stopping() {
+            return Err(CallbackError::ShuttingDown);
+        }
+        let message_key = message_key
+            .map(str::to_owned)
+            .unwrap_or_else(|| fingerprint("callback", None, &body));
+        let seen_key = format!("callback:{token}:{message_key}");
+        if self.store.idempotency(&seen_key).await?.is_some() {
+            return Ok(CallbackAck::Duplicate);
+        }
+        let target: CallbackTarget = self
+            .store
+            .token(token)
+            .await?
+            .ok_or(CallbackError::UnknownToken)?;
+        let _guard = self.locks.lock(target.case_id).await;
+        if self.store.idempotency(&seen_key).await?.is_some() {
+            return Ok(CallbackAck::Duplicate);
+        }
+        let case = self
+            .store
+            .case(target.case_id)
+            .await?
+            .ok_or(CallbackError::UnknownToken)?;
+        let workflow = self.workflow_of(&case)?;
+        let step = case
+            .steps
+            .get(&target.step)
+            .ok_or(CallbackError::UnknownToken)?;
+        if step.revision != target.revision {
+            return Err(CallbackError::Superseded {
+                case_id: case.id,
+                step: target.step,
+            });
+        }
+        if step.status.is_final() {
+            return Err(CallbackError::Finished {
+                case_id: case.id,
+                step: target.step,
+                status: step.status.as_str(),
+            });
+        }
+        let now = Timestamp::now();
+        let rev = case.rev;
+        let mut change = run::Change::new(case, Some(rev), now);
+        let ack = self.on_callback(&workflow, &mut change, &target.step, headers, body);
+        if ack == CallbackAck::Recorded {
+            change.tx.put_idempotency.push((
+                seen_key,
+                IdempotencyRecord {
+                    fingerprint: message_key,
+                    case_id: change.case.id,
+                },
+            ));
+        }
+        self.progress(&workflow, &mut change);
+        let (_, calls) = change.commit(&self.store).await?;
+        self.dispatch(calls);
+        Ok(ack)
+    }
+
+    fn workflow_of(&self, case: &Case) -> Result<Arc<Workflow>, MissingWorkflow> {
+        self.defs
+            .workflow(&case.workflow, Some(case.version))
+            .ok_or_else(|| MissingWorkflow {
+                case_id: case.id,
+                name: case.workflow.clone(),
+                version: case.version,
+            })
+    }
+}
+
+/// A stable digest of a request, to tell a retried request from a different one under the same
+/// key. Not a security boundary: FNV-1a over canonical JSON.
+fn fingerprint(name: &str, version: Option<u32>, input: &Value) -> String {
+    let text = format!("{name}\u{0}{version:?}\u{0}{input}");
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.as_bytes() {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+impl<S> Drop for Engine<S> {
+    fn drop(&mut self) {
+        self.idle.notify_waiters();
+    }
+}

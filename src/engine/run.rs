@@ -1,0 +1,904 @@
+//! How a case moves: the decisions taken under a case's lock, gathered in a [`Change`] that is
+//! committed before any of its [`Call`]s is sent.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Map, Value, json};
+
+use super::{CallbackAck, Engine};
+use crate::adapters::http::{self, Metadata, Outcome, Reply};
+use crate::calendar::CalendarError;
+use crate::case::{
+    CallbackTarget, Case, CaseStatus, Event, EventKind, Incident, IncidentReason, Rejection,
+    StepStatus, Timer, TimerKind,
+};
+use crate::store::{CaseWrite, Store, StoreError, Transaction};
+use crate::workflow::definition::{Step, Workflow};
+use crate::workflow::spec::{Method, Mode, OnRejection};
+
+/// How long after an attempt's timeout the engine decides its reply is lost (the process
+/// stopped mid-call) and tries again.
+const WATCHDOG_MARGIN: Duration = Duration::from_secs(5);
+
+/// A request to send once the change that decided it is durable.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub case_id: crate::case::CaseId,
+    pub step: String,
+    pub revision: u32,
+    pub attempt: u32,
+    pub poll: bool,
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
+    pub meta: Metadata,
+    pub timeout: Duration,
+}
+
+/// A case being changed: its new state, the events and timer changes that go with it, and the
+/// calls to send after commit.
+pub struct Change {
+    pub case: Case,
+    expected_rev: Option<u64>,
+    pub tx: Transaction,
+    pub calls: Vec<Call>,
+    pub now: Timestamp,
+}
+
+impl Change {
+    pub fn new(case: Case, expected_rev: Option<u64>, now: Timestamp) -> Change {
+        Change {
+            case,
+            expected_rev,
+            tx: Transaction::default(),
+            calls: Vec::new(),
+            now,
+        }
+    }
+
+    pub fn event(&mut self, kind: EventKind) {
+        let seq = self.case.next_seq;
+        self.case.next_seq += 1;
+        self.tx.events.push((
+            self.case.id,
+            Event {
+                seq,
+                at: self.now,
+                kind,
+            },
+        ));
+    }
+
+    pub fn set_timer(&mut self, kind: TimerKind, due_at: Timestamp) {
+        self.tx.clear_timers.retain(|(_, k)| k != &kind);
+        self.tx.set_timers.retain(|t| t.kind != kind);
+        self.tx.set_timers.push(Timer {
+            case_id: self.case.id,
+            due_at,
+            kind,
+        });
+    }
+
+    pub fn clear_timer(&mut self, kind: TimerKind) {
+        self.tx.set_timers.retain(|t| t.kind != kind);
+        self.tx.clear_timers.push((self.case.id, kind));
+    }
+
+    pub fn open_incident(&mut self, step: Option<&str>, reason: IncidentReason, message: String) {
+        self.case.incidents.push(Incident {
+            step: step.map(str::to_owned),
+            reason,
+            message: message.clone(),
+            opened_at: self.now,
+        });
+        self.event(EventKind::IncidentOpened {
+            step: step.map(str::to_owned),
+            reason,
+            message,
+        });
+    }
+
+    pub fn note_calendar_error(&mut self, step: Option<&str>, e: &CalendarError) {
+        self.open_incident(
+            step,
+            IncidentReason::InvalidData,
+            format!("the statutory due time cannot be computed: {e}"),
+        );
+    }
+
+    pub async fn commit<S: Store>(mut self, store: &S) -> Result<(Case, Vec<Call>), StoreError> {
+        self.tx.cases.push(CaseWrite {
+            case: self.case.clone(),
+            expected_rev: self.expected_rev,
+        });
+        store.commit(self.tx).await?;
+        self.case.rev = self.expected_rev.map_or(1, |r| r + 1);
+        Ok((self.case, self.calls))
+    }
+}
+
+fn step_timers(step: &str) -> [TimerKind; 3] {
+    [
+        TimerKind::Retry { step: step.into() },
+        TimerKind::Poll { step: step.into() },
+        TimerKind::StepDeadline { step: step.into() },
+    ]
+}
+
+fn case_meta(case: &Case) -> Value {
+    json!({
+        "id": case.id.to_string(),
+        "workflow": case.workflow,
+        "version": case.version,
+        "started_on": case.started_on.to_string(),
+        "started_at": case.started_at.to_string(),
+    })
+}
+
+/// What a step's `if` and `with` see: the input, the outputs of the steps that succeeded, and
+/// the case metadata.
+fn step_context(case: &Case) -> Value {
+    let steps: Map<String, Value> = case
+        .steps
+        .iter()
+        .filter_map(|(id, s)| {
+            s.output
+                .as_ref()
+                .map(|o| (id.clone(), json!({"output": o})))
+        })
+        .collect();
+    json!({"input": case.input, "steps": steps, "case": case_meta(case)})
+}
+
+pub fn idempotency_key(case: &Case, step: &str, revision: u32) -> String {
+    format!("{}:{step}:{revision}", case.id)
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut out = String::new();
+    while out.len() < bytes * 2 {
+        out.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    out.truncate(bytes * 2);
+    out
+}
+
+fn text(v: Value) -> String {
+    match v {
+        Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+impl<S: Store + Clone> Engine<S> {
+    /// Starts every step whose needs are settled, skips or stops those that cannot run, and
+    /// finishes the case when every step has its outcome.
+    pub(super) fn progress(&self, wf: &Workflow, change: &mut Change) {
+        if change.case.status != CaseStatus::Running {
+            return;
+        }
+        let stop_case = wf.steps.iter().find(|s| {
+            s.on_rejection == OnRejection::StopCase
+                && change.case.steps[&s.id].status == StepStatus::Rejected
+        });
+        let stop_reason =
+            stop_case.map(|s| format!("the case stopped: step `{}` was refused", s.id));
+        for step in &wf.steps {
+            if change.case.steps[&step.id].status != StepStatus::Pending {
+                continue;
+            }
+            if let Some(reason) = &stop_reason {
+                self.settle(change, &step.id, StepStatus::Stopped, reason.clone());
+                continue;
+            }
+            let needs: Vec<(&str, StepStatus)> = step
+                .needs
+                .iter()
+                .map(|n| (n.as_str(), change.case.steps[n].status))
+                .collect();
+            if let Some((n, _)) = needs
+                .iter()
+                .find(|(_, s)| matches!(s, StepStatus::Rejected | StepStatus::Stopped))
+            {
+                let reason = format!("it needs step `{n}`, which did not succeed");
+                self.settle(change, &step.id, StepStatus::Stopped, reason);
+            } else if let Some((n, _)) = needs.iter().find(|(_, s)| *s == StepStatus::Skipped) {
+                let reason = format!("it needs step `{n}`, which was skipped");
+                self.settle(change, &step.id, StepStatus::Skipped, reason);
+            } else if needs.iter().all(|(_, s)| *s == StepStatus::Succeeded) {
+                self.start_step(wf, step, change);
+            }
+        }
+        self.finish_if_done(wf, change);
+    }
+
+    fn settle(&self, change: &mut Change, step: &str, status: StepStatus, reason: String) {
+        let s = change
+            .case
+            .steps
+            .get_mut(step)
+            .expect("steps come from the case");
+        s.status = status;
+        s.note = Some(reason.clone());
+        s.finished_at = Some(change.now);
+        let kind = if status == StepStatus::Skipped {
+            EventKind::StepSkipped {
+                step: step.into(),
+                reason,
+            }
+        } else {
+            EventKind::StepStopped {
+                step: step.into(),
+                reason,
+            }
+        };
+        change.event(kind);
+    }
+
+    fn finish_if_done(&self, wf: &Workflow, change: &mut Change) {
+        if !change.case.steps.values().all(|s| s.status.is_final()) {
+            return;
+        }
+        let steps = &change.case.steps;
+        let refused_stop_case = wf.steps.iter().find(|s| {
+            s.on_rejection == OnRejection::StopCase && steps[&s.id].status == StepStatus::Rejected
+        });
+        let any_success = steps.values().any(|s| s.status == StepStatus::Succeeded);
+        let all_fine = steps
+            .values()
+            .all(|s| matches!(s.status, StepStatus::Succeeded | StepStatus::Skipped));
+        let refusals: Vec<String> = steps
+            .iter()
+            .filter_map(|(id, s)| {
+                s.rejection
+                    .as_ref()
+                    .map(|r| format!("step `{id}` was refused: {} ({})", r.message, r.reason_code))
+            })
+            .collect();
+        let (status, reason) = if all_fine {
+            (CaseStatus::Completed, None)
+        } else if refused_stop_case.is_some() || !any_success {
+            (CaseStatus::Rejected, Some(refusals.join("; ")))
+        } else {
+            (CaseStatus::PartiallyCompleted, Some(refusals.join("; ")))
+        };
+        change.case.status = status;
+        change.case.reason = reason.clone();
+        change.case.finished_at = Some(change.now);
+        change.case.incidents.clear();
+        change.clear_timer(TimerKind::CaseDeadline);
+        change.event(EventKind::CaseFinished { status, reason });
+    }
+
+    fn start_step(&self, wf: &Workflow, step: &Step, change: &mut Change) {
+        let ctx = step_context(&change.case);
+        if let Some(condition) = &step.condition {
+            match condition.eval_bool(&ctx) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let reason = format!("its condition is false: {}", condition.source());
+                    self.settle(change, &step.id, StepStatus::Skipped, reason);
+                    return;
+                }
+                Err(e) => {
+                    self.fail(change, &step.id, IncidentReason::InvalidData, e.to_string());
+                    return;
+                }
+            }
+        }
+        let now = change.now;
+        let due = self.calendar.due(now, step.deadline);
+        {
+            let s = change
+                .case
+                .steps
+                .get_mut(&step.id)
+                .expect("steps come from the case");
+            s.started_at = Some(now);
+            s.first_attempt_at = Some(now);
+            s.due_at = due.as_ref().ok().copied();
+        }
+        match due {
+            Ok(at) => change.set_timer(
+                TimerKind::StepDeadline {
+                    step: step.id.clone(),
+                },
+                at,
+            ),
+            Err(e) => change.note_calendar_error(Some(&step.id), &e),
+        }
+        let input = match step.with.eval(&ctx) {
+            Ok(v) => v,
+            Err(e) => {
+                self.fail(change, &step.id, IncidentReason::InvalidData, e.to_string());
+                return;
+            }
+        };
+        let violations = step.adapter.input.violations(&input);
+        if !violations.is_empty() {
+            let list: Vec<String> = violations
+                .iter()
+                .map(|v| format!("{} {}", v.field, v.message))
+                .collect();
+            let message = format!(
+                "the step's input does not match {}'s input schema: {}",
+                step.adapter.reference,
+                list.join("; ")
+            );
+            self.fail(change, &step.id, IncidentReason::InvalidData, message);
+            return;
+        }
+        let s = change
+            .case
+            .steps
+            .get_mut(&step.id)
+            .expect("steps come from the case");
+        s.input = Some(input);
+        if step.adapter.mode == Mode::Callback && s.callback_token.is_none() {
+            let token = random_hex(24);
+            s.callback_token = Some(token.clone());
+            let revision = s.revision;
+            change.tx.put_tokens.push((
+                token,
+                CallbackTarget {
+                    case_id: change.case.id,
+                    step: step.id.clone(),
+                    revision,
+                },
+            ));
+        }
+        self.begin_attempt(wf, step, change, 1);
+    }
+
+    /// Makes attempt `n` durable (with its watchdog timer) and queues its request.
+    fn begin_attempt(&self, _wf: &Workflow, step: &Step, change: &mut Change, n: u32) {
+        let case_id = change.case.id;
+        let s = change
+            .case
+            .steps
+            .get_mut(&step.id)
+            .expect("steps come from the case");
+        s.status = StepStatus::Calling;
+        s.attempt = n;
+        let revision = s.revision;
+        let key = idempotency_key(&change.case, &step.id, revision);
+        let message_id = uuid::Uuid::new_v4().to_string();
+        let s = &change.case.steps[&step.id];
+        let mut ctx = json!({
+            "input": s.input,
+            "case": case_meta(&change.case),
+            "step": {"id": step.id, "attempt": n, "idempotency_key": key},
+        });
+        if let Some(token) = &s.callback_token {
+            ctx["callback"] =
+                json!({"url": format!("{}/v1/callbacks/{token}", self.config.public_url)});
+        }
+        change.event(EventKind::AttemptStarted {
+            step: step.id.clone(),
+            adapter: step.adapter.reference.clone(),
+            revision,
+            attempt: n,
+            idempotency_key: key.clone(),
+            message_id: message_id.clone(),
+        });
+        let adapter = &step.adapter;
+        let built = (|| -> Result<(String, Vec<(String, String)>, Option<Value>), String> {
+            let base = self.config.agencies.get(&adapter.agency).ok_or_else(|| {
+                format!(
+                    "agency `{}` has no base URL in the configuration",
+                    adapter.agency
+                )
+            })?;
+            let path = text(adapter.path.eval(&ctx).map_err(|e| e.to_string())?);
+            let mut headers = Vec::new();
+            for (k, t) in &adapter.headers {
+                headers.push((k.clone(), text(t.eval(&ctx).map_err(|e| e.to_string())?)));
+            }
+            let body = match &adapter.body {
+                Some(t) => Some(t.eval(&ctx).map_err(|e| e.to_string())?),
+                None => None,
+            };
+            Ok((
+                format!("{}{path}", base.trim_end_matches('/')),
+                headers,
+                body,
+            ))
+        })();
+        let (url, headers, body) = match built {
+            Ok(parts) => parts,
+            Err(e) => {
+                let message = format!("the request cannot be built: {e}");
+                self.fail(change, &step.id, IncidentReason::InvalidData, message);
+                return;
+            }
+        };
+        change.set_timer(
+            TimerKind::Retry {
+                step: step.id.clone(),
+            },
+            change.now + step.timeout + WATCHDOG_MARGIN,
+        );
+        change.calls.push(Call {
+            case_id,
+            step: step.id.clone(),
+            revision,
+            attempt: n,
+            poll: false,
+            method: adapter.method,
+            url,
+            headers,
+            body,
+            meta: self.metadata(&change.case, key, message_id),
+            timeout: step.timeout,
+        });
+    }
+
+    fn metadata(&self, case: &Case, key: String, message_id: String) -> Metadata {
+        Metadata {
+            idempotency_key: key,
+            case_id: case.id.to_string(),
+            traceparent: format!("00-{}-{}-01", case.id.simple(), random_hex(8)),
+            message_id,
+        }
+    }
+
+    fn fail(&self, change: &mut Change, step: &str, reason: IncidentReason, message: String) {
+        let s = change
+            .case
+            .steps
+            .get_mut(step)
+            .expect("steps come from the case");
+        s.status = StepStatus::Failed;
+        s.error = Some(message.clone());
+        change.clear_timer(TimerKind::Retry { step: step.into() });
+        change.clear_timer(TimerKind::Poll { step: step.into() });
+        change.open_incident(Some(step), reason, message);
+    }
+
+    fn succeed(&self, change: &mut Change, step: &str, output: Value) {
+        let s = change
+            .case
+            .steps
+            .get_mut(step)
+            .expect("steps come from the case");
+        s.status = StepStatus::Succeeded;
+        s.output = Some(output.clone());
+        s.error = None;
+        s.finished_at = Some(change.now);
+        for kind in step_timers(step) {
+            change.clear_timer(kind);
+        }
+        change
+            .case
+            .incidents
+            .retain(|i| i.step.as_deref() != Some(step));
+        change.event(EventKind::StepSucceeded {
+            step: step.into(),
+            output,
+        });
+    }
+
+    fn reject(&self, change: &mut Change, step: &str, reason_code: String, message: String) {
+        let s = change
+            .case
+            .steps
+            .get_mut(step)
+            .expect("steps come from the case");
+        s.status = StepStatus::Rejected;
+        s.rejection = Some(Rejection {
+            reason_code: reason_code.clone(),
+            message: message.clone(),
+        });
+        s.finished_at = Some(change.now);
+        for kind in step_timers(step) {
+            change.clear_timer(kind);
+        }
+        change
+            .case
+            .incidents
+            .retain(|i| i.step.as_deref() != Some(step));
+        change.event(EventKind::StepRejected {
+            step: step.into(),
+            reason_code,
+            message,
+        });
+    }
+
+    /// A retryable failure of the current attempt: another attempt after a full-jitter backoff
+    /// (or the agency's `Retry-After`, if longer), unless the policy is spent.
+    fn retry_or_fail(
+        &self,
+        step: &Step,
+        change: &mut Change,
+        error: String,
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+    ) {
+        let s = &change.case.steps[&step.id];
+        let attempt = s.attempt;
+        let next = attempt + 1;
+        let first = s.first_attempt_at.unwrap_or(change.now);
+        let elapsed = Duration::try_from(change.now.duration_since(first)).unwrap_or_default();
+        let ceiling = step.retry.ceiling(next);
+        let jitter = Duration::from_secs_f64(fastrand::f64() * ceiling.as_secs_f64());
+        let delay = retry_after.map_or(jitter, |r| r.max(jitter));
+        if next > step.retry.max_attempts || elapsed + delay > step.retry.max_duration {
+            change.event(EventKind::AttemptFailed {
+                step: step.id.clone(),
+                attempt,
+                error: error.clone(),
+                status,
+                retry_at: None,
+            });
+            let message = format!(
+                "{attempt} attempt{} failed; the last: {error}",
+                if attempt == 1 { "" } else { "s" }
+            );
+            self.fail(change, &step.id, IncidentReason::RetriesExhausted, message);
+            return;
+        }
+        let retry_at = change.now + SignedDuration::try_from(delay).unwrap_or_default();
+        let s = change
+            .case
+            .steps
+            .get_mut(&step.id)
+            .expect("steps come from the case");
+        s.status = StepStatus::Backoff;
+        s.error = Some(error.clone());
+        change.set_timer(
+            TimerKind::Retry {
+                step: step.id.clone(),
+            },
+            retry_at,
+        );
+        change.event(EventKind::AttemptFailed {
+            step: step.id.clone(),
+            attempt,
+            error,
+            status,
+            retry_at: Some(retry_at),
+        });
+    }
+
+    /// Records what an agency's reply (to a request or a poll) means for the step.
+    fn apply_reply(&self, step: &Step, change: &mut Change, call: &Call, reply: &Reply) {
+        let adapter = &step.adapter;
+        let rules = match (call.poll, &adapter.poll) {
+            (true, Some(poll)) => &poll.rules,
+            _ => &adapter.reply,
+        };
+        let outcome = http::classify(rules, &adapter.output, reply);
+        match outcome {
+            Outcome::Success(output) => self.succeed(change, &step.id, output),
+            Outcome::Rejected {
+                reason_code,
+                message,
+            } => self.reject(change, &step.id, reason_code, message),
+            Outcome::Pending if call.poll => {
+                change.event(EventKind::PollAnswered {
+                    step: step.id.clone(),
+                    status: reply.status().unwrap_or_default(),
+                    pending: true,
+                });
+                self.schedule_poll(step, change);
+            }
+            Outcome::Pending => {
+                change.event(EventKind::StepAccepted {
+                    step: step.id.clone(),
+                    attempt: call.attempt,
+                    status: reply.status().unwrap_or_default(),
+                });
+                match (adapter.mode, &adapter.poll) {
+                    (Mode::Poll, Some(poll)) => match poll.url.eval(&reply.context()) {
+                        Ok(url) => {
+                            let url = text(url);
+                            let url = if url.starts_with("http://") || url.starts_with("https://") {
+                                url
+                            } else {
+                                let base = self
+                                    .config
+                                    .agencies
+                                    .get(&adapter.agency)
+                                    .map(|b| b.trim_end_matches('/').to_owned())
+                                    .unwrap_or_default();
+                                format!("{base}{url}")
+                            };
+                            let s = change.case.steps.get_mut(&step.id).expect("a step");
+                            s.poll_url = Some(url);
+                            s.status = StepStatus::Polling;
+                            change.clear_timer(TimerKind::Retry {
+                                step: step.id.clone(),
+                            });
+                            self.schedule_poll(step, change);
+                        }
+                        Err(e) => {
+                            let message =
+                                format!("the status URL cannot be read from the reply: {e}");
+                            self.fail(change, &step.id, IncidentReason::UnexpectedReply, message);
+                        }
+                    },
+                    _ => {
+                        let s = change.case.steps.get_mut(&step.id).expect("a step");
+                        s.status = StepStatus::AwaitingCallback;
+                        change.clear_timer(TimerKind::Retry {
+                            step: step.id.clone(),
+                        });
+                    }
+                }
+            }
+            Outcome::Retryable { error, retry_after } if call.poll => {
+                change.event(EventKind::AttemptFailed {
+                    step: step.id.clone(),
+                    attempt: call.attempt,
+                    error,
+                    status: reply.status(),
+                    retry_at: None,
+                });
+                let wait = retry_after.unwrap_or_default();
+                self.schedule_poll_after(step, change, wait);
+            }
+            Outcome::Retryable { error, retry_after } => {
+                self.retry_or_fail(step, change, error, reply.status(), retry_after)
+            }
+            Outcome::Unexpected(error) => {
+                change.event(EventKind::AttemptFailed {
+                    step: step.id.clone(),
+                    attempt: call.attempt,
+                    error: error.clone(),
+                    status: reply.status(),
+                    retry_at: None,
+                });
+                self.fail(change, &step.id, IncidentReason::UnexpectedReply, error)
+            }
+        }
+    }
+
+    fn schedule_poll(&self, step: &Step, change: &mut Change) {
+        self.schedule_poll_after(step, change, Duration::ZERO);
+    }
+
+    fn schedule_poll_after(&self, step: &Step, change: &mut Change, at_least: Duration) {
+        let interval = step
+            .adapter
+            .poll
+            .as_ref()
+            .map_or(Duration::from_secs(5), |p| p.interval)
+            .max(at_least);
+        let at = change.now + SignedDuration::try_from(interval).unwrap_or_default();
+        change.set_timer(
+            TimerKind::Poll {
+                step: step.id.clone(),
+            },
+            at,
+        );
+    }
+
+    /// An agency's callback for a step of a locked case.
+    pub(super) fn on_callback(
+        &self,
+        wf: &Workflow,
+        change: &mut Change,
+        step_id: &str,
+        headers: Value,
+        body: Value,
+    ) -> CallbackAck {
+        let Some(step) = wf.step(step_id) else {
+            return CallbackAck::StillPending;
+        };
+        let Some(rules) = &step.adapter.callback else {
+            return CallbackAck::StillPending;
+        };
+        let reply = Reply::Answered {
+            status: 200,
+            headers: match headers {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            },
+            body,
+            retry_after: None,
+        };
+        let context =
+            json!({"headers": reply.context()["headers"], "body": reply.context()["body"]});
+        let decision = rules.decide(&context);
+        use crate::workflow::definition::Decision;
+        match decision {
+            Ok(Decision::Pending) => CallbackAck::StillPending,
+            Ok(Decision::Success(output)) => {
+                change.event(EventKind::CallbackReceived {
+                    step: step_id.into(),
+                });
+                let problems = step.adapter.output.violations(&output);
+                if problems.is_empty() {
+                    self.succeed(change, step_id, output);
+                } else {
+                    let list: Vec<String> = problems
+                        .iter()
+                        .map(|p| format!("{} {}", p.field, p.message))
+                        .collect();
+                    let message = format!(
+                        "the callback's output does not match the adapter's output schema: {}",
+                        list.join("; ")
+                    );
+                    self.fail(change, step_id, IncidentReason::UnexpectedReply, message);
+                }
+                CallbackAck::Recorded
+            }
+            Ok(Decision::Rejection {
+                reason_code,
+                message,
+            }) => {
+                change.event(EventKind::CallbackReceived {
+                    step: step_id.into(),
+                });
+                self.reject(change, step_id, reason_code, message);
+                CallbackAck::Recorded
+            }
+            Ok(Decision::NoMatch) | Err(_) => {
+                change.event(EventKind::CallbackReceived {
+                    step: step_id.into(),
+                });
+                let detail = match decision {
+                    Err(e) => e.to_string(),
+                    _ => "it matches no rule of the adapter".to_owned(),
+                };
+                let message = format!("the agency's callback cannot be understood: {detail}");
+                self.fail(change, step_id, IncidentReason::UnexpectedReply, message);
+                CallbackAck::Recorded
+            }
+        }
+    }
+
+    /// Sends the calls of a committed change, each in its own task.
+    pub(super) fn dispatch(self: &Arc<Self>, calls: Vec<Call>) {
+        for call in calls {
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            let engine = self.clone();
+            tokio::spawn(async move {
+                let reply = http::send(
+                    &engine.http,
+                    call.method,
+                    &call.url,
+                    &call.headers,
+                    call.body.as_ref(),
+                    &call.meta,
+                    call.timeout,
+                )
+                .await;
+                if !engine.stopping() {
+                    if let Err(e) = engine.on_reply(&call, reply).await {
+                        tracing::warn!(case = %call.case_id, step = %call.step, error = %e, "the reply could not be recorded; the watchdog timer will retry");
+                    }
+                }
+                if engine.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    engine.idle.notify_waiters();
+                }
+            });
+        }
+    }
+
+    async fn on_reply(self: &Arc<Self>, call: &Call, reply: Reply) -> Result<(), StoreError> {
+        let _guard = self.locks.lock(call.case_id).await;
+        let Some(case) = self.store.case(call.case_id).await? else {
+            return Ok(());
+        };
+        let Ok(wf) = self.workflow_of(&case) else {
+            return Ok(());
+        };
+        let Some(step) = wf.step(&call.step) else {
+            return Ok(());
+        };
+        let s = &case.steps[&call.step];
+        let expected = if call.poll {
+            StepStatus::Polling
+        } else {
+            StepStatus::Calling
+        };
+        if s.revision != call.revision || s.attempt != call.attempt || s.status != expected {
+            return Ok(());
+        }
+        let rev = case.rev;
+        let mut change = Change::new(case, Some(rev), Timestamp::now());
+        self.apply_reply(step, &mut change, call, &reply);
+        self.progress(&wf, &mut change);
+        let (_, calls) = change.commit(&self.store).await?;
+        self.dispatch(calls);
+        Ok(())
+    }
+
+    /// A timer of a case came due.
+    pub(super) async fn on_timer(self: &Arc<Self>, timer: Timer) -> Result<(), StoreError> {
+        let _guard = self.locks.lock(timer.case_id).await;
+        let Some(case) = self.store.case(timer.case_id).await? else {
+            return Ok(());
+        };
+        let rev = case.rev;
+        let mut change = Change::new(case, Some(rev), Timestamp::now());
+        change.clear_timer(timer.kind.clone());
+        let wf = match self.workflow_of(&change.case) {
+            Ok(wf) => wf,
+            Err(e) => {
+                tracing::error!(error = %e, "a timer of a case whose workflow is not loaded");
+                return Ok(());
+            }
+        };
+        match &timer.kind {
+            TimerKind::Retry { step } => {
+                let Some(def) = wf.step(step) else {
+                    return Ok(());
+                };
+                match change.case.steps[step].status {
+                    StepStatus::Backoff => {
+                        let n = change.case.steps[step].attempt + 1;
+                        self.begin_attempt(&wf, def, &mut change, n);
+                    }
+                    StepStatus::Calling => {
+                        let error = "no reply was recorded within the timeout: the server stopped or the reply was lost".to_owned();
+                        self.retry_or_fail(def, &mut change, error, None, None);
+                    }
+                    _ => {}
+                }
+            }
+            TimerKind::Poll { step } => {
+                let Some(def) = wf.step(step) else {
+                    return Ok(());
+                };
+                let s = &change.case.steps[step];
+                if s.status == StepStatus::Polling
+                    && let Some(url) = s.poll_url.clone()
+                {
+                    let (revision, attempt) = (s.revision, s.attempt);
+                    let key = idempotency_key(&change.case, step, revision);
+                    // If the process stops mid-poll, this timer polls again.
+                    change.set_timer(
+                        TimerKind::Poll { step: step.clone() },
+                        change.now + def.timeout + WATCHDOG_MARGIN,
+                    );
+                    change.calls.push(Call {
+                        case_id: change.case.id,
+                        step: step.clone(),
+                        revision,
+                        attempt,
+                        poll: true,
+                        method: Method::Get,
+                        url,
+                        headers: Vec::new(),
+                        body: None,
+                        meta: self.metadata(&change.case, key, uuid::Uuid::new_v4().to_string()),
+                        timeout: def.timeout,
+                    });
+                }
+            }
+            TimerKind::StepDeadline { step } => {
+                let s = &change.case.steps[step];
+                if !s.status.is_final() {
+                    let message = format!(
+                        "step `{step}` missed its statutory deadline ({})",
+                        s.due_at.map(|d| d.to_string()).unwrap_or_default()
+                    );
+                    change.open_incident(Some(step), IncidentReason::DeadlineMissed, message);
+                }
+            }
+            TimerKind::CaseDeadline => {
+                if change.case.status == CaseStatus::Running {
+                    let message = format!(
+                        "the case missed its statutory deadline ({})",
+                        change
+                            .case
+                            .due_at
+                            .map(|d| d.to_string())
+                            .unwrap_or_default()
+                    );
+                    change.open_incident(None, IncidentReason::DeadlineMissed, message);
+                }
+            }
+        }
+        self.progress(&wf, &mut change);
+        let (_, calls) = change.commit(&self.store).await?;
+        self.dispatch(calls);
+        Ok(())
+    }
+}
