@@ -1,4 +1,5 @@
 pub mod adapters;
+pub mod api;
 pub mod calendar;
 pub mod case;
 pub mod cli;

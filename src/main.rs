@@ -21,6 +21,8 @@ enum Command {
         /// Files or directories (default: workflows/).
         paths: Vec<PathBuf>,
     },
+    /// Run the engine and the HTTP API on the embedded store.
+    Serve(cli::serve::ServeArgs),
     /// Print the JSON Schema of a definition file kind.
     Schema {
         #[arg(value_enum)]
@@ -43,6 +45,17 @@ fn main() -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Serve(serve) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "civicflow=info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            tokio::runtime::Runtime::new()?.block_on(cli::serve::run(serve))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Schema { kind } => {
             print!("{}", cli::schema::render(kind));

@@ -1,4 +1,3 @@
-//! The `civicflow` command line: one file per command.
-
 pub mod schema;
+pub mod serve;
 pub mod validate;

@@ -16,7 +16,7 @@ use crate::case::{
     StepStatus, Timer, TimerKind,
 };
 use crate::store::{CaseWrite, Store, StoreError, Transaction};
-use crate::workflow::definition::{Step, Workflow};
+use crate::workflow::definition::{Adapter, Step, Workflow};
 use crate::workflow::spec::{Method, Mode, OnRejection};
 
 /// How long after an attempt's timeout the engine decides its reply is lost (the process
@@ -37,6 +37,12 @@ pub struct Call {
     pub body: Option<Value>,
     pub meta: Metadata,
     pub timeout: Duration,
+}
+
+struct Request {
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Option<Value>,
 }
 
 /// A case being changed: its new state, the events and timer changes that go with it, and the
@@ -386,30 +392,9 @@ impl<S: Store + Clone> Engine<S> {
             message_id: message_id.clone(),
         });
         let adapter = &step.adapter;
-        let built = (|| -> Result<(String, Vec<(String, String)>, Option<Value>), String> {
-            let base = self.config.agencies.get(&adapter.agency).ok_or_else(|| {
-                format!(
-                    "agency `{}` has no base URL in the configuration",
-                    adapter.agency
-                )
-            })?;
-            let path = text(adapter.path.eval(&ctx).map_err(|e| e.to_string())?);
-            let mut headers = Vec::new();
-            for (k, t) in &adapter.headers {
-                headers.push((k.clone(), text(t.eval(&ctx).map_err(|e| e.to_string())?)));
-            }
-            let body = match &adapter.body {
-                Some(t) => Some(t.eval(&ctx).map_err(|e| e.to_string())?),
-                None => None,
-            };
-            Ok((
-                format!("{}{path}", base.trim_end_matches('/')),
-                headers,
-                body,
-            ))
-        })();
-        let (url, headers, body) = match built {
-            Ok(parts) => parts,
+        let built = self.build_request(adapter, &ctx);
+        let Request { url, headers, body } = match built {
+            Ok(request) => request,
             Err(e) => {
                 let message = format!("the request cannot be built: {e}");
                 self.fail(change, &step.id, IncidentReason::InvalidData, message);
@@ -435,6 +420,30 @@ impl<S: Store + Clone> Engine<S> {
             meta: self.metadata(&change.case, key, message_id),
             timeout: step.timeout,
         });
+    }
+
+    /// The URL, headers and body of a request, from the manifest's templates.
+    fn build_request(&self, adapter: &Adapter, ctx: &Value) -> Result<Request, String> {
+        let base = self.config.agencies.get(&adapter.agency).ok_or_else(|| {
+            format!(
+                "agency `{}` has no base URL in the configuration",
+                adapter.agency
+            )
+        })?;
+        let path = text(adapter.path.eval(ctx).map_err(|e| e.to_string())?);
+        let mut headers = Vec::new();
+        for (k, t) in &adapter.headers {
+            headers.push((k.clone(), text(t.eval(ctx).map_err(|e| e.to_string())?)));
+        }
+        let body = match &adapter.body {
+            Some(t) => Some(t.eval(ctx).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Ok(Request {
+            url: format!("{}{path}", base.trim_end_matches('/')),
+            headers,
+            body,
+        })
     }
 
     fn metadata(&self, case: &Case, key: String, message_id: String) -> Metadata {
@@ -768,10 +777,10 @@ impl<S: Store + Clone> Engine<S> {
                     call.timeout,
                 )
                 .await;
-                if !engine.stopping() {
-                    if let Err(e) = engine.on_reply(&call, reply).await {
-                        tracing::warn!(case = %call.case_id, step = %call.step, error = %e, "the reply could not be recorded; the watchdog timer will retry");
-                    }
+                if !engine.stopping()
+                    && let Err(e) = engine.on_reply(&call, reply).await
+                {
+                    tracing::warn!(case = %call.case_id, step = %call.step, error = %e, "the reply could not be recorded; the watchdog timer will retry");
                 }
                 if engine.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
                     engine.idle.notify_waiters();

@@ -109,9 +109,15 @@ impl Schema {
     pub fn violations(&self, value: &Value) -> Vec<SchemaViolation> {
         self.validator
             .iter_errors(value)
-            .map(|e| SchemaViolation {
-                field: e.instance_path().to_string(),
-                message: e.to_string(),
+            .map(|e| {
+                let mut field = e.instance_path().to_string();
+                if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind() {
+                    field = format!("{field}/{}", property.as_str().unwrap_or_default());
+                }
+                SchemaViolation {
+                    field,
+                    message: e.to_string(),
+                }
             })
             .collect()
     }

@@ -1,0 +1,66 @@
+//! The one error shape of the API: `{"error": {"code", "message", "fields"?}}`.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::workflow::definition::SchemaViolation;
+
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    fields: Vec<SchemaViolation>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            fields: Vec::new(),
+        }
+    }
+
+    pub fn with_fields(mut self, fields: Vec<SchemaViolation>) -> ApiError {
+        self.fields = fields;
+        self
+    }
+
+    /// A malformed body: the client's mistake, said precisely.
+    pub fn from_json(rejection: JsonRejection) -> ApiError {
+        ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
+    }
+
+    pub fn unavailable() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down; retry on another node or after restart",
+        )
+    }
+
+    /// Our failure, not the client's: logged in full, reported without internals.
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "civicflow could not complete the request; it is logged",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if !self.fields.is_empty() {
+            error["fields"] = json!(self.fields);
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
