@@ -1,0 +1,224 @@
+//! Both chains end to end: the real binary, its HTTP API and the real mock agencies.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Server, birth_input, days_ago};
+
+const BOUND: Duration = Duration::from_secs(60);
+
+fn step<'a>(case: &'a Value, id: &str) -> &'a Value {
+    &case["steps"][id]
+}
+
+/// Each (case, procedure) the agency saw: effects must be exactly one.
+async fn effects(server: &Server, agency: &str, case: &str) -> Vec<u64> {
+    server.agency(agency, "/admin/effects").await["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["case_id"] == case)
+        .map(|c| c["effects"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_birth_runs_through_three_agencies() {
+    let server = Server::start();
+    let id = server
+        .start_case("birth-registration", birth_input("GCS-1"))
+        .await;
+    let case = server.settled(&id, BOUND).await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    let child = step(&case, "birth")["output"]["child_personal_id"]
+        .as_str()
+        .unwrap();
+    assert_eq!(child.len(), 12);
+    assert!(
+        step(&case, "residence")["output"]["household_number"]
+            .as_str()
+            .unwrap()
+            .starts_with("HK-00004-")
+    );
+    let card = step(&case, "health_insurance")["output"]["card_code"]
+        .as_str()
+        .unwrap();
+    assert!(card.starts_with("TE101"), "{card}");
+    for agency in ["civil-status", "police", "social-security"] {
+        assert_eq!(effects(&server, agency, &id).await, vec![1], "{agency}");
+    }
+    // Every call carried the case id, a message id and a W3C traceparent of the case's trace.
+    let requests = server
+        .agency("civil-status", &format!("/admin/requests?case_id={id}"))
+        .await;
+    let first = &requests.as_array().unwrap()[0];
+    let trace = id.replace('-', "");
+    assert!(
+        first.to_string().contains(&format!("00-{trace}-")),
+        "{first}"
+    );
+    let history = server.get(&format!("/v1/cases/{id}/history")).await;
+    let types: Vec<&str> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types.first(), Some(&"case_started"));
+    assert_eq!(types.last(), Some(&"case_finished"));
+    assert!(types.contains(&"callback_received"), "{types:?}");
+}
+
+#[tokio::test]
+async fn a_death_runs_deregistration_and_the_funeral_allowance_in_parallel() {
+    let server = Server::start();
+    let input = json!({
+        "dossier_number": "G01.123-DEATH-1",
+        "requester_personal_id": "001190123456",
+        "deceased": {
+            "personal_id": "001045333444",
+            "full_name": "Lê Văn Thọ",
+            "date_of_death": days_ago(2),
+            "place_of_death": "Bệnh viện Bạch Mai"
+        },
+        "death_notice_number": "GBT-2026-0042",
+        "last_address": {"commune_code": "00004", "detail": "5 Phố Kim Mã"},
+        "funeral_allowance": {
+            "requested": true,
+            "organizer": {"personal_id": "001190123456", "full_name": "Nguyễn Thị Lan", "relationship": "con dâu"},
+            "payment": {"method": "bank_transfer", "bank_code": "VCB", "account_number": "0011001234567"}
+        },
+        "result_delivery": "online"
+    });
+    let id = server.start_case("death-registration", input).await;
+    let case = server.settled(&id, BOUND).await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    let allowance = &step(&case, "funeral_allowance")["output"];
+    assert_eq!(allowance["amount_vnd"], 23_400_000, "{allowance}");
+    assert_eq!(step(&case, "deregistration")["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_refused_birth_stops_the_case_and_nothing_else_is_called() {
+    let server = Server::start();
+    let mut input = birth_input("GCS-2");
+    input["mother"]["personal_id"] = json!("001190999999");
+    let id = server.start_case("birth-registration", input).await;
+    let case = server.settled(&id, BOUND).await;
+    assert_eq!(case["status"], "rejected", "{case:#}");
+    assert_eq!(step(&case, "birth")["status"], "rejected");
+    assert!(step(&case, "birth")["rejection"]["reason_code"].is_string());
+    assert_eq!(step(&case, "residence")["status"], "stopped");
+    assert_eq!(step(&case, "health_insurance")["status"], "stopped");
+    assert!(
+        case["reason"].as_str().unwrap().contains("birth"),
+        "{case:#}"
+    );
+    assert!(effects(&server, "police", &id).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_refusal_by_callback_stops_one_branch_and_the_other_finishes() {
+    let server = Server::start();
+    let mut input = birth_input("GCS-3");
+    input["household_head_personal_id"] = json!("001068777888");
+    let id = server.start_case("birth-registration", input).await;
+    let case = server.settled(&id, BOUND).await;
+    assert_eq!(case["status"], "partially_completed", "{case:#}");
+    assert_eq!(
+        step(&case, "residence")["rejection"]["reason_code"],
+        "HOUSEHOLD_HEAD_REFUSED"
+    );
+    assert_eq!(step(&case, "health_insurance")["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn retries_ride_out_503s_and_the_agency_acts_once() {
+    let server = Server::start();
+    server
+        .set_faults(
+            "civil-status",
+            json!({"rates": {"unavailable": 0.5, "internal_error": 0.2}, "retry_after_secs": 0}),
+        )
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            server
+                .start_case("birth-registration", birth_input(&format!("GCS-R{i}")))
+                .await,
+        );
+    }
+    let mut failed_attempts = 0;
+    for id in &ids {
+        let case = server.settled(id, BOUND).await;
+        assert_eq!(case["status"], "completed", "{case:#}");
+        assert_eq!(effects(&server, "civil-status", id).await, vec![1]);
+        let history = server.get(&format!("/v1/cases/{id}/history")).await;
+        failed_attempts += history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "attempt_failed")
+            .count();
+    }
+    assert!(failed_attempts > 0, "the faults were injected");
+}
+
+#[tokio::test]
+async fn starting_is_idempotent_and_bad_input_is_refused_with_every_field() {
+    let server = Server::start();
+    let body = json!({"workflow": "birth-registration", "input": birth_input("GCS-4")});
+    let (s1, first) = server.post("/v1/cases", &body, Some("portal-1")).await;
+    let (s2, again) = server.post("/v1/cases", &body, Some("portal-1")).await;
+    assert_eq!((s1, s2), (201, 200));
+    assert_eq!(first["id"], again["id"]);
+    let other = json!({"workflow": "birth-registration", "input": birth_input("GCS-5")});
+    let (s3, conflict) = server.post("/v1/cases", &other, Some("portal-1")).await;
+    assert_eq!(s3, 409, "{conflict}");
+    assert_eq!(conflict["error"]["code"], "idempotency_key_reused");
+
+    let (s4, invalid) = server
+        .post(
+            "/v1/cases",
+            &json!({"workflow": "birth-registration", "input": {"child": {"sex": "x"}}}),
+            None,
+        )
+        .await;
+    assert_eq!(s4, 422);
+    let fields: Vec<&str> = invalid["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert!(fields.contains(&"/dossier_number"), "{fields:?}");
+    assert!(fields.contains(&"/child/sex"), "{fields:?}");
+    let (s5, unknown) = server
+        .post(
+            "/v1/cases",
+            &json!({"workflow": "no-such", "input": {}}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s5, unknown["error"]["code"].as_str()),
+        (404, Some("unknown_workflow"))
+    );
+}
+
+#[tokio::test]
+async fn a_forged_callback_token_is_refused() {
+    let server = Server::start();
+    let (status, body) = server
+        .post(
+            "/v1/callbacks/not-a-token",
+            &json!({"outcome": "registered"}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "unknown_token");
+}

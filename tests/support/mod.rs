@@ -1,0 +1,189 @@
+//! Starting the real `civicflow` binary with its mock agencies, for end-to-end tests.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+pub struct Server {
+    pub url: String,
+    pub agencies: BTreeMap<String, String>,
+    pub data: PathBuf,
+    child: Child,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    /// `civicflow serve --with-mocks` on free ports, mocks in fast mode, in a fresh data directory.
+    pub fn start() -> Server {
+        let data = std::env::temp_dir().join(format!("civicflow-e2e-{}", uuid::Uuid::new_v4()));
+        Server::start_on(data)
+    }
+
+    pub fn start_on(data: PathBuf) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_civicflow"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--with-mocks",
+                "--mocks-port",
+                "0",
+            ])
+            .args(["--mocks-fast", "--drain-timeout", "2s", "--data"])
+            .arg(&data)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the civicflow binary starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut agencies = BTreeMap::new();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("civicflow printed its address before exiting")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("mock agency ") {
+                let mut parts = rest.split_whitespace();
+                let (id, url) = (parts.next().unwrap(), parts.next().unwrap());
+                agencies.insert(id.to_owned(), url.to_owned());
+            }
+            if let Some(rest) = line.strip_prefix("civicflow listening on ") {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            url,
+            agencies,
+            data,
+            child,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, key: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.post(format!("{}{path}", self.url)).json(body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn agency(&self, agency: &str, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.agencies[agency]))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn set_faults(&self, agency: &str, faults: Value) {
+        let response = self
+            .http
+            .put(format!("{}/admin/faults?seed=7", self.agencies[agency]))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{:?}",
+            response.text().await
+        );
+    }
+
+    /// Starts a case and returns its id.
+    pub async fn start_case(&self, workflow: &str, input: Value) -> String {
+        let (status, body) = self
+            .post(
+                "/v1/cases",
+                &json!({"workflow": workflow, "input": input}),
+                None,
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until the case is no longer running, or until `bound` passes (then returns it as
+    /// it is, and the caller's assertions say what is wrong).
+    pub async fn settled(&self, id: &str, bound: Duration) -> Value {
+        let until = tokio::time::Instant::now() + bound;
+        loop {
+            let case = self.get(&format!("/v1/cases/{id}")).await;
+            let open = case["incidents"].as_array().is_some_and(|i| !i.is_empty());
+            if case["status"] != "running" || open || tokio::time::Instant::now() > until {
+                return case;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A date `days` before today in Vietnam, as `YYYY-MM-DD`.
+pub fn days_ago(days: i64) -> String {
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(7)))
+        .date();
+    today
+        .checked_sub(jiff::Span::new().days(days))
+        .unwrap()
+        .to_string()
+}
+
+/// A birth dossier for the known family of the mocks' directory (mother 001190123456, father and
+/// household head 001089654321, commune 00004), with a unique certificate number.
+pub fn birth_input(certificate: &str) -> Value {
+    json!({
+        "dossier_number": format!("G01.123-{certificate}"),
+        "requester_personal_id": "001190123456",
+        "child": {
+            "full_name": "Trần Minh An",
+            "date_of_birth": days_ago(3),
+            "sex": "male",
+            "ethnicity": "Kinh",
+            "nationality": "Việt Nam",
+            "place_of_birth": "Bệnh viện Xanh Pôn, Hà Nội",
+            "home_town": "Nam Định"
+        },
+        "birth_certificate_number": certificate,
+        "mother": {"full_name": "Nguyễn Thị Lan", "personal_id": "001190123456"},
+        "father": {"full_name": "Trần Văn Minh", "personal_id": "001089654321"},
+        "permanent_address": {"commune_code": "00004", "detail": "12 Phố Đội Cấn"},
+        "household_head_personal_id": "001089654321",
+        "relationship_to_head": "con",
+        "result_delivery": "online"
+    })
+}
