@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 pub struct Server {
     pub url: String,
     pub agencies: BTreeMap<String, String>,
-    pub data: PathBuf,
     child: Child,
     pub http: reqwest::Client,
 }
@@ -34,7 +33,7 @@ impl Server {
                 "0",
             ])
             .args(["--mocks-fast", "--drain-timeout", "2s", "--data"])
-            .arg(&data)
+            .arg(data)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -60,7 +59,6 @@ impl Server {
         Server {
             url,
             agencies,
-            data,
             child,
             http: reqwest::Client::new(),
         }
