@@ -1,5 +1,5 @@
 //! Working days for statutory deadlines: Monday to Friday, minus public holidays, from a holiday
-//! calendar kept as data (`data/calendar/vietnam.yaml`), in Vietnam's time (UTC+7, no DST).
+//! calendar kept as data (`src/calendar/vietnam.yaml`), in Vietnam's time (UTC+7, no DST).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
@@ -11,12 +11,12 @@ use serde::Deserialize;
 
 use crate::workflow::deadline::Deadline;
 
-const VIETNAM: &str = include_str!("../../data/calendar/vietnam.yaml");
+const VIETNAM: &str = include_str!("vietnam.yaml");
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CalendarError {
     #[error(
-        "the deadline falls on or after {date}, outside the holiday calendar's years ({first}–{last}); add the year to data/calendar/vietnam.yaml"
+        "the deadline falls on or after {date}, outside the holiday calendar's years ({first}–{last}); add the year to src/calendar/vietnam.yaml"
     )]
     OutsideYears { date: Date, first: i16, last: i16 },
     #[error("the holiday calendar is invalid: {0}")]
