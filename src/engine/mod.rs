@@ -148,9 +148,9 @@ impl<S: Store + Clone> Engine<S> {
         tokio::spawn(async move { engine.timer_loop().await })
     }
 
-    /// Stops taking new work and waits up to the drain timeout for in-flight calls. A call
-    /// still running then is parked: its attempt is durable, and its watchdog timer re-sends it
-    /// (same idempotency key) after the next start.
+    /// Stops taking new work and waits up to the drain timeout for in-flight calls to finish
+    /// and their replies to be recorded. A call still running then is parked: its attempt is
+    /// durable, and its watchdog timer re-sends it (same idempotency key) after the next start.
     pub async fn shutdown(&self) -> usize {
         self.stopping.store(true, Ordering::SeqCst);
         self.timers_changed.notify_one();

@@ -761,8 +761,13 @@ impl<S: Store + Clone> Engine<S> {
         }
     }
 
-    /// Sends the calls of a committed change, each in its own task.
+    /// Sends the calls of a committed change, each in its own task. While shutting down, new
+    /// calls are not sent: they are durable with their watchdog timers, so the next start sends
+    /// them.
     pub(super) fn dispatch(self: &Arc<Self>, calls: Vec<Call>) {
+        if self.stopping() {
+            return;
+        }
         for call in calls {
             self.in_flight.fetch_add(1, Ordering::SeqCst);
             let engine = self.clone();
@@ -777,9 +782,7 @@ impl<S: Store + Clone> Engine<S> {
                     call.timeout,
                 )
                 .await;
-                if !engine.stopping()
-                    && let Err(e) = engine.on_reply(&call, reply).await
-                {
+                if let Err(e) = engine.on_reply(&call, reply).await {
                     tracing::warn!(case = %call.case_id, step = %call.step, error = %e, "the reply could not be recorded; the watchdog timer will retry");
                 }
                 if engine.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
