@@ -222,3 +222,23 @@ async fn a_forged_callback_token_is_refused() {
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "unknown_token");
 }
+
+#[tokio::test]
+async fn a_garbled_reply_opens_an_incident_and_is_not_retried() {
+    let server = Server::start();
+    server
+        .set_faults("civil-status", json!({"rates": {"garbled": 1.0}}))
+        .await;
+    let id = server
+        .start_case("birth-registration", birth_input("GCS-G"))
+        .await;
+    let case = server.settled(&id, BOUND).await;
+    assert_eq!(case["status"], "running", "{case:#}");
+    assert_eq!(step(&case, "birth")["status"], "failed");
+    let incident = &case["incidents"][0];
+    assert_eq!(incident["reason"], "unexpected_reply", "{case:#}");
+    assert_eq!(incident["step"], "birth");
+    assert_eq!(step(&case, "birth")["attempts"], 1);
+    // The garbling happened after the agency acted: the effect is there, once.
+    assert_eq!(effects(&server, "civil-status", &id).await, vec![1]);
+}
