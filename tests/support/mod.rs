@@ -1,8 +1,11 @@
 //! Starting the real `civicflow` binary with its mock agencies, for end-to-end tests.
+//!
+//! Each test crate compiles this module on its own and uses a different part of it.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -19,21 +22,23 @@ impl Server {
     /// `civicflow serve --with-mocks` on free ports, mocks in fast mode, in a fresh data directory.
     pub fn start() -> Server {
         let data = std::env::temp_dir().join(format!("civicflow-e2e-{}", uuid::Uuid::new_v4()));
-        Server::start_on(data)
+        let mocks = ["--with-mocks", "--mocks-port", "0", "--mocks-fast"];
+        Server::spawn(&data, "127.0.0.1:0", &mocks)
     }
 
-    pub fn start_on(data: PathBuf) -> Server {
+    /// `civicflow serve` on `data`, listening on `listen`, with more arguments.
+    pub fn spawn(data: &Path, listen: &str, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_civicflow"))
             .args([
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
-                "--with-mocks",
-                "--mocks-port",
-                "0",
+                listen,
+                "--drain-timeout",
+                "2s",
+                "--data",
             ])
-            .args(["--mocks-fast", "--drain-timeout", "2s", "--data"])
             .arg(data)
+            .args(args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

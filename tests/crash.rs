@@ -1,0 +1,153 @@
+//! Durability under `kill -9`: the real server is killed at random moments while cases run, and
+//! restarted each time. At the end every accepted case has finished, each agency acted exactly
+//! once per (case, procedure), and no history has a duplicated or missing event.
+//!
+//! The mock agencies run in this test's process, so their records and effect counters outlive
+//! every kill of the server.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use civicflow_mocks::{MocksConfig, start};
+use serde_json::{Value, json};
+use support::{Server, birth_input};
+
+const CASES: usize = 300;
+const KILLS: usize = 5;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_nothing_and_repeats_nothing() {
+    let mocks = start(MocksConfig {
+        fast: true,
+        seed: 11,
+        ..MocksConfig::default()
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    // Some latency and some 503s, so that kills land mid-call and during backoff.
+    for agency in &mocks.agencies {
+        let faults = json!({
+            "latency": {"distribution": "uniform", "min_ms": 2, "max_ms": 60},
+            "rates": {"unavailable": 0.05},
+            "retry_after_secs": 0
+        });
+        let r = http
+            .put(format!("{}/admin/faults?seed=3", agency.base_url))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let mut args: Vec<String> = Vec::new();
+    for agency in &mocks.agencies {
+        args.push("--agency".into());
+        args.push(format!("{}={}", agency.id, agency.base_url));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let data = std::env::temp_dir().join(format!("civicflow-crash-{}", uuid::Uuid::new_v4()));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let url = format!("http://{listen}");
+
+    // The portal: submits every case, retrying (same Idempotency-Key) while the server is down.
+    let submitter = {
+        let http = http.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            let mut accepted = BTreeMap::new();
+            for i in 0..CASES {
+                let body = json!({
+                    "workflow": "birth-registration",
+                    "input": birth_input(&format!("GCS-CRASH-{i}"))
+                });
+                loop {
+                    let sent = http
+                        .post(format!("{url}/v1/cases"))
+                        .header("idempotency-key", format!("crash-{i}"))
+                        .json(&body)
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await;
+                    if let Ok(r) = sent
+                        && r.status().is_success()
+                    {
+                        let case: Value = r.json().await.unwrap();
+                        accepted.insert(i, case["id"].as_str().unwrap().to_owned());
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if i % 4 == 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            accepted
+        })
+    };
+
+    let mut server = Server::spawn(&data, &listen, &args);
+    for _ in 0..KILLS {
+        let pause = 300 + fastrand::u64(0..1200);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        server.kill();
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..300))).await;
+        server = Server::spawn(&data, &listen, &args);
+    }
+    let accepted = submitter.await.unwrap();
+    assert_eq!(accepted.len(), CASES);
+    let distinct: BTreeSet<&String> = accepted.values().collect();
+    assert_eq!(
+        distinct.len(),
+        CASES,
+        "a retried submission made a second case"
+    );
+
+    for id in accepted.values() {
+        let case = server.settled(id, Duration::from_secs(120)).await;
+        assert_eq!(case["status"], "completed", "{case:#}");
+        let history = server.get(&format!("/v1/cases/{id}/history")).await;
+        let events = history["events"].as_array().unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, (0..events.len() as u64).collect::<Vec<_>>(), "{id}");
+        let count = |t: &str| events.iter().filter(|e| e["type"] == t).count();
+        assert_eq!(count("case_started"), 1, "{id}");
+        assert_eq!(count("case_finished"), 1, "{id}");
+        assert_eq!(count("step_succeeded"), 3, "{id}");
+    }
+
+    for agency in &mocks.agencies {
+        let effects: Value = http
+            .get(format!("{}/admin/effects", agency.base_url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let per_case: BTreeMap<String, u64> = effects["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["case_id"].as_str().unwrap().to_owned(),
+                    c["effects"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        for id in accepted.values() {
+            assert_eq!(per_case.get(id), Some(&1), "{} for case {id}", agency.id);
+        }
+    }
+}
