@@ -242,3 +242,24 @@ async fn a_garbled_reply_opens_an_incident_and_is_not_retried() {
     // The garbling happened after the agency acted: the effect is there, once.
     assert_eq!(effects(&server, "civil-status", &id).await, vec![1]);
 }
+
+#[tokio::test]
+async fn concurrent_starts_with_one_key_make_one_case() {
+    let server = std::sync::Arc::new(Server::start());
+    let body = json!({"workflow": "birth-registration", "input": birth_input("GCS-RACE")});
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let (server, body) = (server.clone(), body.clone());
+        tasks.spawn(async move { server.post("/v1/cases", &body, Some("race")).await });
+    }
+    let replies = tasks.join_all().await;
+    let ids: std::collections::BTreeSet<String> = replies
+        .iter()
+        .map(|(status, case)| {
+            assert!(matches!(status, 200 | 201), "{status} {case}");
+            case["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(replies.iter().filter(|(s, _)| *s == 201).count(), 1);
+}

@@ -191,6 +191,7 @@ impl<S: Store + Clone> Engine<S> {
                     version,
                 })?;
         let fingerprint = fingerprint(name, version, &input);
+        let fingerprint_of_race = fingerprint.clone();
         let idem_key = idempotency_key.map(|k| format!("start:{k}"));
         if let Some(key) = &idem_key
             && let Some(found) = self.store.idempotency(key).await?
@@ -269,7 +270,19 @@ impl<S: Store + Clone> Engine<S> {
             ));
         }
         self.progress(&workflow, &mut change);
-        let (case, calls) = change.commit(&self.store).await?;
+        let (case, calls) = match change.commit(&self.store).await {
+            Ok(done) => done,
+            // Another request with the same key won the race: answer as its replay.
+            Err(StoreError::KeyTaken { key }) => {
+                let found = self
+                    .store
+                    .idempotency(&key)
+                    .await?
+                    .ok_or_else(|| StoreError::KeyTaken { key: key.clone() })?;
+                return self.replay_start(found, &fingerprint_of_race).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.dispatch(calls);
         Ok((case, true))
     }

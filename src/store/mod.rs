@@ -37,6 +37,9 @@ pub enum StoreError {
     Conflict { case_id: CaseId, expected: u64 },
     #[error("case {case_id} already exists")]
     Exists { case_id: CaseId },
+    /// Idempotency records are insert-only: two requests racing with one key cannot both win.
+    #[error("idempotency key `{key}` is already taken")]
+    KeyTaken { key: String },
     #[error("storage I/O error in {path}: {detail}")]
     Io { path: String, detail: String },
 }
@@ -59,6 +62,7 @@ pub struct Transaction {
     pub clear_timers: Vec<(CaseId, TimerKind)>,
     pub put_tokens: Vec<(String, CallbackTarget)>,
     pub delete_tokens: Vec<String>,
+    /// Inserted only if absent; otherwise the commit fails with [`StoreError::KeyTaken`].
     pub put_idempotency: Vec<(String, IdempotencyRecord)>,
 }
 

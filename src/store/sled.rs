@@ -308,6 +308,9 @@ fn apply(path: &Path, t: &[TransactionalTree], tx: &Transaction) -> Result<(), A
         t[TOKENS].remove(token.as_bytes())?;
     }
     for (key, record) in &tx.put_idempotency {
+        if t[IDEMPOTENCY].get(key.as_bytes())?.is_some() {
+            return Err(Abort::Abort(StoreError::KeyTaken { key: key.clone() }));
+        }
         t[IDEMPOTENCY].insert(key.as_bytes(), encode(record))?;
     }
     Ok(())

@@ -25,6 +25,7 @@ macro_rules! conformance_suite {
             pages_through_an_index_both_ways,
             ranges_over_due_times,
             stores_tokens_and_idempotency_records,
+            idempotency_records_are_insert_only,
             many_concurrent_commits_all_land,
         );
     };
@@ -420,5 +421,27 @@ pub async fn many_concurrent_commits_all_land<S: Store + Clone>(store: &S) {
     assert_eq!(
         ids(store, index::WORKFLOW, "birth-registration").await,
         made
+    );
+}
+
+pub async fn idempotency_records_are_insert_only<S: Store>(store: &S) {
+    let first = case("birth-registration", "001190123456");
+    let second = case("birth-registration", "001190123456");
+    let record = |c: &Case| IdempotencyRecord {
+        fingerprint: "f".into(),
+        case_id: c.id,
+    };
+    let mut tx = create(&first);
+    tx.put_idempotency.push(("start:k".into(), record(&first)));
+    store.commit(tx).await.unwrap();
+    let mut tx = create(&second);
+    tx.put_idempotency.push(("start:k".into(), record(&second)));
+    let err = store.commit(tx).await.unwrap_err();
+    assert!(matches!(err, StoreError::KeyTaken { .. }), "{err}");
+    // The losing transaction wrote nothing: not its case, not its record.
+    assert_eq!(store.case(second.id).await.unwrap(), None);
+    assert_eq!(
+        store.idempotency("start:k").await.unwrap(),
+        Some(record(&first))
     );
 }
