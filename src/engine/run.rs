@@ -13,7 +13,7 @@ use crate::adapters::http::{self, Metadata, Outcome, Reply};
 use crate::calendar::CalendarError;
 use crate::case::{
     CallbackTarget, Case, CaseStatus, Event, EventKind, Incident, IncidentReason, Rejection,
-    StepStatus, Timer, TimerKind,
+    StepState, StepStatus, Timer, TimerKind,
 };
 use crate::store::{CaseWrite, Store, StoreError, Transaction};
 use crate::workflow::definition::{Adapter, Step, Workflow};
@@ -87,6 +87,24 @@ impl Change {
             due_at,
             kind,
         });
+    }
+
+    pub fn step_mut(&mut self, id: &str) -> &mut StepState {
+        self.case
+            .steps
+            .get_mut(id)
+            .expect("step ids come from the case's own workflow version")
+    }
+
+    /// Ends a step's time at the agency: its timers go, and so do its open incidents.
+    fn close_step(&mut self, step: &str) {
+        self.step_mut(step).finished_at = Some(self.now);
+        for kind in step_timers(step) {
+            self.clear_timer(kind);
+        }
+        self.case
+            .incidents
+            .retain(|i| i.step.as_deref() != Some(step));
     }
 
     pub fn clear_timer(&mut self, kind: TimerKind) {
@@ -223,14 +241,11 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     fn settle(&self, change: &mut Change, step: &str, status: StepStatus, reason: String) {
-        let s = change
-            .case
-            .steps
-            .get_mut(step)
-            .expect("steps come from the case");
+        let now = change.now;
+        let s = change.step_mut(step);
         s.status = status;
         s.note = Some(reason.clone());
-        s.finished_at = Some(change.now);
+        s.finished_at = Some(now);
         let kind = if status == StepStatus::Skipped {
             EventKind::StepSkipped {
                 step: step.into(),
@@ -299,11 +314,7 @@ impl<S: Store + Clone> Engine<S> {
         let now = change.now;
         let due = self.calendar.due(now, step.deadline);
         {
-            let s = change
-                .case
-                .steps
-                .get_mut(&step.id)
-                .expect("steps come from the case");
+            let s = change.step_mut(&step.id);
             s.started_at = Some(now);
             s.first_attempt_at = Some(now);
             s.due_at = due.as_ref().ok().copied();
@@ -338,11 +349,7 @@ impl<S: Store + Clone> Engine<S> {
             self.fail(change, &step.id, IncidentReason::InvalidData, message);
             return;
         }
-        let s = change
-            .case
-            .steps
-            .get_mut(&step.id)
-            .expect("steps come from the case");
+        let s = change.step_mut(&step.id);
         s.input = Some(input);
         if step.adapter.mode == Mode::Callback && s.callback_token.is_none() {
             let token = random_hex(24);
@@ -363,11 +370,7 @@ impl<S: Store + Clone> Engine<S> {
     /// Makes attempt `n` durable (with its watchdog timer) and queues its request.
     fn begin_attempt(&self, _wf: &Workflow, step: &Step, change: &mut Change, n: u32) {
         let case_id = change.case.id;
-        let s = change
-            .case
-            .steps
-            .get_mut(&step.id)
-            .expect("steps come from the case");
+        let s = change.step_mut(&step.id);
         s.status = StepStatus::Calling;
         s.attempt = n;
         let revision = s.revision;
@@ -456,11 +459,7 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     fn fail(&self, change: &mut Change, step: &str, reason: IncidentReason, message: String) {
-        let s = change
-            .case
-            .steps
-            .get_mut(step)
-            .expect("steps come from the case");
+        let s = change.step_mut(step);
         s.status = StepStatus::Failed;
         s.error = Some(message.clone());
         change.clear_timer(TimerKind::Retry { step: step.into() });
@@ -469,22 +468,11 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     fn succeed(&self, change: &mut Change, step: &str, output: Value) {
-        let s = change
-            .case
-            .steps
-            .get_mut(step)
-            .expect("steps come from the case");
+        let s = change.step_mut(step);
         s.status = StepStatus::Succeeded;
         s.output = Some(output.clone());
         s.error = None;
-        s.finished_at = Some(change.now);
-        for kind in step_timers(step) {
-            change.clear_timer(kind);
-        }
-        change
-            .case
-            .incidents
-            .retain(|i| i.step.as_deref() != Some(step));
+        change.close_step(step);
         change.event(EventKind::StepSucceeded {
             step: step.into(),
             output,
@@ -492,24 +480,13 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     fn reject(&self, change: &mut Change, step: &str, reason_code: String, message: String) {
-        let s = change
-            .case
-            .steps
-            .get_mut(step)
-            .expect("steps come from the case");
+        let s = change.step_mut(step);
         s.status = StepStatus::Rejected;
         s.rejection = Some(Rejection {
             reason_code: reason_code.clone(),
             message: message.clone(),
         });
-        s.finished_at = Some(change.now);
-        for kind in step_timers(step) {
-            change.clear_timer(kind);
-        }
-        change
-            .case
-            .incidents
-            .retain(|i| i.step.as_deref() != Some(step));
+        change.close_step(step);
         change.event(EventKind::StepRejected {
             step: step.into(),
             reason_code,
@@ -551,11 +528,7 @@ impl<S: Store + Clone> Engine<S> {
             return;
         }
         let retry_at = change.now + SignedDuration::try_from(delay).unwrap_or_default();
-        let s = change
-            .case
-            .steps
-            .get_mut(&step.id)
-            .expect("steps come from the case");
+        let s = change.step_mut(&step.id);
         s.status = StepStatus::Backoff;
         s.error = Some(error.clone());
         change.set_timer(
@@ -616,7 +589,7 @@ impl<S: Store + Clone> Engine<S> {
                                     .unwrap_or_default();
                                 format!("{base}{url}")
                             };
-                            let s = change.case.steps.get_mut(&step.id).expect("a step");
+                            let s = change.step_mut(&step.id);
                             s.poll_url = Some(url);
                             s.status = StepStatus::Polling;
                             change.clear_timer(TimerKind::Retry {
@@ -631,7 +604,7 @@ impl<S: Store + Clone> Engine<S> {
                         }
                     },
                     _ => {
-                        let s = change.case.steps.get_mut(&step.id).expect("a step");
+                        let s = change.step_mut(&step.id);
                         s.status = StepStatus::AwaitingCallback;
                         change.clear_timer(TimerKind::Retry {
                             step: step.id.clone(),
