@@ -18,21 +18,18 @@ async fn fresh() -> SledStore {
 
 conformance_suite!(fresh());
 
+/// Opens the store in `dir`, commits one case, and closes the store.
+async fn commit_one_case(dir: &std::path::Path) -> civicflow::case::Case {
+    let c = conformance::case("birth-registration", "001190123456");
+    let store = SledStore::open(dir, 16 << 20).unwrap();
+    store.commit(conformance::create(&c)).await.unwrap();
+    c
+}
+
 #[tokio::test]
 async fn what_is_committed_is_there_after_reopening() {
     let dir = temp_dir();
-    let c = conformance::case("birth-registration", "001190123456");
-    {
-        let store = SledStore::open(&dir, 16 << 20).unwrap();
-        let tx = civicflow::store::Transaction {
-            cases: vec![civicflow::store::CaseWrite {
-                case: c.clone(),
-                expected_rev: None,
-            }],
-            ..Default::default()
-        };
-        store.commit(tx).await.unwrap();
-    }
+    let c = commit_one_case(&dir).await;
     let store = SledStore::open(&dir, 16 << 20).unwrap();
     assert_eq!(store.case(c.id).await.unwrap().unwrap().id, c.id);
 }
@@ -70,18 +67,7 @@ async fn a_store_of_another_format_version_is_refused_by_name() {
 #[tokio::test]
 async fn a_damaged_record_is_an_error_not_a_panic() {
     let dir = temp_dir();
-    let c = conformance::case("birth-registration", "001190123456");
-    {
-        let store = SledStore::open(&dir, 16 << 20).unwrap();
-        let tx = civicflow::store::Transaction {
-            cases: vec![civicflow::store::CaseWrite {
-                case: c.clone(),
-                expected_rev: None,
-            }],
-            ..Default::default()
-        };
-        store.commit(tx).await.unwrap();
-    }
+    let c = commit_one_case(&dir).await;
     {
         let db = sled::open(dir.join("db")).unwrap();
         db.open_tree("cases")

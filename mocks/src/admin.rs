@@ -38,16 +38,7 @@ async fn info<A: Agency>(State(agency): State<Arc<A>>) -> Response {
 }
 
 async fn faults<A: Agency>(State(agency): State<Arc<A>>) -> Response {
-    Json(
-        agency
-            .desk()
-            .injector
-            .lock()
-            .expect("injector lock")
-            .faults
-            .clone(),
-    )
-    .into_response()
+    Json(agency.desk().injector().faults.clone()).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,12 +59,7 @@ async fn set_faults<A: Agency>(
     if let Err(e) = faults.validate() {
         return respond(Refusal::new("INVALID_FAULTS", e.to_string()).into());
     }
-    agency
-        .desk()
-        .injector
-        .lock()
-        .expect("injector lock")
-        .replace(faults.clone(), q.seed);
+    agency.desk().injector().replace(faults.clone(), q.seed);
     Json(faults).into_response()
 }
 
@@ -94,14 +80,7 @@ async fn start_outage<A: Agency>(State(agency): State<Arc<A>>, body: Bytes) -> R
         .saturating_add(SignedDuration::from_millis(req.duration_ms as i64))
         .unwrap_or(from);
     let outage = Outage { from, until };
-    agency
-        .desk()
-        .injector
-        .lock()
-        .expect("injector lock")
-        .faults
-        .outages
-        .push(outage.clone());
+    agency.desk().injector().faults.outages.push(outage.clone());
     (StatusCode::CREATED, Json(outage)).into_response()
 }
 

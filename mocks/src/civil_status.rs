@@ -152,17 +152,7 @@ impl CivilStatus {
         let office = self
             .world
             .directory
-            .commune(&req.office_commune_code)
-            .ok_or_else(|| {
-                Refusal::new(
-                    "UNKNOWN_COMMUNE",
-                    format!(
-                        "no civil-status office serves commune {}",
-                        req.office_commune_code
-                    ),
-                )
-                .on_field("office_commune_code")
-            })?;
+            .serving(&req.office_commune_code, "office_commune_code")?;
         req.permanent_address.within(office, "permanent_address")?;
         let today = self.world.today();
         let born = req.child.date_of_birth;
@@ -291,17 +281,7 @@ impl CivilStatus {
         let office = self
             .world
             .directory
-            .commune(&req.office_commune_code)
-            .ok_or_else(|| {
-                Refusal::new(
-                    "UNKNOWN_COMMUNE",
-                    format!(
-                        "no civil-status office serves commune {}",
-                        req.office_commune_code
-                    ),
-                )
-                .on_field("office_commune_code")
-            })?;
+            .serving(&req.office_commune_code, "office_commune_code")?;
         let today = self.world.today();
         let died = req.deceased.date_of_death;
         if died > today {

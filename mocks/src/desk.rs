@@ -82,7 +82,7 @@ impl Desk {
         headers: &HeaderMap,
     ) -> (std::time::Duration, Fault, RequestMeta) {
         let now = Timestamp::now();
-        let (latency, fault) = self.injector.lock().expect("injector lock").draw(now);
+        let (latency, fault) = self.injector().draw(now);
         let meta = RequestMeta {
             at: now,
             method: method.to_owned(),
@@ -180,13 +180,14 @@ impl Desk {
         self.deliver(fault, act()).await
     }
 
-    fn fault_reply(&self, fault: Fault) -> Response {
-        let retry_after = self
-            .injector
+    pub fn injector(&self) -> std::sync::MutexGuard<'_, Injector> {
+        self.injector
             .lock()
-            .expect("injector lock")
-            .faults
-            .retry_after();
+            .expect("no code panics while holding the injector")
+    }
+
+    fn fault_reply(&self, fault: Fault) -> Response {
+        let retry_after = self.injector().faults.retry_after();
         let retry_after = HeaderValue::from(retry_after);
         match fault {
             Fault::InternalError => {
@@ -211,12 +212,7 @@ impl Desk {
     async fn deliver(&self, fault: Fault, reply: Reply) -> Response {
         match fault {
             Fault::Timeout => {
-                let hold = self
-                    .injector
-                    .lock()
-                    .expect("injector lock")
-                    .faults
-                    .timeout_hold();
+                let hold = self.injector().faults.timeout_hold();
                 tokio::time::sleep(hold).await;
                 respond(reply)
             }

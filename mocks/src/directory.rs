@@ -8,6 +8,7 @@ use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
 use crate::population::{Consent, Sex};
+use crate::reply::Refusal;
 
 const DIRECTORY_YAML: &str = include_str!("../data/directory.yaml");
 
@@ -75,6 +76,18 @@ impl Directory {
 
     pub fn commune(&self, code: &str) -> Option<&Commune> {
         self.communes.iter().find(|c| c.code == code)
+    }
+
+    /// The commune a request names at `field`, or the refusal every agency gives for an
+    /// unknown one.
+    pub fn serving(&self, code: &str, field: &str) -> Result<&Commune, Refusal> {
+        self.commune(code).ok_or_else(|| {
+            Refusal::new(
+                "UNKNOWN_COMMUNE",
+                format!("no office of this agency serves commune {code}"),
+            )
+            .on_field(field)
+        })
     }
 }
 

@@ -178,17 +178,7 @@ impl Police {
         let commune = self
             .world
             .directory
-            .commune(&req.address.commune_code)
-            .ok_or_else(|| {
-                Refusal::new(
-                    "UNKNOWN_COMMUNE",
-                    format!(
-                        "no commune police serves commune {}",
-                        req.address.commune_code
-                    ),
-                )
-                .on_field("address.commune_code")
-            })?;
+            .serving(&req.address.commune_code, "address.commune_code")?;
         named("address.detail", &req.address.detail)?;
         let population = self.world.population.lock().expect("population lock");
         let person = population.get(&req.personal_id).ok_or_else(|| {

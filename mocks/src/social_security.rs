@@ -168,14 +168,7 @@ impl SocialSecurity {
         let commune = self
             .world
             .directory
-            .commune(&req.address.commune_code)
-            .ok_or_else(|| {
-                Refusal::new(
-                    "UNKNOWN_COMMUNE",
-                    format!("commune {} is not known", req.address.commune_code),
-                )
-                .on_field("address.commune_code")
-            })?;
+            .serving(&req.address.commune_code, "address.commune_code")?;
         let hospital = match &req.initial_hospital_code {
             None => commune.hospital.clone(),
             Some(code) => self

@@ -191,7 +191,6 @@ impl<S: Store + Clone> Engine<S> {
                     version,
                 })?;
         let fingerprint = fingerprint(name, version, &input);
-        let fingerprint_of_race = fingerprint.clone();
         let idem_key = idempotency_key.map(|k| format!("start:{k}"));
         if let Some(key) = &idem_key
             && let Some(found) = self.store.idempotency(key).await?
@@ -264,7 +263,7 @@ impl<S: Store + Clone> Engine<S> {
             change.tx.put_idempotency.push((
                 key,
                 IdempotencyRecord {
-                    fingerprint,
+                    fingerprint: fingerprint.clone(),
                     case_id: id,
                 },
             ));
@@ -279,7 +278,7 @@ impl<S: Store + Clone> Engine<S> {
                     .idempotency(&key)
                     .await?
                     .ok_or_else(|| StoreError::KeyTaken { key: key.clone() })?;
-                return self.replay_start(found, &fingerprint_of_race).await;
+                return self.replay_start(found, &fingerprint).await;
             }
             Err(e) => return Err(e.into()),
         };

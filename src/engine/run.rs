@@ -17,6 +17,7 @@ use crate::case::{
 };
 use crate::store::{CaseWrite, Store, StoreError, Transaction};
 use crate::workflow::definition::{Adapter, Step, Workflow};
+use crate::workflow::expr::Input;
 use crate::workflow::spec::{Method, Mode, OnRejection};
 
 /// How long after an attempt's timeout the engine decides its reply is lost (the process
@@ -296,9 +297,15 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     fn start_step(&self, wf: &Workflow, step: &Step, change: &mut Change) {
-        let ctx = step_context(&change.case);
+        let ctx = match Input::new(&step_context(&change.case)) {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                self.fail(change, &step.id, IncidentReason::InvalidData, e.to_string());
+                return;
+            }
+        };
         if let Some(condition) = &step.condition {
-            match condition.eval_bool(&ctx) {
+            match condition.eval_bool_in(&ctx) {
                 Ok(true) => {}
                 Ok(false) => {
                     let reason = format!("its condition is false: {}", condition.source());
@@ -328,7 +335,7 @@ impl<S: Store + Clone> Engine<S> {
             ),
             Err(e) => change.note_calendar_error(Some(&step.id), &e),
         }
-        let input = match step.with.eval(&ctx) {
+        let input = match step.with.eval_in(&ctx) {
             Ok(v) => v,
             Err(e) => {
                 self.fail(change, &step.id, IncidentReason::InvalidData, e.to_string());
@@ -433,13 +440,14 @@ impl<S: Store + Clone> Engine<S> {
                 adapter.agency
             )
         })?;
-        let path = text(adapter.path.eval(ctx).map_err(|e| e.to_string())?);
+        let ctx = Input::new(ctx).map_err(|e| e.to_string())?;
+        let path = text(adapter.path.eval_in(&ctx).map_err(|e| e.to_string())?);
         let mut headers = Vec::new();
         for (k, t) in &adapter.headers {
-            headers.push((k.clone(), text(t.eval(ctx).map_err(|e| e.to_string())?)));
+            headers.push((k.clone(), text(t.eval_in(&ctx).map_err(|e| e.to_string())?)));
         }
         let body = match &adapter.body {
-            Some(t) => Some(t.eval(ctx).map_err(|e| e.to_string())?),
+            Some(t) => Some(t.eval_in(&ctx).map_err(|e| e.to_string())?),
             None => None,
         };
         Ok(Request {
@@ -674,17 +682,7 @@ impl<S: Store + Clone> Engine<S> {
         let Some(rules) = &step.adapter.callback else {
             return CallbackAck::StillPending;
         };
-        let reply = Reply::Answered {
-            status: 200,
-            headers: match headers {
-                Value::Object(m) => m,
-                _ => Map::new(),
-            },
-            body,
-            retry_after: None,
-        };
-        let context =
-            json!({"headers": reply.context()["headers"], "body": reply.context()["body"]});
+        let context = json!({"headers": headers, "body": body});
         let decision = rules.decide(&context);
         use crate::workflow::definition::Decision;
         match decision {

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::workflow::catalog::Catalog;
 use crate::workflow::deadline::Deadline;
-use crate::workflow::expr::{self, EvalError, Expr};
+use crate::workflow::expr::{self, EvalError, Expr, Input};
 use crate::workflow::spec::{
     AdapterSpec, Method, Mode, OnRejection, OutcomesSpec, RetrySpec, WorkflowSpec,
 };
@@ -56,19 +56,26 @@ impl Template {
     }
 
     pub fn eval(&self, context: &Value) -> Result<Value, EvalError> {
+        match self {
+            Template::Literal(v) => Ok(v.clone()),
+            _ => self.eval_in(&Input::new(context)?),
+        }
+    }
+
+    pub fn eval_in(&self, input: &Input) -> Result<Value, EvalError> {
         Ok(match self {
             Template::Literal(v) => v.clone(),
-            Template::Expr(e) => e.eval(context)?,
+            Template::Expr(e) => e.eval_in(input)?,
             Template::Array(items) => Value::Array(
                 items
                     .iter()
-                    .map(|t| t.eval(context))
+                    .map(|t| t.eval_in(input))
                     .collect::<Result<_, _>>()?,
             ),
             Template::Object(fields) => {
                 let mut out = Map::new();
                 for (k, t) in fields {
-                    out.insert(k.clone(), t.eval(context)?);
+                    out.insert(k.clone(), t.eval_in(input)?);
                 }
                 Value::Object(out)
             }
@@ -207,23 +214,24 @@ impl Rules {
 
     /// Tries success, rejection, pending, in that order, on a reply `{status, headers, body}`.
     pub fn decide(&self, reply: &Value) -> Result<Decision, EvalError> {
-        if self.success_when.eval_bool(reply)? {
-            return Ok(Decision::Success(self.success_output.eval(reply)?));
+        let reply = &Input::new(reply)?;
+        if self.success_when.eval_bool_in(reply)? {
+            return Ok(Decision::Success(self.success_output.eval_in(reply)?));
         }
         if let Some((when, code, message)) = &self.rejection
-            && when.eval_bool(reply)?
+            && when.eval_bool_in(reply)?
         {
             let text = |v: Value| match v {
                 Value::String(s) => s,
                 other => other.to_string(),
             };
             return Ok(Decision::Rejection {
-                reason_code: text(code.eval(reply)?),
-                message: text(message.eval(reply)?),
+                reason_code: text(code.eval_in(reply)?),
+                message: text(message.eval_in(reply)?),
             });
         }
         if let Some(when) = &self.pending
-            && when.eval_bool(reply)?
+            && when.eval_bool_in(reply)?
         {
             return Ok(Decision::Pending);
         }

@@ -30,6 +30,19 @@ const IMPURE: &[&str] = &[
     "input_filename",
 ];
 
+/// The input of expressions, converted from JSON once however many expressions read it.
+pub struct Input(Val);
+
+impl Input {
+    pub fn new(context: &Value) -> Result<Input, EvalError> {
+        serde_json::from_value(context.clone())
+            .map(Input)
+            .map_err(|e| EvalError::Input {
+                message: e.to_string(),
+            })
+    }
+}
+
 /// A compiled expression.
 #[derive(Clone)]
 pub struct Expr {
@@ -47,6 +60,8 @@ impl fmt::Debug for Expr {
 pub enum EvalError {
     #[error("expression `{expr}` failed: {message}")]
     Failed { expr: String, message: String },
+    #[error("the expressions' input cannot be read: {message}")]
+    Input { message: String },
     #[error("expression `{expr}` produced no value")]
     NoValue { expr: String },
     #[error("expression `{expr}` produced a value that is not JSON: {value}")]
@@ -112,10 +127,18 @@ impl Expr {
 
     /// Evaluates the expression on `context` and returns its first value.
     pub fn eval(&self, context: &Value) -> Result<Value, EvalError> {
-        let input: Val =
-            serde_json::from_value(context.clone()).map_err(|e| self.failed(e.to_string()))?;
+        self.eval_in(&Input::new(context)?)
+    }
+
+    /// Evaluates on an input converted once for several expressions (a template's leaves, a
+    /// reply's rules).
+    pub fn eval_in(&self, input: &Input) -> Result<Value, EvalError> {
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
-        let mut out = self.filter.id.run((ctx, input)).map(jaq_core::unwrap_valr);
+        let mut out = self
+            .filter
+            .id
+            .run((ctx, input.0.clone()))
+            .map(jaq_core::unwrap_valr);
         match out.next() {
             None => Err(EvalError::NoValue {
                 expr: self.source.to_string(),
@@ -133,7 +156,11 @@ impl Expr {
 
     /// Evaluates a condition with jq's truthiness: `false`, `null` and no value are false.
     pub fn eval_bool(&self, context: &Value) -> Result<bool, EvalError> {
-        match self.eval(context) {
+        self.eval_bool_in(&Input::new(context)?)
+    }
+
+    pub fn eval_bool_in(&self, input: &Input) -> Result<bool, EvalError> {
+        match self.eval_in(input) {
             Ok(v) => Ok(!matches!(v, Value::Null | Value::Bool(false))),
             Err(EvalError::NoValue { .. }) => Ok(false),
             Err(e) => Err(e),

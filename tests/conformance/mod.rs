@@ -69,7 +69,8 @@ pub fn case(workflow: &str, requester: &str) -> Case {
     }
 }
 
-fn create(case: &Case) -> Transaction {
+/// The transaction that writes a new case.
+pub fn create(case: &Case) -> Transaction {
     Transaction {
         cases: vec![CaseWrite {
             case: case.clone(),

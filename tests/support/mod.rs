@@ -80,25 +80,17 @@ impl Server {
     }
 
     pub async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get_json(format!("{}{path}", self.url)).await
     }
 
     pub async fn agency(&self, agency: &str, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.agencies[agency]))
-            .send()
+        self.get_json(format!("{}{path}", self.agencies[agency]))
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+    }
+
+    async fn get_json(&self, url: String) -> Value {
+        let response = self.http.get(url).send().await.unwrap();
+        response.json().await.unwrap()
     }
 
     pub async fn set_faults(&self, agency: &str, faults: Value) {
