@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Server, birth_input, days_ago};
+use support::{Server, birth_input, days_ago, workflows_copy};
 
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -71,19 +71,19 @@ async fn a_birth_runs_through_three_agencies() {
     assert!(types.contains(&"callback_received"), "{types:?}");
 }
 
-#[tokio::test]
-async fn a_death_runs_deregistration_and_the_funeral_allowance_in_parallel() {
-    let server = Server::start();
-    let input = json!({
-        "dossier_number": "G01.123-DEATH-1",
+/// A death dossier for a known citizen of commune 00004, the allowance asked by the mother of
+/// the mocks' known family.
+fn death_input(personal_id: &str, full_name: &str) -> Value {
+    json!({
+        "dossier_number": format!("G01.123-DEATH-{personal_id}"),
         "requester_personal_id": "001190123456",
         "deceased": {
-            "personal_id": "001045333444",
-            "full_name": "Lê Văn Thọ",
+            "personal_id": personal_id,
+            "full_name": full_name,
             "date_of_death": days_ago(2),
             "place_of_death": "Bệnh viện Bạch Mai"
         },
-        "death_notice_number": "GBT-2026-0042",
+        "death_notice_number": format!("GBT-{personal_id}"),
         "last_address": {"commune_code": "00004", "detail": "5 Phố Kim Mã"},
         "funeral_allowance": {
             "requested": true,
@@ -91,7 +91,13 @@ async fn a_death_runs_deregistration_and_the_funeral_allowance_in_parallel() {
             "payment": {"method": "bank_transfer", "bank_code": "VCB", "account_number": "0011001234567"}
         },
         "result_delivery": "online"
-    });
+    })
+}
+
+#[tokio::test]
+async fn a_death_runs_deregistration_and_the_funeral_allowance_in_parallel() {
+    let server = Server::start();
+    let input = death_input("001045333444", "Lê Văn Thọ");
     let id = server.start_case("death-registration", input).await;
     let case = server.settled(&id, BOUND).await;
     assert_eq!(case["status"], "completed", "{case:#}");
@@ -262,4 +268,163 @@ async fn concurrent_starts_with_one_key_make_one_case() {
         .collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
     assert_eq!(replies.iter().filter(|(s, _)| *s == 201).count(), 1);
+}
+
+#[tokio::test]
+async fn an_ineligible_deceased_is_refused_the_allowance_and_deregistration_still_finishes() {
+    let server = Server::start();
+    // No insurance of any of the six categories: the funeral allowance is a business refusal.
+    let input = death_input("001068777888", "Đỗ Văn Khải");
+    let id = server.start_case("death-registration", input).await;
+    let case = server.settled(&id, BOUND).await;
+    assert_eq!(case["status"], "partially_completed", "{case:#}");
+    let allowance = step(&case, "funeral_allowance");
+    assert_eq!(allowance["status"], "rejected");
+    assert_eq!(
+        allowance["rejection"]["reason_code"],
+        "DECEASED_NOT_ELIGIBLE"
+    );
+    assert_eq!(step(&case, "deregistration")["status"], "succeeded");
+    assert_eq!(effects(&server, "police", &id).await, vec![1]);
+}
+
+/// The event types of a case's history, in order.
+async fn event_types(server: &Server, id: &str) -> Vec<String> {
+    let history = server.get(&format!("/v1/cases/{id}/history")).await;
+    history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_agency_that_times_out_is_called_again_with_the_same_key_and_acts_once() {
+    // A 1 s step timeout instead of 10 s, so the test does not wait long.
+    let workflows = workflows_copy(|path, text| {
+        if path == "adapters/civil-status/birth-registration.yaml" {
+            text.replace("timeout: 10s", "timeout: 1s")
+        } else {
+            text
+        }
+    });
+    let server = Server::with_workflows(&workflows);
+    // The agency acts, then holds its reply for 3 s: longer than civicflow waits.
+    server
+        .set_faults(
+            "civil-status",
+            json!({"rates": {"timeout": 1.0}, "timeout_hold_ms": 3000}),
+        )
+        .await;
+    let id = server
+        .start_case("birth-registration", birth_input("GCS-T"))
+        .await;
+    let until = tokio::time::Instant::now() + BOUND;
+    while !event_types(&server, &id)
+        .await
+        .contains(&"attempt_failed".to_owned())
+    {
+        assert!(tokio::time::Instant::now() < until, "no attempt timed out");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.set_faults("civil-status", json!({})).await;
+    let case = server.settled(&id, BOUND).await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    let history = server.get(&format!("/v1/cases/{id}/history")).await;
+    let failure = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "attempt_failed")
+        .unwrap();
+    assert!(
+        failure["error"].as_str().unwrap().contains("timed out"),
+        "{failure}"
+    );
+    // Both attempts carried one idempotency key: the agency replayed its first result.
+    assert_eq!(effects(&server, "civil-status", &id).await, vec![1]);
+}
+
+#[tokio::test]
+async fn retries_exhausted_open_an_incident_and_stop_calling() {
+    let workflows = workflows_copy(|path, text| {
+        if path == "adapters/civil-status/birth-registration.yaml" {
+            text.replace("max_attempts: 10", "max_attempts: 3")
+        } else {
+            text
+        }
+    });
+    let server = Server::with_workflows(&workflows);
+    server
+        .set_faults("civil-status", json!({"rates": {"internal_error": 1.0}}))
+        .await;
+    let id = server
+        .start_case("birth-registration", birth_input("GCS-X"))
+        .await;
+    let case = server.settled(&id, BOUND).await;
+    assert_eq!(case["status"], "running", "{case:#}");
+    assert_eq!(step(&case, "birth")["status"], "failed");
+    assert_eq!(step(&case, "birth")["attempts"], 3);
+    let incident = &case["incidents"][0];
+    assert_eq!(incident["reason"], "retries_exhausted", "{case:#}");
+    let requests = server
+        .agency("civil-status", &format!("/admin/requests?case_id={id}"))
+        .await;
+    assert_eq!(requests.as_array().unwrap().len(), 3, "{requests:#}");
+    assert_eq!(
+        effects(&server, "civil-status", &id).await,
+        Vec::<u64>::new()
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_callback_is_acknowledged_once_and_changes_nothing() {
+    let server = Server::start();
+    let id = server
+        .start_case("birth-registration", birth_input("GCS-D"))
+        .await;
+    let case = server.settled(&id, BOUND).await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    let before = event_types(&server, &id).await;
+    // The police deliver the same outcome again, as an outbox does after a lost acknowledgement.
+    let records = server.agency("police", "/admin/records").await;
+    let registration = records["registrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["personal_id"] == step(&case, "birth")["output"]["child_personal_id"])
+        .unwrap()
+        .clone();
+    let id_at_police = registration["registration_id"].as_str().unwrap();
+    let outcome = server
+        .agency(
+            "police",
+            &format!("/v1/residence-registrations/{id_at_police}"),
+        )
+        .await;
+    let again = server
+        .http
+        .post(registration["callback_url"].as_str().unwrap())
+        .header("idempotency-key", format!("police-callback-{id_at_police}"))
+        .json(&outcome)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["status"], "duplicate");
+    // Another message on a finished step is refused and says why.
+    let other = server
+        .http
+        .post(registration["callback_url"].as_str().unwrap())
+        .header("idempotency-key", "another-message")
+        .json(&outcome)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 409);
+    let body: Value = other.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "step_finished", "{body}");
+    assert_eq!(event_types(&server, &id).await, before);
 }

@@ -10,30 +10,15 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use civicflow_mocks::{MocksConfig, start};
 use serde_json::{Value, json};
-use support::{Server, birth_input};
+use support::{Server, birth_input, free_port, mocks_in_test, put_faults};
 
 const CASES: usize = 300;
 const KILLS: usize = 5;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_nothing_and_repeats_nothing() {
-    let mocks = start(MocksConfig {
-        fast: true,
-        seed: 11,
-        ..MocksConfig::default()
-    })
-    .await
-    .unwrap();
+    let (mocks, args) = mocks_in_test(11).await;
     let http = reqwest::Client::new();
     // Some latency and some 503s, so that kills land mid-call and during backoff.
     for agency in &mocks.agencies {
@@ -42,18 +27,7 @@ async fn kill_9_loses_nothing_and_repeats_nothing() {
             "rates": {"unavailable": 0.05},
             "retry_after_secs": 0
         });
-        let r = http
-            .put(format!("{}/admin/faults?seed=3", agency.base_url))
-            .json(&faults)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-    }
-    let mut args: Vec<String> = Vec::new();
-    for agency in &mocks.agencies {
-        args.push("--agency".into());
-        args.push(format!("{}={}", agency.id, agency.base_url));
+        put_faults(&http, &agency.base_url, faults).await;
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let data = std::env::temp_dir().join(format!("civicflow-crash-{}", uuid::Uuid::new_v4()));

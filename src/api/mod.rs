@@ -177,7 +177,15 @@ async fn callback<S: Store + Clone>(
                 ApiError::new(StatusCode::CONFLICT, "token_superseded", e.to_string())
             }
             CallbackError::ShuttingDown => ApiError::unavailable(),
-            CallbackError::Missing(e) => ApiError::internal(e),
+            // Not the agency's fault, and not lost: retrying after the file is restored works.
+            CallbackError::Missing(e) => {
+                tracing::error!(error = %e, "a callback for a case whose workflow is not loaded");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "workflow_not_loaded",
+                    "the case's workflow is not loaded on this server; retry later",
+                )
+            }
             CallbackError::Store(e) => ApiError::internal(e),
         })?;
     let status = match ack {

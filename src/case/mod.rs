@@ -177,6 +177,9 @@ pub enum IncidentReason {
     /// The step's input or request could not be built from the case data (an expression failed,
     /// the input does not match the adapter's schema, the agency has no configured URL).
     InvalidData,
+    /// The case's workflow version is not among the loaded definitions (its file was removed or
+    /// changed without a new version): the case waits until it is restored.
+    WorkflowNotLoaded,
 }
 
 impl IncidentReason {
@@ -186,6 +189,7 @@ impl IncidentReason {
             IncidentReason::UnexpectedReply => "unexpected_reply",
             IncidentReason::DeadlineMissed => "deadline_missed",
             IncidentReason::InvalidData => "invalid_data",
+            IncidentReason::WorkflowNotLoaded => "workflow_not_loaded",
         }
     }
 }

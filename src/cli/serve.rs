@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use civicflow_mocks::{MocksConfig, start as start_mocks};
 
-use crate::engine::{Config, Engine};
+use crate::engine::{Clock, Config, Engine};
 use crate::store::sled::SledStore;
 use crate::workflow::catalog;
 use crate::workflow::definition::{Definitions, duration};
@@ -114,6 +114,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             public_url,
             agencies,
             drain_timeout,
+            clock: Clock::system(),
         },
     );
     let timers = engine.run();

@@ -5,6 +5,7 @@
 //! commit (durable), and only then act (send a request, answer a callback). A case that waits
 //! (for a timer, a callback or an operator) is only on disk: the engine holds nothing for it.
 
+mod clock;
 mod locks;
 mod run;
 mod timers;
@@ -14,7 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use jiff::Timestamp;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -27,6 +27,7 @@ use crate::store::{Store, StoreError};
 use crate::workflow::definition::{Definitions, SchemaViolation, Workflow};
 use crate::workflow::expr::EvalError;
 
+pub use clock::Clock;
 pub use run::Call;
 
 /// Where civicflow is reached by agencies (for callback URLs) and where each agency is.
@@ -38,6 +39,7 @@ pub struct Config {
     pub agencies: BTreeMap<String, String>,
     /// How long SIGTERM waits for in-flight calls before parking them.
     pub drain_timeout: Duration,
+    pub clock: Clock,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,7 +218,7 @@ impl<S: Store + Clone> Engine<S> {
             };
             keys.insert(key.clone(), value);
         }
-        let now = Timestamp::now();
+        let now = self.config.clock.now();
         let id = CaseId::now_v7();
         let case = Case {
             id,
@@ -376,7 +378,7 @@ impl<S: Store + Clone> Engine<S> {
                 status: step.status.as_str(),
             });
         }
-        let now = Timestamp::now();
+        let now = self.config.clock.now();
         let rev = case.rev;
         let mut change = run::Change::new(case, Some(rev), now);
         let ack = self.on_callback(&workflow, &mut change, &target.step, headers, body);

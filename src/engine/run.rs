@@ -8,7 +8,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
 
-use super::{CallbackAck, Engine};
+use super::{CallbackAck, Engine, MissingWorkflow};
 use crate::adapters::http::{self, Metadata, Outcome, Reply};
 use crate::calendar::CalendarError;
 use crate::case::{
@@ -23,6 +23,8 @@ use crate::workflow::spec::{Method, Mode, OnRejection};
 /// How long after an attempt's timeout the engine decides its reply is lost (the process
 /// stopped mid-call) and tries again.
 const WATCHDOG_MARGIN: Duration = Duration::from_secs(5);
+/// How often a case whose workflow is not loaded is looked at again.
+const ORPHAN_RECHECK: Duration = Duration::from_secs(60);
 
 /// A request to send once the change that decided it is durable.
 #[derive(Debug, Clone)]
@@ -784,12 +786,34 @@ impl<S: Store + Clone> Engine<S> {
             return Ok(());
         }
         let rev = case.rev;
-        let mut change = Change::new(case, Some(rev), Timestamp::now());
+        let mut change = Change::new(case, Some(rev), self.config.clock.now());
         self.apply_reply(step, &mut change, call, &reply);
         self.progress(&wf, &mut change);
         let (_, calls) = change.commit(&self.store).await?;
         self.dispatch(calls);
         Ok(())
+    }
+
+    /// A timer came due for a case whose workflow is not loaded: the case cannot move, so it
+    /// gets an incident (once) and the timer is tried again later, when the definition may be
+    /// back after a restart.
+    async fn park_orphan(
+        &self,
+        mut change: Change,
+        kind: TimerKind,
+        error: &MissingWorkflow,
+    ) -> Result<(), StoreError> {
+        tracing::error!(%error, "a timer of a case whose workflow is not loaded");
+        let reported = change
+            .case
+            .incidents
+            .iter()
+            .any(|i| i.reason == IncidentReason::WorkflowNotLoaded);
+        if !reported {
+            change.open_incident(None, IncidentReason::WorkflowNotLoaded, error.to_string());
+        }
+        change.set_timer(kind, change.now + ORPHAN_RECHECK);
+        change.commit(&self.store).await.map(drop)
     }
 
     /// A timer of a case came due.
@@ -799,14 +823,11 @@ impl<S: Store + Clone> Engine<S> {
             return Ok(());
         };
         let rev = case.rev;
-        let mut change = Change::new(case, Some(rev), Timestamp::now());
+        let mut change = Change::new(case, Some(rev), self.config.clock.now());
         change.clear_timer(timer.kind.clone());
         let wf = match self.workflow_of(&change.case) {
             Ok(wf) => wf,
-            Err(e) => {
-                tracing::error!(error = %e, "a timer of a case whose workflow is not loaded");
-                return Ok(());
-            }
+            Err(e) => return self.park_orphan(change, timer.kind, &e).await,
         };
         match &timer.kind {
             TimerKind::Retry { step } => {

@@ -5,8 +5,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jiff::Timestamp;
-
 use super::Engine;
 use crate::case::{CaseId, TimerKind};
 use crate::store::Store;
@@ -19,7 +17,7 @@ impl<S: Store + Clone> Engine<S> {
     pub(super) async fn timer_loop(self: Arc<Self>) {
         let firing: Arc<Mutex<HashSet<(CaseId, TimerKind)>>> = Arc::default();
         while !self.stopping() {
-            let due = match self.store.due_timers(Timestamp::now(), BATCH).await {
+            let due = match self.store.due_timers(self.config.clock.now(), BATCH).await {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read due timers");

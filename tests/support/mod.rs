@@ -26,6 +26,21 @@ impl Server {
         Server::spawn(&data, "127.0.0.1:0", &mocks)
     }
 
+    /// Like [`Server::start`], loading definitions from `workflows` instead of the shipped ones.
+    pub fn with_workflows(workflows: &Path) -> Server {
+        let data = std::env::temp_dir().join(format!("civicflow-e2e-{}", uuid::Uuid::new_v4()));
+        let dir = workflows.to_str().unwrap();
+        let args = [
+            "--with-mocks",
+            "--mocks-port",
+            "0",
+            "--mocks-fast",
+            "--workflows",
+            dir,
+        ];
+        Server::spawn(&data, "127.0.0.1:0", &args)
+    }
+
     /// `civicflow serve` on `data`, listening on `listen`, with more arguments.
     pub fn spawn(data: &Path, listen: &str, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_civicflow"))
@@ -94,18 +109,7 @@ impl Server {
     }
 
     pub async fn set_faults(&self, agency: &str, faults: Value) {
-        let response = self
-            .http
-            .put(format!("{}/admin/faults?seed=7", self.agencies[agency]))
-            .json(&faults)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{:?}",
-            response.text().await
-        );
+        put_faults(&self.http, &self.agencies[agency], faults).await;
     }
 
     /// Starts a case and returns its id.
@@ -133,6 +137,21 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Sends SIGTERM and waits for the exit, at most `bound`; `None` if it did not exit by then.
+    pub fn terminate(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        let until = std::time::Instant::now() + bound;
+        while std::time::Instant::now() < until {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn kill(&mut self) {
@@ -181,4 +200,73 @@ pub fn birth_input(certificate: &str) -> Value {
         "relationship_to_head": "con",
         "result_delivery": "online"
     })
+}
+
+/// A copy of the shipped `workflows/` in a fresh directory, with `edit(relative path, text)`
+/// applied to each file: a test's variant of the definitions (shorter timeouts, fewer attempts).
+pub fn workflows_copy(edit: impl Fn(&str, String) -> String) -> std::path::PathBuf {
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, base, out);
+            } else {
+                out.push(path.strip_prefix(base).unwrap().to_owned());
+            }
+        }
+    }
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+    let target = std::env::temp_dir().join(format!("civicflow-wf-{}", uuid::Uuid::new_v4()));
+    let mut files = Vec::new();
+    walk(&shipped, &shipped, &mut files);
+    for file in files {
+        let text = std::fs::read_to_string(shipped.join(&file)).unwrap();
+        let name = file.to_str().unwrap().replace('\\', "/");
+        let path = target.join(&file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, edit(&name, text)).unwrap();
+    }
+    target
+}
+
+/// A free TCP port on the loopback interface, for a server that restarts on the same address.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The mock agencies in the test's own process, so their records and effect counters outlive
+/// every stop of the server; and the `--agency NAME=URL` arguments that point a server at them.
+pub async fn mocks_in_test(seed: u64) -> (civicflow_mocks::RunningMocks, Vec<String>) {
+    let mocks = civicflow_mocks::start(civicflow_mocks::MocksConfig {
+        fast: true,
+        seed,
+        ..civicflow_mocks::MocksConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut args = Vec::new();
+    for agency in &mocks.agencies {
+        args.push("--agency".to_owned());
+        args.push(format!("{}={}", agency.id, agency.base_url));
+    }
+    (mocks, args)
+}
+
+/// Replaces an agency's fault configuration.
+pub async fn put_faults(http: &reqwest::Client, base_url: &str, faults: Value) {
+    let response = http
+        .put(format!("{base_url}/admin/faults?seed=3"))
+        .json(&faults)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{:?}",
+        response.text().await
+    );
 }

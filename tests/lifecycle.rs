@@ -1,0 +1,118 @@
+//! The server's life: SIGTERM parks what is in flight and exits cleanly; a restart resumes it;
+//! a case whose workflow is no longer loaded is reported, not silently stuck.
+//!
+//! The mock agencies run in this test's process, so their effect counters outlive the server.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Server, birth_input, free_port, mocks_in_test, put_faults, workflows_copy};
+
+const BOUND: Duration = Duration::from_secs(60);
+
+async fn history_has(server: &Server, id: &str, event: &str) -> bool {
+    let history = server.get(&format!("/v1/cases/{id}/history")).await;
+    history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["type"] == event)
+}
+
+async fn wait_for_event(server: &Server, id: &str, event: &str) {
+    let until = tokio::time::Instant::now() + BOUND;
+    while !history_has(server, id, event).await {
+        assert!(tokio::time::Instant::now() < until, "no {event} in {id}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_parks_a_call_in_flight_exits_0_and_the_restart_finishes_it_once() {
+    let (mocks, args) = mocks_in_test(5).await;
+    let civil_status = mocks.agencies[0].base_url.clone();
+    let http = reqwest::Client::new();
+    // The agency answers after 4 s; the server's drain timeout is 2 s: the call gets parked.
+    put_faults(
+        &http,
+        &civil_status,
+        json!({"latency": {"distribution": "fixed", "ms": 4000}}),
+    )
+    .await;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let data = std::env::temp_dir().join(format!("civicflow-term-{}", uuid::Uuid::new_v4()));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut server = Server::spawn(&data, &listen, &args);
+    let id = server
+        .start_case("birth-registration", birth_input("GCS-TERM"))
+        .await;
+    wait_for_event(&server, &id, "attempt_started").await;
+
+    let status = server
+        .terminate(Duration::from_secs(20))
+        .expect("civicflow exits after SIGTERM within its drain timeout and a margin");
+    assert!(status.success(), "{status}");
+
+    put_faults(&http, &civil_status, json!({})).await;
+    let server = Server::spawn(&data, &listen, &args);
+    let case = server.settled(&id, BOUND).await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    let effects: Value = http
+        .get(format!("{civil_status}/admin/effects"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mine: Vec<&Value> = effects["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["case_id"] == id.as_str())
+        .collect();
+    assert_eq!(mine.len(), 1, "{effects:#}");
+    assert_eq!(mine[0]["effects"], 1, "{effects:#}");
+}
+
+#[tokio::test]
+async fn a_case_whose_workflow_is_no_longer_loaded_gets_an_incident() {
+    let (mocks, args) = mocks_in_test(6).await;
+    let civil_status = mocks.agencies[0].base_url.clone();
+    let http = reqwest::Client::new();
+    put_faults(
+        &http,
+        &civil_status,
+        json!({"rates": {"unavailable": 1.0}, "retry_after_secs": 1}),
+    )
+    .await;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let data = std::env::temp_dir().join(format!("civicflow-orphan-{}", uuid::Uuid::new_v4()));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut server = Server::spawn(&data, &listen, &args);
+    let id = server
+        .start_case("birth-registration", birth_input("GCS-ORPHAN"))
+        .await;
+    wait_for_event(&server, &id, "attempt_failed").await;
+    server.kill();
+
+    // The birth workflow's file is gone; its retry timer comes due on the next start.
+    let workflows = workflows_copy(|_, text| text);
+    std::fs::remove_file(workflows.join("birth-registration.yaml")).unwrap();
+    let dir = workflows.to_str().unwrap();
+    let mut args = args.clone();
+    args.extend(["--workflows", dir]);
+    let server = Server::spawn(&data, &listen, &args);
+    let case = server.settled(&id, BOUND).await;
+    let incident = &case["incidents"][0];
+    assert_eq!(incident["reason"], "workflow_not_loaded", "{case:#}");
+    assert!(
+        incident["message"]
+            .as_str()
+            .unwrap()
+            .contains("`birth-registration` version 1"),
+        "{incident}"
+    );
+}
