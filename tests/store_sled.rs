@@ -22,7 +22,7 @@ conformance_suite!(fresh());
 async fn commit_one_case(dir: &std::path::Path) -> civicflow::case::Case {
     let c = conformance::case("birth-registration", "001190123456");
     let store = SledStore::open(dir, 16 << 20).unwrap();
-    store.commit(conformance::create(&c)).await.unwrap();
+    store.commit(&conformance::create(&c)).await.unwrap();
     c
 }
 
@@ -70,9 +70,11 @@ async fn a_damaged_record_is_an_error_not_a_panic() {
     let c = commit_one_case(&dir).await;
     {
         let db = sled::open(dir.join("db")).unwrap();
-        db.open_tree("cases")
+        // The case table's key: its prefix byte and the case id.
+        let key = [b"c".as_slice(), c.id.as_bytes()].concat();
+        db.open_tree("data")
             .unwrap()
-            .insert(c.id.as_bytes(), "{not json")
+            .insert(key, "{not json")
             .unwrap();
         db.flush().unwrap();
     }

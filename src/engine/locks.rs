@@ -1,25 +1,59 @@
 //! Per-case mutual exclusion in one process: a fixed table of async mutexes, a case hashed to
-//! one. Memory stays constant however many cases exist; two cases rarely share a slot, and
-//! when they do they merely wait for each other.
+//! one. Memory stays bounded however many cases exist; two cases rarely share a slot, and when
+//! they do they merely wait for each other.
+//!
+//! A slot also remembers the last case committed under it while that case has calls in flight,
+//! so that the reply's change starts from memory instead of a store read. Only the holder of
+//! the slot's lock reads or writes it, and every change of a case is committed under its lock,
+//! so the remembered case is always the stored one.
 
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::case::CaseId;
+use super::Call;
+use crate::case::{Case, CaseId};
+use crate::store::{Store, StoreError};
 
 pub struct Locks {
-    slots: Vec<Mutex<()>>,
+    slots: Vec<Mutex<Option<Case>>>,
+}
+
+/// The lock of one case, held until dropped.
+pub struct CaseLock<'a> {
+    id: CaseId,
+    slot: MutexGuard<'a, Option<Case>>,
 }
 
 impl Locks {
     pub fn new(n: usize) -> Locks {
         Locks {
-            slots: (0..n).map(|_| Mutex::new(())).collect(),
+            slots: (0..n).map(|_| Mutex::new(None)).collect(),
         }
     }
 
-    pub async fn lock(&self, id: CaseId) -> MutexGuard<'_, ()> {
+    pub async fn lock(&self, id: CaseId) -> CaseLock<'_> {
         let (hi, lo) = id.as_u64_pair();
         let slot = ((hi ^ lo) % self.slots.len() as u64) as usize;
-        self.slots[slot].lock().await
+        CaseLock {
+            id,
+            slot: self.slots[slot].lock().await,
+        }
+    }
+}
+
+impl CaseLock<'_> {
+    /// The case as stored: from the slot if it remembers this case, else from the store.
+    pub async fn load<S: Store>(&mut self, store: &S) -> Result<Option<Case>, StoreError> {
+        match self.slot.take() {
+            Some(case) if case.id == self.id => Ok(Some(case)),
+            _ => store.case(self.id).await,
+        }
+    }
+
+    /// Remembers the case just committed under this lock if it has calls in flight, whose
+    /// replies will change it again soon; a case that waits is not kept in memory.
+    pub fn remember_while_calling(&mut self, case: Case, calls: &[Call]) {
+        if !calls.is_empty() && case.id == self.id {
+            *self.slot = Some(case);
+        }
     }
 }

@@ -7,13 +7,14 @@
 
 mod clock;
 mod locks;
+mod metrics;
 mod run;
 mod timers;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -28,6 +29,7 @@ use crate::workflow::definition::{Definitions, SchemaViolation, Workflow};
 use crate::workflow::expr::EvalError;
 
 pub use clock::Clock;
+pub use metrics::{Metrics, Overhead};
 pub use run::Call;
 
 /// Where civicflow is reached by agencies (for callback URLs) and where each agency is.
@@ -114,6 +116,7 @@ pub struct Engine<S> {
     in_flight: AtomicUsize,
     idle: Notify,
     timers_changed: Notify,
+    metrics: Metrics,
 }
 
 impl<S: Store + Clone> Engine<S> {
@@ -132,11 +135,16 @@ impl<S: Store + Clone> Engine<S> {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             timers_changed: Notify::new(),
+            metrics: Metrics::default(),
         })
     }
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn definitions(&self) -> &Definitions {
@@ -182,6 +190,7 @@ impl<S: Store + Clone> Engine<S> {
         input: Value,
         idempotency_key: Option<&str>,
     ) -> Result<(Case, bool), StartError> {
+        let began = Instant::now();
         if self.stopping() {
             return Err(StartError::ShuttingDown);
         }
@@ -246,8 +255,8 @@ impl<S: Store + Clone> Engine<S> {
             next_seq: 0,
             rev: 0,
         };
-        let _guard = self.locks.lock(id).await;
-        let mut change = run::Change::new(case, None, now);
+        let mut lock = self.locks.lock(id).await;
+        let mut change = run::Change::new(case, None, now, began);
         change.event(EventKind::CaseStarted {
             workflow: workflow.name.clone(),
             version: workflow.version,
@@ -284,6 +293,7 @@ impl<S: Store + Clone> Engine<S> {
             }
             Err(e) => return Err(e.into()),
         };
+        lock.remember_while_calling(case.clone(), &calls);
         self.dispatch(calls);
         Ok((case, true))
     }
@@ -336,6 +346,7 @@ impl<S: Store + Clone> Engine<S> {
         headers: Value,
         body: Value,
     ) -> Result<CallbackAck, CallbackError> {
+        let began = Instant::now();
         if self.stopping() {
             return Err(CallbackError::ShuttingDown);
         }
@@ -351,13 +362,12 @@ impl<S: Store + Clone> Engine<S> {
             .token(token)
             .await?
             .ok_or(CallbackError::UnknownToken)?;
-        let _guard = self.locks.lock(target.case_id).await;
+        let mut lock = self.locks.lock(target.case_id).await;
         if self.store.idempotency(&seen_key).await?.is_some() {
             return Ok(CallbackAck::Duplicate);
         }
-        let case = self
-            .store
-            .case(target.case_id)
+        let case = lock
+            .load(&self.store)
             .await?
             .ok_or(CallbackError::UnknownToken)?;
         let workflow = self.workflow_of(&case)?;
@@ -380,7 +390,7 @@ impl<S: Store + Clone> Engine<S> {
         }
         let now = self.config.clock.now();
         let rev = case.rev;
-        let mut change = run::Change::new(case, Some(rev), now);
+        let mut change = run::Change::new(case, Some(rev), now, began);
         let ack = self.on_callback(&workflow, &mut change, &target.step, headers, body);
         if ack == CallbackAck::Recorded {
             change.tx.put_idempotency.push((
@@ -392,8 +402,10 @@ impl<S: Store + Clone> Engine<S> {
             ));
         }
         self.progress(&workflow, &mut change);
-        let (_, calls) = change.commit(&self.store).await?;
+        let (case, calls) = change.commit(&self.store).await?;
+        lock.remember_while_calling(case, &calls);
         self.dispatch(calls);
+        self.metrics.record_step_overhead(began.elapsed());
         Ok(ack)
     }
 

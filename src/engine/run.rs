@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
@@ -40,6 +40,8 @@ pub struct Call {
     pub body: Option<Value>,
     pub meta: Metadata,
     pub timeout: Duration,
+    /// When the trigger that decided this call arrived: the start of its step overhead.
+    pub ready_at: Instant,
 }
 
 struct Request {
@@ -56,16 +58,19 @@ pub struct Change {
     pub tx: Transaction,
     pub calls: Vec<Call>,
     pub now: Timestamp,
+    /// When the trigger of this change arrived (a request, an answer, a timer).
+    pub began: Instant,
 }
 
 impl Change {
-    pub fn new(case: Case, expected_rev: Option<u64>, now: Timestamp) -> Change {
+    pub fn new(case: Case, expected_rev: Option<u64>, now: Timestamp, began: Instant) -> Change {
         Change {
             case,
             expected_rev,
             tx: Transaction::default(),
             calls: Vec::new(),
             now,
+            began,
         }
     }
 
@@ -139,12 +144,13 @@ impl Change {
 
     pub async fn commit<S: Store>(mut self, store: &S) -> Result<(Case, Vec<Call>), StoreError> {
         self.tx.cases.push(CaseWrite {
-            case: self.case.clone(),
+            case: self.case,
             expected_rev: self.expected_rev,
         });
-        store.commit(self.tx).await?;
-        self.case.rev = self.expected_rev.map_or(1, |r| r + 1);
-        Ok((self.case, self.calls))
+        store.commit(&self.tx).await?;
+        let mut case = self.tx.cases.pop().expect("pushed above").case;
+        case.rev = self.expected_rev.map_or(1, |r| r + 1);
+        Ok((case, self.calls))
     }
 }
 
@@ -431,6 +437,7 @@ impl<S: Store + Clone> Engine<S> {
             body,
             meta: self.metadata(&change.case, key, message_id),
             timeout: step.timeout,
+            ready_at: change.began,
         });
     }
 
@@ -745,6 +752,7 @@ impl<S: Store + Clone> Engine<S> {
             self.in_flight.fetch_add(1, Ordering::SeqCst);
             let engine = self.clone();
             tokio::spawn(async move {
+                let to_wire = call.ready_at.elapsed();
                 let reply = http::send(
                     &engine.http,
                     call.method,
@@ -755,9 +763,13 @@ impl<S: Store + Clone> Engine<S> {
                     call.timeout,
                 )
                 .await;
-                if let Err(e) = engine.on_reply(&call, reply).await {
+                let received = Instant::now();
+                if let Err(e) = engine.on_reply(&call, reply, received).await {
                     tracing::warn!(case = %call.case_id, step = %call.step, error = %e, "the reply could not be recorded; the watchdog timer will retry");
                 }
+                engine
+                    .metrics
+                    .record_step_overhead(to_wire + received.elapsed());
                 if engine.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
                     engine.idle.notify_waiters();
                 }
@@ -765,9 +777,14 @@ impl<S: Store + Clone> Engine<S> {
         }
     }
 
-    async fn on_reply(self: &Arc<Self>, call: &Call, reply: Reply) -> Result<(), StoreError> {
-        let _guard = self.locks.lock(call.case_id).await;
-        let Some(case) = self.store.case(call.case_id).await? else {
+    async fn on_reply(
+        self: &Arc<Self>,
+        call: &Call,
+        reply: Reply,
+        received: Instant,
+    ) -> Result<(), StoreError> {
+        let mut lock = self.locks.lock(call.case_id).await;
+        let Some(case) = lock.load(&self.store).await? else {
             return Ok(());
         };
         let Ok(wf) = self.workflow_of(&case) else {
@@ -786,10 +803,11 @@ impl<S: Store + Clone> Engine<S> {
             return Ok(());
         }
         let rev = case.rev;
-        let mut change = Change::new(case, Some(rev), self.config.clock.now());
+        let mut change = Change::new(case, Some(rev), self.config.clock.now(), received);
         self.apply_reply(step, &mut change, call, &reply);
         self.progress(&wf, &mut change);
-        let (_, calls) = change.commit(&self.store).await?;
+        let (case, calls) = change.commit(&self.store).await?;
+        lock.remember_while_calling(case, &calls);
         self.dispatch(calls);
         Ok(())
     }
@@ -818,12 +836,13 @@ impl<S: Store + Clone> Engine<S> {
 
     /// A timer of a case came due.
     pub(super) async fn on_timer(self: &Arc<Self>, timer: Timer) -> Result<(), StoreError> {
-        let _guard = self.locks.lock(timer.case_id).await;
-        let Some(case) = self.store.case(timer.case_id).await? else {
+        let fired = Instant::now();
+        let mut lock = self.locks.lock(timer.case_id).await;
+        let Some(case) = lock.load(&self.store).await? else {
             return Ok(());
         };
         let rev = case.rev;
-        let mut change = Change::new(case, Some(rev), self.config.clock.now());
+        let mut change = Change::new(case, Some(rev), self.config.clock.now(), fired);
         change.clear_timer(timer.kind.clone());
         let wf = match self.workflow_of(&change.case) {
             Ok(wf) => wf,
@@ -873,6 +892,7 @@ impl<S: Store + Clone> Engine<S> {
                         body: None,
                         meta: self.metadata(&change.case, key, uuid::Uuid::new_v4().to_string()),
                         timeout: def.timeout,
+                        ready_at: change.began,
                     });
                 }
             }
@@ -901,7 +921,8 @@ impl<S: Store + Clone> Engine<S> {
             }
         }
         self.progress(&wf, &mut change);
-        let (_, calls) = change.commit(&self.store).await?;
+        let (case, calls) = change.commit(&self.store).await?;
+        lock.remember_while_calling(case, &calls);
         self.dispatch(calls);
         Ok(())
     }

@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer, TimerKind};
 
 /// The version of the on-disk format. A store written by another format version is refused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -95,7 +95,7 @@ pub enum Order {
 pub trait Store: Send + Sync + 'static {
     /// Applies every write of `tx` atomically and returns once it is durable. Concurrent
     /// commits share disk syncs (group commit).
-    fn commit(&self, tx: Transaction) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn commit(&self, tx: &Transaction) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn case(&self, id: CaseId) -> impl Future<Output = Result<Option<Case>, StoreError>> + Send;
 

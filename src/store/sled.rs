@@ -1,46 +1,57 @@
-//! The embedded backend on sled: one tree per table, one sled transaction per commit, and a
-//! group-commit flusher so that concurrent commits share one disk sync.
+//! The embedded backend on sled.
+//!
+//! Everything lives in one sled tree, each table under its own key prefix, so that a commit is
+//! one sled batch: atomic on disk, and much cheaper than a multi-tree sled transaction.
+//!
+//! Commits are encoded on the caller's task (the costly part, in parallel), then handed to one
+//! writer thread. The writer takes every commit waiting, checks each (a case's revision, an
+//! idempotency key's absence) and writes those that pass as one batch; a syncer thread then syncs
+//! the disk once for all the groups written meanwhile (group commit), and only then are they
+//! answered. sled may block while its log buffers drain; that happens on these threads, never on
+//! the async runtime.
+//!
+//! A case record starts with its revision and its index keys, so a commit checks the revision
+//! and maintains the indexes without decoding the previous JSON.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 
 use jiff::Timestamp;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use sled::{Transactional, Tree};
-use tokio::sync::{mpsc, oneshot};
+use sled::{Batch, IVec, Tree};
+use tokio::sync::oneshot;
 
 use super::{FORMAT_VERSION, Order, Page, Store, StoreError, Transaction};
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, IndexEntry, Timer};
 
-const TREES: [&str; 7] = [
-    "cases",
-    "events",
-    "timers",
-    "timer_ids",
-    "index",
-    "tokens",
-    "idempotency",
-];
-const CASES: usize = 0;
-const EVENTS: usize = 1;
-const TIMERS: usize = 2;
-const TIMER_IDS: usize = 3;
-const INDEX: usize = 4;
-const TOKENS: usize = 5;
-const IDEMPOTENCY: usize = 6;
+/// The tree that holds every table.
+const DATA_TREE: &str = "data";
 
-/// A commit waiting for its sync. It carries the database handle so that the flusher holds none
-/// between syncs, and dropping the store closes the database at once.
-type FlushWaiter = (sled::Db, oneshot::Sender<Result<(), String>>);
+/// Key prefixes, one per table.
+const CASES: u8 = b'c';
+const EVENTS: u8 = b'e';
+const TIMERS: u8 = b't';
+const TIMER_IDS: u8 = b'u';
+const INDEX: u8 = b'x';
+const TOKENS: u8 = b'k';
+const IDEMPOTENCY: u8 = b'i';
+
+/// A commit on its way to the writer, and where its outcome goes.
+type Pending = (Prepared, oneshot::Sender<Result<(), StoreError>>);
 
 struct Inner {
     path: PathBuf,
     db: sled::Db,
-    trees: Vec<Tree>,
-    flush: mpsc::UnboundedSender<FlushWaiter>,
+    data: Tree,
+    /// `None` once the store is being dropped: the writer then finishes and exits.
+    writer: Option<mpsc::Sender<Pending>>,
+    /// The writer, then the syncer it feeds: joined in that order on drop.
+    threads: Vec<JoinHandle<()>>,
     /// Held for the life of the store: a second server on the same directory cannot take it.
     _lock: File,
 }
@@ -52,8 +63,7 @@ pub struct SledStore {
 }
 
 impl SledStore {
-    /// Opens (or creates) the store in `dir`. Must be called inside a Tokio runtime, which runs
-    /// the group-commit flusher.
+    /// Opens (or creates) the store in `dir`, and starts its writer thread.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
         let path = dir.display().to_string();
         let io = |e: std::io::Error| StoreError::Io {
@@ -82,26 +92,39 @@ impl SledStore {
             .open()
             .map_err(|e| sled_error(&db_path, e))?;
         check_format(&db, dir)?;
-        let trees = TREES
-            .iter()
-            .map(|name| db.open_tree(name))
-            .collect::<Result<Vec<_>, _>>()
+        let data = db
+            .open_tree(DATA_TREE)
             .map_err(|e| sled_error(&db_path, e))?;
-        let (flush, waiters) = mpsc::unbounded_channel();
-        tokio::spawn(flusher(waiters));
+        let (writer, queue) = mpsc::channel();
+        let (to_sync, syncs) = mpsc::channel();
+        let syncer = std::thread::Builder::new()
+            .name("civicflow-store-sync".to_owned())
+            .spawn({
+                let (db, path) = (db.clone(), db_path.clone());
+                move || sync_loop(&db, &path, &syncs)
+            })
+            .map_err(io)?;
+        let writer_thread = std::thread::Builder::new()
+            .name("civicflow-store-writer".to_owned())
+            .spawn({
+                let (data, path) = (data.clone(), db_path.clone());
+                move || write_loop(&data, &path, &queue, &to_sync)
+            })
+            .map_err(io)?;
         Ok(SledStore {
             inner: Arc::new(Inner {
                 path: db_path,
                 db,
-                trees,
-                flush,
+                data,
+                writer: Some(writer),
+                threads: vec![writer_thread, syncer],
                 _lock: lock,
             }),
         })
     }
 
-    fn tree(&self, i: usize) -> &Tree {
-        &self.inner.trees[i]
+    fn data(&self) -> &Tree {
+        &self.inner.data
     }
 
     fn err(&self, e: sled::Error) -> StoreError {
@@ -112,41 +135,241 @@ impl SledStore {
         decode(&self.inner.path, what, bytes)
     }
 
-    async fn flush(&self) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        let closed = || StoreError::Io {
+    fn get(&self, key: &[u8]) -> Result<Option<IVec>, StoreError> {
+        self.data().get(key).map_err(|e| self.err(e))
+    }
+
+    fn corrupt(&self, detail: String) -> StoreError {
+        StoreError::Corrupt {
             path: self.inner.path.display().to_string(),
-            detail: "the store is shutting down".to_owned(),
-        };
-        self.inner
-            .flush
-            .send((self.inner.db.clone(), tx))
-            .map_err(|_| closed())?;
-        rx.await
-            .map_err(|_| closed())?
-            .map_err(|detail| StoreError::Io {
-                path: self.inner.path.display().to_string(),
-                detail,
-            })
+            detail,
+        }
     }
 }
 
-/// Collects flush requests and serves all that arrived while the previous sync ran with one
-/// sync: group commit.
-async fn flusher(mut waiters: mpsc::UnboundedReceiver<FlushWaiter>) {
-    while let Some((db, first)) = waiters.recv().await {
-        let mut batch = vec![first];
-        while let Ok((_, w)) = waiters.try_recv() {
-            batch.push(w);
+/// A commit encoded and ready for the writer: everything but the checks, which need the
+/// stored state at the moment of writing.
+#[derive(Default)]
+struct Prepared {
+    cases: Vec<PreparedCase>,
+    /// Unconditional writes (events, tokens) and removals (tokens).
+    puts: Vec<(Vec<u8>, Vec<u8>)>,
+    removes: Vec<Vec<u8>>,
+    /// Timer-id keys of timers to clear.
+    clear_timers: Vec<Vec<u8>>,
+    /// (timer-id key, timer key, timer) of timers to set, replacing any under the same id.
+    set_timers: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
+    /// (key as given, stored key, record): inserted only if absent.
+    idempotency: Vec<(String, Vec<u8>, Vec<u8>)>,
+}
+
+struct PreparedCase {
+    id: CaseId,
+    expected_rev: Option<u64>,
+    index_keys: Vec<Vec<u8>>,
+    json: Vec<u8>,
+}
+
+impl Prepared {
+    fn new(tx: &Transaction) -> Prepared {
+        let mut p = Prepared::default();
+        for write in &tx.cases {
+            let id = write.case.id;
+            p.cases.push(PreparedCase {
+                id,
+                expected_rev: write.expected_rev,
+                index_keys: write
+                    .case
+                    .index_entries()
+                    .iter()
+                    .map(|e| index_key(e, id))
+                    .collect(),
+                json: encode(&write.case),
+            });
         }
-        let result = match tokio::task::spawn_blocking(move || db.flush()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(format!("the flush task failed: {e}")),
+        for (case, event) in &tx.events {
+            p.puts.push((event_key(*case, event.seq), encode(event)));
+        }
+        for (token, target) in &tx.put_tokens {
+            p.puts
+                .push((keyed(TOKENS, token.as_bytes()), encode(target)));
+        }
+        for token in &tx.delete_tokens {
+            p.removes.push(keyed(TOKENS, token.as_bytes()));
+        }
+        for (case, kind) in &tx.clear_timers {
+            p.clear_timers.push(timer_id_key(*case, &kind.id()));
+        }
+        for timer in &tx.set_timers {
+            let id = timer.kind.id();
+            p.set_timers.push((
+                timer_id_key(timer.case_id, &id),
+                timer_key(timer.due_at, timer.case_id, &id),
+                encode(timer),
+            ));
+        }
+        for (key, record) in &tx.put_idempotency {
+            p.idempotency.push((
+                key.clone(),
+                keyed(IDEMPOTENCY, key.as_bytes()),
+                encode(record),
+            ));
+        }
+        p
+    }
+
+    /// The case ids and idempotency keys this commit's checks depend on: two commits that share
+    /// none can be checked against the same stored state and written in one batch.
+    fn claims(&self) -> impl Iterator<Item = &[u8]> {
+        let cases = self.cases.iter().map(|c| c.id.as_bytes().as_slice());
+        cases.chain(self.idempotency.iter().map(|(_, key, _)| key.as_slice()))
+    }
+
+    /// Checks this commit against the stored state and adds its writes to `batch`; on a failed
+    /// check, adds nothing.
+    fn check_into(self, data: &Tree, path: &Path, batch: &mut Batch) -> Result<(), StoreError> {
+        let get = |key: &[u8]| data.get(key).map_err(|e| sled_error(path, e));
+        let mut inserts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut removes: Vec<Vec<u8>> = self.removes;
+        for case in self.cases {
+            let key = keyed(CASES, case.id.as_bytes());
+            let old = match get(&key)? {
+                Some(bytes) => Some(CaseHead::read(&bytes).ok_or_else(|| StoreError::Corrupt {
+                    path: path.display().to_string(),
+                    detail: format!("the record of case {} is damaged", case.id),
+                })?),
+                None => None,
+            };
+            let rev = match (&old, case.expected_rev) {
+                (None, None) => 1,
+                (Some(_), None) => return Err(StoreError::Exists { case_id: case.id }),
+                (Some(o), Some(expected)) if o.rev == expected => expected + 1,
+                (_, Some(expected)) => {
+                    return Err(StoreError::Conflict {
+                        case_id: case.id,
+                        expected,
+                    });
+                }
+            };
+            let before = old.map(|o| o.index_keys).unwrap_or_default();
+            for gone in before.iter().filter(|k| !case.index_keys.contains(k)) {
+                removes.push(gone.clone());
+            }
+            for new in case.index_keys.iter().filter(|k| !before.contains(k)) {
+                inserts.push((new.clone(), Vec::new()));
+            }
+            inserts.push((key, CaseHead::write(rev, &case.index_keys, &case.json)));
+        }
+        for (given, key, record) in self.idempotency {
+            if get(&key)?.is_some() {
+                return Err(StoreError::KeyTaken { key: given });
+            }
+            inserts.push((key, record));
+        }
+        for id_key in self.clear_timers {
+            if let Some(old) = get(&id_key)? {
+                removes.push(old.to_vec());
+                removes.push(id_key);
+            }
+        }
+        for (id_key, key, timer) in self.set_timers {
+            if let Some(old) = get(&id_key)? {
+                removes.push(old.to_vec());
+            }
+            inserts.push((key.clone(), timer));
+            inserts.push((id_key, key));
+        }
+        inserts.extend(self.puts);
+        // Removals first: a timer replaced by one at the same key must stay.
+        for key in removes {
+            batch.remove(key);
+        }
+        for (key, value) in inserts {
+            batch.insert(key, value);
+        }
+        Ok(())
+    }
+}
+
+/// At most this many commits share one batch and sync, so that a busy queue still gets answers.
+const GROUP_MAX: usize = 1024;
+
+/// Answers waiting for the sync that makes their commits durable.
+type Answers = Vec<oneshot::Sender<Result<(), StoreError>>>;
+
+/// The writer. It checks every waiting commit against the stored state and writes all that pass
+/// as one sled batch (sled seals its log buffer for each batch, so one batch per commit would
+/// cost a log write each), then hands their answers to the syncer and goes on with the next
+/// group while the disk syncs. A commit that depends on a case or key an earlier waiting commit
+/// writes starts the next group instead, so that it is checked against that write.
+fn write_loop(
+    data: &Tree,
+    path: &Path,
+    queue: &mpsc::Receiver<Pending>,
+    to_sync: &mpsc::Sender<Answers>,
+) {
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match queue.recv() {
+                Ok(p) => p,
+                Err(_) => return,
+            },
         };
-        for w in batch {
-            let _ = w.send(result.clone());
+        let mut batch = Batch::default();
+        let mut claimed: HashSet<Vec<u8>> = HashSet::new();
+        let mut passed = Vec::new();
+        let waiting = std::iter::once(first).chain(queue.try_iter().take(GROUP_MAX - 1));
+        for (prepared, answer) in waiting {
+            if prepared.claims().any(|c| claimed.contains(c)) {
+                carried = Some((prepared, answer));
+                break;
+            }
+            claimed.extend(prepared.claims().map(<[u8]>::to_vec));
+            match prepared.check_into(data, path, &mut batch) {
+                Ok(()) => passed.push(answer),
+                Err(e) => {
+                    let _ = answer.send(Err(e));
+                }
+            }
         }
+        match data.apply_batch(batch) {
+            Ok(()) => {
+                if let Err(mpsc::SendError(answers)) = to_sync.send(passed) {
+                    fail_all(answers, path, "the store's syncer has stopped");
+                }
+            }
+            Err(e) => fail_all(passed, path, &e.to_string()),
+        }
+    }
+}
+
+/// The syncer: one disk sync for every group written since the last one (group commit), then
+/// the answers. Everything applied before a sync starts is durable when it returns.
+fn sync_loop(db: &sled::Db, path: &Path, syncs: &mpsc::Receiver<Answers>) {
+    while let Ok(first) = syncs.recv() {
+        let mut answers = first;
+        for more in syncs.try_iter() {
+            answers.extend(more);
+        }
+        match db.flush() {
+            Ok(_) => {
+                for answer in answers {
+                    let _ = answer.send(Ok(()));
+                }
+            }
+            Err(e) => fail_all(answers, path, &e.to_string()),
+        }
+    }
+}
+
+fn fail_all(answers: Answers, path: &Path, detail: &str) {
+    for answer in answers {
+        let _ = answer.send(Err(StoreError::Io {
+            path: path.display().to_string(),
+            detail: detail.to_owned(),
+        }));
     }
 }
 
@@ -156,10 +379,8 @@ fn check_format(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
     let found = db.get("format").map_err(|e| sled_error(&db_path, e))?;
     match found {
         None => {
-            let has_data = db
-                .tree_names()
-                .iter()
-                .any(|n| TREES.iter().any(|t| t.as_bytes() == n.as_ref()));
+            // Only sled's default tree, and it empty: a new store, not one of an older format.
+            let has_data = db.tree_names().len() > 1 || !db.is_empty();
             if has_data {
                 return Err(StoreError::Incompatible {
                     path,
@@ -212,27 +433,36 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records are plain data and always serialize")
 }
 
+/// `prefix` followed by `rest`: a key of one table.
+fn keyed(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + rest.len());
+    k.push(prefix);
+    k.extend_from_slice(rest);
+    k
+}
+
 fn event_key(case: CaseId, seq: u64) -> Vec<u8> {
-    let mut k = case.as_bytes().to_vec();
+    let mut k = keyed(EVENTS, case.as_bytes());
     k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
 fn timer_key(due: Timestamp, case: CaseId, id: &str) -> Vec<u8> {
-    let mut k = (due.as_millisecond().max(0) as u64).to_be_bytes().to_vec();
+    let mut k = keyed(TIMERS, &(due.as_millisecond().max(0) as u64).to_be_bytes());
     k.extend_from_slice(case.as_bytes());
     k.extend_from_slice(id.as_bytes());
     k
 }
 
 fn timer_id_key(case: CaseId, id: &str) -> Vec<u8> {
-    let mut k = case.as_bytes().to_vec();
+    let mut k = keyed(TIMER_IDS, case.as_bytes());
     k.extend_from_slice(id.as_bytes());
     k
 }
 
 fn index_prefix(name: &str, value: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(name.len() + value.len() + 18);
+    let mut k = Vec::with_capacity(name.len() + value.len() + 19);
+    k.push(INDEX);
     k.extend_from_slice(name.as_bytes());
     k.push(0);
     k.extend_from_slice(value.as_bytes());
@@ -251,104 +481,81 @@ fn case_id_at_end(key: &[u8]) -> Option<CaseId> {
     CaseId::from_slice(&key[start..]).ok()
 }
 
-type Abort = ConflictableTransactionError<StoreError>;
+/// The head of a case record: revision (8 bytes), number of index keys (2 bytes), each index key
+/// as length (2 bytes) and bytes; the case's JSON follows.
+struct CaseHead {
+    rev: u64,
+    index_keys: Vec<Vec<u8>>,
+}
 
-fn apply(path: &Path, t: &[TransactionalTree], tx: &Transaction) -> Result<(), Abort> {
-    for write in &tx.cases {
-        let id = write.case.id;
-        let old: Option<Case> = match t[CASES].get(id.as_bytes())? {
-            Some(bytes) => Some(decode(path, "a case record", &bytes).map_err(Abort::Abort)?),
-            None => None,
-        };
-        let mut case = write.case.clone();
-        match (&old, write.expected_rev) {
-            (None, None) => case.rev = 1,
-            (Some(_), None) => return Err(Abort::Abort(StoreError::Exists { case_id: id })),
-            (Some(o), Some(expected)) if o.rev == expected => case.rev = expected + 1,
-            (_, Some(expected)) => {
-                return Err(Abort::Abort(StoreError::Conflict {
-                    case_id: id,
-                    expected,
-                }));
-            }
+impl CaseHead {
+    fn write(rev: u64, index_keys: &[Vec<u8>], json: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(json.len() + 512);
+        out.extend_from_slice(&rev.to_be_bytes());
+        let count = u16::try_from(index_keys.len()).expect("a case has few index entries");
+        out.extend_from_slice(&count.to_be_bytes());
+        for k in index_keys {
+            let len = u16::try_from(k.len()).expect("index values are short");
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(k);
         }
-        let before = old.map(|o| o.index_entries()).unwrap_or_default();
-        let after = case.index_entries();
-        for gone in before.iter().filter(|e| !after.contains(e)) {
-            t[INDEX].remove(index_key(gone, id))?;
+        out.extend_from_slice(json);
+        out
+    }
+
+    /// The head, or `None` if the bytes are not a case record.
+    fn read(bytes: &[u8]) -> Option<CaseHead> {
+        CaseHead::split(bytes).map(|(head, _)| head)
+    }
+
+    fn split(bytes: &[u8]) -> Option<(CaseHead, &[u8])> {
+        let rev = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+        let count = u16::from_be_bytes(bytes.get(8..10)?.try_into().ok()?);
+        let mut at = 10;
+        let mut index_keys = Vec::with_capacity(count.into());
+        for _ in 0..count {
+            let len = usize::from(u16::from_be_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
+            index_keys.push(bytes.get(at + 2..at + 2 + len)?.to_vec());
+            at += 2 + len;
         }
-        for new in after.iter().filter(|e| !before.contains(e)) {
-            t[INDEX].insert(index_key(new, id), &[])?;
-        }
-        t[CASES].insert(id.as_bytes(), encode(&case))?;
+        Some((CaseHead { rev, index_keys }, bytes.get(at..)?))
     }
-    for (case, event) in &tx.events {
-        t[EVENTS].insert(event_key(*case, event.seq), encode(event))?;
-    }
-    for (case, kind) in &tx.clear_timers {
-        let id_key = timer_id_key(*case, &kind.id());
-        if let Some(old) = t[TIMER_IDS].remove(id_key)? {
-            t[TIMERS].remove(old)?;
-        }
-    }
-    for timer in &tx.set_timers {
-        let id = timer.kind.id();
-        let id_key = timer_id_key(timer.case_id, &id);
-        if let Some(old) = t[TIMER_IDS].get(&id_key)? {
-            t[TIMERS].remove(old)?;
-        }
-        let key = timer_key(timer.due_at, timer.case_id, &id);
-        t[TIMERS].insert(key.clone(), encode(timer))?;
-        t[TIMER_IDS].insert(id_key, key)?;
-    }
-    for (token, target) in &tx.put_tokens {
-        t[TOKENS].insert(token.as_bytes(), encode(target))?;
-    }
-    for token in &tx.delete_tokens {
-        t[TOKENS].remove(token.as_bytes())?;
-    }
-    for (key, record) in &tx.put_idempotency {
-        if t[IDEMPOTENCY].get(key.as_bytes())?.is_some() {
-            return Err(Abort::Abort(StoreError::KeyTaken { key: key.clone() }));
-        }
-        t[IDEMPOTENCY].insert(key.as_bytes(), encode(record))?;
-    }
-    Ok(())
 }
 
 impl Store for SledStore {
-    async fn commit(&self, tx: Transaction) -> Result<(), StoreError> {
+    async fn commit(&self, tx: &Transaction) -> Result<(), StoreError> {
         if tx.is_empty() {
             return Ok(());
         }
-        let path = self.inner.path.clone();
-        let result = self
-            .inner
-            .trees
-            .as_slice()
-            .transaction(|t| apply(&path, t, &tx));
-        match result {
-            Ok(()) => self.flush().await,
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(self.err(e)),
-        }
+        let closed = || StoreError::Io {
+            path: self.inner.path.display().to_string(),
+            detail: "the store is shutting down".to_owned(),
+        };
+        let (answer, outcome) = oneshot::channel();
+        self.inner
+            .writer
+            .as_ref()
+            .ok_or_else(closed)?
+            .send((Prepared::new(tx), answer))
+            .map_err(|_| closed())?;
+        outcome.await.map_err(|_| closed())?
     }
 
     async fn case(&self, id: CaseId) -> Result<Option<Case>, StoreError> {
-        match self
-            .tree(CASES)
-            .get(id.as_bytes())
-            .map_err(|e| self.err(e))?
-        {
-            Some(bytes) => Ok(Some(self.decode("a case record", &bytes)?)),
-            None => Ok(None),
-        }
+        let Some(bytes) = self.get(&keyed(CASES, id.as_bytes()))? else {
+            return Ok(None);
+        };
+        let (head, json) = CaseHead::split(&bytes)
+            .ok_or_else(|| self.corrupt(format!("a case record cannot be read: case {id}")))?;
+        let mut case: Case = self.decode("a case record", json)?;
+        case.rev = head.rev;
+        Ok(Some(case))
     }
 
     async fn history(&self, id: CaseId, from: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         let start = event_key(id, from);
         let end = event_key(id, u64::MAX);
-        self.tree(EVENTS)
+        self.data()
             .range(start..=end)
             .take(limit)
             .map(|r| {
@@ -359,9 +566,13 @@ impl Store for SledStore {
     }
 
     async fn due_timers(&self, until: Timestamp, limit: usize) -> Result<Vec<Timer>, StoreError> {
-        let end = (until.as_millisecond().max(0) as u64 + 1).to_be_bytes();
-        self.tree(TIMERS)
-            .range(..end.as_slice())
+        let start = [TIMERS];
+        let end = keyed(
+            TIMERS,
+            &(until.as_millisecond().max(0) as u64 + 1).to_be_bytes(),
+        );
+        self.data()
+            .range(start.as_slice()..end.as_slice())
             .take(limit)
             .map(|r| {
                 let (_, v) = r.map_err(|e| self.err(e))?;
@@ -394,7 +605,7 @@ impl Store for SledStore {
                 }
             }
         }
-        let range = self.tree(INDEX).range(low..high);
+        let range = self.data().range(low..high);
         let keys: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match order {
             Order::Ascending => Box::new(range),
             Order::Descending => Box::new(range.rev()),
@@ -419,14 +630,14 @@ impl Store for SledStore {
         to: &str,
         limit: usize,
     ) -> Result<Vec<(String, CaseId)>, StoreError> {
-        let mut low = name.as_bytes().to_vec();
+        let mut low = keyed(INDEX, name.as_bytes());
         low.push(0);
         let mut high = low.clone();
         low.extend_from_slice(from.as_bytes());
         high.extend_from_slice(to.as_bytes());
-        let skip = name.len() + 1;
+        let skip = name.len() + 2;
         let mut out = Vec::new();
-        for r in self.tree(INDEX).range(low..high).take(limit) {
+        for r in self.data().range(low..high).take(limit) {
             let (k, _) = r.map_err(|e| self.err(e))?;
             let Some(id) = case_id_at_end(&k) else {
                 continue;
@@ -438,22 +649,14 @@ impl Store for SledStore {
     }
 
     async fn token(&self, token: &str) -> Result<Option<CallbackTarget>, StoreError> {
-        match self
-            .tree(TOKENS)
-            .get(token.as_bytes())
-            .map_err(|e| self.err(e))?
-        {
+        match self.get(&keyed(TOKENS, token.as_bytes()))? {
             Some(v) => Ok(Some(self.decode("a callback token", &v)?)),
             None => Ok(None),
         }
     }
 
     async fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
-        match self
-            .tree(IDEMPOTENCY)
-            .get(key.as_bytes())
-            .map_err(|e| self.err(e))?
-        {
+        match self.get(&keyed(IDEMPOTENCY, key.as_bytes()))? {
             Some(v) => Ok(Some(self.decode("an idempotency record", &v)?)),
             None => Ok(None),
         }
@@ -468,6 +671,13 @@ impl std::fmt::Debug for SledStore {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // Closing the queue lets the writer, then the syncer, finish what they hold and exit;
+        // joining them releases their handles on the database, so the directory can be opened
+        // again at once.
+        self.writer.take();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
         let _ = self.db.flush();
     }
 }

@@ -108,7 +108,7 @@ async fn ids<S: Store>(store: &S, name: &str, value: &str) -> Vec<CaseId> {
 
 pub async fn creates_and_reads_a_case<S: Store>(store: &S) {
     let c = case("birth-registration", "001190123456");
-    store.commit(create(&c)).await.unwrap();
+    store.commit(&create(&c)).await.unwrap();
     let read = store.case(c.id).await.unwrap().unwrap();
     assert_eq!(read.rev, 1);
     assert_eq!(Case { rev: 0, ..read }, c);
@@ -117,8 +117,8 @@ pub async fn creates_and_reads_a_case<S: Store>(store: &S) {
 
 pub async fn refuses_a_second_case_with_the_same_id<S: Store>(store: &S) {
     let c = case("birth-registration", "001190123456");
-    store.commit(create(&c)).await.unwrap();
-    let err = store.commit(create(&c)).await.unwrap_err();
+    store.commit(&create(&c)).await.unwrap();
+    let err = store.commit(&create(&c)).await.unwrap_err();
     assert!(
         matches!(err, StoreError::Exists { case_id } if case_id == c.id),
         "{err}"
@@ -127,11 +127,11 @@ pub async fn refuses_a_second_case_with_the_same_id<S: Store>(store: &S) {
 
 pub async fn refuses_a_stale_write_and_writes_nothing_of_its_transaction<S: Store>(store: &S) {
     let c = case("birth-registration", "001190123456");
-    store.commit(create(&c)).await.unwrap();
+    store.commit(&create(&c)).await.unwrap();
     let mut first = store.case(c.id).await.unwrap().unwrap();
     let mut second = first.clone();
     first.status = CaseStatus::Cancelled;
-    store.commit(update(&first)).await.unwrap();
+    store.commit(&update(&first)).await.unwrap();
 
     second.status = CaseStatus::Completed;
     let mut tx = update(&second);
@@ -150,7 +150,7 @@ pub async fn refuses_a_stale_write_and_writes_nothing_of_its_transaction<S: Stor
         due_at: at(5),
         kind: TimerKind::CaseDeadline,
     });
-    let err = store.commit(tx).await.unwrap_err();
+    let err = store.commit(&tx).await.unwrap_err();
     assert!(
         matches!(err, StoreError::Conflict { expected: 1, .. }),
         "{err}"
@@ -186,7 +186,7 @@ pub async fn appends_and_reads_history_in_order<S: Store>(store: &S) {
         other.id,
         event(0, EventKind::CallbackReceived { step: "o".into() }),
     ));
-    store.commit(tx).await.unwrap();
+    store.commit(&tx).await.unwrap();
     let all = store.history(c.id, 0, 100).await.unwrap();
     assert_eq!(
         all.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -229,7 +229,7 @@ pub async fn sets_replaces_and_clears_timers<S: Store>(store: &S) {
             kind: retry.clone(),
         },
     ];
-    store.commit(tx).await.unwrap();
+    store.commit(&tx).await.unwrap();
     let due: Vec<i64> = store
         .due_timers(at(25), 10)
         .await
@@ -249,7 +249,7 @@ pub async fn sets_replaces_and_clears_timers<S: Store>(store: &S) {
         clear_timers: vec![(d.id, retry.clone())],
         ..Transaction::default()
     };
-    store.commit(tx).await.unwrap();
+    store.commit(&tx).await.unwrap();
     let all = store.due_timers(at(1000), 10).await.unwrap();
     assert_eq!(
         all.iter()
@@ -262,13 +262,13 @@ pub async fn sets_replaces_and_clears_timers<S: Store>(store: &S) {
         clear_timers: vec![(c.id, retry), (c.id, poll), (c.id, TimerKind::CaseDeadline)],
         ..Transaction::default()
     };
-    store.commit(tx).await.unwrap();
+    store.commit(&tx).await.unwrap();
     assert!(store.due_timers(at(1000), 10).await.unwrap().is_empty());
 }
 
 pub async fn keeps_indexes_in_step_with_the_case<S: Store>(store: &S) {
     let mut c = case("birth-registration", "001190123456");
-    store.commit(create(&c)).await.unwrap();
+    store.commit(&create(&c)).await.unwrap();
     assert_eq!(ids(store, index::STATUS, "running").await, vec![c.id]);
     assert_eq!(
         ids(store, index::WORKFLOW, "birth-registration").await,
@@ -290,7 +290,7 @@ pub async fn keeps_indexes_in_step_with_the_case<S: Store>(store: &S) {
         message: "503 ten times".into(),
         opened_at: at(1),
     });
-    store.commit(update(&c)).await.unwrap();
+    store.commit(&update(&c)).await.unwrap();
     assert_eq!(ids(store, index::AGENCY, "civil-status").await, vec![c.id]);
     assert_eq!(
         ids(store, index::STEP, "birth-registration/birth").await,
@@ -306,7 +306,7 @@ pub async fn keeps_indexes_in_step_with_the_case<S: Store>(store: &S) {
     c.status = CaseStatus::Completed;
     c.incidents.clear();
     c.steps.get_mut("birth").unwrap().status = StepStatus::Succeeded;
-    store.commit(update(&c)).await.unwrap();
+    store.commit(&update(&c)).await.unwrap();
     assert!(ids(store, index::STATUS, "running").await.is_empty());
     assert_eq!(ids(store, index::STATUS, "completed").await, vec![c.id]);
     assert!(ids(store, index::AGENCY, "civil-status").await.is_empty());
@@ -326,7 +326,7 @@ pub async fn pages_through_an_index_both_ways<S: Store>(store: &S) {
     let mut made = Vec::new();
     for _ in 0..7 {
         let c = case("death-registration", "001045333444");
-        store.commit(create(&c)).await.unwrap();
+        store.commit(&create(&c)).await.unwrap();
         made.push(c.id);
     }
     made.sort();
@@ -360,7 +360,7 @@ pub async fn ranges_over_due_times<S: Store>(store: &S) {
         let mut c = case("birth-registration", "001190123456");
         c.steps.get_mut("birth").unwrap().status = StepStatus::AwaitingCallback;
         c.steps.get_mut("birth").unwrap().due_at = Some(at(due));
-        store.commit(create(&c)).await.unwrap();
+        store.commit(&create(&c)).await.unwrap();
         cases.push((due, c.id));
     }
     let found = store
@@ -391,7 +391,7 @@ pub async fn stores_tokens_and_idempotency_records<S: Store>(store: &S) {
     tx.put_tokens.push(("tok".into(), target.clone()));
     tx.put_idempotency
         .push(("portal:key-1".into(), record.clone()));
-    store.commit(tx).await.unwrap();
+    store.commit(&tx).await.unwrap();
     assert_eq!(store.token("tok").await.unwrap(), Some(target));
     assert_eq!(store.token("other").await.unwrap(), None);
     assert_eq!(
@@ -403,7 +403,7 @@ pub async fn stores_tokens_and_idempotency_records<S: Store>(store: &S) {
         delete_tokens: vec!["tok".into()],
         ..Transaction::default()
     };
-    store.commit(tx).await.unwrap();
+    store.commit(&tx).await.unwrap();
     assert_eq!(store.token("tok").await.unwrap(), None);
 }
 
@@ -413,7 +413,7 @@ pub async fn many_concurrent_commits_all_land<S: Store + Clone>(store: &S) {
         let store = store.clone();
         tasks.spawn(async move {
             let c = case("birth-registration", &format!("{i:012}"));
-            store.commit(create(&c)).await.unwrap();
+            store.commit(&create(&c)).await.unwrap();
             c.id
         });
     }
@@ -434,10 +434,10 @@ pub async fn idempotency_records_are_insert_only<S: Store>(store: &S) {
     };
     let mut tx = create(&first);
     tx.put_idempotency.push(("start:k".into(), record(&first)));
-    store.commit(tx).await.unwrap();
+    store.commit(&tx).await.unwrap();
     let mut tx = create(&second);
     tx.put_idempotency.push(("start:k".into(), record(&second)));
-    let err = store.commit(tx).await.unwrap_err();
+    let err = store.commit(&tx).await.unwrap_err();
     assert!(matches!(err, StoreError::KeyTaken { .. }), "{err}");
     // The losing transaction wrote nothing: not its case, not its record.
     assert_eq!(store.case(second.id).await.unwrap(), None);

@@ -1,0 +1,451 @@
+//! The engine's benchmark: birth cases against the mock agencies in fast mode, durability on.
+//!
+//! `cargo bench --bench engine` (or `-- --cases 20000 --half-rate 1000 --waiting 100000`).
+//!
+//! 1. Throughput: cases submitted through the HTTP API as fast as they are accepted; cases/s
+//!    from the first start to the last finish, and each case's latency (start to finish, as the
+//!    engine recorded them).
+//! 2. Overhead at half load: cases at a fixed rate; the engine's own time per step (see
+//!    `civicflow::engine::Metrics`).
+//! 3. Memory: the real `civicflow` binary with cases waiting on callbacks (the household head
+//!    never consents); its resident memory once they all wait.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use civicflow::engine::{Clock, Config, Engine};
+use civicflow::store::sled::SledStore;
+use civicflow::store::{Order, Store};
+use civicflow::workflow::catalog;
+use civicflow::workflow::definition::Definitions;
+use civicflow_mocks::{MocksConfig, RunningMocks};
+use clap::Parser;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Cases in the throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    cases: usize,
+    /// Requests to start cases in flight at once in the throughput run.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Cases per second in the overhead run (half the 2,000/s target).
+    #[arg(long, default_value_t = 1_000)]
+    half_rate: u64,
+    /// Seconds of the overhead run, after one second of warm-up.
+    #[arg(long, default_value_t = 10)]
+    half_secs: u64,
+    /// Cases left waiting on a callback in the memory run; 0 skips it.
+    #[arg(long, default_value_t = 100_000)]
+    waiting: usize,
+    /// Cargo passes `--bench`; nothing to do with it.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The household head whose consent the police mock waits for forever.
+const MANUAL_HEAD: &str = "001075111222";
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        println!("# civicflow engine benchmark");
+        throughput(&args).await?;
+        overhead(&args).await?;
+        if args.waiting > 0 {
+            memory(&args).await?;
+        }
+        Ok(())
+    })
+}
+
+async fn fast_mocks() -> anyhow::Result<RunningMocks> {
+    Ok(civicflow_mocks::start(MocksConfig {
+        fast: true,
+        seed: 1,
+        ..MocksConfig::default()
+    })
+    .await?)
+}
+
+fn agencies(mocks: &RunningMocks) -> BTreeMap<String, String> {
+    mocks
+        .agencies
+        .iter()
+        .map(|a| (a.id.to_owned(), a.base_url.clone()))
+        .collect()
+}
+
+fn temp_dir(what: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("civicflow-bench-{what}-{}", std::process::id()))
+}
+
+/// The engine and its HTTP API in this process, on a fresh store.
+struct InProcess {
+    url: String,
+    engine: Arc<Engine<SledStore>>,
+    data: PathBuf,
+    _mocks: RunningMocks,
+}
+
+impl InProcess {
+    async fn start(name: &str) -> anyhow::Result<InProcess> {
+        let mocks = fast_mocks().await?;
+        let workflows = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("workflows");
+        let (catalog, problems) = catalog::load(&[workflows]);
+        if let Some(p) = problems.first() {
+            bail!("the shipped workflows do not load: {p}");
+        }
+        let defs = Arc::new(Definitions::compile(&catalog)?);
+        let data = temp_dir(name);
+        let store = SledStore::open(&data, 64 << 20)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let engine = Engine::new(
+            store,
+            defs,
+            Config {
+                public_url: url.clone(),
+                agencies: agencies(&mocks),
+                drain_timeout: Duration::from_secs(5),
+                clock: Clock::system(),
+            },
+        );
+        engine.run();
+        let router = civicflow::api::router(engine.clone());
+        tokio::spawn(axum::serve(listener, router).into_future());
+        Ok(InProcess {
+            url,
+            engine,
+            data,
+            _mocks: mocks,
+        })
+    }
+
+    async fn running(&self) -> anyhow::Result<bool> {
+        let page = self
+            .engine
+            .store()
+            .cases_by("status", "running", None, Order::Ascending, 1)
+            .await?;
+        Ok(!page.ids.is_empty())
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn birth(run: &str, i: usize, head: &str) -> Value {
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(7)))
+        .date();
+    let born = today
+        .checked_sub(jiff::Span::new().days(3))
+        .expect("a date");
+    json!({
+        "workflow": "birth-registration",
+        "input": {
+            "dossier_number": format!("BENCH-{run}-{i}"),
+            "requester_personal_id": "001190123456",
+            "child": {
+                "full_name": "Trần Minh An", "date_of_birth": born.to_string(), "sex": "male",
+                "ethnicity": "Kinh", "nationality": "Việt Nam",
+                "place_of_birth": "Bệnh viện Xanh Pôn, Hà Nội", "home_town": "Nam Định"
+            },
+            "birth_certificate_number": format!("GCS-{run}-{i}"),
+            "mother": {"full_name": "Nguyễn Thị Lan", "personal_id": "001190123456"},
+            "father": {"full_name": "Trần Văn Minh", "personal_id": "001089654321"},
+            "permanent_address": {"commune_code": "00004", "detail": "12 Phố Đội Cấn"},
+            "household_head_personal_id": head,
+            "relationship_to_head": "con",
+            "result_delivery": "online"
+        }
+    })
+}
+
+/// Starts one case over HTTP; returns its id.
+async fn start_case(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<String> {
+    let reply = http
+        .post(format!("{url}/v1/cases"))
+        .json(body)
+        .send()
+        .await?;
+    let status = reply.status();
+    let body: Value = reply.json().await?;
+    if status.as_u16() != 201 {
+        bail!("starting a case: {status} {body}");
+    }
+    Ok(body["id"].as_str().context("a case id")?.to_owned())
+}
+
+/// Starts `n` cases with at most `concurrency` requests in flight.
+async fn submit_all(
+    url: &str,
+    run: &'static str,
+    n: usize,
+    concurrency: usize,
+    head: &'static str,
+) -> anyhow::Result<Vec<String>> {
+    let http = reqwest::Client::new();
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let permit = permits.clone().acquire_owned().await?;
+        let (http, url) = (http.clone(), url.to_owned());
+        tasks.spawn(async move {
+            let id = start_case(&http, &url, &birth(run, i, head)).await;
+            drop(permit);
+            id
+        });
+    }
+    let mut ids = Vec::with_capacity(n);
+    while let Some(id) = tasks.join_next().await {
+        ids.push(id??);
+    }
+    Ok(ids)
+}
+
+/// CPU seconds this process has used (user + system), from /proc/self/stat.
+fn cpu_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let after_name = stat.rsplit_once(')').context("a /proc stat line")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i]
+}
+
+async fn throughput(args: &Args) -> anyhow::Result<()> {
+    let server = InProcess::start("throughput").await?;
+    let (cpu_before, wall) = (cpu_seconds()?, Instant::now());
+    let ids = submit_all(
+        &server.url,
+        "T",
+        args.cases,
+        args.concurrency,
+        "001089654321",
+    )
+    .await?;
+    while server.running().await? {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cores = (cpu_seconds()? - cpu_before) / wall.elapsed().as_secs_f64();
+    let mut latencies = Vec::with_capacity(ids.len());
+    let (mut first, mut last) = (jiff::Timestamp::MAX, jiff::Timestamp::MIN);
+    for id in &ids {
+        let case = server
+            .engine
+            .case(id.parse()?)
+            .await?
+            .context("an accepted case exists")?;
+        if case.status.as_str() != "completed" {
+            bail!(
+                "case {id} ended {}: {:?}",
+                case.status.as_str(),
+                case.reason
+            );
+        }
+        let finished = case.finished_at.context("a finished case has an end")?;
+        first = first.min(case.started_at);
+        last = last.max(finished);
+        latencies.push(finished.duration_since(case.started_at).as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let span = last.duration_since(first).as_secs_f64();
+    println!(
+        "\n## Throughput ({} birth cases, {} starts in flight)",
+        ids.len(),
+        args.concurrency
+    );
+    println!(
+        "cases/s: {:.0} ({:.0} agency calls/s), CPU {cores:.2} cores of 2 (engine, API, mocks and this client)",
+        ids.len() as f64 / span,
+        3.0 * ids.len() as f64 / span
+    );
+    println!(
+        "case latency: p50 {:.0} ms, p99 {:.0} ms (includes the card step's 2 s poll interval)",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    let o = server.engine.metrics().step_overhead();
+    println!(
+        "engine overhead per step at full load: p50 {:.2} ms, p99 {:.2} ms ({} samples)",
+        o.p50_us as f64 / 1000.0,
+        o.p99_us as f64 / 1000.0,
+        o.count
+    );
+    Ok(())
+}
+
+async fn overhead(args: &Args) -> anyhow::Result<()> {
+    let server = InProcess::start("overhead").await?;
+    let http = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let total = (args.half_secs + 1) * args.half_rate;
+    let started = Instant::now();
+    let mut reset = false;
+    for i in 0..total {
+        let due = started + Duration::from_secs_f64(i as f64 / args.half_rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        if !reset && started.elapsed() >= Duration::from_secs(1) {
+            server.engine.metrics().reset();
+            reset = true;
+        }
+        let (http, url) = (http.clone(), server.url.clone());
+        tasks.spawn(async move {
+            start_case(&http, &url, &birth("H", i as usize, "001089654321")).await
+        });
+    }
+    while let Some(id) = tasks.join_next().await {
+        id??;
+    }
+    let sent_in = started.elapsed().as_secs_f64();
+    while server.running().await? {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let o = server.engine.metrics().step_overhead();
+    println!(
+        "\n## Engine overhead at half load ({} cases/s offered, {:.0} achieved, {} s after 1 s warm-up)",
+        args.half_rate,
+        total as f64 / sent_in,
+        args.half_secs
+    );
+    println!(
+        "engine overhead per step: p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms ({} samples)",
+        o.p50_us as f64 / 1000.0,
+        o.p99_us as f64 / 1000.0,
+        o.max_us as f64 / 1000.0,
+        o.count
+    );
+    Ok(())
+}
+
+/// The real binary, pointed at mocks in this process.
+struct Binary {
+    child: Child,
+    url: String,
+    data: PathBuf,
+}
+
+impl Binary {
+    fn spawn(mocks: &RunningMocks) -> anyhow::Result<Binary> {
+        let data = temp_dir("memory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_civicflow"));
+        command
+            .args(["serve", "--listen", &listen, "--data"])
+            .arg(&data)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::null());
+        for (id, url) in agencies(mocks) {
+            command.args(["--agency", &format!("{id}={url}")]);
+        }
+        let child = command.spawn().context("the civicflow binary starts")?;
+        Ok(Binary {
+            child,
+            url: format!("http://{listen}"),
+            data,
+        })
+    }
+
+    fn rss_mib(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .context("VmRSS in /proc/<pid>/status")?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()?;
+        Ok(kib / 1024.0)
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+async fn memory(args: &Args) -> anyhow::Result<()> {
+    let mocks = fast_mocks().await?;
+    let server = Binary::spawn(&mocks)?;
+    let http = reqwest::Client::new();
+    let until = Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("{}/v1/health", server.url))
+        .send()
+        .await
+        .is_err()
+    {
+        if Instant::now() > until {
+            bail!("the server did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let idle = server.rss_mib()?;
+    let started = Instant::now();
+    let ids = submit_all(
+        &server.url,
+        "M",
+        args.waiting,
+        args.concurrency,
+        MANUAL_HEAD,
+    )
+    .await?;
+    // Every case waits once its residence step has been accepted and its card was issued.
+    for id in &ids {
+        loop {
+            let case: Value = http
+                .get(format!("{}/v1/cases/{id}", server.url))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let steps = &case["steps"];
+            if steps["residence"]["status"] == "awaiting_callback"
+                && steps["health_insurance"]["status"] == "succeeded"
+            {
+                break;
+            }
+            if case["status"] != "running"
+                || case["incidents"].as_array().is_some_and(|i| !i.is_empty())
+            {
+                bail!("case {id} did not wait: {case}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let took = started.elapsed().as_secs_f64();
+    // Let caches and allocator settle as a long-running server would.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!("\n## Memory with {} cases waiting on callbacks", ids.len());
+    println!(
+        "resident memory: {:.0} MiB (idle before: {idle:.0} MiB); the cases were started in {took:.0} s",
+        server.rss_mib()?
+    );
+    Ok(())
+}
