@@ -1,6 +1,6 @@
 //! The engine's benchmark: birth cases against the mock agencies in fast mode, durability on.
 //!
-//! `cargo bench --bench engine` (or `-- --cases 20000 --half-rate 1000 --waiting 100000`).
+//! `cargo bench --bench engine` (or `-- --cases 20000 --half-rate 300 --waiting 100000`).
 //!
 //! 1. Throughput: cases submitted through the HTTP API as fast as they are accepted; cases/s
 //!    from the first start to the last finish, and each case's latency (start to finish, as the
@@ -35,9 +35,9 @@ struct Args {
     /// Requests to start cases in flight at once in the throughput run.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
-    /// Cases per second in the overhead run (half the 2,000/s target).
-    #[arg(long, default_value_t = 1_000)]
-    half_rate: u64,
+    /// Cases per second in the overhead run; default: half the throughput just measured.
+    #[arg(long)]
+    half_rate: Option<u64>,
     /// Seconds of the overhead run, after one second of warm-up.
     #[arg(long, default_value_t = 10)]
     half_secs: u64,
@@ -49,9 +49,6 @@ struct Args {
     bench: bool,
 }
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The household head whose consent the police mock waits for forever.
 const MANUAL_HEAD: &str = "001075111222";
 
@@ -60,8 +57,11 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         println!("# civicflow engine benchmark");
-        throughput(&args).await?;
-        overhead(&args).await?;
+        let measured = throughput(&args).await?;
+        let half = args
+            .half_rate
+            .unwrap_or((measured / 2.0).round().max(1.0) as u64);
+        overhead(&args, half).await?;
         if args.waiting > 0 {
             memory(&args).await?;
         }
@@ -108,7 +108,7 @@ impl InProcess {
         }
         let defs = Arc::new(Definitions::compile(&catalog)?);
         let data = temp_dir(name);
-        let store = SledStore::open(&data, 64 << 20)?;
+        let store = SledStore::open(&data, 16 << 20)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let engine = Engine::new(
@@ -232,7 +232,8 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
-async fn throughput(args: &Args) -> anyhow::Result<()> {
+/// Returns the cases/s measured.
+async fn throughput(args: &Args) -> anyhow::Result<f64> {
     let server = InProcess::start("throughput").await?;
     let (cpu_before, wall) = (cpu_seconds()?, Instant::now());
     let ids = submit_all(
@@ -291,18 +292,18 @@ async fn throughput(args: &Args) -> anyhow::Result<()> {
         o.p99_us as f64 / 1000.0,
         o.count
     );
-    Ok(())
+    Ok(ids.len() as f64 / span)
 }
 
-async fn overhead(args: &Args) -> anyhow::Result<()> {
+async fn overhead(args: &Args, rate: u64) -> anyhow::Result<()> {
     let server = InProcess::start("overhead").await?;
     let http = reqwest::Client::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let total = (args.half_secs + 1) * args.half_rate;
+    let total = (args.half_secs + 1) * rate;
     let started = Instant::now();
     let mut reset = false;
     for i in 0..total {
-        let due = started + Duration::from_secs_f64(i as f64 / args.half_rate as f64);
+        let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
         tokio::time::sleep_until(due.into()).await;
         if !reset && started.elapsed() >= Duration::from_secs(1) {
             server.engine.metrics().reset();
@@ -323,7 +324,7 @@ async fn overhead(args: &Args) -> anyhow::Result<()> {
     let o = server.engine.metrics().step_overhead();
     println!(
         "\n## Engine overhead at half load ({} cases/s offered, {:.0} achieved, {} s after 1 s warm-up)",
-        args.half_rate,
+        rate,
         total as f64 / sent_in,
         args.half_secs
     );

@@ -6,11 +6,6 @@ use std::process::ExitCode;
 use civicflow::cli;
 use clap::{Parser, Subcommand};
 
-/// mimalloc: less time in the allocator than glibc's under many threads, and less memory left
-/// fragmented by a long-running server (measured in docs/performance.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// civicflow: durable orchestration of interlinked public services.
 #[derive(Debug, Parser)]
 #[command(version)]
