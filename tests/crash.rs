@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Server, birth_input, free_port, mocks_in_test, put_faults};
+use support::{Server, birth_input, fetch, free_port, mocks_in_test, put_faults};
 
 const CASES: usize = 300;
 const KILLS: usize = 5;
@@ -101,14 +101,7 @@ async fn kill_9_loses_nothing_and_repeats_nothing() {
     }
 
     for agency in &mocks.agencies {
-        let effects: Value = http
-            .get(format!("{}/admin/effects", agency.base_url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let effects: Value = fetch(&http, &format!("{}/admin/effects", agency.base_url)).await;
         let per_case: BTreeMap<String, u64> = effects["cases"]
             .as_array()
             .unwrap()

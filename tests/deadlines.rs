@@ -16,7 +16,7 @@ use civicflow::workflow::definition::Definitions;
 use civicflow_mocks::{MocksConfig, RunningMocks, start};
 use jiff::SignedDuration;
 use serde_json::{Value, json};
-use support::birth_input;
+use support::{birth_input, fetch};
 
 /// The household head whose consent the police mock waits for until its operator gives it.
 const MANUAL_HEAD: &str = "001075111222";
@@ -159,15 +159,7 @@ async fn a_callback_that_never_comes_opens_a_deadline_incident_and_a_late_one_st
     assert_eq!(case["steps"]["residence"]["status"], "awaiting_callback");
 
     // The household head consents at last; the police call back and the case completes.
-    let records: Value = harness
-        .http
-        .get(format!("{}/admin/records", harness.police))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let records: Value = fetch(&harness.http, &format!("{}/admin/records", harness.police)).await;
     let registration = records["registrations"][0]["registration_id"]
         .as_str()
         .unwrap();
@@ -187,15 +179,11 @@ async fn a_callback_that_never_comes_opens_a_deadline_incident_and_a_late_one_st
     assert_eq!(case["steps"]["residence"]["status"], "succeeded");
     // The answer closed the incidents; the history keeps that the deadlines were missed.
     assert!(case["incidents"].as_array().unwrap().is_empty(), "{case:#}");
-    let history: Value = harness
-        .http
-        .get(format!("{}/v1/cases/{id}/history", harness.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = fetch(
+        &harness.http,
+        &format!("{}/v1/cases/{id}/history", harness.url),
+    )
+    .await;
     let missed = history["events"]
         .as_array()
         .unwrap()

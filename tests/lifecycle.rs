@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Server, birth_input, free_port, mocks_in_test, put_faults, workflows_copy};
+use support::{Server, birth_input, fetch, free_port, mocks_in_test, put_faults, workflows_copy};
 
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -59,14 +59,7 @@ async fn sigterm_parks_a_call_in_flight_exits_0_and_the_restart_finishes_it_once
     let server = Server::spawn(&data, &listen, &args);
     let case = server.settled(&id, BOUND).await;
     assert_eq!(case["status"], "completed", "{case:#}");
-    let effects: Value = http
-        .get(format!("{civil_status}/admin/effects"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let effects: Value = fetch(&http, &format!("{civil_status}/admin/effects")).await;
     let mine: Vec<&Value> = effects["cases"]
         .as_array()
         .unwrap()

@@ -104,8 +104,7 @@ impl Server {
     }
 
     async fn get_json(&self, url: String) -> Value {
-        let response = self.http.get(url).send().await.unwrap();
-        response.json().await.unwrap()
+        fetch(&self.http, &url).await
     }
 
     pub async fn set_faults(&self, agency: &str, faults: Value) {
@@ -269,4 +268,10 @@ pub async fn put_faults(http: &reqwest::Client, base_url: &str, faults: Value) {
         "{:?}",
         response.text().await
     );
+}
+
+/// `GET url` as JSON.
+pub async fn fetch(http: &reqwest::Client, url: &str) -> Value {
+    let response = http.get(url).send().await.unwrap();
+    response.json().await.unwrap()
 }
