@@ -894,6 +894,11 @@ impl<S: Store + Clone> Engine<S> {
                         timeout: def.timeout,
                         ready_at: change.began,
                     });
+                    // Sending a poll changes nothing about the case: only its timer is written.
+                    self.store.commit(&change.tx).await?;
+                    lock.remember_while_calling(change.case, &change.calls);
+                    self.dispatch(change.calls);
+                    return Ok(());
                 }
             }
             TimerKind::StepDeadline { step } => {
