@@ -428,3 +428,21 @@ async fn a_repeated_callback_is_acknowledged_once_and_changes_nothing() {
     assert_eq!(body["error"]["code"], "step_finished", "{body}");
     assert_eq!(event_types(&server, &id).await, before);
 }
+
+#[tokio::test]
+async fn an_overlong_business_key_is_refused_naming_the_key() {
+    let server = Server::start();
+    let mut input = birth_input("GCS-LONG");
+    input["dossier_number"] = json!("G".repeat(300));
+    let (status, body) = server
+        .post(
+            "/v1/cases",
+            &json!({"workflow": "birth-registration", "input": input}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_input");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("`dossier` is 300 bytes"), "{message}");
+}

@@ -81,11 +81,13 @@ async fn start_case<S: Store + Clone>(
                 "the input does not match the workflow's input schema",
             )
             .with_fields(violations),
-            StartError::BusinessKey { .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_input",
-                e.to_string(),
-            ),
+            StartError::BusinessKey { .. } | StartError::BusinessKeyTooLong { .. } => {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_input",
+                    e.to_string(),
+                )
+            }
             StartError::KeyReused { .. } => ApiError::new(
                 StatusCode::CONFLICT,
                 "idempotency_key_reused",

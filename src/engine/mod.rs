@@ -44,6 +44,10 @@ pub struct Config {
     pub clock: Clock,
 }
 
+/// The longest business-key value a case may have: it is an index key, and a citizen's ID or a
+/// dossier number is far shorter.
+pub const MAX_KEY_BYTES: usize = 256;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("no workflow named `{name}`{}", version.map(|v| format!(" in version {v}")).unwrap_or_default())]
@@ -52,6 +56,10 @@ pub enum StartError {
     InvalidInput(Vec<SchemaViolation>),
     #[error("business key `{key}` cannot be computed: {error}")]
     BusinessKey { key: String, error: EvalError },
+    #[error(
+        "business key `{key}` is {len} bytes long; at most {MAX_KEY_BYTES} are kept in the index"
+    )]
+    BusinessKeyTooLong { key: String, len: usize },
     #[error("the Idempotency-Key was already used with a different request, for case {case_id}")]
     KeyReused { case_id: CaseId },
     #[error("the server is shutting down")]
@@ -225,6 +233,12 @@ impl<S: Store + Clone> Engine<S> {
                 Value::Null => continue,
                 other => other.to_string(),
             };
+            if value.len() > MAX_KEY_BYTES {
+                return Err(StartError::BusinessKeyTooLong {
+                    key: key.clone(),
+                    len: value.len(),
+                });
+            }
             keys.insert(key.clone(), value);
         }
         let now = self.config.clock.now();

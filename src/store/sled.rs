@@ -493,8 +493,14 @@ fn case_id_at_end(key: &[u8]) -> Option<CaseId> {
     CaseId::from_slice(&key[start..]).ok()
 }
 
-/// The head of a case record: revision (8 bytes), number of index keys (2 bytes), each index key
-/// as length (2 bytes) and bytes; the case's JSON follows.
+/// A length as the head stores it. A case record is far below 4 GiB: the request body limit and
+/// the business-key limit bound it.
+fn u32_len(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// The head of a case record: revision (8 bytes), number of index keys (4 bytes), each index key
+/// as length (4 bytes) and bytes; the case's compressed JSON follows.
 struct CaseHead {
     rev: u64,
     index_keys: Vec<Vec<u8>>,
@@ -504,11 +510,9 @@ impl CaseHead {
     fn write(rev: u64, index_keys: &[Vec<u8>], json: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(json.len() + 512);
         out.extend_from_slice(&rev.to_be_bytes());
-        let count = u16::try_from(index_keys.len()).expect("a case has few index entries");
-        out.extend_from_slice(&count.to_be_bytes());
+        out.extend_from_slice(&u32_len(index_keys.len()).to_be_bytes());
         for k in index_keys {
-            let len = u16::try_from(k.len()).expect("index values are short");
-            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&u32_len(k.len()).to_be_bytes());
             out.extend_from_slice(k);
         }
         out.extend_from_slice(json);
@@ -522,13 +526,14 @@ impl CaseHead {
 
     fn split(bytes: &[u8]) -> Option<(CaseHead, &[u8])> {
         let rev = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
-        let count = u16::from_be_bytes(bytes.get(8..10)?.try_into().ok()?);
-        let mut at = 10;
-        let mut index_keys = Vec::with_capacity(count.into());
+        let count = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?);
+        let mut at = 12;
+        let mut index_keys = Vec::new();
         for _ in 0..count {
-            let len = usize::from(u16::from_be_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
-            index_keys.push(bytes.get(at + 2..at + 2 + len)?.to_vec());
-            at += 2 + len;
+            let len = u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?);
+            let len = usize::try_from(len).ok()?;
+            index_keys.push(bytes.get(at + 4..at.checked_add(4 + len)?)?.to_vec());
+            at += 4 + len;
         }
         Some((CaseHead { rev, index_keys }, bytes.get(at..)?))
     }
