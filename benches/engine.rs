@@ -10,21 +10,17 @@
 //! 3. Memory: the real `civicflow` binary with cases waiting on callbacks (the household head
 //!    never consents); its resident memory once they all wait.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use civicflow::engine::{Clock, Config, Engine};
-use civicflow::store::sled::SledStore;
 use civicflow::store::{Order, Store};
-use civicflow::workflow::catalog;
-use civicflow::workflow::definition::Definitions;
-use civicflow_mocks::{MocksConfig, RunningMocks};
 use clap::Parser;
 use serde_json::{Value, json};
+use support::{InProcess, Server, birth_input, fetch, free_port, mocks_in_test};
 use tokio::sync::Semaphore;
 
 #[derive(Debug, Parser)]
@@ -69,111 +65,21 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn fast_mocks() -> anyhow::Result<RunningMocks> {
-    Ok(civicflow_mocks::start(MocksConfig {
-        fast: true,
-        seed: 1,
-        ..MocksConfig::default()
-    })
-    .await?)
+/// Whether any case is still running, from the store's status index.
+async fn running(server: &InProcess) -> anyhow::Result<bool> {
+    let page = server
+        .engine
+        .store()
+        .cases_by("status", "running", None, Order::Ascending, 1)
+        .await?;
+    Ok(!page.ids.is_empty())
 }
 
-fn agencies(mocks: &RunningMocks) -> BTreeMap<String, String> {
-    mocks
-        .agencies
-        .iter()
-        .map(|a| (a.id.to_owned(), a.base_url.clone()))
-        .collect()
-}
-
-fn temp_dir(what: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("civicflow-bench-{what}-{}", std::process::id()))
-}
-
-/// The engine and its HTTP API in this process, on a fresh store.
-struct InProcess {
-    url: String,
-    engine: Arc<Engine<SledStore>>,
-    data: PathBuf,
-    _mocks: RunningMocks,
-}
-
-impl InProcess {
-    async fn start(name: &str) -> anyhow::Result<InProcess> {
-        let mocks = fast_mocks().await?;
-        let workflows = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("workflows");
-        let (catalog, problems) = catalog::load(&[workflows]);
-        if let Some(p) = problems.first() {
-            bail!("the shipped workflows do not load: {p}");
-        }
-        let defs = Arc::new(Definitions::compile(&catalog)?);
-        let data = temp_dir(name);
-        let store = SledStore::open(&data, 16 << 20)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let engine = Engine::new(
-            store,
-            defs,
-            Config {
-                public_url: url.clone(),
-                agencies: agencies(&mocks),
-                drain_timeout: Duration::from_secs(5),
-                clock: Clock::system(),
-            },
-        );
-        engine.run();
-        let router = civicflow::api::router(engine.clone());
-        tokio::spawn(axum::serve(listener, router).into_future());
-        Ok(InProcess {
-            url,
-            engine,
-            data,
-            _mocks: mocks,
-        })
-    }
-
-    async fn running(&self) -> anyhow::Result<bool> {
-        let page = self
-            .engine
-            .store()
-            .cases_by("status", "running", None, Order::Ascending, 1)
-            .await?;
-        Ok(!page.ids.is_empty())
-    }
-}
-
-impl Drop for InProcess {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
+/// The request that starts birth case `i` of run `run`, with the given household head.
 fn birth(run: &str, i: usize, head: &str) -> Value {
-    let today = jiff::Timestamp::now()
-        .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(7)))
-        .date();
-    let born = today
-        .checked_sub(jiff::Span::new().days(3))
-        .expect("a date");
-    json!({
-        "workflow": "birth-registration",
-        "input": {
-            "dossier_number": format!("BENCH-{run}-{i}"),
-            "requester_personal_id": "001190123456",
-            "child": {
-                "full_name": "Trần Minh An", "date_of_birth": born.to_string(), "sex": "male",
-                "ethnicity": "Kinh", "nationality": "Việt Nam",
-                "place_of_birth": "Bệnh viện Xanh Pôn, Hà Nội", "home_town": "Nam Định"
-            },
-            "birth_certificate_number": format!("GCS-{run}-{i}"),
-            "mother": {"full_name": "Nguyễn Thị Lan", "personal_id": "001190123456"},
-            "father": {"full_name": "Trần Văn Minh", "personal_id": "001089654321"},
-            "permanent_address": {"commune_code": "00004", "detail": "12 Phố Đội Cấn"},
-            "household_head_personal_id": head,
-            "relationship_to_head": "con",
-            "result_delivery": "online"
-        }
-    })
+    let mut input = birth_input(&format!("{run}-{i}"));
+    input["household_head_personal_id"] = json!(head);
+    json!({"workflow": "birth-registration", "input": input})
 }
 
 /// Starts one case over HTTP; returns its id.
@@ -234,7 +140,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// Returns the cases/s measured.
 async fn throughput(args: &Args) -> anyhow::Result<f64> {
-    let server = InProcess::start("throughput").await?;
+    let server = InProcess::start().await;
     let (cpu_before, wall) = (cpu_seconds()?, Instant::now());
     let ids = submit_all(
         &server.url,
@@ -244,7 +150,7 @@ async fn throughput(args: &Args) -> anyhow::Result<f64> {
         "001089654321",
     )
     .await?;
-    while server.running().await? {
+    while running(&server).await? {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let cores = (cpu_seconds()? - cpu_before) / wall.elapsed().as_secs_f64();
@@ -296,7 +202,7 @@ async fn throughput(args: &Args) -> anyhow::Result<f64> {
 }
 
 async fn overhead(args: &Args, rate: u64) -> anyhow::Result<()> {
-    let server = InProcess::start("overhead").await?;
+    let server = InProcess::start().await;
     let http = reqwest::Client::new();
     let mut tasks = tokio::task::JoinSet::new();
     let total = (args.half_secs + 1) * rate;
@@ -318,7 +224,7 @@ async fn overhead(args: &Args, rate: u64) -> anyhow::Result<()> {
         id??;
     }
     let sent_in = started.elapsed().as_secs_f64();
-    while server.running().await? {
+    while running(&server).await? {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let o = server.engine.metrics().step_overhead();
@@ -338,76 +244,28 @@ async fn overhead(args: &Args, rate: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The real binary, pointed at mocks in this process.
-struct Binary {
-    child: Child,
-    url: String,
-    data: PathBuf,
-}
-
-impl Binary {
-    fn spawn(mocks: &RunningMocks) -> anyhow::Result<Binary> {
-        let data = temp_dir("memory");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_civicflow"));
-        command
-            .args(["serve", "--listen", &listen, "--data"])
-            .arg(&data)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdout(Stdio::null());
-        for (id, url) in agencies(mocks) {
-            command.args(["--agency", &format!("{id}={url}")]);
-        }
-        let child = command.spawn().context("the civicflow binary starts")?;
-        Ok(Binary {
-            child,
-            url: format!("http://{listen}"),
-            data,
-        })
-    }
-
-    fn rss_mib(&self) -> anyhow::Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .context("VmRSS in /proc/<pid>/status")?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()?;
-        Ok(kib / 1024.0)
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
+/// Resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("VmRSS in /proc/<pid>/status")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kib / 1024.0)
 }
 
 async fn memory(args: &Args) -> anyhow::Result<()> {
-    let mocks = fast_mocks().await?;
-    let server = Binary::spawn(&mocks)?;
+    let (_mocks, args_for_server) = mocks_in_test(1).await;
+    let agency_args: Vec<&str> = args_for_server.iter().map(String::as_str).collect();
+    let data = std::env::temp_dir().join(format!("civicflow-bench-memory-{}", std::process::id()));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let server = Server::spawn(&data, &listen, &agency_args);
     let http = reqwest::Client::new();
-    let until = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{}/v1/health", server.url))
-        .send()
-        .await
-        .is_err()
-    {
-        if Instant::now() > until {
-            bail!("the server did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let idle = server.rss_mib()?;
+    let idle = rss_mib(server.pid())?;
     let started = Instant::now();
     let ids = submit_all(
         &server.url,
@@ -420,12 +278,7 @@ async fn memory(args: &Args) -> anyhow::Result<()> {
     // Every case waits once its residence step has been accepted and its card was issued.
     for id in &ids {
         loop {
-            let case: Value = http
-                .get(format!("{}/v1/cases/{id}", server.url))
-                .send()
-                .await?
-                .json()
-                .await?;
+            let case = fetch(&http, &format!("{}/v1/cases/{id}", server.url)).await;
             let steps = &case["steps"];
             if steps["residence"]["status"] == "awaiting_callback"
                 && steps["health_insurance"]["status"] == "succeeded"
@@ -446,7 +299,9 @@ async fn memory(args: &Args) -> anyhow::Result<()> {
     println!("\n## Memory with {} cases waiting on callbacks", ids.len());
     println!(
         "resident memory: {:.0} MiB (idle before: {idle:.0} MiB); the cases were started in {took:.0} s",
-        server.rss_mib()?
+        rss_mib(server.pid())?
     );
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
     Ok(())
 }

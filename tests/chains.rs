@@ -15,13 +15,7 @@ fn step<'a>(case: &'a Value, id: &str) -> &'a Value {
 
 /// Each (case, procedure) the agency saw: effects must be exactly one.
 async fn effects(server: &Server, agency: &str, case: &str) -> Vec<u64> {
-    server.agency(agency, "/admin/effects").await["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["case_id"] == case)
-        .map(|c| c["effects"].as_u64().unwrap())
-        .collect()
+    support::effects(&server.http, &server.agencies[agency], case).await
 }
 
 #[tokio::test]

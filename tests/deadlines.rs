@@ -4,102 +4,17 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
-
-use civicflow::engine::{Clock, Config, Engine};
-use civicflow::store::sled::SledStore;
-use civicflow::workflow::catalog;
-use civicflow::workflow::definition::Definitions;
-use civicflow_mocks::{MocksConfig, RunningMocks, start};
 use jiff::SignedDuration;
 use serde_json::{Value, json};
-use support::{birth_input, fetch};
+use support::{InProcess, birth_input, fetch};
 
 /// The household head whose consent the police mock waits for until its operator gives it.
 const MANUAL_HEAD: &str = "001075111222";
 
-struct Harness {
-    url: String,
-    police: String,
-    clock: Clock,
-    http: reqwest::Client,
-    _mocks: RunningMocks,
-}
-
-impl Harness {
-    async fn start() -> Harness {
-        let mocks = start(MocksConfig {
-            fast: true,
-            ..MocksConfig::default()
-        })
-        .await
-        .unwrap();
-        let agencies: BTreeMap<String, String> = mocks
-            .agencies
-            .iter()
-            .map(|a| (a.id.to_owned(), a.base_url.clone()))
-            .collect();
-        let workflows = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("workflows");
-        let (catalog, problems) = catalog::load(&[workflows]);
-        assert!(problems.is_empty(), "{problems:?}");
-        let defs = Arc::new(Definitions::compile(&catalog).unwrap());
-        let data = std::env::temp_dir().join(format!("civicflow-dl-{}", uuid::Uuid::new_v4()));
-        let store = SledStore::open(&data, 8 << 20).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let clock = Clock::system();
-        let engine = Engine::new(
-            store,
-            defs,
-            Config {
-                public_url: url.clone(),
-                agencies: agencies.clone(),
-                drain_timeout: Duration::from_secs(1),
-                clock: clock.clone(),
-            },
-        );
-        engine.run();
-        tokio::spawn(axum::serve(listener, civicflow::api::router(engine)).into_future());
-        Harness {
-            police: agencies["police"].clone(),
-            url,
-            clock,
-            http: reqwest::Client::new(),
-            _mocks: mocks,
-        }
-    }
-
-    async fn case(&self, id: &str) -> Value {
-        let url = format!("{}/v1/cases/{id}", self.url);
-        self.http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// Polls the case until `done` holds, for at most a minute.
-    async fn wait_for(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let until = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let case = self.case(id).await;
-            if done(&case) || tokio::time::Instant::now() > until {
-                return case;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_callback_that_never_comes_opens_a_deadline_incident_and_a_late_one_still_counts() {
-    let harness = Harness::start().await;
+    let harness = InProcess::start().await;
+    let police = harness.agencies["police"].clone();
     let mut input = birth_input("GCS-LATE");
     input["household_head_personal_id"] = json!(MANUAL_HEAD);
     let started: Value = harness
@@ -159,7 +74,7 @@ async fn a_callback_that_never_comes_opens_a_deadline_incident_and_a_late_one_st
     assert_eq!(case["steps"]["residence"]["status"], "awaiting_callback");
 
     // The household head consents at last; the police call back and the case completes.
-    let records: Value = fetch(&harness.http, &format!("{}/admin/records", harness.police)).await;
+    let records: Value = fetch(&harness.http, &format!("{}/admin/records", police)).await;
     let registration = records["registrations"][0]["registration_id"]
         .as_str()
         .unwrap();
@@ -167,7 +82,7 @@ async fn a_callback_that_never_comes_opens_a_deadline_incident_and_a_late_one_st
         .http
         .post(format!(
             "{}/admin/residence-registrations/{registration}/consent",
-            harness.police
+            police
         ))
         .json(&json!({"granted": true}))
         .send()

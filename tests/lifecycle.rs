@@ -7,8 +7,8 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use support::{Server, birth_input, fetch, free_port, mocks_in_test, put_faults, workflows_copy};
+use serde_json::json;
+use support::{Server, birth_input, effects, free_port, mocks_in_test, put_faults, workflows_copy};
 
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -59,15 +59,7 @@ async fn sigterm_parks_a_call_in_flight_exits_0_and_the_restart_finishes_it_once
     let server = Server::spawn(&data, &listen, &args);
     let case = server.settled(&id, BOUND).await;
     assert_eq!(case["status"], "completed", "{case:#}");
-    let effects: Value = fetch(&http, &format!("{civil_status}/admin/effects")).await;
-    let mine: Vec<&Value> = effects["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["case_id"] == id.as_str())
-        .collect();
-    assert_eq!(mine.len(), 1, "{effects:#}");
-    assert_eq!(mine[0]["effects"], 1, "{effects:#}");
+    assert_eq!(effects(&http, &civil_status, &id).await, vec![1]);
 }
 
 #[tokio::test]

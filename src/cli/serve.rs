@@ -11,8 +11,7 @@ use civicflow_mocks::{MocksConfig, start as start_mocks};
 
 use crate::engine::{Clock, Config, Engine};
 use crate::store::sled::SledStore;
-use crate::workflow::catalog;
-use crate::workflow::definition::{Definitions, duration};
+use crate::workflow::definition::{Definitions, LoadError, duration};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -50,18 +49,20 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let (catalog, problems) = catalog::load(std::slice::from_ref(&args.workflows));
-    if !problems.is_empty() {
-        for p in &problems {
-            eprintln!("{p}");
+    let defs = match Definitions::load(std::slice::from_ref(&args.workflows)) {
+        Ok(defs) => Arc::new(defs),
+        Err(LoadError::Invalid(problems)) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            bail!(
+                "{} problem(s) in {}; `civicflow validate` shows the same",
+                problems.len(),
+                args.workflows.display()
+            );
         }
-        bail!(
-            "{} problem(s) in {}; `civicflow validate` shows the same",
-            problems.len(),
-            args.workflows.display()
-        );
-    }
-    let defs = Arc::new(Definitions::compile(&catalog)?);
+        Err(e) => return Err(e.into()),
+    };
     let drain_timeout = duration(&args.drain_timeout).map_err(anyhow::Error::msg)?;
     let store = SledStore::open(&args.data, args.cache_mib << 20)?;
 

@@ -9,12 +9,23 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::workflow::catalog::Catalog;
+use crate::workflow::catalog::{self, Catalog};
 use crate::workflow::deadline::Deadline;
+use crate::workflow::diagnostic::Diagnostic;
 use crate::workflow::expr::{self, EvalError, Expr, Input};
 use crate::workflow::spec::{
     AdapterSpec, Method, Mode, OnRejection, OutcomesSpec, RetrySpec, WorkflowSpec,
 };
+
+/// Why a directory of definitions cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Every problem `civicflow validate` reports for these files.
+    #[error("{} problem(s) in the definitions; `civicflow validate` shows the same", .0.len())]
+    Invalid(Vec<Diagnostic>),
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("{what} in {definition}: {detail}")]
@@ -441,6 +452,15 @@ pub struct Definitions {
 }
 
 impl Definitions {
+    /// Checks and compiles every definition file under `paths`: what `civicflow serve` runs.
+    pub fn load(paths: &[std::path::PathBuf]) -> Result<Definitions, LoadError> {
+        let (catalog, problems) = catalog::load(paths);
+        if !problems.is_empty() {
+            return Err(LoadError::Invalid(problems));
+        }
+        Ok(Definitions::compile(&catalog)?)
+    }
+
     pub fn compile(catalog: &Catalog) -> Result<Definitions, CompileError> {
         let mut defs = Definitions::default();
         for versions in catalog.adapters.values() {

@@ -153,6 +153,11 @@ impl Server {
         None
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -274,4 +279,92 @@ pub async fn put_faults(http: &reqwest::Client, base_url: &str, faults: Value) {
 pub async fn fetch(http: &reqwest::Client, url: &str) -> Value {
     let response = http.get(url).send().await.unwrap();
     response.json().await.unwrap()
+}
+
+/// The effects an agency counted for one case, one number per procedure: a correct orchestrator
+/// makes each exactly 1.
+pub async fn effects(http: &reqwest::Client, agency_url: &str, case: &str) -> Vec<u64> {
+    fetch(http, &format!("{agency_url}/admin/effects")).await["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["case_id"] == case)
+        .map(|c| c["effects"].as_u64().unwrap())
+        .collect()
+}
+
+/// The engine, its HTTP API and the mock agencies (fast mode) in this process, on a fresh
+/// store, with a clock the caller may skip forward.
+pub struct InProcess {
+    pub url: String,
+    pub engine: std::sync::Arc<civicflow::engine::Engine<civicflow::store::sled::SledStore>>,
+    pub clock: civicflow::engine::Clock,
+    /// Agency id → base URL.
+    pub agencies: BTreeMap<String, String>,
+    pub http: reqwest::Client,
+    data: std::path::PathBuf,
+    _mocks: civicflow_mocks::RunningMocks,
+}
+
+impl InProcess {
+    pub async fn start() -> InProcess {
+        use civicflow::engine::{Clock, Config, Engine};
+        let (mocks, _) = mocks_in_test(1).await;
+        let agencies: BTreeMap<String, String> = mocks
+            .agencies
+            .iter()
+            .map(|a| (a.id.to_owned(), a.base_url.clone()))
+            .collect();
+        let workflows = Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+        let defs = civicflow::workflow::definition::Definitions::load(&[workflows]).unwrap();
+        let data = std::env::temp_dir().join(format!("civicflow-in-{}", uuid::Uuid::new_v4()));
+        let store = civicflow::store::sled::SledStore::open(&data, 16 << 20).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let clock = Clock::system();
+        let engine = Engine::new(
+            store,
+            std::sync::Arc::new(defs),
+            Config {
+                public_url: url.clone(),
+                agencies: agencies.clone(),
+                drain_timeout: Duration::from_secs(1),
+                clock: clock.clone(),
+            },
+        );
+        engine.run();
+        let router = civicflow::api::router(engine.clone());
+        tokio::spawn(axum::serve(listener, router).into_future());
+        InProcess {
+            url,
+            engine,
+            clock,
+            agencies,
+            http: reqwest::Client::new(),
+            data,
+            _mocks: mocks,
+        }
+    }
+
+    pub async fn case(&self, id: &str) -> Value {
+        fetch(&self.http, &format!("{}/v1/cases/{id}", self.url)).await
+    }
+
+    /// Polls the case until `done` holds, for at most a minute.
+    pub async fn wait_for(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let until = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let case = self.case(id).await;
+            if done(&case) || tokio::time::Instant::now() > until {
+                return case;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
 }
