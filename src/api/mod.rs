@@ -114,6 +114,14 @@ fn parse_id(id: &str) -> Result<CaseId, ApiError> {
     })
 }
 
+fn unknown_case(id: CaseId) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_case",
+        format!("no case {id}"),
+    )
+}
+
 async fn show_case<S: Store + Clone>(
     State(engine): State<Arc<Engine<S>>>,
     Path(id): Path<String>,
@@ -121,11 +129,7 @@ async fn show_case<S: Store + Clone>(
     let id = parse_id(&id)?;
     match engine.case(id).await.map_err(ApiError::internal)? {
         Some(case) => Ok(Json(view(&case))),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_case",
-            format!("no case {id}"),
-        )),
+        None => Err(unknown_case(id)),
     }
 }
 
@@ -134,14 +138,11 @@ async fn case_history<S: Store + Clone>(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    if engine.case(id).await.map_err(ApiError::internal)?.is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_case",
-            format!("no case {id}"),
-        ));
-    }
     let events = engine.history(id).await.map_err(ApiError::internal)?;
+    // Every case's history starts with `case_started`: none means no such case.
+    if events.is_empty() {
+        return Err(unknown_case(id));
+    }
     Ok(Json(json!({"case_id": id, "events": events})))
 }
 

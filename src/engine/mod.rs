@@ -415,10 +415,7 @@ impl<S: Store + Clone> Engine<S> {
                 },
             ));
         }
-        self.progress(&workflow, &mut change);
-        let (case, calls) = change.commit(&self.store).await?;
-        lock.remember_while_calling(case, &calls);
-        self.dispatch(calls);
+        self.finish_change(&workflow, change, &mut lock).await?;
         self.metrics.record_step_overhead(began.elapsed());
         Ok(ack)
     }

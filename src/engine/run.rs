@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
 
+use super::locks::CaseLock;
 use super::{CallbackAck, Engine, MissingWorkflow};
 use crate::adapters::http::{self, Metadata, Outcome, Reply};
 use crate::calendar::CalendarError;
@@ -805,7 +806,18 @@ impl<S: Store + Clone> Engine<S> {
         let rev = case.rev;
         let mut change = Change::new(case, Some(rev), self.config.clock.now(), received);
         self.apply_reply(step, &mut change, call, &reply);
-        self.progress(&wf, &mut change);
+        self.finish_change(&wf, change, &mut lock).await
+    }
+
+    /// The end of every change after the case started: move the case on as far as it goes,
+    /// commit, then send the calls decided (the lock slot remembers the case while they run).
+    pub(super) async fn finish_change(
+        self: &Arc<Self>,
+        wf: &Workflow,
+        mut change: Change,
+        lock: &mut CaseLock<'_>,
+    ) -> Result<(), StoreError> {
+        self.progress(wf, &mut change);
         let (case, calls) = change.commit(&self.store).await?;
         lock.remember_while_calling(case, &calls);
         self.dispatch(calls);
@@ -925,10 +937,6 @@ impl<S: Store + Clone> Engine<S> {
                 }
             }
         }
-        self.progress(&wf, &mut change);
-        let (case, calls) = change.commit(&self.store).await?;
-        lock.remember_while_calling(case, &calls);
-        self.dispatch(calls);
-        Ok(())
+        self.finish_change(&wf, change, &mut lock).await
     }
 }

@@ -145,10 +145,7 @@ impl SledStore {
     }
 
     fn corrupt(&self, detail: String) -> StoreError {
-        StoreError::Corrupt {
-            path: self.inner.path.display().to_string(),
-            detail,
-        }
+        corrupt(&self.inner.path, detail)
     }
 }
 
@@ -240,9 +237,8 @@ impl Prepared {
         for case in self.cases {
             let key = keyed(CASES, case.id.as_bytes());
             let old = match get(&key)? {
-                Some(bytes) => Some(CaseHead::read(&bytes).ok_or_else(|| StoreError::Corrupt {
-                    path: path.display().to_string(),
-                    detail: format!("the record of case {} is damaged", case.id),
+                Some(bytes) => Some(CaseHead::read(&bytes).ok_or_else(|| {
+                    corrupt(path, format!("the record of case {} is damaged", case.id))
                 })?),
                 None => None,
             };
@@ -428,11 +424,15 @@ fn sled_error(path: &Path, e: sled::Error) -> StoreError {
     }
 }
 
-fn decode<T: DeserializeOwned>(path: &Path, what: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+fn corrupt(path: &Path, detail: String) -> StoreError {
+    StoreError::Corrupt {
         path: path.display().to_string(),
-        detail: format!("{what} cannot be read: {e}"),
-    })
+        detail,
+    }
+}
+
+fn decode<T: DeserializeOwned>(path: &Path, what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(path, format!("{what} cannot be read: {e}")))
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
