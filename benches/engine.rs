@@ -99,13 +99,13 @@ async fn start_case(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::
 
 /// Starts `n` cases with at most `concurrency` requests in flight.
 async fn submit_all(
+    http: &reqwest::Client,
     url: &str,
     run: &'static str,
     n: usize,
     concurrency: usize,
     head: &'static str,
 ) -> anyhow::Result<Vec<String>> {
-    let http = reqwest::Client::new();
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
@@ -143,6 +143,7 @@ async fn throughput(args: &Args) -> anyhow::Result<f64> {
     let server = InProcess::start().await;
     let (cpu_before, wall) = (cpu_seconds()?, Instant::now());
     let ids = submit_all(
+        &server.http,
         &server.url,
         "T",
         args.cases,
@@ -203,7 +204,7 @@ async fn throughput(args: &Args) -> anyhow::Result<f64> {
 
 async fn overhead(args: &Args, rate: u64) -> anyhow::Result<()> {
     let server = InProcess::start().await;
-    let http = reqwest::Client::new();
+    let http = server.http.clone();
     let mut tasks = tokio::task::JoinSet::new();
     let total = (args.half_secs + 1) * rate;
     let started = Instant::now();
@@ -260,14 +261,16 @@ fn rss_mib(pid: u32) -> anyhow::Result<f64> {
 
 async fn memory(args: &Args) -> anyhow::Result<()> {
     let (_mocks, args_for_server) = mocks_in_test(1).await;
-    let agency_args: Vec<&str> = args_for_server.iter().map(String::as_str).collect();
+    let mut agency_args: Vec<&str> = args_for_server.iter().map(String::as_str).collect();
+    agency_args.extend(["--rate-limit", "1000000", "--rate-burst", "1000000"]);
     let data = std::env::temp_dir().join(format!("civicflow-bench-memory-{}", std::process::id()));
     let listen = format!("127.0.0.1:{}", free_port());
     let server = Server::spawn(&data, &listen, &agency_args);
-    let http = reqwest::Client::new();
+    let http = server.http.clone();
     let idle = rss_mib(server.pid())?;
     let started = Instant::now();
     let ids = submit_all(
+        &http,
         &server.url,
         "M",
         args.waiting,

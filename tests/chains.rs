@@ -120,18 +120,31 @@ async fn a_refused_birth_stops_the_case_and_nothing_else_is_called() {
 }
 
 #[tokio::test]
-async fn a_refusal_by_callback_stops_one_branch_and_the_other_finishes() {
+async fn a_refusal_by_callback_holds_its_step_for_an_operator_and_the_other_branch_finishes() {
     let server = Server::start();
     let mut input = birth_input("GCS-3");
     input["household_head_personal_id"] = json!("001068777888");
     let id = server.start_case("birth-registration", input).await;
     let case = server.settled(&id, BOUND).await;
-    assert_eq!(case["status"], "partially_completed", "{case:#}");
+    assert_eq!(case["status"], "running", "{case:#}");
     assert_eq!(
         step(&case, "residence")["rejection"]["reason_code"],
         "HOUSEHOLD_HEAD_REFUSED"
     );
-    assert_eq!(step(&case, "health_insurance")["status"], "succeeded");
+    let incident = &case["incidents"][0];
+    assert_eq!(incident["reason"], "refusal_awaiting_action", "{case:#}");
+    assert_eq!(incident["step"], "residence");
+    let until = tokio::time::Instant::now() + BOUND;
+    let case = loop {
+        let case = server.get(&format!("/v1/cases/{id}")).await;
+        if step(&case, "health_insurance")["status"] == "succeeded" {
+            break case;
+        }
+        assert!(tokio::time::Instant::now() < until, "{case:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The independent branch finished; the case waits for the operator.
+    assert_eq!(case["status"], "running", "{case:#}");
 }
 
 #[tokio::test]
@@ -212,11 +225,13 @@ async fn starting_is_idempotent_and_bad_input_is_refused_with_every_field() {
 #[tokio::test]
 async fn a_forged_callback_token_is_refused() {
     let server = Server::start();
+    let police = server.token("agency:police").await;
     let (status, body) = server
-        .post(
+        .call(
+            Some(&police),
+            reqwest::Method::POST,
             "/v1/callbacks/not-a-token",
-            &json!({"outcome": "registered"}),
-            None,
+            Some(&json!({"outcome": "registered"})),
         )
         .await;
     assert_eq!(status, 404);
@@ -397,8 +412,8 @@ async fn a_repeated_callback_is_acknowledged_once_and_changes_nothing() {
             &format!("/v1/residence-registrations/{id_at_police}"),
         )
         .await;
-    let again = server
-        .http
+    let police = support::client_with(&server.token("agency:police").await);
+    let again = police
         .post(registration["callback_url"].as_str().unwrap())
         .header("idempotency-key", format!("police-callback-{id_at_police}"))
         .json(&outcome)
@@ -409,8 +424,7 @@ async fn a_repeated_callback_is_acknowledged_once_and_changes_nothing() {
     let body: Value = again.json().await.unwrap();
     assert_eq!(body["status"], "duplicate");
     // Another message on a finished step is refused and says why.
-    let other = server
-        .http
+    let other = police
         .post(registration["callback_url"].as_str().unwrap())
         .header("idempotency-key", "another-message")
         .json(&outcome)
@@ -420,6 +434,18 @@ async fn a_repeated_callback_is_acknowledged_once_and_changes_nothing() {
     assert_eq!(other.status(), 409);
     let body: Value = other.json().await.unwrap();
     assert_eq!(body["error"]["code"], "step_finished", "{body}");
+    // Another agency may not answer the police's step, even with its token.
+    let social = support::client_with(&server.token("agency:social-security").await);
+    let foreign = social
+        .post(registration["callback_url"].as_str().unwrap())
+        .header("idempotency-key", "foreign")
+        .json(&outcome)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+    let body: Value = foreign.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "other_agency", "{body}");
     assert_eq!(event_types(&server, &id).await, before);
 }
 

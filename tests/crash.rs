@@ -34,9 +34,13 @@ async fn kill_9_loses_nothing_and_repeats_nothing() {
     let listen = format!("127.0.0.1:{}", free_port());
     let url = format!("http://{listen}");
 
+    let mut server = Server::spawn(&data, &listen, &args);
+    server.connect_mocks(&mocks.agencies[0].base_url).await;
+    let portal = support::client_with(&server.token("portal").await);
+
     // The portal: submits every case, retrying (same Idempotency-Key) while the server is down.
     let submitter = {
-        let http = http.clone();
+        let http = portal;
         let url = url.clone();
         tokio::spawn(async move {
             let mut accepted = BTreeMap::new();
@@ -70,7 +74,6 @@ async fn kill_9_loses_nothing_and_repeats_nothing() {
         })
     };
 
-    let mut server = Server::spawn(&data, &listen, &args);
     for _ in 0..KILLS {
         let pause = 300 + fastrand::u64(0..1200);
         tokio::time::sleep(Duration::from_millis(pause)).await;

@@ -45,6 +45,7 @@ async fn sigterm_parks_a_call_in_flight_exits_0_and_the_restart_finishes_it_once
     let data = std::env::temp_dir().join(format!("civicflow-term-{}", uuid::Uuid::new_v4()));
     let listen = format!("127.0.0.1:{}", free_port());
     let mut server = Server::spawn(&data, &listen, &args);
+    server.connect_mocks(&civil_status).await;
     let id = server
         .start_case("birth-registration", birth_input("GCS-TERM"))
         .await;
@@ -77,6 +78,7 @@ async fn a_case_whose_workflow_is_no_longer_loaded_gets_an_incident() {
     let data = std::env::temp_dir().join(format!("civicflow-orphan-{}", uuid::Uuid::new_v4()));
     let listen = format!("127.0.0.1:{}", free_port());
     let mut server = Server::spawn(&data, &listen, &args);
+    server.connect_mocks(&civil_status).await;
     let id = server
         .start_case("birth-registration", birth_input("GCS-ORPHAN"))
         .await;

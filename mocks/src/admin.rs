@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
@@ -28,7 +28,24 @@ pub fn router<A: Agency>(agency: Arc<A>) -> Router {
         .route("/admin/requests", get(requests::<A>))
         .route("/admin/records", get(records::<A>))
         .route("/admin/citizens", get(citizens::<A>).post(add_citizen::<A>))
+        .route("/admin/callback-token", put(set_callback_token::<A>))
         .with_state(agency)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallbackToken {
+    token: Option<String>,
+}
+
+/// Sets the bearer token the agencies call civicflow back with (`null` for none).
+async fn set_callback_token<A: Agency>(State(agency): State<Arc<A>>, body: Bytes) -> Response {
+    let req = match parse::<CallbackToken>(&body) {
+        Ok(r) => r,
+        Err(refusal) => return respond(refusal.into()),
+    };
+    *agency.world().callback_token.lock().expect("token lock") = req.token;
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn info<A: Agency>(State(agency): State<Arc<A>>) -> Response {

@@ -369,7 +369,13 @@ impl Police {
                 .post(&url)
                 .json(&body)
                 .header(IDEMPOTENCY_KEY_HEADER, format!("police-callback-{id}"));
-            if let Some(token) = &self.world.settings.callback_token {
+            let token = self
+                .world
+                .callback_token
+                .lock()
+                .expect("token lock")
+                .clone();
+            if let Some(token) = token {
                 request = request.bearer_auth(token);
             }
             if let Some(tp) = traceparent {

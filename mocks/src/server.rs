@@ -102,10 +102,16 @@ pub async fn start(config: MocksConfig) -> std::io::Result<RunningMocks> {
             Duration::from_millis(200)
         },
         card_ready_after_polls: if config.fast { 0 } else { 2 },
-        callback_token: config.callback_token.clone(),
         today: config.today,
     };
-    let world = Arc::new(World::new(directory, population, settings, config.seed));
+    let token = config.callback_token.clone();
+    let world = Arc::new(World::new(
+        directory,
+        population,
+        settings,
+        token,
+        config.seed,
+    ));
     let desk = |id: &str, n: u64| Desk::new(id, config.faults.clone(), config.seed.wrapping_add(n));
     let civil = Arc::new(CivilStatus::new(desk(CIVIL_STATUS, 1), world.clone()));
     let police = Arc::new(Police::new(desk(POLICE, 2), world.clone()));

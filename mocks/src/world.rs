@@ -16,8 +16,6 @@ pub struct Settings {
     pub consent_delay: Duration,
     /// How many status polls an under-6 card application answers `processing` before it is issued.
     pub card_ready_after_polls: u32,
-    /// Bearer token the police mock presents when it calls civicflow back.
-    pub callback_token: Option<String>,
     /// A fixed "today", for reproducible tests; `None` uses the date in Vietnam.
     pub today: Option<Date>,
 }
@@ -27,6 +25,9 @@ pub struct World {
     pub directory: Directory,
     pub population: Mutex<Population>,
     pub settings: Settings,
+    /// Bearer token the agencies present when they call civicflow back; civicflow issues it
+    /// (role `agency:<id>`), and a test may set it after the mocks have started.
+    pub callback_token: Mutex<Option<String>>,
     /// Draws serial numbers (personal IDs, social-insurance numbers); seeded for reproducibility.
     pub rng: Mutex<fastrand::Rng>,
     pub http: reqwest::Client,
@@ -37,12 +38,14 @@ impl World {
         directory: Directory,
         population: Population,
         settings: Settings,
+        callback_token: Option<String>,
         seed: u64,
     ) -> World {
         World {
             directory,
             population: Mutex::new(population),
             settings,
+            callback_token: Mutex::new(callback_token),
             rng: Mutex::new(fastrand::Rng::with_seed(seed ^ 0x5eed)),
             http: reqwest::Client::new(),
         }

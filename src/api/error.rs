@@ -1,8 +1,11 @@
 //! The one error shape of the API: `{"error": {"code", "message", "fields"?}}`.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use std::time::Duration;
+
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -14,6 +17,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     fields: Vec<SchemaViolation>,
+    retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -23,7 +27,14 @@ impl ApiError {
             code,
             message: message.into(),
             fields: Vec::new(),
+            retry_after: None,
         }
+    }
+
+    /// Tells the client when to try again (a `Retry-After` header, in whole seconds).
+    pub fn with_retry_after(mut self, wait: Duration) -> ApiError {
+        self.retry_after = Some(wait);
+        self
     }
 
     pub fn with_fields(mut self, fields: Vec<SchemaViolation>) -> ApiError {
@@ -34,6 +45,19 @@ impl ApiError {
     /// A malformed body: the client's mistake, said precisely.
     pub fn from_json(rejection: JsonRejection) -> ApiError {
         ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
+    }
+
+    /// Query parameters that do not parse.
+    pub fn from_query(rejection: QueryRejection) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            rejection.body_text(),
+        )
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     pub fn unavailable() -> ApiError {
@@ -61,6 +85,13 @@ impl IntoResponse for ApiError {
         if !self.fields.is_empty() {
             error["fields"] = json!(self.fields);
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        response
     }
 }

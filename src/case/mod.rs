@@ -2,6 +2,9 @@
 //! one record; [`Event`]s are its append-only history; [`Timer`]s are its durable wake-ups. The
 //! engine changes all three together, in one store transaction.
 
+pub mod masking;
+pub mod query;
+
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
@@ -115,6 +118,10 @@ pub struct StepState {
     pub revision: u32,
     /// Attempts made in this revision.
     pub attempt: u32,
+    /// Attempts made before an operator's last retry: the retry policy counts from here, so a
+    /// retry gives the step a fresh budget.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub budget_from: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_attempt_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,6 +153,16 @@ pub struct StepState {
 }
 
 impl StepState {
+    /// Whether the steps that need this one may run: it succeeded, or an operator skipped it
+    /// and supplied the output they need.
+    pub fn provides_output(&self) -> bool {
+        match self.status {
+            StepStatus::Succeeded => true,
+            StepStatus::Skipped => self.output.is_some(),
+            _ => false,
+        }
+    }
+
     pub fn new(adapter: &str, agency: &str) -> StepState {
         StepState {
             status: StepStatus::Pending,
@@ -153,6 +170,7 @@ impl StepState {
             agency: agency.to_owned(),
             revision: 1,
             attempt: 0,
+            budget_from: 0,
             first_attempt_at: None,
             started_at: None,
             finished_at: None,
@@ -168,6 +186,10 @@ impl StepState {
     }
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentReason {
@@ -180,6 +202,9 @@ pub enum IncidentReason {
     /// The case's workflow version is not among the loaded definitions (its file was removed or
     /// changed without a new version): the case waits until it is restored.
     WorkflowNotLoaded,
+    /// The agency refused a step whose workflow says `on_rejection: hold`: the case waits for
+    /// an operator to correct the data and re-run it, or to let the refusal stand.
+    RefusalAwaitingAction,
 }
 
 impl IncidentReason {
@@ -190,7 +215,34 @@ impl IncidentReason {
             IncidentReason::DeadlineMissed => "deadline_missed",
             IncidentReason::InvalidData => "invalid_data",
             IncidentReason::WorkflowNotLoaded => "workflow_not_loaded",
+            IncidentReason::RefusalAwaitingAction => "refusal_awaiting_action",
         }
+    }
+
+    pub const ALL: [IncidentReason; 6] = [
+        IncidentReason::RetriesExhausted,
+        IncidentReason::UnexpectedReply,
+        IncidentReason::DeadlineMissed,
+        IncidentReason::InvalidData,
+        IncidentReason::WorkflowNotLoaded,
+        IncidentReason::RefusalAwaitingAction,
+    ];
+}
+
+impl std::str::FromStr for IncidentReason {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<IncidentReason, String> {
+        IncidentReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = IncidentReason::ALL.iter().map(|r| r.as_str()).collect();
+                format!(
+                    "`{s}` is not an incident reason; the reasons are {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -251,7 +303,8 @@ pub mod index {
     pub const AGENCY: &str = "agency";
     /// `<name>=<value>` of each business key.
     pub const KEY: &str = "key";
-    /// The reason of each open incident.
+    /// Each open incident, under one value per filter of the operators' list, ordered by when
+    /// it opened: see [`incident_values`](super::incident_values).
     pub const INCIDENT: &str = "incident";
     /// Zero-padded milliseconds of each unfinished step's due time, so that the order of values
     /// is the order of time.
@@ -259,6 +312,13 @@ pub mod index {
 }
 
 impl Case {
+    /// Whether step `id` was refused and waits for an operator (`on_rejection: hold`).
+    pub fn is_held(&self, id: &str) -> bool {
+        self.incidents.iter().any(|i| {
+            i.reason == IncidentReason::RefusalAwaitingAction && i.step.as_deref() == Some(id)
+        })
+    }
+
     /// The index entries this state puts the case under. The store keeps them in the same
     /// transaction as the case, by difference with the previous state.
     pub fn index_entries(&self) -> Vec<IndexEntry> {
@@ -299,15 +359,83 @@ impl Case {
             }
         }
         for incident in &self.incidents {
-            out.push(IndexEntry {
-                name: index::INCIDENT,
-                value: incident.reason.as_str().to_owned(),
-            });
+            let agency = incident
+                .step
+                .as_ref()
+                .and_then(|s| self.steps.get(s))
+                .map(|s| s.agency.as_str());
+            for value in incident_values(&self.workflow, agency, incident) {
+                out.push(IndexEntry {
+                    name: index::INCIDENT,
+                    value,
+                });
+            }
         }
         out.sort();
         out.dedup();
         out
     }
+}
+
+/// The dimensions an incident is indexed under: each filter of the operators' list reads the
+/// range of one of them. An index value is `<dimension>/<opened>/<reason>/<step or ->`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncidentDimension {
+    All,
+    Reason(IncidentReason),
+    Workflow(String),
+    Agency(String),
+    Step { workflow: String, step: String },
+}
+
+impl IncidentDimension {
+    /// The start of every index value under this dimension.
+    pub fn prefix(&self) -> String {
+        match self {
+            IncidentDimension::All => "all/".to_owned(),
+            IncidentDimension::Reason(r) => format!("reason:{}/", r.as_str()),
+            IncidentDimension::Workflow(w) => format!("workflow:{w}/"),
+            IncidentDimension::Agency(a) => format!("agency:{a}/"),
+            IncidentDimension::Step { workflow, step } => format!("step:{workflow}:{step}/"),
+        }
+    }
+}
+
+/// The `incident` index values of one open incident of a case.
+pub fn incident_values(workflow: &str, agency: Option<&str>, incident: &Incident) -> Vec<String> {
+    let mut dims = vec![
+        IncidentDimension::All,
+        IncidentDimension::Reason(incident.reason),
+        IncidentDimension::Workflow(workflow.to_owned()),
+    ];
+    if let Some(agency) = agency {
+        dims.push(IncidentDimension::Agency(agency.to_owned()));
+    }
+    if let Some(step) = &incident.step {
+        dims.push(IncidentDimension::Step {
+            workflow: workflow.to_owned(),
+            step: step.clone(),
+        });
+    }
+    let tail = format!(
+        "{}/{}/{}",
+        due_value(incident.opened_at),
+        incident.reason.as_str(),
+        incident.step.as_deref().unwrap_or("-")
+    );
+    dims.iter()
+        .map(|d| format!("{}{tail}", d.prefix()))
+        .collect()
+}
+
+/// Which incident of its case an `incident` index value names: (opened at, reason, step).
+pub fn parse_incident_value(value: &str) -> Option<(Timestamp, IncidentReason, Option<String>)> {
+    let mut parts = value.rsplitn(4, '/');
+    let step = parts.next()?;
+    let reason = parts.next()?.parse().ok()?;
+    let opened: i64 = parts.next()?.parse().ok()?;
+    let step = (step != "-").then(|| step.to_owned());
+    Some((Timestamp::from_millisecond(opened).ok()?, reason, step))
 }
 
 /// The `due` index value of a time: milliseconds since the epoch, zero-padded to sort as text.
@@ -346,6 +474,9 @@ pub enum EventKind {
         attempt: u32,
         idempotency_key: String,
         message_id: String,
+        /// `METHOD url` of the request, for the history's reader.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<String>,
     },
     AttemptFailed {
         step: String,
@@ -384,11 +515,32 @@ pub enum EventKind {
         reason: IncidentReason,
         message: String,
     },
+    /// A person acted on the case: who, why, and what they supplied.
+    OperatorAction {
+        action: OperatorActionKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        by: String,
+        reason: String,
+        #[serde(default, skip_serializing_if = "Value::is_null")]
+        detail: Value,
+    },
+    /// A case that had finished runs again: an operator re-ran a refused step.
+    CaseReopened,
     CaseFinished {
         status: CaseStatus,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorActionKind {
+    Retry,
+    Skip,
+    Fix,
+    Cancel,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -3,13 +3,19 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use civicflow_mocks::{MocksConfig, start as start_mocks};
 
+use jiff::Timestamp;
+
+use crate::api::Limits;
+use crate::auth::{self, Role};
 use crate::engine::{Clock, Config, Engine};
+use crate::store::Store;
 use crate::store::sled::SledStore;
 use crate::workflow::definition::{Definitions, LoadError, duration};
 
@@ -46,7 +52,19 @@ pub struct ServeArgs {
     /// that in memory; 16 keeps 100,000 waiting cases under 300 MB (docs/performance.md).
     #[arg(long, default_value_t = 16)]
     pub cache_mib: u64,
+    /// Requests per second each API token may make, sustained.
+    #[arg(long, default_value_t = NonZeroU32::new(200).expect("non-zero"))]
+    pub rate_limit: NonZeroU32,
+    /// Requests each API token may make in a burst above the sustained rate.
+    #[arg(long, default_value_t = NonZeroU32::new(400).expect("non-zero"))]
+    pub rate_burst: NonZeroU32,
 }
+
+/// The file, in the data directory, that holds the first admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// The name of the token the in-process mocks call back with; replaced at every start.
+const MOCKS_TOKEN_NAME: &str = "in-process mock agencies";
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let defs = match Definitions::load(std::slice::from_ref(&args.workflows)) {
@@ -75,11 +93,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
 
+    bootstrap_admin(&store, &args.data).await?;
     let mut agencies = BTreeMap::new();
     let mocks = if args.with_mocks {
+        let callback_token = mocks_token(&store).await?;
         let mocks = start_mocks(MocksConfig {
             base_port: args.mocks_port,
             fast: args.mocks_fast,
+            callback_token: Some(callback_token),
             ..MocksConfig::default()
         })
         .await
@@ -124,7 +145,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "civicflow listening on http://{addr} (data in {})",
         args.data.display()
     );
-    axum::serve(listener, crate::api::router(engine.clone()))
+    let limits = Limits {
+        per_second: args.rate_limit,
+        burst: args.rate_burst,
+    };
+    axum::serve(listener, crate::api::router(engine.clone(), limits))
         .with_graceful_shutdown(stop_signal())
         .await
         .context("the HTTP server failed")?;
@@ -141,6 +166,57 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     drop(engine);
     println!("civicflow stopped");
     Ok(())
+}
+
+/// A store without an active admin token gets one, written to `admin.token` in the data
+/// directory (readable by its owner only): how the first `civicflow tokens issue` is possible.
+async fn bootstrap_admin(store: &SledStore, data: &Path) -> anyhow::Result<()> {
+    let tokens = store.api_tokens().await?;
+    if tokens
+        .iter()
+        .any(|t| t.is_active() && t.role == Role::Admin)
+    {
+        return Ok(());
+    }
+    let (token, secret) = auth::issue(
+        store,
+        Role::Admin,
+        "bootstrap admin",
+        "civicflow serve",
+        Timestamp::now(),
+    )
+    .await?;
+    let path = data.join(ADMIN_TOKEN_FILE);
+    write_secret(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "admin token {} written to {}: use it to issue tokens (`civicflow tokens issue`)",
+        token.id,
+        path.display()
+    );
+    Ok(())
+}
+
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    std::io::Write::write_all(&mut file, format!("{secret}\n").as_bytes())
+}
+
+/// A fresh `agency:police` token for the in-process mocks' callbacks (the police are the
+/// agency that calls back); the previous start's is revoked.
+async fn mocks_token(store: &SledStore) -> anyhow::Result<String> {
+    let now = Timestamp::now();
+    for old in store.api_tokens().await? {
+        if old.is_active() && old.name == MOCKS_TOKEN_NAME {
+            auth::revoke(store, &old.id, "civicflow serve", now).await?;
+        }
+    }
+    let role = Role::Agency("police".to_owned());
+    let (_, secret) = auth::issue(store, role, MOCKS_TOKEN_NAME, "civicflow serve", now).await?;
+    Ok(secret)
 }
 
 async fn stop_signal() {

@@ -5,6 +5,7 @@
 //! commit (durable), and only then act (send a request, answer a callback). A case that waits
 //! (for a timer, a callback or an operator) is only on disk: the engine holds nothing for it.
 
+mod actions;
 mod clock;
 mod locks;
 mod metrics;
@@ -28,6 +29,7 @@ use crate::store::{Store, StoreError};
 use crate::workflow::definition::{Definitions, SchemaViolation, Workflow};
 use crate::workflow::expr::EvalError;
 
+pub use actions::{Action, ActionError};
 pub use clock::Clock;
 pub use metrics::{Metrics, Overhead};
 pub use run::Call;
@@ -72,6 +74,8 @@ pub enum StartError {
 pub enum CallbackError {
     #[error("no step waits for this callback token")]
     UnknownToken,
+    #[error("step `{step}` belongs to agency `{agency}`; only its own agency may answer it")]
+    OtherAgency { step: String, agency: String },
     #[error(
         "step `{step}` of case {case_id} has already finished ({status}); this callback changes nothing"
     )]
@@ -155,6 +159,11 @@ impl<S: Store + Clone> Engine<S> {
         &self.metrics
     }
 
+    /// The engine's clock: what "now" is for cases and for records made through the API.
+    pub fn now(&self) -> jiff::Timestamp {
+        self.config.clock.now()
+    }
+
     pub fn definitions(&self) -> &Definitions {
         &self.defs
     }
@@ -220,27 +229,7 @@ impl<S: Store + Clone> Engine<S> {
         if !violations.is_empty() {
             return Err(StartError::InvalidInput(violations));
         }
-        let mut keys = BTreeMap::new();
-        for (key, expr) in &workflow.business_keys {
-            let value =
-                expr.eval(&json!({"input": input}))
-                    .map_err(|error| StartError::BusinessKey {
-                        key: key.clone(),
-                        error,
-                    })?;
-            let value = match value {
-                Value::String(s) => s,
-                Value::Null => continue,
-                other => other.to_string(),
-            };
-            if value.len() > MAX_KEY_BYTES {
-                return Err(StartError::BusinessKeyTooLong {
-                    key: key.clone(),
-                    len: value.len(),
-                });
-            }
-            keys.insert(key.clone(), value);
-        }
+        let keys = self.business_keys(&workflow, &input)?;
         let now = self.config.clock.now();
         let id = CaseId::now_v7();
         let case = Case {
@@ -312,6 +301,36 @@ impl<S: Store + Clone> Engine<S> {
         Ok((case, true))
     }
 
+    /// The business keys of a case with this input, as the workflow computes them.
+    fn business_keys(
+        &self,
+        workflow: &Workflow,
+        input: &Value,
+    ) -> Result<BTreeMap<String, String>, StartError> {
+        let mut keys = BTreeMap::new();
+        for (key, expr) in &workflow.business_keys {
+            let value =
+                expr.eval(&json!({"input": input}))
+                    .map_err(|error| StartError::BusinessKey {
+                        key: key.clone(),
+                        error,
+                    })?;
+            let value = match value {
+                Value::String(s) => s,
+                Value::Null => continue,
+                other => other.to_string(),
+            };
+            if value.len() > MAX_KEY_BYTES {
+                return Err(StartError::BusinessKeyTooLong {
+                    key: key.clone(),
+                    len: value.len(),
+                });
+            }
+            keys.insert(key.clone(), value);
+        }
+        Ok(keys)
+    }
+
     async fn replay_start(
         &self,
         found: IdempotencyRecord,
@@ -352,10 +371,12 @@ impl<S: Store + Clone> Engine<S> {
         }
     }
 
-    /// An agency's answer to a `callback` step, through the step's token.
+    /// An agency's answer to a `callback` step, through the step's token. `agency` is who the
+    /// caller authenticated as: only the step's own agency may answer it.
     pub async fn callback(
         self: &Arc<Self>,
         token: &str,
+        agency: &str,
         message_key: Option<&str>,
         headers: Value,
         body: Value,
@@ -368,27 +389,30 @@ impl<S: Store + Clone> Engine<S> {
             .map(str::to_owned)
             .unwrap_or_else(|| fingerprint("callback", None, &body));
         let seen_key = format!("callback:{token}:{message_key}");
-        if self.store.idempotency(&seen_key).await?.is_some() {
-            return Ok(CallbackAck::Duplicate);
-        }
         let target: CallbackTarget = self
             .store
             .token(token)
             .await?
             .ok_or(CallbackError::UnknownToken)?;
         let mut lock = self.locks.lock(target.case_id).await;
-        if self.store.idempotency(&seen_key).await?.is_some() {
-            return Ok(CallbackAck::Duplicate);
-        }
         let case = lock
             .load(&self.store)
             .await?
             .ok_or(CallbackError::UnknownToken)?;
-        let workflow = self.workflow_of(&case)?;
         let step = case
             .steps
             .get(&target.step)
             .ok_or(CallbackError::UnknownToken)?;
+        if step.agency != agency {
+            return Err(CallbackError::OtherAgency {
+                step: target.step,
+                agency: step.agency.clone(),
+            });
+        }
+        if self.store.idempotency(&seen_key).await?.is_some() {
+            return Ok(CallbackAck::Duplicate);
+        }
+        let workflow = self.workflow_of(&case)?;
         if step.revision != target.revision {
             return Err(CallbackError::Superseded {
                 case_id: case.id,

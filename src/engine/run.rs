@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use super::locks::CaseLock;
 use super::{CallbackAck, Engine, MissingWorkflow};
 use crate::adapters::http::{self, Metadata, Outcome, Reply};
+use crate::auth::random_hex;
 use crate::calendar::CalendarError;
 use crate::case::{
     CallbackTarget, Case, CaseStatus, Event, EventKind, Incident, IncidentReason, Rejection,
@@ -106,7 +107,7 @@ impl Change {
     }
 
     /// Ends a step's time at the agency: its timers go, and so do its open incidents.
-    fn close_step(&mut self, step: &str) {
+    pub(super) fn close_step(&mut self, step: &str) {
         self.step_mut(step).finished_at = Some(self.now);
         for kind in step_timers(step) {
             self.clear_timer(kind);
@@ -114,6 +115,17 @@ impl Change {
         self.case
             .incidents
             .retain(|i| i.step.as_deref() != Some(step));
+    }
+
+    /// Closes the open incidents of a step whose reason passes `which`.
+    pub(super) fn clear_incidents_of(
+        &mut self,
+        step: &str,
+        which: impl Fn(IncidentReason) -> bool,
+    ) {
+        self.case
+            .incidents
+            .retain(|i| i.step.as_deref() != Some(step) || !which(i.reason));
     }
 
     pub fn clear_timer(&mut self, kind: TimerKind) {
@@ -192,15 +204,6 @@ pub fn idempotency_key(case: &Case, step: &str, revision: u32) -> String {
     format!("{}:{step}:{revision}", case.id)
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut out = String::new();
-    while out.len() < bytes * 2 {
-        out.push_str(&uuid::Uuid::new_v4().simple().to_string());
-    }
-    out.truncate(bytes * 2);
-    out
-}
-
 fn text(v: Value) -> String {
     match v {
         Value::String(s) => s,
@@ -234,17 +237,27 @@ impl<S: Store + Clone> Engine<S> {
                 .iter()
                 .map(|n| (n.as_str(), change.case.steps[n].status))
                 .collect();
+            if needs.iter().any(|(n, _)| change.case.is_held(n)) {
+                continue;
+            }
             if let Some((n, _)) = needs
                 .iter()
                 .find(|(_, s)| matches!(s, StepStatus::Rejected | StepStatus::Stopped))
             {
                 let reason = format!("it needs step `{n}`, which did not succeed");
                 self.settle(change, &step.id, StepStatus::Stopped, reason);
-            } else if let Some((n, _)) = needs.iter().find(|(_, s)| *s == StepStatus::Skipped) {
+            } else if let Some((n, _)) = needs
+                .iter()
+                .find(|(n, _)| !change.case.steps[*n].provides_output())
+                .filter(|(_, s)| *s == StepStatus::Skipped)
+            {
                 let reason = format!("it needs step `{n}`, which was skipped");
                 self.settle(change, &step.id, StepStatus::Skipped, reason);
-            } else if needs.iter().all(|(_, s)| *s == StepStatus::Succeeded) {
-                self.start_step(wf, step, change);
+            } else if needs
+                .iter()
+                .all(|(n, _)| change.case.steps[*n].provides_output())
+            {
+                self.start_step(step, change);
             }
         }
         self.finish_if_done(wf, change);
@@ -271,7 +284,12 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     fn finish_if_done(&self, wf: &Workflow, change: &mut Change) {
-        if !change.case.steps.values().all(|s| s.status.is_final()) {
+        let held = change
+            .case
+            .incidents
+            .iter()
+            .any(|i| i.reason == IncidentReason::RefusalAwaitingAction);
+        if held || !change.case.steps.values().all(|s| s.status.is_final()) {
             return;
         }
         let steps = &change.case.steps;
@@ -305,7 +323,7 @@ impl<S: Store + Clone> Engine<S> {
         change.event(EventKind::CaseFinished { status, reason });
     }
 
-    fn start_step(&self, wf: &Workflow, step: &Step, change: &mut Change) {
+    fn start_step(&self, step: &Step, change: &mut Change) {
         let ctx = match Input::new(&step_context(&change.case)) {
             Ok(ctx) => ctx,
             Err(e) => {
@@ -380,11 +398,11 @@ impl<S: Store + Clone> Engine<S> {
                 },
             ));
         }
-        self.begin_attempt(wf, step, change, 1);
+        self.begin_attempt(step, change, 1);
     }
 
     /// Makes attempt `n` durable (with its watchdog timer) and queues its request.
-    fn begin_attempt(&self, _wf: &Workflow, step: &Step, change: &mut Change, n: u32) {
+    pub(super) fn begin_attempt(&self, step: &Step, change: &mut Change, n: u32) {
         let case_id = change.case.id;
         let s = change.step_mut(&step.id);
         s.status = StepStatus::Calling;
@@ -402,6 +420,8 @@ impl<S: Store + Clone> Engine<S> {
             ctx["callback"] =
                 json!({"url": format!("{}/v1/callbacks/{token}", self.config.public_url)});
         }
+        let adapter = &step.adapter;
+        let built = self.build_request(adapter, &ctx);
         change.event(EventKind::AttemptStarted {
             step: step.id.clone(),
             adapter: step.adapter.reference.clone(),
@@ -409,9 +429,11 @@ impl<S: Store + Clone> Engine<S> {
             attempt: n,
             idempotency_key: key.clone(),
             message_id: message_id.clone(),
+            request: built
+                .as_ref()
+                .ok()
+                .map(|r| format!("{} {}", adapter.method.as_str(), r.url)),
         });
-        let adapter = &step.adapter;
-        let built = self.build_request(adapter, &ctx);
         let Request { url, headers, body } = match built {
             Ok(request) => request,
             Err(e) => {
@@ -497,19 +519,26 @@ impl<S: Store + Clone> Engine<S> {
         });
     }
 
-    fn reject(&self, change: &mut Change, step: &str, reason_code: String, message: String) {
-        let s = change.step_mut(step);
+    fn reject(&self, step: &Step, change: &mut Change, reason_code: String, message: String) {
+        let id = step.id.as_str();
+        let s = change.step_mut(id);
         s.status = StepStatus::Rejected;
         s.rejection = Some(Rejection {
             reason_code: reason_code.clone(),
             message: message.clone(),
         });
-        change.close_step(step);
+        change.close_step(id);
         change.event(EventKind::StepRejected {
-            step: step.into(),
-            reason_code,
-            message,
+            step: id.into(),
+            reason_code: reason_code.clone(),
+            message: message.clone(),
         });
+        if step.on_rejection == OnRejection::Hold {
+            let message = format!(
+                "the agency refused step `{id}` ({reason_code}: {message}); correct the data and re-run it, or let the refusal stand"
+            );
+            change.open_incident(Some(id), IncidentReason::RefusalAwaitingAction, message);
+        }
     }
 
     /// A retryable failure of the current attempt: another attempt after a full-jitter backoff
@@ -530,7 +559,8 @@ impl<S: Store + Clone> Engine<S> {
         let ceiling = step.retry.ceiling(next);
         let jitter = Duration::from_secs_f64(fastrand::f64() * ceiling.as_secs_f64());
         let delay = retry_after.map_or(jitter, |r| r.max(jitter));
-        if next > step.retry.max_attempts || elapsed + delay > step.retry.max_duration {
+        let spent = next.saturating_sub(s.budget_from);
+        if spent > step.retry.max_attempts || elapsed + delay > step.retry.max_duration {
             change.event(EventKind::AttemptFailed {
                 step: step.id.clone(),
                 attempt,
@@ -577,7 +607,7 @@ impl<S: Store + Clone> Engine<S> {
             Outcome::Rejected {
                 reason_code,
                 message,
-            } => self.reject(change, &step.id, reason_code, message),
+            } => self.reject(step, change, reason_code, message),
             Outcome::Pending if call.poll => {
                 change.event(EventKind::PollAnswered {
                     step: step.id.clone(),
@@ -724,7 +754,7 @@ impl<S: Store + Clone> Engine<S> {
                 change.event(EventKind::CallbackReceived {
                     step: step_id.into(),
                 });
-                self.reject(change, step_id, reason_code, message);
+                self.reject(step, change, reason_code, message);
                 CallbackAck::Recorded
             }
             Ok(Decision::NoMatch) | Err(_) => {
@@ -814,14 +844,24 @@ impl<S: Store + Clone> Engine<S> {
     pub(super) async fn finish_change(
         self: &Arc<Self>,
         wf: &Workflow,
-        mut change: Change,
+        change: Change,
         lock: &mut CaseLock<'_>,
     ) -> Result<(), StoreError> {
-        self.progress(wf, &mut change);
-        let (case, calls) = change.commit(&self.store).await?;
+        let (case, calls) = self.progress_and_commit(wf, change).await?;
         lock.remember_while_calling(case, &calls);
         self.dispatch(calls);
         Ok(())
+    }
+
+    /// Moves the case on as far as it goes and commits: the committed case and the calls to
+    /// send.
+    pub(super) async fn progress_and_commit(
+        &self,
+        wf: &Workflow,
+        mut change: Change,
+    ) -> Result<(Case, Vec<Call>), StoreError> {
+        self.progress(wf, &mut change);
+        change.commit(&self.store).await
     }
 
     /// A timer came due for a case whose workflow is not loaded: the case cannot move, so it
@@ -868,7 +908,7 @@ impl<S: Store + Clone> Engine<S> {
                 match change.case.steps[step].status {
                     StepStatus::Backoff => {
                         let n = change.case.steps[step].attempt + 1;
-                        self.begin_attempt(&wf, def, &mut change, n);
+                        self.begin_attempt(def, &mut change, n);
                     }
                     StepStatus::Calling => {
                         let error = "no reply was recorded within the timeout: the server stopped or the reply was lost".to_owned();

@@ -1,6 +1,6 @@
 //! Storage: one trait that every backend implements, shaped after Restate's per-table storage
 //! API. A [`Transaction`] is a backend-neutral set of writes to the tables (cases, history events,
-//! timers, callback tokens, idempotency records); [`Store::commit`] applies it atomically, keeps
+//! timers, callback tokens, idempotency records, API tokens); [`Store::commit`] applies it atomically, keeps
 //! the indexes in step with each case, and returns only once it is on disk.
 //!
 //! Backends: [`sled`](self::sled) (embedded, the default). The conformance suite in
@@ -12,6 +12,7 @@ use std::future::Future;
 
 use jiff::Timestamp;
 
+use crate::auth::ApiToken;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer, TimerKind};
 
 /// The version of the on-disk format. A store written by another format version is refused.
@@ -64,6 +65,8 @@ pub struct Transaction {
     pub delete_tokens: Vec<String>,
     /// Inserted only if absent; otherwise the commit fails with [`StoreError::KeyTaken`].
     pub put_idempotency: Vec<(String, IdempotencyRecord)>,
+    /// API tokens, keyed by digest: a new one, or a revoked one written over the old.
+    pub put_api_tokens: Vec<ApiToken>,
 }
 
 impl Transaction {
@@ -75,6 +78,7 @@ impl Transaction {
             && self.put_tokens.is_empty()
             && self.delete_tokens.is_empty()
             && self.put_idempotency.is_empty()
+            && self.put_api_tokens.is_empty()
     }
 }
 
@@ -90,6 +94,22 @@ pub struct Page {
 pub enum Order {
     Ascending,
     Descending,
+}
+
+/// A place in an index: a value and a case under it.
+pub type Position = (String, CaseId);
+
+/// A read of the entries of one index whose values lie in `from..to`, in (value, case) order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexRange {
+    /// Inclusive.
+    pub from: String,
+    /// Exclusive.
+    pub to: String,
+    /// Where the previous page ended (exclusive): the next page starts after it in `order`.
+    pub after: Option<Position>,
+    pub order: Order,
+    pub limit: usize,
 }
 
 pub trait Store: Send + Sync + 'static {
@@ -124,15 +144,13 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Page, StoreError>> + Send;
 
-    /// Index values under `name` from `from` (inclusive) to `to` (exclusive), in value order,
-    /// with their cases: used for the `due` index ("which steps are due before…").
+    /// Entries of index `name` in a range of values, with their cases: how the `due` index
+    /// answers "which steps are due before…" and the `incident` index lists incidents by age.
     fn index_range(
         &self,
         name: &str,
-        from: &str,
-        to: &str,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<(String, CaseId)>, StoreError>> + Send;
+        range: &IndexRange,
+    ) -> impl Future<Output = Result<Vec<Position>, StoreError>> + Send;
 
     fn token(
         &self,
@@ -143,4 +161,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         key: &str,
     ) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;
+
+    /// The API token with this digest, revoked or not.
+    fn api_token(
+        &self,
+        digest: &str,
+    ) -> impl Future<Output = Result<Option<ApiToken>, StoreError>> + Send;
+
+    /// Every API token ever issued, revoked ones included (they are few).
+    fn api_tokens(&self) -> impl Future<Output = Result<Vec<ApiToken>, StoreError>> + Send;
 }

@@ -26,7 +26,8 @@ use serde::de::DeserializeOwned;
 use sled::{Batch, IVec, Tree};
 use tokio::sync::oneshot;
 
-use super::{FORMAT_VERSION, Order, Page, Store, StoreError, Transaction};
+use super::{FORMAT_VERSION, IndexRange, Order, Page, Position, Store, StoreError, Transaction};
+use crate::auth::ApiToken;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, IndexEntry, Timer};
 
 /// The tree that holds every table.
@@ -40,6 +41,7 @@ const TIMER_IDS: u8 = b'u';
 const INDEX: u8 = b'x';
 const TOKENS: u8 = b'k';
 const IDEMPOTENCY: u8 = b'i';
+const API_TOKENS: u8 = b'a';
 
 /// A commit on its way to the writer, and where its outcome goes.
 type Pending = (Prepared, oneshot::Sender<Result<(), StoreError>>);
@@ -196,6 +198,10 @@ impl Prepared {
         for (token, target) in &tx.put_tokens {
             p.puts
                 .push((keyed(TOKENS, token.as_bytes()), encode(target)));
+        }
+        for token in &tx.put_api_tokens {
+            p.puts
+                .push((keyed(API_TOKENS, token.digest.as_bytes()), encode(token)));
         }
         for token in &tx.delete_tokens {
             p.removes.push(keyed(TOKENS, token.as_bytes()));
@@ -644,18 +650,35 @@ impl Store for SledStore {
     async fn index_range(
         &self,
         name: &str,
-        from: &str,
-        to: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, CaseId)>, StoreError> {
+        range: &IndexRange,
+    ) -> Result<Vec<Position>, StoreError> {
         let mut low = keyed(INDEX, name.as_bytes());
         low.push(0);
         let mut high = low.clone();
-        low.extend_from_slice(from.as_bytes());
-        high.extend_from_slice(to.as_bytes());
+        low.extend_from_slice(range.from.as_bytes());
+        high.extend_from_slice(range.to.as_bytes());
+        if let Some((value, case)) = &range.after {
+            let mut at = index_prefix(name, value);
+            at.extend_from_slice(case.as_bytes());
+            match range.order {
+                Order::Ascending => {
+                    at.push(0);
+                    low = low.max(at);
+                }
+                Order::Descending => high = high.min(at),
+            }
+        }
+        if low >= high {
+            return Ok(Vec::new());
+        }
         let skip = name.len() + 2;
+        let entries = self.data().range(low..high);
+        let entries: Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>>> = match range.order {
+            Order::Ascending => Box::new(entries),
+            Order::Descending => Box::new(entries.rev()),
+        };
         let mut out = Vec::new();
-        for r in self.data().range(low..high).take(limit) {
+        for r in entries.take(range.limit) {
             let (k, _) = r.map_err(|e| self.err(e))?;
             let Some(id) = case_id_at_end(&k) else {
                 continue;
@@ -678,6 +701,23 @@ impl Store for SledStore {
             Some(v) => Ok(Some(self.decode("an idempotency record", &v)?)),
             None => Ok(None),
         }
+    }
+
+    async fn api_token(&self, digest: &str) -> Result<Option<ApiToken>, StoreError> {
+        match self.get(&keyed(API_TOKENS, digest.as_bytes()))? {
+            Some(v) => Ok(Some(self.decode("an API token", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        self.data()
+            .scan_prefix([API_TOKENS])
+            .map(|r| {
+                let (_, v) = r.map_err(|e| self.err(e))?;
+                self.decode("an API token", &v)
+            })
+            .collect()
     }
 }
 

@@ -135,6 +135,9 @@ pub enum OnRejection {
     StopDependents,
     /// The whole case stops; running branches finish their current step.
     StopCase,
+    /// The steps that need this one wait, and an incident asks an operator to act: correct the
+    /// data and re-run the step, or let the refusal stand (the dependants then stop).
+    Hold,
 }
 
 /// Exponential backoff with full jitter.
@@ -200,6 +203,17 @@ pub enum Method {
     Put,
     #[serde(rename = "PATCH")]
     Patch,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+        }
+    }
 }
 
 /// The HTTP request. Templates see `.input` (the step's input), `.case`, `.step` and, for

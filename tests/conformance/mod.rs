@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use civicflow::auth::{ApiToken, Role, digest};
 use civicflow::case::{
     CallbackTarget, Case, CaseId, CaseStatus, Event, EventKind, IdempotencyRecord, Incident,
-    IncidentReason, StepState, StepStatus, Timer, TimerKind, due_value, index,
+    IncidentReason, StepState, StepStatus, Timer, TimerKind, due_value, incident_values, index,
 };
-use civicflow::store::{CaseWrite, Order, Store, StoreError, Transaction};
+use civicflow::store::{CaseWrite, IndexRange, Order, Store, StoreError, Transaction};
 use jiff::Timestamp;
 use serde_json::json;
 
@@ -25,6 +26,7 @@ macro_rules! conformance_suite {
             pages_through_an_index_both_ways,
             ranges_over_due_times,
             stores_tokens_and_idempotency_records,
+            stores_issues_and_revokes_api_tokens,
             idempotency_records_are_insert_only,
             many_concurrent_commits_all_land,
         );
@@ -296,10 +298,12 @@ pub async fn keeps_indexes_in_step_with_the_case<S: Store>(store: &S) {
         ids(store, index::STEP, "birth-registration/birth").await,
         vec![c.id]
     );
-    assert_eq!(
-        ids(store, index::INCIDENT, "retries_exhausted").await,
-        vec![c.id]
-    );
+    let incident = c.incidents[0].clone();
+    let values = incident_values("birth-registration", Some("civil-status"), &incident);
+    assert_eq!(values.len(), 5, "{values:?}");
+    for value in &values {
+        assert_eq!(ids(store, index::INCIDENT, value).await, vec![c.id]);
+    }
     assert_eq!(ids(store, index::DUE, &due_value(at(50))).await, vec![c.id]);
 
     c.rev = 2;
@@ -310,11 +314,9 @@ pub async fn keeps_indexes_in_step_with_the_case<S: Store>(store: &S) {
     assert!(ids(store, index::STATUS, "running").await.is_empty());
     assert_eq!(ids(store, index::STATUS, "completed").await, vec![c.id]);
     assert!(ids(store, index::AGENCY, "civil-status").await.is_empty());
-    assert!(
-        ids(store, index::INCIDENT, "retries_exhausted")
-            .await
-            .is_empty()
-    );
+    for value in &values {
+        assert!(ids(store, index::INCIDENT, value).await.is_empty());
+    }
     assert!(ids(store, index::DUE, &due_value(at(50))).await.is_empty());
     assert_eq!(
         ids(store, index::KEY, "requester=001190123456").await,
@@ -363,17 +365,69 @@ pub async fn ranges_over_due_times<S: Store>(store: &S) {
         store.commit(&create(&c)).await.unwrap();
         cases.push((due, c.id));
     }
-    let found = store
-        .index_range(index::DUE, &due_value(at(0)), &due_value(at(250)), 10)
-        .await
-        .unwrap();
+    let mut range = IndexRange {
+        from: due_value(at(0)),
+        to: due_value(at(250)),
+        after: None,
+        order: Order::Ascending,
+        limit: 10,
+    };
+    let found = store.index_range(index::DUE, &range).await.unwrap();
+    let early = (due_value(at(100)), cases[1].1);
+    let late = (due_value(at(200)), cases[2].1);
+    assert_eq!(found, vec![early.clone(), late.clone()]);
+    // Paged one entry at a time, each way, from where the last page ended.
+    range.limit = 1;
+    range.after = Some(early.clone());
     assert_eq!(
-        found,
-        vec![
-            (due_value(at(100)), cases[1].1),
-            (due_value(at(200)), cases[2].1)
-        ]
+        store.index_range(index::DUE, &range).await.unwrap(),
+        vec![late.clone()]
     );
+    range.after = Some(late.clone());
+    assert!(
+        store
+            .index_range(index::DUE, &range)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    range.order = Order::Descending;
+    assert_eq!(
+        store.index_range(index::DUE, &range).await.unwrap(),
+        vec![early.clone()]
+    );
+    range.after = None;
+    assert_eq!(
+        store.index_range(index::DUE, &range).await.unwrap(),
+        vec![late]
+    );
+}
+
+pub async fn stores_issues_and_revokes_api_tokens<S: Store>(store: &S) {
+    let (token, secret) = ApiToken::issue(Role::Operator, "alice", "test", at(0));
+    let tx = Transaction {
+        put_api_tokens: vec![token.clone()],
+        ..Transaction::default()
+    };
+    store.commit(&tx).await.unwrap();
+    assert_eq!(
+        store.api_token(&digest(&secret)).await.unwrap(),
+        Some(token.clone())
+    );
+    assert_eq!(store.api_token(&digest("cf_other")).await.unwrap(), None);
+    let mut revoked = token.clone();
+    revoked.revoked_at = Some(at(5));
+    revoked.revoked_by = Some("admin".into());
+    let tx = Transaction {
+        put_api_tokens: vec![revoked.clone()],
+        ..Transaction::default()
+    };
+    store.commit(&tx).await.unwrap();
+    assert_eq!(
+        store.api_token(&token.digest).await.unwrap(),
+        Some(revoked.clone())
+    );
+    assert_eq!(store.api_tokens().await.unwrap(), vec![revoked]);
 }
 
 pub async fn stores_tokens_and_idempotency_records<S: Store>(store: &S) {

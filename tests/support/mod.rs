@@ -15,7 +15,23 @@ pub struct Server {
     pub url: String,
     pub agencies: BTreeMap<String, String>,
     child: Child,
+    /// Sends the admin token with every request.
     pub http: reqwest::Client,
+    /// The admin token `serve` wrote to the data directory at its first start.
+    pub admin: String,
+}
+
+/// A client that sends `token` with every request.
+pub fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 impl Server {
@@ -76,12 +92,64 @@ impl Server {
             }
         };
         std::thread::spawn(move || for _ in lines {});
+        let admin = std::fs::read_to_string(data.join("admin.token"))
+            .expect("serve wrote the admin token")
+            .trim()
+            .to_owned();
         Server {
             url,
             agencies,
             child,
-            http: reqwest::Client::new(),
+            http: client_with(&admin),
+            admin,
         }
+    }
+
+    /// Issues a token with `role` and returns its secret.
+    pub async fn token(&self, role: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/v1/tokens",
+                &json!({"role": role, "name": format!("test {role}")}),
+                None,
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Gives the mock agencies at `agency_url` (their admin side) an `agency:police` token to
+    /// call this server back with, as an agency is given its credentials.
+    pub async fn connect_mocks(&self, agency_url: &str) {
+        let token = self.token("agency:police").await;
+        let response = self
+            .http
+            .put(format!("{agency_url}/admin/callback-token"))
+            .json(&json!({"token": token}))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
+    /// `method path` with `token` (none: no Authorization header) and `body`: status and JSON.
+    pub async fn call(
+        &self,
+        token: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut request = reqwest::Client::new().request(method, format!("{}{path}", self.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn post(&self, path: &str, body: &Value, key: Option<&str>) -> (u16, Value) {
@@ -333,14 +401,33 @@ impl InProcess {
             },
         );
         engine.run();
-        let router = civicflow::api::router(engine.clone());
+        let limits = civicflow::api::Limits {
+            per_second: std::num::NonZeroU32::new(1_000_000).unwrap(),
+            burst: std::num::NonZeroU32::new(1_000_000).unwrap(),
+        };
+        let router = civicflow::api::router(engine.clone(), limits);
         tokio::spawn(axum::serve(listener, router).into_future());
+        let issue = |role: civicflow::auth::Role| {
+            civicflow::auth::issue(engine.store(), role, "test", "test", jiff::Timestamp::now())
+        };
+        let (_, admin) = issue(civicflow::auth::Role::Admin).await.unwrap();
+        let (_, police) = issue(civicflow::auth::Role::Agency("police".into()))
+            .await
+            .unwrap();
+        let http = client_with(&admin);
+        let response = http
+            .put(format!("{}/admin/callback-token", agencies["police"]))
+            .json(&json!({"token": police}))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
         InProcess {
             url,
             engine,
             clock,
             agencies,
-            http: reqwest::Client::new(),
+            http,
             data,
             _mocks: mocks,
         }

@@ -1,0 +1,75 @@
+//! The agencies' door: the callback of a `callback` step. The agency authenticates with its own
+//! token (role `agency:<id>`) and names the step by the step's secret token in the URL; both
+//! must match.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Map, Value, json};
+
+use super::auth::Caller;
+use super::{ApiError, AppState};
+use crate::auth::Operation;
+use crate::engine::{CallbackAck, CallbackError};
+use crate::store::Store;
+
+pub async fn post<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Operation::Callback)?;
+    let agency = caller.0.role.agency().unwrap_or_default().to_owned();
+    let Json(body) = body.map_err(ApiError::from_json)?;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut head = Map::new();
+    for (k, v) in &headers {
+        if k == "authorization" {
+            continue;
+        }
+        if let Ok(v) = v.to_str() {
+            head.insert(k.as_str().to_owned(), Value::String(v.to_owned()));
+        }
+    }
+    let ack = state
+        .engine
+        .callback(&token, &agency, key.as_deref(), Value::Object(head), body)
+        .await
+        .map_err(|e| match e {
+            CallbackError::UnknownToken => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_token", e.to_string())
+            }
+            CallbackError::OtherAgency { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "other_agency", e.to_string())
+            }
+            CallbackError::Finished { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "step_finished", e.to_string())
+            }
+            CallbackError::Superseded { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "token_superseded", e.to_string())
+            }
+            CallbackError::ShuttingDown => ApiError::unavailable(),
+            // Not the agency's fault, and not lost: retrying after the file is restored works.
+            CallbackError::Missing(e) => {
+                tracing::error!(error = %e, "a callback for a case whose workflow is not loaded");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "workflow_not_loaded",
+                    "the case's workflow is not loaded on this server; retry later",
+                )
+            }
+            CallbackError::Store(e) => ApiError::internal(e),
+        })?;
+    let status = match ack {
+        CallbackAck::Recorded => "recorded",
+        CallbackAck::Duplicate => "duplicate",
+        CallbackAck::StillPending => "pending",
+    };
+    Ok(Json(json!({"status": status})))
+}

@@ -1,0 +1,289 @@
+//! The portal's door: start a case, read it, list a citizen's cases; and a case's history, for
+//! operators.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::auth::Caller;
+use super::{ApiError, AppState};
+use crate::auth::Operation;
+use crate::case::masking::mask;
+use crate::case::query::{self, CaseFilter, QueryError};
+use crate::case::{Case, CaseId, CaseStatus};
+use crate::engine::StartError;
+use crate::store::{Order, Store};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    workflow: String,
+    #[serde(default)]
+    version: Option<u32>,
+    input: Value,
+}
+
+pub async fn start<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Result<Json<StartRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Operation::StartCase)?;
+    let Json(request) = body.map_err(ApiError::from_json)?;
+    let key = match headers.get("idempotency-key") {
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_header",
+                "the Idempotency-Key header must be visible ASCII",
+            )
+        })?),
+        None => None,
+    };
+    let (case, created) = state
+        .engine
+        .start(&request.workflow, request.version, request.input, key)
+        .await
+        .map_err(|e| match e {
+            StartError::UnknownWorkflow { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_workflow", e.to_string())
+            }
+            StartError::InvalidInput(violations) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_input",
+                "the input does not match the workflow's input schema",
+            )
+            .with_fields(violations),
+            StartError::BusinessKey { .. } | StartError::BusinessKeyTooLong { .. } => {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_input",
+                    e.to_string(),
+                )
+            }
+            StartError::KeyReused { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                e.to_string(),
+            ),
+            StartError::ShuttingDown => ApiError::unavailable(),
+            StartError::Store(e) => ApiError::internal(e),
+        })?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view(&case, true))).into_response())
+}
+
+pub fn parse_id(id: &str) -> Result<CaseId, ApiError> {
+    CaseId::parse_str(id).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_case",
+            format!("`{id}` is not a case id"),
+        )
+    })
+}
+
+pub fn unknown_case(id: CaseId) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_case",
+        format!("no case {id}"),
+    )
+}
+
+pub async fn show<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Operation::ReadCase)?;
+    let id = parse_id(&id)?;
+    match state.engine.case(id).await.map_err(ApiError::internal)? {
+        Some(case) => Ok(Json(view(&case, caller.0.role.allows(Operation::Unmasked)))),
+        None => Err(unknown_case(id)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// A business key, `name=value` (e.g. `requester=001190123456`).
+    key: Option<String>,
+    workflow: Option<String>,
+    status: Option<CaseStatus>,
+    #[serde(default)]
+    order: ListOrder,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `oldest` first or `newest` first.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListOrder {
+    #[default]
+    Oldest,
+    Newest,
+}
+
+impl From<ListOrder> for Order {
+    fn from(o: ListOrder) -> Order {
+        match o {
+            ListOrder::Oldest => Order::Ascending,
+            ListOrder::Newest => Order::Descending,
+        }
+    }
+}
+
+pub fn query_error(e: QueryError) -> ApiError {
+    match e {
+        QueryError::BadCursor(_) => ApiError::bad_request("invalid_cursor", e.to_string()),
+        QueryError::Store(e) => ApiError::internal(e),
+    }
+}
+
+pub async fn list<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Operation::ListCases)?;
+    let Query(q) = q.map_err(ApiError::from_query)?;
+    let filter = CaseFilter {
+        key: q.key,
+        workflow: q.workflow,
+        status: q.status,
+    };
+    if filter.is_empty() {
+        return Err(ApiError::bad_request(
+            "filter_required",
+            "give at least one of `key` (name=value), `workflow` or `status`",
+        ));
+    }
+    if let Some(key) = &filter.key
+        && !key.contains('=')
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("key `{key}` must be `name=value`, e.g. `requester=001190123456`"),
+        ));
+    }
+    let page = query::cases(
+        state.engine.store(),
+        &filter,
+        q.order.into(),
+        q.cursor.as_deref(),
+        q.limit.unwrap_or(50),
+    )
+    .await
+    .map_err(query_error)?;
+    let unmasked = caller.0.role.allows(Operation::Unmasked);
+    let items: Vec<Value> = page.items.iter().map(|c| summary(c, unmasked)).collect();
+    Ok(Json(json!({"items": items, "next": page.next})))
+}
+
+pub async fn history<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Operation::ReadHistory)?;
+    let id = parse_id(&id)?;
+    let events = state.engine.history(id).await.map_err(ApiError::internal)?;
+    // Every case's history starts with `case_started`: none means no such case.
+    if events.is_empty() {
+        return Err(unknown_case(id));
+    }
+    let events = json!(events);
+    let events = if caller.0.role.allows(Operation::Unmasked) {
+        events
+    } else {
+        mask(&events)
+    };
+    Ok(Json(json!({"case_id": id, "events": events})))
+}
+
+fn business_keys(case: &Case, unmasked: bool) -> Value {
+    let keys = json!(case.business_keys);
+    if unmasked {
+        keys
+    } else {
+        // Business keys are citizens' IDs and dossier numbers: all of them personal.
+        let all: Map<String, Value> = case
+            .business_keys
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(crate::case::masking::mask_text(v))))
+            .collect();
+        Value::Object(all)
+    }
+}
+
+/// One line of a case list.
+fn summary(case: &Case, unmasked: bool) -> Value {
+    json!({
+        "id": case.id,
+        "workflow": case.workflow,
+        "version": case.version,
+        "status": case.status.as_str(),
+        "business_keys": business_keys(case, unmasked),
+        "started_at": case.started_at,
+        "due_at": case.due_at,
+        "finished_at": case.finished_at,
+        "incidents": case.incidents.len(),
+    })
+}
+
+/// A case as a reader sees it: no callback secrets; personal data masked unless `unmasked`.
+pub fn view(case: &Case, unmasked: bool) -> Value {
+    let shown = |v: &Value| if unmasked { v.clone() } else { mask(v) };
+    let steps: Map<String, Value> = case
+        .steps
+        .iter()
+        .map(|(id, s)| {
+            let mut v = json!({
+                "status": s.status.as_str(),
+                "adapter": s.adapter,
+                "agency": s.agency,
+                "revision": s.revision,
+                "attempts": s.attempt,
+            });
+            let fields = [
+                ("started_at", s.started_at.map(|t| json!(t))),
+                ("finished_at", s.finished_at.map(|t| json!(t))),
+                ("due_at", s.due_at.map(|t| json!(t))),
+                ("output", s.output.as_ref().map(shown)),
+                ("rejection", s.rejection.as_ref().map(|r| json!(r))),
+                ("error", s.error.as_ref().map(|e| json!(e))),
+                ("note", s.note.as_ref().map(|n| json!(n))),
+            ];
+            for (k, value) in fields {
+                if let Some(value) = value {
+                    v[k] = value;
+                }
+            }
+            (id.clone(), v)
+        })
+        .collect();
+    json!({
+        "id": case.id,
+        "workflow": case.workflow,
+        "version": case.version,
+        "status": case.status.as_str(),
+        "reason": case.reason,
+        "business_keys": business_keys(case, unmasked),
+        "input": shown(&case.input),
+        "started_at": case.started_at,
+        "due_at": case.due_at,
+        "finished_at": case.finished_at,
+        "steps": steps,
+        "incidents": case.incidents,
+    })
+}

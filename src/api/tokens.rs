@@ -1,0 +1,99 @@
+//! Admins issue and revoke API tokens. A token's secret is shown once, in the answer that
+//! issues it; civicflow keeps only its digest.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::Caller;
+use super::{ApiError, AppState};
+use crate::auth::{self, ApiToken, Operation, Role, TokenError};
+use crate::store::Store;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueRequest {
+    role: String,
+    name: String,
+}
+
+fn token_error(e: TokenError) -> ApiError {
+    match e {
+        TokenError::Unknown(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_token", e.to_string())
+        }
+        TokenError::AlreadyRevoked { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "already_revoked", e.to_string())
+        }
+        TokenError::NoName => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            e.to_string(),
+        ),
+        TokenError::Store(e) => ApiError::internal(e),
+    }
+}
+
+pub async fn issue<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    body: Result<Json<IssueRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Operation::ManageTokens)?;
+    let Json(b) = body.map_err(ApiError::from_json)?;
+    let role: Role = b.role.parse().map_err(|e: auth::UnknownRole| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_role",
+            e.to_string(),
+        )
+    })?;
+    let now = state.engine.now();
+    let (token, secret) = auth::issue(state.engine.store(), role, &b.name, &caller.0.actor(), now)
+        .await
+        .map_err(token_error)?;
+    let mut shown = public(&token);
+    shown["token"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(shown)))
+}
+
+pub async fn list<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Operation::ManageTokens)?;
+    let tokens = state
+        .engine
+        .store()
+        .api_tokens()
+        .await
+        .map_err(ApiError::internal)?;
+    let mut items: Vec<Value> = tokens.iter().map(public).collect();
+    items.sort_by(|a, b| a["created_at"].as_str().cmp(&b["created_at"].as_str()));
+    Ok(Json(json!({"items": items})))
+}
+
+pub async fn revoke<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Operation::ManageTokens)?;
+    let now = state.engine.now();
+    let token = auth::revoke(state.engine.store(), &id, &caller.0.actor(), now)
+        .await
+        .map_err(token_error)?;
+    Ok(Json(public(&token)))
+}
+
+/// A token as shown: everything but its digest.
+fn public(token: &ApiToken) -> Value {
+    let mut v = json!(token);
+    if let Some(fields) = v.as_object_mut() {
+        fields.remove("digest");
+    }
+    v
+}

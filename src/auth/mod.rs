@@ -1,0 +1,322 @@
+//! Who may do what. Every API caller presents a bearer token; civicflow keeps only its SHA-256
+//! digest, so a copy of the store gives no one a working credential. A token carries one
+//! [`Role`], and the role alone decides which operations it may use ([`Role::allows`]).
+
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+use crate::store::{Store, StoreError, Transaction};
+
+/// What a caller is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The public-service portal: starts cases and reads them for citizens.
+    Portal,
+    /// Finds stuck cases and acts on them; sees personal data masked.
+    Operator,
+    /// An operator who also sees personal data and may act on many cases at once.
+    Supervisor,
+    /// An agency: posts callbacks for its own steps, manages its own adapters.
+    Agency(String),
+    /// Issues and revokes tokens; may do everything an operator or the portal may.
+    Admin,
+}
+
+/// An operation of the API, as far as permission goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    StartCase,
+    ReadCase,
+    ListCases,
+    ReadHistory,
+    ListIncidents,
+    /// Retry, skip, fix or cancel one case.
+    Act,
+    BulkAct,
+    /// Read personal data unmasked in a history.
+    Unmasked,
+    /// Post a step's callback. The step's own agency is checked against the role separately.
+    Callback,
+    ManageWebhooks,
+    ManageTokens,
+}
+
+impl Role {
+    pub fn allows(&self, op: Operation) -> bool {
+        use Operation::*;
+        match self {
+            Role::Portal => matches!(
+                op,
+                StartCase | ReadCase | ListCases | Unmasked | ManageWebhooks
+            ),
+            Role::Operator => {
+                matches!(op, ReadCase | ListCases | ReadHistory | ListIncidents | Act)
+            }
+            Role::Supervisor => matches!(
+                op,
+                ReadCase | ListCases | ReadHistory | ListIncidents | Act | BulkAct | Unmasked
+            ),
+            Role::Agency(_) => op == Callback,
+            Role::Admin => op != Callback,
+        }
+    }
+
+    /// The agency this role speaks for, if it is an agency's.
+    pub fn agency(&self) -> Option<&str> {
+        match self {
+            Role::Agency(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not a role; the roles are portal, operator, supervisor, agency:<agency id> and admin"
+)]
+pub struct UnknownRole(pub String);
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Role, UnknownRole> {
+        match s {
+            "portal" => Ok(Role::Portal),
+            "operator" => Ok(Role::Operator),
+            "supervisor" => Ok(Role::Supervisor),
+            "admin" => Ok(Role::Admin),
+            _ => match s.strip_prefix("agency:") {
+                Some(a)
+                    if !a.is_empty()
+                        && a.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+                {
+                    Ok(Role::Agency(a.to_owned()))
+                }
+                _ => Err(UnknownRole(s.to_owned())),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Role::Portal => f.write_str("portal"),
+            Role::Operator => f.write_str("operator"),
+            Role::Supervisor => f.write_str("supervisor"),
+            Role::Agency(a) => write!(f, "agency:{a}"),
+            Role::Admin => f.write_str("admin"),
+        }
+    }
+}
+
+impl Serialize for Role {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Role {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Role, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An issued API token, as stored: its digest, never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    /// The public part of the token (`cf_<id>_…`): how it is named in lists and revoked.
+    pub id: String,
+    /// Hex SHA-256 of the whole token.
+    pub digest: String,
+    pub role: Role,
+    /// Who or what holds it ("alice", "portal production").
+    pub name: String,
+    pub created_at: Timestamp,
+    pub created_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
+}
+
+impl ApiToken {
+    /// A new token for `role`: the record to store and the secret to hand over (once).
+    pub fn issue(role: Role, name: &str, by: &str, now: Timestamp) -> (ApiToken, String) {
+        let id = random_hex(4);
+        let secret = format!("cf_{id}_{}", random_hex(24));
+        let token = ApiToken {
+            id,
+            digest: digest(&secret),
+            role,
+            name: name.to_owned(),
+            created_at: now,
+            created_by: by.to_owned(),
+            revoked_at: None,
+            revoked_by: None,
+        };
+        (token, secret)
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.revoked_at.is_none()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("no token with id `{0}`")]
+    Unknown(String),
+    #[error("token `{id}` was already revoked at {at}")]
+    AlreadyRevoked { id: String, at: Timestamp },
+    #[error("a token needs a name saying who holds it")]
+    NoName,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Issues a token for `role`, held by `name`, on behalf of `by`: the stored record and the
+/// secret, which is shown once and never again.
+pub async fn issue<S: Store>(
+    store: &S,
+    role: Role,
+    name: &str,
+    by: &str,
+    now: Timestamp,
+) -> Result<(ApiToken, String), TokenError> {
+    if name.trim().is_empty() {
+        return Err(TokenError::NoName);
+    }
+    let taken: Vec<String> = store
+        .api_tokens()
+        .await?
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    let (token, secret) = loop {
+        let (token, secret) = ApiToken::issue(role.clone(), name.trim(), by, now);
+        if !taken.contains(&token.id) {
+            break (token, secret);
+        }
+    };
+    let tx = Transaction {
+        put_api_tokens: vec![token.clone()],
+        ..Transaction::default()
+    };
+    store.commit(&tx).await?;
+    Ok((token, secret))
+}
+
+/// Revokes token `id`: it stops working at once; its record stays, for the audit trail.
+pub async fn revoke<S: Store>(
+    store: &S,
+    id: &str,
+    by: &str,
+    now: Timestamp,
+) -> Result<ApiToken, TokenError> {
+    let mut token = store
+        .api_tokens()
+        .await?
+        .into_iter()
+        .find(|t| t.id == id)
+        .ok_or_else(|| TokenError::Unknown(id.to_owned()))?;
+    if let Some(at) = token.revoked_at {
+        return Err(TokenError::AlreadyRevoked { id: token.id, at });
+    }
+    token.revoked_at = Some(now);
+    token.revoked_by = Some(by.to_owned());
+    let tx = Transaction {
+        put_api_tokens: vec![token.clone()],
+        ..Transaction::default()
+    };
+    store.commit(&tx).await?;
+    Ok(token)
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub token_id: String,
+    pub name: String,
+    pub role: Role,
+}
+
+impl Principal {
+    /// How the caller is named in a case's history: `alice (operator, token 1a2b3c4d)`.
+    pub fn actor(&self) -> String {
+        format!("{} ({}, token {})", self.name, self.role, self.token_id)
+    }
+}
+
+/// Hex SHA-256 of a token: what the store keys tokens by.
+pub fn digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// `bytes` random bytes from the operating system's generator, as hex: secrets (API tokens,
+/// callback tokens, webhook keys).
+pub fn random_hex(bytes: usize) -> String {
+    let mut out = String::with_capacity(bytes * 2);
+    while out.len() < bytes * 2 {
+        out.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    out.truncate(bytes * 2);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_read_and_print_the_same() {
+        for s in ["portal", "operator", "supervisor", "admin", "agency:police"] {
+            assert_eq!(s.parse::<Role>().unwrap().to_string(), s);
+        }
+        for bad in ["", "agency:", "agency:Police", "root", "agency:a b"] {
+            assert!(bad.parse::<Role>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_an_agency_posts_callbacks_and_only_admin_manages_tokens() {
+        let all = [
+            Role::Portal,
+            Role::Operator,
+            Role::Supervisor,
+            Role::Agency("police".into()),
+            Role::Admin,
+        ];
+        for role in &all {
+            assert_eq!(
+                role.allows(Operation::Callback),
+                role.agency().is_some(),
+                "{role}"
+            );
+            assert_eq!(
+                role.allows(Operation::ManageTokens),
+                *role == Role::Admin,
+                "{role}"
+            );
+        }
+        assert!(!Role::Operator.allows(Operation::Unmasked));
+        assert!(!Role::Operator.allows(Operation::BulkAct));
+        assert!(Role::Supervisor.allows(Operation::BulkAct));
+    }
+
+    #[test]
+    fn an_issued_token_is_stored_as_its_digest() {
+        let (token, secret) =
+            ApiToken::issue(Role::Portal, "portal", "test", Timestamp::UNIX_EPOCH);
+        assert!(secret.starts_with(&format!("cf_{}_", token.id)));
+        assert_eq!(token.digest, digest(&secret));
+        assert!(!token.digest.contains(&secret));
+        assert_eq!(token.digest.len(), 64);
+    }
+}

@@ -1,0 +1,107 @@
+//! Personal data, masked for readers whose role does not allow it (operators see that a
+//! citizen's ID is there and how it ends, not the ID). What counts as personal is decided by
+//! field name, so it holds for every workflow and agency without each declaring it: names,
+//! personal and document numbers, dates and places of birth and death, addresses, contacts.
+//! A personal field that holds an object (a mother, an address) is masked whole.
+
+use serde_json::{Map, Value};
+
+/// Field names that are personal wherever they appear.
+const PERSONAL: &[&str] = &[
+    "full_name",
+    "name",
+    "date_of_birth",
+    "date_of_death",
+    "place_of_birth",
+    "place_of_death",
+    "home_town",
+    "passport_number",
+    "birth_certificate_number",
+    "death_certificate_number",
+    "address",
+    "permanent_address",
+    "detail",
+    "phone",
+    "email",
+    "mother",
+    "father",
+    "deceased",
+    "child",
+    "bank_account",
+];
+
+/// Whether a field of this name holds personal data: one of [`PERSONAL`], or any personal ID
+/// (`personal_id`, `requester_personal_id`, …).
+pub fn is_personal(field: &str) -> bool {
+    PERSONAL.contains(&field) || field.ends_with("personal_id")
+}
+
+/// `value` with every personal field masked.
+pub fn mask(value: &Value) -> Value {
+    masked(value, false)
+}
+
+fn masked(value: &Value, personal: bool) -> Value {
+    match value {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), masked(v, personal || is_personal(k))))
+                .collect::<Map<String, Value>>(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(|v| masked(v, personal)).collect()),
+        Value::String(s) if personal => Value::String(mask_text(s)),
+        Value::Number(_) if personal => Value::String("***".to_owned()),
+        other => other.clone(),
+    }
+}
+
+/// A number keeps its last two digits (enough to tell two citizens apart on the phone), any
+/// other text its first letter.
+pub fn mask_text(s: &str) -> String {
+    let n = s.chars().count();
+    if n <= 2 {
+        return "*".repeat(n.max(1));
+    }
+    if s.chars().all(|c| c.is_ascii_digit()) {
+        let tail: String = s.chars().skip(n - 2).collect();
+        return format!("{}{tail}", "*".repeat(n - 2));
+    }
+    let first = s.chars().next().unwrap_or('*');
+    format!("{first}{}", "*".repeat(n - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn personal_fields_are_masked_at_any_depth_and_others_kept() {
+        let input = json!({
+            "dossier_number": "HS-1",
+            "requester_personal_id": "001190123456",
+            "child": {"full_name": "Nguyễn Văn An", "sex": "male"},
+            "permanent_address": {"commune_code": "00001", "detail": "12 Hàng Bạc"},
+            "steps": [{"output": {"child_personal_id": "001026000001", "card_code": "TE1"}}],
+        });
+        let out = mask(&input);
+        assert_eq!(out["dossier_number"], "HS-1");
+        assert_eq!(out["requester_personal_id"], "**********56");
+        assert_eq!(out["child"]["full_name"], "N************");
+        assert_eq!(out["child"]["sex"], "m***");
+        assert_eq!(out["permanent_address"]["commune_code"], "***01");
+        assert_eq!(
+            out["steps"][0]["output"]["child_personal_id"],
+            "**********01"
+        );
+        assert_eq!(out["steps"][0]["output"]["card_code"], "TE1");
+    }
+
+    #[test]
+    fn short_text_is_masked_whole() {
+        assert_eq!(mask_text("ab"), "**");
+        assert_eq!(mask_text(""), "*");
+    }
+}

@@ -1,0 +1,278 @@
+//! Finding cases and incidents by reading an index, never by scanning every case: the portal's
+//! "cases of this citizen", the operators' incident list. Pages are cut by an opaque cursor, so
+//! a list stays consistent while cases change under it.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::{
+    Case, CaseId, CaseStatus, IncidentDimension, IncidentReason, due_value, index,
+    parse_incident_value,
+};
+use crate::store::{IndexRange, Order, Position, Store, StoreError};
+
+/// The most entries one request reads from an index to fill a page: filters the index cannot
+/// answer alone may make a page come back short, with a cursor to go on from.
+const SCAN_BUDGET: usize = 5_000;
+
+/// The most cases or incidents in one page.
+pub const MAX_PAGE: usize = 500;
+
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    pub workflow: Option<String>,
+    pub step: Option<String>,
+    pub agency: Option<String>,
+    pub reason: Option<IncidentReason>,
+    /// Opened at or after.
+    pub opened_after: Option<Timestamp>,
+    /// Opened before.
+    pub opened_before: Option<Timestamp>,
+}
+
+/// One open incident, with what an operator needs to pick it up.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IncidentRow {
+    pub case_id: CaseId,
+    pub workflow: String,
+    pub version: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agency: Option<String>,
+    pub reason: IncidentReason,
+    pub message: String,
+    pub opened_at: Timestamp,
+    pub case_status: CaseStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Listing<T> {
+    pub items: Vec<T>,
+    /// Where the next page starts; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("the cursor `{0}` is not one this server gave out")]
+    BadCursor(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IncidentFilter {
+    /// The index dimension that answers most of this filter by itself.
+    fn dimension(&self) -> IncidentDimension {
+        match (&self.workflow, &self.step, &self.agency, self.reason) {
+            (Some(workflow), Some(step), _, _) => IncidentDimension::Step {
+                workflow: workflow.clone(),
+                step: step.clone(),
+            },
+            (_, _, Some(agency), _) => IncidentDimension::Agency(agency.clone()),
+            (Some(workflow), _, _, _) => IncidentDimension::Workflow(workflow.clone()),
+            (_, _, _, Some(reason)) => IncidentDimension::Reason(reason),
+            _ => IncidentDimension::All,
+        }
+    }
+
+    fn admits(&self, case: &Case, row: &IncidentRow) -> bool {
+        self.workflow.as_ref().is_none_or(|w| *w == case.workflow)
+            && self
+                .step
+                .as_ref()
+                .is_none_or(|s| row.step.as_ref() == Some(s))
+            && self
+                .agency
+                .as_ref()
+                .is_none_or(|a| row.agency.as_ref() == Some(a))
+            && self.reason.is_none_or(|r| r == row.reason)
+    }
+}
+
+/// Open incidents matching `filter`, oldest first (`Ascending`) or newest first.
+pub async fn incidents<S: Store>(
+    store: &S,
+    filter: &IncidentFilter,
+    order: Order,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Listing<IncidentRow>, QueryError> {
+    let prefix = filter.dimension().prefix();
+    let from = match filter.opened_after {
+        Some(t) => format!("{prefix}{}", due_value(t)),
+        None => prefix.clone(),
+    };
+    let to = match filter.opened_before {
+        Some(t) => format!("{prefix}{}", due_value(t)),
+        None => prefix_end(&prefix),
+    };
+    let mut range = IndexRange {
+        from,
+        to,
+        after: cursor.map(decode_cursor).transpose()?,
+        order,
+        limit: limit.clamp(1, MAX_PAGE),
+    };
+    let limit = range.limit;
+    let mut items = Vec::new();
+    let mut scanned = 0;
+    loop {
+        let entries = store.index_range(index::INCIDENT, &range).await?;
+        let exhausted = entries.len() < range.limit;
+        for (value, case_id) in entries {
+            scanned += 1;
+            range.after = Some((value.clone(), case_id));
+            let Some((opened_at, reason, step)) = parse_incident_value(&value) else {
+                continue;
+            };
+            // The case may have changed since the index was read: its record is the truth.
+            let Some(case) = store.case(case_id).await? else {
+                continue;
+            };
+            let Some(incident) = case.incidents.iter().find(|i| {
+                i.reason == reason
+                    && i.step == step
+                    && i.opened_at.as_millisecond() == opened_at.as_millisecond()
+            }) else {
+                continue;
+            };
+            let row = IncidentRow {
+                case_id,
+                workflow: case.workflow.clone(),
+                version: case.version,
+                agency: step
+                    .as_ref()
+                    .and_then(|s| case.steps.get(s))
+                    .map(|s| s.agency.clone()),
+                step,
+                reason,
+                message: incident.message.clone(),
+                opened_at: incident.opened_at,
+                case_status: case.status,
+            };
+            if filter.admits(&case, &row) {
+                items.push(row);
+                if items.len() == limit {
+                    return Ok(Listing {
+                        items,
+                        next: range.after.as_ref().map(encode_cursor),
+                    });
+                }
+            }
+        }
+        if exhausted {
+            return Ok(Listing { items, next: None });
+        }
+        if scanned >= SCAN_BUDGET {
+            return Ok(Listing {
+                items,
+                next: range.after.as_ref().map(encode_cursor),
+            });
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CaseFilter {
+    /// `name=value` of a business key.
+    pub key: Option<String>,
+    pub workflow: Option<String>,
+    pub status: Option<CaseStatus>,
+}
+
+impl CaseFilter {
+    pub fn is_empty(&self) -> bool {
+        self.key.is_none() && self.workflow.is_none() && self.status.is_none()
+    }
+}
+
+/// Cases matching `filter`, oldest first (`Ascending`) or newest first, read from the index of
+/// the most selective field given (a business key, then the workflow, then the status).
+pub async fn cases<S: Store>(
+    store: &S,
+    filter: &CaseFilter,
+    order: Order,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Listing<Case>, QueryError> {
+    let (name, value) = match (&filter.key, &filter.workflow, filter.status) {
+        (Some(key), _, _) => (index::KEY, key.clone()),
+        (_, Some(workflow), _) => (index::WORKFLOW, workflow.clone()),
+        (_, _, Some(status)) => (index::STATUS, status.as_str().to_owned()),
+        _ => (index::STATUS, CaseStatus::Running.as_str().to_owned()),
+    };
+    let limit = limit.clamp(1, MAX_PAGE);
+    let mut after = match cursor {
+        Some(c) => Some(CaseId::parse_str(c).map_err(|_| QueryError::BadCursor(c.to_owned()))?),
+        None => None,
+    };
+    let mut items = Vec::new();
+    let mut scanned = 0;
+    loop {
+        let page = store.cases_by(name, &value, after, order, limit).await?;
+        for id in &page.ids {
+            scanned += 1;
+            after = Some(*id);
+            let Some(case) = store.case(*id).await? else {
+                continue;
+            };
+            let fits = filter.workflow.as_ref().is_none_or(|w| *w == case.workflow)
+                && filter.status.is_none_or(|s| s == case.status);
+            if fits {
+                items.push(case);
+                if items.len() == limit {
+                    return Ok(Listing {
+                        items,
+                        next: after.map(|c| c.to_string()),
+                    });
+                }
+            }
+        }
+        if page.next.is_none() {
+            return Ok(Listing { items, next: None });
+        }
+        if scanned >= SCAN_BUDGET {
+            return Ok(Listing {
+                items,
+                next: after.map(|c| c.to_string()),
+            });
+        }
+    }
+}
+
+/// The first string after every string that starts with `prefix`.
+fn prefix_end(prefix: &str) -> String {
+    // Index values are text; U+10FFFF sorts after every character they hold.
+    format!("{prefix}\u{10FFFF}")
+}
+
+fn encode_cursor((value, case): &Position) -> String {
+    hex::encode(format!("{value}\n{case}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<Position, QueryError> {
+    let bad = || QueryError::BadCursor(cursor.to_owned());
+    let text = String::from_utf8(hex::decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
+    let (value, case) = text.split_once('\n').ok_or_else(bad)?;
+    let case = CaseId::parse_str(case).map_err(|_| bad())?;
+    Ok((value.to_owned(), case))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_as_it_was_written() {
+        let at = (
+            "reason:deadline_missed/000001790000000/deadline_missed/birth".to_owned(),
+            CaseId::now_v7(),
+        );
+        assert_eq!(decode_cursor(&encode_cursor(&at)).unwrap(), at);
+        for bad in ["zz", "abc", "00", "ü"] {
+            assert!(decode_cursor(bad).is_err(), "{bad}");
+        }
+    }
+}
