@@ -37,9 +37,15 @@ pub fn client_with(token: &str) -> reqwest::Client {
 impl Server {
     /// `civicflow serve --with-mocks` on free ports, mocks in fast mode, in a fresh data directory.
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Like [`Server::start`], with more `serve` arguments.
+    pub fn start_with(more: &[&str]) -> Server {
         let data = std::env::temp_dir().join(format!("civicflow-e2e-{}", uuid::Uuid::new_v4()));
-        let mocks = ["--with-mocks", "--mocks-port", "0", "--mocks-fast"];
-        Server::spawn(&data, "127.0.0.1:0", &mocks)
+        let mut args = vec!["--with-mocks", "--mocks-port", "0", "--mocks-fast"];
+        args.extend(more);
+        Server::spawn(&data, "127.0.0.1:0", &args)
     }
 
     /// Like [`Server::start`], loading definitions from `workflows` instead of the shipped ones.

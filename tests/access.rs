@@ -1,0 +1,262 @@
+//! Who may do what, proven over the real binary's HTTP API: every endpoint, called with every
+//! role, without a token and with a revoked one; and the limits on body size and request rate.
+
+mod support;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::Server;
+
+const ROLES: [&str; 5] = ["portal", "operator", "supervisor", "agency:police", "admin"];
+
+/// An endpoint, a body that is harmless whoever may call it (it names nothing that exists, or
+/// breaks the schema), and the roles that may call it: the policy, written down independently
+/// of the code that enforces it.
+fn endpoints(case: &str) -> Vec<(Method, String, Option<Value>, &'static [&'static str])> {
+    let act = json!({"step": "birth", "reason": "matrix"});
+    let unknown = "01a20000-0000-7000-8000-000000000000";
+    vec![
+        (
+            Method::POST,
+            "/v1/cases".into(),
+            Some(json!({"workflow": "birth-registration", "input": {}})),
+            &["portal", "admin"],
+        ),
+        (
+            Method::GET,
+            "/v1/cases?workflow=birth-registration".into(),
+            None,
+            &["portal", "operator", "supervisor", "admin"],
+        ),
+        (
+            Method::GET,
+            format!("/v1/cases/{case}"),
+            None,
+            &["portal", "operator", "supervisor", "admin"],
+        ),
+        (
+            Method::GET,
+            format!("/v1/cases/{case}/history"),
+            None,
+            &["operator", "supervisor", "admin"],
+        ),
+        (
+            Method::GET,
+            "/v1/incidents".into(),
+            None,
+            &["operator", "supervisor", "admin"],
+        ),
+        (
+            Method::POST,
+            format!("/v1/cases/{unknown}/retry"),
+            Some(act.clone()),
+            &["operator", "supervisor", "admin"],
+        ),
+        (
+            Method::POST,
+            format!("/v1/cases/{unknown}/skip"),
+            Some(act.clone()),
+            &["operator", "supervisor", "admin"],
+        ),
+        (
+            Method::POST,
+            format!("/v1/cases/{unknown}/fix"),
+            Some(json!({"step": "birth", "reason": "matrix", "input": {}})),
+            &["operator", "supervisor", "admin"],
+        ),
+        (
+            Method::POST,
+            format!("/v1/cases/{unknown}/cancel"),
+            Some(json!({"reason": "matrix"})),
+            &["operator", "supervisor", "admin"],
+        ),
+        (
+            Method::POST,
+            "/v1/bulk/retry".into(),
+            Some(json!({"filter": {"agency": "nowhere"}, "reason": "matrix"})),
+            &["supervisor", "admin"],
+        ),
+        (
+            Method::POST,
+            "/v1/callbacks/no-such-token".into(),
+            Some(json!({})),
+            &["agency:police"],
+        ),
+        (Method::GET, "/v1/tokens".into(), None, &["admin"]),
+        (
+            Method::POST,
+            "/v1/tokens".into(),
+            Some(json!({"role": "nobody", "name": "matrix"})),
+            &["admin"],
+        ),
+        (
+            Method::DELETE,
+            "/v1/tokens/no-such-id".into(),
+            None,
+            &["admin"],
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_endpoint_refuses_every_role_that_must_not_use_it() {
+    let server = Server::start();
+    let case = server
+        .start_case("birth-registration", support::birth_input("ACCESS-1"))
+        .await;
+    let mut tokens = Vec::new();
+    for role in ROLES {
+        tokens.push((role, server.token(role).await));
+    }
+    let revoked = server.token("admin").await;
+    let id = revoked.split('_').nth(1).unwrap();
+    let (status, _) = server
+        .call(
+            Some(&server.admin),
+            Method::DELETE,
+            &format!("/v1/tokens/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    for (method, path, body, allowed) in endpoints(&case) {
+        for (role, token) in &tokens {
+            let (status, reply) = server
+                .call(Some(token), method.clone(), &path, body.as_ref())
+                .await;
+            if allowed.contains(role) {
+                assert!(
+                    !matches!(status, 401 | 403 | 500),
+                    "{role} may {method} {path}, got {status} {reply}"
+                );
+            } else {
+                assert_eq!(status, 403, "{role} must not {method} {path}: {reply}");
+                assert_eq!(reply["error"]["code"], "forbidden");
+            }
+        }
+        for (token, what) in [
+            (None, "no token"),
+            (Some("cf_forged_token"), "a forged token"),
+            (Some(revoked.as_str()), "a revoked token"),
+        ] {
+            let (status, reply) = server
+                .call(token, method.clone(), &path, body.as_ref())
+                .await;
+            assert_eq!(status, 401, "{what}: {method} {path}: {reply}");
+            assert_eq!(reply["error"]["code"], "unauthenticated");
+        }
+    }
+    let (status, _) = server.call(None, Method::GET, "/v1/health", None).await;
+    assert_eq!(status, 200, "the health check needs no token");
+}
+
+#[tokio::test]
+async fn tokens_are_issued_listed_and_revoked_and_their_secrets_never_shown_again() {
+    let server = Server::start();
+    let (status, issued) = server
+        .call(
+            Some(&server.admin),
+            Method::POST,
+            "/v1/tokens",
+            Some(&json!({"role": "operator", "name": "alice"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{issued}");
+    let secret = issued["token"].as_str().unwrap();
+    assert!(issued.get("digest").is_none());
+    let (_, list) = server
+        .call(Some(&server.admin), Method::GET, "/v1/tokens", None)
+        .await;
+    let text = list.to_string();
+    assert!(!text.contains(secret), "a listed token shows its secret");
+    assert!(text.contains("alice"));
+    let (status, _) = server
+        .call(Some(secret), Method::GET, "/v1/incidents", None)
+        .await;
+    assert_eq!(status, 200);
+    let path = format!("/v1/tokens/{}", issued["id"].as_str().unwrap());
+    let (status, revoked) = server
+        .call(Some(&server.admin), Method::DELETE, &path, None)
+        .await;
+    assert_eq!(status, 200, "{revoked}");
+    assert!(revoked["revoked_by"].as_str().unwrap().contains("admin"));
+    let (status, _) = server
+        .call(Some(secret), Method::GET, "/v1/incidents", None)
+        .await;
+    assert_eq!(status, 401);
+    let (status, again) = server
+        .call(Some(&server.admin), Method::DELETE, &path, None)
+        .await;
+    assert_eq!(
+        (status, &again["error"]["code"]),
+        (409, &json!("already_revoked"))
+    );
+    let (status, bad) = server
+        .call(
+            Some(&server.admin),
+            Method::POST,
+            "/v1/tokens",
+            Some(&json!({"role": "root", "name": "mallory"})),
+        )
+        .await;
+    assert_eq!(
+        (status, &bad["error"]["code"]),
+        (422, &json!("unknown_role"))
+    );
+}
+
+#[tokio::test]
+async fn each_token_has_its_own_request_budget() {
+    let server = Server::start_with(&["--rate-limit", "1", "--rate-burst", "3"]);
+    let operator = server.token("operator").await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(
+            server
+                .call(Some(&operator), Method::GET, "/v1/incidents", None)
+                .await,
+        );
+    }
+    let limited = statuses
+        .iter()
+        .find(|(s, _)| *s == 429)
+        .expect("a 429 within 5 quick requests");
+    assert_eq!(limited.1["error"]["code"], "rate_limited");
+    // Another token is not slowed down by this one.
+    let supervisor = server.token("supervisor").await;
+    let (status, _) = server
+        .call(Some(&supervisor), Method::GET, "/v1/incidents", None)
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn an_oversized_or_malformed_body_is_a_clear_4xx() {
+    let server = Server::start();
+    let huge = json!({"workflow": "birth-registration", "input": {"pad": "x".repeat(2 << 20)}});
+    let (status, body) = server.post("/v1/cases", &huge, None).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_body");
+    let response = server
+        .http
+        .post(format!("{}/v1/cases", server.url))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_body");
+    let (status, body) = server
+        .call(
+            Some(&server.admin),
+            Method::GET,
+            "/v1/incidents?reason=sleepy",
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_query");
+}
