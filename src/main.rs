@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use civicflow::cli;
+use civicflow::cli::client::{Client, ClientError, Connection};
 use clap::{Parser, Subcommand};
 
 /// civicflow: durable orchestration of interlinked public services.
@@ -27,6 +28,49 @@ enum Command {
     Schema {
         #[arg(value_enum)]
         kind: cli::schema::FileKind,
+    },
+    /// Start, show and list cases (the portal's view).
+    Cases {
+        #[command(subcommand)]
+        command: cli::cases::CasesCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Act on one case: retry, skip or fix a step, or cancel the case.
+    Case {
+        #[command(subcommand)]
+        command: cli::cases::CaseCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Open incidents: the cases that need a person, oldest first.
+    Incidents {
+        #[command(flatten)]
+        filter: cli::incidents::Filter,
+        /// Newest first.
+        #[arg(long)]
+        newest: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Where the previous page ended.
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Act on every case an incident filter matches.
+    Bulk {
+        #[command(subcommand)]
+        command: cli::incidents::BulkCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Issue, revoke and list API tokens (admin).
+    Tokens {
+        #[command(subcommand)]
+        command: cli::tokens::TokensCommand,
+        #[command(flatten)]
+        connection: Connection,
     },
 }
 
@@ -61,5 +105,71 @@ fn main() -> anyhow::Result<ExitCode> {
             print!("{}", cli::schema::render(kind));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Cases {
+            command,
+            connection,
+        } => client(&connection, |c| async move {
+            cli::cases::cases(&c, command).await
+        }),
+        Command::Case {
+            command,
+            connection,
+        } => client(&connection, |c| async move {
+            cli::cases::case(&c, command).await
+        }),
+        Command::Incidents {
+            filter,
+            newest,
+            limit,
+            cursor,
+            connection,
+        } => client(&connection, |c| async move {
+            cli::incidents::incidents(&c, &filter, newest, limit, cursor).await
+        }),
+        Command::Bulk {
+            command,
+            connection,
+        } => client(&connection, |c| async move {
+            cli::incidents::bulk(&c, command).await
+        }),
+        Command::Tokens {
+            command,
+            connection,
+        } => client(&connection, |c| async move {
+            cli::tokens::tokens(&c, command).await
+        }),
+    }
+}
+
+/// Runs a client command; an API refusal or an unreachable server is a message on stderr and
+/// exit status 1, not a backtrace.
+fn client<F, Fut>(connection: &Connection, run: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ClientError>>,
+{
+    let outcome = Client::new(connection).and_then(|c| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError::Input(e.to_string()))?
+            .block_on(run(c))
+    });
+    match outcome {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Args::command().debug_assert();
     }
 }

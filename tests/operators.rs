@@ -183,7 +183,7 @@ async fn fixing_the_data_re_runs_the_step_under_a_new_revision_and_key() {
         .find(|e| e["type"] == "operator_action" && e["action"] == "fix")
         .unwrap();
     assert_eq!(
-        fix["detail"]["previous_input"]["household_head_personal_id"],
+        fix["details"]["previous_input"]["household_head_personal_id"],
         REFUSING_HEAD
     );
 }

@@ -243,7 +243,6 @@ fn summary(case: &Case, unmasked: bool) -> Value {
 
 /// A case as a reader sees it: no callback secrets; personal data masked unless `unmasked`.
 pub fn view(case: &Case, unmasked: bool) -> Value {
-    let shown = |v: &Value| if unmasked { v.clone() } else { mask(v) };
     let steps: Map<String, Value> = case
         .steps
         .iter()
@@ -259,7 +258,7 @@ pub fn view(case: &Case, unmasked: bool) -> Value {
                 ("started_at", s.started_at.map(|t| json!(t))),
                 ("finished_at", s.finished_at.map(|t| json!(t))),
                 ("due_at", s.due_at.map(|t| json!(t))),
-                ("output", s.output.as_ref().map(shown)),
+                ("output", s.output.clone()),
                 ("rejection", s.rejection.as_ref().map(|r| json!(r))),
                 ("error", s.error.as_ref().map(|e| json!(e))),
                 ("note", s.note.as_ref().map(|n| json!(n))),
@@ -272,18 +271,20 @@ pub fn view(case: &Case, unmasked: bool) -> Value {
             (id.clone(), v)
         })
         .collect();
-    json!({
+    let v = json!({
         "id": case.id,
         "workflow": case.workflow,
         "version": case.version,
         "status": case.status.as_str(),
         "reason": case.reason,
-        "business_keys": business_keys(case, unmasked),
-        "input": shown(&case.input),
+        "input": case.input,
         "started_at": case.started_at,
         "due_at": case.due_at,
         "finished_at": case.finished_at,
         "steps": steps,
         "incidents": case.incidents,
-    })
+    });
+    let mut v = if unmasked { v } else { mask(&v) };
+    v["business_keys"] = business_keys(case, unmasked);
+    v
 }

@@ -41,12 +41,23 @@ pub fn mask(value: &Value) -> Value {
     masked(value, false)
 }
 
+/// Fields of free text, where an agency may quote a personal number in prose.
+const PROSE: &[&str] = &["message", "error", "reason", "note"];
+
 fn masked(value: &Value, personal: bool) -> Value {
     match value {
         Value::Object(fields) => Value::Object(
             fields
                 .iter()
-                .map(|(k, v)| (k.clone(), masked(v, personal || is_personal(k))))
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) if !personal && PROSE.contains(&k.as_str()) => {
+                            Value::String(mask_numbers(s))
+                        }
+                        _ => masked(v, personal || is_personal(k)),
+                    };
+                    (k.clone(), v)
+                })
                 .collect::<Map<String, Value>>(),
         ),
         Value::Array(items) => Value::Array(items.iter().map(|v| masked(v, personal)).collect()),
@@ -54,6 +65,31 @@ fn masked(value: &Value, personal: bool) -> Value {
         Value::Number(_) if personal => Value::String("***".to_owned()),
         other => other.clone(),
     }
+}
+
+/// Free text (an agency's message, an error) with every run of 9 or more digits masked: personal
+/// and document numbers quoted in prose.
+pub fn mask_numbers(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 9 {
+            out.push_str(&mask_text(run));
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 /// A number keeps its last two digits (enough to tell two citizens apart on the phone), any
@@ -85,6 +121,8 @@ mod tests {
             "child": {"full_name": "Nguyễn Văn An", "sex": "male"},
             "permanent_address": {"commune_code": "00001", "detail": "12 Hàng Bạc"},
             "steps": [{"output": {"child_personal_id": "001026000001", "card_code": "TE1"}}],
+            "started_at": "2026-11-23T11:51:46.123456782Z",
+            "message": "the household head 001068777888 did not consent",
         });
         let out = mask(&input);
         assert_eq!(out["dossier_number"], "HS-1");
@@ -97,6 +135,23 @@ mod tests {
             "**********01"
         );
         assert_eq!(out["steps"][0]["output"]["card_code"], "TE1");
+        assert_eq!(out["started_at"], "2026-11-23T11:51:46.123456782Z");
+        assert_eq!(
+            out["message"],
+            "the household head **********88 did not consent"
+        );
+    }
+
+    #[test]
+    fn long_numbers_in_free_text_are_masked_and_short_ones_kept() {
+        assert_eq!(
+            mask_numbers("the household head 001068777888 did not consent (HTTP 422, 2026)"),
+            "the household head **********88 did not consent (HTTP 422, 2026)"
+        );
+        assert_eq!(
+            mask_numbers("TLKS-00004-2026-000001"),
+            "TLKS-00004-2026-000001"
+        );
     }
 
     #[test]

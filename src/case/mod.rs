@@ -523,7 +523,7 @@ pub enum EventKind {
         by: String,
         reason: String,
         #[serde(default, skip_serializing_if = "Value::is_null")]
-        detail: Value,
+        details: Value,
     },
     /// A case that had finished runs again: an operator re-ran a refused step.
     CaseReopened,

@@ -1,3 +1,8 @@
+pub mod cases;
+pub mod client;
+pub mod incidents;
 pub mod schema;
 pub mod serve;
+mod table;
+pub mod tokens;
 pub mod validate;

@@ -123,7 +123,7 @@ impl<S: Store + Clone> Engine<S> {
             step: action.step().map(str::to_owned),
             by: by.to_owned(),
             reason: reason.to_owned(),
-            detail: Value::Null,
+            details: Value::Null,
         });
         let detail = match &action {
             Action::Retry { step } => self.retry_now(&wf, &mut change, step)?,
@@ -131,7 +131,7 @@ impl<S: Store + Clone> Engine<S> {
             Action::Fix { step, input } => self.fix(&wf, &mut change, step, input.clone())?,
             Action::Cancel => self.cancel(&mut change, by, reason)?,
         };
-        if let EventKind::OperatorAction { detail: d, .. } = &mut change.tx.events[recorded].1.kind
+        if let EventKind::OperatorAction { details: d, .. } = &mut change.tx.events[recorded].1.kind
         {
             *d = detail;
         }

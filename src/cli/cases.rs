@@ -1,0 +1,328 @@
+//! `civicflow cases start|show|list|history` for the portal's view, and `civicflow case
+//! retry|skip|fix|cancel` for an operator acting on one case.
+
+use std::path::PathBuf;
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::client::{Client, ClientError, read_json};
+use super::table::{age, cell, clip, print, table, time};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CasesCommand {
+    /// Start a case of a workflow with an input document.
+    Start {
+        #[arg(long)]
+        workflow: String,
+        /// A version of the workflow; default: the newest.
+        #[arg(long)]
+        version: Option<u32>,
+        /// The input, a JSON file (`-` for standard input).
+        #[arg(long)]
+        input: PathBuf,
+        /// Makes a retried start return the same case instead of a second one.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// A case: its status, steps, results and open incidents.
+    Show { id: String },
+    /// Cases by business key, workflow or status.
+    List {
+        /// A business key, `name=value` (e.g. `requester=001190123456`).
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        /// Newest first (default: oldest first).
+        #[arg(long)]
+        newest: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Where the previous page ended.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Every event of a case's history.
+    History { id: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CaseCommand {
+    /// Retry a step now (a failed, backing-off or waiting step), with a fresh retry budget.
+    Retry {
+        id: String,
+        #[arg(long)]
+        step: String,
+        /// Why: recorded in the case's history.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Skip a step, supplying the output later steps need; without it they are skipped too
+    /// (for a refusal on hold: the refusal stands).
+    Skip {
+        id: String,
+        #[arg(long)]
+        step: String,
+        #[arg(long)]
+        reason: String,
+        /// The step's output, a JSON file (`-` for standard input).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Correct the case's input and re-run a step under a new revision (a new idempotency key).
+    Fix {
+        id: String,
+        #[arg(long)]
+        step: String,
+        #[arg(long)]
+        reason: String,
+        /// The corrected input, whole, a JSON file (`-` for standard input).
+        #[arg(long)]
+        input: PathBuf,
+    },
+    /// Cancel a running case.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+pub async fn cases(client: &Client, command: CasesCommand) -> Result<(), ClientError> {
+    match command {
+        CasesCommand::Start {
+            workflow,
+            version,
+            input,
+            idempotency_key,
+        } => {
+            let body =
+                json!({"workflow": workflow, "version": version, "input": read_json(&input)?});
+            let case = client
+                .post("/v1/cases", &body, idempotency_key.as_deref())
+                .await?;
+            print(client.json, &case, show);
+        }
+        CasesCommand::Show { id } => {
+            let case = client.get(&format!("/v1/cases/{id}"), &[]).await?;
+            print(client.json, &case, show);
+        }
+        CasesCommand::List {
+            key,
+            workflow,
+            status,
+            newest,
+            limit,
+            cursor,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            let given = [
+                ("key", key),
+                ("workflow", workflow),
+                ("status", status),
+                ("cursor", cursor),
+            ];
+            for (name, value) in given {
+                if let Some(v) = value {
+                    query.push((name, v));
+                }
+            }
+            if newest {
+                query.push(("order", "newest".to_owned()));
+            }
+            let page = client.get("/v1/cases", &query).await?;
+            print(client.json, &page, list);
+        }
+        CasesCommand::History { id } => {
+            let history = client.get(&format!("/v1/cases/{id}/history"), &[]).await?;
+            print(client.json, &history, events);
+        }
+    }
+    Ok(())
+}
+
+pub async fn case(client: &Client, command: CaseCommand) -> Result<(), ClientError> {
+    let (id, action, body) = match command {
+        CaseCommand::Retry { id, step, reason } => {
+            (id, "retry", json!({"step": step, "reason": reason}))
+        }
+        CaseCommand::Skip {
+            id,
+            step,
+            reason,
+            output,
+        } => {
+            let mut body = json!({"step": step, "reason": reason});
+            if let Some(path) = output {
+                body["output"] = read_json(&path)?;
+            }
+            (id, "skip", body)
+        }
+        CaseCommand::Fix {
+            id,
+            step,
+            reason,
+            input,
+        } => {
+            let body = json!({"step": step, "reason": reason, "input": read_json(&input)?});
+            (id, "fix", body)
+        }
+        CaseCommand::Cancel { id, reason } => (id, "cancel", json!({"reason": reason})),
+    };
+    let case = client
+        .post(&format!("/v1/cases/{id}/{action}"), &body, None)
+        .await?;
+    print(client.json, &case, show);
+    Ok(())
+}
+
+/// A case for a person: a summary, its steps, its open incidents.
+fn show(case: &Value) -> String {
+    let mut out = format!(
+        "case      {}\nworkflow  {} v{}\nstatus    {}\n",
+        cell(&case["id"]),
+        cell(&case["workflow"]),
+        cell(&case["version"]),
+        cell(&case["status"]),
+    );
+    if let Some(reason) = case["reason"].as_str() {
+        out.push_str(&format!("reason    {reason}\n"));
+    }
+    let keys: Vec<String> = case["business_keys"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", cell(v))).collect())
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "keys      {}\nstarted   {}\ndue       {}\n\n",
+        keys.join(" "),
+        time(&case["started_at"]),
+        time(&case["due_at"]),
+    ));
+    let mut steps = table(&[
+        "step", "status", "agency", "rev", "attempts", "due", "result",
+    ]);
+    if let Some(all) = case["steps"].as_object() {
+        for (id, s) in all {
+            let result = if let Some(r) = s.get("rejection") {
+                format!(
+                    "refused {}: {}",
+                    cell(&r["reason_code"]),
+                    cell(&r["message"])
+                )
+            } else if let Some(e) = s.get("error") {
+                cell(e)
+            } else if let Some(o) = s.get("output") {
+                o.to_string()
+            } else {
+                s.get("note").map(cell).unwrap_or_default()
+            };
+            steps.add_row([
+                id.clone(),
+                cell(&s["status"]),
+                cell(&s["agency"]),
+                cell(&s["revision"]),
+                cell(&s["attempts"]),
+                time(&s["due_at"]),
+                clip(&result, 70),
+            ]);
+        }
+    }
+    out.push_str(&steps.to_string());
+    if let Some(incidents) = case["incidents"].as_array().filter(|i| !i.is_empty()) {
+        let mut t = table(&["incident", "step", "opened", "message"]);
+        for i in incidents {
+            t.add_row([
+                cell(&i["reason"]),
+                cell(&i["step"]),
+                time(&i["opened_at"]),
+                clip(&cell(&i["message"]), 80),
+            ]);
+        }
+        out.push_str(&format!("\n\n{t}"));
+    }
+    out
+}
+
+fn list(page: &Value) -> String {
+    let now = Timestamp::now();
+    let mut t = table(&[
+        "case",
+        "workflow",
+        "status",
+        "keys",
+        "started",
+        "age",
+        "incidents",
+    ]);
+    for c in page["items"].as_array().into_iter().flatten() {
+        let keys: Vec<String> = c["business_keys"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| format!("{k}={}", cell(v))).collect())
+            .unwrap_or_default();
+        t.add_row([
+            cell(&c["id"]),
+            cell(&c["workflow"]),
+            cell(&c["status"]),
+            keys.join(" "),
+            time(&c["started_at"]),
+            age(&c["started_at"], now),
+            cell(&c["incidents"]),
+        ]);
+    }
+    with_next(t.to_string(), page)
+}
+
+/// A table, and how to get the next page if there is one.
+pub fn with_next(table: String, page: &Value) -> String {
+    match page["next"].as_str() {
+        Some(next) => format!("{table}\n\nmore: --cursor {next}"),
+        None => table,
+    }
+}
+
+/// A history for a person: one line per event, its essentials in the last column.
+fn events(history: &Value) -> String {
+    let mut t = table(&["seq", "at", "event", "step", "detail"]);
+    for e in history["events"].as_array().into_iter().flatten() {
+        let mut detail = e.clone();
+        if let Some(fields) = detail.as_object_mut() {
+            for known in ["seq", "at", "type", "step"] {
+                fields.remove(known);
+            }
+        }
+        let detail = detail
+            .as_object()
+            .map(|m| {
+                // What a reader looks for first: who acted and why, what the agency said.
+                let first = [
+                    "action",
+                    "by",
+                    "reason",
+                    "reason_code",
+                    "message",
+                    "error",
+                    "status",
+                ];
+                let mut pairs: Vec<(&String, &Value)> = m.iter().collect();
+                pairs
+                    .sort_by_key(|(k, _)| first.iter().position(|f| f == k).unwrap_or(first.len()));
+                pairs
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", cell(v)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        t.add_row([
+            cell(&e["seq"]),
+            time(&e["at"]),
+            cell(&e["type"]),
+            cell(&e["step"]),
+            clip(&detail, 110),
+        ]);
+    }
+    t.to_string()
+}

@@ -1,0 +1,86 @@
+//! How client commands print: a plain table for people, the API's JSON for scripts.
+
+use comfy_table::{ContentArrangement, Table, presets};
+use jiff::Timestamp;
+use serde_json::Value;
+
+/// A borderless table with a header row.
+pub fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.iter().map(|h| h.to_uppercase()));
+    t
+}
+
+/// A JSON value as a table cell: strings bare, nothing as `-`.
+pub fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A timestamp to the second, in Vietnam's time (where the cases and the deadlines are).
+pub fn time(v: &Value) -> String {
+    match v.as_str().and_then(|s| s.parse::<Timestamp>().ok()) {
+        Some(t) => t
+            .to_zoned(crate::calendar::vietnam_time())
+            .strftime("%Y-%m-%d %H:%M:%S")
+            .to_string(),
+        None => cell(v),
+    }
+}
+
+/// How long ago a timestamp was: `3d 4h`, `2h 5m`, `40s`.
+pub fn age(v: &Value, now: Timestamp) -> String {
+    let Some(t) = v.as_str().and_then(|s| s.parse::<Timestamp>().ok()) else {
+        return cell(v);
+    };
+    let secs = now.duration_since(t).as_secs().max(0);
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{secs}s"),
+        (0, 0, m) => format!("{m}m"),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
+}
+
+/// At most `n` characters, with an ellipsis if cut.
+pub fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_owned();
+    }
+    let kept: String = s.chars().take(n.saturating_sub(1)).collect();
+    format!("{kept}…")
+}
+
+/// Prints `value` as JSON (for `--json`) or runs `human`.
+pub fn print(json: bool, value: &Value, human: impl FnOnce(&Value) -> String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+    } else {
+        println!("{}", human(value).trim_end());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn ages_read_at_a_glance() {
+        let now: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
+        assert_eq!(age(&json!("2026-11-23T11:59:20Z"), now), "40s");
+        assert_eq!(age(&json!("2026-11-23T09:55:00Z"), now), "2h 5m");
+        assert_eq!(age(&json!("2026-11-20T08:00:00Z"), now), "3d 4h");
+        assert_eq!(clip("abcdef", 4), "abc…");
+    }
+}

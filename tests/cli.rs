@@ -1,0 +1,190 @@
+//! The `civicflow` CLI over the real API: tables for people, `--json` for scripts, and an API
+//! refusal as a message and exit status 1.
+
+mod support;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Server, birth_input};
+
+/// Runs `civicflow <args>` against `server` with `token`.
+fn cli(server: &Server, token: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_civicflow"))
+        .args(args)
+        .env("CIVICFLOW_URL", &server.url)
+        .env("CIVICFLOW_TOKEN", token)
+        .env("CIVICFLOW_DATA", "/nonexistent")
+        .output()
+        .expect("the civicflow binary runs")
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_str(&ok(out)).expect("--json prints JSON")
+}
+
+#[tokio::test]
+async fn an_operator_settles_a_held_case_from_the_command_line() {
+    let server = Server::start();
+    let admin = server.admin.clone();
+    let issued = json_of(&cli(
+        &server,
+        &admin,
+        &[
+            "tokens", "issue", "--role", "operator", "--name", "alice", "--json",
+        ],
+    ));
+    let operator = issued["token"].as_str().unwrap().to_owned();
+    let listed = ok(&cli(&server, &admin, &["tokens", "list"]));
+    assert!(
+        listed.contains("alice") && listed.contains("operator"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(&operator),
+        "a listed token shows its secret"
+    );
+
+    let mut input = birth_input("CLI-1");
+    input["household_head_personal_id"] = json!("001068777888");
+    let file = std::env::temp_dir().join(format!("civicflow-cli-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(&file, input.to_string()).unwrap();
+    let file = file.to_str().unwrap();
+    let start = [
+        "cases",
+        "start",
+        "--workflow",
+        "birth-registration",
+        "--input",
+        file,
+        "--idempotency-key",
+        "cli-1",
+    ];
+    let shown = ok(&cli(&server, &admin, &start));
+    assert!(shown.contains("birth-registration v1"), "{shown}");
+    let mut again = start.to_vec();
+    again.push("--json");
+    let case = json_of(&cli(&server, &admin, &again));
+    let id = case["id"].as_str().unwrap().to_owned();
+    assert!(shown.contains(&id), "a retried start answers the same case");
+
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    let listed = loop {
+        let out = ok(&cli(
+            &server,
+            &operator,
+            &["incidents", "--kind", "refusal_awaiting_action"],
+        ));
+        if out.contains(&id) {
+            break out;
+        }
+        assert!(tokio::time::Instant::now() < until, "{out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        listed.contains("residence") && listed.contains("police"),
+        "{listed}"
+    );
+
+    let refused = cli(
+        &server,
+        &operator,
+        &[
+            "case",
+            "retry",
+            &id,
+            "--step",
+            "residence",
+            "--reason",
+            "again",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("error: state_conflict: the agency refused step `residence`"),
+        "{stderr}"
+    );
+
+    let skipped = ok(&cli(
+        &server,
+        &operator,
+        &[
+            "case",
+            "skip",
+            &id,
+            "--step",
+            "residence",
+            "--reason",
+            "the family registers in person",
+        ],
+    ));
+    assert!(!skipped.contains("refusal_awaiting_action"), "{skipped}");
+    let until = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = ok(&cli(&server, &operator, &["cases", "show", &id]));
+        if shown.contains("status    partially_completed") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "{shown}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let history = ok(&cli(&server, &operator, &["cases", "history", &id]));
+    assert!(history.contains("operator_action"), "{history}");
+    assert!(
+        history.contains("the family registers in person"),
+        "{history}"
+    );
+    // The operator sees the citizen's ID masked in the history.
+    assert!(!history.contains("001190123456"), "{history}");
+
+    let report = ok(&cli(
+        &server,
+        &admin,
+        &[
+            "bulk", "retry", "--agency", "nowhere", "--since", "2h", "--reason", "nothing",
+        ],
+    ));
+    assert!(report.starts_with("matched 0 incident(s)"), "{report}");
+    let listed = json_of(&cli(
+        &server,
+        &admin,
+        &["cases", "list", "--key", "requester=001190123456", "--json"],
+    ));
+    assert_eq!(listed["items"][0]["id"], id.as_str());
+}
+
+#[tokio::test]
+async fn without_a_token_the_cli_says_how_to_get_one() {
+    let server = Server::start();
+    let out = Command::new(env!("CARGO_BIN_EXE_civicflow"))
+        .args(["incidents"])
+        .env("CIVICFLOW_URL", &server.url)
+        .env_remove("CIVICFLOW_TOKEN")
+        .env("CIVICFLOW_DATA", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no API token: give --token or set CIVICFLOW_TOKEN"),
+        "{stderr}"
+    );
+    let out = cli(&server, "cf_wrong_token", &["incidents"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unauthenticated: the token is unknown or has been revoked"),
+        "{stderr}"
+    );
+}
