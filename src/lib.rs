@@ -6,4 +6,5 @@ pub mod case;
 pub mod cli;
 pub mod engine;
 pub mod store;
+pub mod webhooks;
 pub mod workflow;

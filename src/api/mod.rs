@@ -9,6 +9,7 @@ mod cases;
 mod error;
 mod operators;
 mod tokens;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -63,6 +64,11 @@ pub fn router<S: Store + Clone>(engine: Arc<Engine<S>>, limits: Limits) -> Route
             post(tokens::issue::<S>).get(tokens::list::<S>),
         )
         .route("/v1/tokens/{id}", delete(tokens::revoke::<S>))
+        .route(
+            "/v1/webhooks",
+            post(webhooks::register::<S>).get(webhooks::list::<S>),
+        )
+        .route("/v1/webhooks/{id}", delete(webhooks::delete::<S>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

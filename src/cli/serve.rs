@@ -17,6 +17,7 @@ use crate::auth::{self, Role};
 use crate::engine::{Clock, Config, Engine};
 use crate::store::Store;
 use crate::store::sled::SledStore;
+use crate::webhooks::Deliverer;
 use crate::workflow::definition::{Definitions, LoadError, duration};
 
 #[derive(Debug, clap::Args)]
@@ -140,7 +141,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             clock: Clock::system(),
         },
     );
+    engine.refresh_webhooks().await?;
     let timers = engine.run();
+    let deliverer = Deliverer::new(engine.store().clone()).spawn();
     println!(
         "civicflow listening on http://{addr} (data in {})",
         args.data.display()
@@ -155,6 +158,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("the HTTP server failed")?;
     let parked = engine.shutdown().await;
     timers.abort();
+    deliverer.abort();
     if parked > 0 {
         eprintln!(
             "{parked} agency call(s) still in flight were parked; they resume on the next start"

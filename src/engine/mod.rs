@@ -129,6 +129,9 @@ pub struct Engine<S> {
     idle: Notify,
     timers_changed: Notify,
     metrics: Metrics,
+    /// Whether any webhook is registered: changes are reported to the feed only then, so a
+    /// server without subscribers writes nothing for them.
+    notifying: AtomicBool,
 }
 
 impl<S: Store + Clone> Engine<S> {
@@ -148,7 +151,16 @@ impl<S: Store + Clone> Engine<S> {
             idle: Notify::new(),
             timers_changed: Notify::new(),
             metrics: Metrics::default(),
+            notifying: AtomicBool::new(false),
         })
+    }
+
+    /// Reads whether any webhook is registered; called at start and after every change to the
+    /// webhooks.
+    pub async fn refresh_webhooks(&self) -> Result<(), StoreError> {
+        let any = !self.store.webhooks().await?.is_empty();
+        self.notifying.store(any, Ordering::SeqCst);
+        Ok(())
     }
 
     pub fn store(&self) -> &S {

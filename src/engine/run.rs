@@ -18,6 +18,7 @@ use crate::case::{
     StepState, StepStatus, Timer, TimerKind,
 };
 use crate::store::{CaseWrite, Store, StoreError, Transaction};
+use crate::webhooks::Notification;
 use crate::workflow::definition::{Adapter, Step, Workflow};
 use crate::workflow::expr::Input;
 use crate::workflow::spec::{Method, Mode, OnRejection};
@@ -861,6 +862,16 @@ impl<S: Store + Clone> Engine<S> {
         mut change: Change,
     ) -> Result<(Case, Vec<Call>), StoreError> {
         self.progress(wf, &mut change);
+        if self.notifying.load(Ordering::SeqCst) {
+            let case = &change.case;
+            let notes: Vec<Notification> = change
+                .tx
+                .events
+                .iter()
+                .filter_map(|(_, e)| Notification::of(case.id, &case.workflow, case.version, e))
+                .collect();
+            change.tx.notify.extend(notes);
+        }
         change.commit(&self.store).await
     }
 

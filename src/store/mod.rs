@@ -14,6 +14,7 @@ use jiff::Timestamp;
 
 use crate::auth::ApiToken;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer, TimerKind};
+use crate::webhooks::{Notification, Webhook};
 
 /// The version of the on-disk format. A store written by another format version is refused.
 pub const FORMAT_VERSION: u32 = 2;
@@ -67,6 +68,14 @@ pub struct Transaction {
     pub put_idempotency: Vec<(String, IdempotencyRecord)>,
     /// API tokens, keyed by digest: a new one, or a revoked one written over the old.
     pub put_api_tokens: Vec<ApiToken>,
+    /// Appended to the notification feed, each under the next sequence number, in commit order.
+    pub notify: Vec<Notification>,
+    /// Registered (or replaced) unconditionally.
+    pub put_webhooks: Vec<Webhook>,
+    /// Written only if a webhook with the same id is still registered: a delivery's progress
+    /// never brings back a webhook deleted meanwhile.
+    pub update_webhooks: Vec<Webhook>,
+    pub delete_webhooks: Vec<String>,
 }
 
 impl Transaction {
@@ -79,6 +88,10 @@ impl Transaction {
             && self.delete_tokens.is_empty()
             && self.put_idempotency.is_empty()
             && self.put_api_tokens.is_empty()
+            && self.notify.is_empty()
+            && self.put_webhooks.is_empty()
+            && self.update_webhooks.is_empty()
+            && self.delete_webhooks.is_empty()
     }
 }
 
@@ -170,4 +183,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every API token ever issued, revoked ones included (they are few).
     fn api_tokens(&self) -> impl Future<Output = Result<Vec<ApiToken>, StoreError>> + Send;
+
+    /// Notifications after sequence number `after`, in order, at most `limit`; only those
+    /// durable on disk, so none reports a change a crash could still undo.
+    fn feed(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(u64, Notification)>, StoreError>> + Send;
+
+    /// The sequence number of the last durable notification (0 if none yet).
+    fn feed_end(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Forgets the notifications up to `upto`, once every webhook has them.
+    fn trim_feed(&self, upto: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn webhooks(&self) -> impl Future<Output = Result<Vec<Webhook>, StoreError>> + Send;
 }

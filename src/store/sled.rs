@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -29,6 +30,7 @@ use tokio::sync::oneshot;
 use super::{FORMAT_VERSION, IndexRange, Order, Page, Position, Store, StoreError, Transaction};
 use crate::auth::ApiToken;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, IndexEntry, Timer};
+use crate::webhooks::{Notification, Webhook};
 
 /// The tree that holds every table.
 const DATA_TREE: &str = "data";
@@ -42,6 +44,8 @@ const INDEX: u8 = b'x';
 const TOKENS: u8 = b'k';
 const IDEMPOTENCY: u8 = b'i';
 const API_TOKENS: u8 = b'a';
+const FEED: u8 = b'f';
+const WEBHOOKS: u8 = b'w';
 
 /// A commit on its way to the writer, and where its outcome goes.
 type Pending = (Prepared, oneshot::Sender<Result<(), StoreError>>);
@@ -52,6 +56,9 @@ struct Inner {
     data: Tree,
     /// `None` once the store is being dropped: the writer then finishes and exits.
     writer: Option<mpsc::Sender<Pending>>,
+    /// The sequence number of the last notification durable on disk: readers of the feed see
+    /// nothing beyond it.
+    durable_feed: Arc<AtomicU64>,
     /// The writer, then the syncer it feeds: joined in that order on drop.
     threads: Vec<JoinHandle<()>>,
     /// Held for the life of the store: a second server on the same directory cannot take it.
@@ -97,20 +104,28 @@ impl SledStore {
         let data = db
             .open_tree(DATA_TREE)
             .map_err(|e| sled_error(&db_path, e))?;
+        let last_feed = match data.scan_prefix([FEED]).next_back() {
+            Some(entry) => {
+                let (k, _) = entry.map_err(|e| sled_error(&db_path, e))?;
+                feed_seq(&k).ok_or_else(|| corrupt(&db_path, "a damaged feed key".to_owned()))?
+            }
+            None => 0,
+        };
+        let durable_feed = Arc::new(AtomicU64::new(last_feed));
         let (writer, queue) = mpsc::channel();
         let (to_sync, syncs) = mpsc::channel();
         let syncer = std::thread::Builder::new()
             .name("civicflow-store-sync".to_owned())
             .spawn({
-                let (db, path) = (db.clone(), db_path.clone());
-                move || sync_loop(&db, &path, &syncs)
+                let (db, path, durable) = (db.clone(), db_path.clone(), durable_feed.clone());
+                move || sync_loop(&db, &path, &syncs, &durable)
             })
             .map_err(io)?;
         let writer_thread = std::thread::Builder::new()
             .name("civicflow-store-writer".to_owned())
             .spawn({
                 let (data, path) = (data.clone(), db_path.clone());
-                move || write_loop(&data, &path, &queue, &to_sync)
+                move || write_loop(&data, &path, &queue, &to_sync, last_feed + 1)
             })
             .map_err(io)?;
         Ok(SledStore {
@@ -119,6 +134,7 @@ impl SledStore {
                 db,
                 data,
                 writer: Some(writer),
+                durable_feed,
                 threads: vec![writer_thread, syncer],
                 _lock: lock,
             }),
@@ -165,6 +181,10 @@ struct Prepared {
     set_timers: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
     /// (key as given, stored key, record): inserted only if absent.
     idempotency: Vec<(String, Vec<u8>, Vec<u8>)>,
+    /// Notifications, encoded; their sequence numbers are given by the writer.
+    feed: Vec<Vec<u8>>,
+    /// (key, record) of webhooks written only if still registered.
+    webhook_updates: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 struct PreparedCase {
@@ -199,6 +219,18 @@ impl Prepared {
             p.puts
                 .push((keyed(TOKENS, token.as_bytes()), encode(target)));
         }
+        for hook in &tx.put_webhooks {
+            p.puts
+                .push((keyed(WEBHOOKS, hook.id.as_bytes()), encode(hook)));
+        }
+        for hook in &tx.update_webhooks {
+            p.webhook_updates
+                .push((keyed(WEBHOOKS, hook.id.as_bytes()), encode(hook)));
+        }
+        for id in &tx.delete_webhooks {
+            p.removes.push(keyed(WEBHOOKS, id.as_bytes()));
+        }
+        p.feed = tx.notify.iter().map(encode).collect();
         for token in &tx.put_api_tokens {
             p.puts
                 .push((keyed(API_TOKENS, token.digest.as_bytes()), encode(token)));
@@ -234,9 +266,16 @@ impl Prepared {
         cases.chain(self.idempotency.iter().map(|(_, key, _)| key.as_slice()))
     }
 
-    /// Checks this commit against the stored state and adds its writes to `batch`; on a failed
-    /// check, adds nothing.
-    fn check_into(self, data: &Tree, path: &Path, batch: &mut Batch) -> Result<(), StoreError> {
+    /// Checks this commit against the stored state and adds its writes to `batch`, its
+    /// notifications under the sequence numbers from `next_feed` on; on a failed check, adds
+    /// nothing.
+    fn check_into(
+        self,
+        data: &Tree,
+        path: &Path,
+        batch: &mut Batch,
+        next_feed: &mut u64,
+    ) -> Result<(), StoreError> {
         let get = |key: &[u8]| data.get(key).map_err(|e| sled_error(path, e));
         let mut inserts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut removes: Vec<Vec<u8>> = self.removes;
@@ -287,7 +326,16 @@ impl Prepared {
             inserts.push((key.clone(), timer));
             inserts.push((id_key, key));
         }
+        for (key, hook) in self.webhook_updates {
+            if get(&key)?.is_some() {
+                inserts.push((key, hook));
+            }
+        }
         inserts.extend(self.puts);
+        for notification in self.feed {
+            inserts.push((keyed(FEED, &next_feed.to_be_bytes()), notification));
+            *next_feed += 1;
+        }
         // Removals first: a timer replaced by one at the same key must stay.
         for key in removes {
             batch.remove(key);
@@ -314,7 +362,8 @@ fn write_loop(
     data: &Tree,
     path: &Path,
     queue: &mpsc::Receiver<Pending>,
-    to_sync: &mpsc::Sender<Answers>,
+    to_sync: &mpsc::Sender<(Answers, u64)>,
+    mut next_feed: u64,
 ) {
     let mut carried: Option<Pending> = None;
     loop {
@@ -335,7 +384,7 @@ fn write_loop(
                 break;
             }
             claimed.extend(prepared.claims().map(<[u8]>::to_vec));
-            match prepared.check_into(data, path, &mut batch) {
+            match prepared.check_into(data, path, &mut batch, &mut next_feed) {
                 Ok(()) => passed.push(answer),
                 Err(e) => {
                     let _ = answer.send(Err(e));
@@ -344,7 +393,7 @@ fn write_loop(
         }
         match data.apply_batch(batch) {
             Ok(()) => {
-                if let Err(mpsc::SendError(answers)) = to_sync.send(passed) {
+                if let Err(mpsc::SendError((answers, _))) = to_sync.send((passed, next_feed - 1)) {
                     fail_all(answers, path, "the store's syncer has stopped");
                 }
             }
@@ -355,14 +404,21 @@ fn write_loop(
 
 /// The syncer: one disk sync for every group written since the last one (group commit), then
 /// the answers. Everything applied before a sync starts is durable when it returns.
-fn sync_loop(db: &sled::Db, path: &Path, syncs: &mpsc::Receiver<Answers>) {
-    while let Ok(first) = syncs.recv() {
+fn sync_loop(
+    db: &sled::Db,
+    path: &Path,
+    syncs: &mpsc::Receiver<(Answers, u64)>,
+    durable_feed: &AtomicU64,
+) {
+    while let Ok((first, mut feed)) = syncs.recv() {
         let mut answers = first;
-        for more in syncs.try_iter() {
+        for (more, f) in syncs.try_iter() {
             answers.extend(more);
+            feed = feed.max(f);
         }
         match db.flush() {
             Ok(_) => {
+                durable_feed.fetch_max(feed, Ordering::SeqCst);
                 for answer in answers {
                     let _ = answer.send(Ok(()));
                 }
@@ -492,6 +548,10 @@ fn index_key(entry: &IndexEntry, case: CaseId) -> Vec<u8> {
     let mut k = index_prefix(entry.name, &entry.value);
     k.extend_from_slice(case.as_bytes());
     k
+}
+
+fn feed_seq(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
 }
 
 fn case_id_at_end(key: &[u8]) -> Option<CaseId> {
@@ -708,6 +768,50 @@ impl Store for SledStore {
             Some(v) => Ok(Some(self.decode("an API token", &v)?)),
             None => Ok(None),
         }
+    }
+
+    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<(u64, Notification)>, StoreError> {
+        let durable = self.inner.durable_feed.load(Ordering::SeqCst);
+        if after >= durable {
+            return Ok(Vec::new());
+        }
+        let low = keyed(FEED, &(after + 1).to_be_bytes());
+        let high = keyed(FEED, &(durable + 1).to_be_bytes());
+        self.data()
+            .range(low..high)
+            .take(limit)
+            .map(|r| {
+                let (k, v) = r.map_err(|e| self.err(e))?;
+                let seq = feed_seq(&k).ok_or_else(|| self.corrupt("a damaged feed key".into()))?;
+                Ok((seq, self.decode("a notification", &v)?))
+            })
+            .collect()
+    }
+
+    async fn feed_end(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.durable_feed.load(Ordering::SeqCst))
+    }
+
+    async fn trim_feed(&self, upto: u64) -> Result<(), StoreError> {
+        let high = keyed(FEED, &(upto.saturating_add(1)).to_be_bytes());
+        let data = self.data();
+        let mut batch = Batch::default();
+        for r in data.range([FEED].as_slice()..high.as_slice()) {
+            let (k, _) = r.map_err(|e| self.err(e))?;
+            batch.remove(k);
+        }
+        // Not synced on its own: a trimmed entry that comes back after a crash is trimmed again.
+        data.apply_batch(batch).map_err(|e| self.err(e))
+    }
+
+    async fn webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        self.data()
+            .scan_prefix([WEBHOOKS])
+            .map(|r| {
+                let (_, v) = r.map_err(|e| self.err(e))?;
+                self.decode("a webhook", &v)
+            })
+            .collect()
     }
 
     async fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {

@@ -10,6 +10,7 @@ use civicflow::case::{
     IncidentReason, StepState, StepStatus, Timer, TimerKind, due_value, incident_values, index,
 };
 use civicflow::store::{CaseWrite, IndexRange, Order, Store, StoreError, Transaction};
+use civicflow::webhooks::{Notification, Webhook};
 use jiff::Timestamp;
 use serde_json::json;
 
@@ -27,6 +28,8 @@ macro_rules! conformance_suite {
             ranges_over_due_times,
             stores_tokens_and_idempotency_records,
             stores_issues_and_revokes_api_tokens,
+            appends_notifications_in_commit_order_and_trims_them,
+            a_webhook_update_never_brings_back_a_deleted_webhook,
             idempotency_records_are_insert_only,
             many_concurrent_commits_all_land,
         );
@@ -499,4 +502,76 @@ pub async fn idempotency_records_are_insert_only<S: Store>(store: &S) {
         store.idempotency("start:k").await.unwrap(),
         Some(record(&first))
     );
+}
+
+fn notification(step: &str) -> Notification {
+    Notification {
+        kind: "step.finished".into(),
+        case_id: CaseId::now_v7(),
+        workflow: "birth-registration".into(),
+        version: 1,
+        at: at(0),
+        step: Some(step.into()),
+        status: "succeeded".into(),
+        data: json!({"n": step}),
+    }
+}
+
+pub async fn appends_notifications_in_commit_order_and_trims_them<S: Store>(store: &S) {
+    let start = store.feed_end().await.unwrap();
+    for batch in [vec!["a", "b"], vec!["c"]] {
+        let tx = Transaction {
+            notify: batch.into_iter().map(notification).collect(),
+            ..Transaction::default()
+        };
+        store.commit(&tx).await.unwrap();
+    }
+    let feed = store.feed(start, 10).await.unwrap();
+    let steps: Vec<&str> = feed
+        .iter()
+        .map(|(_, n)| n.step.as_deref().unwrap())
+        .collect();
+    assert_eq!(steps, ["a", "b", "c"]);
+    let seqs: Vec<u64> = feed.iter().map(|(s, _)| *s).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(store.feed_end().await.unwrap(), seqs[2]);
+    assert_eq!(store.feed(seqs[0], 1).await.unwrap()[0].0, seqs[1]);
+    store.trim_feed(seqs[1]).await.unwrap();
+    let left = store.feed(start, 10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].0, seqs[2]);
+}
+
+pub async fn a_webhook_update_never_brings_back_a_deleted_webhook<S: Store>(store: &S) {
+    let hook = Webhook {
+        id: "h1".into(),
+        url: "http://127.0.0.1:9/x".into(),
+        secret: "s".into(),
+        created_at: at(0),
+        created_by: "test".into(),
+        cursor: 0,
+        failures: 0,
+        last_error: None,
+        last_delivered_at: None,
+    };
+    let put = Transaction {
+        put_webhooks: vec![hook.clone()],
+        ..Transaction::default()
+    };
+    store.commit(&put).await.unwrap();
+    let mut moved = hook.clone();
+    moved.cursor = 7;
+    let update = Transaction {
+        update_webhooks: vec![moved.clone()],
+        ..Transaction::default()
+    };
+    store.commit(&update).await.unwrap();
+    assert_eq!(store.webhooks().await.unwrap(), vec![moved]);
+    let delete = Transaction {
+        delete_webhooks: vec!["h1".into()],
+        ..Transaction::default()
+    };
+    store.commit(&delete).await.unwrap();
+    store.commit(&update).await.unwrap();
+    assert!(store.webhooks().await.unwrap().is_empty());
 }

@@ -1,0 +1,122 @@
+//! The portal registers where its notifications go. The signing secret is shown once, in the
+//! answer that registers the webhook.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::Caller;
+use super::{ApiError, AppState};
+use crate::auth::{Operation, random_hex};
+use crate::store::{Store, Transaction};
+use crate::webhooks::Webhook;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    url: String,
+}
+
+pub async fn register<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    body: Result<Json<Register>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Operation::ManageWebhooks)?;
+    let Json(b) = body.map_err(ApiError::from_json)?;
+    let parsed = reqwest::Url::parse(&b.url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"));
+    if parsed.is_none() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_url",
+            format!("`{}` is not an http(s) URL", b.url),
+        ));
+    }
+    let store = state.engine.store();
+    let hook = Webhook {
+        id: random_hex(6),
+        url: b.url,
+        secret: random_hex(24),
+        created_at: state.engine.now(),
+        created_by: caller.0.actor(),
+        // What happens from now on: earlier notifications were not meant for it.
+        cursor: store.feed_end().await.map_err(ApiError::internal)?,
+        failures: 0,
+        last_error: None,
+        last_delivered_at: None,
+    };
+    let tx = Transaction {
+        put_webhooks: vec![hook.clone()],
+        ..Transaction::default()
+    };
+    store.commit(&tx).await.map_err(ApiError::internal)?;
+    state
+        .engine
+        .refresh_webhooks()
+        .await
+        .map_err(ApiError::internal)?;
+    let mut shown = public(&hook);
+    shown["secret"] = json!(hook.secret);
+    Ok((StatusCode::CREATED, Json(shown)))
+}
+
+pub async fn list<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Operation::ManageWebhooks)?;
+    let store = state.engine.store();
+    let hooks = store.webhooks().await.map_err(ApiError::internal)?;
+    let end = store.feed_end().await.map_err(ApiError::internal)?;
+    let items: Vec<Value> = hooks
+        .iter()
+        .map(|h| {
+            let mut v = public(h);
+            v["pending"] = json!(end.saturating_sub(h.cursor));
+            v
+        })
+        .collect();
+    Ok(Json(json!({"items": items})))
+}
+
+pub async fn delete<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Operation::ManageWebhooks)?;
+    let store = state.engine.store();
+    let hooks = store.webhooks().await.map_err(ApiError::internal)?;
+    if !hooks.iter().any(|h| h.id == id) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_webhook",
+            format!("no webhook `{id}`"),
+        ));
+    }
+    let tx = Transaction {
+        delete_webhooks: vec![id],
+        ..Transaction::default()
+    };
+    store.commit(&tx).await.map_err(ApiError::internal)?;
+    state
+        .engine
+        .refresh_webhooks()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A webhook as shown: everything but its secret.
+fn public(hook: &Webhook) -> Value {
+    let mut v = json!(hook);
+    if let Some(fields) = v.as_object_mut() {
+        fields.remove("secret");
+    }
+    v
+}

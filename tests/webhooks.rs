@@ -1,0 +1,189 @@
+//! Notifications to the portal: signed, in order, and not lost while the portal's receiver is
+//! down, even across a `kill -9` of civicflow.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::{Server, birth_input, free_port};
+
+const BOUND: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct Receiver {
+    /// (event id, signature header, body) of every request, acknowledged or not.
+    seen: Vec<(String, String, String)>,
+    /// Requests still to refuse with 503.
+    refuse: usize,
+}
+
+async fn receive(
+    State(r): State<Arc<Mutex<Receiver>>>,
+    headers: HeaderMap,
+    body: String,
+) -> StatusCode {
+    let header = |h: &str| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut r = r.lock().unwrap();
+    r.seen.push((
+        header("civicflow-event-id"),
+        header("civicflow-signature"),
+        body,
+    ));
+    if r.refuse > 0 {
+        r.refuse -= 1;
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    StatusCode::OK
+}
+
+#[tokio::test]
+async fn a_portal_that_was_down_gets_every_notification_signed_and_in_order() {
+    let data = std::env::temp_dir().join(format!("civicflow-hooks-{}", uuid::Uuid::new_v4()));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mocks = ["--with-mocks", "--mocks-port", "0", "--mocks-fast"];
+    let mut server = Server::spawn(&data, &listen, &mocks);
+    let portal = server.token("portal").await;
+    // The portal's receiver is not listening yet.
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/civicflow-events");
+    let (status, hook) = server
+        .call(
+            Some(&portal),
+            Method::POST,
+            "/v1/webhooks",
+            Some(&json!({"url": url})),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    let secret = hook["secret"].as_str().unwrap().to_owned();
+    let (status, bad) = server
+        .call(
+            Some(&portal),
+            Method::POST,
+            "/v1/webhooks",
+            Some(&json!({"url": "ftp://x"})),
+        )
+        .await;
+    assert_eq!(
+        (status, &bad["error"]["code"]),
+        (422, &json!("invalid_url"))
+    );
+
+    let id = server
+        .start_case("birth-registration", birth_input("HOOK-1"))
+        .await;
+    let case = server.settled(&id, BOUND).await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    let until = tokio::time::Instant::now() + BOUND;
+    loop {
+        let (_, list) = server
+            .call(Some(&portal), Method::GET, "/v1/webhooks", None)
+            .await;
+        let h = &list["items"][0];
+        assert!(
+            h.get("secret").is_none(),
+            "a listed webhook shows its secret"
+        );
+        if h["pending"] == 4 && h["last_error"].is_string() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "{list:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // civicflow dies while the portal is down; the portal comes back, flaky at first.
+    server.kill();
+    let server = Server::spawn(&data, &listen, &mocks);
+    let receiver = Arc::new(Mutex::new(Receiver {
+        refuse: 2,
+        ..Receiver::default()
+    }));
+    let app = axum::Router::new()
+        .route("/civicflow-events", axum::routing::post(receive))
+        .with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(axum::serve(listener, app).into_future());
+
+    let until = tokio::time::Instant::now() + BOUND;
+    let seen = loop {
+        let seen = receiver.lock().unwrap().seen.clone();
+        if seen
+            .iter()
+            .filter(|(_, _, b)| b.contains("case.finished"))
+            .count()
+            > 0
+            && seen.len() >= 6
+        {
+            break seen;
+        }
+        assert!(tokio::time::Instant::now() < until, "{seen:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Every request is signed over its time and body with the webhook's secret.
+    for (_, signature, body) in &seen {
+        let t: i64 = signature
+            .strip_prefix("t=")
+            .and_then(|s| s.split(',').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            *signature,
+            civicflow::webhooks::signature(&secret, t, body.as_bytes())
+        );
+    }
+    // The two refused tries were of the first event; then each event once, in order.
+    let ids: Vec<u64> = seen.iter().map(|(id, _, _)| id.parse().unwrap()).collect();
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(ids[1], ids[2]);
+    let mut delivered = ids[2..].to_vec();
+    delivered.dedup();
+    assert!(delivered.is_sorted(), "{ids:?}");
+    let events: Vec<Value> = seen[2..]
+        .iter()
+        .map(|(_, _, b)| serde_json::from_str(b).unwrap())
+        .collect();
+    let steps: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["type"] == "step.finished")
+        .map(|e| (e["step"].as_str().unwrap(), e["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(steps.len(), 3, "{events:#?}");
+    assert!(steps.iter().all(|(_, s)| *s == "succeeded"), "{steps:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "case.finished");
+    assert_eq!(last["status"], "completed");
+    assert_eq!(last["case_id"], id.as_str());
+    let birth = events.iter().find(|e| e["step"] == "birth").unwrap();
+    assert_eq!(
+        birth["data"]["child_personal_id"].as_str().unwrap().len(),
+        12
+    );
+
+    let (_, list) = server
+        .call(Some(&portal), Method::GET, "/v1/webhooks", None)
+        .await;
+    assert_eq!(list["items"][0]["pending"], 0, "{list:#}");
+    let path = format!("/v1/webhooks/{}", hook["id"].as_str().unwrap());
+    let (status, _) = server
+        .call(Some(&portal), Method::DELETE, &path, None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = server
+        .call(Some(&portal), Method::DELETE, &path, None)
+        .await;
+    assert_eq!(status, 404);
+}
