@@ -29,6 +29,8 @@ enum Command {
         #[arg(value_enum)]
         kind: cli::schema::FileKind,
     },
+    /// Print the OpenAPI document of the HTTP API (docs/openapi.json is its output).
+    Openapi,
     /// Start, show and list cases (the portal's view).
     Cases {
         #[command(subcommand)]
@@ -103,6 +105,10 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Schema { kind } => {
             print!("{}", cli::schema::render(kind));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Openapi => {
+            print!("{}", civicflow::api::openapi_json());
             Ok(ExitCode::SUCCESS)
         }
         Command::Cases {

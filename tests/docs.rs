@@ -124,3 +124,12 @@ fn every_error_code_is_in_the_table() {
         "codes missing from the table: {missing:?}"
     );
 }
+
+#[test]
+fn the_openapi_document_is_the_one_the_code_generates() {
+    let checked_in = std::fs::read_to_string(root().join("docs/openapi.json")).unwrap();
+    assert!(
+        checked_in == civicflow::api::openapi_json(),
+        "docs/openapi.json is stale: regenerate it with `cargo run -- openapi > docs/openapi.json`"
+    );
+}

@@ -9,11 +9,24 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::auth::Caller;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorBody};
 use crate::auth::Operation;
 use crate::engine::{CallbackAck, CallbackError};
 use crate::store::Store;
 
+/// An agency's answer to a `callback` step: the step's token in the URL, the agency's own
+/// token in `Authorization`.
+#[utoipa::path(post, path = "/v1/callbacks/{token}", tag = "agencies", request_body = Object,
+    params(
+        ("token" = String, Path, description = "The step's callback token"),
+        ("Idempotency-Key" = Option<String>, Header, description = "The agency's message id: a repeat is acknowledged once"),
+    ),
+    responses(
+        (status = 200, description = "`status`: recorded, duplicate or pending", body = Object),
+        (status = 403, description = "Another agency's step", body = ErrorBody),
+        (status = 404, description = "No step waits for this token", body = ErrorBody),
+        (status = 409, description = "The step has finished, or was re-run with a new token", body = ErrorBody),
+    ))]
 pub async fn post<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,

@@ -8,9 +8,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorBody};
 use crate::auth::Operation;
 use crate::case::masking::mask;
 use crate::case::query::{self, CaseFilter, QueryError};
@@ -18,15 +19,29 @@ use crate::case::{Case, CaseId, CaseStatus};
 use crate::engine::StartError;
 use crate::store::{Order, Store};
 
-#[derive(Debug, Deserialize)]
+/// A case to start.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
     workflow: String,
+    /// Default: the newest loaded version.
     #[serde(default)]
     version: Option<u32>,
+    /// The portal's dossier, checked against the workflow's input schema.
     input: Value,
 }
 
+/// Starts a case (portal). A retried request with the same `Idempotency-Key` answers the same
+/// case with 200; the same key with another body is a 409.
+#[utoipa::path(post, path = "/v1/cases", tag = "portal", request_body = StartRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried start return the same case")),
+    responses(
+        (status = 201, description = "The case, started", body = Object),
+        (status = 200, description = "The case this Idempotency-Key started before", body = Object),
+        (status = 404, description = "No such workflow", body = ErrorBody),
+        (status = 409, description = "The key was used with another body", body = ErrorBody),
+        (status = 422, description = "The input breaks the workflow's input schema; every field named", body = ErrorBody),
+    ))]
 pub async fn start<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
@@ -99,6 +114,13 @@ pub fn unknown_case(id: CaseId) -> ApiError {
     )
 }
 
+/// A case: status, steps, results the reader may see, refusals, due dates, open incidents.
+#[utoipa::path(get, path = "/v1/cases/{id}", tag = "portal",
+    params(("id" = String, Path, description = "Case id")),
+    responses(
+        (status = 200, description = "The case (personal data masked for roles without unmasked access)", body = Object),
+        (status = 404, description = "No such case", body = ErrorBody),
+    ))]
 pub async fn show<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
@@ -112,7 +134,8 @@ pub async fn show<S: Store + Clone>(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// A business key, `name=value` (e.g. `requester=001190123456`).
@@ -121,12 +144,14 @@ pub struct ListQuery {
     status: Option<CaseStatus>,
     #[serde(default)]
     order: ListOrder,
+    /// Where the previous page ended (its `next`).
     cursor: Option<String>,
+    /// At most 500; default 50.
     limit: Option<usize>,
 }
 
 /// `oldest` first or `newest` first.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ListOrder {
     #[default]
@@ -150,6 +175,12 @@ pub fn query_error(e: QueryError) -> ApiError {
     }
 }
 
+/// Cases by business key, workflow or status, paged by cursor.
+#[utoipa::path(get, path = "/v1/cases", tag = "portal", params(ListQuery),
+    responses(
+        (status = 200, description = "`items` (case summaries) and `next`", body = Object),
+        (status = 400, description = "No filter, or a bad one", body = ErrorBody),
+    ))]
 pub async fn list<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
@@ -190,6 +221,14 @@ pub async fn list<S: Store + Clone>(
     Ok(Json(json!({"items": items, "next": page.next})))
 }
 
+/// Every event of a case's history: attempts with their requests and replies, operators'
+/// actions with who and why.
+#[utoipa::path(get, path = "/v1/cases/{id}/history", tag = "operators",
+    params(("id" = String, Path, description = "Case id")),
+    responses(
+        (status = 200, description = "`case_id` and `events`", body = Object),
+        (status = 404, description = "No such case", body = ErrorBody),
+    ))]
 pub async fn history<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,

@@ -7,7 +7,8 @@ use std::time::Duration;
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::workflow::definition::SchemaViolation;
 
@@ -79,13 +80,33 @@ impl ApiError {
     }
 }
 
+/// What every error answer carries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs: `invalid_input`, `forbidden`, `state_conflict`, …
+    pub code: String,
+    /// For people: what is wrong and, where it helps, what to do.
+    pub message: String,
+    /// For validation errors: each offending field, as a JSON Pointer, and what is wrong there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<SchemaViolation>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if !self.fields.is_empty() {
-            error["fields"] = json!(self.fields);
-        }
-        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                fields: self.fields,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
         if let Some(wait) = self.retry_after {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             response

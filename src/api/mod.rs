@@ -7,6 +7,7 @@ mod auth;
 mod callbacks;
 mod cases;
 mod error;
+mod openapi;
 mod operators;
 mod tokens;
 mod webhooks;
@@ -22,7 +23,8 @@ use crate::engine::Engine;
 use crate::store::Store;
 pub use auth::Limits;
 pub use cases::view;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
+pub use openapi::openapi_json;
 
 /// The largest request body accepted (a portal dossier is a few kilobytes).
 const MAX_BODY: usize = 1 << 20;
@@ -76,6 +78,8 @@ pub fn router<S: Store + Clone>(engine: Arc<Engine<S>>, limits: Limits) -> Route
 }
 
 /// Unauthenticated, for load balancers and the CLI's "is it up?".
+#[utoipa::path(get, path = "/v1/health", tag = "portal", security(()),
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object)))]
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }

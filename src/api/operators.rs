@@ -10,20 +10,23 @@ use axum::http::StatusCode;
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::cases::{ListOrder, parse_id, query_error, unknown_case, view};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorBody};
 use crate::auth::Operation;
 use crate::case::IncidentReason;
 use crate::case::query::{self, IncidentFilter, MAX_PAGE};
+use crate::case::query::{IncidentRow, Listing};
 use crate::engine::{Action, ActionError};
 use crate::store::{Order, Store};
 
 /// The most incidents one bulk action goes through; a larger backlog takes several calls.
 const MAX_BULK: usize = 10_000;
 
-#[derive(Debug, Default, Deserialize)]
+/// Which incidents a bulk action takes; every field given narrows.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Filter {
     workflow: Option<String>,
@@ -49,17 +52,35 @@ impl From<Filter> for IncidentFilter {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// The incident list's query: a filter (every field given narrows) and a page.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct IncidentsQuery {
-    #[serde(flatten)]
-    filter: Filter,
+    workflow: Option<String>,
+    /// A step id; with `workflow`, read straight from its index.
+    step: Option<String>,
+    agency: Option<String>,
+    reason: Option<IncidentReason>,
+    /// Opened at or after this time (RFC 3339).
+    opened_after: Option<Timestamp>,
+    /// Opened before this time (RFC 3339).
+    opened_before: Option<Timestamp>,
+    /// `oldest` (default) or `newest` first.
     #[serde(default)]
     order: ListOrder,
+    /// Where the previous page ended (its `next`).
     cursor: Option<String>,
+    /// At most 500; default 50.
     limit: Option<usize>,
 }
 
+/// Open incidents (cases that need a person), read from an index, paged by cursor.
+#[utoipa::path(get, path = "/v1/incidents", tag = "operators", params(IncidentsQuery),
+    responses(
+        (status = 200, description = "A page of incidents", body = Listing<IncidentRow>),
+        (status = 400, description = "A filter or cursor that does not parse", body = ErrorBody),
+    ))]
 pub async fn incidents<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
@@ -67,9 +88,17 @@ pub async fn incidents<S: Store + Clone>(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Operation::ListIncidents)?;
     let Query(q) = q.map_err(ApiError::from_query)?;
+    let filter = IncidentFilter {
+        workflow: q.workflow,
+        step: q.step,
+        agency: q.agency,
+        reason: q.reason,
+        opened_after: q.opened_after,
+        opened_before: q.opened_before,
+    };
     let page = query::incidents(
         state.engine.store(),
-        &q.filter.into(),
+        &filter,
         q.order.into(),
         q.cursor.as_deref(),
         q.limit.unwrap_or(50),
@@ -79,10 +108,12 @@ pub async fn incidents<S: Store + Clone>(
     Ok(Json(json!(page)))
 }
 
-#[derive(Debug, Deserialize)]
+/// An action on one step of a case.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepAction {
     step: String,
+    /// Why; required, recorded in the history.
     reason: Option<String>,
     /// `skip`: the output later steps need.
     #[serde(default)]
@@ -92,9 +123,10 @@ pub struct StepAction {
     input: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelAction {
+    /// Why; required, recorded in the history.
     reason: Option<String>,
 }
 
@@ -169,6 +201,15 @@ fn step_body(body: Result<Json<StepAction>, JsonRejection>) -> Result<StepAction
     body.map(|Json(b)| b).map_err(ApiError::from_json)
 }
 
+/// Retries a step now, with a fresh retry budget.
+#[utoipa::path(post, path = "/v1/cases/{id}/retry", tag = "operators", request_body = StepAction,
+    params(("id" = String, Path, description = "Case id")),
+    responses(
+        (status = 200, description = "The case after the action", body = Object),
+        (status = 404, description = "No such case or step", body = ErrorBody),
+        (status = 409, description = "The action does not fit the case's state; the message says why", body = ErrorBody),
+        (status = 422, description = "No reason, or supplied data that breaks its schema", body = ErrorBody),
+    ))]
 pub async fn retry<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
@@ -181,6 +222,15 @@ pub async fn retry<S: Store + Clone>(
     act(&state, &caller, &id, Action::Retry { step: b.step }, why).await
 }
 
+/// Skips a step, with the output later steps need (or lets a held refusal stand).
+#[utoipa::path(post, path = "/v1/cases/{id}/skip", tag = "operators", request_body = StepAction,
+    params(("id" = String, Path, description = "Case id")),
+    responses(
+        (status = 200, description = "The case after the action", body = Object),
+        (status = 404, description = "No such case or step", body = ErrorBody),
+        (status = 409, description = "The action does not fit the case's state; the message says why", body = ErrorBody),
+        (status = 422, description = "No reason, or supplied data that breaks its schema", body = ErrorBody),
+    ))]
 pub async fn skip<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
@@ -197,6 +247,15 @@ pub async fn skip<S: Store + Clone>(
     act(&state, &caller, &id, action, why).await
 }
 
+/// Corrects the case's input and re-runs a step under a new revision.
+#[utoipa::path(post, path = "/v1/cases/{id}/fix", tag = "operators", request_body = StepAction,
+    params(("id" = String, Path, description = "Case id")),
+    responses(
+        (status = 200, description = "The case after the action", body = Object),
+        (status = 404, description = "No such case or step", body = ErrorBody),
+        (status = 409, description = "The action does not fit the case's state; the message says why", body = ErrorBody),
+        (status = 422, description = "No reason, or supplied data that breaks its schema", body = ErrorBody),
+    ))]
 pub async fn fix<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
@@ -220,6 +279,15 @@ pub async fn fix<S: Store + Clone>(
     act(&state, &caller, &id, action, why).await
 }
 
+/// Cancels a running case.
+#[utoipa::path(post, path = "/v1/cases/{id}/cancel", tag = "operators", request_body = CancelAction,
+    params(("id" = String, Path, description = "Case id")),
+    responses(
+        (status = 200, description = "The case after the action", body = Object),
+        (status = 404, description = "No such case or step", body = ErrorBody),
+        (status = 409, description = "The action does not fit the case's state; the message says why", body = ErrorBody),
+        (status = 422, description = "No reason, or supplied data that breaks its schema", body = ErrorBody),
+    ))]
 pub async fn cancel<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
@@ -232,7 +300,8 @@ pub async fn cancel<S: Store + Clone>(
     act(&state, &caller, &id, Action::Cancel, why).await
 }
 
-#[derive(Debug, Deserialize)]
+/// A retry of every step an incident filter matches.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRetry {
     #[serde(default)]
@@ -242,6 +311,11 @@ pub struct BulkRetry {
 
 /// Retries every step with an open incident that matches the filter: "every case stuck at the
 /// police since the outage began".
+#[utoipa::path(post, path = "/v1/bulk/retry", tag = "operators", request_body = BulkRetry,
+    responses(
+        (status = 200, description = "`matched`, `retried`, `refused` (each with why), `more`", body = Object),
+        (status = 422, description = "No reason", body = ErrorBody),
+    ))]
 pub async fn bulk_retry<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,

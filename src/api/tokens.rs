@@ -7,16 +7,19 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorBody};
 use crate::auth::{self, ApiToken, Operation, Role, TokenError};
 use crate::store::Store;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueRequest {
+    /// portal, operator, supervisor, agency:<agency id> or admin.
     role: String,
+    /// Who holds it.
     name: String,
 }
 
@@ -37,6 +40,12 @@ fn token_error(e: TokenError) -> ApiError {
     }
 }
 
+/// Issues a token (admin); its secret is in this answer only.
+#[utoipa::path(post, path = "/v1/tokens", tag = "admin", request_body = IssueRequest,
+    responses(
+        (status = 201, description = "The token, with its secret `token`", body = Object),
+        (status = 422, description = "An unknown role", body = ErrorBody),
+    ))]
 pub async fn issue<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
@@ -60,6 +69,9 @@ pub async fn issue<S: Store + Clone>(
     Ok((StatusCode::CREATED, Json(shown)))
 }
 
+/// Every token, revoked ones included; never a secret.
+#[utoipa::path(get, path = "/v1/tokens", tag = "admin",
+    responses((status = 200, description = "`items`", body = Object)))]
 pub async fn list<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
@@ -76,6 +88,14 @@ pub async fn list<S: Store + Clone>(
     Ok(Json(json!({"items": items})))
 }
 
+/// Revokes a token: it stops working at once.
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "admin",
+    params(("id" = String, Path, description = "Token id (the part after `cf_`)")),
+    responses(
+        (status = 200, description = "The revoked token", body = Object),
+        (status = 404, description = "No such token", body = ErrorBody),
+        (status = 409, description = "Already revoked", body = ErrorBody),
+    ))]
 pub async fn revoke<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,

@@ -7,19 +7,27 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorBody};
 use crate::auth::{Operation, random_hex};
 use crate::store::{Store, Transaction};
 use crate::webhooks::Webhook;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Register {
+    /// Where notifications are posted (http or https).
     url: String,
 }
 
+/// Registers a webhook (portal); its signing `secret` is in this answer only.
+#[utoipa::path(post, path = "/v1/webhooks", tag = "portal", request_body = Register,
+    responses(
+        (status = 201, description = "The webhook, with its `secret`", body = Object),
+        (status = 422, description = "Not an http(s) URL", body = ErrorBody),
+    ))]
 pub async fn register<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
@@ -65,6 +73,9 @@ pub async fn register<S: Store + Clone>(
     Ok((StatusCode::CREATED, Json(shown)))
 }
 
+/// The webhooks, with how many notifications each has still to take and its last error.
+#[utoipa::path(get, path = "/v1/webhooks", tag = "portal",
+    responses((status = 200, description = "`items`", body = Object)))]
 pub async fn list<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
@@ -84,6 +95,12 @@ pub async fn list<S: Store + Clone>(
     Ok(Json(json!({"items": items})))
 }
 
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "portal",
+    params(("id" = String, Path, description = "Webhook id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such webhook", body = ErrorBody),
+    ))]
 pub async fn delete<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,

@@ -31,8 +31,9 @@ pub struct IncidentFilter {
 }
 
 /// One open incident, with what an operator needs to pick it up.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct IncidentRow {
+    #[schema(value_type = String, format = Uuid)]
     pub case_id: CaseId,
     pub workflow: String,
     pub version: u32,
@@ -46,7 +47,7 @@ pub struct IncidentRow {
     pub case_status: CaseStatus,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Listing<T> {
     pub items: Vec<T>,
     /// Where the next page starts; absent on the last page.

@@ -106,7 +106,7 @@ impl std::fmt::Debug for Schema {
 }
 
 /// A value's mismatch with a schema: where, and what is wrong there.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct SchemaViolation {
     /// JSON Pointer into the value, e.g. `/child/date_of_birth`.
     pub field: String,

@@ -1,0 +1,51 @@
+//! The OpenAPI document of the API, generated from the handlers' annotations and the request
+//! and response types (utoipa). `civicflow openapi` prints it; `docs/openapi.json` is that
+//! output, and a test keeps the two equal.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{callbacks, cases, error, operators, tokens, webhooks};
+use crate::case::query::{IncidentRow, Listing};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "civicflow",
+        description = "Durable orchestration of interlinked public services: the portal starts and reads cases, operators settle the stuck ones, agencies answer their steps. Every request but the health check needs `Authorization: Bearer <token>`; the token's role decides what it may do."
+    ),
+    paths(
+        super::health,
+        cases::start, cases::list, cases::show, cases::history,
+        operators::incidents, operators::retry, operators::skip, operators::fix, operators::cancel,
+        operators::bulk_retry,
+        callbacks::post,
+        tokens::issue, tokens::list, tokens::revoke,
+        webhooks::register, webhooks::list, webhooks::delete,
+    ),
+    components(schemas(error::ErrorBody, Listing<IncidentRow>)),
+    modifiers(&Bearer),
+    security(("bearer" = [])),
+)]
+struct ApiDoc;
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document, as pretty JSON with a final newline.
+pub fn openapi_json() -> String {
+    let mut text = ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the generated document serializes");
+    text.push('\n');
+    text
+}
