@@ -305,6 +305,8 @@ fn events(history: &Value) -> String {
                     "message",
                     "error",
                     "status",
+                    "attempt",
+                    "idempotency_key",
                 ];
                 let mut pairs: Vec<(&String, &Value)> = m.iter().collect();
                 pairs
