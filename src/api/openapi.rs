@@ -17,7 +17,7 @@ use crate::case::query::{IncidentRow, Listing};
     paths(
         super::health,
         cases::start, cases::list, cases::show, cases::history,
-        operators::incidents, operators::retry, operators::skip, operators::fix, operators::cancel,
+        operators::incidents, operators::act,
         operators::bulk_retry,
         callbacks::post,
         tokens::issue, tokens::list, tokens::revoke,

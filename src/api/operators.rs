@@ -108,11 +108,27 @@ pub async fn incidents<S: Store + Clone>(
     Ok(Json(json!(page)))
 }
 
-/// An action on one step of a case.
+/// An operator's action on a case.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionName {
+    /// Retry a step now, with a fresh retry budget.
+    Retry,
+    /// Skip a step, with the output later steps need (or let a held refusal stand).
+    Skip,
+    /// Correct the case's input and re-run a step under a new revision.
+    Fix,
+    /// Cancel the running case.
+    Cancel,
+}
+
+/// What an action needs: always a reason; a step for all but `cancel`; `output` for `skip`
+/// (optional), `input` for `fix`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StepAction {
-    step: String,
+pub struct ActionRequest {
+    #[serde(default)]
+    step: Option<String>,
     /// Why; required, recorded in the history.
     reason: Option<String>,
     /// `skip`: the output later steps need.
@@ -123,26 +139,24 @@ pub struct StepAction {
     input: Option<Value>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CancelAction {
-    /// Why; required, recorded in the history.
-    reason: Option<String>,
-}
-
 fn reason(given: Option<String>) -> Result<String, ApiError> {
     match given.map(|r| r.trim().to_owned()) {
         Some(r) if !r.is_empty() => Ok(r),
-        _ => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+        _ => Err(required(
             "reason_required",
+            "/reason",
             "say why: every action needs a `reason`, which goes into the case's history",
-        )
-        .with_fields(vec![crate::workflow::definition::SchemaViolation {
-            field: "/reason".to_owned(),
-            message: "a non-empty reason is required".to_owned(),
-        }])),
+        )),
     }
+}
+
+fn required(code: &'static str, field: &str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).with_fields(vec![
+        crate::workflow::definition::SchemaViolation {
+            field: field.to_owned(),
+            message: "required".to_owned(),
+        },
+    ])
 }
 
 fn action_error(e: ActionError) -> ApiError {
@@ -181,123 +195,65 @@ fn action_error(e: ActionError) -> ApiError {
     }
 }
 
-async fn act<S: Store + Clone>(
-    state: &AppState<S>,
-    caller: &Caller,
-    id: &str,
-    action: Action,
-    why: String,
+/// Acts on one case (operators). Each action is checked against the case's state and recorded
+/// in its history with who did it and why.
+#[utoipa::path(post, path = "/v1/cases/{id}/{action}", tag = "operators", request_body = ActionRequest,
+    params(
+        ("id" = String, Path, description = "Case id"),
+        ("action" = ActionName, Path, description = "retry, skip, fix or cancel"),
+    ),
+    responses(
+        (status = 200, description = "The case after the action", body = Object),
+        (status = 404, description = "No such case, step or action", body = ErrorBody),
+        (status = 409, description = "The action does not fit the case's state; the message says why", body = ErrorBody),
+        (status = 422, description = "No reason, no step, or supplied data that breaks its schema", body = ErrorBody),
+    ))]
+pub async fn act<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    Path((id, action)): Path<(String, String)>,
+    body: Result<Json<ActionRequest>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let id = parse_id(id)?;
+    caller.require(Operation::Act)?;
+    let id = parse_id(&id)?;
+    let name: ActionName = serde_json::from_value(json!(action)).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("`{action}` is not an action; the actions are retry, skip, fix and cancel"),
+        )
+    })?;
+    let Json(b) = body.map_err(ApiError::from_json)?;
+    let why = reason(b.reason)?;
+    let step = || {
+        b.step
+            .clone()
+            .ok_or_else(|| required("step_required", "/step", "name the `step` to act on"))
+    };
+    let action = match name {
+        ActionName::Retry => Action::Retry { step: step()? },
+        ActionName::Skip => Action::Skip {
+            step: step()?,
+            output: b.output.clone(),
+        },
+        ActionName::Fix => Action::Fix {
+            step: step()?,
+            input: b.input.clone().ok_or_else(|| {
+                required(
+                    "input_required",
+                    "/input",
+                    "`fix` needs the corrected case `input`, whole",
+                )
+            })?,
+        },
+        ActionName::Cancel => Action::Cancel,
+    };
     let case = state
         .engine
         .act(id, action, &caller.0.actor(), &why)
         .await
         .map_err(action_error)?;
     Ok(Json(view(&case, caller.0.role.allows(Operation::Unmasked))))
-}
-
-fn step_body(body: Result<Json<StepAction>, JsonRejection>) -> Result<StepAction, ApiError> {
-    body.map(|Json(b)| b).map_err(ApiError::from_json)
-}
-
-/// Retries a step now, with a fresh retry budget.
-#[utoipa::path(post, path = "/v1/cases/{id}/retry", tag = "operators", request_body = StepAction,
-    params(("id" = String, Path, description = "Case id")),
-    responses(
-        (status = 200, description = "The case after the action", body = Object),
-        (status = 404, description = "No such case or step", body = ErrorBody),
-        (status = 409, description = "The action does not fit the case's state; the message says why", body = ErrorBody),
-        (status = 422, description = "No reason, or supplied data that breaks its schema", body = ErrorBody),
-    ))]
-pub async fn retry<S: Store + Clone>(
-    State(state): State<AppState<S>>,
-    caller: Caller,
-    Path(id): Path<String>,
-    body: Result<Json<StepAction>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    caller.require(Operation::Act)?;
-    let b = step_body(body)?;
-    let why = reason(b.reason)?;
-    act(&state, &caller, &id, Action::Retry { step: b.step }, why).await
-}
-
-/// Skips a step, with the output later steps need (or lets a held refusal stand).
-#[utoipa::path(post, path = "/v1/cases/{id}/skip", tag = "operators", request_body = StepAction,
-    params(("id" = String, Path, description = "Case id")),
-    responses(
-        (status = 200, description = "The case after the action", body = Object),
-        (status = 404, description = "No such case or step", body = ErrorBody),
-        (status = 409, description = "The action does not fit the case's state; the message says why", body = ErrorBody),
-        (status = 422, description = "No reason, or supplied data that breaks its schema", body = ErrorBody),
-    ))]
-pub async fn skip<S: Store + Clone>(
-    State(state): State<AppState<S>>,
-    caller: Caller,
-    Path(id): Path<String>,
-    body: Result<Json<StepAction>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    caller.require(Operation::Act)?;
-    let b = step_body(body)?;
-    let why = reason(b.reason)?;
-    let action = Action::Skip {
-        step: b.step,
-        output: b.output,
-    };
-    act(&state, &caller, &id, action, why).await
-}
-
-/// Corrects the case's input and re-runs a step under a new revision.
-#[utoipa::path(post, path = "/v1/cases/{id}/fix", tag = "operators", request_body = StepAction,
-    params(("id" = String, Path, description = "Case id")),
-    responses(
-        (status = 200, description = "The case after the action", body = Object),
-        (status = 404, description = "No such case or step", body = ErrorBody),
-        (status = 409, description = "The action does not fit the case's state; the message says why", body = ErrorBody),
-        (status = 422, description = "No reason, or supplied data that breaks its schema", body = ErrorBody),
-    ))]
-pub async fn fix<S: Store + Clone>(
-    State(state): State<AppState<S>>,
-    caller: Caller,
-    Path(id): Path<String>,
-    body: Result<Json<StepAction>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    caller.require(Operation::Act)?;
-    let b = step_body(body)?;
-    let why = reason(b.reason)?;
-    let input = b.input.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "input_required",
-            "`fix` needs the corrected case `input`, whole",
-        )
-    })?;
-    let action = Action::Fix {
-        step: b.step,
-        input,
-    };
-    act(&state, &caller, &id, action, why).await
-}
-
-/// Cancels a running case.
-#[utoipa::path(post, path = "/v1/cases/{id}/cancel", tag = "operators", request_body = CancelAction,
-    params(("id" = String, Path, description = "Case id")),
-    responses(
-        (status = 200, description = "The case after the action", body = Object),
-        (status = 404, description = "No such case or step", body = ErrorBody),
-        (status = 409, description = "The action does not fit the case's state; the message says why", body = ErrorBody),
-        (status = 422, description = "No reason, or supplied data that breaks its schema", body = ErrorBody),
-    ))]
-pub async fn cancel<S: Store + Clone>(
-    State(state): State<AppState<S>>,
-    caller: Caller,
-    Path(id): Path<String>,
-    body: Result<Json<CancelAction>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    caller.require(Operation::Act)?;
-    let Json(b) = body.map_err(ApiError::from_json)?;
-    let why = reason(b.reason)?;
-    act(&state, &caller, &id, Action::Cancel, why).await
 }
 
 /// A retry of every step an incident filter matches.

@@ -62,12 +62,7 @@ pub async fn register<S: Store + Clone>(
         put_webhooks: vec![hook.clone()],
         ..Transaction::default()
     };
-    store.commit(&tx).await.map_err(ApiError::internal)?;
-    state
-        .engine
-        .refresh_webhooks()
-        .await
-        .map_err(ApiError::internal)?;
+    change(&state, tx).await?;
     let mut shown = public(&hook);
     shown["secret"] = json!(hook.secret);
     Ok((StatusCode::CREATED, Json(shown)))
@@ -120,13 +115,19 @@ pub async fn delete<S: Store + Clone>(
         delete_webhooks: vec![id],
         ..Transaction::default()
     };
-    store.commit(&tx).await.map_err(ApiError::internal)?;
-    state
-        .engine
-        .refresh_webhooks()
+    change(&state, tx).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Commits a change to the webhooks and tells the engine whether any is left to notify.
+async fn change<S: Store + Clone>(state: &AppState<S>, tx: Transaction) -> Result<(), ApiError> {
+    let engine = &state.engine;
+    engine
+        .store()
+        .commit(&tx)
         .await
         .map_err(ApiError::internal)?;
-    Ok(StatusCode::NO_CONTENT)
+    engine.refresh_webhooks().await.map_err(ApiError::internal)
 }
 
 /// A webhook as shown: everything but its secret.
