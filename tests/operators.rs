@@ -241,9 +241,13 @@ async fn retry_now_after_retries_ran_out_and_an_outage_ended_completes_the_case(
         .iter()
         .map(|i| i["case_id"].as_str().unwrap())
         .collect();
-    let opened: Vec<&str> = listed
+    // In time order (to the millisecond, the index's resolution), not text order.
+    let opened: Vec<i64> = listed
         .iter()
-        .map(|i| i["opened_at"].as_str().unwrap())
+        .map(|i| {
+            let at: jiff::Timestamp = i["opened_at"].as_str().unwrap().parse().unwrap();
+            at.as_millisecond()
+        })
         .collect();
     assert!(opened.is_sorted(), "oldest first: {opened:?}");
     found.sort();

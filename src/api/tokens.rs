@@ -77,14 +77,14 @@ pub async fn list<S: Store + Clone>(
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Operation::ManageTokens)?;
-    let tokens = state
+    let mut tokens = state
         .engine
         .store()
         .api_tokens()
         .await
         .map_err(ApiError::internal)?;
-    let mut items: Vec<Value> = tokens.iter().map(public).collect();
-    items.sort_by(|a, b| a["created_at"].as_str().cmp(&b["created_at"].as_str()));
+    tokens.sort_by_key(|t| t.created_at);
+    let items: Vec<Value> = tokens.iter().map(public).collect();
     Ok(Json(json!({"items": items})))
 }
 
