@@ -52,46 +52,60 @@ fn collect(path: &Path, found: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Checks the files and returns what is valid with every problem found.
-pub fn load(paths: &[PathBuf]) -> (Catalog, Vec<Diagnostic>) {
-    let mut problems = Vec::new();
+/// A definition's text and the name its diagnostics use (a file's path, or a published
+/// definition's registry name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+/// Reads the definition files under `paths`; a file that cannot be read is a problem.
+pub fn read_files(paths: &[PathBuf]) -> (Vec<Source>, Vec<Diagnostic>) {
     let files = match find_files(paths) {
         Ok(f) => f,
-        Err(d) => return (Catalog::default(), vec![d]),
+        Err(d) => return (Vec::new(), vec![d]),
     };
-    let mut parsed = Vec::new();
+    let mut sources = Vec::new();
+    let mut problems = Vec::new();
     for path in &files {
         let name = path.display().to_string();
-        let text = match std::fs::read(path) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(t) => t,
-                Err(_) => {
-                    problems.push(Diagnostic::new(
-                        &name,
-                        Pos { line: 1, col: 1 },
-                        code::UNREADABLE,
-                        "the file is not UTF-8 text",
-                    ));
-                    continue;
-                }
-            },
-            Err(e) => {
-                problems.push(Diagnostic::new(
-                    &name,
-                    Pos { line: 1, col: 1 },
-                    code::UNREADABLE,
-                    format!("cannot read: {e}"),
-                ));
-                continue;
-            }
+        let unreadable = |message: String| {
+            Diagnostic::new(&name, Pos { line: 1, col: 1 }, code::UNREADABLE, message)
         };
-        match check::parse_file(&name, &text) {
-            Ok(p) => parsed.push((name, p)),
+        match std::fs::read(path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => sources.push(Source { name, text }),
+                Err(_) => problems.push(unreadable("the file is not UTF-8 text".to_owned())),
+            },
+            Err(e) => problems.push(unreadable(format!("cannot read: {e}"))),
+        }
+    }
+    (sources, problems)
+}
+
+/// Checks the files and returns what is valid with every problem found.
+pub fn load(paths: &[PathBuf]) -> (Catalog, Vec<Diagnostic>) {
+    let (sources, mut problems) = read_files(paths);
+    let files = sources.len() + problems.len();
+    let (mut catalog, mut found) = check_sources(&sources);
+    catalog.files = files;
+    problems.append(&mut found);
+    (catalog, problems)
+}
+
+/// Checks definitions given as text, together: adapters first, then the workflows that use them.
+pub fn check_sources(sources: &[Source]) -> (Catalog, Vec<Diagnostic>) {
+    let mut problems = Vec::new();
+    let mut parsed = Vec::new();
+    for Source { name, text } in sources {
+        match check::parse_file(name, text) {
+            Ok(p) => parsed.push((name.clone(), p)),
             Err(mut ds) => problems.append(&mut ds),
         }
     }
     let mut catalog = Catalog {
-        files: files.len(),
+        files: sources.len(),
         ..Catalog::default()
     };
     let mut adapter_files: BTreeMap<(String, u32), String> = BTreeMap::new();
