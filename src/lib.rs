@@ -5,6 +5,7 @@ pub mod calendar;
 pub mod case;
 pub mod cli;
 pub mod engine;
+pub mod registry;
 pub mod store;
 pub mod webhooks;
 pub mod workflow;

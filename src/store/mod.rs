@@ -14,6 +14,7 @@ use jiff::Timestamp;
 
 use crate::auth::ApiToken;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer, TimerKind};
+use crate::registry::{Change, Published};
 use crate::webhooks::{Notification, Webhook};
 
 /// The version of the on-disk format. A store written by another format version is refused.
@@ -76,6 +77,11 @@ pub struct Transaction {
     /// never brings back a webhook deleted meanwhile.
     pub update_webhooks: Vec<Webhook>,
     pub delete_webhooks: Vec<String>,
+    /// Published definitions, by (kind, id, version): a new one, or a deprecated one written
+    /// over the old. Publishing never replaces a definition: the registry checks that first.
+    pub put_definitions: Vec<Published>,
+    /// Appended to the registry's audit trail.
+    pub registry_changes: Vec<Change>,
 }
 
 impl Transaction {
@@ -92,6 +98,8 @@ impl Transaction {
             && self.put_webhooks.is_empty()
             && self.update_webhooks.is_empty()
             && self.delete_webhooks.is_empty()
+            && self.put_definitions.is_empty()
+            && self.registry_changes.is_empty()
     }
 }
 
@@ -199,4 +207,10 @@ pub trait Store: Send + Sync + 'static {
     fn trim_feed(&self, upto: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn webhooks(&self) -> impl Future<Output = Result<Vec<Webhook>, StoreError>> + Send;
+
+    /// Every published definition, in (kind, id, version) order.
+    fn definitions(&self) -> impl Future<Output = Result<Vec<Published>, StoreError>> + Send;
+
+    /// The registry's audit trail, oldest first.
+    fn registry_changes(&self) -> impl Future<Output = Result<Vec<Change>, StoreError>> + Send;
 }

@@ -30,6 +30,7 @@ use tokio::sync::oneshot;
 use super::{FORMAT_VERSION, IndexRange, Order, Page, Position, Store, StoreError, Transaction};
 use crate::auth::ApiToken;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, IndexEntry, Timer};
+use crate::registry::{Change, Kind, Published};
 use crate::webhooks::{Notification, Webhook};
 
 /// The tree that holds every table.
@@ -46,6 +47,8 @@ const IDEMPOTENCY: u8 = b'i';
 const API_TOKENS: u8 = b'a';
 const FEED: u8 = b'f';
 const WEBHOOKS: u8 = b'w';
+const DEFINITIONS: u8 = b'd';
+const REGISTRY_CHANGES: u8 = b'r';
 
 /// A commit on its way to the writer, and where its outcome goes.
 type Pending = (Prepared, oneshot::Sender<Result<(), StoreError>>);
@@ -231,6 +234,14 @@ impl Prepared {
             p.removes.push(keyed(WEBHOOKS, id.as_bytes()));
         }
         p.feed = tx.notify.iter().map(encode).collect();
+        for def in &tx.put_definitions {
+            p.puts.push((definition_key(def), encode(def)));
+        }
+        for change in &tx.registry_changes {
+            let id = uuid::Uuid::now_v7();
+            p.puts
+                .push((keyed(REGISTRY_CHANGES, id.as_bytes()), encode(change)));
+        }
         for token in &tx.put_api_tokens {
             p.puts
                 .push((keyed(API_TOKENS, token.digest.as_bytes()), encode(token)));
@@ -550,6 +561,19 @@ fn index_key(entry: &IndexEntry, case: CaseId) -> Vec<u8> {
     k
 }
 
+/// Definitions sort by kind, id, then version (big-endian, so numerically).
+fn definition_key(def: &Published) -> Vec<u8> {
+    let kind = match def.kind {
+        Kind::Adapter => b'a',
+        Kind::Workflow => b'w',
+    };
+    let mut k = keyed(DEFINITIONS, &[kind]);
+    k.extend_from_slice(def.id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&def.version.to_be_bytes());
+    k
+}
+
 fn feed_seq(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
 }
@@ -810,6 +834,26 @@ impl Store for SledStore {
             .map(|r| {
                 let (_, v) = r.map_err(|e| self.err(e))?;
                 self.decode("a webhook", &v)
+            })
+            .collect()
+    }
+
+    async fn definitions(&self) -> Result<Vec<Published>, StoreError> {
+        self.data()
+            .scan_prefix([DEFINITIONS])
+            .map(|r| {
+                let (_, v) = r.map_err(|e| self.err(e))?;
+                self.decode("a published definition", &v)
+            })
+            .collect()
+    }
+
+    async fn registry_changes(&self) -> Result<Vec<Change>, StoreError> {
+        self.data()
+            .scan_prefix([REGISTRY_CHANGES])
+            .map(|r| {
+                let (_, v) = r.map_err(|e| self.err(e))?;
+                self.decode("a registry change", &v)
             })
             .collect()
     }

@@ -9,6 +9,7 @@ use civicflow::case::{
     CallbackTarget, Case, CaseId, CaseStatus, Event, EventKind, IdempotencyRecord, Incident,
     IncidentReason, StepState, StepStatus, Timer, TimerKind, due_value, incident_values, index,
 };
+use civicflow::registry::{Change, Deprecation, Kind, Published};
 use civicflow::store::{CaseWrite, IndexRange, Order, Store, StoreError, Transaction};
 use civicflow::webhooks::{Notification, Webhook};
 use jiff::Timestamp;
@@ -30,6 +31,7 @@ macro_rules! conformance_suite {
             stores_issues_and_revokes_api_tokens,
             appends_notifications_in_commit_order_and_trims_them,
             a_webhook_update_never_brings_back_a_deleted_webhook,
+            keeps_published_definitions_and_their_audit_trail,
             idempotency_records_are_insert_only,
             many_concurrent_commits_all_land,
         );
@@ -574,4 +576,71 @@ pub async fn a_webhook_update_never_brings_back_a_deleted_webhook<S: Store>(stor
     store.commit(&delete).await.unwrap();
     store.commit(&update).await.unwrap();
     assert!(store.webhooks().await.unwrap().is_empty());
+}
+
+fn published(kind: Kind, id: &str, version: u32) -> Published {
+    Published {
+        kind,
+        id: id.into(),
+        version,
+        text: format!("# {id}@{version}"),
+        published_at: at(version as i64),
+        published_by: "agency:police".into(),
+        deprecated: None,
+    }
+}
+
+pub async fn keeps_published_definitions_and_their_audit_trail<S: Store>(store: &S) {
+    let defs = vec![
+        published(Kind::Workflow, "birth-registration", 2),
+        published(Kind::Adapter, "police/residence-registration", 10),
+        published(Kind::Adapter, "police/residence-registration", 2),
+    ];
+    let changes: Vec<Change> = defs
+        .iter()
+        .map(|d| Change {
+            at: d.published_at,
+            by: d.published_by.clone(),
+            action: "published".into(),
+            kind: d.kind,
+            id: d.id.clone(),
+            version: d.version,
+            note: String::new(),
+        })
+        .collect();
+    for (def, change) in defs.iter().zip(&changes) {
+        let tx = Transaction {
+            put_definitions: vec![def.clone()],
+            registry_changes: vec![change.clone()],
+            ..Transaction::default()
+        };
+        store.commit(&tx).await.unwrap();
+    }
+    let listed = store.definitions().await.unwrap();
+    let order: Vec<(Kind, &str, u32)> = listed
+        .iter()
+        .map(|d| (d.kind, d.id.as_str(), d.version))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (Kind::Adapter, "police/residence-registration", 2),
+            (Kind::Adapter, "police/residence-registration", 10),
+            (Kind::Workflow, "birth-registration", 2),
+        ]
+    );
+    let mut old = defs[2].clone();
+    old.deprecated = Some(Deprecation {
+        at: at(20),
+        by: "admin".into(),
+        replacement: Some(10),
+        reason: "the address format changed".into(),
+    });
+    let tx = Transaction {
+        put_definitions: vec![old.clone()],
+        ..Transaction::default()
+    };
+    store.commit(&tx).await.unwrap();
+    assert_eq!(store.definitions().await.unwrap()[0], old);
+    assert_eq!(store.registry_changes().await.unwrap(), changes);
 }
