@@ -72,6 +72,8 @@ fn describe(op: Operation) -> &'static str {
         Operation::Callback => "post agency callbacks",
         Operation::ManageWebhooks => "manage webhooks",
         Operation::ManageTokens => "manage API tokens",
+        Operation::ReadRegistry => "read the registry of definitions",
+        Operation::Publish => "publish or deprecate definitions",
     }
 }
 

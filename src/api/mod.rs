@@ -9,6 +9,7 @@ mod cases;
 mod error;
 mod openapi;
 mod operators;
+mod registry;
 mod tokens;
 mod webhooks;
 
@@ -20,6 +21,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::engine::Engine;
+use crate::registry::Registry;
 use crate::store::Store;
 pub use auth::Limits;
 pub use cases::view;
@@ -32,6 +34,7 @@ const MAX_BODY: usize = 1 << 20;
 /// What every handler shares.
 pub struct AppState<S> {
     engine: Arc<Engine<S>>,
+    registry: Arc<Registry<S>>,
     limiter: auth::Limiter,
 }
 
@@ -39,14 +42,20 @@ impl<S> Clone for AppState<S> {
     fn clone(&self) -> AppState<S> {
         AppState {
             engine: self.engine.clone(),
+            registry: self.registry.clone(),
             limiter: self.limiter.clone(),
         }
     }
 }
 
-pub fn router<S: Store + Clone>(engine: Arc<Engine<S>>, limits: Limits) -> Router {
+pub fn router<S: Store + Clone>(
+    engine: Arc<Engine<S>>,
+    registry: Arc<Registry<S>>,
+    limits: Limits,
+) -> Router {
     let state = AppState {
         engine,
+        registry,
         limiter: auth::limiter(limits),
     };
     Router::new()
@@ -68,6 +77,16 @@ pub fn router<S: Store + Clone>(engine: Arc<Engine<S>>, limits: Limits) -> Route
             post(webhooks::register::<S>).get(webhooks::list::<S>),
         )
         .route("/v1/webhooks/{id}", delete(webhooks::delete::<S>))
+        .route(
+            "/v1/adapters",
+            post(registry::publish_adapter::<S>).get(registry::list_adapters::<S>),
+        )
+        .route(
+            "/v1/adapters/{agency}/{name}/{version}/deprecate",
+            post(registry::deprecate_adapter::<S>),
+        )
+        .route("/v1/workflows", post(registry::publish_workflow::<S>))
+        .route("/v1/registry/changes", get(registry::changes::<S>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{callbacks, cases, error, operators, tokens, webhooks};
+use super::{callbacks, cases, error, operators, registry, tokens, webhooks};
 use crate::case::query::{IncidentRow, Listing};
 
 #[derive(OpenApi)]
@@ -22,6 +22,8 @@ use crate::case::query::{IncidentRow, Listing};
         callbacks::post,
         tokens::issue, tokens::list, tokens::revoke,
         webhooks::register, webhooks::list, webhooks::delete,
+        registry::publish_adapter, registry::list_adapters, registry::deprecate_adapter,
+        registry::publish_workflow, registry::changes,
     ),
     components(schemas(error::ErrorBody, Listing<IncidentRow>)),
     modifiers(&Bearer),

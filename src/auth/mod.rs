@@ -43,6 +43,10 @@ pub enum Operation {
     Callback,
     ManageWebhooks,
     ManageTokens,
+    /// List definitions and the registry's history.
+    ReadRegistry,
+    /// Publish or deprecate a definition; whose namespace it is, the registry checks.
+    Publish,
 }
 
 impl Role {
@@ -51,16 +55,24 @@ impl Role {
         match self {
             Role::Portal => matches!(
                 op,
-                StartCase | ReadCase | ListCases | Unmasked | ManageWebhooks
+                StartCase | ReadCase | ListCases | Unmasked | ManageWebhooks | ReadRegistry
             ),
-            Role::Operator => {
-                matches!(op, ReadCase | ListCases | ReadHistory | ListIncidents | Act)
-            }
+            Role::Operator => matches!(
+                op,
+                ReadCase | ListCases | ReadHistory | ListIncidents | Act | ReadRegistry
+            ),
             Role::Supervisor => matches!(
                 op,
-                ReadCase | ListCases | ReadHistory | ListIncidents | Act | BulkAct | Unmasked
+                ReadCase
+                    | ListCases
+                    | ReadHistory
+                    | ListIncidents
+                    | Act
+                    | BulkAct
+                    | Unmasked
+                    | ReadRegistry
             ),
-            Role::Agency(_) => op == Callback,
+            Role::Agency(_) => matches!(op, Callback | ReadRegistry | Publish),
             Role::Admin => op != Callback,
         }
     }

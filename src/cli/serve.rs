@@ -15,10 +15,12 @@ use jiff::Timestamp;
 use crate::api::Limits;
 use crate::auth::{self, Role};
 use crate::engine::{Clock, Config, Engine};
+use crate::registry::{PublishError, Registry};
 use crate::store::Store;
 use crate::store::sled::SledStore;
 use crate::webhooks::Deliverer;
-use crate::workflow::definition::{Definitions, LoadError, duration};
+use crate::workflow::catalog;
+use crate::workflow::definition::duration;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -68,22 +70,32 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 const MOCKS_TOKEN_NAME: &str = "in-process mock agencies";
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let defs = match Definitions::load(std::slice::from_ref(&args.workflows)) {
-        Ok(defs) => Arc::new(defs),
-        Err(LoadError::Invalid(problems)) => {
+    let drain_timeout = duration(&args.drain_timeout).map_err(anyhow::Error::msg)?;
+    let store = SledStore::open(&args.data, args.cache_mib << 20)?;
+    // The bundled definitions (files) and those published through the API, checked together.
+    let (bundled, mut problems) = catalog::read_files(std::slice::from_ref(&args.workflows));
+    let registry = Arc::new(Registry::new(store.clone(), bundled));
+    let defs = match registry.load().await {
+        Ok(defs) => Some(defs),
+        Err(PublishError::Invalid(mut found)) => {
+            problems.append(&mut found);
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let defs = match defs {
+        Some(defs) if problems.is_empty() => Arc::new(defs),
+        _ => {
             for p in &problems {
                 eprintln!("{p}");
             }
             bail!(
-                "{} problem(s) in {}; `civicflow validate` shows the same",
+                "{} problem(s) in {} or the published definitions; `civicflow validate` checks the files",
                 problems.len(),
                 args.workflows.display()
             );
         }
-        Err(e) => return Err(e.into()),
     };
-    let drain_timeout = duration(&args.drain_timeout).map_err(anyhow::Error::msg)?;
-    let store = SledStore::open(&args.data, args.cache_mib << 20)?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -152,10 +164,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         per_second: args.rate_limit,
         burst: args.rate_burst,
     };
-    axum::serve(listener, crate::api::router(engine.clone(), limits))
-        .with_graceful_shutdown(stop_signal())
-        .await
-        .context("the HTTP server failed")?;
+    axum::serve(
+        listener,
+        crate::api::router(engine.clone(), registry, limits),
+    )
+    .with_graceful_shutdown(stop_signal())
+    .await
+    .context("the HTTP server failed")?;
     let parked = engine.shutdown().await;
     timers.abort();
     deliverer.abort();

@@ -119,7 +119,8 @@ pub enum CallbackAck {
 
 pub struct Engine<S> {
     store: S,
-    defs: Arc<Definitions>,
+    /// Replaced whole when a definition is published; a change holds the `Arc` it started with.
+    defs: std::sync::RwLock<Arc<Definitions>>,
     config: Config,
     calendar: &'static Calendar,
     http: reqwest::Client,
@@ -138,7 +139,7 @@ impl<S: Store + Clone> Engine<S> {
     pub fn new(store: S, defs: Arc<Definitions>, config: Config) -> Arc<Engine<S>> {
         Arc::new(Engine {
             store,
-            defs,
+            defs: std::sync::RwLock::new(defs),
             config,
             calendar: Calendar::vietnam(),
             http: reqwest::Client::builder()
@@ -176,8 +177,14 @@ impl<S: Store + Clone> Engine<S> {
         self.config.clock.now()
     }
 
-    pub fn definitions(&self) -> &Definitions {
-        &self.defs
+    pub fn definitions(&self) -> Arc<Definitions> {
+        self.defs.read().expect("not poisoned").clone()
+    }
+
+    /// Runs `defs` from now on (a definition was published). Cases keep the workflow version
+    /// they started on, which stays among the definitions.
+    pub fn set_definitions(&self, defs: Definitions) {
+        *self.defs.write().expect("not poisoned") = Arc::new(defs);
     }
 
     /// Starts the timer loop. Timers due while the server was down fire at once: that is how
@@ -223,13 +230,12 @@ impl<S: Store + Clone> Engine<S> {
         if self.stopping() {
             return Err(StartError::ShuttingDown);
         }
-        let workflow =
-            self.defs
-                .workflow(name, version)
-                .ok_or_else(|| StartError::UnknownWorkflow {
-                    name: name.to_owned(),
-                    version,
-                })?;
+        let workflow = self.definitions().workflow(name, version).ok_or_else(|| {
+            StartError::UnknownWorkflow {
+                name: name.to_owned(),
+                version,
+            }
+        })?;
         let fingerprint = fingerprint(name, version, &input);
         let idem_key = idempotency_key.map(|k| format!("start:{k}"));
         if let Some(key) = &idem_key
@@ -457,7 +463,7 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     fn workflow_of(&self, case: &Case) -> Result<Arc<Workflow>, MissingWorkflow> {
-        self.defs
+        self.definitions()
             .workflow(&case.workflow, Some(case.version))
             .ok_or_else(|| MissingWorkflow {
                 case_id: case.id,

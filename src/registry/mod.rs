@@ -3,8 +3,12 @@
 //! store as the text that was checked, and every change to the registry is recorded with who
 //! made it and when.
 
+mod publish;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+
+pub use publish::{PublishError, Registry, Retire};
 
 /// What a published definition is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -498,6 +498,11 @@ impl Definitions {
     pub fn agencies(&self) -> impl Iterator<Item = &str> {
         self.adapters.values().map(|a| a.agency.as_str())
     }
+
+    /// Every loaded adapter, by `agency/name@version`.
+    pub fn adapters(&self) -> impl Iterator<Item = &Adapter> {
+        self.adapters.values().map(|a| &**a)
+    }
 }
 
 #[cfg(test)]

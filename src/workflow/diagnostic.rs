@@ -29,6 +29,7 @@ pub mod code {
     pub const COMPLETION: &str = "CF051";
     pub const DUPLICATE_WORKFLOW: &str = "CF060";
     pub const DUPLICATE_ADAPTER: &str = "CF061";
+    pub const DEPRECATED_ADAPTER: &str = "CF062";
     pub const DURATION: &str = "CF070";
     pub const JSON_SCHEMA: &str = "CF080";
 }

@@ -591,7 +591,7 @@ fn published(kind: Kind, id: &str, version: u32) -> Published {
 }
 
 pub async fn keeps_published_definitions_and_their_audit_trail<S: Store>(store: &S) {
-    let defs = vec![
+    let defs = [
         published(Kind::Workflow, "birth-registration", 2),
         published(Kind::Adapter, "police/residence-registration", 10),
         published(Kind::Adapter, "police/residence-registration", 2),

@@ -307,6 +307,11 @@ pub fn workflows_copy(edit: impl Fn(&str, String) -> String) -> std::path::PathB
     target
 }
 
+/// The shipped `workflows/` directory.
+pub fn workflows_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows")
+}
+
 /// A free TCP port on the loopback interface, for a server that restarts on the same address.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -389,8 +394,7 @@ impl InProcess {
             .iter()
             .map(|a| (a.id.to_owned(), a.base_url.clone()))
             .collect();
-        let workflows = Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
-        let defs = civicflow::workflow::definition::Definitions::load(&[workflows]).unwrap();
+        let defs = civicflow::workflow::definition::Definitions::load(&[workflows_dir()]).unwrap();
         let data = std::env::temp_dir().join(format!("civicflow-in-{}", uuid::Uuid::new_v4()));
         let store = civicflow::store::sled::SledStore::open(&data, 16 << 20).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -411,7 +415,12 @@ impl InProcess {
             per_second: std::num::NonZeroU32::new(1_000_000).unwrap(),
             burst: std::num::NonZeroU32::new(1_000_000).unwrap(),
         };
-        let router = civicflow::api::router(engine.clone(), limits);
+        let (bundled, _) = civicflow::workflow::catalog::read_files(&[workflows_dir()]);
+        let registry = std::sync::Arc::new(civicflow::registry::Registry::new(
+            engine.store().clone(),
+            bundled,
+        ));
+        let router = civicflow::api::router(engine.clone(), registry, limits);
         tokio::spawn(axum::serve(listener, router).into_future());
         let issue = |role: civicflow::auth::Role| {
             civicflow::auth::issue(engine.store(), role, "test", "test", jiff::Timestamp::now())

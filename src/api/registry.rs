@@ -1,0 +1,224 @@
+//! The registry's door: agencies publish and deprecate their adapters, admins publish
+//! workflows, everyone may list what is loaded and read the registry's history. A publication
+//! is checked exactly as `civicflow validate` checks files, and takes effect without a restart.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, StringRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use super::auth::Caller;
+use super::{ApiError, AppState, ErrorBody};
+use crate::auth::Operation;
+use crate::registry::{Kind, PublishError, Published, Retire};
+use crate::store::Store;
+use crate::workflow::definition::SchemaViolation;
+
+fn publish_error(e: PublishError) -> ApiError {
+    match e {
+        PublishError::Invalid(problems) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_definition",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+        .with_fields(
+            problems
+                .iter()
+                .map(|d| SchemaViolation {
+                    field: format!("{}:{}", d.pos, d.code),
+                    message: d.message.clone(),
+                })
+                .collect(),
+        ),
+        PublishError::NotYours { .. } => {
+            ApiError::new(StatusCode::FORBIDDEN, "not_your_namespace", e.to_string())
+        }
+        PublishError::Exists { .. } | PublishError::AlreadyDeprecated { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "immutable", e.to_string())
+        }
+        PublishError::Unknown { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_definition", e.to_string())
+        }
+        PublishError::WrongKind { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "wrong_kind",
+            e.to_string(),
+        ),
+        PublishError::Compile(e) => ApiError::internal(e),
+        PublishError::Store(e) => ApiError::internal(e),
+    }
+}
+
+async fn publish<S: Store + Clone>(
+    state: &AppState<S>,
+    caller: &Caller,
+    kind: Kind,
+    body: Result<String, StringRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Operation::Publish)?;
+    let text = body.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
+    let now = state.engine.now();
+    let (record, defs) = state
+        .registry
+        .publish(kind, &text, &caller.0, now)
+        .await
+        .map_err(publish_error)?;
+    state.engine.set_definitions(defs);
+    Ok((StatusCode::CREATED, Json(summary(&record))))
+}
+
+/// Publishes an adapter manifest (YAML in the body). An agency publishes only under its own
+/// name; a published version never changes.
+#[utoipa::path(post, path = "/v1/adapters", tag = "registry",
+    request_body(content = String, content_type = "application/yaml", description = "The adapter manifest"),
+    responses(
+        (status = 201, description = "Published; in effect at once", body = Object),
+        (status = 403, description = "Another agency's namespace", body = ErrorBody),
+        (status = 409, description = "That version is already published", body = ErrorBody),
+        (status = 422, description = "The manifest's problems, located, as `civicflow validate` gives them", body = ErrorBody),
+    ))]
+pub async fn publish_adapter<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    body: Result<String, StringRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    publish(&state, &caller, Kind::Adapter, body).await
+}
+
+/// Publishes a workflow (YAML in the body; admin). New cases may start on it at once.
+#[utoipa::path(post, path = "/v1/workflows", tag = "registry",
+    request_body(content = String, content_type = "application/yaml", description = "The workflow file"),
+    responses(
+        (status = 201, description = "Published; in effect at once", body = Object),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 409, description = "That version is already published", body = ErrorBody),
+        (status = 422, description = "The workflow's problems, located; a pin of a deprecated adapter names its replacement", body = ErrorBody),
+    ))]
+pub async fn publish_workflow<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    body: Result<String, StringRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    publish(&state, &caller, Kind::Workflow, body).await
+}
+
+/// Every loaded adapter version: bundled with the server or published, and whether deprecated.
+#[utoipa::path(get, path = "/v1/adapters", tag = "registry",
+    responses((status = 200, description = "`items`", body = Object)))]
+pub async fn list_adapters<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Operation::ReadRegistry)?;
+    let published = state
+        .registry
+        .published()
+        .await
+        .map_err(ApiError::internal)?;
+    let defs = state.engine.definitions();
+    let items: Vec<Value> = defs
+        .adapters()
+        .map(|a| {
+            let found = published.iter().find(|p| {
+                p.kind == Kind::Adapter && a.reference == format!("{}@{}", p.id, p.version)
+            });
+            let mut v = json!({"adapter": a.reference, "agency": a.agency, "title": a.title});
+            match found {
+                Some(p) => {
+                    v["source"] = json!("published");
+                    v["published_at"] = json!(p.published_at);
+                    v["published_by"] = json!(p.published_by);
+                    v["deprecated"] = json!(p.deprecated);
+                }
+                None => v["source"] = json!("bundled"),
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({"items": items})))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deprecate {
+    /// Why; recorded in the registry's history.
+    reason: String,
+    /// The version to use instead, named to whoever pins this one.
+    #[serde(default)]
+    replacement: Option<u32>,
+}
+
+/// Deprecates a published adapter version: running cases keep it, new workflows may not pin it.
+#[utoipa::path(post, path = "/v1/adapters/{agency}/{name}/{version}/deprecate", tag = "registry",
+    request_body = Deprecate,
+    params(
+        ("agency" = String, Path, description = "The agency"),
+        ("name" = String, Path, description = "The adapter's name"),
+        ("version" = u32, Path, description = "The version to deprecate"),
+    ),
+    responses(
+        (status = 200, description = "The deprecated definition", body = Object),
+        (status = 403, description = "Another agency's namespace", body = ErrorBody),
+        (status = 404, description = "No such published version", body = ErrorBody),
+        (status = 409, description = "Already deprecated", body = ErrorBody),
+    ))]
+pub async fn deprecate_adapter<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    Path((agency, name, version)): Path<(String, String, u32)>,
+    body: Result<Json<Deprecate>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Operation::Publish)?;
+    let Json(b) = body.map_err(ApiError::from_json)?;
+    let id = format!("{agency}/{name}");
+    let now = state.engine.now();
+    let record = state
+        .registry
+        .deprecate(
+            Retire {
+                kind: Kind::Adapter,
+                id: &id,
+                version,
+                replacement: b.replacement,
+                reason: &b.reason,
+            },
+            &caller.0,
+            now,
+        )
+        .await
+        .map_err(publish_error)?;
+    Ok(Json(summary(&record)))
+}
+
+/// Every change to the registry: who published or deprecated what, when.
+#[utoipa::path(get, path = "/v1/registry/changes", tag = "registry",
+    responses((status = 200, description = "`items`, oldest first", body = Object)))]
+pub async fn changes<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Operation::ReadRegistry)?;
+    let items = state
+        .engine
+        .store()
+        .registry_changes()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({"items": items})))
+}
+
+/// A published definition without its text.
+fn summary(p: &Published) -> Value {
+    let mut v = json!(p);
+    if let Some(fields) = v.as_object_mut() {
+        fields.remove("text");
+    }
+    v
+}

@@ -1,0 +1,197 @@
+//! The registry through the API of the real binary: agencies publish and deprecate their own
+//! adapters, an admin publishes workflows, each in effect at once and after a restart, with the
+//! same located messages as `civicflow validate` for a bad definition.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::{Server, birth_input, free_port, workflows_dir};
+
+const BOUND: Duration = Duration::from_secs(60);
+
+fn shipped(path: &str) -> String {
+    std::fs::read_to_string(workflows_dir().join(path)).unwrap()
+}
+
+/// Posts YAML text with `token`.
+async fn publish(server: &Server, token: &str, path: &str, text: &str) -> (u16, Value) {
+    let response = support::client_with(token)
+        .post(format!("{}{path}", server.url))
+        .header("content-type", "application/yaml")
+        .body(text.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn agencies_publish_their_adapters_and_new_workflow_versions_use_them_without_a_restart() {
+    let data = std::env::temp_dir().join(format!("civicflow-registry-{}", uuid::Uuid::new_v4()));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mocks = ["--with-mocks", "--mocks-port", "0", "--mocks-fast"];
+    let mut server = Server::spawn(&data, &listen, &mocks);
+    let police = server.token("agency:police").await;
+    let social = server.token("agency:social-security").await;
+
+    let v2 =
+        shipped("adapters/police/residence-registration.yaml").replace("version: 1", "version: 2");
+    let (status, body) = publish(&server, &social, "/v1/adapters", &v2).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &json!("not_your_namespace")),
+        "{body}"
+    );
+    let broken = v2.replace("method: POST", "method: SEND");
+    let (status, body) = publish(&server, &police, "/v1/adapters", &broken).await;
+    assert_eq!(status, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("registry:adapter/police/residence-registration@2:")
+            && message.contains("error[CF0"),
+        "{message}"
+    );
+    let (status, body) = publish(&server, &police, "/v1/adapters", &v2).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["published_by"].as_str().unwrap().split(' ').next(),
+        Some("test")
+    );
+    let (status, body) = publish(&server, &police, "/v1/adapters", &v2).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("immutable")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("publish version 3")
+    );
+    let (status, body) = publish(
+        &server,
+        &police,
+        "/v1/adapters",
+        &shipped("birth-registration.yaml"),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (422, &json!("wrong_kind")),
+        "{body}"
+    );
+
+    // A new version of the birth workflow pins the new adapter version.
+    let workflow = shipped("birth-registration.yaml")
+        .replace("version: 1", "version: 2")
+        .replace(
+            "police/residence-registration@1",
+            "police/residence-registration@2",
+        );
+    let (status, body) = publish(&server, &police, "/v1/workflows", &workflow).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &json!("not_your_namespace")),
+        "{body}"
+    );
+    let (status, body) = publish(&server, &server.admin, "/v1/workflows", &workflow).await;
+    assert_eq!(status, 201, "{body}");
+
+    let new = server
+        .start_case("birth-registration", birth_input("REG-NEW"))
+        .await;
+    let (_, old) = server
+        .post(
+            "/v1/cases",
+            &json!({"workflow": "birth-registration", "version": 1, "input": birth_input("REG-OLD")}),
+            None,
+        )
+        .await;
+    let old = old["id"].as_str().unwrap().to_owned();
+    for (id, adapter) in [
+        (&new, "police/residence-registration@2"),
+        (&old, "police/residence-registration@1"),
+    ] {
+        let case = server.settled(id, BOUND).await;
+        assert_eq!(case["status"], "completed", "{case:#}");
+        assert_eq!(case["steps"]["residence"]["adapter"], adapter);
+        let history = server.get(&format!("/v1/cases/{id}/history")).await;
+        let used: Vec<&Value> = history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "attempt_started" && e["step"] == "residence")
+            .map(|e| &e["adapter"])
+            .collect();
+        assert_eq!(
+            used,
+            [&json!(adapter)],
+            "the history names the version each case used"
+        );
+    }
+
+    // Deprecated: new workflows may not pin it, and are told what to pin instead.
+    let path = "/v1/adapters/police/residence-registration/2/deprecate";
+    let body = json!({"reason": "the address format changed", "replacement": 1});
+    let (status, refused) = server
+        .call(Some(&social), Method::POST, path, Some(&body))
+        .await;
+    assert_eq!(status, 403, "{refused}");
+    let (status, done) = server
+        .call(Some(&police), Method::POST, path, Some(&body))
+        .await;
+    assert_eq!(status, 200, "{done}");
+    let v3 = workflow.replace("version: 2", "version: 3");
+    let (status, body) = publish(&server, &server.admin, "/v1/workflows", &v3).await;
+    assert_eq!(status, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("error[CF062]: adapter `police/residence-registration@2` is deprecated: the address format changed"), "{message}");
+    assert!(
+        message.contains("help: pin `police/residence-registration@1` instead"),
+        "{message}"
+    );
+
+    let (_, changes) = server
+        .call(Some(&police), Method::GET, "/v1/registry/changes", None)
+        .await;
+    let actions: Vec<(&str, &str)> = changes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["action"].as_str().unwrap(), c["id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("published", "police/residence-registration"),
+            ("published", "birth-registration"),
+            ("deprecated", "police/residence-registration"),
+        ]
+    );
+
+    // After a restart the published definitions are loaded again.
+    server.kill();
+    let server = Server::spawn(&data, &listen, &mocks);
+    let (_, list) = server
+        .call(Some(&police), Method::GET, "/v1/adapters", None)
+        .await;
+    let v2 = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["adapter"] == "police/residence-registration@2")
+        .unwrap()
+        .clone();
+    assert_eq!(v2["source"], "published");
+    assert_eq!(v2["deprecated"]["replacement"], 1);
+    let again = server
+        .start_case("birth-registration", birth_input("REG-AFTER"))
+        .await;
+    let case = server.settled(&again, BOUND).await;
+    assert_eq!(case["version"], 2, "{case:#}");
+}
