@@ -195,3 +195,124 @@ async fn agencies_publish_their_adapters_and_new_workflow_versions_use_them_with
     let case = server.settled(&again, BOUND).await;
     assert_eq!(case["version"], 2, "{case:#}");
 }
+
+#[tokio::test]
+async fn an_agency_tests_a_manifest_against_its_endpoint_without_touching_a_case() {
+    let server = Server::start();
+    let civil = server.token("agency:civil-status").await;
+    let manifest = shipped("adapters/civil-status/birth-registration.yaml");
+    let dossier = birth_input("TRIAL-1");
+    let mut input = json!({
+        "office_commune_code": "00004",
+        "requester_personal_id": dossier["requester_personal_id"],
+        "child": dossier["child"],
+        "birth_certificate_number": dossier["birth_certificate_number"],
+        "mother": dossier["mother"],
+        "father": dossier["father"],
+        "permanent_address": dossier["permanent_address"],
+    });
+    let trial = |input: &Value| json!({"manifest": manifest, "input": input});
+    let (status, outcome) = server
+        .call(
+            Some(&civil),
+            Method::POST,
+            "/v1/adapters/test",
+            Some(&trial(&input)),
+        )
+        .await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["outcome"], "success", "{outcome:#}");
+    assert_eq!(
+        outcome["output"]["child_personal_id"]
+            .as_str()
+            .unwrap()
+            .len(),
+        12
+    );
+    assert_eq!(outcome["request"]["method"], "POST");
+
+    // A refusal, classified as a case would see it.
+    input["birth_certificate_number"] = json!("TRIAL-2");
+    input["mother"]["personal_id"] = json!("001190999999");
+    let (_, outcome) = server
+        .call(
+            Some(&civil),
+            Method::POST,
+            "/v1/adapters/test",
+            Some(&trial(&input)),
+        )
+        .await;
+    assert_eq!(outcome["outcome"], "rejected", "{outcome:#}");
+    assert!(outcome["reason_code"].is_string());
+
+    // A retryable failure.
+    server
+        .set_faults("civil-status", json!({"rates": {"unavailable": 1.0}}))
+        .await;
+    input["birth_certificate_number"] = json!("TRIAL-3");
+    let (_, outcome) = server
+        .call(
+            Some(&civil),
+            Method::POST,
+            "/v1/adapters/test",
+            Some(&trial(&input)),
+        )
+        .await;
+    assert_eq!(outcome["outcome"], "retryable", "{outcome:#}");
+    server.set_faults("civil-status", json!({})).await;
+
+    // A sample that breaks the input schema, another agency's manifest, a broken manifest.
+    let (status, body) = server
+        .call(
+            Some(&civil),
+            Method::POST,
+            "/v1/adapters/test",
+            Some(&trial(&json!({}))),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (422, &json!("invalid_input")),
+        "{body}"
+    );
+    let police = server.token("agency:police").await;
+    let (status, body) = server
+        .call(
+            Some(&police),
+            Method::POST,
+            "/v1/adapters/test",
+            Some(&trial(&input)),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &json!("not_your_namespace")),
+        "{body}"
+    );
+    let broken =
+        json!({"manifest": manifest.replace("method: POST", "method: SEND"), "input": input});
+    let (status, body) = server
+        .call(
+            Some(&civil),
+            Method::POST,
+            "/v1/adapters/test",
+            Some(&broken),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (422, &json!("invalid_definition")),
+        "{body}"
+    );
+
+    // No case was started by any of it.
+    let (_, cases) = server
+        .call(
+            Some(&server.admin),
+            Method::GET,
+            "/v1/cases?workflow=birth-registration",
+            None,
+        )
+        .await;
+    assert!(cases["items"].as_array().unwrap().is_empty(), "{cases}");
+}

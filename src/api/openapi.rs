@@ -23,7 +23,7 @@ use crate::case::query::{IncidentRow, Listing};
         tokens::issue, tokens::list, tokens::revoke,
         webhooks::register, webhooks::list, webhooks::delete,
         registry::publish_adapter, registry::list_adapters, registry::deprecate_adapter,
-        registry::publish_workflow, registry::changes,
+        registry::publish_workflow, registry::changes, registry::test_adapter,
     ),
     components(schemas(error::ErrorBody, Listing<IncidentRow>)),
     modifiers(&Bearer),

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use super::auth::Caller;
 use super::{ApiError, AppState, ErrorBody};
 use crate::auth::Operation;
+use crate::engine::TrialError;
 use crate::registry::{Kind, PublishError, Published, Retire};
 use crate::store::Store;
 use crate::workflow::definition::SchemaViolation;
@@ -195,6 +196,57 @@ pub async fn deprecate_adapter<S: Store + Clone>(
         .await
         .map_err(publish_error)?;
     Ok(Json(summary(&record)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Trial {
+    /// The adapter manifest (YAML), published or not.
+    manifest: String,
+    /// A sample step input, checked against the manifest's input schema.
+    input: Value,
+    /// Where to send it (a sandbox); default: the agency's configured URL.
+    #[serde(default)]
+    base_url: Option<String>,
+}
+
+/// Runs a manifest against the agency's endpoint (or a sandbox) with a sample input and shows
+/// the classified outcome, touching no case: how an agency checks a manifest before publishing.
+#[utoipa::path(post, path = "/v1/adapters/test", tag = "registry", request_body = Trial,
+    responses(
+        (status = 200, description = "`outcome` (success, rejected, pending, retryable, unexpected) with the mapped output or the reason, and the request and reply", body = Object),
+        (status = 403, description = "Another agency's namespace", body = ErrorBody),
+        (status = 422, description = "The manifest's problems, located, or a sample input that breaks its schema", body = ErrorBody),
+    ))]
+pub async fn test_adapter<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    body: Result<Json<Trial>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Operation::Publish)?;
+    let Json(b) = body.map_err(ApiError::from_json)?;
+    let adapter = state
+        .registry
+        .check_manifest(&b.manifest, &caller.0)
+        .map_err(publish_error)?;
+    let outcome = state
+        .engine
+        .try_adapter(&adapter, &b.input, b.base_url.as_deref())
+        .await
+        .map_err(|e| match e {
+            TrialError::InvalidInput(v) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_input",
+                "the sample input does not match the adapter's input schema",
+            )
+            .with_fields(v),
+            other => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "cannot_test",
+                other.to_string(),
+            ),
+        })?;
+    Ok(Json(outcome))
 }
 
 /// Every change to the registry: who published or deprecated what, when.

@@ -11,6 +11,7 @@ mod locks;
 mod metrics;
 mod run;
 mod timers;
+mod trial;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub use actions::{Action, ActionError};
 pub use clock::Clock;
 pub use metrics::{Metrics, Overhead};
 pub use run::Call;
+pub use trial::TrialError;
 
 /// Where civicflow is reached by agencies (for callback URLs) and where each agency is.
 #[derive(Debug, Clone)]

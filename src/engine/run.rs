@@ -9,6 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
 
 use super::locks::CaseLock;
+use super::trial::{Request, build, text};
 use super::{CallbackAck, Engine, MissingWorkflow};
 use crate::adapters::http::{self, Metadata, Outcome, Reply};
 use crate::auth::random_hex;
@@ -45,12 +46,6 @@ pub struct Call {
     pub timeout: Duration,
     /// When the trigger that decided this call arrived: the start of its step overhead.
     pub ready_at: Instant,
-}
-
-struct Request {
-    url: String,
-    headers: Vec<(String, String)>,
-    body: Option<Value>,
 }
 
 /// A case being changed: its new state, the events and timer changes that go with it, and the
@@ -203,13 +198,6 @@ fn step_context(case: &Case) -> Value {
 
 pub fn idempotency_key(case: &Case, step: &str, revision: u32) -> String {
     format!("{}:{step}:{revision}", case.id)
-}
-
-fn text(v: Value) -> String {
-    match v {
-        Value::String(s) => s,
-        other => other.to_string(),
-    }
 }
 
 impl<S: Store + Clone> Engine<S> {
@@ -465,7 +453,7 @@ impl<S: Store + Clone> Engine<S> {
         });
     }
 
-    /// The URL, headers and body of a request, from the manifest's templates.
+    /// The URL, headers and body of a request to the adapter's agency.
     fn build_request(&self, adapter: &Adapter, ctx: &Value) -> Result<Request, String> {
         let base = self.config.agencies.get(&adapter.agency).ok_or_else(|| {
             format!(
@@ -473,21 +461,7 @@ impl<S: Store + Clone> Engine<S> {
                 adapter.agency
             )
         })?;
-        let ctx = Input::new(ctx).map_err(|e| e.to_string())?;
-        let path = text(adapter.path.eval_in(&ctx).map_err(|e| e.to_string())?);
-        let mut headers = Vec::new();
-        for (k, t) in &adapter.headers {
-            headers.push((k.clone(), text(t.eval_in(&ctx).map_err(|e| e.to_string())?)));
-        }
-        let body = match &adapter.body {
-            Some(t) => Some(t.eval_in(&ctx).map_err(|e| e.to_string())?),
-            None => None,
-        };
-        Ok(Request {
-            url: format!("{}{path}", base.trim_end_matches('/')),
-            headers,
-            body,
-        })
+        build(adapter, base, ctx)
     }
 
     fn metadata(&self, case: &Case, key: String, message_id: String) -> Metadata {

@@ -9,8 +9,8 @@ use super::{Change, Deprecation, Kind, Published};
 use crate::auth::{Principal, Role};
 use crate::store::{Store, StoreError, Transaction};
 use crate::workflow::catalog::{Source, check_sources};
-use crate::workflow::check::{Parsed, parse_file};
-use crate::workflow::definition::{CompileError, Definitions};
+use crate::workflow::check::{self, Parsed, parse_file};
+use crate::workflow::definition::{Adapter, CompileError, Definitions};
 use crate::workflow::diagnostic::{Diagnostic, code};
 
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +190,26 @@ impl<S: Store> Registry<S> {
         };
         self.store.commit(&tx).await?;
         Ok((record, defs))
+    }
+
+    /// Checks an adapter manifest on its own, as publishing would, without recording it: what
+    /// `adapters test` runs.
+    pub fn check_manifest(&self, text: &str, by: &Principal) -> Result<Adapter, PublishError> {
+        let name = provisional_name(Kind::Adapter, text);
+        let Parsed::Adapter(spec, located) =
+            parse_file(&name, text).map_err(PublishError::Invalid)?
+        else {
+            return Err(PublishError::WrongKind {
+                expected: article(Kind::Adapter),
+                found: article(Kind::Workflow),
+            });
+        };
+        allowed(&by.role, Kind::Adapter, &spec.id)?;
+        let problems = check::adapter(&name, &spec, &located);
+        if !problems.is_empty() {
+            return Err(PublishError::Invalid(problems));
+        }
+        Ok(Adapter::compile(&spec)?)
     }
 
     /// Deprecates a published version: running cases keep it; new workflows may not pin it.

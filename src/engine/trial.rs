@@ -1,0 +1,136 @@
+//! `adapters test`: one request built from a manifest and sent to the agency (or a sandbox),
+//! with its answer classified as a step would see it, and no case touched.
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::Engine;
+use crate::adapters::http::{self, Metadata, Outcome};
+use crate::store::Store;
+use crate::workflow::definition::{Adapter, SchemaViolation};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrialError {
+    #[error("the sample input does not match the adapter's input schema")]
+    InvalidInput(Vec<SchemaViolation>),
+    #[error("agency `{0}` has no base URL here; give `base_url` (a sandbox, say)")]
+    NoBaseUrl(String),
+    #[error("the request cannot be built: {0}")]
+    Request(String),
+}
+
+impl<S: Store + Clone> Engine<S> {
+    /// Sends `adapter`'s request for `input` to `base_url` (default: the agency's configured
+    /// URL) and classifies the answer. The idempotency key is fresh, so a real agency acts:
+    /// point it at a sandbox for anything but a read.
+    pub async fn try_adapter(
+        &self,
+        adapter: &Adapter,
+        input: &Value,
+        base_url: Option<&str>,
+    ) -> Result<Value, TrialError> {
+        let violations = adapter.input.violations(input);
+        if !violations.is_empty() {
+            return Err(TrialError::InvalidInput(violations));
+        }
+        let base = match base_url {
+            Some(b) => b.to_owned(),
+            None => self
+                .config
+                .agencies
+                .get(&adapter.agency)
+                .cloned()
+                .ok_or_else(|| TrialError::NoBaseUrl(adapter.agency.clone()))?,
+        };
+        let trial = uuid::Uuid::now_v7();
+        let key = format!("trial:{trial}");
+        let now = Timestamp::now();
+        let ctx = json!({
+            "input": input,
+            "case": {
+                "id": trial.to_string(),
+                "workflow": "adapter-trial",
+                "version": 0,
+                "started_on": now.to_zoned(crate::calendar::vietnam_time()).date().to_string(),
+                "started_at": now.to_string(),
+            },
+            "step": {"id": "trial", "attempt": 1, "idempotency_key": key},
+            "callback": {"url": format!("{}/v1/callbacks/trial-{trial}", self.config.public_url)},
+        });
+        let request = build(adapter, &base, &ctx).map_err(TrialError::Request)?;
+        let meta = Metadata {
+            idempotency_key: key,
+            case_id: trial.to_string(),
+            message_id: uuid::Uuid::new_v4().to_string(),
+            traceparent: format!("00-{}-{}-01", trial.simple(), crate::auth::random_hex(8)),
+        };
+        let reply = http::send(
+            &self.http,
+            adapter.method,
+            &request.url,
+            &request.headers,
+            request.body.as_ref(),
+            &meta,
+            adapter.timeout,
+        )
+        .await;
+        let outcome = match http::classify(&adapter.reply, &adapter.output, &reply) {
+            Outcome::Success(output) => json!({"outcome": "success", "output": output}),
+            Outcome::Rejected {
+                reason_code,
+                message,
+            } => json!({"outcome": "rejected", "reason_code": reason_code, "message": message}),
+            Outcome::Pending => json!({
+                "outcome": "pending",
+                "message": match adapter.mode {
+                    crate::workflow::spec::Mode::Poll => "accepted; a case would poll the status URL",
+                    _ => "accepted; a case would wait for the agency's callback",
+                },
+            }),
+            Outcome::Retryable { error, .. } => json!({"outcome": "retryable", "error": error}),
+            Outcome::Unexpected(error) => json!({"outcome": "unexpected", "error": error}),
+        };
+        let mut out = outcome;
+        out["request"] = json!({
+            "method": adapter.method.as_str(),
+            "url": request.url,
+            "body": request.body,
+        });
+        out["reply"] = reply.context();
+        Ok(out)
+    }
+}
+
+/// A request built from a manifest's templates.
+pub struct Request {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
+}
+
+/// The URL, headers and body of a request to `base`, from the manifest's templates.
+pub fn build(adapter: &Adapter, base: &str, ctx: &Value) -> Result<Request, String> {
+    let ctx = crate::workflow::expr::Input::new(ctx).map_err(|e| e.to_string())?;
+    let path = text(adapter.path.eval_in(&ctx).map_err(|e| e.to_string())?);
+    let mut headers = Vec::new();
+    for (k, t) in &adapter.headers {
+        headers.push((k.clone(), text(t.eval_in(&ctx).map_err(|e| e.to_string())?)));
+    }
+    let body = match &adapter.body {
+        Some(t) => Some(t.eval_in(&ctx).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    Ok(Request {
+        url: format!("{}{path}", base.trim_end_matches('/')),
+        headers,
+        body,
+    })
+}
+
+/// A template's value as text: strings bare, anything else as JSON.
+pub fn text(v: Value) -> String {
+    match v {
+        Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
