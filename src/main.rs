@@ -67,6 +67,20 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Publish, list, show, deprecate and test adapters (agencies, admin).
+    Adapters {
+        #[command(subcommand)]
+        command: cli::adapters::AdaptersCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Publish workflows (admin).
+    Workflows {
+        #[command(subcommand)]
+        command: cli::adapters::WorkflowsCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Issue, revoke and list API tokens (admin).
     Tokens {
         #[command(subcommand)]
@@ -137,6 +151,18 @@ fn main() -> anyhow::Result<ExitCode> {
             connection,
         } => client(&connection, |c| async move {
             cli::incidents::bulk(&c, command).await
+        }),
+        Command::Adapters {
+            command,
+            connection,
+        } => client(&connection, |c| async move {
+            cli::adapters::adapters(&c, command).await
+        }),
+        Command::Workflows {
+            command,
+            connection,
+        } => client(&connection, |c| async move {
+            cli::adapters::workflows(&c, command).await
         }),
         Command::Tokens {
             command,

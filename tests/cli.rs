@@ -188,3 +188,128 @@ async fn without_a_token_the_cli_says_how_to_get_one() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn an_agency_engineer_tests_publishes_and_deprecates_an_adapter_from_the_command_line() {
+    let server = Server::start();
+    let police = server.token("agency:police").await;
+    let dir = std::env::temp_dir().join(format!("civicflow-cli-reg-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shipped = |p: &str| {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("workflows")
+                .join(p),
+        )
+        .unwrap()
+    };
+    let manifest = dir.join("residence-registration-v2.yaml");
+    let v2 =
+        shipped("adapters/police/residence-registration.yaml").replace("version: 1", "version: 2");
+    std::fs::write(&manifest, &v2).unwrap();
+    let manifest = manifest.to_str().unwrap();
+
+    // A sample against the real (mock) police: accepted, the result comes by callback.
+    let sample = dir.join("sample.json");
+    let input = json!({
+        "personal_id": "001026000777",
+        "full_name": "Trần Minh An",
+        "date_of_birth": support::days_ago(3),
+        "address": {"commune_code": "00004", "detail": "12 Phố Đội Cấn"},
+        "household_head_personal_id": "001089654321",
+        "relationship_to_head": "con",
+        "birth_extract_number": "TLKS-00004-2026-999999"
+    });
+    std::fs::write(&sample, input.to_string()).unwrap();
+    let tested = cli(
+        &server,
+        &police,
+        &[
+            "adapters",
+            "test",
+            manifest,
+            "--input",
+            sample.to_str().unwrap(),
+        ],
+    );
+    let out = String::from_utf8_lossy(&tested.stdout).into_owned();
+    assert!(
+        tested.status.success(),
+        "{}{out}",
+        String::from_utf8_lossy(&tested.stderr)
+    );
+    assert!(
+        out.starts_with("pending\n") || out.starts_with("rejected\n"),
+        "{out}"
+    );
+    assert!(out.contains("request: POST http://127.0.0.1:"), "{out}");
+
+    let published = ok(&cli(&server, &police, &["adapters", "publish", manifest]));
+    assert!(
+        published.starts_with("published adapter police/residence-registration@2"),
+        "{published}"
+    );
+    let again = cli(&server, &police, &["adapters", "publish", manifest]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("error: immutable:"));
+    let listed = ok(&cli(&server, &police, &["adapters", "list"]));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains("police/residence-registration@2") && l.contains(" published ")),
+        "{listed}"
+    );
+    let shown = ok(&cli(
+        &server,
+        &police,
+        &["adapters", "show", "police/residence-registration@2"],
+    ));
+    assert!(
+        shown.contains("version: 2") && shown.contains("(published)"),
+        "{shown}"
+    );
+
+    let workflow = dir.join("birth-v2.yaml");
+    std::fs::write(
+        &workflow,
+        shipped("birth-registration.yaml")
+            .replace("version: 1", "version: 2")
+            .replace(
+                "police/residence-registration@1",
+                "police/residence-registration@2",
+            ),
+    )
+    .unwrap();
+    let done = ok(&cli(
+        &server,
+        &server.admin,
+        &["workflows", "publish", workflow.to_str().unwrap()],
+    ));
+    assert!(
+        done.starts_with("published workflow birth-registration@2"),
+        "{done}"
+    );
+    let deprecated = ok(&cli(
+        &server,
+        &police,
+        &[
+            "adapters",
+            "deprecate",
+            "police/residence-registration@2",
+            "--reason",
+            "address format",
+            "--replacement",
+            "1",
+        ],
+    ));
+    assert!(
+        deprecated.starts_with("deprecated police/residence-registration@2"),
+        "{deprecated}"
+    );
+    let history = ok(&cli(&server, &police, &["adapters", "history"]));
+    assert_eq!(history.lines().count(), 4, "{history}");
+    assert!(
+        history.contains("deprecated") && history.contains("address format (use version 1)"),
+        "{history}"
+    );
+}

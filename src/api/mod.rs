@@ -86,6 +86,10 @@ pub fn router<S: Store + Clone>(
             post(registry::deprecate_adapter::<S>),
         )
         .route("/v1/adapters/test", post(registry::test_adapter::<S>))
+        .route(
+            "/v1/adapters/{agency}/{name}/{version}",
+            get(registry::show_adapter::<S>),
+        )
         .route("/v1/workflows", post(registry::publish_workflow::<S>))
         .route("/v1/registry/changes", get(registry::changes::<S>))
         .fallback(not_found)

@@ -24,6 +24,7 @@ use crate::case::query::{IncidentRow, Listing};
         webhooks::register, webhooks::list, webhooks::delete,
         registry::publish_adapter, registry::list_adapters, registry::deprecate_adapter,
         registry::publish_workflow, registry::changes, registry::test_adapter,
+        registry::show_adapter,
     ),
     components(schemas(error::ErrorBody, Listing<IncidentRow>)),
     modifiers(&Bearer),

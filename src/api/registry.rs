@@ -146,6 +146,57 @@ pub async fn list_adapters<S: Store + Clone>(
     Ok(Json(json!({"items": items})))
 }
 
+/// One adapter version: its manifest and where it came from.
+#[utoipa::path(get, path = "/v1/adapters/{agency}/{name}/{version}", tag = "registry",
+    params(
+        ("agency" = String, Path, description = "The agency"),
+        ("name" = String, Path, description = "The adapter's name"),
+        ("version" = u32, Path, description = "The version"),
+    ),
+    responses(
+        (status = 200, description = "`adapter`, `source`, `manifest` and, if published, who published and any deprecation", body = Object),
+        (status = 404, description = "Not loaded", body = ErrorBody),
+    ))]
+pub async fn show_adapter<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    Path((agency, name, version)): Path<(String, String, u32)>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Operation::ReadRegistry)?;
+    let id = format!("{agency}/{name}");
+    let text = state
+        .registry
+        .text(Kind::Adapter, &id, version)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_definition",
+                format!("no adapter `{id}@{version}` is loaded"),
+            )
+        })?;
+    let published = state
+        .registry
+        .published()
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .find(|p| p.kind == Kind::Adapter && p.id == id && p.version == version);
+    let mut v = match &published {
+        Some(p) => summary(p),
+        None => json!({"kind": "adapter", "id": id, "version": version}),
+    };
+    v["adapter"] = json!(format!("{id}@{version}"));
+    v["source"] = json!(if published.is_some() {
+        "published"
+    } else {
+        "bundled"
+    });
+    v["manifest"] = json!(text);
+    Ok(Json(v))
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Deprecate {

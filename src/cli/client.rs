@@ -48,6 +48,11 @@ pub enum ClientError {
     Input(String),
 }
 
+enum Body<'a> {
+    Json(&'a Value),
+    Yaml(String),
+}
+
 pub struct Client {
     http: reqwest::Client,
     server: String,
@@ -81,7 +86,19 @@ impl Client {
         body: &Value,
         idempotency_key: Option<&str>,
     ) -> Result<Value, ClientError> {
-        self.send(Method::POST, path, &[], Some(body), idempotency_key)
+        self.send(
+            Method::POST,
+            path,
+            &[],
+            Some(Body::Json(body)),
+            idempotency_key,
+        )
+        .await
+    }
+
+    /// Posts a YAML document as it is.
+    pub async fn post_yaml(&self, path: &str, text: String) -> Result<Value, ClientError> {
+        self.send(Method::POST, path, &[], Some(Body::Yaml(text)), None)
             .await
     }
 
@@ -94,7 +111,7 @@ impl Client {
         method: Method,
         path: &str,
         query: &[(&str, String)],
-        body: Option<&Value>,
+        body: Option<Body<'_>>,
         idempotency_key: Option<&str>,
     ) -> Result<Value, ClientError> {
         let mut request = self
@@ -102,8 +119,14 @@ impl Client {
             .request(method, format!("{}{path}", self.server))
             .bearer_auth(&self.token)
             .query(query);
-        if let Some(body) = body {
-            request = request.json(body);
+        match body {
+            Some(Body::Json(v)) => request = request.json(v),
+            Some(Body::Yaml(text)) => {
+                request = request
+                    .header("content-type", "application/yaml")
+                    .body(text);
+            }
+            None => {}
         }
         if let Some(key) = idempotency_key {
             request = request.header("idempotency-key", key);
@@ -138,15 +161,20 @@ impl Client {
     }
 }
 
-/// Reads a JSON document from a file, or from standard input for `-`.
-pub fn read_json(path: &std::path::Path) -> Result<Value, ClientError> {
-    let text = if path.as_os_str() == "-" {
+/// Reads a file, or standard input for `-`.
+pub fn read_text(path: &std::path::Path) -> Result<String, ClientError> {
+    if path.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())
-            .map_err(|e| ClientError::Input(format!("cannot read standard input: {e}")))?
+            .map_err(|e| ClientError::Input(format!("cannot read standard input: {e}")))
     } else {
         std::fs::read_to_string(path)
-            .map_err(|e| ClientError::Input(format!("cannot read {}: {e}", path.display())))?
-    };
+            .map_err(|e| ClientError::Input(format!("cannot read {}: {e}", path.display())))
+    }
+}
+
+/// Reads a JSON document from a file, or from standard input for `-`.
+pub fn read_json(path: &std::path::Path) -> Result<Value, ClientError> {
+    let text = read_text(path)?;
     serde_json::from_str(&text)
         .map_err(|e| ClientError::Input(format!("{} is not JSON: {e}", path.display())))
 }

@@ -1,3 +1,4 @@
+pub mod adapters;
 pub mod cases;
 pub mod client;
 pub mod incidents;

@@ -104,6 +104,35 @@ impl<S: Store> Registry<S> {
         Ok(Definitions::compile(&catalog)?)
     }
 
+    /// The text of a definition, published or bundled, if it is loaded.
+    pub async fn text(
+        &self,
+        kind: Kind,
+        id: &str,
+        version: u32,
+    ) -> Result<Option<String>, StoreError> {
+        let published = self.store.definitions().await?;
+        if let Some(p) = published
+            .iter()
+            .find(|p| p.kind == kind && p.id == id && p.version == version)
+        {
+            return Ok(Some(p.text.clone()));
+        }
+        let bundled = self
+            .bundled
+            .iter()
+            .find(|s| match parse_file(&s.name, &s.text) {
+                Ok(Parsed::Adapter(a, _)) => {
+                    kind == Kind::Adapter && a.id == id && a.version == version
+                }
+                Ok(Parsed::Workflow(w, _)) => {
+                    kind == Kind::Workflow && w.name == id && w.version == version
+                }
+                Err(_) => false,
+            });
+        Ok(bundled.map(|s| s.text.clone()))
+    }
+
     /// Every published definition, for listing.
     pub async fn published(&self) -> Result<Vec<Published>, StoreError> {
         self.store.definitions().await
