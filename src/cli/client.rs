@@ -143,20 +143,24 @@ impl Client {
         }
         let error = &body["error"];
         let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let message = text(&error["message"]);
+        // A field the message already states (a located diagnostic) is not repeated.
+        let fields = error["fields"]
+            .as_array()
+            .map(|fs| {
+                fs.iter()
+                    .filter(|f| !message.contains(&text(&f["message"])))
+                    .map(|f| format!("{}: {}", text(&f["field"]), text(&f["message"])))
+                    .collect()
+            })
+            .unwrap_or_default();
         Err(ClientError::Api {
             status: status.as_u16(),
             code: error["code"]
                 .as_str()
                 .map_or_else(|| status.to_string(), str::to_owned),
-            message: text(&error["message"]),
-            fields: error["fields"]
-                .as_array()
-                .map(|fs| {
-                    fs.iter()
-                        .map(|f| format!("{}: {}", text(&f["field"]), text(&f["message"])))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            message,
+            fields,
         })
     }
 }
