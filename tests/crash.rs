@@ -103,7 +103,10 @@ async fn kill_9_loses_nothing_and_repeats_nothing() {
         assert_eq!(count("step_succeeded"), 3, "{id}");
     }
 
-    for agency in &mocks.agencies {
+    // The birth chain calls three of the mock agencies (social assistance joins only in a
+    // published version 2, which this test does not publish).
+    let called = ["civil-status", "police", "social-security"];
+    for agency in mocks.agencies.iter().filter(|a| called.contains(&a.id)) {
         let effects: Value = fetch(&http, &format!("{}/admin/effects", agency.base_url)).await;
         let per_case: BTreeMap<String, u64> = effects["cases"]
             .as_array()

@@ -316,3 +316,90 @@ async fn an_agency_tests_a_manifest_against_its_endpoint_without_touching_a_case
         .await;
     assert!(cases["items"].as_array().unwrap().is_empty(), "{cases}");
 }
+
+/// The examples an agency publishes in docs/adapters.md.
+fn example(path: &str) -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/social-assistance")
+            .join(path),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_fourth_agency_joins_the_birth_chain_and_cases_started_before_keep_their_version() {
+    let server = Server::start();
+    // A case on version 1, waiting for the household head's consent while the chain changes.
+    let mut waiting = birth_input("FOURTH-OLD");
+    waiting["household_head_personal_id"] = json!("001075111222");
+    waiting["poor_household_certificate"] = json!("HN-00004-0012");
+    let old = server.start_case("birth-registration", waiting).await;
+    let until = tokio::time::Instant::now() + BOUND;
+    while server.get(&format!("/v1/cases/{old}")).await["steps"]["residence"]["status"]
+        != "awaiting_callback"
+    {
+        assert!(tokio::time::Instant::now() < until);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The social-assistance office publishes its adapter; an admin adds it to the chain.
+    let assistance = server.token("agency:social-assistance").await;
+    let (status, body) = publish(
+        &server,
+        &assistance,
+        "/v1/adapters",
+        &example("birth-allowance.yaml"),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = publish(
+        &server,
+        &server.admin,
+        "/v1/workflows",
+        &example("birth-registration-v2.yaml"),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+
+    let mut input = birth_input("FOURTH-NEW");
+    input["poor_household_certificate"] = json!("HN-00004-0012");
+    let new = server.start_case("birth-registration", input).await;
+    let case = server.settled(&new, BOUND).await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    assert_eq!(case["version"], 2);
+    let allowance = &case["steps"]["birth_allowance"];
+    assert_eq!(allowance["adapter"], "social-assistance/birth-allowance@1");
+    assert_eq!(allowance["output"]["amount_vnd"], 4_680_000, "{case:#}");
+    let effects = support::effects(&server.http, &server.agencies["social-assistance"], &new).await;
+    assert_eq!(effects, vec![1]);
+
+    // The old case finishes on version 1: no allowance step, nothing asked of the new agency.
+    let police = &server.agencies["police"];
+    let records = server.agency("police", "/admin/records").await;
+    let registration = records["registrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["household_head_personal_id"] == "001075111222")
+        .unwrap()["registration_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let consent = server
+        .http
+        .post(format!(
+            "{police}/admin/residence-registrations/{registration}/consent"
+        ))
+        .json(&json!({"granted": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(consent.status().is_success());
+    let case = server.settled(&old, BOUND).await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    assert_eq!(case["version"], 1);
+    assert!(case["steps"].get("birth_allowance").is_none(), "{case:#}");
+    let effects = support::effects(&server.http, &server.agencies["social-assistance"], &old).await;
+    assert!(effects.is_empty());
+}

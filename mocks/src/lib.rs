@@ -16,6 +16,7 @@ pub mod police;
 pub mod population;
 pub mod reply;
 pub mod server;
+pub mod social_assistance;
 pub mod social_security;
 pub mod world;
 

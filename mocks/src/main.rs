@@ -15,7 +15,8 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
-    /// Port of the first agency (civil status); police and social security take the next two.
+    /// Port of the first agency (civil status); police, social security and social assistance
+    /// take the next three.
     /// 0 picks free ports.
     #[arg(long, default_value_t = 7101)]
     port: u16,

@@ -15,12 +15,14 @@ use crate::directory::Directory;
 use crate::faults::Faults;
 use crate::police::Police;
 use crate::population::Population;
+use crate::social_assistance::SocialAssistance;
 use crate::social_security::SocialSecurity;
 use crate::world::{Settings, World};
 
 pub const CIVIL_STATUS: &str = "civil-status";
 pub const POLICE: &str = "police";
 pub const SOCIAL_SECURITY: &str = "social-security";
+pub const SOCIAL_ASSISTANCE: &str = "social-assistance";
 
 #[derive(Debug, Clone)]
 pub struct MocksConfig {
@@ -116,6 +118,10 @@ pub async fn start(config: MocksConfig) -> std::io::Result<RunningMocks> {
     let civil = Arc::new(CivilStatus::new(desk(CIVIL_STATUS, 1), world.clone()));
     let police = Arc::new(Police::new(desk(POLICE, 2), world.clone()));
     let social = Arc::new(SocialSecurity::new(desk(SOCIAL_SECURITY, 3), world.clone()));
+    let assistance = Arc::new(SocialAssistance::new(
+        desk(SOCIAL_ASSISTANCE, 4),
+        world.clone(),
+    ));
     let routers = [
         (
             CIVIL_STATUS,
@@ -128,6 +134,13 @@ pub async fn start(config: MocksConfig) -> std::io::Result<RunningMocks> {
         (
             SOCIAL_SECURITY,
             social.clone().router().merge(crate::admin::router(social)),
+        ),
+        (
+            SOCIAL_ASSISTANCE,
+            assistance
+                .clone()
+                .router()
+                .merge(crate::admin::router(assistance)),
         ),
     ];
     let (stop, stopped) = watch::channel(false);

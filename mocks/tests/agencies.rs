@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use civicflow_mocks::server::{CIVIL_STATUS, POLICE, SOCIAL_SECURITY};
+use civicflow_mocks::server::{CIVIL_STATUS, POLICE, SOCIAL_ASSISTANCE, SOCIAL_SECURITY};
 use civicflow_mocks::{MocksConfig, RunningMocks, start};
 use serde_json::{Value, json};
 
@@ -1183,4 +1183,53 @@ async fn seeded_runs_are_reproducible() {
     assert_eq!(a, b);
     assert_ne!(a.0, c.0);
     assert_eq!(a.0.as_array().unwrap().len(), 26);
+}
+
+#[tokio::test]
+async fn a_birth_allowance_is_granted_once_to_a_poor_household_of_the_commune() {
+    let mocks = Mocks::start().await;
+    let child = mocks.born("b-allowance", |_| {}).await["child_personal_id"].clone();
+    let claim = |certificate: Value| json!({"child_personal_id": child, "commune_code": "00004", "poor_household_certificate": certificate});
+    for (key, certificate, code) in [
+        ("a-none", Value::Null, "NOT_POOR_HOUSEHOLD"),
+        ("a-bad", json!("poor"), "NOT_POOR_HOUSEHOLD"),
+        (
+            "a-other",
+            json!("HN-00001-0001"),
+            "CERTIFICATE_OTHER_COMMUNE",
+        ),
+    ] {
+        let refused = mocks
+            .post(
+                SOCIAL_ASSISTANCE,
+                "/v1/birth-allowances",
+                key,
+                &claim(certificate),
+            )
+            .await;
+        assert_eq!(
+            (refused.status, refused.body["reason_code"].as_str()),
+            (422, Some(code))
+        );
+    }
+    let granted = mocks
+        .post(
+            SOCIAL_ASSISTANCE,
+            "/v1/birth-allowances",
+            "a-ok",
+            &claim(json!("HN-00004-0012")),
+        )
+        .await;
+    assert_eq!(granted.status, 201, "{}", granted.body);
+    assert_eq!(granted.body["amount_vnd"], 4_680_000);
+    let again = mocks
+        .post(
+            SOCIAL_ASSISTANCE,
+            "/v1/birth-allowances",
+            "a-again",
+            &claim(json!("HN-00004-0012")),
+        )
+        .await;
+    assert_eq!(again.body["reason_code"], "ALREADY_GRANTED");
+    assert_eq!(mocks.effects_of(SOCIAL_ASSISTANCE, "a-ok").await, (1, 0));
 }
