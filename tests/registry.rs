@@ -403,3 +403,94 @@ async fn a_fourth_agency_joins_the_birth_chain_and_cases_started_before_keep_the
     let effects = support::effects(&server.http, &server.agencies["social-assistance"], &old).await;
     assert!(effects.is_empty());
 }
+
+#[tokio::test]
+async fn a_workflow_following_the_latest_adapter_gets_compatible_versions_and_running_cases_keep_theirs()
+ {
+    let server = Server::start();
+    let police = server.token("agency:police").await;
+    let workflow = shipped("birth-registration.yaml")
+        .replace("version: 1", "version: 2")
+        .replace(
+            "police/residence-registration@1",
+            "police/residence-registration@latest",
+        );
+    let (status, body) = publish(&server, &server.admin, "/v1/workflows", &workflow).await;
+    assert_eq!(status, 201, "{body}");
+
+    // A case on @latest = @1, waiting for consent while the police publish @2.
+    let mut waiting = birth_input("LATEST-OLD");
+    waiting["household_head_personal_id"] = json!("001075111222");
+    let old = server.start_case("birth-registration", waiting).await;
+    let until = tokio::time::Instant::now() + BOUND;
+    while server.get(&format!("/v1/cases/{old}")).await["steps"]["residence"]["status"]
+        != "awaiting_callback"
+    {
+        assert!(tokio::time::Instant::now() < until);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A version that needs a field the workflow does not give breaks it: refused, naming it.
+    let manifest = shipped("adapters/police/residence-registration.yaml");
+    let breaking = manifest.replace("version: 1", "version: 2").replace(
+        "required: [personal_id, full_name,",
+        "required: [ethnicity, personal_id, full_name,",
+    );
+    assert_ne!(breaking, manifest.replace("version: 1", "version: 2"));
+    let (status, body) = publish(&server, &police, "/v1/adapters", &breaking).await;
+    assert_eq!(status, 422, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("registry:workflow/birth-registration@2:")
+            && message.contains("ethnicity"),
+        "{message}"
+    );
+
+    // A compatible version is taken by new cases at once.
+    let (status, body) = publish(
+        &server,
+        &police,
+        "/v1/adapters",
+        &manifest.replace("version: 1", "version: 2"),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let new = server
+        .start_case("birth-registration", birth_input("LATEST-NEW"))
+        .await;
+    let case = server.settled(&new, BOUND).await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    assert_eq!(
+        case["steps"]["residence"]["adapter"],
+        "police/residence-registration@2"
+    );
+
+    // The waiting case answers on the version it started with.
+    let police_url = &server.agencies["police"];
+    let records = server.agency("police", "/admin/records").await;
+    let registration = records["registrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["household_head_personal_id"] == "001075111222")
+        .unwrap()["registration_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let consent = server
+        .http
+        .post(format!(
+            "{police_url}/admin/residence-registrations/{registration}/consent"
+        ))
+        .json(&json!({"granted": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(consent.status().is_success());
+    let case = server.settled(&old, BOUND).await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    assert_eq!(
+        case["steps"]["residence"]["adapter"],
+        "police/residence-registration@1"
+    );
+}

@@ -465,8 +465,11 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     fn workflow_of(&self, case: &Case) -> Result<Arc<Workflow>, MissingWorkflow> {
+        // Bound to the adapter versions the case started with.
         self.definitions()
-            .workflow(&case.workflow, Some(case.version))
+            .bound(&case.workflow, case.version, |step| {
+                case.steps.get(step).map(|s| s.adapter.clone())
+            })
             .ok_or_else(|| MissingWorkflow {
                 case_id: case.id,
                 name: case.workflow.clone(),

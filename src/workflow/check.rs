@@ -823,6 +823,9 @@ fn ancestry(
     Some(done)
 }
 
+/// The version of a reference that follows the newest one.
+pub const LATEST: &str = "latest";
+
 fn adapter_ref(
     file: &str,
     located: &Located,
@@ -833,9 +836,6 @@ fn adapter_ref(
     out: &mut Vec<Diagnostic>,
 ) {
     let Some((id, version)) = step.adapter.split_once('@') else {
-        return;
-    };
-    let Ok(version) = version.parse::<u32>() else {
         return;
     };
     let Some(versions) = adapters.get(id) else {
@@ -849,6 +849,13 @@ fn adapter_ref(
             d = d.help(format!("did you mean `{m}`?"));
         }
         out.push(d);
+        return;
+    };
+    let version = match version {
+        LATEST => versions.keys().next_back().copied(),
+        v => v.parse::<u32>().ok(),
+    };
+    let Some(version) = version else {
         return;
     };
     let Some(adapter) = versions.get(&version) else {

@@ -381,9 +381,7 @@ impl Workflow {
         let mut steps = Vec::new();
         for s in &spec.steps {
             let at = format!("step {}", s.id);
-            let adapter = adapters
-                .get(&s.adapter)
-                .cloned()
+            let adapter = resolve(adapters, &s.adapter)
                 .ok_or_else(|| fail(&at)(format!("adapter {} is not loaded", s.adapter)))?;
             steps.push(Step {
                 id: s.id.clone(),
@@ -430,6 +428,24 @@ impl Workflow {
     }
 }
 
+/// The adapter a reference names: `agency/name@N`, or the newest loaded version for
+/// `agency/name@latest`.
+fn resolve(adapters: &BTreeMap<String, Arc<Adapter>>, reference: &str) -> Option<Arc<Adapter>> {
+    let (id, version) = reference.split_once('@')?;
+    if version != crate::workflow::check::LATEST {
+        return adapters.get(reference).cloned();
+    }
+    adapters
+        .values()
+        .filter(|a| a.reference.split_once('@').is_some_and(|(i, _)| i == id))
+        .max_by_key(|a| {
+            a.reference
+                .split_once('@')
+                .and_then(|(_, v)| v.parse::<u32>().ok())
+        })
+        .cloned()
+}
+
 /// Kahn's algorithm, keeping file order among steps that are ready together. The checker has
 /// refused cycles, so every step is placed.
 fn in_dependency_order(mut pending: Vec<Step>) -> Vec<Step> {
@@ -449,6 +465,10 @@ fn in_dependency_order(mut pending: Vec<Step>) -> Vec<Step> {
 pub struct Definitions {
     workflows: BTreeMap<String, BTreeMap<u32, Arc<Workflow>>>,
     adapters: BTreeMap<String, Arc<Adapter>>,
+    /// The specs, to bind a running case's steps to the adapter versions it started with when
+    /// an `@latest` reference has moved on since.
+    specs: BTreeMap<(String, u32), WorkflowSpec>,
+    bound: std::sync::Mutex<BTreeMap<String, Arc<Workflow>>>,
 }
 
 impl Definitions {
@@ -477,6 +497,8 @@ impl Definitions {
                     .entry(spec.name.clone())
                     .or_default()
                     .insert(spec.version, Arc::new(workflow));
+                defs.specs
+                    .insert((spec.name.clone(), spec.version), spec.clone());
             }
         }
         Ok(defs)
@@ -489,6 +511,44 @@ impl Definitions {
             Some(v) => versions.get(&v).cloned(),
             None => versions.values().next_back().cloned(),
         }
+    }
+
+    /// A workflow version with each step bound to the adapter version `pinned` names for it
+    /// (what a case recorded at its start). Usually the loaded workflow itself; when an
+    /// `@latest` reference has moved on, a compiled copy bound to the case's versions, kept for
+    /// the next case with the same ones.
+    pub fn bound(
+        &self,
+        name: &str,
+        version: u32,
+        pinned: impl Fn(&str) -> Option<String>,
+    ) -> Option<Arc<Workflow>> {
+        let current = self.workflow(name, Some(version))?;
+        let moved = current
+            .steps
+            .iter()
+            .any(|s| pinned(&s.id).is_some_and(|p| p != s.adapter.reference));
+        if !moved {
+            return Some(current);
+        }
+        let mut spec = self.specs.get(&(name.to_owned(), version))?.clone();
+        for step in &mut spec.steps {
+            if let Some(p) = pinned(&step.id) {
+                step.adapter = p;
+            }
+        }
+        let key = spec
+            .steps
+            .iter()
+            .map(|s| s.adapter.as_str())
+            .fold(format!("{name}@{version}"), |k, a| format!("{k} {a}"));
+        let mut cache = self.bound.lock().expect("not poisoned");
+        if let Some(found) = cache.get(&key) {
+            return Some(found.clone());
+        }
+        let compiled = Arc::new(Workflow::compile(&spec, &self.adapters).ok()?);
+        cache.insert(key, compiled.clone());
+        Some(compiled)
     }
 
     pub fn workflow_names(&self) -> impl Iterator<Item = &str> {

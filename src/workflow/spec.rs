@@ -11,7 +11,7 @@ use serde_json::Value;
 pub const WORKFLOW_NAME_PATTERN: &str = r"^[a-z][a-z0-9-]*$";
 pub const STEP_ID_PATTERN: &str = r"^[a-z][a-z0-9_]*$";
 pub const ADAPTER_ID_PATTERN: &str = r"^[a-z][a-z0-9-]*/[a-z][a-z0-9-]*$";
-pub const ADAPTER_REF_PATTERN: &str = r"^[a-z][a-z0-9-]*/[a-z][a-z0-9-]*@[1-9][0-9]*$";
+pub const ADAPTER_REF_PATTERN: &str = r"^[a-z][a-z0-9-]*/[a-z][a-z0-9-]*@([1-9][0-9]*|latest)$";
 pub const EXPR_PATTERN: &str = r"^\s*\$\{[\s\S]*\}\s*$";
 pub const DURATION_PATTERN: &str = r"^[0-9]+(ms|s|m|h)( [0-9]+(ms|s|m|h))*$";
 pub const DEADLINE_PATTERN: &str = r"^[0-9]+ (working days?|hours?)$";
@@ -32,7 +32,7 @@ pub const PATTERN_HELP: &[(&str, &str)] = &[
     ),
     (
         ADAPTER_REF_PATTERN,
-        "an adapter reference is `agency/name@version`, e.g. `police/residence-registration@1`",
+        "an adapter reference is `agency/name@version` or `agency/name@latest`, e.g. `police/residence-registration@1`",
     ),
     (
         EXPR_PATTERN,
@@ -99,7 +99,9 @@ pub struct StepSpec {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    /// `agency/name@version`.
+    /// `agency/name@version`, or `agency/name@latest`: the newest version, which a new version
+    /// may become only if this workflow still checks with it. A case keeps the version it
+    /// started with.
     #[schemars(regex(pattern = ADAPTER_REF_PATTERN))]
     pub adapter: String,
     /// Steps that must finish first. Steps with no mutual dependency run in parallel.
