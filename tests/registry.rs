@@ -335,13 +335,7 @@ async fn a_fourth_agency_joins_the_birth_chain_and_cases_started_before_keep_the
     waiting["household_head_personal_id"] = json!("001075111222");
     waiting["poor_household_certificate"] = json!("HN-00004-0012");
     let old = server.start_case("birth-registration", waiting).await;
-    let until = tokio::time::Instant::now() + BOUND;
-    while server.get(&format!("/v1/cases/{old}")).await["steps"]["residence"]["status"]
-        != "awaiting_callback"
-    {
-        assert!(tokio::time::Instant::now() < until);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    awaiting_consent(&server, &old).await;
 
     // The social-assistance office publishes its adapter; an admin adds it to the chain.
     let assistance = server.token("agency:social-assistance").await;
@@ -375,27 +369,7 @@ async fn a_fourth_agency_joins_the_birth_chain_and_cases_started_before_keep_the
     assert_eq!(effects, vec![1]);
 
     // The old case finishes on version 1: no allowance step, nothing asked of the new agency.
-    let police = &server.agencies["police"];
-    let records = server.agency("police", "/admin/records").await;
-    let registration = records["registrations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["household_head_personal_id"] == "001075111222")
-        .unwrap()["registration_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let consent = server
-        .http
-        .post(format!(
-            "{police}/admin/residence-registrations/{registration}/consent"
-        ))
-        .json(&json!({"granted": true}))
-        .send()
-        .await
-        .unwrap();
-    assert!(consent.status().is_success());
+    consent(&server).await;
     let case = server.settled(&old, BOUND).await;
     assert_eq!(case["status"], "completed", "{case:#}");
     assert_eq!(case["version"], 1);
@@ -422,13 +396,7 @@ async fn a_workflow_following_the_latest_adapter_gets_compatible_versions_and_ru
     let mut waiting = birth_input("LATEST-OLD");
     waiting["household_head_personal_id"] = json!("001075111222");
     let old = server.start_case("birth-registration", waiting).await;
-    let until = tokio::time::Instant::now() + BOUND;
-    while server.get(&format!("/v1/cases/{old}")).await["steps"]["residence"]["status"]
-        != "awaiting_callback"
-    {
-        assert!(tokio::time::Instant::now() < until);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    awaiting_consent(&server, &old).await;
 
     // A version that needs a field the workflow does not give breaks it: refused, naming it.
     let manifest = shipped("adapters/police/residence-registration.yaml");
@@ -466,7 +434,29 @@ async fn a_workflow_following_the_latest_adapter_gets_compatible_versions_and_ru
     );
 
     // The waiting case answers on the version it started with.
-    let police_url = &server.agencies["police"];
+    consent(&server).await;
+    let case = server.settled(&old, BOUND).await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    assert_eq!(
+        case["steps"]["residence"]["adapter"],
+        "police/residence-registration@1"
+    );
+}
+
+/// Waits until the case's residence step waits for the household head's consent.
+async fn awaiting_consent(server: &Server, id: &str) {
+    let until = tokio::time::Instant::now() + BOUND;
+    while server.get(&format!("/v1/cases/{id}")).await["steps"]["residence"]["status"]
+        != "awaiting_callback"
+    {
+        assert!(tokio::time::Instant::now() < until);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The household head who answers only when told to (001075111222) consents.
+async fn consent(server: &Server) {
+    let police = &server.agencies["police"];
     let records = server.agency("police", "/admin/records").await;
     let registration = records["registrations"]
         .as_array()
@@ -480,17 +470,11 @@ async fn a_workflow_following_the_latest_adapter_gets_compatible_versions_and_ru
     let consent = server
         .http
         .post(format!(
-            "{police_url}/admin/residence-registrations/{registration}/consent"
+            "{police}/admin/residence-registrations/{registration}/consent"
         ))
         .json(&json!({"granted": true}))
         .send()
         .await
         .unwrap();
     assert!(consent.status().is_success());
-    let case = server.settled(&old, BOUND).await;
-    assert_eq!(case["status"], "completed", "{case:#}");
-    assert_eq!(
-        case["steps"]["residence"]["adapter"],
-        "police/residence-registration@1"
-    );
 }
