@@ -66,12 +66,14 @@ async fn publish<S: Store + Clone>(
     caller.require(Operation::Publish)?;
     let text = body.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
     let now = state.engine.now();
-    let (record, defs) = state
+    let engine = &state.engine;
+    let record = state
         .registry
-        .publish(kind, &text, &caller.0, now)
+        .publish(kind, &text, &caller.0, now, |defs| {
+            engine.set_definitions(defs)
+        })
         .await
         .map_err(publish_error)?;
-    state.engine.set_definitions(defs);
     Ok((StatusCode::CREATED, Json(summary(&record))))
 }
 

@@ -139,14 +139,16 @@ impl<S: Store> Registry<S> {
     }
 
     /// Publishes a definition given as YAML text: checks it with everything loaded, records
-    /// it, and returns the definitions the server runs from now on.
+    /// it, and hands the definitions the server runs from now on to `apply` before the next
+    /// publication may start, so that two publications cannot be applied out of order.
     pub async fn publish(
         &self,
         expected: Kind,
         text: &str,
         by: &Principal,
         now: Timestamp,
-    ) -> Result<(Published, Definitions), PublishError> {
+        apply: impl FnOnce(Definitions),
+    ) -> Result<Published, PublishError> {
         let _one = self.changing.lock().await;
         let parsed =
             parse_file(&provisional_name(expected, text), text).map_err(PublishError::Invalid)?;
@@ -218,7 +220,8 @@ impl<S: Store> Registry<S> {
             ..Transaction::default()
         };
         self.store.commit(&tx).await?;
-        Ok((record, defs))
+        apply(defs);
+        Ok(record)
     }
 
     /// Checks an adapter manifest on its own, as publishing would, without recording it: what
