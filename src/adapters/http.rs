@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::workflow::definition::{Decision, Rules, Schema};
+use crate::workflow::definition::{Adapter, Decision, Rules, Schema};
+use crate::workflow::expr::Input;
 use crate::workflow::spec::Method;
 
 /// The metadata every call carries (see `docs/mocks.md` for how agencies read it).
@@ -211,5 +212,39 @@ fn no_answer(url: &str, e: reqwest::Error) -> Reply {
     }
     Reply::NoAnswer {
         error: format!("{kind} ({url}): {detail}"),
+    }
+}
+
+/// A request built from a manifest's templates.
+pub struct Request {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
+}
+
+/// The URL, headers and body of a request to `base`, from the manifest's templates.
+pub fn build(adapter: &Adapter, base: &str, ctx: &Value) -> Result<Request, String> {
+    let ctx = Input::new(ctx).map_err(|e| e.to_string())?;
+    let path = text(adapter.path.eval_in(&ctx).map_err(|e| e.to_string())?);
+    let mut headers = Vec::new();
+    for (k, t) in &adapter.headers {
+        headers.push((k.clone(), text(t.eval_in(&ctx).map_err(|e| e.to_string())?)));
+    }
+    let body = match &adapter.body {
+        Some(t) => Some(t.eval_in(&ctx).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    Ok(Request {
+        url: format!("{}{path}", base.trim_end_matches('/')),
+        headers,
+        body,
+    })
+}
+
+/// A template's value as text: strings bare, anything else as JSON.
+pub fn text(v: Value) -> String {
+    match v {
+        Value::String(s) => s,
+        other => other.to_string(),
     }
 }

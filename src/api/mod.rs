@@ -105,6 +105,16 @@ async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// A record as the API shows it: serialized, less one field it never shows (a digest, a
+/// secret, a definition's text).
+fn shown_without<T: serde::Serialize>(record: &T, hidden: &str) -> Value {
+    let mut v = json!(record);
+    if let Some(fields) = v.as_object_mut() {
+        fields.remove(hidden);
+    }
+    v
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }

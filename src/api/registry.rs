@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::{ApiError, AppState, ErrorBody};
+use super::{ApiError, AppState, ErrorBody, shown_without};
 use crate::auth::Operation;
 use crate::engine::TrialError;
 use crate::registry::{Kind, PublishError, Published, Retire};
@@ -321,9 +321,5 @@ pub async fn changes<S: Store + Clone>(
 
 /// A published definition without its text.
 fn summary(p: &Published) -> Value {
-    let mut v = json!(p);
-    if let Some(fields) = v.as_object_mut() {
-        fields.remove("text");
-    }
-    v
+    shown_without(p, "text")
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::{ApiError, AppState, ErrorBody};
+use super::{ApiError, AppState, ErrorBody, shown_without};
 use crate::auth::{self, ApiToken, Operation, Role, TokenError};
 use crate::store::Store;
 
@@ -111,9 +111,5 @@ pub async fn revoke<S: Store + Clone>(
 
 /// A token as shown: everything but its digest.
 fn public(token: &ApiToken) -> Value {
-    let mut v = json!(token);
-    if let Some(fields) = v.as_object_mut() {
-        fields.remove("digest");
-    }
-    v
+    shown_without(token, "digest")
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::{ApiError, AppState, ErrorBody};
+use super::{ApiError, AppState, ErrorBody, shown_without};
 use crate::auth::{Operation, random_hex};
 use crate::store::{Store, Transaction};
 use crate::webhooks::Webhook;
@@ -132,9 +132,5 @@ async fn change<S: Store + Clone>(state: &AppState<S>, tx: Transaction) -> Resul
 
 /// A webhook as shown: everything but its secret.
 fn public(hook: &Webhook) -> Value {
-    let mut v = json!(hook);
-    if let Some(fields) = v.as_object_mut() {
-        fields.remove("secret");
-    }
-    v
+    shown_without(hook, "secret")
 }

@@ -9,9 +9,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
 
 use super::locks::CaseLock;
-use super::trial::{Request, build, text};
 use super::{CallbackAck, Engine, MissingWorkflow};
-use crate::adapters::http::{self, Metadata, Outcome, Reply};
+use crate::adapters::http::{self, Metadata, Outcome, Reply, Request, build, text};
 use crate::auth::random_hex;
 use crate::calendar::CalendarError;
 use crate::case::{

@@ -5,7 +5,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::Engine;
-use crate::adapters::http::{self, Metadata, Outcome};
+use crate::adapters::http::{self, Metadata, Outcome, build};
 use crate::store::Store;
 use crate::workflow::definition::{Adapter, SchemaViolation};
 
@@ -98,39 +98,5 @@ impl<S: Store + Clone> Engine<S> {
         });
         out["reply"] = reply.context();
         Ok(out)
-    }
-}
-
-/// A request built from a manifest's templates.
-pub struct Request {
-    pub url: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Option<Value>,
-}
-
-/// The URL, headers and body of a request to `base`, from the manifest's templates.
-pub fn build(adapter: &Adapter, base: &str, ctx: &Value) -> Result<Request, String> {
-    let ctx = crate::workflow::expr::Input::new(ctx).map_err(|e| e.to_string())?;
-    let path = text(adapter.path.eval_in(&ctx).map_err(|e| e.to_string())?);
-    let mut headers = Vec::new();
-    for (k, t) in &adapter.headers {
-        headers.push((k.clone(), text(t.eval_in(&ctx).map_err(|e| e.to_string())?)));
-    }
-    let body = match &adapter.body {
-        Some(t) => Some(t.eval_in(&ctx).map_err(|e| e.to_string())?),
-        None => None,
-    };
-    Ok(Request {
-        url: format!("{}{path}", base.trim_end_matches('/')),
-        headers,
-        body,
-    })
-}
-
-/// A template's value as text: strings bare, anything else as JSON.
-pub fn text(v: Value) -> String {
-    match v {
-        Value::String(s) => s,
-        other => other.to_string(),
     }
 }

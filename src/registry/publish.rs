@@ -164,26 +164,6 @@ impl<S: Store> Registry<S> {
         }
         allowed(&by.role, kind, &id)?;
         let (mut sources, published) = self.sources().await?;
-        let (catalog, _) = check_sources(&sources);
-        let taken = match kind {
-            Kind::Adapter => catalog
-                .adapters
-                .get(&id)
-                .map(|v| v.keys().copied().collect()),
-            Kind::Workflow => catalog
-                .workflows
-                .get(&id)
-                .map(|v| v.keys().copied().collect()),
-        };
-        let taken: Vec<u32> = taken.unwrap_or_default();
-        if taken.contains(&version) {
-            return Err(PublishError::Exists {
-                kind: kind.as_str(),
-                id,
-                version,
-                next: taken.iter().max().copied().unwrap_or(version) + 1,
-            });
-        }
         let record = Published {
             kind,
             id,
@@ -198,10 +178,25 @@ impl<S: Store> Registry<S> {
             name: name.clone(),
             text: text.to_owned(),
         });
+        // One check of everything with the new definition last: a version already taken shows
+        // as its duplicate, and a workflow it would break as that workflow's problems.
         let (catalog, mut problems) = check_sources(&sources);
-        if let Parsed::Workflow(spec, located) =
-            parse_file(&name, text).map_err(PublishError::Invalid)?
-        {
+        let duplicate = problems.iter().any(|d| {
+            d.file == name && matches!(d.code, code::DUPLICATE_ADAPTER | code::DUPLICATE_WORKFLOW)
+        });
+        if duplicate {
+            let taken = match kind {
+                Kind::Adapter => catalog.adapters.get(&record.id).map(|v| v.keys().max()),
+                Kind::Workflow => catalog.workflows.get(&record.id).map(|v| v.keys().max()),
+            };
+            return Err(PublishError::Exists {
+                kind: kind.as_str(),
+                next: taken.flatten().copied().unwrap_or(version) + 1,
+                id: record.id,
+                version,
+            });
+        }
+        if let Parsed::Workflow(spec, located) = &parsed {
             for (i, step) in spec.steps.iter().enumerate() {
                 if let Some(d) = deprecated_pin(&published, &step.adapter) {
                     let pos = located.value_pos(&format!("/steps/{i}/adapter"));

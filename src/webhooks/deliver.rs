@@ -26,6 +26,8 @@ pub struct Deliverer<S> {
     /// Webhook id → when its receiver may be tried again. In memory only: after a restart
     /// every receiver is tried at once, which is what an operator restarting expects.
     not_before: HashMap<String, Instant>,
+    /// The feed is trimmed up to here already: it is trimmed again only when this moves.
+    trimmed: u64,
 }
 
 impl<S: Store + Clone> Deliverer<S> {
@@ -37,6 +39,7 @@ impl<S: Store + Clone> Deliverer<S> {
                 .build()
                 .expect("the HTTP client builds with default TLS-less settings"),
             not_before: HashMap::new(),
+            trimmed: 0,
         }
     }
 
@@ -74,7 +77,10 @@ impl<S: Store + Clone> Deliverer<S> {
             Some(c) => c,
             None => self.store.feed_end().await?,
         };
-        self.store.trim_feed(upto).await?;
+        if upto > self.trimmed {
+            self.store.trim_feed(upto).await?;
+            self.trimmed = upto;
+        }
         Ok(delivered)
     }
 
