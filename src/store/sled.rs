@@ -1,11 +1,11 @@
 //! The embedded backend on sled.
 //!
-//! Everything lives in one sled tree, each table under its own key prefix, so that a commit is
-//! one sled batch: atomic on disk, and much cheaper than a multi-tree sled transaction.
+//! Everything lives in one sled tree, each table under its own key prefix, so that a group of
+//! commits is one list of writes, made atomic across crashes by the [`journal`].
 //!
 //! Commits are encoded on the caller's task (the costly part, in parallel), then handed to one
 //! writer thread. The writer takes every commit waiting, checks each (a case's revision, an
-//! idempotency key's absence) and writes those that pass as one batch; a syncer thread then syncs
+//! idempotency key's absence) and writes those that pass as one group; a syncer thread then syncs
 //! the disk once for all the groups written meanwhile (group commit), and only then are they
 //! answered. sled may block while its log buffers drain; that happens on these threads, never on
 //! the async runtime.
@@ -24,8 +24,10 @@ use std::thread::JoinHandle;
 use jiff::Timestamp;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::{Batch, IVec, Tree};
+use sled::{IVec, Tree};
 use tokio::sync::oneshot;
+
+mod journal;
 
 use super::{FORMAT_VERSION, IndexRange, Order, Page, Position, Store, StoreError, Transaction};
 use crate::auth::ApiToken;
@@ -107,6 +109,9 @@ impl SledStore {
         let data = db
             .open_tree(DATA_TREE)
             .map_err(|e| sled_error(&db_path, e))?;
+        if journal::recover(&data, &db_path)? > 0 {
+            db.flush().map_err(|e| sled_error(&db_path, e))?;
+        }
         let last_feed = match data.scan_prefix([FEED]).next_back() {
             Some(entry) => {
                 let (k, _) = entry.map_err(|e| sled_error(&db_path, e))?;
@@ -277,14 +282,16 @@ impl Prepared {
         cases.chain(self.idempotency.iter().map(|(_, key, _)| key.as_slice()))
     }
 
-    /// Checks this commit against the stored state and adds its writes to `batch`, its
+    /// Checks this commit against the stored state and adds its writes to `writes`, its
     /// notifications under the sequence numbers from `next_feed` on; on a failed check, adds
-    /// nothing.
+    /// nothing. A case's record comes before anything that points to it (index entries aside,
+    /// which are only hints to read the record), so no reader finds a token, timer or
+    /// idempotency record whose case is not there yet.
     fn check_into(
         self,
         data: &Tree,
         path: &Path,
-        batch: &mut Batch,
+        writes: &mut Vec<journal::Write>,
         next_feed: &mut u64,
     ) -> Result<(), StoreError> {
         let get = |key: &[u8]| data.get(key).map_err(|e| sled_error(path, e));
@@ -348,27 +355,25 @@ impl Prepared {
             *next_feed += 1;
         }
         // Removals first: a timer replaced by one at the same key must stay.
-        for key in removes {
-            batch.remove(key);
-        }
-        for (key, value) in inserts {
-            batch.insert(key, value);
-        }
+        writes.extend(removes.into_iter().map(|key| (key, None)));
+        writes.extend(inserts.into_iter().map(|(key, value)| (key, Some(value))));
         Ok(())
     }
 }
 
-/// At most this many commits share one batch and sync, so that a busy queue still gets answers.
+/// At most this many commits share one group and sync, so that a busy queue still gets answers.
 const GROUP_MAX: usize = 1024;
 
 /// Answers waiting for the sync that makes their commits durable.
 type Answers = Vec<oneshot::Sender<Result<(), StoreError>>>;
 
 /// The writer. It checks every waiting commit against the stored state and writes all that pass
-/// as one sled batch (sled seals its log buffer for each batch, so one batch per commit would
-/// cost a log write each), then hands their answers to the syncer and goes on with the next
-/// group while the disk syncs. A commit that depends on a case or key an earlier waiting commit
-/// writes starts the next group instead, so that it is checked against that write.
+/// as one group (see [`journal`]), then hands their answers to the syncer and goes on with the
+/// next group while the disk syncs. A commit that depends on a case or key an earlier waiting
+/// commit writes starts the next group instead, so that it is checked against that write.
+///
+/// A group that fails half-way leaves its journal entry behind, to be completed at the next
+/// start; until then the tree may hold part of it, so every later commit is refused.
 fn write_loop(
     data: &Tree,
     path: &Path,
@@ -377,6 +382,8 @@ fn write_loop(
     mut next_feed: u64,
 ) {
     let mut carried: Option<Pending> = None;
+    let mut broken: Option<String> = None;
+    let mut group: u64 = 0;
     loop {
         let first = match carried.take() {
             Some(p) => p,
@@ -385,30 +392,42 @@ fn write_loop(
                 Err(_) => return,
             },
         };
-        let mut batch = Batch::default();
+        let waiting = std::iter::once(first).chain(queue.try_iter().take(GROUP_MAX - 1));
+        if let Some(cause) = &broken {
+            let answers = waiting.map(|(_, answer)| answer).collect();
+            fail_all(answers, path, cause);
+            continue;
+        }
+        let mut writes = Vec::new();
         let mut claimed: HashSet<Vec<u8>> = HashSet::new();
         let mut passed = Vec::new();
-        let waiting = std::iter::once(first).chain(queue.try_iter().take(GROUP_MAX - 1));
         for (prepared, answer) in waiting {
             if prepared.claims().any(|c| claimed.contains(c)) {
                 carried = Some((prepared, answer));
                 break;
             }
             claimed.extend(prepared.claims().map(<[u8]>::to_vec));
-            match prepared.check_into(data, path, &mut batch, &mut next_feed) {
+            match prepared.check_into(data, path, &mut writes, &mut next_feed) {
                 Ok(()) => passed.push(answer),
                 Err(e) => {
                     let _ = answer.send(Err(e));
                 }
             }
         }
-        match data.apply_batch(batch) {
+        group += 1;
+        match journal::apply(data, writes, group) {
             Ok(()) => {
                 if let Err(mpsc::SendError((answers, _))) = to_sync.send((passed, next_feed - 1)) {
                     fail_all(answers, path, "the store's syncer has stopped");
                 }
             }
-            Err(e) => fail_all(passed, path, &e.to_string()),
+            Err(e) => {
+                let cause = format!(
+                    "a write failed ({e}); the store takes no more until civicflow restarts and completes it"
+                );
+                fail_all(passed, path, &cause);
+                broken = Some(cause);
+            }
         }
     }
 }
@@ -819,13 +838,13 @@ impl Store for SledStore {
     async fn trim_feed(&self, upto: u64) -> Result<(), StoreError> {
         let high = keyed(FEED, &(upto.saturating_add(1)).to_be_bytes());
         let data = self.data();
-        let mut batch = Batch::default();
+        // Neither atomic nor synced on its own: an entry that comes back after a crash is
+        // trimmed again.
         for r in data.range([FEED].as_slice()..high.as_slice()) {
             let (k, _) = r.map_err(|e| self.err(e))?;
-            batch.remove(k);
+            data.remove(k).map_err(|e| self.err(e))?;
         }
-        // Not synced on its own: a trimmed entry that comes back after a crash is trimmed again.
-        data.apply_batch(batch).map_err(|e| self.err(e))
+        Ok(())
     }
 
     async fn webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
