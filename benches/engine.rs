@@ -23,6 +23,10 @@ use serde_json::{Value, json};
 use support::{InProcess, Server, birth_input, fetch, free_port, mocks_in_test};
 use tokio::sync::Semaphore;
 
+/// The allocator the `civicflow` binary uses, so the in-process figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 struct Args {
     /// Cases in the throughput run.

@@ -17,7 +17,7 @@ use crate::auth::{self, Role};
 use crate::engine::{Clock, Config, Engine};
 use crate::registry::{PublishError, Registry};
 use crate::store::Store;
-use crate::store::sled::SledStore;
+use crate::store::sled::{DEFAULT_CACHE_MIB, SledStore};
 use crate::webhooks::Deliverer;
 use crate::workflow::catalog;
 use crate::workflow::definition::duration;
@@ -51,9 +51,8 @@ pub struct ServeArgs {
     /// How long SIGTERM waits for in-flight agency calls before parking them.
     #[arg(long, default_value = "10s")]
     pub drain_timeout: String,
-    /// The store's page cache, in MiB. sled counts it in on-disk bytes and uses several times
-    /// that in memory; 16 keeps 100,000 waiting cases under 300 MB (docs/performance.md).
-    #[arg(long, default_value_t = 16)]
+    /// The store's page cache, in MiB: sled uses several times that in memory.
+    #[arg(long, default_value_t = DEFAULT_CACHE_MIB)]
     pub cache_mib: u64,
     /// Requests per second each API token may make, sustained.
     #[arg(long, default_value_t = NonZeroU32::new(200).expect("non-zero"))]

@@ -396,7 +396,11 @@ impl InProcess {
             .collect();
         let defs = civicflow::workflow::definition::Definitions::load(&[workflows_dir()]).unwrap();
         let data = std::env::temp_dir().join(format!("civicflow-in-{}", uuid::Uuid::new_v4()));
-        let store = civicflow::store::sled::SledStore::open(&data, 16 << 20).unwrap();
+        let store = civicflow::store::sled::SledStore::open(
+            &data,
+            civicflow::store::sled::DEFAULT_CACHE_MIB << 20,
+        )
+        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let clock = Clock::system();
