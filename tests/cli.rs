@@ -313,3 +313,26 @@ async fn an_agency_engineer_tests_publishes_and_deprecates_an_adapter_from_the_c
         "{history}"
     );
 }
+
+#[test]
+fn serve_without_agency_urls_names_each_missing_agency_once() {
+    let data = std::env::temp_dir().join(format!("civicflow-no-agencies-{}", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_civicflow"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--workflows"])
+        .arg(support::workflows_dir())
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .expect("the civicflow binary runs");
+    let _ = std::fs::remove_dir_all(&data);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("no base URL for agency"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains("civil-status, police, social-security: give --agency NAME=URL"),
+        "{line}"
+    );
+}

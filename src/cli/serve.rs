@@ -1,7 +1,7 @@
 //! `civicflow serve`: the engine on the embedded store, the HTTP API and, with `--with-mocks`,
 //! the mock agencies in the same process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -131,14 +131,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--agency {pair}: expected NAME=URL"))?;
         agencies.insert(name.to_owned(), url.to_owned());
     }
-    let missing: Vec<&str> = defs
+    // One name per agency, however many adapters it has.
+    let missing: BTreeSet<&str> = defs
         .agencies()
         .filter(|a| !agencies.contains_key(*a))
         .collect();
     if !missing.is_empty() {
         bail!(
             "no base URL for agency {}: give --agency NAME=URL, or --with-mocks",
-            missing.join(", ")
+            Vec::from_iter(missing).join(", ")
         );
     }
 

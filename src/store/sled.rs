@@ -36,9 +36,9 @@ use crate::registry::{Change, Kind, Published};
 use crate::webhooks::{Notification, Webhook};
 
 /// The page cache `civicflow serve` gives sled unless told otherwise, in MiB. sled counts it in
-/// on-disk bytes and uses several times that in memory: 8 keeps 100,000 waiting cases well under
-/// 300 MB (docs/performance.md).
-pub const DEFAULT_CACHE_MIB: u64 = 8;
+/// on-disk bytes and uses several times that in memory: 16 keeps 100,000 waiting cases well under
+/// 300 MB (docs/performance.md), and halving it makes the writer read nodes back from disk.
+pub const DEFAULT_CACHE_MIB: u64 = 16;
 
 /// The tree that holds every table.
 const DATA_TREE: &str = "data";
