@@ -37,14 +37,19 @@ pub(super) fn apply(data: &Tree, writes: Vec<Write>, seq: u64) -> sled::Result<(
     if let Some(key) = &entry {
         data.insert(key.as_slice(), encode(&writes))?;
     }
+    write_each(data, writes)?;
+    if let Some(key) = entry {
+        data.remove(key)?;
+    }
+    Ok(())
+}
+
+fn write_each(data: &Tree, writes: Vec<Write>) -> sled::Result<()> {
     for (key, value) in writes {
         match value {
             Some(v) => data.insert(key, v)?,
             None => data.remove(key)?,
         };
-    }
-    if let Some(key) = entry {
-        data.remove(key)?;
     }
     Ok(())
 }
@@ -62,7 +67,8 @@ pub(super) fn recover(data: &Tree, path: &Path) -> Result<usize, StoreError> {
                 format!("the journal entry {key:?} cannot be read; it holds an unfinished write"),
             )
         })?;
-        apply(data, writes, 0).map_err(|e| sled_error(path, e))?;
+        // The entry itself stays until its writes are done: a crash now replays it again.
+        write_each(data, writes).map_err(|e| sled_error(path, e))?;
         data.remove(key).map_err(|e| sled_error(path, e))?;
     }
     Ok(entries.len())
