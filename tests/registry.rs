@@ -196,6 +196,13 @@ async fn agencies_publish_their_adapters_and_new_workflow_versions_use_them_with
     assert_eq!(case["version"], 2, "{case:#}");
 }
 
+/// `POST /v1/adapters/test` with `token`: a manifest tried against its agency.
+async fn try_manifest(server: &Server, token: &str, body: &Value) -> (u16, Value) {
+    server
+        .call(Some(token), Method::POST, "/v1/adapters/test", Some(body))
+        .await
+}
+
 #[tokio::test]
 async fn an_agency_tests_a_manifest_against_its_endpoint_without_touching_a_case() {
     let server = Server::start();
@@ -212,14 +219,7 @@ async fn an_agency_tests_a_manifest_against_its_endpoint_without_touching_a_case
         "permanent_address": dossier["permanent_address"],
     });
     let trial = |input: &Value| json!({"manifest": manifest, "input": input});
-    let (status, outcome) = server
-        .call(
-            Some(&civil),
-            Method::POST,
-            "/v1/adapters/test",
-            Some(&trial(&input)),
-        )
-        .await;
+    let (status, outcome) = try_manifest(&server, &civil, &trial(&input)).await;
     assert_eq!(status, 200, "{outcome}");
     assert_eq!(outcome["outcome"], "success", "{outcome:#}");
     assert_eq!(
@@ -234,14 +234,7 @@ async fn an_agency_tests_a_manifest_against_its_endpoint_without_touching_a_case
     // A refusal, classified as a case would see it.
     input["birth_certificate_number"] = json!("TRIAL-2");
     input["mother"]["personal_id"] = json!("001190999999");
-    let (_, outcome) = server
-        .call(
-            Some(&civil),
-            Method::POST,
-            "/v1/adapters/test",
-            Some(&trial(&input)),
-        )
-        .await;
+    let (_, outcome) = try_manifest(&server, &civil, &trial(&input)).await;
     assert_eq!(outcome["outcome"], "rejected", "{outcome:#}");
     assert!(outcome["reason_code"].is_string());
 
@@ -250,40 +243,19 @@ async fn an_agency_tests_a_manifest_against_its_endpoint_without_touching_a_case
         .set_faults("civil-status", json!({"rates": {"unavailable": 1.0}}))
         .await;
     input["birth_certificate_number"] = json!("TRIAL-3");
-    let (_, outcome) = server
-        .call(
-            Some(&civil),
-            Method::POST,
-            "/v1/adapters/test",
-            Some(&trial(&input)),
-        )
-        .await;
+    let (_, outcome) = try_manifest(&server, &civil, &trial(&input)).await;
     assert_eq!(outcome["outcome"], "retryable", "{outcome:#}");
     server.set_faults("civil-status", json!({})).await;
 
     // A sample that breaks the input schema, another agency's manifest, a broken manifest.
-    let (status, body) = server
-        .call(
-            Some(&civil),
-            Method::POST,
-            "/v1/adapters/test",
-            Some(&trial(&json!({}))),
-        )
-        .await;
+    let (status, body) = try_manifest(&server, &civil, &trial(&json!({}))).await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (422, &json!("invalid_input")),
         "{body}"
     );
     let police = server.token("agency:police").await;
-    let (status, body) = server
-        .call(
-            Some(&police),
-            Method::POST,
-            "/v1/adapters/test",
-            Some(&trial(&input)),
-        )
-        .await;
+    let (status, body) = try_manifest(&server, &police, &trial(&input)).await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (403, &json!("not_your_namespace")),
@@ -291,14 +263,7 @@ async fn an_agency_tests_a_manifest_against_its_endpoint_without_touching_a_case
     );
     let broken =
         json!({"manifest": manifest.replace("method: POST", "method: SEND"), "input": input});
-    let (status, body) = server
-        .call(
-            Some(&civil),
-            Method::POST,
-            "/v1/adapters/test",
-            Some(&broken),
-        )
-        .await;
+    let (status, body) = try_manifest(&server, &civil, &broken).await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (422, &json!("invalid_definition")),

@@ -17,6 +17,19 @@ pub struct Metadata {
     pub traceparent: String,
 }
 
+impl Metadata {
+    /// A call's metadata: a fresh W3C `traceparent` whose trace id is the case id, so an
+    /// agency's traces of one case line up.
+    pub fn new(case_id: uuid::Uuid, idempotency_key: String, message_id: String) -> Metadata {
+        Metadata {
+            idempotency_key,
+            case_id: case_id.to_string(),
+            traceparent: format!("00-{}-{}-01", case_id.simple(), crate::auth::random_hex(8)),
+            message_id,
+        }
+    }
+}
+
 /// What came back: an HTTP answer, or no answer at all.
 #[derive(Debug, Clone)]
 pub enum Reply {

@@ -446,7 +446,7 @@ impl<S: Store + Clone> Engine<S> {
             url,
             headers,
             body,
-            meta: self.metadata(&change.case, key, message_id),
+            meta: Metadata::new(change.case.id, key, message_id),
             timeout: step.timeout,
             ready_at: change.began,
         });
@@ -461,15 +461,6 @@ impl<S: Store + Clone> Engine<S> {
             )
         })?;
         build(adapter, base, ctx)
-    }
-
-    fn metadata(&self, case: &Case, key: String, message_id: String) -> Metadata {
-        Metadata {
-            idempotency_key: key,
-            case_id: case.id.to_string(),
-            traceparent: format!("00-{}-{}-01", case.id.simple(), random_hex(8)),
-            message_id,
-        }
     }
 
     fn fail(&self, change: &mut Change, step: &str, reason: IncidentReason, message: String) {
@@ -926,7 +917,7 @@ impl<S: Store + Clone> Engine<S> {
                         url,
                         headers: Vec::new(),
                         body: None,
-                        meta: self.metadata(&change.case, key, uuid::Uuid::new_v4().to_string()),
+                        meta: Metadata::new(change.case.id, key, uuid::Uuid::new_v4().to_string()),
                         timeout: def.timeout,
                         ready_at: change.began,
                     });

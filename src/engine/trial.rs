@@ -58,12 +58,7 @@ impl<S: Store + Clone> Engine<S> {
             "callback": {"url": format!("{}/v1/callbacks/trial-{trial}", self.config.public_url)},
         });
         let request = build(adapter, &base, &ctx).map_err(TrialError::Request)?;
-        let meta = Metadata {
-            idempotency_key: key,
-            case_id: trial.to_string(),
-            message_id: uuid::Uuid::new_v4().to_string(),
-            traceparent: format!("00-{}-{}-01", trial.simple(), crate::auth::random_hex(8)),
-        };
+        let meta = Metadata::new(trial, key, uuid::Uuid::new_v4().to_string());
         let reply = http::send(
             &self.http,
             adapter.method,

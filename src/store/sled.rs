@@ -175,6 +175,17 @@ impl SledStore {
         self.data().get(key).map_err(|e| self.err(e))
     }
 
+    /// Every record of a small table (webhooks, tokens, definitions), in key order.
+    fn all<T: DeserializeOwned>(&self, table: u8, what: &str) -> Result<Vec<T>, StoreError> {
+        self.data()
+            .scan_prefix([table])
+            .map(|r| {
+                let (_, v) = r.map_err(|e| self.err(e))?;
+                self.decode(what, &v)
+            })
+            .collect()
+    }
+
     fn corrupt(&self, detail: String) -> StoreError {
         corrupt(&self.inner.path, detail)
     }
@@ -853,43 +864,19 @@ impl Store for SledStore {
     }
 
     async fn webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
-        self.data()
-            .scan_prefix([WEBHOOKS])
-            .map(|r| {
-                let (_, v) = r.map_err(|e| self.err(e))?;
-                self.decode("a webhook", &v)
-            })
-            .collect()
+        self.all(WEBHOOKS, "a webhook")
     }
 
     async fn definitions(&self) -> Result<Vec<Published>, StoreError> {
-        self.data()
-            .scan_prefix([DEFINITIONS])
-            .map(|r| {
-                let (_, v) = r.map_err(|e| self.err(e))?;
-                self.decode("a published definition", &v)
-            })
-            .collect()
+        self.all(DEFINITIONS, "a published definition")
     }
 
     async fn registry_changes(&self) -> Result<Vec<Change>, StoreError> {
-        self.data()
-            .scan_prefix([REGISTRY_CHANGES])
-            .map(|r| {
-                let (_, v) = r.map_err(|e| self.err(e))?;
-                self.decode("a registry change", &v)
-            })
-            .collect()
+        self.all(REGISTRY_CHANGES, "a registry change")
     }
 
     async fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
-        self.data()
-            .scan_prefix([API_TOKENS])
-            .map(|r| {
-                let (_, v) = r.map_err(|e| self.err(e))?;
-                self.decode("an API token", &v)
-            })
-            .collect()
+        self.all(API_TOKENS, "an API token")
     }
 }
 
