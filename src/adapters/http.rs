@@ -237,7 +237,7 @@ pub struct Request {
 
 /// The URL, headers and body of a request to `base`, from the manifest's templates.
 pub fn build(adapter: &Adapter, base: &str, ctx: &Value) -> Result<Request, String> {
-    let ctx = Input::new(ctx).map_err(|e| e.to_string())?;
+    let ctx = Input::new(ctx);
     let path = text(adapter.path.eval_in(&ctx).map_err(|e| e.to_string())?);
     let mut headers = Vec::new();
     for (k, t) in &adapter.headers {

@@ -136,7 +136,7 @@ impl<S: Store + Clone> Engine<S> {
             *d = detail;
         }
         let (case, calls) = self.progress_and_commit(&wf, change).await?;
-        lock.remember_while_calling(case.clone(), &calls);
+        lock.remember_if_busy(case.clone(), &wf, &calls);
         self.dispatch(calls);
         Ok(case)
     }

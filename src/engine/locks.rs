@@ -2,16 +2,22 @@
 //! one. Memory stays bounded however many cases exist; two cases rarely share a slot, and when
 //! they do they merely wait for each other.
 //!
-//! A slot also remembers the last case committed under it while that case has calls in flight,
-//! so that the reply's change starts from memory instead of a store read. Only the holder of
-//! the slot's lock reads or writes it, and every change of a case is committed under its lock,
-//! so the remembered case is always the stored one.
+//! A slot also remembers the last case committed under it while that case is busy (a call in
+//! flight, or a poll due within seconds), so that the next change starts from memory instead
+//! of a store read. Only the holder of the slot's lock reads or writes it, and every change of
+//! a case is committed under its lock, so the remembered case is always the stored one.
+
+use std::time::Duration;
 
 use tokio::sync::{Mutex, MutexGuard};
 
 use super::Call;
-use crate::case::{Case, CaseId};
+use crate::case::{Case, CaseId, StepStatus};
 use crate::store::{Store, StoreError};
+use crate::workflow::definition::Workflow;
+
+/// A case whose next poll is at most this far away stays in memory between polls.
+const SHORT_POLL: Duration = Duration::from_secs(10);
 
 pub struct Locks {
     slots: Vec<Mutex<Option<Case>>>,
@@ -49,10 +55,21 @@ impl CaseLock<'_> {
         }
     }
 
-    /// Remembers the case just committed under this lock if it has calls in flight, whose
-    /// replies will change it again soon; a case that waits is not kept in memory.
-    pub fn remember_while_calling(&mut self, case: Case, calls: &[Call]) {
-        if !calls.is_empty() && case.id == self.id {
+    /// Remembers the case just committed under this lock if it will change again soon: calls
+    /// are about to leave, a step's call is still in flight (independent branches answer one
+    /// by one), or a step polls at a short interval. A case that waits on a callback, a long
+    /// poll or a backoff is not kept in memory.
+    pub fn remember_if_busy(&mut self, case: Case, wf: &Workflow, calls: &[Call]) {
+        let busy = !calls.is_empty()
+            || case.steps.iter().any(|(id, step)| match step.status {
+                StepStatus::Calling => true,
+                StepStatus::Polling => wf
+                    .step(id)
+                    .and_then(|s| s.adapter.poll.as_ref())
+                    .is_some_and(|p| p.interval <= SHORT_POLL),
+                _ => false,
+            });
+        if busy && case.id == self.id {
             *self.slot = Some(case);
         }
     }

@@ -316,7 +316,7 @@ impl<S: Store + Clone> Engine<S> {
             }
             Err(e) => return Err(e.into()),
         };
-        lock.remember_while_calling(case.clone(), &calls);
+        lock.remember_if_busy(case.clone(), &workflow, &calls);
         self.dispatch(calls);
         Ok((case, true))
     }

@@ -312,13 +312,8 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     fn start_step(&self, step: &Step, change: &mut Change) {
-        let ctx = match Input::new(&step_context(&change.case)) {
-            Ok(ctx) => ctx,
-            Err(e) => {
-                self.fail(change, &step.id, IncidentReason::InvalidData, e.to_string());
-                return;
-            }
-        };
+        let context = step_context(&change.case);
+        let ctx = Input::new(&context);
         if let Some(condition) = &step.condition {
             match condition.eval_bool_in(&ctx) {
                 Ok(true) => {}
@@ -813,7 +808,7 @@ impl<S: Store + Clone> Engine<S> {
         lock: &mut CaseLock<'_>,
     ) -> Result<(), StoreError> {
         let (case, calls) = self.progress_and_commit(wf, change).await?;
-        lock.remember_while_calling(case, &calls);
+        lock.remember_if_busy(case, wf, &calls);
         self.dispatch(calls);
         Ok(())
     }
@@ -923,7 +918,7 @@ impl<S: Store + Clone> Engine<S> {
                     });
                     // Sending a poll changes nothing about the case: only its timer is written.
                     self.store.commit(&change.tx).await?;
-                    lock.remember_while_calling(change.case, &change.calls);
+                    lock.remember_if_busy(change.case, &wf, &change.calls);
                     self.dispatch(change.calls);
                     return Ok(());
                 }

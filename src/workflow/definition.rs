@@ -69,7 +69,7 @@ impl Template {
     pub fn eval(&self, context: &Value) -> Result<Value, EvalError> {
         match self {
             Template::Literal(v) => Ok(v.clone()),
-            _ => self.eval_in(&Input::new(context)?),
+            _ => self.eval_in(&Input::new(context)),
         }
     }
 
@@ -225,7 +225,7 @@ impl Rules {
 
     /// Tries success, rejection, pending, in that order, on a reply `{status, headers, body}`.
     pub fn decide(&self, reply: &Value) -> Result<Decision, EvalError> {
-        let reply = &Input::new(reply)?;
+        let reply = &Input::new(reply);
         if self.success_when.eval_bool_in(reply)? {
             return Ok(Decision::Success(self.success_output.eval_in(reply)?));
         }

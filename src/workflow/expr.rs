@@ -6,15 +6,19 @@
 //! `debug`, …) are not available: an expression must give the same answer when a case is
 //! replayed after a crash.
 
+use std::cell::OnceCell;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
-use jaq_core::load::parse::Term;
+use jaq_core::load::parse::{BinaryOp, Term};
 use jaq_core::load::{Arena, File, Loader};
+use jaq_core::ops::Cmp;
+use jaq_core::path::Opt;
 use jaq_core::path::Part;
 use jaq_core::{Compiler, Ctx, Vars, data};
-use jaq_json::Val;
+use jaq_json::{Num, Val};
+use serde::Deserialize;
 use serde_json::Value;
 
 type Filter = jaq_core::Filter<data::JustLut<Val>>;
@@ -30,17 +34,167 @@ const IMPURE: &[&str] = &[
     "input_filename",
 ];
 
-/// The input of expressions, converted from JSON once however many expressions read it.
-pub struct Input(Val);
+/// The input of expressions. Most expressions in definitions are plain lookups (`.input.child`)
+/// or comparisons of one with a literal (`.status == 201`); those read the JSON directly. The
+/// rest need jq's own values, converted from the JSON once, on first need, however many
+/// expressions read them.
+pub struct Input<'a> {
+    json: &'a Value,
+    val: OnceCell<Val>,
+}
 
-impl Input {
-    pub fn new(context: &Value) -> Result<Input, EvalError> {
-        serde_json::from_value(context.clone())
-            .map(Input)
-            .map_err(|e| EvalError::Input {
-                message: e.to_string(),
-            })
+impl<'a> Input<'a> {
+    pub fn new(context: &'a Value) -> Input<'a> {
+        Input {
+            json: context,
+            val: OnceCell::new(),
+        }
     }
+
+    fn val(&self) -> Result<&Val, EvalError> {
+        if let Some(val) = self.val.get() {
+            return Ok(val);
+        }
+        let val = Val::deserialize(self.json).map_err(|e| EvalError::Input {
+            message: e.to_string(),
+        })?;
+        Ok(self.val.get_or_init(|| val))
+    }
+}
+
+/// An expression simple enough to evaluate on JSON without jq, with jq's result.
+#[derive(Debug, Clone, PartialEq)]
+enum Fast {
+    /// `.`, `.a.b`: a lookup by literal keys.
+    Lookup(Vec<String>),
+    /// `<lookup> == <literal>`.
+    Equals(Vec<String>, Value),
+    /// `<lookup> // <literal>`.
+    Or(Vec<String>, Value),
+    /// `<fast> and <fast>`.
+    And(Box<Fast>, Box<Fast>),
+}
+
+impl Fast {
+    /// The fast form of a parsed expression, if it has one.
+    fn of(term: &Term<&str>) -> Option<Fast> {
+        match term {
+            Term::BinOp(l, BinaryOp::Cmp(Cmp::Eq), r) => {
+                Some(Fast::Equals(keys_of(l)?, literal_value(r)?))
+            }
+            Term::BinOp(l, BinaryOp::Alt, r) => Some(Fast::Or(keys_of(l)?, literal_value(r)?)),
+            Term::BinOp(l, BinaryOp::And, r) => {
+                Some(Fast::And(Box::new(Fast::of(l)?), Box::new(Fast::of(r)?)))
+            }
+            other => keys_of(other).map(Fast::Lookup),
+        }
+    }
+
+    /// `None` when jq must decide: a lookup into something that is neither an object nor null
+    /// is an error, and jq words it.
+    fn eval(&self, json: &Value) -> Option<Value> {
+        match self {
+            Fast::Lookup(keys) => lookup(json, keys).cloned(),
+            Fast::Equals(keys, literal) => {
+                Some(Value::Bool(jq_equal(lookup(json, keys)?, literal)))
+            }
+            Fast::Or(keys, fallback) => match lookup(json, keys)? {
+                Value::Null | Value::Bool(false) => Some(fallback.clone()),
+                found => Some(found.clone()),
+            },
+            Fast::And(l, r) => {
+                let truthy = |v: Value| !matches!(v, Value::Null | Value::Bool(false));
+                if !truthy(l.eval(json)?) {
+                    return Some(Value::Bool(false));
+                }
+                Some(Value::Bool(truthy(r.eval(json)?)))
+            }
+        }
+    }
+}
+
+/// `.` and `.a.b.c` with literal keys, none optional.
+fn keys_of(term: &Term<&str>) -> Option<Vec<String>> {
+    match term {
+        Term::Id => Some(Vec::new()),
+        Term::Path(base, path) => {
+            let mut keys = keys_of(base)?;
+            for (part, opt) in &path.0 {
+                match (part, opt) {
+                    (Part::Index(Term::Str(None, parts)), Opt::Essential) => {
+                        keys.push(literal(parts)?.to_owned());
+                    }
+                    _ => return None,
+                }
+            }
+            Some(keys)
+        }
+        _ => None,
+    }
+}
+
+/// A number, a string without escapes or interpolation, `true`, `false` or `null`.
+fn literal_value(term: &Term<&str>) -> Option<Value> {
+    match term {
+        Term::Num(text) => match serde_json::from_str(text) {
+            Ok(n @ Value::Number(_)) => Some(n),
+            _ => None,
+        },
+        Term::Str(None, parts) => literal(parts).map(Value::from),
+        Term::Call(name, args) if args.is_empty() => match *name {
+            "true" => Some(Value::Bool(true)),
+            "false" => Some(Value::Bool(false)),
+            "null" => Some(Value::Null),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// What jq's `.a.b` gives: the value under the keys, `null` where one is missing or the value
+/// is null; `None` where the value is something else, which jq refuses to index.
+fn lookup<'v>(json: &'v Value, keys: &[String]) -> Option<&'v Value> {
+    const NULL: &Value = &Value::Null;
+    keys.iter().try_fold(json, |at, key| match at {
+        Value::Object(map) => Some(map.get(key).unwrap_or(NULL)),
+        Value::Null => Some(NULL),
+        _ => None,
+    })
+}
+
+/// jq's `==`: numbers compare by value (`1 == 1.0`), everything else structurally.
+fn jq_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => x == y,
+            _ => x.as_f64() == y.as_f64(),
+        },
+        _ => a == b,
+    }
+}
+
+/// jq's value as JSON, when it is plainly JSON; `None` for what only its text form can tell
+/// (big or decimal numbers, byte strings, non-finite numbers, invalid UTF-8).
+fn to_json(val: &Val) -> Option<Value> {
+    Some(match val {
+        Val::Null => Value::Null,
+        Val::Bool(b) => Value::Bool(*b),
+        Val::Num(Num::Int(i)) => Value::from(i64::try_from(*i).ok()?),
+        Val::Num(Num::Float(f)) => Value::Number(serde_json::Number::from_f64(*f)?),
+        Val::TStr(bytes) => Value::String(std::str::from_utf8(bytes).ok()?.to_owned()),
+        Val::Arr(items) => Value::Array(items.iter().map(to_json).collect::<Option<_>>()?),
+        Val::Obj(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| match k {
+                    Val::TStr(key) => {
+                        Some((std::str::from_utf8(key).ok()?.to_owned(), to_json(v)?))
+                    }
+                    _ => None,
+                })
+                .collect::<Option<_>>()?,
+        ),
+        _ => return None,
+    })
 }
 
 /// A compiled expression.
@@ -48,6 +202,7 @@ impl Input {
 pub struct Expr {
     source: Arc<str>,
     filter: Arc<Filter>,
+    fast: Option<Arc<Fast>>,
 }
 
 impl fmt::Debug for Expr {
@@ -115,9 +270,14 @@ impl Expr {
                     .collect();
                 format!("unknown function or variable {}", names.join(", "))
             })?;
+        let fast = jaq_core::load::parse(source, |p| p.term())
+            .as_ref()
+            .and_then(Fast::of)
+            .map(Arc::new);
         Ok(Expr {
             source: source.into(),
             filter: Arc::new(filter),
+            fast,
         })
     }
 
@@ -127,36 +287,46 @@ impl Expr {
 
     /// Evaluates the expression on `context` and returns its first value.
     pub fn eval(&self, context: &Value) -> Result<Value, EvalError> {
-        self.eval_in(&Input::new(context)?)
+        self.eval_in(&Input::new(context))
     }
 
-    /// Evaluates on an input converted once for several expressions (a template's leaves, a
-    /// reply's rules).
+    /// Evaluates on an input shared by several expressions (a template's leaves, a reply's
+    /// rules).
     pub fn eval_in(&self, input: &Input) -> Result<Value, EvalError> {
+        if let Some(value) = self.fast.as_ref().and_then(|f| f.eval(input.json)) {
+            return Ok(value);
+        }
+        self.eval_jq(input)
+    }
+
+    fn eval_jq(&self, input: &Input) -> Result<Value, EvalError> {
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         let mut out = self
             .filter
             .id
-            .run((ctx, input.0.clone()))
+            .run((ctx, input.val()?.clone()))
             .map(jaq_core::unwrap_valr);
         match out.next() {
             None => Err(EvalError::NoValue {
                 expr: self.source.to_string(),
             }),
             Some(Err(e)) => Err(self.failed(e.to_string())),
-            Some(Ok(val)) => {
-                let text = val.to_string();
-                serde_json::from_str(&text).map_err(|_| EvalError::NotJson {
-                    expr: self.source.to_string(),
-                    value: text,
-                })
-            }
+            Some(Ok(val)) => to_json(&val).map_or_else(
+                || {
+                    let text = val.to_string();
+                    serde_json::from_str(&text).map_err(|_| EvalError::NotJson {
+                        expr: self.source.to_string(),
+                        value: text,
+                    })
+                },
+                Ok,
+            ),
         }
     }
 
     /// Evaluates a condition with jq's truthiness: `false`, `null` and no value are false.
     pub fn eval_bool(&self, context: &Value) -> Result<bool, EvalError> {
-        self.eval_bool_in(&Input::new(context)?)
+        self.eval_bool_in(&Input::new(context))
     }
 
     pub fn eval_bool_in(&self, input: &Input) -> Result<bool, EvalError> {
@@ -409,6 +579,101 @@ mod tests {
                 .unwrap()
                 .reads_root("callback")
         );
+    }
+
+    #[test]
+    fn lookups_and_comparisons_skip_jq() {
+        let fast = |src: &str| Expr::compile(src).unwrap().fast.is_some();
+        for src in [
+            ".",
+            ".input.child.full_name",
+            ".status == 201",
+            r#".body.outcome == "refused""#,
+            r#".status == 200 and .body.state == "issued""#,
+            r#".input.relationship_to_head // "con""#,
+            ".a == null",
+        ] {
+            assert!(fast(src), "{src}");
+        }
+        for src in [
+            ".a?",
+            ".a[0]",
+            r#".a == "x\n""#,
+            ".a == .b",
+            ".body | {a}",
+            "false",
+        ] {
+            assert!(!fast(src), "{src}");
+        }
+    }
+
+    #[test]
+    fn the_fast_path_answers_as_jq_does() {
+        let contexts = [
+            json!({"status": 201, "body": {"state": "issued", "n": 1.0, "list": [1, 2]}}),
+            json!({"status": 201.0, "body": {"state": "refused", "n": 1}}),
+            json!({"status": "201", "body": null}),
+            json!({"status": 200, "body": {"state": false}}),
+            json!({"body": "text"}),
+            json!(null),
+            json!([1, 2]),
+        ];
+        let exprs = [
+            ".",
+            ".status",
+            ".body.state",
+            ".body.state.deeper",
+            ".status == 201",
+            ".body.n == 1",
+            r#".body.state == "issued""#,
+            r#".status == 201 and .body.state == "issued""#,
+            ".body.state and .status",
+            r#".body.state // "none""#,
+            ".missing == null",
+            ".body.list == 1",
+        ];
+        for src in exprs {
+            let expr = Expr::compile(src).unwrap();
+            assert!(expr.fast.is_some(), "{src}");
+            for ctx in &contexts {
+                let input = Input::new(ctx);
+                assert_eq!(expr.eval_in(&input), expr.eval_jq(&input), "{src} on {ctx}");
+            }
+        }
+    }
+
+    #[test]
+    fn jq_values_become_the_json_their_text_gives() {
+        let ctx = json!({"a": {"b": [1, 2.5, "x", null, true]}});
+        for src in [
+            ".a | {b, c: 1}",
+            "[.a.b[] | tostring]",
+            "1 / 3",
+            "6 / 2",
+            "1e1000",
+            "100000000000000000000000",
+            "nan",
+            r#"{"k": "é\u0000"}"#,
+        ] {
+            let expr = Expr::compile(src).unwrap();
+            let input = Input::new(&ctx);
+            let val = expr
+                .filter
+                .id
+                .run((
+                    Ctx::<data::JustLut<Val>>::new(&expr.filter.lut, Vars::new([])),
+                    input.val().unwrap().clone(),
+                ))
+                .map(jaq_core::unwrap_valr)
+                .next()
+                .unwrap()
+                .unwrap();
+            let by_text = serde_json::from_str::<Value>(&val.to_string()).ok();
+            if let Some(direct) = to_json(&val) {
+                assert_eq!(Some(direct), by_text, "{src}");
+            }
+            assert_eq!(expr.eval_in(&input).ok(), by_text, "{src}");
+        }
     }
 
     #[test]
