@@ -280,6 +280,11 @@ pub struct Case {
     /// Open incidents.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub incidents: Vec<Incident>,
+    /// The case's timers (by [`TimerKind::id`]) and when each is due. A change that replaces
+    /// or clears a timer finds here which one the store holds, so a timer is one entry in the
+    /// store, ordered by due time, and clearing it needs no read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub timers: BTreeMap<String, Timestamp>,
     /// The sequence number the next history event gets.
     pub next_seq: u64,
     /// Bumped by the store on every write: optimistic concurrency between writers.

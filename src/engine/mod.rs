@@ -275,6 +275,7 @@ impl<S: Store + Clone> Engine<S> {
                 })
                 .collect(),
             incidents: Vec::new(),
+            timers: BTreeMap::new(),
             next_seq: 0,
             rev: 0,
         };

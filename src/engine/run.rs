@@ -84,9 +84,10 @@ impl Change {
         ));
     }
 
+    /// Sets the case's timer of this kind, replacing the one it had.
     pub fn set_timer(&mut self, kind: TimerKind, due_at: Timestamp) {
-        self.tx.clear_timers.retain(|(_, k)| k != &kind);
-        self.tx.set_timers.retain(|t| t.kind != kind);
+        self.clear_timer(kind.clone());
+        self.case.timers.insert(kind.id(), due_at);
         self.tx.set_timers.push(Timer {
             case_id: self.case.id,
             due_at,
@@ -123,9 +124,30 @@ impl Change {
             .retain(|i| i.step.as_deref() != Some(step) || !which(i.reason));
     }
 
+    /// Clears the case's timer of this kind, if it has one: one set earlier in this change is
+    /// simply not written, one already stored is removed.
     pub fn clear_timer(&mut self, kind: TimerKind) {
+        let Some(due_at) = self.case.timers.remove(&kind.id()) else {
+            return;
+        };
+        let before = self.tx.set_timers.len();
         self.tx.set_timers.retain(|t| t.kind != kind);
-        self.tx.clear_timers.push((self.case.id, kind));
+        if self.tx.set_timers.len() == before {
+            self.tx.clear_timers.push(Timer {
+                case_id: self.case.id,
+                due_at,
+                kind,
+            });
+        }
+    }
+
+    /// Clears a timer that came due: the one the store holds, whatever the case records.
+    fn clear_fired(&mut self, timer: &Timer) {
+        let id = timer.kind.id();
+        if self.case.timers.get(&id) == Some(&timer.due_at) {
+            self.case.timers.remove(&id);
+        }
+        self.tx.clear_timers.push(timer.clone());
     }
 
     pub fn open_incident(&mut self, step: Option<&str>, reason: IncidentReason, message: String) {
@@ -865,7 +887,7 @@ impl<S: Store + Clone> Engine<S> {
         };
         let rev = case.rev;
         let mut change = Change::new(case, Some(rev), self.config.clock.now(), fired);
-        change.clear_timer(timer.kind.clone());
+        change.clear_fired(&timer);
         let wf = match self.workflow_of(&change.case) {
             Ok(wf) => wf,
             Err(e) => return self.park_orphan(change, timer.kind, &e).await,
@@ -916,10 +938,9 @@ impl<S: Store + Clone> Engine<S> {
                         timeout: def.timeout,
                         ready_at: change.began,
                     });
-                    // Sending a poll changes nothing about the case: only its timer is written.
-                    self.store.commit(&change.tx).await?;
-                    lock.remember_if_busy(change.case, &wf, &change.calls);
-                    self.dispatch(change.calls);
+                    let (case, calls) = change.commit(&self.store).await?;
+                    lock.remember_if_busy(case, &wf, &calls);
+                    self.dispatch(calls);
                     return Ok(());
                 }
             }
@@ -948,5 +969,100 @@ impl<S: Store + Clone> Engine<S> {
             }
         }
         self.finish_change(&wf, change, &mut lock).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).unwrap()
+    }
+
+    fn change(timers: &[(TimerKind, i64)]) -> Change {
+        let case = Case {
+            id: crate::case::CaseId::now_v7(),
+            workflow: "w".into(),
+            version: 1,
+            status: CaseStatus::Running,
+            input: Value::Null,
+            business_keys: BTreeMap::new(),
+            started_at: at(0),
+            started_on: "2027-01-15".parse().unwrap(),
+            due_at: None,
+            finished_at: None,
+            reason: None,
+            steps: BTreeMap::new(),
+            incidents: Vec::new(),
+            timers: timers.iter().map(|(k, due)| (k.id(), at(*due))).collect(),
+            next_seq: 0,
+            rev: 1,
+        };
+        Change::new(case, Some(1), at(0), Instant::now())
+    }
+
+    fn dues(timers: &[Timer]) -> Vec<(String, i64)> {
+        timers
+            .iter()
+            .map(|t| (t.kind.id(), t.due_at.as_second() - at(0).as_second()))
+            .collect()
+    }
+
+    fn retry() -> TimerKind {
+        TimerKind::Retry { step: "s".into() }
+    }
+
+    #[test]
+    fn moving_a_stored_timer_clears_it_where_it_was() {
+        let mut c = change(&[(retry(), 10)]);
+        c.set_timer(retry(), at(20));
+        assert_eq!(dues(&c.tx.clear_timers), [("retry/s".to_owned(), 10)]);
+        assert_eq!(dues(&c.tx.set_timers), [("retry/s".to_owned(), 20)]);
+        c.set_timer(retry(), at(30));
+        assert_eq!(dues(&c.tx.clear_timers), [("retry/s".to_owned(), 10)]);
+        assert_eq!(dues(&c.tx.set_timers), [("retry/s".to_owned(), 30)]);
+        assert_eq!(c.case.timers.get("retry/s"), Some(&at(30)));
+    }
+
+    #[test]
+    fn clearing_writes_only_what_the_store_holds() {
+        let mut c = change(&[]);
+        c.clear_timer(retry());
+        assert!(c.tx.clear_timers.is_empty());
+        c.set_timer(retry(), at(5));
+        c.clear_timer(retry());
+        assert!(c.tx.set_timers.is_empty() && c.tx.clear_timers.is_empty());
+        assert!(c.case.timers.is_empty());
+
+        let mut c = change(&[(retry(), 10), (TimerKind::CaseDeadline, 99)]);
+        c.clear_timer(retry());
+        assert_eq!(dues(&c.tx.clear_timers), [("retry/s".to_owned(), 10)]);
+        assert_eq!(c.case.timers.len(), 1);
+    }
+
+    #[test]
+    fn a_fired_timer_is_cleared_as_stored_even_if_the_case_disagrees() {
+        let fired = |due: i64| Timer {
+            case_id: crate::case::CaseId::nil(),
+            due_at: at(due),
+            kind: retry(),
+        };
+        let mut c = change(&[(retry(), 10)]);
+        c.clear_fired(&fired(10));
+        c.set_timer(retry(), at(40));
+        assert_eq!(dues(&c.tx.clear_timers), [("retry/s".to_owned(), 10)]);
+        assert_eq!(dues(&c.tx.set_timers), [("retry/s".to_owned(), 40)]);
+
+        let mut c = change(&[(retry(), 50)]);
+        c.clear_fired(&fired(10));
+        assert_eq!(c.case.timers.get("retry/s"), Some(&at(50)));
+        c.clear_timer(retry());
+        assert_eq!(
+            dues(&c.tx.clear_timers),
+            [("retry/s".to_owned(), 10), ("retry/s".to_owned(), 50)]
+        );
     }
 }

@@ -13,12 +13,12 @@ use std::future::Future;
 use jiff::Timestamp;
 
 use crate::auth::ApiToken;
-use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer, TimerKind};
+use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
 use crate::registry::{Change, Published};
 use crate::webhooks::{Notification, Webhook};
 
 /// The version of the on-disk format. A store written by another format version is refused.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -61,8 +61,11 @@ pub struct CaseWrite {
 pub struct Transaction {
     pub cases: Vec<CaseWrite>,
     pub events: Vec<(CaseId, Event)>,
+    /// Timers to add. A case has at most one timer of a kind: to move one, the same
+    /// transaction clears the old one (the engine's `Change` does both).
     pub set_timers: Vec<Timer>,
-    pub clear_timers: Vec<(CaseId, TimerKind)>,
+    /// Timers to remove, as they were set (their due time included).
+    pub clear_timers: Vec<Timer>,
     pub put_tokens: Vec<(String, CallbackTarget)>,
     pub delete_tokens: Vec<String>,
     /// Inserted only if absent; otherwise the commit fails with [`StoreError::KeyTaken`].

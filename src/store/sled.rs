@@ -47,7 +47,6 @@ const DATA_TREE: &str = "data";
 const CASES: u8 = b'c';
 const EVENTS: u8 = b'e';
 const TIMERS: u8 = b't';
-const TIMER_IDS: u8 = b'u';
 const INDEX: u8 = b'x';
 const TOKENS: u8 = b'k';
 const IDEMPOTENCY: u8 = b'i';
@@ -196,13 +195,9 @@ impl SledStore {
 #[derive(Default)]
 struct Prepared {
     cases: Vec<PreparedCase>,
-    /// Unconditional writes (events, tokens) and removals (tokens).
+    /// Unconditional writes (events, tokens, timers) and removals (tokens, timers).
     puts: Vec<(Vec<u8>, Vec<u8>)>,
     removes: Vec<Vec<u8>>,
-    /// Timer-id keys of timers to clear.
-    clear_timers: Vec<Vec<u8>>,
-    /// (timer-id key, timer key, timer) of timers to set, replacing any under the same id.
-    set_timers: Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>,
     /// (key as given, stored key, record): inserted only if absent.
     idempotency: Vec<(String, Vec<u8>, Vec<u8>)>,
     /// Notifications, encoded; their sequence numbers are given by the writer.
@@ -270,14 +265,13 @@ impl Prepared {
         for token in &tx.delete_tokens {
             p.removes.push(keyed(TOKENS, token.as_bytes()));
         }
-        for (case, kind) in &tx.clear_timers {
-            p.clear_timers.push(timer_id_key(*case, &kind.id()));
+        for timer in &tx.clear_timers {
+            p.removes
+                .push(timer_key(timer.due_at, timer.case_id, &timer.kind.id()));
         }
         for timer in &tx.set_timers {
-            let id = timer.kind.id();
-            p.set_timers.push((
-                timer_id_key(timer.case_id, &id),
-                timer_key(timer.due_at, timer.case_id, &id),
+            p.puts.push((
+                timer_key(timer.due_at, timer.case_id, &timer.kind.id()),
                 encode(timer),
             ));
         }
@@ -346,19 +340,6 @@ impl Prepared {
                 return Err(StoreError::KeyTaken { key: given });
             }
             inserts.push((key, record));
-        }
-        for id_key in self.clear_timers {
-            if let Some(old) = get(&id_key)? {
-                removes.push(old.to_vec());
-                removes.push(id_key);
-            }
-        }
-        for (id_key, key, timer) in self.set_timers {
-            if let Some(old) = get(&id_key)? {
-                removes.push(old.to_vec());
-            }
-            inserts.push((key.clone(), timer));
-            inserts.push((id_key, key));
         }
         for (key, hook) in self.webhook_updates {
             if get(&key)?.is_some() {
@@ -570,12 +551,6 @@ fn event_key(case: CaseId, seq: u64) -> Vec<u8> {
 fn timer_key(due: Timestamp, case: CaseId, id: &str) -> Vec<u8> {
     let mut k = keyed(TIMERS, &(due.as_millisecond().max(0) as u64).to_be_bytes());
     k.extend_from_slice(case.as_bytes());
-    k.extend_from_slice(id.as_bytes());
-    k
-}
-
-fn timer_id_key(case: CaseId, id: &str) -> Vec<u8> {
-    let mut k = keyed(TIMER_IDS, case.as_bytes());
     k.extend_from_slice(id.as_bytes());
     k
 }

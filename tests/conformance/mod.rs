@@ -71,6 +71,7 @@ pub fn case(workflow: &str, requester: &str) -> Case {
         reason: None,
         steps,
         incidents: Vec::new(),
+        timers: BTreeMap::new(),
         next_seq: 0,
         rev: 0,
     }
@@ -246,14 +247,15 @@ pub async fn sets_replaces_and_clears_timers<S: Store>(store: &S) {
         .collect();
     assert_eq!(due, vec![10, 20]);
 
-    // Setting a timer of the same kind moves it; it is never doubled.
+    // A timer moves by clearing it as it was set and setting it anew, in one commit.
+    let timer = |case: &Case, due: i64, kind: &TimerKind| Timer {
+        case_id: case.id,
+        due_at: at(due),
+        kind: kind.clone(),
+    };
     let tx = Transaction {
-        set_timers: vec![Timer {
-            case_id: c.id,
-            due_at: at(5),
-            kind: retry.clone(),
-        }],
-        clear_timers: vec![(d.id, retry.clone())],
+        set_timers: vec![timer(&c, 5, &retry)],
+        clear_timers: vec![timer(&c, 30, &retry), timer(&d, 20, &retry)],
         ..Transaction::default()
     };
     store.commit(&tx).await.unwrap();
@@ -265,8 +267,23 @@ pub async fn sets_replaces_and_clears_timers<S: Store>(store: &S) {
         vec![(c.id, retry.clone()), (c.id, poll.clone())]
     );
     assert_eq!(store.due_timers(at(1000), 1).await.unwrap().len(), 1);
+    // Clearing a timer at a key that holds none changes nothing.
     let tx = Transaction {
-        clear_timers: vec![(c.id, retry), (c.id, poll), (c.id, TimerKind::CaseDeadline)],
+        clear_timers: vec![timer(&c, 7, &TimerKind::CaseDeadline)],
+        ..Transaction::default()
+    };
+    store.commit(&tx).await.unwrap();
+    assert_eq!(store.due_timers(at(1000), 10).await.unwrap().len(), 2);
+    // Cleared and set again at the same time in one commit: the timer stays.
+    let tx = Transaction {
+        clear_timers: vec![timer(&c, 10, &poll)],
+        set_timers: vec![timer(&c, 10, &poll)],
+        ..Transaction::default()
+    };
+    store.commit(&tx).await.unwrap();
+    assert_eq!(store.due_timers(at(1000), 10).await.unwrap().len(), 2);
+    let tx = Transaction {
+        clear_timers: vec![timer(&c, 5, &retry), timer(&c, 10, &poll)],
         ..Transaction::default()
     };
     store.commit(&tx).await.unwrap();
