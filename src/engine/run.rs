@@ -130,14 +130,15 @@ impl Change {
         let Some(due_at) = self.case.timers.remove(&kind.id()) else {
             return;
         };
-        let before = self.tx.set_timers.len();
-        self.tx.set_timers.retain(|t| t.kind != kind);
-        if self.tx.set_timers.len() == before {
-            self.tx.clear_timers.push(Timer {
+        match self.tx.set_timers.iter().position(|t| t.kind == kind) {
+            Some(unwritten) => {
+                self.tx.set_timers.remove(unwritten);
+            }
+            None => self.tx.clear_timers.push(Timer {
                 case_id: self.case.id,
                 due_at,
                 kind,
-            });
+            }),
         }
     }
 

@@ -266,14 +266,10 @@ impl Prepared {
             p.removes.push(keyed(TOKENS, token.as_bytes()));
         }
         for timer in &tx.clear_timers {
-            p.removes
-                .push(timer_key(timer.due_at, timer.case_id, &timer.kind.id()));
+            p.removes.push(timer_key(timer));
         }
         for timer in &tx.set_timers {
-            p.puts.push((
-                timer_key(timer.due_at, timer.case_id, &timer.kind.id()),
-                encode(timer),
-            ));
+            p.puts.push((timer_key(timer), encode(timer)));
         }
         for (key, record) in &tx.put_idempotency {
             p.idempotency.push((
@@ -548,10 +544,12 @@ fn event_key(case: CaseId, seq: u64) -> Vec<u8> {
     k
 }
 
-fn timer_key(due: Timestamp, case: CaseId, id: &str) -> Vec<u8> {
-    let mut k = keyed(TIMERS, &(due.as_millisecond().max(0) as u64).to_be_bytes());
-    k.extend_from_slice(case.as_bytes());
-    k.extend_from_slice(id.as_bytes());
+/// Due time, case, kind: the timer loop reads them in due order.
+fn timer_key(timer: &Timer) -> Vec<u8> {
+    let due = timer.due_at.as_millisecond().max(0) as u64;
+    let mut k = keyed(TIMERS, &due.to_be_bytes());
+    k.extend_from_slice(timer.case_id.as_bytes());
+    k.extend_from_slice(timer.kind.id().as_bytes());
     k
 }
 

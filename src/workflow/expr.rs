@@ -299,14 +299,19 @@ impl Expr {
         self.eval_jq(input)
     }
 
-    fn eval_jq(&self, input: &Input) -> Result<Value, EvalError> {
+    /// jq's first output on the input, `None` if it gives none.
+    fn first_output(&self, input: &Input) -> Result<Option<jaq_json::ValR>, EvalError> {
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         let mut out = self
             .filter
             .id
             .run((ctx, input.val()?.clone()))
             .map(jaq_core::unwrap_valr);
-        match out.next() {
+        Ok(out.next())
+    }
+
+    fn eval_jq(&self, input: &Input) -> Result<Value, EvalError> {
+        match self.first_output(input)? {
             None => Err(EvalError::NoValue {
                 expr: self.source.to_string(),
             }),
@@ -657,17 +662,7 @@ mod tests {
         ] {
             let expr = Expr::compile(src).unwrap();
             let input = Input::new(&ctx);
-            let val = expr
-                .filter
-                .id
-                .run((
-                    Ctx::<data::JustLut<Val>>::new(&expr.filter.lut, Vars::new([])),
-                    input.val().unwrap().clone(),
-                ))
-                .map(jaq_core::unwrap_valr)
-                .next()
-                .unwrap()
-                .unwrap();
+            let val = expr.first_output(&input).unwrap().unwrap().unwrap();
             let by_text = serde_json::from_str::<Value>(&val.to_string()).ok();
             if let Some(direct) = to_json(&val) {
                 assert_eq!(Some(direct), by_text, "{src}");
