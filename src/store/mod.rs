@@ -18,7 +18,7 @@ use crate::registry::{Change, Published};
 use crate::webhooks::{Notification, Webhook};
 
 /// The version of the on-disk format. A store written by another format version is refused.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -204,6 +204,40 @@ pub async fn appends_and_reads_history_in_order<S: Store>(store: &S) {
     assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
     assert_eq!(store.history(c.id, 1, 2).await.unwrap().len(), 2);
     assert_eq!(store.history(other.id, 0, 100).await.unwrap().len(), 1);
+
+    // A later commit appends; reads start anywhere and run across commits.
+    let now = store.case(c.id).await.unwrap().unwrap();
+    let mut tx = update(&now);
+    for seq in 5..8 {
+        tx.events.push((
+            c.id,
+            event(
+                seq,
+                EventKind::CallbackReceived {
+                    step: format!("s{seq}"),
+                },
+            ),
+        ));
+    }
+    store.commit(&tx).await.unwrap();
+    let seqs = |events: Vec<Event>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(store.history(c.id, 0, 100).await.unwrap()),
+        (0..8).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        seqs(store.history(c.id, 3, 4).await.unwrap()),
+        vec![3, 4, 5, 6]
+    );
+    assert_eq!(seqs(store.history(c.id, 6, 1).await.unwrap()), vec![6]);
+    assert!(store.history(c.id, 8, 10).await.unwrap().is_empty());
+    assert!(store.history(c.id, 0, 0).await.unwrap().is_empty());
+    let last = store.history(c.id, 7, 10).await.unwrap();
+    assert_eq!(
+        last[0].kind,
+        EventKind::CallbackReceived { step: "s7".into() }
+    );
+    assert_eq!(store.history(other.id, 0, 100).await.unwrap().len(), 1);
 }
 
 pub async fn sets_replaces_and_clears_timers<S: Store>(store: &S) {
