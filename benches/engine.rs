@@ -203,6 +203,7 @@ async fn throughput(args: &Args) -> anyhow::Result<f64> {
         o.p99_us as f64 / 1000.0,
         o.count
     );
+    print_commits(&server);
     Ok(ids.len() as f64 / span)
 }
 
@@ -246,7 +247,20 @@ async fn overhead(args: &Args, rate: u64) -> anyhow::Result<()> {
         o.max_us as f64 / 1000.0,
         o.count
     );
+    print_commits(&server);
     Ok(())
+}
+
+/// The part of the overhead spent waiting for case changes to be durable.
+fn print_commits(server: &InProcess) {
+    let c = server.engine.metrics().commit_latency();
+    println!(
+        "of which each durable commit: p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms ({} commits)",
+        c.p50_us as f64 / 1000.0,
+        c.p99_us as f64 / 1000.0,
+        c.max_us as f64 / 1000.0,
+        c.count
+    );
 }
 
 /// Resident memory of a process, in MiB.

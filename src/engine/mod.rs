@@ -32,7 +32,7 @@ use crate::workflow::expr::EvalError;
 
 pub use actions::{Action, ActionError};
 pub use clock::Clock;
-pub use metrics::{Metrics, Overhead};
+pub use metrics::{Metrics, Percentiles};
 pub use run::Call;
 pub use trial::TrialError;
 
@@ -304,7 +304,7 @@ impl<S: Store + Clone> Engine<S> {
             ));
         }
         self.progress(&workflow, &mut change);
-        let (case, calls) = match change.commit(&self.store).await {
+        let (case, calls) = match change.commit(&self.store, &self.metrics).await {
             Ok(done) => done,
             // Another request with the same key won the race: answer as its replay.
             Err(StoreError::KeyTaken { key }) => {

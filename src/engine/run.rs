@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
 
 use super::locks::CaseLock;
-use super::{CallbackAck, Engine, MissingWorkflow};
+use super::{CallbackAck, Engine, Metrics, MissingWorkflow};
 use crate::adapters::http::{self, Metadata, Outcome, Reply, Request, build, text};
 use crate::auth::random_hex;
 use crate::calendar::CalendarError;
@@ -173,12 +173,18 @@ impl Change {
         );
     }
 
-    pub async fn commit<S: Store>(mut self, store: &S) -> Result<(Case, Vec<Call>), StoreError> {
+    pub async fn commit<S: Store>(
+        mut self,
+        store: &S,
+        metrics: &Metrics,
+    ) -> Result<(Case, Vec<Call>), StoreError> {
         self.tx.cases.push(CaseWrite {
             case: self.case,
             expected_rev: self.expected_rev,
         });
+        let handed = Instant::now();
         store.commit(&self.tx).await?;
+        metrics.record_commit(handed.elapsed());
         let mut case = self.tx.cases.pop().expect("pushed above").case;
         case.rev = self.expected_rev.map_or(1, |r| r + 1);
         Ok((case, self.calls))
@@ -854,7 +860,7 @@ impl<S: Store + Clone> Engine<S> {
                 .collect();
             change.tx.notify.extend(notes);
         }
-        change.commit(&self.store).await
+        change.commit(&self.store, &self.metrics).await
     }
 
     /// A timer came due for a case whose workflow is not loaded: the case cannot move, so it
@@ -876,7 +882,7 @@ impl<S: Store + Clone> Engine<S> {
             change.open_incident(None, IncidentReason::WorkflowNotLoaded, error.to_string());
         }
         change.set_timer(kind, change.now + ORPHAN_RECHECK);
-        change.commit(&self.store).await.map(drop)
+        change.commit(&self.store, &self.metrics).await.map(drop)
     }
 
     /// A timer of a case came due.
@@ -939,7 +945,7 @@ impl<S: Store + Clone> Engine<S> {
                         timeout: def.timeout,
                         ready_at: change.began,
                     });
-                    let (case, calls) = change.commit(&self.store).await?;
+                    let (case, calls) = change.commit(&self.store, &self.metrics).await?;
                     lock.remember_if_busy(case, &wf, &calls);
                     self.dispatch(calls);
                     return Ok(());
