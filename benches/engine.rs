@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use civicflow::engine::Percentiles;
 use civicflow::store::{Order, Store};
 use clap::Parser;
 use serde_json::{Value, json};
@@ -196,14 +197,15 @@ async fn throughput(args: &Args) -> anyhow::Result<f64> {
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99)
     );
-    let o = server.engine.metrics().step_overhead();
+    let metrics = server.engine.metrics();
     println!(
-        "engine overhead per step at full load: p50 {:.2} ms, p99 {:.2} ms ({} samples)",
-        o.p50_us as f64 / 1000.0,
-        o.p99_us as f64 / 1000.0,
-        o.count
+        "engine overhead per step at full load: {}",
+        described(metrics.step_overhead(), "samples")
     );
-    print_commits(&server);
+    println!(
+        "of which each durable commit: {}",
+        described(metrics.commit_latency(), "commits")
+    );
     Ok(ids.len() as f64 / span)
 }
 
@@ -233,7 +235,7 @@ async fn overhead(args: &Args, rate: u64) -> anyhow::Result<()> {
     while running(&server).await? {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let o = server.engine.metrics().step_overhead();
+    let metrics = server.engine.metrics();
     println!(
         "\n## Engine overhead at half load ({} cases/s offered, {:.0} achieved, {} s after 1 s warm-up)",
         rate,
@@ -241,26 +243,25 @@ async fn overhead(args: &Args, rate: u64) -> anyhow::Result<()> {
         args.half_secs
     );
     println!(
-        "engine overhead per step: p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms ({} samples)",
-        o.p50_us as f64 / 1000.0,
-        o.p99_us as f64 / 1000.0,
-        o.max_us as f64 / 1000.0,
-        o.count
+        "engine overhead per step: {}",
+        described(metrics.step_overhead(), "samples")
     );
-    print_commits(&server);
+    println!(
+        "of which each durable commit: {}",
+        described(metrics.commit_latency(), "commits")
+    );
     Ok(())
 }
 
-/// The part of the overhead spent waiting for case changes to be durable.
-fn print_commits(server: &InProcess) {
-    let c = server.engine.metrics().commit_latency();
-    println!(
-        "of which each durable commit: p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms ({} commits)",
-        c.p50_us as f64 / 1000.0,
-        c.p99_us as f64 / 1000.0,
-        c.max_us as f64 / 1000.0,
-        c.count
-    );
+/// `p50 …, p99 …, max … (count what)`, in milliseconds.
+fn described(p: Percentiles, what: &str) -> String {
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms ({} {what})",
+        p.p50_us as f64 / 1000.0,
+        p.p99_us as f64 / 1000.0,
+        p.max_us as f64 / 1000.0,
+        p.count
+    )
 }
 
 /// Resident memory of a process, in MiB.

@@ -106,6 +106,15 @@ fn event(seq: u64, kind: EventKind) -> Event {
     }
 }
 
+/// Events `seqs` of a case, each a callback of step `s<seq>`.
+fn callbacks(case: CaseId, seqs: std::ops::Range<u64>) -> Vec<(CaseId, Event)> {
+    seqs.map(|seq| {
+        let step = format!("s{seq}");
+        (case, event(seq, EventKind::CallbackReceived { step }))
+    })
+    .collect()
+}
+
 async fn ids<S: Store>(store: &S, name: &str, value: &str) -> Vec<CaseId> {
     store
         .cases_by(name, value, None, Order::Ascending, 1000)
@@ -179,17 +188,7 @@ pub async fn appends_and_reads_history_in_order<S: Store>(store: &S) {
         case: other.clone(),
         expected_rev: None,
     });
-    for seq in 0..5 {
-        tx.events.push((
-            c.id,
-            event(
-                seq,
-                EventKind::CallbackReceived {
-                    step: format!("s{seq}"),
-                },
-            ),
-        ));
-    }
+    tx.events.extend(callbacks(c.id, 0..5));
     tx.events.push((
         other.id,
         event(0, EventKind::CallbackReceived { step: "o".into() }),
@@ -208,17 +207,7 @@ pub async fn appends_and_reads_history_in_order<S: Store>(store: &S) {
     // A later commit appends; reads start anywhere and run across commits.
     let now = store.case(c.id).await.unwrap().unwrap();
     let mut tx = update(&now);
-    for seq in 5..8 {
-        tx.events.push((
-            c.id,
-            event(
-                seq,
-                EventKind::CallbackReceived {
-                    step: format!("s{seq}"),
-                },
-            ),
-        ));
-    }
+    tx.events.extend(callbacks(c.id, 5..8));
     store.commit(&tx).await.unwrap();
     let seqs = |events: Vec<Event>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
     assert_eq!(
