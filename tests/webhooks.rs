@@ -187,3 +187,117 @@ async fn a_portal_that_was_down_gets_every_notification_signed_and_in_order() {
         .await;
     assert_eq!(status, 404);
 }
+
+/// A receiver that takes each request and answers only once the test lets it.
+#[derive(Clone)]
+struct Held {
+    requests: Arc<Mutex<usize>>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+async fn hold(State(h): State<Held>) -> StatusCode {
+    *h.requests.lock().unwrap() += 1;
+    let _ = h.release.acquire().await.unwrap();
+    StatusCode::OK
+}
+
+/// Serves `app` on a free local port; returns its URL.
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, app).into_future());
+    url
+}
+
+#[tokio::test]
+async fn a_receiver_that_does_not_answer_holds_back_only_its_own_notifications() {
+    let data = std::env::temp_dir().join(format!("civicflow-hooks-{}", uuid::Uuid::new_v4()));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mocks = ["--with-mocks", "--mocks-port", "0", "--mocks-fast"];
+    let server = Server::spawn(&data, &listen, &mocks);
+    let portal = server.token("portal").await;
+
+    let held = Held {
+        requests: Arc::default(),
+        release: Arc::new(tokio::sync::Semaphore::new(0)),
+    };
+    let slow_url = serve(
+        axum::Router::new()
+            .route("/events", axum::routing::post(hold))
+            .with_state(held.clone()),
+    )
+    .await;
+    let receiver = Arc::new(Mutex::new(Receiver::default()));
+    let fast_url = serve(
+        axum::Router::new()
+            .route("/events", axum::routing::post(receive))
+            .with_state(receiver.clone()),
+    )
+    .await;
+    for url in [&slow_url, &fast_url] {
+        let (status, hook) = server
+            .call(
+                Some(&portal),
+                Method::POST,
+                "/v1/webhooks",
+                Some(&json!({"url": url})),
+            )
+            .await;
+        assert_eq!(status, 201, "{hook}");
+    }
+
+    let id = server
+        .start_case("birth-registration", birth_input("HOOK-2"))
+        .await;
+    let until = tokio::time::Instant::now() + BOUND;
+    while !receiver
+        .lock()
+        .unwrap()
+        .seen
+        .iter()
+        .any(|(_, _, body)| body.contains("case.finished"))
+    {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the answering receiver did not get the case's end"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The whole case reached the answering receiver while the other still holds its first
+    // notification, not yet given up on (the deliverer's timeout is 10 s; the case takes ~2).
+    assert_eq!(*held.requests.lock().unwrap(), 1);
+    let (_, list) = server
+        .call(Some(&portal), Method::GET, "/v1/webhooks", None)
+        .await;
+    let slow = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["url"] == slow_url.as_str())
+        .unwrap();
+    assert!(slow["last_error"].is_null(), "{list:#}");
+    assert!(slow["pending"].as_u64().unwrap() > 1, "{list:#}");
+
+    // Once it answers, it gets the rest, in order.
+    held.release.add_permits(1000);
+    let until = tokio::time::Instant::now() + BOUND;
+    loop {
+        let (_, list) = server
+            .call(Some(&portal), Method::GET, "/v1/webhooks", None)
+            .await;
+        if list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["pending"] == 0)
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "{list:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let case = server.settled(&id, BOUND).await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+}
