@@ -47,6 +47,20 @@ async fn receive(
     StatusCode::OK
 }
 
+/// Registers a webhook to `url` as the portal; returns it as created (its secret included).
+async fn register(server: &Server, portal: &str, url: &str) -> Value {
+    let (status, hook) = server
+        .call(
+            Some(portal),
+            Method::POST,
+            "/v1/webhooks",
+            Some(&json!({"url": url})),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    hook
+}
+
 #[tokio::test]
 async fn a_portal_that_was_down_gets_every_notification_signed_and_in_order() {
     let data = std::env::temp_dir().join(format!("civicflow-hooks-{}", uuid::Uuid::new_v4()));
@@ -57,15 +71,7 @@ async fn a_portal_that_was_down_gets_every_notification_signed_and_in_order() {
     // The portal's receiver is not listening yet.
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/civicflow-events");
-    let (status, hook) = server
-        .call(
-            Some(&portal),
-            Method::POST,
-            "/v1/webhooks",
-            Some(&json!({"url": url})),
-        )
-        .await;
-    assert_eq!(status, 201, "{hook}");
+    let hook = register(&server, &portal, &url).await;
     let secret = hook["secret"].as_str().unwrap().to_owned();
     let (status, bad) = server
         .call(
@@ -237,15 +243,7 @@ async fn a_receiver_that_does_not_answer_holds_back_only_its_own_notifications()
     )
     .await;
     for url in [&slow_url, &fast_url] {
-        let (status, hook) = server
-            .call(
-                Some(&portal),
-                Method::POST,
-                "/v1/webhooks",
-                Some(&json!({"url": url})),
-            )
-            .await;
-        assert_eq!(status, 201, "{hook}");
+        register(&server, &portal, url).await;
     }
 
     let id = server
