@@ -219,10 +219,7 @@ async fn serve(app: axum::Router) -> String {
 
 #[tokio::test]
 async fn a_receiver_that_does_not_answer_holds_back_only_its_own_notifications() {
-    let data = std::env::temp_dir().join(format!("civicflow-hooks-{}", uuid::Uuid::new_v4()));
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mocks = ["--with-mocks", "--mocks-port", "0", "--mocks-fast"];
-    let server = Server::spawn(&data, &listen, &mocks);
+    let server = Server::start();
     let portal = server.token("portal").await;
 
     let held = Held {
