@@ -110,6 +110,12 @@ impl<S: Store + Clone> FromRequestParts<AppState<S>> for Caller {
             .map_err(ApiError::internal)?
             .filter(|t| t.is_active())
             .ok_or_else(|| unauthenticated("the token is unknown or has been revoked"))?;
+        let role = token.role().ok_or_else(|| {
+            ApiError::internal(format!(
+                "API token {} has a role that is not one: `{}`",
+                token.id, token.role
+            ))
+        })?;
         if let Err(not_until) = state.limiter.check_key(&token.id) {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
                 &governor::clock::DefaultClock::default(),
@@ -128,7 +134,7 @@ impl<S: Store + Clone> FromRequestParts<AppState<S>> for Caller {
         Ok(Caller(Principal {
             token_id: token.id,
             name: token.name,
-            role: token.role,
+            role,
         }))
     }
 }

@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
+pub use crate::store::ApiToken;
 use crate::store::{Store, StoreError, Transaction};
 
 /// What a caller is.
@@ -140,24 +141,6 @@ impl<'de> Deserialize<'de> for Role {
     }
 }
 
-/// An issued API token, as stored: its digest, never its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiToken {
-    /// The public part of the token (`cf_<id>_…`): how it is named in lists and revoked.
-    pub id: String,
-    /// Hex SHA-256 of the whole token.
-    pub digest: String,
-    pub role: Role,
-    /// Who or what holds it ("alice", "portal production").
-    pub name: String,
-    pub created_at: Timestamp,
-    pub created_by: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_at: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_by: Option<String>,
-}
-
 impl ApiToken {
     /// A new token for `role`: the record to store and the secret to hand over (once).
     pub fn issue(role: Role, name: &str, by: &str, now: Timestamp) -> (ApiToken, String) {
@@ -166,7 +149,7 @@ impl ApiToken {
         let token = ApiToken {
             id,
             digest: digest(&secret),
-            role,
+            role: role.to_string(),
             name: name.to_owned(),
             created_at: now,
             created_by: by.to_owned(),
@@ -178,6 +161,11 @@ impl ApiToken {
 
     pub fn is_active(&self) -> bool {
         self.revoked_at.is_none()
+    }
+
+    /// The token's role; `None` if the stored text names none (a damaged record).
+    pub fn role(&self) -> Option<Role> {
+        self.role.parse().ok()
     }
 }
 

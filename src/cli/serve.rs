@@ -193,7 +193,7 @@ async fn bootstrap_admin(store: &SledStore, data: &Path) -> anyhow::Result<()> {
     let tokens = store.api_tokens().await?;
     if tokens
         .iter()
-        .any(|t| t.is_active() && t.role == Role::Admin)
+        .any(|t| t.is_active() && t.role() == Some(Role::Admin))
     {
         return Ok(());
     }

@@ -11,53 +11,13 @@
 mod deliver;
 
 use hmac::{Hmac, KeyInit, Mac};
-use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
 
 use crate::case::{CaseId, Event, EventKind};
 
+pub use crate::store::{Notification, Webhook};
 pub use deliver::Deliverer;
-
-/// A portal's endpoint for notifications.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Webhook {
-    pub id: String,
-    pub url: String,
-    /// The HMAC key of the signatures; shown once, when the webhook is registered.
-    pub secret: String,
-    pub created_at: Timestamp,
-    pub created_by: String,
-    /// The last feed entry the receiver acknowledged.
-    pub cursor: u64,
-    /// Failed deliveries of the entry after the cursor, since the last success.
-    #[serde(default)]
-    pub failures: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_delivered_at: Option<Timestamp>,
-}
-
-/// What a webhook receives.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Notification {
-    /// `step.finished` or `case.finished`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub case_id: CaseId,
-    pub workflow: String,
-    pub version: u32,
-    pub at: Timestamp,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step: Option<String>,
-    /// The step's or the case's outcome.
-    pub status: String,
-    /// The step's output, the refusal, or the reason the case ended as it did.
-    #[serde(default, skip_serializing_if = "Value::is_null")]
-    pub data: Value,
-}
 
 impl Notification {
     /// The notification an event of a case gives rise to, if any: a step's result, or the

@@ -1,0 +1,40 @@
+//! The store's one error type.
+
+use crate::case::CaseId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the data directory {path} is in use by another civicflow process; stop it, or give this one another --data directory"
+    )]
+    Locked { path: String },
+    #[error(
+        "the store in {path} has format version {found}, but this civicflow reads version {expected}"
+    )]
+    Incompatible {
+        path: String,
+        found: String,
+        expected: u32,
+    },
+    #[error("the store in {path} is corrupt: {detail}")]
+    Corrupt { path: String, detail: String },
+    #[error("case {case_id} was changed by another writer (expected revision {expected})")]
+    Conflict { case_id: CaseId, expected: u64 },
+    #[error("case {case_id} already exists")]
+    Exists { case_id: CaseId },
+    /// Idempotency records are insert-only: two requests racing with one key cannot both win.
+    #[error("idempotency key `{key}` is already taken")]
+    KeyTaken { key: String },
+    /// The commit was made under a claim another node has since taken over (or the claimed
+    /// work is gone): whatever the claimant decided under it must not happen.
+    #[error(
+        "{work} is no longer held under claim epoch {epoch}; another node took it over or it was done"
+    )]
+    Fenced { work: String, epoch: u64 },
+    /// A configuration change (definitions, webhooks, API tokens) was checked against version
+    /// `expected`, but another change landed first: check it again against the new state.
+    #[error("the configuration changed meanwhile (expected version {expected}, found {found})")]
+    ConfigChanged { expected: u64, found: u64 },
+    #[error("storage I/O error in {path}: {detail}")]
+    Io { path: String, detail: String },
+}

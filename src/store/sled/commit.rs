@@ -1,0 +1,233 @@
+//! A transaction encoded for the writer, and its checks against the stored state.
+
+use std::path::Path;
+
+use sled::Tree;
+
+use super::claims::{Claims, work_key};
+use super::journal;
+use super::keys::{
+    API_TOKENS, CASES, CONFIG, FEED, IDEMPOTENCY, REGISTRY_CHANGES, TIMERS, TOKENS, WEBHOOKS,
+    definition_key, event_key, index_key, keyed, timer_key,
+};
+use super::record::{CaseHead, compress, corrupt, encode, event_runs, sled_error};
+use crate::case::CaseId;
+use crate::store::{StoreError, Transaction, Work};
+
+/// A commit encoded and ready for the writer: everything but the checks, which need the
+/// stored state at the moment of writing.
+#[derive(Default)]
+pub(super) struct Prepared {
+    cases: Vec<PreparedCase>,
+    /// Unconditional writes (events, tokens, timers) and removals (tokens, timers).
+    puts: Vec<(Vec<u8>, Vec<u8>)>,
+    removes: Vec<Vec<u8>>,
+    /// (key as given, stored key, record): inserted only if absent.
+    idempotency: Vec<(String, Vec<u8>, Vec<u8>)>,
+    /// Notifications, encoded; their sequence numbers are given by the writer.
+    feed: Vec<Vec<u8>>,
+    /// (key, record) of webhooks written only if still registered.
+    webhook_updates: Vec<(Vec<u8>, Vec<u8>)>,
+    /// (claim key, epoch, whether the work is a stored timer, the work as named in an error).
+    fences: Vec<(Vec<u8>, u64, bool, String)>,
+    expect_config: Option<u64>,
+    changes_config: bool,
+}
+
+/// What the writer numbers as it goes: the next feed position and the configuration version.
+pub(super) struct Tally {
+    pub(super) next_feed: u64,
+    pub(super) config: u64,
+}
+
+pub(super) struct PreparedCase {
+    id: CaseId,
+    expected_rev: Option<u64>,
+    index_keys: Vec<Vec<u8>>,
+    json: Vec<u8>,
+}
+
+impl Prepared {
+    pub(super) fn new(tx: &Transaction) -> Prepared {
+        let mut p = Prepared {
+            fences: tx
+                .fences
+                .iter()
+                .map(|f| {
+                    let timer = matches!(f.work, Work::Timer(_));
+                    (work_key(&f.work), f.epoch, timer, f.work.to_string())
+                })
+                .collect(),
+            expect_config: tx.expect_config,
+            changes_config: tx.changes_config(),
+            ..Prepared::default()
+        };
+        for write in &tx.cases {
+            let id = write.case.id;
+            p.cases.push(PreparedCase {
+                id,
+                expected_rev: write.expected_rev,
+                index_keys: write
+                    .case
+                    .index_entries()
+                    .iter()
+                    .map(|e| index_key(e, id))
+                    .collect(),
+                json: compress(&encode(&write.case)),
+            });
+        }
+        for (case, run) in event_runs(&tx.events) {
+            p.puts.push((event_key(case, run[0].seq), encode(&run)));
+        }
+        for (token, target) in &tx.put_tokens {
+            p.puts
+                .push((keyed(TOKENS, token.as_bytes()), encode(target)));
+        }
+        for hook in &tx.put_webhooks {
+            p.puts
+                .push((keyed(WEBHOOKS, hook.id.as_bytes()), encode(hook)));
+        }
+        for hook in &tx.update_webhooks {
+            p.webhook_updates
+                .push((keyed(WEBHOOKS, hook.id.as_bytes()), encode(hook)));
+        }
+        for id in &tx.delete_webhooks {
+            p.removes.push(keyed(WEBHOOKS, id.as_bytes()));
+        }
+        p.feed = tx.notify.iter().map(encode).collect();
+        for def in &tx.put_definitions {
+            p.puts.push((definition_key(def), encode(def)));
+        }
+        for change in &tx.registry_changes {
+            let id = uuid::Uuid::now_v7();
+            p.puts
+                .push((keyed(REGISTRY_CHANGES, id.as_bytes()), encode(change)));
+        }
+        for token in &tx.put_api_tokens {
+            p.puts
+                .push((keyed(API_TOKENS, token.digest.as_bytes()), encode(token)));
+        }
+        for token in &tx.delete_tokens {
+            p.removes.push(keyed(TOKENS, token.as_bytes()));
+        }
+        for timer in &tx.clear_timers {
+            p.removes.push(timer_key(timer));
+        }
+        for timer in &tx.set_timers {
+            p.puts.push((timer_key(timer), encode(timer)));
+        }
+        for (key, record) in &tx.put_idempotency {
+            p.idempotency.push((
+                key.clone(),
+                keyed(IDEMPOTENCY, key.as_bytes()),
+                encode(record),
+            ));
+        }
+        p
+    }
+
+    /// The case ids, idempotency keys, claimed work and configuration this commit's checks
+    /// depend on: two commits that share none can be checked against the same stored state and
+    /// written in one batch.
+    pub(super) fn depends_on(&self) -> impl Iterator<Item = &[u8]> {
+        let cases = self.cases.iter().map(|c| c.id.as_bytes().as_slice());
+        let config = (self.changes_config || self.expect_config.is_some()).then_some(CONFIG);
+        cases
+            .chain(self.idempotency.iter().map(|(_, key, _)| key.as_slice()))
+            .chain(self.fences.iter().map(|(key, ..)| key.as_slice()))
+            .chain(config)
+    }
+
+    /// Checks this commit against the stored state and the claims and adds its writes to
+    /// `writes`, its notifications under the feed positions `tally` gives; on a failed check,
+    /// adds nothing and changes nothing. A case's record comes before anything that points to
+    /// it (index entries aside, which are only hints to read the record), so no reader finds a
+    /// token, timer or idempotency record whose case is not there yet.
+    pub(super) fn check_into(
+        self,
+        data: &Tree,
+        path: &Path,
+        claims: &Claims,
+        writes: &mut Vec<journal::Write>,
+        tally: &mut Tally,
+    ) -> Result<(), StoreError> {
+        let get = |key: &[u8]| data.get(key).map_err(|e| sled_error(path, e));
+        for (key, epoch, timer, work) in &self.fences {
+            if !claims.holds(key, *epoch) || (*timer && get(key)?.is_none()) {
+                return Err(StoreError::Fenced {
+                    work: work.clone(),
+                    epoch: *epoch,
+                });
+            }
+        }
+        if let Some(expected) = self.expect_config
+            && expected != tally.config
+        {
+            return Err(StoreError::ConfigChanged {
+                expected,
+                found: tally.config,
+            });
+        }
+        let mut inserts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut removes: Vec<Vec<u8>> = self.removes;
+        for case in self.cases {
+            let key = keyed(CASES, case.id.as_bytes());
+            let old = match get(&key)? {
+                Some(bytes) => Some(CaseHead::read(&bytes).ok_or_else(|| {
+                    corrupt(path, format!("the record of case {} is damaged", case.id))
+                })?),
+                None => None,
+            };
+            let rev = match (&old, case.expected_rev) {
+                (None, None) => 1,
+                (Some(_), None) => return Err(StoreError::Exists { case_id: case.id }),
+                (Some(o), Some(expected)) if o.rev == expected => expected + 1,
+                (_, Some(expected)) => {
+                    return Err(StoreError::Conflict {
+                        case_id: case.id,
+                        expected,
+                    });
+                }
+            };
+            let before = old.map(|o| o.index_keys).unwrap_or_default();
+            for gone in before.iter().filter(|k| !case.index_keys.contains(k)) {
+                removes.push(gone.clone());
+            }
+            for new in case.index_keys.iter().filter(|k| !before.contains(k)) {
+                inserts.push((new.clone(), Vec::new()));
+            }
+            inserts.push((key, CaseHead::write(rev, &case.index_keys, &case.json)));
+        }
+        for (given, key, record) in self.idempotency {
+            if get(&key)?.is_some() {
+                return Err(StoreError::KeyTaken { key: given });
+            }
+            inserts.push((key, record));
+        }
+        for (key, hook) in self.webhook_updates {
+            if get(&key)?.is_some() {
+                inserts.push((key, hook));
+            }
+        }
+        inserts.extend(self.puts);
+        for notification in self.feed {
+            inserts.push((keyed(FEED, &tally.next_feed.to_be_bytes()), notification));
+            tally.next_feed += 1;
+        }
+        if self.changes_config {
+            tally.config += 1;
+            inserts.push((CONFIG.to_vec(), tally.config.to_be_bytes().to_vec()));
+        }
+        // The claims on timers this commit clears end with them.
+        claims.release(
+            removes
+                .iter()
+                .filter(|k| k.first() == Some(&TIMERS))
+                .map(Vec::as_slice),
+        );
+        // Removals first: a timer replaced by one at the same key must stay.
+        writes.extend(removes.into_iter().map(|key| (key, None)));
+        writes.extend(inserts.into_iter().map(|(key, value)| (key, Some(value))));
+        Ok(())
+    }
+}

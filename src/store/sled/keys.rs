@@ -1,0 +1,81 @@
+//! The key of every record: one prefix byte per table, then what orders the table.
+
+use crate::case::{CaseId, IndexEntry, Timer};
+use crate::store::{Kind, Published};
+
+/// Key prefixes, one per table.
+pub(super) const CASES: u8 = b'c';
+pub(super) const EVENTS: u8 = b'e';
+pub(super) const TIMERS: u8 = b't';
+pub(super) const INDEX: u8 = b'x';
+pub(super) const TOKENS: u8 = b'k';
+pub(super) const IDEMPOTENCY: u8 = b'i';
+pub(super) const API_TOKENS: u8 = b'a';
+pub(super) const FEED: u8 = b'f';
+pub(super) const WEBHOOKS: u8 = b'w';
+pub(super) const DEFINITIONS: u8 = b'd';
+pub(super) const REGISTRY_CHANGES: u8 = b'r';
+/// One key, not a table: the configuration version (`Store::config_version`).
+pub(super) const CONFIG: &[u8] = b"vconfig";
+
+/// `prefix` followed by `rest`: a key of one table.
+pub(super) fn keyed(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + rest.len());
+    k.push(prefix);
+    k.extend_from_slice(rest);
+    k
+}
+
+/// The key of the run of events starting at `seq`.
+pub(super) fn event_key(case: CaseId, seq: u64) -> Vec<u8> {
+    let mut k = keyed(EVENTS, case.as_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Due time, case, kind: the timer loop reads them in due order.
+pub(super) fn timer_key(timer: &Timer) -> Vec<u8> {
+    let due = timer.due_at.as_millisecond().max(0) as u64;
+    let mut k = keyed(TIMERS, &due.to_be_bytes());
+    k.extend_from_slice(timer.case_id.as_bytes());
+    k.extend_from_slice(timer.kind.id().as_bytes());
+    k
+}
+
+pub(super) fn index_prefix(name: &str, value: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + value.len() + 19);
+    k.push(INDEX);
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k.extend_from_slice(value.as_bytes());
+    k.push(0);
+    k
+}
+
+pub(super) fn index_key(entry: &IndexEntry, case: CaseId) -> Vec<u8> {
+    let mut k = index_prefix(entry.name, &entry.value);
+    k.extend_from_slice(case.as_bytes());
+    k
+}
+
+/// Definitions sort by kind, id, then version (big-endian, so numerically).
+pub(super) fn definition_key(def: &Published) -> Vec<u8> {
+    let kind = match def.kind {
+        Kind::Adapter => b'a',
+        Kind::Workflow => b'w',
+    };
+    let mut k = keyed(DEFINITIONS, &[kind]);
+    k.extend_from_slice(def.id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&def.version.to_be_bytes());
+    k
+}
+
+pub(super) fn feed_seq(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
+}
+
+pub(super) fn case_id_at_end(key: &[u8]) -> Option<CaseId> {
+    let start = key.len().checked_sub(16)?;
+    CaseId::from_slice(&key[start..]).ok()
+}

@@ -1,0 +1,231 @@
+//! Opening a store: the data directory and its lock, the format version, recovery of an
+//! interrupted group, and the writer and syncer threads.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use serde::de::DeserializeOwned;
+use sled::{IVec, Tree};
+
+use super::claims::Claims;
+use super::commit::Tally;
+use super::journal;
+use super::keys::{CONFIG, FEED, feed_seq};
+use super::record::{corrupt, decode, sled_error};
+use super::writer::{Durable, Pending, sync_loop, write_loop};
+use crate::store::{FORMAT_VERSION, StoreError};
+
+/// The page cache `civicflow serve` gives sled unless told otherwise, in MiB. sled counts it in
+/// on-disk bytes and uses several times that in memory: 16 keeps 100,000 waiting cases well under
+/// 300 MB (docs/performance.md), and halving it makes the writer read nodes back from disk.
+pub const DEFAULT_CACHE_MIB: u64 = 16;
+
+/// The tree that holds every table.
+const DATA_TREE: &str = "data";
+
+pub(super) struct Inner {
+    pub(super) path: PathBuf,
+    db: sled::Db,
+    data: Tree,
+    /// `None` once the store is being dropped: the writer then finishes and exits.
+    pub(super) writer: Option<mpsc::Sender<Pending>>,
+    /// The last feed position and configuration version durable on disk: readers see nothing
+    /// beyond them.
+    pub(super) durable: Arc<Durable>,
+    pub(super) claims: Arc<Claims>,
+    /// The writer, then the syncer it feeds: joined in that order on drop.
+    threads: Vec<JoinHandle<()>>,
+    /// Held for the life of the store: a second server on the same directory cannot take it.
+    _lock: File,
+}
+
+/// A sled store in a data directory. Cheap to clone.
+#[derive(Clone)]
+pub struct SledStore {
+    pub(super) inner: Arc<Inner>,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`, and starts its writer thread.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
+        let path = dir.display().to_string();
+        let io = |e: std::io::Error| StoreError::Io {
+            path: path.clone(),
+            detail: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))
+            .map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked { path: path.clone() });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let db_path = dir.join("db");
+        let db = sled::Config::new()
+            .path(&db_path)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| sled_error(&db_path, e))?;
+        check_format(&db, dir)?;
+        let data = db
+            .open_tree(DATA_TREE)
+            .map_err(|e| sled_error(&db_path, e))?;
+        if journal::recover(&data, &db_path)? > 0 {
+            db.flush().map_err(|e| sled_error(&db_path, e))?;
+        }
+        let last_feed = match data.scan_prefix([FEED]).next_back() {
+            Some(entry) => {
+                let (k, _) = entry.map_err(|e| sled_error(&db_path, e))?;
+                feed_seq(&k).ok_or_else(|| corrupt(&db_path, "a damaged feed key".to_owned()))?
+            }
+            None => 0,
+        };
+        let config = match data.get(CONFIG).map_err(|e| sled_error(&db_path, e))? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                corrupt(&db_path, "the configuration version is damaged".to_owned())
+            })?),
+            None => 0,
+        };
+        let durable = Arc::new(Durable {
+            feed: AtomicU64::new(last_feed),
+            config: AtomicU64::new(config),
+        });
+        let claims = Arc::new(Claims::default());
+        let (writer, queue) = mpsc::channel();
+        let (to_sync, syncs) = mpsc::channel();
+        let syncer = std::thread::Builder::new()
+            .name("civicflow-store-sync".to_owned())
+            .spawn({
+                let (db, path, durable) = (db.clone(), db_path.clone(), durable.clone());
+                move || sync_loop(&db, &path, &syncs, &durable)
+            })
+            .map_err(io)?;
+        let writer_thread = std::thread::Builder::new()
+            .name("civicflow-store-writer".to_owned())
+            .spawn({
+                let (data, path, claims) = (data.clone(), db_path.clone(), claims.clone());
+                let tally = Tally {
+                    next_feed: last_feed + 1,
+                    config,
+                };
+                move || write_loop(&data, &path, &claims, &queue, &to_sync, tally)
+            })
+            .map_err(io)?;
+        Ok(SledStore {
+            inner: Arc::new(Inner {
+                path: db_path,
+                db,
+                data,
+                writer: Some(writer),
+                durable,
+                claims,
+                threads: vec![writer_thread, syncer],
+                _lock: lock,
+            }),
+        })
+    }
+
+    pub(super) fn data(&self) -> &Tree {
+        &self.inner.data
+    }
+
+    pub(super) fn err(&self, e: sled::Error) -> StoreError {
+        sled_error(&self.inner.path, e)
+    }
+
+    pub(super) fn decode<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        decode(&self.inner.path, what, bytes)
+    }
+
+    pub(super) fn decompress(&self, what: &str, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+        lz4_flex::block::decompress_size_prepended(bytes)
+            .map_err(|e| self.corrupt(format!("{what} cannot be read: {e}")))
+    }
+
+    pub(super) fn get(&self, key: &[u8]) -> Result<Option<IVec>, StoreError> {
+        self.data().get(key).map_err(|e| self.err(e))
+    }
+
+    /// Every record of a small table (webhooks, tokens, definitions), in key order.
+    pub(super) fn all<T: DeserializeOwned>(
+        &self,
+        table: u8,
+        what: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        self.data()
+            .scan_prefix([table])
+            .map(|r| {
+                let (_, v) = r.map_err(|e| self.err(e))?;
+                self.decode(what, &v)
+            })
+            .collect()
+    }
+
+    pub(super) fn corrupt(&self, detail: String) -> StoreError {
+        corrupt(&self.inner.path, detail)
+    }
+}
+
+fn check_format(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
+    let path = dir.display().to_string();
+    let db_path = dir.join("db");
+    let found = db.get("format").map_err(|e| sled_error(&db_path, e))?;
+    match found {
+        None => {
+            // Only sled's default tree, and it empty: a new store, not one of an older format.
+            let has_data = db.tree_names().len() > 1 || !db.is_empty();
+            if has_data {
+                return Err(StoreError::Incompatible {
+                    path,
+                    found: "none".to_owned(),
+                    expected: FORMAT_VERSION,
+                });
+            }
+            db.insert("format", FORMAT_VERSION.to_string().as_bytes())
+                .map_err(|e| sled_error(&db_path, e))?;
+            db.flush().map_err(|e| sled_error(&db_path, e))?;
+            Ok(())
+        }
+        Some(v) if v.as_ref() == FORMAT_VERSION.to_string().as_bytes() => Ok(()),
+        Some(v) => Err(StoreError::Incompatible {
+            path,
+            found: String::from_utf8_lossy(&v).into_owned(),
+            expected: FORMAT_VERSION,
+        }),
+    }
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SledStore({})", self.inner.path.display())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer, then the syncer, finish what they hold and exit;
+        // joining them releases their handles on the database, so the directory can be opened
+        // again at once.
+        self.writer.take();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        let _ = self.db.flush();
+    }
+}

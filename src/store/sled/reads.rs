@@ -1,0 +1,294 @@
+//! The contract's operations on sled: a commit goes to the writer; reads go to the tree.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use sled::IVec;
+use tokio::sync::oneshot;
+
+use super::SledStore;
+use super::claims::work_key;
+use super::commit::Prepared;
+use super::keys::{
+    API_TOKENS, CASES, DEFINITIONS, FEED, IDEMPOTENCY, INDEX, REGISTRY_CHANGES, TIMERS, TOKENS,
+    WEBHOOKS, case_id_at_end, event_key, feed_seq, index_prefix, keyed,
+};
+use super::record::CaseHead;
+use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
+use crate::store::{
+    ApiToken, Claimed, IndexRange, NodeId, Notification, Order, Page, Position, Published,
+    RegistryChange, Store, StoreError, Transaction, Webhook, Work,
+};
+
+impl SledStore {
+    /// The stored timers due at or before `until`, earliest first.
+    fn due(&self, until: Timestamp) -> impl Iterator<Item = Result<(IVec, IVec), StoreError>> + '_ {
+        let start = [TIMERS];
+        let end = keyed(
+            TIMERS,
+            &(until.as_millisecond().max(0) as u64 + 1).to_be_bytes(),
+        );
+        self.data()
+            .range(start.as_slice()..end.as_slice())
+            .map(|r| r.map_err(|e| self.err(e)))
+    }
+}
+
+impl Store for SledStore {
+    async fn commit(&self, tx: &Transaction) -> Result<(), StoreError> {
+        if tx.is_empty() {
+            return Ok(());
+        }
+        let closed = || StoreError::Io {
+            path: self.inner.path.display().to_string(),
+            detail: "the store is shutting down".to_owned(),
+        };
+        let (answer, outcome) = oneshot::channel();
+        self.inner
+            .writer
+            .as_ref()
+            .ok_or_else(closed)?
+            .send((Prepared::new(tx), answer))
+            .map_err(|_| closed())?;
+        outcome.await.map_err(|_| closed())?
+    }
+
+    async fn case(&self, id: CaseId) -> Result<Option<Case>, StoreError> {
+        let Some(bytes) = self.get(&keyed(CASES, id.as_bytes()))? else {
+            return Ok(None);
+        };
+        let (head, json) = CaseHead::split(&bytes)
+            .ok_or_else(|| self.corrupt(format!("a case record cannot be read: case {id}")))?;
+        let mut case: Case =
+            self.decode("a case record", &self.decompress("a case record", json)?)?;
+        case.rev = head.rev;
+        Ok(Some(case))
+    }
+
+    async fn history(&self, id: CaseId, from: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+        // The run holding event `from` may start before it: begin at the last run starting at
+        // or before `from`.
+        let before = self
+            .data()
+            .range(event_key(id, 0)..=event_key(id, from))
+            .next_back()
+            .transpose()
+            .map_err(|e| self.err(e))?;
+        let start = before.map_or_else(|| event_key(id, from), |(k, _)| k.to_vec());
+        let mut events = Vec::new();
+        for entry in self.data().range(start..=event_key(id, u64::MAX)) {
+            if events.len() >= limit {
+                break;
+            }
+            let (_, v) = entry.map_err(|e| self.err(e))?;
+            let run: Vec<Event> = self.decode("a run of history events", &v)?;
+            let wanted = limit - events.len();
+            events.extend(run.into_iter().filter(|e| e.seq >= from).take(wanted));
+        }
+        Ok(events)
+    }
+
+    async fn due_timers(&self, until: Timestamp, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        self.due(until)
+            .take(limit)
+            .map(|r| {
+                let (_, v) = r?;
+                self.decode("a timer", &v)
+            })
+            .collect()
+    }
+
+    async fn claim_timers(
+        &self,
+        node: &NodeId,
+        until: Timestamp,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        // The scan skips the due timers held under a live lease: a few hundred at most, as
+        // the timer loop claims no more at a time.
+        let claimed = self
+            .inner
+            .claims
+            .claim_free(node, lease, limit, self.due(until))?;
+        claimed
+            .into_iter()
+            .map(|(v, epoch)| {
+                Ok(Claimed {
+                    timer: self.decode("a timer", &v)?,
+                    epoch,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_webhook(
+        &self,
+        node: &NodeId,
+        id: &str,
+        lease: Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        let key = work_key(&Work::Webhook(id.to_owned()));
+        Ok(self.inner.claims.claim_or_renew(&key, node, lease))
+    }
+
+    async fn config_version(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.durable.config.load(Ordering::SeqCst))
+    }
+
+    async fn cases_by(
+        &self,
+        name: &str,
+        value: &str,
+        cursor: Option<CaseId>,
+        order: Order,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let prefix = index_prefix(name, value);
+        let mut low = prefix.clone();
+        let mut high = prefix.clone();
+        high.extend_from_slice(&[0xff; 17]);
+        if let Some(c) = cursor {
+            match order {
+                Order::Ascending => {
+                    low.extend_from_slice(c.as_bytes());
+                    low.push(0);
+                }
+                Order::Descending => {
+                    high = prefix.clone();
+                    high.extend_from_slice(c.as_bytes());
+                }
+            }
+        }
+        let range = self.data().range(low..high);
+        let keys: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match order {
+            Order::Ascending => Box::new(range),
+            Order::Descending => Box::new(range.rev()),
+        };
+        let mut ids = Vec::new();
+        for r in keys.take(limit) {
+            let (k, _) = r.map_err(|e| self.err(e))?;
+            ids.extend(case_id_at_end(&k));
+        }
+        let next = if ids.len() == limit {
+            ids.last().copied()
+        } else {
+            None
+        };
+        Ok(Page { ids, next })
+    }
+
+    async fn index_range(
+        &self,
+        name: &str,
+        range: &IndexRange,
+    ) -> Result<Vec<Position>, StoreError> {
+        let mut low = keyed(INDEX, name.as_bytes());
+        low.push(0);
+        let mut high = low.clone();
+        low.extend_from_slice(range.from.as_bytes());
+        high.extend_from_slice(range.to.as_bytes());
+        if let Some((value, case)) = &range.after {
+            let mut at = index_prefix(name, value);
+            at.extend_from_slice(case.as_bytes());
+            match range.order {
+                Order::Ascending => {
+                    at.push(0);
+                    low = low.max(at);
+                }
+                Order::Descending => high = high.min(at),
+            }
+        }
+        if low >= high {
+            return Ok(Vec::new());
+        }
+        let skip = name.len() + 2;
+        let entries = self.data().range(low..high);
+        let entries: Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>>> = match range.order {
+            Order::Ascending => Box::new(entries),
+            Order::Descending => Box::new(entries.rev()),
+        };
+        let mut out = Vec::new();
+        for r in entries.take(range.limit) {
+            let (k, _) = r.map_err(|e| self.err(e))?;
+            let Some(id) = case_id_at_end(&k) else {
+                continue;
+            };
+            let value = &k[skip..k.len() - 17];
+            out.push((String::from_utf8_lossy(value).into_owned(), id));
+        }
+        Ok(out)
+    }
+
+    async fn token(&self, token: &str) -> Result<Option<CallbackTarget>, StoreError> {
+        match self.get(&keyed(TOKENS, token.as_bytes()))? {
+            Some(v) => Ok(Some(self.decode("a callback token", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        match self.get(&keyed(IDEMPOTENCY, key.as_bytes()))? {
+            Some(v) => Ok(Some(self.decode("an idempotency record", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn api_token(&self, digest: &str) -> Result<Option<ApiToken>, StoreError> {
+        match self.get(&keyed(API_TOKENS, digest.as_bytes()))? {
+            Some(v) => Ok(Some(self.decode("an API token", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<(u64, Notification)>, StoreError> {
+        let durable = self.inner.durable.feed.load(Ordering::SeqCst);
+        if after >= durable {
+            return Ok(Vec::new());
+        }
+        let low = keyed(FEED, &(after + 1).to_be_bytes());
+        let high = keyed(FEED, &(durable + 1).to_be_bytes());
+        self.data()
+            .range(low..high)
+            .take(limit)
+            .map(|r| {
+                let (k, v) = r.map_err(|e| self.err(e))?;
+                let seq = feed_seq(&k).ok_or_else(|| self.corrupt("a damaged feed key".into()))?;
+                Ok((seq, self.decode("a notification", &v)?))
+            })
+            .collect()
+    }
+
+    async fn feed_end(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.durable.feed.load(Ordering::SeqCst))
+    }
+
+    async fn trim_feed(&self, upto: u64) -> Result<(), StoreError> {
+        let high = keyed(FEED, &(upto.saturating_add(1)).to_be_bytes());
+        let data = self.data();
+        // Neither atomic nor synced on its own: an entry that comes back after a crash is
+        // trimmed again.
+        for r in data.range([FEED].as_slice()..high.as_slice()) {
+            let (k, _) = r.map_err(|e| self.err(e))?;
+            data.remove(k).map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    async fn webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        self.all(WEBHOOKS, "a webhook")
+    }
+
+    async fn definitions(&self) -> Result<Vec<Published>, StoreError> {
+        self.all(DEFINITIONS, "a published definition")
+    }
+
+    async fn registry_changes(&self) -> Result<Vec<RegistryChange>, StoreError> {
+        self.all(REGISTRY_CHANGES, "a registry change")
+    }
+
+    async fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        self.all(API_TOKENS, "an API token")
+    }
+}

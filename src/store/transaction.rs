@@ -1,0 +1,85 @@
+//! What a commit writes: a backend-neutral set of changes to the tables, applied together or
+//! not at all.
+
+#[cfg(doc)]
+use super::StoreError;
+use super::claim::Fence;
+use super::records::{ApiToken, Notification, Published, RegistryChange, Webhook};
+use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
+
+/// A write to the case record. `expected_rev` is the revision read before the change (`None`
+/// for a new case); the commit fails with [`StoreError::Conflict`] if another writer got there
+/// first.
+#[derive(Debug, Clone)]
+pub struct CaseWrite {
+    pub case: Case,
+    pub expected_rev: Option<u64>,
+}
+
+/// A set of writes committed together, or not at all.
+#[derive(Debug, Clone, Default)]
+pub struct Transaction {
+    pub cases: Vec<CaseWrite>,
+    pub events: Vec<(CaseId, Event)>,
+    /// Timers to add. A case has at most one timer of a kind: to move one, the same
+    /// transaction clears the old one (the engine's `Change` does both).
+    pub set_timers: Vec<Timer>,
+    /// Timers to remove, as they were set (their due time included).
+    pub clear_timers: Vec<Timer>,
+    pub put_tokens: Vec<(String, CallbackTarget)>,
+    pub delete_tokens: Vec<String>,
+    /// Inserted only if absent; otherwise the commit fails with [`StoreError::KeyTaken`].
+    pub put_idempotency: Vec<(String, IdempotencyRecord)>,
+    /// API tokens, keyed by digest: a new one, or a revoked one written over the old.
+    pub put_api_tokens: Vec<ApiToken>,
+    /// Appended to the notification feed, each under the next sequence number, in commit order.
+    pub notify: Vec<Notification>,
+    /// Registered (or replaced) unconditionally.
+    pub put_webhooks: Vec<Webhook>,
+    /// Written only if a webhook with the same id is still registered: a delivery's progress
+    /// never brings back a webhook deleted meanwhile.
+    pub update_webhooks: Vec<Webhook>,
+    pub delete_webhooks: Vec<String>,
+    /// Published definitions, by (kind, id, version): a new one, or a deprecated one written
+    /// over the old. Publishing never replaces a definition: the registry checks that first.
+    pub put_definitions: Vec<Published>,
+    /// Appended to the registry's audit trail.
+    pub registry_changes: Vec<RegistryChange>,
+    /// Claims this commit is made under: it applies only if each is still held under its
+    /// epoch, else it fails with [`StoreError::Fenced`] and writes nothing.
+    pub fences: Vec<Fence>,
+    /// For a configuration change checked against what it read: it applies only if the
+    /// configuration version is still this one, else it fails with
+    /// [`StoreError::ConfigChanged`] and writes nothing.
+    pub expect_config: Option<u64>,
+}
+
+impl Transaction {
+    pub fn is_empty(&self) -> bool {
+        self.cases.is_empty()
+            && self.events.is_empty()
+            && self.set_timers.is_empty()
+            && self.clear_timers.is_empty()
+            && self.put_tokens.is_empty()
+            && self.delete_tokens.is_empty()
+            && self.put_idempotency.is_empty()
+            && self.put_api_tokens.is_empty()
+            && self.notify.is_empty()
+            && self.put_webhooks.is_empty()
+            && self.update_webhooks.is_empty()
+            && self.delete_webhooks.is_empty()
+            && self.put_definitions.is_empty()
+            && self.registry_changes.is_empty()
+            && self.fences.is_empty()
+            && self.expect_config.is_none()
+    }
+
+    /// Whether this commit changes the configuration every node follows (definitions,
+    /// webhooks, API tokens), and so moves its version on.
+    pub fn changes_config(&self) -> bool {
+        !self.put_definitions.is_empty()
+            || !self.put_webhooks.is_empty()
+            || !self.delete_webhooks.is_empty()
+            || !self.put_api_tokens.is_empty()
+    }
+}
