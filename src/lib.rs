@@ -1,5 +1,6 @@
 pub mod adapters;
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod calendar;
 pub mod case;

@@ -12,7 +12,7 @@ use super::auth::Caller;
 use super::{ApiError, AppState, ErrorBody};
 use crate::auth::Operation;
 use crate::engine::{CallbackAck, CallbackError};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// An agency's answer to a `callback` step: the step's token in the URL, the agency's own
 /// token in `Authorization`.
@@ -77,7 +77,14 @@ pub async fn post<S: Store + Clone>(
                     "the case's workflow is not loaded on this server; retry later",
                 )
             }
-            CallbackError::Store(e) => ApiError::internal(e),
+            // Nothing was recorded, and the agency retries a 503: the race is not its doing.
+            CallbackError::Store(e @ StoreError::Conflict { .. }) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("{e}; retry the callback"),
+            )
+            .with_retry_after(std::time::Duration::from_secs(1)),
+            CallbackError::Store(e) => ApiError::store(e),
         })?;
     let status = match ack {
         CallbackAck::Recorded => "recorded",

@@ -86,7 +86,7 @@ pub async fn start<S: Store + Clone>(
                 e.to_string(),
             ),
             StartError::ShuttingDown => ApiError::unavailable(),
-            StartError::Store(e) => ApiError::internal(e),
+            StartError::Store(e) => ApiError::store(e),
         })?;
     let status = if created {
         StatusCode::CREATED
@@ -171,7 +171,7 @@ impl From<ListOrder> for Order {
 pub fn query_error(e: QueryError) -> ApiError {
     match e {
         QueryError::BadCursor(_) => ApiError::bad_request("invalid_cursor", e.to_string()),
-        QueryError::Store(e) => ApiError::internal(e),
+        QueryError::Store(e) => ApiError::store(e),
     }
 }
 

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::store::StoreError;
 use crate::workflow::definition::SchemaViolation;
 
 #[derive(Debug)]
@@ -67,6 +68,19 @@ impl ApiError {
             "shutting_down",
             "the server is shutting down; retry on another node or after restart",
         )
+    }
+
+    /// A store error: a race lost to a concurrent change (already decided again as often as
+    /// it is worth) is the client's to retry, a 409; anything else is our failure.
+    pub fn store(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Conflict { .. } | StoreError::ConfigChanged { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "concurrent_change",
+                format!("{e}; other requests are changing the same thing at this moment: retry"),
+            ),
+            other => ApiError::internal(other),
+        }
     }
 
     /// Our failure, not the client's: logged in full, reported without internals.

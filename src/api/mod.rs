@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use crate::engine::Engine;
 use crate::registry::Registry;
 use crate::store::Store;
+use crate::webhooks::Feed;
 pub use auth::Limits;
 pub use cases::view;
 pub use error::{ApiError, ErrorBody};
@@ -35,6 +36,7 @@ const MAX_BODY: usize = 1 << 20;
 pub struct AppState<S> {
     engine: Arc<Engine<S>>,
     registry: Arc<Registry<S>>,
+    feed: Arc<Feed>,
     limiter: auth::Limiter,
 }
 
@@ -43,19 +45,24 @@ impl<S> Clone for AppState<S> {
         AppState {
             engine: self.engine.clone(),
             registry: self.registry.clone(),
+            feed: self.feed.clone(),
             limiter: self.limiter.clone(),
         }
     }
 }
 
+/// The API's routes over one engine. The request limits are this node's: with several nodes,
+/// a token may make `limits` requests to each.
 pub fn router<S: Store + Clone>(
     engine: Arc<Engine<S>>,
     registry: Arc<Registry<S>>,
+    feed: Arc<Feed>,
     limits: Limits,
 ) -> Router {
     let state = AppState {
         engine,
         registry,
+        feed,
         limiter: auth::limiter(limits),
     };
     Router::new()

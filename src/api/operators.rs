@@ -191,7 +191,7 @@ fn action_error(e: ActionError) -> ApiError {
             "workflow_not_loaded",
             e.to_string(),
         ),
-        ActionError::Store(e) => ApiError::internal(e),
+        ActionError::Store(e) => ApiError::store(e),
     }
 }
 

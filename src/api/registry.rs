@@ -53,7 +53,7 @@ fn publish_error(e: PublishError) -> ApiError {
             e.to_string(),
         ),
         PublishError::Compile(e) => ApiError::internal(e),
-        PublishError::Store(e) => ApiError::internal(e),
+        PublishError::Store(e) => ApiError::store(e),
     }
 }
 
@@ -69,8 +69,8 @@ async fn publish<S: Store + Clone>(
     let engine = &state.engine;
     let record = state
         .registry
-        .publish(kind, &text, &caller.0, now, |defs| {
-            engine.set_definitions(defs)
+        .publish(kind, &text, &caller.0, now, |version, defs| {
+            engine.set_definitions(version, defs)
         })
         .await
         .map_err(publish_error)?;

@@ -36,7 +36,7 @@ fn token_error(e: TokenError) -> ApiError {
             "invalid_body",
             e.to_string(),
         ),
-        TokenError::Store(e) => ApiError::internal(e),
+        TokenError::Store(e) => ApiError::store(e),
     }
 }
 

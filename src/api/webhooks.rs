@@ -62,7 +62,8 @@ pub async fn register<S: Store + Clone>(
         put_webhooks: vec![hook.clone()],
         ..Transaction::default()
     };
-    change(&state, tx).await?;
+    commit(&state, tx).await?;
+    state.feed.registered();
     let mut shown = public(&hook);
     shown["secret"] = json!(hook.secret);
     Ok((StatusCode::CREATED, Json(shown)))
@@ -115,19 +116,19 @@ pub async fn delete<S: Store + Clone>(
         delete_webhooks: vec![id],
         ..Transaction::default()
     };
-    change(&state, tx).await?;
+    commit(&state, tx).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Commits a change to the webhooks and tells the engine whether any is left to notify.
-async fn change<S: Store + Clone>(state: &AppState<S>, tx: Transaction) -> Result<(), ApiError> {
-    let engine = &state.engine;
-    engine
+/// Commits a change to the webhooks. Every node reads whether any webhook is left when the
+/// configuration version moves on (a deleted one stops being fed within that poll).
+async fn commit<S: Store + Clone>(state: &AppState<S>, tx: Transaction) -> Result<(), ApiError> {
+    state
+        .engine
         .store()
         .commit(&tx)
         .await
-        .map_err(ApiError::internal)?;
-    engine.refresh_webhooks().await.map_err(ApiError::internal)
+        .map_err(ApiError::internal)
 }
 
 /// A webhook as shown: everything but its secret.

@@ -1,25 +1,22 @@
 //! `civicflow serve`: the engine on the embedded store, the HTTP API and, with `--with-mocks`,
 //! the mock agencies in the same process.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use civicflow_mocks::{MocksConfig, start as start_mocks};
 
 use jiff::Timestamp;
 
 use crate::api::Limits;
-use crate::auth::{self, Role};
-use crate::engine::{Clock, Config, Engine};
-use crate::registry::{PublishError, Registry};
-use crate::store::Store;
+use crate::app::{App, BuildError, Settings};
+use crate::auth::{self, ApiToken, Role};
+use crate::engine::{Clock, Config};
 use crate::store::sled::{DEFAULT_CACHE_MIB, SledStore};
-use crate::webhooks::Deliverer;
-use crate::workflow::catalog;
+use crate::store::{Store, StoreError, Transaction};
 use crate::workflow::definition::duration;
 
 #[derive(Debug, clap::Args)]
@@ -71,31 +68,6 @@ const MOCKS_TOKEN_NAME: &str = "in-process mock agencies";
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let drain_timeout = duration(&args.drain_timeout).map_err(anyhow::Error::msg)?;
     let store = SledStore::open(&args.data, args.cache_mib << 20)?;
-    // The bundled definitions (files) and those published through the API, checked together.
-    let (bundled, mut problems) = catalog::read_files(std::slice::from_ref(&args.workflows));
-    let registry = Arc::new(Registry::new(store.clone(), bundled));
-    let defs = match registry.load().await {
-        Ok(defs) => Some(defs),
-        Err(PublishError::Invalid(mut found)) => {
-            problems.append(&mut found);
-            None
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let defs = match defs {
-        Some(defs) if problems.is_empty() => Arc::new(defs),
-        _ => {
-            for p in &problems {
-                eprintln!("{p}");
-            }
-            bail!(
-                "{} problem(s) in {} or the published definitions; `civicflow validate` checks the files",
-                problems.len(),
-                args.workflows.display()
-            );
-        }
-    };
-
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -131,49 +103,40 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--agency {pair}: expected NAME=URL"))?;
         agencies.insert(name.to_owned(), url.to_owned());
     }
-    // One name per agency, however many adapters it has.
-    let missing: BTreeSet<&str> = defs
-        .agencies()
-        .filter(|a| !agencies.contains_key(*a))
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "no base URL for agency {}: give --agency NAME=URL, or --with-mocks",
-            Vec::from_iter(missing).join(", ")
-        );
-    }
-
-    let engine = Engine::new(
-        store,
-        defs,
-        Config {
+    let settings = Settings {
+        workflows: args.workflows.clone(),
+        engine: Config {
             public_url,
             agencies,
             drain_timeout,
             clock: Clock::system(),
         },
-    );
-    engine.refresh_webhooks().await?;
-    let timers = engine.run();
-    let deliverer = Deliverer::new(engine.store().clone()).spawn();
+        limits: Limits {
+            per_second: args.rate_limit,
+            burst: args.rate_burst,
+        },
+    };
+    let mut app = match App::build(store, settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            if let BuildError::Definitions { problems, .. } = &e {
+                for p in problems {
+                    eprintln!("{p}");
+                }
+            }
+            return Err(e.into());
+        }
+    };
+    app.start();
     println!(
         "civicflow listening on http://{addr} (data in {})",
         args.data.display()
     );
-    let limits = Limits {
-        per_second: args.rate_limit,
-        burst: args.rate_burst,
-    };
-    axum::serve(
-        listener,
-        crate::api::router(engine.clone(), registry, limits),
-    )
-    .with_graceful_shutdown(stop_signal())
-    .await
-    .context("the HTTP server failed")?;
-    let parked = engine.shutdown().await;
-    timers.abort();
-    deliverer.abort();
+    axum::serve(listener, app.router())
+        .with_graceful_shutdown(stop_signal())
+        .await
+        .context("the HTTP server failed")?;
+    let parked = app.shutdown().await;
     if parked > 0 {
         eprintln!(
             "{parked} agency call(s) still in flight were parked; they resume on the next start"
@@ -182,29 +145,41 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(mocks) = mocks {
         mocks.shutdown().await;
     }
-    drop(engine);
     println!("civicflow stopped");
     Ok(())
 }
 
 /// A store without an active admin token gets one, written to `admin.token` in the data
 /// directory (readable by its owner only): how the first `civicflow tokens issue` is possible.
+/// The token is committed only if the configuration has not changed since the check, so two
+/// nodes starting together on an empty store make one admin token, not two.
 async fn bootstrap_admin(store: &SledStore, data: &Path) -> anyhow::Result<()> {
-    let tokens = store.api_tokens().await?;
-    if tokens
-        .iter()
-        .any(|t| t.is_active() && t.role() == Some(Role::Admin))
-    {
-        return Ok(());
-    }
-    let (token, secret) = auth::issue(
-        store,
-        Role::Admin,
-        "bootstrap admin",
-        "civicflow serve",
-        Timestamp::now(),
-    )
-    .await?;
+    let (token, secret) = loop {
+        let version = store.config_version().await?;
+        let tokens = store.api_tokens().await?;
+        if tokens
+            .iter()
+            .any(|t| t.is_active() && t.role() == Some(Role::Admin))
+        {
+            return Ok(());
+        }
+        let (token, secret) = ApiToken::issue(
+            Role::Admin,
+            "bootstrap admin",
+            "civicflow serve",
+            Timestamp::now(),
+        );
+        let tx = Transaction {
+            put_api_tokens: vec![token.clone()],
+            expect_config: Some(version),
+            ..Transaction::default()
+        };
+        match store.commit(&tx).await {
+            Ok(()) => break (token, secret),
+            Err(StoreError::ConfigChanged { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
     let path = data.join(ADMIN_TOKEN_FILE);
     write_secret(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
     println!(

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
-use super::run::Change;
+use super::change::Change;
+use super::drive::lost_race;
 use super::{Engine, MissingWorkflow, StartError};
 use crate::case::{
     Case, CaseId, CaseStatus, EventKind, IncidentReason, OperatorActionKind, StepStatus, TimerKind,
@@ -99,46 +100,57 @@ impl<S: Store + Clone> Engine<S> {
             return Err(ActionError::ShuttingDown);
         }
         let mut lock = self.locks.lock(case_id).await;
-        let case = lock
-            .load(&self.store)
-            .await?
-            .ok_or(ActionError::UnknownCase(case_id))?;
-        let wf = self.workflow_of(&case)?;
-        if let Some(step) = action.step()
-            && !case.steps.contains_key(step)
-        {
-            let known: Vec<String> = case.steps.keys().map(|k| format!("`{k}`")).collect();
-            return Err(ActionError::UnknownStep {
-                case_id,
-                step: step.to_owned(),
-                known: known.join(", "),
+        let mut round = 0;
+        loop {
+            round += 1;
+            let case = lock
+                .load(&self.store)
+                .await?
+                .ok_or(ActionError::UnknownCase(case_id))?;
+            let wf = self.workflow_for(&case).await?;
+            if let Some(step) = action.step()
+                && !case.steps.contains_key(step)
+            {
+                let known: Vec<String> = case.steps.keys().map(|k| format!("`{k}`")).collect();
+                return Err(ActionError::UnknownStep {
+                    case_id,
+                    step: step.to_owned(),
+                    known: known.join(", "),
+                });
+            }
+            let rev = case.rev;
+            let mut change = Change::new(case, Some(rev), self.config.clock.now(), began);
+            // The action is recorded before the events it causes (the steps it starts, the end).
+            let recorded = change.tx.events.len();
+            change.event(EventKind::OperatorAction {
+                action: action.kind(),
+                step: action.step().map(str::to_owned),
+                by: by.to_owned(),
+                reason: reason.to_owned(),
+                details: Value::Null,
             });
+            let detail = match &action {
+                Action::Retry { step } => self.retry_now(&wf, &mut change, step)?,
+                Action::Skip { step, output } => {
+                    self.skip(&wf, &mut change, step, output.clone())?
+                }
+                Action::Fix { step, input } => self.fix(&wf, &mut change, step, input.clone())?,
+                Action::Cancel => self.cancel(&mut change, by, reason)?,
+            };
+            if let EventKind::OperatorAction { details: d, .. } =
+                &mut change.tx.events[recorded].1.kind
+            {
+                *d = detail;
+            }
+            let (case, calls) = match self.progress_and_commit(&wf, change).await {
+                Ok(done) => done,
+                Err(e) if lost_race(&e, round) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            lock.remember_if_busy(case.clone(), &wf, &calls);
+            self.dispatch(calls);
+            return Ok(case);
         }
-        let rev = case.rev;
-        let mut change = Change::new(case, Some(rev), self.config.clock.now(), began);
-        // The action is recorded before the events it causes (the steps it starts, the end).
-        let recorded = change.tx.events.len();
-        change.event(EventKind::OperatorAction {
-            action: action.kind(),
-            step: action.step().map(str::to_owned),
-            by: by.to_owned(),
-            reason: reason.to_owned(),
-            details: Value::Null,
-        });
-        let detail = match &action {
-            Action::Retry { step } => self.retry_now(&wf, &mut change, step)?,
-            Action::Skip { step, output } => self.skip(&wf, &mut change, step, output.clone())?,
-            Action::Fix { step, input } => self.fix(&wf, &mut change, step, input.clone())?,
-            Action::Cancel => self.cancel(&mut change, by, reason)?,
-        };
-        if let EventKind::OperatorAction { details: d, .. } = &mut change.tx.events[recorded].1.kind
-        {
-            *d = detail;
-        }
-        let (case, calls) = self.progress_and_commit(&wf, change).await?;
-        lock.remember_if_busy(case.clone(), &wf, &calls);
-        self.dispatch(calls);
-        Ok(case)
     }
 
     fn retry_now(
@@ -182,7 +194,7 @@ impl<S: Store + Clone> Engine<S> {
                 s.budget_from = attempt;
                 s.first_attempt_at = Some(now);
                 if built {
-                    self.begin_attempt(def, change, attempt + 1);
+                    self.decide.begin_attempt(def, change, attempt + 1);
                 } else {
                     // It failed before its request could be built: build it again.
                     change.step_mut(id).status = StepStatus::Pending;

@@ -6,10 +6,12 @@
 //! (for a timer, a callback or an operator) is only on disk: the engine holds nothing for it.
 
 mod actions;
+mod change;
 mod clock;
+mod decide;
+mod drive;
 mod locks;
 mod metrics;
-mod run;
 mod timers;
 mod trial;
 
@@ -26,15 +28,19 @@ use crate::case::{
     CallbackTarget, Case, CaseId, CaseStatus, Event, EventKind, IdempotencyRecord, StepState,
     TimerKind,
 };
-use crate::store::{Store, StoreError};
+use crate::registry::{PublishError, Registry};
+use crate::store::{Hook, Store, StoreError};
 use crate::workflow::definition::{Definitions, SchemaViolation, Workflow};
 use crate::workflow::expr::EvalError;
 
 pub use actions::{Action, ActionError};
+pub use change::{Call, Change};
 pub use clock::Clock;
+pub use decide::Decider;
 pub use metrics::{Metrics, Percentiles};
-pub use run::Call;
 pub use trial::TrialError;
+
+use drive::lost_race;
 
 /// Where civicflow is reached by agencies (for callback URLs) and where each agency is.
 #[derive(Debug, Clone)]
@@ -119,11 +125,24 @@ pub enum CallbackAck {
     StillPending,
 }
 
+/// Definitions as loaded at a configuration version.
+struct Loaded {
+    version: u64,
+    defs: Arc<Definitions>,
+}
+
 pub struct Engine<S> {
     store: S,
-    /// Replaced whole when a definition is published; a change holds the `Arc` it started with.
-    defs: std::sync::RwLock<Arc<Definitions>>,
+    /// This engine's name among the nodes sharing the store: what its claims are held by.
+    node: String,
+    registry: Arc<Registry<S>>,
+    /// Replaced whole when the definitions change (a publication on any node); a change holds
+    /// the `Arc` it started with.
+    defs: std::sync::RwLock<Loaded>,
     config: Config,
+    decide: Decider,
+    /// What follows every committed change (the webhook feed, …).
+    hooks: Vec<Arc<dyn Hook>>,
     calendar: &'static Calendar,
     http: reqwest::Client,
     locks: locks::Locks,
@@ -132,18 +151,35 @@ pub struct Engine<S> {
     idle: Notify,
     timers_changed: Notify,
     metrics: Metrics,
-    /// Whether any webhook is registered: changes are reported to the feed only then, so a
-    /// server without subscribers writes nothing for them.
-    notifying: AtomicBool,
 }
 
 impl<S: Store + Clone> Engine<S> {
-    pub fn new(store: S, defs: Arc<Definitions>, config: Config) -> Arc<Engine<S>> {
+    /// An engine over `store`, running `defs` (loaded at configuration version `version`) and
+    /// telling `hooks` of every committed change.
+    pub fn new(
+        store: S,
+        registry: Arc<Registry<S>>,
+        (version, defs): (u64, Definitions),
+        config: Config,
+        hooks: Vec<Arc<dyn Hook>>,
+    ) -> Arc<Engine<S>> {
+        let calendar = Calendar::vietnam();
         Arc::new(Engine {
             store,
-            defs: std::sync::RwLock::new(defs),
+            node: uuid::Uuid::new_v4().to_string(),
+            registry,
+            defs: std::sync::RwLock::new(Loaded {
+                version,
+                defs: Arc::new(defs),
+            }),
+            decide: Decider {
+                calendar,
+                public_url: config.public_url.clone(),
+                agencies: config.agencies.clone(),
+            },
             config,
-            calendar: Calendar::vietnam(),
+            hooks,
+            calendar,
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(256)
                 .build()
@@ -154,16 +190,12 @@ impl<S: Store + Clone> Engine<S> {
             idle: Notify::new(),
             timers_changed: Notify::new(),
             metrics: Metrics::default(),
-            notifying: AtomicBool::new(false),
         })
     }
 
-    /// Reads whether any webhook is registered; called at start and after every change to the
-    /// webhooks.
-    pub async fn refresh_webhooks(&self) -> Result<(), StoreError> {
-        let any = !self.store.webhooks().await?.is_empty();
-        self.notifying.store(any, Ordering::SeqCst);
-        Ok(())
+    /// This engine's name among the nodes sharing its store.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     pub fn store(&self) -> &S {
@@ -180,13 +212,32 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     pub fn definitions(&self) -> Arc<Definitions> {
-        self.defs.read().expect("not poisoned").clone()
+        self.defs.read().expect("not poisoned").defs.clone()
     }
 
-    /// Runs `defs` from now on (a definition was published). Cases keep the workflow version
-    /// they started on, which stays among the definitions.
-    pub fn set_definitions(&self, defs: Definitions) {
-        *self.defs.write().expect("not poisoned") = Arc::new(defs);
+    /// Runs `defs`, loaded at configuration version `version`, from now on, unless what runs
+    /// was loaded at a later version already (a reload and a publication may race). Cases keep
+    /// the workflow version they started on, which stays among the definitions.
+    pub fn set_definitions(&self, version: u64, defs: Definitions) {
+        let mut loaded = self.defs.write().expect("not poisoned");
+        if version >= loaded.version {
+            *loaded = Loaded {
+                version,
+                defs: Arc::new(defs),
+            };
+        }
+    }
+
+    /// Loads the definitions again if the shared configuration moved on since they were
+    /// loaded (a publication on another node): how every node follows the registry.
+    pub async fn reload_definitions(&self) -> Result<(), PublishError> {
+        let loaded = self.defs.read().expect("not poisoned").version;
+        if self.store.config_version().await? == loaded {
+            return Ok(());
+        }
+        let (version, defs) = self.registry.load().await?;
+        self.set_definitions(version, defs);
+        Ok(())
     }
 
     /// Starts the timer loop. Timers due while the server was down fire at once: that is how
@@ -280,7 +331,7 @@ impl<S: Store + Clone> Engine<S> {
             rev: 0,
         };
         let mut lock = self.locks.lock(id).await;
-        let mut change = run::Change::new(case, None, now, began);
+        let mut change = Change::new(case, None, now, began);
         change.event(EventKind::CaseStarted {
             workflow: workflow.name.clone(),
             version: workflow.version,
@@ -303,8 +354,8 @@ impl<S: Store + Clone> Engine<S> {
                 },
             ));
         }
-        self.progress(&workflow, &mut change);
-        let (case, calls) = match change.commit(&self.store, &self.metrics).await {
+        self.decide.progress(&workflow, &mut change);
+        let (case, calls) = match self.commit(change).await {
             Ok(done) => done,
             // Another request with the same key won the race: answer as its replay.
             Err(StoreError::KeyTaken { key }) => {
@@ -416,53 +467,81 @@ impl<S: Store + Clone> Engine<S> {
             .await?
             .ok_or(CallbackError::UnknownToken)?;
         let mut lock = self.locks.lock(target.case_id).await;
-        let case = lock
-            .load(&self.store)
-            .await?
-            .ok_or(CallbackError::UnknownToken)?;
-        let step = case
-            .steps
-            .get(&target.step)
-            .ok_or(CallbackError::UnknownToken)?;
-        if step.agency != agency {
-            return Err(CallbackError::OtherAgency {
-                step: target.step,
-                agency: step.agency.clone(),
-            });
+        let mut round = 0;
+        loop {
+            round += 1;
+            let case = lock
+                .load(&self.store)
+                .await?
+                .ok_or(CallbackError::UnknownToken)?;
+            let step = case
+                .steps
+                .get(&target.step)
+                .ok_or(CallbackError::UnknownToken)?;
+            if step.agency != agency {
+                return Err(CallbackError::OtherAgency {
+                    step: target.step,
+                    agency: step.agency.clone(),
+                });
+            }
+            if self.store.idempotency(&seen_key).await?.is_some() {
+                return Ok(CallbackAck::Duplicate);
+            }
+            let workflow = self.workflow_for(&case).await?;
+            if step.revision != target.revision {
+                return Err(CallbackError::Superseded {
+                    case_id: case.id,
+                    step: target.step,
+                });
+            }
+            if step.status.is_final() {
+                return Err(CallbackError::Finished {
+                    case_id: case.id,
+                    step: target.step,
+                    status: step.status.as_str(),
+                });
+            }
+            let now = self.config.clock.now();
+            let rev = case.rev;
+            let mut change = Change::new(case, Some(rev), now, began);
+            let ack = self.decide.on_callback(
+                &workflow,
+                &mut change,
+                &target.step,
+                headers.clone(),
+                body.clone(),
+            );
+            if ack == CallbackAck::Recorded {
+                change.tx.put_idempotency.push((
+                    seen_key.clone(),
+                    IdempotencyRecord {
+                        fingerprint: message_key.clone(),
+                        case_id: change.case.id,
+                    },
+                ));
+            }
+            match self.finish_change(&workflow, change, &mut lock).await {
+                Ok(()) => {}
+                Err(e) if lost_race(&e, round) => continue,
+                // The same callback, recorded meanwhile through another node.
+                Err(StoreError::KeyTaken { .. }) => return Ok(CallbackAck::Duplicate),
+                Err(e) => return Err(e.into()),
+            }
+            self.metrics.record_step_overhead(began.elapsed());
+            return Ok(ack);
         }
-        if self.store.idempotency(&seen_key).await?.is_some() {
-            return Ok(CallbackAck::Duplicate);
+    }
+
+    /// The workflow a case runs; if it is not loaded, the definitions are loaded again first
+    /// in case another node published it since.
+    async fn workflow_for(&self, case: &Case) -> Result<Arc<Workflow>, MissingWorkflow> {
+        if let Ok(wf) = self.workflow_of(case) {
+            return Ok(wf);
         }
-        let workflow = self.workflow_of(&case)?;
-        if step.revision != target.revision {
-            return Err(CallbackError::Superseded {
-                case_id: case.id,
-                step: target.step,
-            });
+        if let Err(e) = self.reload_definitions().await {
+            tracing::error!(error = %e, "the definitions cannot be loaded again");
         }
-        if step.status.is_final() {
-            return Err(CallbackError::Finished {
-                case_id: case.id,
-                step: target.step,
-                status: step.status.as_str(),
-            });
-        }
-        let now = self.config.clock.now();
-        let rev = case.rev;
-        let mut change = run::Change::new(case, Some(rev), now, began);
-        let ack = self.on_callback(&workflow, &mut change, &target.step, headers, body);
-        if ack == CallbackAck::Recorded {
-            change.tx.put_idempotency.push((
-                seen_key,
-                IdempotencyRecord {
-                    fingerprint: message_key,
-                    case_id: change.case.id,
-                },
-            ));
-        }
-        self.finish_change(&workflow, change, &mut lock).await?;
-        self.metrics.record_step_overhead(began.elapsed());
-        Ok(ack)
+        self.workflow_of(case)
     }
 
     fn workflow_of(&self, case: &Case) -> Result<Arc<Workflow>, MissingWorkflow> {

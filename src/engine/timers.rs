@@ -1,46 +1,50 @@
-//! The timer loop: reads due timers from the store (never holding future ones in memory) and
-//! fires each once.
+//! The timer loop: claims due timers from the store (never holding future ones in memory) and
+//! fires each. A claim is this node's for [`LEASE`]: no other node fires the timer meanwhile,
+//! and if this node stalls past it, another takes the timer over and this node's commits for it
+//! are refused (fencing).
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::Engine;
-use crate::case::{CaseId, TimerKind};
 use crate::store::Store;
 
 /// How often the store is asked for due timers when nothing wakes the loop earlier.
 const TICK: Duration = Duration::from_millis(100);
+/// Timers claimed at a time. A full batch is followed by another at once.
 const BATCH: usize = 512;
+/// How long a claimed timer is this node's. Firing one takes a read and a commit; a node that
+/// holds one this long has stalled.
+pub(super) const LEASE: Duration = Duration::from_secs(30);
 
 impl<S: Store + Clone> Engine<S> {
     pub(super) async fn timer_loop(self: Arc<Self>) {
-        let firing: Arc<Mutex<HashSet<(CaseId, TimerKind)>>> = Arc::default();
         while !self.stopping() {
-            let due = match self.store.due_timers(self.config.clock.now(), BATCH).await {
-                Ok(d) => d,
+            let now = self.config.clock.now();
+            let claimed = match self.store.claim_timers(&self.node, now, LEASE, BATCH).await {
+                Ok(c) => c,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot read due timers");
+                    tracing::error!(error = %e, "cannot claim due timers");
                     tokio::time::sleep(TICK).await;
                     continue;
                 }
             };
-            for timer in due {
-                let id = (timer.case_id, timer.kind.clone());
-                if !firing.lock().expect("not poisoned").insert(id.clone()) {
-                    continue;
-                }
+            let full = claimed.len() == BATCH;
+            for claim in claimed {
                 let engine = self.clone();
-                let firing = firing.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = engine.on_timer(timer).await {
-                        tracing::warn!(error = %e, "a timer could not be handled; it stays due");
+                    if let Err(e) = engine.on_timer(claim).await {
+                        tracing::warn!(error = %e, "a timer could not be handled; it fires again when its claim lapses");
                     }
-                    firing.lock().expect("not poisoned").remove(&id);
                 });
             }
+            if full {
+                continue;
+            }
+            // Jitter, so that nodes sharing a store do not poll in step.
+            let tick = TICK.mul_f64(0.75 + fastrand::f64() / 2.0);
             tokio::select! {
-                _ = tokio::time::sleep(TICK) => {}
+                _ = tokio::time::sleep(tick) => {}
                 _ = self.timers_changed.notified() => {}
             }
         }

@@ -65,12 +65,17 @@ pub struct Retire<'a> {
     pub reason: &'a str,
 }
 
+/// How many times a publication is checked again after another configuration change landed
+/// between its check and its commit.
+const RECHECK: u32 = 8;
+
 /// The bundled definitions (files read at start-up) and the store's published ones, checked
 /// and compiled together.
 pub struct Registry<S> {
     store: S,
     bundled: Vec<Source>,
-    /// One change at a time: each is checked against what the one before left.
+    /// One change at a time on this node (across nodes, the configuration version decides):
+    /// each is checked against what the one before left.
     changing: Mutex<()>,
 }
 
@@ -83,25 +88,28 @@ impl<S: Store> Registry<S> {
         }
     }
 
-    /// Every definition, bundled then published, as named text.
-    async fn sources(&self) -> Result<(Vec<Source>, Vec<Published>), StoreError> {
+    /// Every definition, bundled then published, as named text, and the configuration version
+    /// they are at (read first: the definitions are at least that recent).
+    async fn sources(&self) -> Result<(u64, Vec<Source>, Vec<Published>), StoreError> {
+        let version = self.store.config_version().await?;
         let published = self.store.definitions().await?;
         let mut sources = self.bundled.clone();
         sources.extend(published.iter().map(|p| Source {
             name: p.source_name(),
             text: p.text.clone(),
         }));
-        Ok((sources, published))
+        Ok((version, sources, published))
     }
 
-    /// What the server runs: every definition, checked and compiled.
-    pub async fn load(&self) -> Result<Definitions, PublishError> {
-        let (sources, _) = self.sources().await?;
+    /// What the server runs: every definition, checked and compiled, with the configuration
+    /// version they were read at.
+    pub async fn load(&self) -> Result<(u64, Definitions), PublishError> {
+        let (version, sources, _) = self.sources().await?;
         let (catalog, problems) = check_sources(&sources);
         if !problems.is_empty() {
             return Err(PublishError::Invalid(problems));
         }
-        Ok(Definitions::compile(&catalog)?)
+        Ok((version, Definitions::compile(&catalog)?))
     }
 
     /// The text of a definition, published or bundled, if it is loaded.
@@ -139,17 +147,42 @@ impl<S: Store> Registry<S> {
     }
 
     /// Publishes a definition given as YAML text: checks it with everything loaded, records
-    /// it, and hands the definitions the server runs from now on to `apply` before the next
-    /// publication may start, so that two publications cannot be applied out of order.
+    /// it, and hands the definitions the server runs from now on (with their configuration
+    /// version) to `apply`. The record is committed only if no other change to the
+    /// configuration landed since the check (on any node); if one did, the check runs again
+    /// against it. So publications are checked and applied one at a time, in order.
     pub async fn publish(
         &self,
         expected: Kind,
         text: &str,
         by: &Principal,
         now: Timestamp,
-        apply: impl FnOnce(Definitions),
+        apply: impl FnOnce(u64, Definitions),
     ) -> Result<Published, PublishError> {
         let _one = self.changing.lock().await;
+        let mut round = 0;
+        loop {
+            round += 1;
+            match self.publish_once(expected, text, by, now).await {
+                Err(PublishError::Store(StoreError::ConfigChanged { .. })) if round < RECHECK => {}
+                Ok((version, record, defs)) => {
+                    apply(version, defs);
+                    return Ok(record);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One check and commit of a publication, conditional on the configuration version it was
+    /// checked against: the version it made, the record and the definitions with it.
+    async fn publish_once(
+        &self,
+        expected: Kind,
+        text: &str,
+        by: &Principal,
+        now: Timestamp,
+    ) -> Result<(u64, Published, Definitions), PublishError> {
         let parsed =
             parse_file(&provisional_name(expected, text), text).map_err(PublishError::Invalid)?;
         let (kind, id, version) = match &parsed {
@@ -163,7 +196,7 @@ impl<S: Store> Registry<S> {
             });
         }
         allowed(&by.role, kind, &id)?;
-        let (mut sources, published) = self.sources().await?;
+        let (config, mut sources, published) = self.sources().await?;
         let record = Published {
             kind,
             id,
@@ -212,11 +245,11 @@ impl<S: Store> Registry<S> {
         let tx = Transaction {
             put_definitions: vec![record.clone()],
             registry_changes: vec![change(&record, "published", by, now, String::new())],
+            expect_config: Some(config),
             ..Transaction::default()
         };
         self.store.commit(&tx).await?;
-        apply(defs);
-        Ok(record)
+        Ok((config + 1, record, defs))
     }
 
     /// Checks an adapter manifest on its own, as publishing would, without recording it: what
@@ -246,6 +279,23 @@ impl<S: Store> Registry<S> {
         by: &Principal,
         now: Timestamp,
     ) -> Result<Published, PublishError> {
+        let _one = self.changing.lock().await;
+        let mut round = 0;
+        loop {
+            round += 1;
+            match self.deprecate_once(what, by, now).await {
+                Err(PublishError::Store(StoreError::ConfigChanged { .. })) if round < RECHECK => {}
+                done => return done,
+            }
+        }
+    }
+
+    async fn deprecate_once(
+        &self,
+        what: Retire<'_>,
+        by: &Principal,
+        now: Timestamp,
+    ) -> Result<Published, PublishError> {
         let Retire {
             kind,
             id,
@@ -253,8 +303,8 @@ impl<S: Store> Registry<S> {
             replacement,
             reason,
         } = what;
-        let _one = self.changing.lock().await;
         allowed(&by.role, kind, id)?;
+        let config = self.store.config_version().await?;
         let unknown = || PublishError::Unknown {
             kind: kind.as_str(),
             id: id.to_owned(),
@@ -287,6 +337,9 @@ impl<S: Store> Registry<S> {
         let tx = Transaction {
             put_definitions: vec![record.clone()],
             registry_changes: vec![change(&record, "deprecated", by, now, note)],
+            // Another node's deprecation of the same version meanwhile makes this one fail
+            // rather than write over it.
+            expect_config: Some(config),
             ..Transaction::default()
         };
         self.store.commit(&tx).await?;

@@ -1,6 +1,11 @@
 //! The deliverer: one loop that posts each webhook what lies after its cursor, in order, and
 //! moves the cursor when the receiver acknowledges. Each webhook's turn runs in its own task, so
 //! a slow or unreachable receiver holds back only its own notifications.
+//!
+//! With several nodes on one store, every node runs a deliverer, and a webhook's delivery is
+//! claimed: one node at a time posts to it, under a lease it renews each turn, and moves the
+//! cursor only under its claim. A node that stalls loses the webhook to another after the lease,
+//! and its late cursor update is refused.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -11,7 +16,7 @@ use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
 use super::{Webhook, signature};
-use crate::store::{Store, StoreError, Transaction};
+use crate::store::{Fence, Store, StoreError, Transaction, Work};
 
 /// The longest wait between two tries of a failing receiver.
 const RETRY_CAP: Duration = Duration::from_secs(300);
@@ -21,9 +26,18 @@ const BATCH: usize = 100;
 /// How often the feed is looked at for a webhook that had nothing to deliver.
 const IDLE: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a node's claim on a webhook's delivery lasts without renewal.
+const LEASE: Duration = Duration::from_secs(30);
+/// A turn posts no new notification after this long, so its cursor is committed well inside
+/// the lease.
+const TURN: Duration = Duration::from_secs(10);
+/// How long a node waits before asking again for a webhook another node delivers.
+const HELD_ELSEWHERE: Duration = Duration::from_secs(1);
 
 pub struct Deliverer<S> {
     store: S,
+    /// The node this deliverer claims webhooks for.
+    node: String,
     http: reqwest::Client,
     /// Webhook id → when it may be served again: after a failure, its backoff; after a turn
     /// with nothing to send, the idle interval. In memory only: after a restart every receiver
@@ -38,9 +52,10 @@ pub struct Deliverer<S> {
 }
 
 impl<S: Store + Clone> Deliverer<S> {
-    pub fn new(store: S) -> Deliverer<S> {
+    pub fn new(store: S, node: &str) -> Deliverer<S> {
         Deliverer {
             store,
+            node: node.to_owned(),
             http: reqwest::Client::builder()
                 .timeout(TIMEOUT)
                 .build()
@@ -79,7 +94,8 @@ impl<S: Store + Clone> Deliverer<S> {
                 continue;
             }
             let (store, http) = (self.store.clone(), self.http.clone());
-            self.turns.spawn(turn(store, http, hook.clone()));
+            self.turns
+                .spawn(turn(store, http, self.node.clone(), hook.id.clone()));
         }
         self.not_before
             .retain(|id, _| hooks.iter().any(|h| h.id == *id));
@@ -117,26 +133,55 @@ struct Turn {
     next: Result<Option<Instant>, StoreError>,
 }
 
-async fn turn<S: Store>(store: S, http: reqwest::Client, hook: Webhook) -> Turn {
+async fn turn<S: Store>(store: S, http: reqwest::Client, node: String, id: String) -> Turn {
     Turn {
-        id: hook.id.clone(),
-        next: deliver(&store, &http, hook).await,
+        next: claimed_turn(&store, &http, &node, &id).await,
+        id,
     }
 }
 
-/// Posts the next notifications of one webhook, in order, up to the first failure, and
-/// records how far it got.
+/// Claims the webhook's delivery (or renews this node's claim) and delivers under it.
+async fn claimed_turn<S: Store>(
+    store: &S,
+    http: &reqwest::Client,
+    node: &str,
+    id: &str,
+) -> Result<Option<Instant>, StoreError> {
+    let Some(epoch) = store.claim_webhook(node, id, LEASE).await? else {
+        return Ok(Some(Instant::now() + HELD_ELSEWHERE));
+    };
+    // Read after the claim: the cursor is where the previous holder left it.
+    let Some(hook) = store.webhooks().await?.into_iter().find(|h| h.id == id) else {
+        return Ok(None);
+    };
+    let fence = Fence {
+        work: Work::Webhook(id.to_owned()),
+        epoch,
+    };
+    match deliver(store, http, hook, fence).await {
+        Err(StoreError::Fenced { .. }) => Ok(Some(Instant::now() + HELD_ELSEWHERE)),
+        next => next,
+    }
+}
+
+/// Posts the next notifications of one webhook, in order, up to the first failure or the end
+/// of the turn, and records how far it got under the claim `fence`.
 async fn deliver<S: Store>(
     store: &S,
     http: &reqwest::Client,
     mut hook: Webhook,
+    fence: Fence,
 ) -> Result<Option<Instant>, StoreError> {
     let entries = store.feed(hook.cursor, BATCH).await?;
     if entries.is_empty() {
         return Ok(Some(Instant::now() + IDLE));
     }
+    let began = Instant::now();
     let mut next = None;
     for (seq, notification) in entries {
+        if began.elapsed() > TURN {
+            break;
+        }
         let mut body = json!(notification);
         body["id"] = json!(seq.to_string());
         let body = body.to_string();
@@ -175,6 +220,7 @@ async fn deliver<S: Store>(
     }
     let tx = Transaction {
         update_webhooks: vec![hook],
+        fences: vec![fence],
         ..Transaction::default()
     };
     store.commit(&tx).await?;

@@ -9,6 +9,7 @@
 //! (`Civicflow-Event-Id`, the feed's sequence number) lets the receiver drop a repeat.
 
 mod deliver;
+mod feed;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
@@ -18,6 +19,7 @@ use crate::case::{CaseId, Event, EventKind};
 
 pub use crate::store::{Notification, Webhook};
 pub use deliver::Deliverer;
+pub use feed::Feed;
 
 impl Notification {
     /// The notification an event of a case gives rise to, if any: a step's result, or the

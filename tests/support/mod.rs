@@ -382,19 +382,21 @@ pub struct InProcess {
     pub agencies: BTreeMap<String, String>,
     pub http: reqwest::Client,
     data: std::path::PathBuf,
+    /// Keeps the node's background work running.
+    _app: civicflow::app::App<civicflow::store::sled::SledStore>,
     _mocks: civicflow_mocks::RunningMocks,
 }
 
 impl InProcess {
     pub async fn start() -> InProcess {
-        use civicflow::engine::{Clock, Config, Engine};
+        use civicflow::app::{App, Settings};
+        use civicflow::engine::{Clock, Config};
         let (mocks, _) = mocks_in_test(1).await;
         let agencies: BTreeMap<String, String> = mocks
             .agencies
             .iter()
             .map(|a| (a.id.to_owned(), a.base_url.clone()))
             .collect();
-        let defs = civicflow::workflow::definition::Definitions::load(&[workflows_dir()]).unwrap();
         let data = std::env::temp_dir().join(format!("civicflow-in-{}", uuid::Uuid::new_v4()));
         let store = civicflow::store::sled::SledStore::open(
             &data,
@@ -404,28 +406,23 @@ impl InProcess {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let clock = Clock::system();
-        let engine = Engine::new(
-            store,
-            std::sync::Arc::new(defs),
-            Config {
+        let settings = Settings {
+            workflows: workflows_dir(),
+            engine: Config {
                 public_url: url.clone(),
                 agencies: agencies.clone(),
                 drain_timeout: Duration::from_secs(1),
                 clock: clock.clone(),
             },
-        );
-        engine.run();
-        let limits = civicflow::api::Limits {
-            per_second: std::num::NonZeroU32::new(1_000_000).unwrap(),
-            burst: std::num::NonZeroU32::new(1_000_000).unwrap(),
+            limits: civicflow::api::Limits {
+                per_second: std::num::NonZeroU32::new(1_000_000).unwrap(),
+                burst: std::num::NonZeroU32::new(1_000_000).unwrap(),
+            },
         };
-        let (bundled, _) = civicflow::workflow::catalog::read_files(&[workflows_dir()]);
-        let registry = std::sync::Arc::new(civicflow::registry::Registry::new(
-            engine.store().clone(),
-            bundled,
-        ));
-        let router = civicflow::api::router(engine.clone(), registry, limits);
-        tokio::spawn(axum::serve(listener, router).into_future());
+        let mut app = App::build(store, settings).await.unwrap();
+        app.start();
+        tokio::spawn(axum::serve(listener, app.router()).into_future());
+        let engine = app.engine.clone();
         let issue = |role: civicflow::auth::Role| {
             civicflow::auth::issue(engine.store(), role, "test", "test", jiff::Timestamp::now())
         };
@@ -448,6 +445,7 @@ impl InProcess {
             agencies,
             http,
             data,
+            _app: app,
             _mocks: mocks,
         }
     }

@@ -120,6 +120,8 @@ impl CaseHead {
 
 #[cfg(test)]
 mod tests {
+    use jiff::Timestamp;
+
     use super::*;
     use crate::case::EventKind;
 

@@ -1,24 +1,22 @@
-//! How a case moves: the decisions taken under a case's lock, gathered in a [`Change`] that is
-//! committed before any of its [`Call`]s is sent.
+//! The step decisions: what a case does next, given its state and what just happened (a start,
+//! a reply, a callback, a timer). Pure: they read the case and the workflow and write into the
+//! [`Change`]; no store, no network, no clock but the change's `now`.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 use serde_json::{Map, Value, json};
 
-use super::locks::CaseLock;
-use super::{CallbackAck, Engine, Metrics, MissingWorkflow};
+use super::CallbackAck;
+use super::change::{Call, Change};
 use crate::adapters::http::{self, Metadata, Outcome, Reply, Request, build, text};
 use crate::auth::random_hex;
-use crate::calendar::CalendarError;
+use crate::calendar::Calendar;
 use crate::case::{
-    CallbackTarget, Case, CaseStatus, Event, EventKind, Incident, IncidentReason, Rejection,
-    StepState, StepStatus, Timer, TimerKind,
+    CallbackTarget, Case, CaseStatus, EventKind, IncidentReason, Rejection, StepStatus, Timer,
+    TimerKind,
 };
-use crate::store::{CaseWrite, Store, StoreError, Transaction};
-use crate::webhooks::Notification;
 use crate::workflow::definition::{Adapter, Step, Workflow};
 use crate::workflow::expr::Input;
 use crate::workflow::spec::{Method, Mode, OnRejection};
@@ -26,177 +24,15 @@ use crate::workflow::spec::{Method, Mode, OnRejection};
 /// How long after an attempt's timeout the engine decides its reply is lost (the process
 /// stopped mid-call) and tries again.
 const WATCHDOG_MARGIN: Duration = Duration::from_secs(5);
-/// How often a case whose workflow is not loaded is looked at again.
-const ORPHAN_RECHECK: Duration = Duration::from_secs(60);
 
-/// A request to send once the change that decided it is durable.
-#[derive(Debug, Clone)]
-pub struct Call {
-    pub case_id: crate::case::CaseId,
-    pub step: String,
-    pub revision: u32,
-    pub attempt: u32,
-    pub poll: bool,
-    pub method: Method,
-    pub url: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Option<Value>,
-    pub meta: Metadata,
-    pub timeout: Duration,
-    /// When the trigger that decided this call arrived: the start of its step overhead.
-    pub ready_at: Instant,
-}
-
-/// A case being changed: its new state, the events and timer changes that go with it, and the
-/// calls to send after commit.
-pub struct Change {
-    pub case: Case,
-    expected_rev: Option<u64>,
-    pub tx: Transaction,
-    pub calls: Vec<Call>,
-    pub now: Timestamp,
-    /// When the trigger of this change arrived (a request, an answer, a timer).
-    pub began: Instant,
-}
-
-impl Change {
-    pub fn new(case: Case, expected_rev: Option<u64>, now: Timestamp, began: Instant) -> Change {
-        Change {
-            case,
-            expected_rev,
-            tx: Transaction::default(),
-            calls: Vec::new(),
-            now,
-            began,
-        }
-    }
-
-    pub fn event(&mut self, kind: EventKind) {
-        let seq = self.case.next_seq;
-        self.case.next_seq += 1;
-        self.tx.events.push((
-            self.case.id,
-            Event {
-                seq,
-                at: self.now,
-                kind,
-            },
-        ));
-    }
-
-    /// Sets the case's timer of this kind, replacing the one it had.
-    pub fn set_timer(&mut self, kind: TimerKind, due_at: Timestamp) {
-        self.clear_timer(kind.clone());
-        self.case.timers.insert(kind.id(), due_at);
-        self.tx.set_timers.push(Timer {
-            case_id: self.case.id,
-            due_at,
-            kind,
-        });
-    }
-
-    pub fn step_mut(&mut self, id: &str) -> &mut StepState {
-        self.case
-            .steps
-            .get_mut(id)
-            .expect("step ids come from the case's own workflow version")
-    }
-
-    /// Ends a step's time at the agency: its timers go, and so do its open incidents.
-    pub(super) fn close_step(&mut self, step: &str) {
-        self.step_mut(step).finished_at = Some(self.now);
-        for kind in step_timers(step) {
-            self.clear_timer(kind);
-        }
-        self.case
-            .incidents
-            .retain(|i| i.step.as_deref() != Some(step));
-    }
-
-    /// Closes the open incidents of a step whose reason passes `which`.
-    pub(super) fn clear_incidents_of(
-        &mut self,
-        step: &str,
-        which: impl Fn(IncidentReason) -> bool,
-    ) {
-        self.case
-            .incidents
-            .retain(|i| i.step.as_deref() != Some(step) || !which(i.reason));
-    }
-
-    /// Clears the case's timer of this kind, if it has one: one set earlier in this change is
-    /// simply not written, one already stored is removed.
-    pub fn clear_timer(&mut self, kind: TimerKind) {
-        let Some(due_at) = self.case.timers.remove(&kind.id()) else {
-            return;
-        };
-        match self.tx.set_timers.iter().position(|t| t.kind == kind) {
-            Some(unwritten) => {
-                self.tx.set_timers.remove(unwritten);
-            }
-            None => self.tx.clear_timers.push(Timer {
-                case_id: self.case.id,
-                due_at,
-                kind,
-            }),
-        }
-    }
-
-    /// Clears a timer that came due: the one the store holds, whatever the case records.
-    fn clear_fired(&mut self, timer: &Timer) {
-        let id = timer.kind.id();
-        if self.case.timers.get(&id) == Some(&timer.due_at) {
-            self.case.timers.remove(&id);
-        }
-        self.tx.clear_timers.push(timer.clone());
-    }
-
-    pub fn open_incident(&mut self, step: Option<&str>, reason: IncidentReason, message: String) {
-        self.case.incidents.push(Incident {
-            step: step.map(str::to_owned),
-            reason,
-            message: message.clone(),
-            opened_at: self.now,
-        });
-        self.event(EventKind::IncidentOpened {
-            step: step.map(str::to_owned),
-            reason,
-            message,
-        });
-    }
-
-    pub fn note_calendar_error(&mut self, step: Option<&str>, e: &CalendarError) {
-        self.open_incident(
-            step,
-            IncidentReason::InvalidData,
-            format!("the statutory due time cannot be computed: {e}"),
-        );
-    }
-
-    pub async fn commit<S: Store>(
-        mut self,
-        store: &S,
-        metrics: &Metrics,
-    ) -> Result<(Case, Vec<Call>), StoreError> {
-        self.tx.cases.push(CaseWrite {
-            case: self.case,
-            expected_rev: self.expected_rev,
-        });
-        let handed = Instant::now();
-        store.commit(&self.tx).await?;
-        metrics.record_commit(handed.elapsed());
-        let mut case = self.tx.cases.pop().expect("pushed above").case;
-        case.rev = self.expected_rev.map_or(1, |r| r + 1);
-        Ok((case, self.calls))
-    }
-}
-
-fn step_timers(step: &str) -> [TimerKind; 3] {
-    [
-        TimerKind::Retry { step: step.into() },
-        TimerKind::Poll { step: step.into() },
-        TimerKind::StepDeadline { step: step.into() },
-    ]
+/// What the decisions need besides the case: the holiday calendar for statutory due times,
+/// where agencies are and where they call back.
+pub struct Decider {
+    pub calendar: &'static Calendar,
+    /// Base URL agencies call back.
+    pub public_url: String,
+    /// Agency id → base URL.
+    pub agencies: BTreeMap<String, String>,
 }
 
 fn case_meta(case: &Case) -> Value {
@@ -228,10 +64,10 @@ pub fn idempotency_key(case: &Case, step: &str, revision: u32) -> String {
     format!("{}:{step}:{revision}", case.id)
 }
 
-impl<S: Store + Clone> Engine<S> {
+impl Decider {
     /// Starts every step whose needs are settled, skips or stops those that cannot run, and
     /// finishes the case when every step has its outcome.
-    pub(super) fn progress(&self, wf: &Workflow, change: &mut Change) {
+    pub fn progress(&self, wf: &Workflow, change: &mut Change) {
         if change.case.status != CaseStatus::Running {
             return;
         }
@@ -414,7 +250,7 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     /// Makes attempt `n` durable (with its watchdog timer) and queues its request.
-    pub(super) fn begin_attempt(&self, step: &Step, change: &mut Change, n: u32) {
+    pub fn begin_attempt(&self, step: &Step, change: &mut Change, n: u32) {
         let case_id = change.case.id;
         let s = change.step_mut(&step.id);
         s.status = StepStatus::Calling;
@@ -429,8 +265,7 @@ impl<S: Store + Clone> Engine<S> {
             "step": {"id": step.id, "attempt": n, "idempotency_key": key},
         });
         if let Some(token) = &s.callback_token {
-            ctx["callback"] =
-                json!({"url": format!("{}/v1/callbacks/{token}", self.config.public_url)});
+            ctx["callback"] = json!({"url": format!("{}/v1/callbacks/{token}", self.public_url)});
         }
         let adapter = &step.adapter;
         let built = self.build_request(adapter, &ctx);
@@ -478,7 +313,7 @@ impl<S: Store + Clone> Engine<S> {
 
     /// The URL, headers and body of a request to the adapter's agency.
     fn build_request(&self, adapter: &Adapter, ctx: &Value) -> Result<Request, String> {
-        let base = self.config.agencies.get(&adapter.agency).ok_or_else(|| {
+        let base = self.agencies.get(&adapter.agency).ok_or_else(|| {
             format!(
                 "agency `{}` has no base URL in the configuration",
                 adapter.agency
@@ -584,7 +419,7 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     /// Records what an agency's reply (to a request or a poll) means for the step.
-    fn apply_reply(&self, step: &Step, change: &mut Change, call: &Call, reply: &Reply) {
+    pub fn apply_reply(&self, step: &Step, change: &mut Change, call: &Call, reply: &Reply) {
         let adapter = &step.adapter;
         let rules = match (call.poll, &adapter.poll) {
             (true, Some(poll)) => &poll.rules,
@@ -619,7 +454,6 @@ impl<S: Store + Clone> Engine<S> {
                                 url
                             } else {
                                 let base = self
-                                    .config
                                     .agencies
                                     .get(&adapter.agency)
                                     .map(|b| b.trim_end_matches('/').to_owned())
@@ -697,7 +531,7 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     /// An agency's callback for a step of a locked case.
-    pub(super) fn on_callback(
+    pub fn on_callback(
         &self,
         wf: &Workflow,
         change: &mut Change,
@@ -761,198 +595,61 @@ impl<S: Store + Clone> Engine<S> {
         }
     }
 
-    /// Sends the calls of a committed change, each in its own task. While shutting down, new
-    /// calls are not sent: they are durable with their watchdog timers, so the next start sends
-    /// them.
-    pub(super) fn dispatch(self: &Arc<Self>, calls: Vec<Call>) {
-        if self.stopping() {
-            return;
-        }
-        for call in calls {
-            self.in_flight.fetch_add(1, Ordering::SeqCst);
-            let engine = self.clone();
-            tokio::spawn(async move {
-                let to_wire = call.ready_at.elapsed();
-                let reply = http::send(
-                    &engine.http,
-                    call.method,
-                    &call.url,
-                    &call.headers,
-                    call.body.as_ref(),
-                    &call.meta,
-                    call.timeout,
-                )
-                .await;
-                let received = Instant::now();
-                if let Err(e) = engine.on_reply(&call, reply, received).await {
-                    tracing::warn!(case = %call.case_id, step = %call.step, error = %e, "the reply could not be recorded; the watchdog timer will retry");
-                }
-                engine
-                    .metrics
-                    .record_step_overhead(to_wire + received.elapsed());
-                if engine.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-                    engine.idle.notify_waiters();
-                }
-            });
-        }
-    }
-
-    async fn on_reply(
-        self: &Arc<Self>,
-        call: &Call,
-        reply: Reply,
-        received: Instant,
-    ) -> Result<(), StoreError> {
-        let mut lock = self.locks.lock(call.case_id).await;
-        let Some(case) = lock.load(&self.store).await? else {
-            return Ok(());
-        };
-        let Ok(wf) = self.workflow_of(&case) else {
-            return Ok(());
-        };
-        let Some(step) = wf.step(&call.step) else {
-            return Ok(());
-        };
-        let s = &case.steps[&call.step];
-        let expected = if call.poll {
-            StepStatus::Polling
-        } else {
-            StepStatus::Calling
-        };
-        if s.revision != call.revision || s.attempt != call.attempt || s.status != expected {
-            return Ok(());
-        }
-        let rev = case.rev;
-        let mut change = Change::new(case, Some(rev), self.config.clock.now(), received);
-        self.apply_reply(step, &mut change, call, &reply);
-        self.finish_change(&wf, change, &mut lock).await
-    }
-
-    /// The end of every change after the case started: move the case on as far as it goes,
-    /// commit, then send the calls decided (the lock slot remembers the case while they run).
-    pub(super) async fn finish_change(
-        self: &Arc<Self>,
-        wf: &Workflow,
-        change: Change,
-        lock: &mut CaseLock<'_>,
-    ) -> Result<(), StoreError> {
-        let (case, calls) = self.progress_and_commit(wf, change).await?;
-        lock.remember_if_busy(case, wf, &calls);
-        self.dispatch(calls);
-        Ok(())
-    }
-
-    /// Moves the case on as far as it goes and commits: the committed case and the calls to
-    /// send.
-    pub(super) async fn progress_and_commit(
-        &self,
-        wf: &Workflow,
-        mut change: Change,
-    ) -> Result<(Case, Vec<Call>), StoreError> {
-        self.progress(wf, &mut change);
-        if self.notifying.load(Ordering::SeqCst) {
-            let case = &change.case;
-            let notes: Vec<Notification> = change
-                .tx
-                .events
-                .iter()
-                .filter_map(|(_, e)| Notification::of(case.id, &case.workflow, case.version, e))
-                .collect();
-            change.tx.notify.extend(notes);
-        }
-        change.commit(&self.store, &self.metrics).await
-    }
-
-    /// A timer came due for a case whose workflow is not loaded: the case cannot move, so it
-    /// gets an incident (once) and the timer is tried again later, when the definition may be
-    /// back after a restart.
-    async fn park_orphan(
-        &self,
-        mut change: Change,
-        kind: TimerKind,
-        error: &MissingWorkflow,
-    ) -> Result<(), StoreError> {
-        tracing::error!(%error, "a timer of a case whose workflow is not loaded");
-        let reported = change
-            .case
-            .incidents
-            .iter()
-            .any(|i| i.reason == IncidentReason::WorkflowNotLoaded);
-        if !reported {
-            change.open_incident(None, IncidentReason::WorkflowNotLoaded, error.to_string());
-        }
-        change.set_timer(kind, change.now + ORPHAN_RECHECK);
-        change.commit(&self.store, &self.metrics).await.map(drop)
-    }
-
-    /// A timer of a case came due.
-    pub(super) async fn on_timer(self: &Arc<Self>, timer: Timer) -> Result<(), StoreError> {
-        let fired = Instant::now();
-        let mut lock = self.locks.lock(timer.case_id).await;
-        let Some(case) = lock.load(&self.store).await? else {
-            return Ok(());
-        };
-        let rev = case.rev;
-        let mut change = Change::new(case, Some(rev), self.config.clock.now(), fired);
-        change.clear_fired(&timer);
-        let wf = match self.workflow_of(&change.case) {
-            Ok(wf) => wf,
-            Err(e) => return self.park_orphan(change, timer.kind, &e).await,
-        };
+    /// A timer of the case came due (the change has already cleared it).
+    pub fn on_timer(&self, wf: &Workflow, change: &mut Change, timer: &Timer) {
         match &timer.kind {
             TimerKind::Retry { step } => {
-                let Some(def) = wf.step(step) else {
-                    return Ok(());
+                let (Some(def), Some(s)) = (wf.step(step), change.case.steps.get(step)) else {
+                    return;
                 };
-                match change.case.steps[step].status {
+                match s.status {
                     StepStatus::Backoff => {
-                        let n = change.case.steps[step].attempt + 1;
-                        self.begin_attempt(def, &mut change, n);
+                        let n = s.attempt + 1;
+                        self.begin_attempt(def, change, n);
                     }
                     StepStatus::Calling => {
                         let error = "no reply was recorded within the timeout: the server stopped or the reply was lost".to_owned();
-                        self.retry_or_fail(def, &mut change, error, None, None);
+                        self.retry_or_fail(def, change, error, None, None);
                     }
                     _ => {}
                 }
             }
             TimerKind::Poll { step } => {
-                let Some(def) = wf.step(step) else {
-                    return Ok(());
+                let (Some(def), Some(s)) = (wf.step(step), change.case.steps.get(step)) else {
+                    return;
                 };
-                let s = &change.case.steps[step];
-                if s.status == StepStatus::Polling
-                    && let Some(url) = s.poll_url.clone()
-                {
-                    let (revision, attempt) = (s.revision, s.attempt);
-                    let key = idempotency_key(&change.case, step, revision);
-                    // If the process stops mid-poll, this timer polls again.
-                    change.set_timer(
-                        TimerKind::Poll { step: step.clone() },
-                        change.now + def.timeout + WATCHDOG_MARGIN,
-                    );
-                    change.calls.push(Call {
-                        case_id: change.case.id,
-                        step: step.clone(),
-                        revision,
-                        attempt,
-                        poll: true,
-                        method: Method::Get,
-                        url,
-                        headers: Vec::new(),
-                        body: None,
-                        meta: Metadata::new(change.case.id, key, uuid::Uuid::new_v4().to_string()),
-                        timeout: def.timeout,
-                        ready_at: change.began,
-                    });
-                    let (case, calls) = change.commit(&self.store, &self.metrics).await?;
-                    lock.remember_if_busy(case, &wf, &calls);
-                    self.dispatch(calls);
-                    return Ok(());
+                if s.status != StepStatus::Polling {
+                    return;
                 }
+                let Some(url) = s.poll_url.clone() else {
+                    return;
+                };
+                let (revision, attempt) = (s.revision, s.attempt);
+                let key = idempotency_key(&change.case, step, revision);
+                // If the process stops mid-poll, this timer polls again.
+                change.set_timer(
+                    TimerKind::Poll { step: step.clone() },
+                    change.now + def.timeout + WATCHDOG_MARGIN,
+                );
+                change.calls.push(Call {
+                    case_id: change.case.id,
+                    step: step.clone(),
+                    revision,
+                    attempt,
+                    poll: true,
+                    method: Method::Get,
+                    url,
+                    headers: Vec::new(),
+                    body: None,
+                    meta: Metadata::new(change.case.id, key, uuid::Uuid::new_v4().to_string()),
+                    timeout: def.timeout,
+                    ready_at: change.began,
+                });
             }
             TimerKind::StepDeadline { step } => {
-                let s = &change.case.steps[step];
+                let Some(s) = change.case.steps.get(step) else {
+                    return;
+                };
                 if !s.status.is_final() {
                     let message = format!(
                         "step `{step}` missed its statutory deadline ({})",
@@ -975,101 +672,5 @@ impl<S: Store + Clone> Engine<S> {
                 }
             }
         }
-        self.finish_change(&wf, change, &mut lock).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use super::*;
-
-    fn at(secs: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + secs).unwrap()
-    }
-
-    fn change(timers: &[(TimerKind, i64)]) -> Change {
-        let case = Case {
-            id: crate::case::CaseId::now_v7(),
-            workflow: "w".into(),
-            version: 1,
-            status: CaseStatus::Running,
-            input: Value::Null,
-            business_keys: BTreeMap::new(),
-            started_at: at(0),
-            started_on: "2027-01-15".parse().unwrap(),
-            due_at: None,
-            finished_at: None,
-            reason: None,
-            steps: BTreeMap::new(),
-            incidents: Vec::new(),
-            timers: timers.iter().map(|(k, due)| (k.id(), at(*due))).collect(),
-            next_seq: 0,
-            rev: 1,
-        };
-        Change::new(case, Some(1), at(0), Instant::now())
-    }
-
-    fn dues(timers: &[Timer]) -> Vec<(String, i64)> {
-        timers
-            .iter()
-            .map(|t| (t.kind.id(), t.due_at.as_second() - at(0).as_second()))
-            .collect()
-    }
-
-    fn retry() -> TimerKind {
-        TimerKind::Retry { step: "s".into() }
-    }
-
-    #[test]
-    fn moving_a_stored_timer_clears_it_where_it_was() {
-        let mut c = change(&[(retry(), 10)]);
-        c.set_timer(retry(), at(20));
-        assert_eq!(dues(&c.tx.clear_timers), [("retry/s".to_owned(), 10)]);
-        assert_eq!(dues(&c.tx.set_timers), [("retry/s".to_owned(), 20)]);
-        c.set_timer(retry(), at(30));
-        assert_eq!(dues(&c.tx.clear_timers), [("retry/s".to_owned(), 10)]);
-        assert_eq!(dues(&c.tx.set_timers), [("retry/s".to_owned(), 30)]);
-        assert_eq!(c.case.timers.get("retry/s"), Some(&at(30)));
-    }
-
-    #[test]
-    fn clearing_writes_only_what_the_store_holds() {
-        let mut c = change(&[]);
-        c.clear_timer(retry());
-        assert!(c.tx.clear_timers.is_empty());
-        c.set_timer(retry(), at(5));
-        c.clear_timer(retry());
-        assert!(c.tx.set_timers.is_empty() && c.tx.clear_timers.is_empty());
-        assert!(c.case.timers.is_empty());
-
-        let mut c = change(&[(retry(), 10), (TimerKind::CaseDeadline, 99)]);
-        c.clear_timer(retry());
-        assert_eq!(dues(&c.tx.clear_timers), [("retry/s".to_owned(), 10)]);
-        assert_eq!(c.case.timers.len(), 1);
-    }
-
-    #[test]
-    fn a_fired_timer_is_cleared_as_stored_even_if_the_case_disagrees() {
-        let fired = |due: i64| Timer {
-            case_id: crate::case::CaseId::nil(),
-            due_at: at(due),
-            kind: retry(),
-        };
-        let mut c = change(&[(retry(), 10)]);
-        c.clear_fired(&fired(10));
-        c.set_timer(retry(), at(40));
-        assert_eq!(dues(&c.tx.clear_timers), [("retry/s".to_owned(), 10)]);
-        assert_eq!(dues(&c.tx.set_timers), [("retry/s".to_owned(), 40)]);
-
-        let mut c = change(&[(retry(), 50)]);
-        c.clear_fired(&fired(10));
-        assert_eq!(c.case.timers.get("retry/s"), Some(&at(50)));
-        c.clear_timer(retry());
-        assert_eq!(
-            dues(&c.tx.clear_timers),
-            [("retry/s".to_owned(), 10), ("retry/s".to_owned(), 50)]
-        );
     }
 }

@@ -1,0 +1,180 @@
+//! Builds the application once, for `civicflow serve`, the tests' in-process harness and the
+//! benchmark alike: the definitions (bundled files and published ones, checked together), the
+//! registry, the webhook feed, the engine over the store it is given, the API's router, and
+//! the background work every node runs (timers, webhook delivery, following the shared
+//! configuration).
+//!
+//! Several `App`s may share one store: each is a node. Nothing one node keeps in memory is
+//! needed by another: what they share goes through the store (claims for work, the
+//! configuration version for definitions and webhooks).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, Limits};
+use crate::engine::{self, Engine};
+use crate::registry::{PublishError, Registry};
+use crate::store::{Store, StoreError};
+use crate::webhooks::{Deliverer, Feed};
+use crate::workflow::catalog;
+use crate::workflow::diagnostic::Diagnostic;
+
+/// How often a node looks at the shared configuration's version, and so how soon a
+/// publication, a webhook or a deleted webhook made on another node is in force on this one.
+pub const CONFIG_POLL: Duration = Duration::from_secs(1);
+
+/// What an application is built from, besides its store.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The bundled workflow and adapter files.
+    pub workflows: PathBuf,
+    pub engine: engine::Config,
+    /// Requests per API token, on this node.
+    pub limits: Limits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(
+        "{} problem(s) in {dir} or the published definitions; `civicflow validate` checks the files",
+        problems.len()
+    )]
+    Definitions {
+        dir: String,
+        problems: Vec<Diagnostic>,
+    },
+    #[error("no base URL for agency {0}: give --agency NAME=URL, or --with-mocks")]
+    NoAgencyUrl(String),
+    #[error(transparent)]
+    Registry(#[from] PublishError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One node: the engine over a store, its API, and its background work once started.
+pub struct App<S> {
+    pub engine: Arc<Engine<S>>,
+    pub registry: Arc<Registry<S>>,
+    pub feed: Arc<Feed>,
+    limits: Limits,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl<S: Store + Clone> App<S> {
+    /// Loads and checks every definition, and builds the engine over `store`. Nothing runs
+    /// until [`App::start`].
+    pub async fn build(store: S, settings: Settings) -> Result<App<S>, BuildError> {
+        let (bundled, mut problems) =
+            catalog::read_files(std::slice::from_ref(&settings.workflows));
+        let registry = Arc::new(Registry::new(store.clone(), bundled));
+        let loaded = match registry.load().await {
+            Ok(loaded) => Some(loaded),
+            Err(PublishError::Invalid(mut found)) => {
+                problems.append(&mut found);
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let loaded = match loaded {
+            Some(loaded) if problems.is_empty() => loaded,
+            _ => {
+                return Err(BuildError::Definitions {
+                    dir: settings.workflows.display().to_string(),
+                    problems,
+                });
+            }
+        };
+        // One name per agency, however many adapters it has.
+        let missing: BTreeSet<&str> = loaded
+            .1
+            .agencies()
+            .filter(|a| !settings.engine.agencies.contains_key(*a))
+            .collect();
+        if !missing.is_empty() {
+            return Err(BuildError::NoAgencyUrl(Vec::from_iter(missing).join(", ")));
+        }
+        let feed = Arc::new(Feed::default());
+        feed.refresh(&store).await?;
+        let hooks: Vec<Arc<dyn crate::store::Hook>> = vec![feed.clone()];
+        let engine = Engine::new(store, registry.clone(), loaded, settings.engine, hooks);
+        Ok(App {
+            engine,
+            registry,
+            feed,
+            limits: settings.limits,
+            tasks: Vec::new(),
+        })
+    }
+
+    /// The HTTP API of this node.
+    pub fn router(&self) -> Router {
+        api::router(
+            self.engine.clone(),
+            self.registry.clone(),
+            self.feed.clone(),
+            self.limits,
+        )
+    }
+
+    /// Starts the background work: the timer loop (due timers fire at once, which is how
+    /// retries, polls and lost attempts resume after a crash), webhook delivery, and following
+    /// the shared configuration.
+    pub fn start(&mut self) {
+        let store = self.engine.store().clone();
+        self.tasks.push(self.engine.run());
+        self.tasks
+            .push(Deliverer::new(store, self.engine.node()).spawn());
+        self.tasks.push(tokio::spawn(follow_config(
+            self.engine.clone(),
+            self.feed.clone(),
+        )));
+    }
+
+    /// Stops taking new work, waits for in-flight agency calls (up to the drain timeout) and
+    /// stops the background work. Returns how many calls were parked, to resume after the next
+    /// start.
+    pub async fn shutdown(self) -> usize {
+        let parked = self.engine.shutdown().await;
+        for task in self.tasks {
+            task.abort();
+        }
+        parked
+    }
+}
+
+/// Follows the shared configuration: when its version moves on (a publication, a webhook or an
+/// API token changed on any node), reloads the definitions and whether any webhook is
+/// registered.
+async fn follow_config<S: Store + Clone>(engine: Arc<Engine<S>>, feed: Arc<Feed>) {
+    let mut seen = None;
+    loop {
+        let poll = CONFIG_POLL.mul_f64(0.75 + fastrand::f64() / 2.0);
+        tokio::time::sleep(poll).await;
+        let version = match engine.store().config_version().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the configuration version");
+                continue;
+            }
+        };
+        if seen == Some(version) {
+            continue;
+        }
+        let reloaded = engine.reload_definitions().await;
+        if let Err(e) = &reloaded {
+            tracing::error!(error = %e, "the published definitions cannot be loaded; this node keeps those it runs");
+        }
+        let refreshed = feed.refresh(engine.store()).await;
+        if let Err(e) = &refreshed {
+            tracing::error!(error = %e, "cannot read the webhooks");
+        }
+        if reloaded.is_ok() && refreshed.is_ok() {
+            seen = Some(version);
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Driving cases: sending the calls a committed change decided, and turning what comes back
+//! (replies, timers) into the next change, under the case's lock.
+//!
+//! Every change is decided on the case as stored and committed under the revision it was read
+//! at. If another writer (a request on this node, another node) changed the case first, the
+//! commit fails with a conflict and the change is decided again from a fresh read, at most
+//! [`REDECIDE`] times: a lost race is re-decided, never dropped.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::change::{Call, Change};
+use super::locks::CaseLock;
+use super::{Engine, MissingWorkflow};
+use crate::adapters::http::{self, Reply};
+use crate::case::{Case, IncidentReason, StepStatus, TimerKind};
+use crate::store::{Claimed, Store, StoreError, Transaction};
+use crate::workflow::definition::Workflow;
+
+/// How often a case whose workflow is not loaded is looked at again.
+const ORPHAN_RECHECK: Duration = Duration::from_secs(60);
+
+/// How many times one trigger (a reply, a timer, a callback, an operator's action) is decided
+/// again after losing a race for the case. Each loss means another writer moved the case on,
+/// so this bounds a burst, not a steady state.
+pub(super) const REDECIDE: u32 = 8;
+
+/// Whether a failed commit is worth deciding again: the case moved on under us.
+pub(super) fn lost_race(e: &StoreError, round: u32) -> bool {
+    matches!(e, StoreError::Conflict { .. }) && round < REDECIDE
+}
+
+impl<S: Store + Clone> Engine<S> {
+    /// Sends the calls of a committed change, each in its own task. While shutting down, new
+    /// calls are not sent: they are durable with their watchdog timers, so the next start sends
+    /// them.
+    pub(super) fn dispatch(self: &Arc<Self>, calls: Vec<Call>) {
+        if self.stopping() {
+            return;
+        }
+        for call in calls {
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            let engine = self.clone();
+            tokio::spawn(async move {
+                let to_wire = call.ready_at.elapsed();
+                let reply = http::send(
+                    &engine.http,
+                    call.method,
+                    &call.url,
+                    &call.headers,
+                    call.body.as_ref(),
+                    &call.meta,
+                    call.timeout,
+                )
+                .await;
+                let received = Instant::now();
+                if let Err(e) = engine.on_reply(&call, reply, received).await {
+                    tracing::warn!(case = %call.case_id, step = %call.step, error = %e, "the reply could not be recorded; the watchdog timer will retry");
+                }
+                engine
+                    .metrics
+                    .record_step_overhead(to_wire + received.elapsed());
+                if engine.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    engine.idle.notify_waiters();
+                }
+            });
+        }
+    }
+
+    async fn on_reply(
+        self: &Arc<Self>,
+        call: &Call,
+        reply: Reply,
+        received: Instant,
+    ) -> Result<(), StoreError> {
+        let mut lock = self.locks.lock(call.case_id).await;
+        let mut round = 0;
+        loop {
+            round += 1;
+            let Some(case) = lock.load(&self.store).await? else {
+                return Ok(());
+            };
+            let Ok(wf) = self.workflow_for(&case).await else {
+                return Ok(());
+            };
+            let Some(step) = wf.step(&call.step) else {
+                return Ok(());
+            };
+            let Some(s) = case.steps.get(&call.step) else {
+                return Ok(());
+            };
+            let expected = if call.poll {
+                StepStatus::Polling
+            } else {
+                StepStatus::Calling
+            };
+            if s.revision != call.revision || s.attempt != call.attempt || s.status != expected {
+                return Ok(());
+            }
+            let rev = case.rev;
+            let mut change = Change::new(case, Some(rev), self.config.clock.now(), received);
+            self.decide.apply_reply(step, &mut change, call, &reply);
+            match self.finish_change(&wf, change, &mut lock).await {
+                Err(e) if lost_race(&e, round) => continue,
+                done => return done,
+            }
+        }
+    }
+
+    /// The end of every change after the case started: move the case on as far as it goes,
+    /// commit, then send the calls decided (the lock slot remembers the case while they run).
+    pub(super) async fn finish_change(
+        self: &Arc<Self>,
+        wf: &Workflow,
+        change: Change,
+        lock: &mut CaseLock<'_>,
+    ) -> Result<(), StoreError> {
+        let (case, calls) = self.progress_and_commit(wf, change).await?;
+        lock.remember_if_busy(case, wf, &calls);
+        self.dispatch(calls);
+        Ok(())
+    }
+
+    /// Moves the case on as far as it goes and commits: the committed case and the calls to
+    /// send.
+    pub(super) async fn progress_and_commit(
+        &self,
+        wf: &Workflow,
+        mut change: Change,
+    ) -> Result<(Case, Vec<Call>), StoreError> {
+        self.decide.progress(wf, &mut change);
+        self.commit(change).await
+    }
+
+    /// Commits a change with the engine's hooks.
+    pub(super) async fn commit(&self, change: Change) -> Result<(Case, Vec<Call>), StoreError> {
+        change.commit(&self.store, &self.metrics, &self.hooks).await
+    }
+
+    /// A timer came due for a case whose workflow is not loaded: the case cannot move, so it
+    /// gets an incident (once) and the timer is tried again later, when the definition may be
+    /// back (a restart, a publication).
+    async fn park_orphan(
+        &self,
+        mut change: Change,
+        kind: TimerKind,
+        error: &MissingWorkflow,
+    ) -> Result<(), StoreError> {
+        tracing::error!(%error, "a timer of a case whose workflow is not loaded");
+        let reported = change
+            .case
+            .incidents
+            .iter()
+            .any(|i| i.reason == IncidentReason::WorkflowNotLoaded);
+        if !reported {
+            change.open_incident(None, IncidentReason::WorkflowNotLoaded, error.to_string());
+        }
+        change.set_timer(kind, change.now + ORPHAN_RECHECK);
+        self.commit(change).await.map(drop)
+    }
+
+    /// A timer this node claimed came due. Every commit made for it carries the claim, so if
+    /// another node took the timer over meanwhile (this one stalled past the lease), nothing
+    /// decided here happens.
+    pub(super) async fn on_timer(self: &Arc<Self>, claimed: Claimed) -> Result<(), StoreError> {
+        let fired = Instant::now();
+        let timer = &claimed.timer;
+        let mut lock = self.locks.lock(timer.case_id).await;
+        let mut round = 0;
+        loop {
+            round += 1;
+            let done = match lock.load(&self.store).await? {
+                // The case is gone (it never is, but a timer must not fire for ever).
+                None => {
+                    let tx = Transaction {
+                        clear_timers: vec![timer.clone()],
+                        fences: vec![claimed.fence()],
+                        ..Transaction::default()
+                    };
+                    self.store.commit(&tx).await
+                }
+                Some(case) => {
+                    let rev = case.rev;
+                    let mut change = Change::new(case, Some(rev), self.config.clock.now(), fired);
+                    change.fence = Some(claimed.fence());
+                    change.clear_fired(timer);
+                    match self.workflow_for(&change.case).await {
+                        Ok(wf) => {
+                            self.decide.on_timer(&wf, &mut change, timer);
+                            self.finish_change(&wf, change, &mut lock).await
+                        }
+                        Err(e) => self.park_orphan(change, timer.kind.clone(), &e).await,
+                    }
+                }
+            };
+            match done {
+                Err(e) if lost_race(&e, round) => continue,
+                Err(StoreError::Fenced { work, epoch }) => {
+                    tracing::debug!(%work, epoch, "a timer was taken over or done elsewhere; this firing is dropped");
+                    return Ok(());
+                }
+                done => return done,
+            }
+        }
+    }
+}
