@@ -10,7 +10,7 @@ use civicflow::case::{
     IncidentReason, StepState, StepStatus, Timer, TimerKind, due_value, incident_values, index,
 };
 use civicflow::registry::{Change, Deprecation, Kind, Published};
-use civicflow::store::{CaseWrite, IndexRange, Order, Store, StoreError, Transaction};
+use civicflow::store::{CaseWrite, Fence, IndexRange, Order, Store, StoreError, Transaction, Work};
 use civicflow::webhooks::{Notification, Webhook};
 use jiff::Timestamp;
 use serde_json::json;
@@ -34,6 +34,12 @@ macro_rules! conformance_suite {
             keeps_published_definitions_and_their_audit_trail,
             idempotency_records_are_insert_only,
             many_concurrent_commits_all_land,
+            a_due_timer_is_claimed_by_one_claimant_while_its_lease_holds,
+            a_commit_under_a_stale_claim_is_refused_and_writes_nothing,
+            a_webhook_delivery_is_held_by_one_node_and_renewed_by_it,
+            a_feed_reader_never_skips_a_position_under_concurrent_commits,
+            configuration_changes_move_a_version_every_reader_sees,
+            concurrent_writers_of_one_case_each_win_once_or_are_told_to_retry,
         );
     };
     (@tests $fresh:expr; $($name:ident),* $(,)?) => {
@@ -683,4 +689,343 @@ pub async fn keeps_published_definitions_and_their_audit_trail<S: Store>(store: 
     store.commit(&tx).await.unwrap();
     assert_eq!(store.definitions().await.unwrap()[0], old);
     assert_eq!(store.registry_changes().await.unwrap(), changes);
+}
+
+/// A lease long enough never to lapse during a test, and one short enough to wait out.
+const LONG: std::time::Duration = std::time::Duration::from_secs(600);
+const SHORT: std::time::Duration = std::time::Duration::from_millis(200);
+
+async fn lapse() {
+    tokio::time::sleep(SHORT + std::time::Duration::from_millis(100)).await;
+}
+
+/// A case with a retry timer and a poll timer, both due by `at(100)`.
+async fn case_with_two_due_timers<S: Store>(store: &S) -> (Case, Vec<Timer>) {
+    let c = case("birth-registration", "001190123456");
+    let timers = vec![
+        Timer {
+            case_id: c.id,
+            due_at: at(10),
+            kind: TimerKind::Retry {
+                step: "birth".into(),
+            },
+        },
+        Timer {
+            case_id: c.id,
+            due_at: at(20),
+            kind: TimerKind::Poll {
+                step: "birth".into(),
+            },
+        },
+    ];
+    let mut tx = create(&c);
+    tx.set_timers = timers.clone();
+    store.commit(&tx).await.unwrap();
+    let mut c = c;
+    c.rev = 1;
+    (c, timers)
+}
+
+pub async fn a_due_timer_is_claimed_by_one_claimant_while_its_lease_holds<S: Store>(store: &S) {
+    let (_, timers) = case_with_two_due_timers(store).await;
+    assert!(
+        store
+            .claim_timers("a", at(5), LONG, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing is due yet"
+    );
+    let first = store.claim_timers("a", at(100), SHORT, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        first[0].timer, timers[0],
+        "earliest first, at most the limit"
+    );
+    let second = store.claim_timers("b", at(100), SHORT, 10).await.unwrap();
+    assert_eq!(second.len(), 1, "only what no one holds");
+    assert_eq!(second[0].timer, timers[1]);
+    assert!(
+        store
+            .claim_timers("c", at(100), LONG, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing while the leases hold, not even to the holder"
+    );
+    lapse().await;
+    let again = store.claim_timers("c", at(100), LONG, 10).await.unwrap();
+    let timers_again: Vec<Timer> = again.iter().map(|c| c.timer.clone()).collect();
+    assert_eq!(timers_again, timers, "everything once the leases lapsed");
+    let earlier = first[0].epoch.max(second[0].epoch);
+    assert!(
+        again.iter().all(|c| c.epoch > earlier),
+        "a new claim has a larger epoch: {again:?} after {earlier}"
+    );
+    // The due timers are still there to read, claimed or not.
+    assert_eq!(store.due_timers(at(100), 10).await.unwrap(), timers);
+}
+
+pub async fn a_commit_under_a_stale_claim_is_refused_and_writes_nothing<S: Store>(store: &S) {
+    let (c, timers) = case_with_two_due_timers(store).await;
+    let old = store.claim_timers("a", at(100), SHORT, 1).await.unwrap();
+    lapse().await;
+    let new = store.claim_timers("b", at(100), LONG, 1).await.unwrap();
+    assert_eq!(old[0].timer, new[0].timer);
+    // What "a" decided under its lapsed claim: the case moved on and the timer cleared.
+    let fired = |claim: &civicflow::store::Claimed, status: CaseStatus| {
+        let mut moved = c.clone();
+        moved.status = status;
+        let mut tx = update(&moved);
+        tx.clear_timers = vec![claim.timer.clone()];
+        tx.fences = vec![claim.fence()];
+        tx
+    };
+    let err = store
+        .commit(&fired(&old[0], CaseStatus::Cancelled))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    let stored = store.case(c.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.status,
+        CaseStatus::Running,
+        "nothing of it was written"
+    );
+    assert_eq!(store.due_timers(at(100), 10).await.unwrap(), timers);
+    // The current holder commits; after that, the claim is gone with its timer.
+    store
+        .commit(&fired(&new[0], CaseStatus::Completed))
+        .await
+        .unwrap();
+    assert_eq!(store.due_timers(at(100), 10).await.unwrap(), timers[1..]);
+    let mut stale = fired(&new[0], CaseStatus::Rejected);
+    stale.cases[0].expected_rev = Some(2);
+    let err = store.commit(&stale).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Fenced { .. }),
+        "a claim on a cleared timer fences nothing more: {err}"
+    );
+}
+
+pub async fn a_webhook_delivery_is_held_by_one_node_and_renewed_by_it<S: Store>(store: &S) {
+    let hook = Webhook {
+        id: "h1".into(),
+        url: "http://127.0.0.1:9/x".into(),
+        secret: "s".into(),
+        created_at: at(0),
+        created_by: "test".into(),
+        cursor: 0,
+        failures: 0,
+        last_error: None,
+        last_delivered_at: None,
+    };
+    let put = Transaction {
+        put_webhooks: vec![hook.clone()],
+        ..Transaction::default()
+    };
+    store.commit(&put).await.unwrap();
+    let a = store
+        .claim_webhook("a", "h1", SHORT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.claim_webhook("b", "h1", LONG).await.unwrap(), None);
+    assert_eq!(
+        store.claim_webhook("a", "h1", SHORT).await.unwrap(),
+        Some(a),
+        "the holder renews under the same epoch"
+    );
+    lapse().await;
+    let b = store.claim_webhook("b", "h1", LONG).await.unwrap().unwrap();
+    assert!(b > a, "taken over under a larger epoch");
+    assert_eq!(store.claim_webhook("a", "h1", LONG).await.unwrap(), None);
+    let moved = |cursor: u64, epoch: u64| {
+        let mut h = hook.clone();
+        h.cursor = cursor;
+        Transaction {
+            update_webhooks: vec![h],
+            fences: vec![Fence {
+                work: Work::Webhook("h1".into()),
+                epoch,
+            }],
+            ..Transaction::default()
+        }
+    };
+    let err = store.commit(&moved(9, a)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    store.commit(&moved(4, b)).await.unwrap();
+    assert_eq!(store.webhooks().await.unwrap()[0].cursor, 4);
+}
+
+pub async fn a_feed_reader_never_skips_a_position_under_concurrent_commits<S: Store + Clone>(
+    store: &S,
+) {
+    const WRITERS: usize = 16;
+    const EACH: usize = 25;
+    let start = store.feed_end().await.unwrap();
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        writers.spawn(async move {
+            for i in 0..EACH {
+                let tx = Transaction {
+                    notify: vec![notification(&format!("{w}-{i}"))],
+                    ..Transaction::default()
+                };
+                store.commit(&tx).await.unwrap();
+            }
+        });
+    }
+    // A reader moving its cursor over whatever it reads, as a webhook's deliverer does.
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut cursor = start;
+            let mut seen = Vec::new();
+            while seen.len() < WRITERS * EACH {
+                let page = store.feed(cursor, 7).await.unwrap();
+                for (seq, n) in page {
+                    assert!(seq > cursor, "positions only grow: {seq} after {cursor}");
+                    cursor = seq;
+                    seen.push(n.step.unwrap());
+                }
+                tokio::task::yield_now().await;
+            }
+            seen
+        })
+    };
+    writers.join_all().await;
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(60), reader)
+        .await
+        .expect("the reader saw every notification")
+        .unwrap();
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), WRITERS * EACH, "each once, none skipped");
+    for w in 0..WRITERS {
+        let mine: Vec<&String> = seen
+            .iter()
+            .filter(|s| s.starts_with(&format!("{w}-")))
+            .collect();
+        let expected: Vec<String> = (0..EACH).map(|i| format!("{w}-{i}")).collect();
+        assert_eq!(
+            mine,
+            expected.iter().collect::<Vec<_>>(),
+            "one writer's notifications in its commit order"
+        );
+    }
+}
+
+pub async fn configuration_changes_move_a_version_every_reader_sees<S: Store + Clone>(store: &S) {
+    let other = store.clone();
+    let v0 = store.config_version().await.unwrap();
+    let hook = Webhook {
+        id: "h1".into(),
+        url: "http://127.0.0.1:9/x".into(),
+        secret: "s".into(),
+        created_at: at(0),
+        created_by: "test".into(),
+        cursor: 0,
+        failures: 0,
+        last_error: None,
+        last_delivered_at: None,
+    };
+    let tx = Transaction {
+        put_webhooks: vec![hook.clone()],
+        expect_config: Some(v0),
+        ..Transaction::default()
+    };
+    store.commit(&tx).await.unwrap();
+    assert_eq!(other.config_version().await.unwrap(), v0 + 1);
+    assert_eq!(other.webhooks().await.unwrap(), vec![hook.clone()]);
+    // Checked against a version that has moved on: refused, and nothing written.
+    let (token, _) = ApiToken::issue(Role::Operator, "alice", "test", at(0));
+    let stale = Transaction {
+        put_api_tokens: vec![token.clone()],
+        expect_config: Some(v0),
+        ..Transaction::default()
+    };
+    let err = store.commit(&stale).await.unwrap_err();
+    assert!(matches!(err, StoreError::ConfigChanged { .. }), "{err}");
+    assert!(other.api_tokens().await.unwrap().is_empty());
+    assert_eq!(other.config_version().await.unwrap(), v0 + 1);
+    // Each kind of configuration change moves the version; a delivery's progress does not.
+    let changes = [
+        Transaction {
+            put_api_tokens: vec![token],
+            ..Transaction::default()
+        },
+        Transaction {
+            put_definitions: vec![published(Kind::Adapter, "police/x", 1)],
+            ..Transaction::default()
+        },
+        Transaction {
+            delete_webhooks: vec!["h1".into()],
+            ..Transaction::default()
+        },
+    ];
+    for (i, tx) in changes.iter().enumerate() {
+        store.commit(tx).await.unwrap();
+        assert_eq!(other.config_version().await.unwrap(), v0 + 2 + i as u64);
+    }
+    let progress = Transaction {
+        update_webhooks: vec![hook],
+        ..Transaction::default()
+    };
+    store.commit(&progress).await.unwrap();
+    let c = case("birth-registration", "001190123456");
+    store.commit(&create(&c)).await.unwrap();
+    assert_eq!(other.config_version().await.unwrap(), v0 + 4);
+}
+
+pub async fn concurrent_writers_of_one_case_each_win_once_or_are_told_to_retry<S: Store + Clone>(
+    store: &S,
+) {
+    const WRITERS: u64 = 12;
+    let c = case("birth-registration", "001190123456");
+    store.commit(&create(&c)).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let mut lost = 0;
+            loop {
+                let mut case = store.case(c.id).await.unwrap().unwrap();
+                let seq = case.next_seq;
+                case.next_seq += 1;
+                let mut tx = update(&case);
+                tx.events = callbacks(case.id, seq..seq + 1);
+                tx.events[0].1.kind = EventKind::CallbackReceived {
+                    step: format!("writer-{w}"),
+                };
+                match store.commit(&tx).await {
+                    Ok(()) => return lost,
+                    Err(StoreError::Conflict { .. }) => lost += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+    }
+    tasks.join_all().await;
+    let stored = store.case(c.id).await.unwrap().unwrap();
+    assert_eq!(stored.rev, 1 + WRITERS, "every writer won exactly once");
+    let history = store.history(c.id, 0, 100).await.unwrap();
+    let mut writers: Vec<String> = history
+        .iter()
+        .map(|e| match &e.kind {
+            EventKind::CallbackReceived { step } => step.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    writers.sort();
+    writers.dedup();
+    assert_eq!(
+        writers.len() as u64,
+        WRITERS,
+        "and its event is the one kept"
+    );
+    let seqs: Vec<u64> = history.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (0..WRITERS).collect::<Vec<_>>(), "gapless history");
 }
