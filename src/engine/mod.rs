@@ -283,12 +283,21 @@ impl<S: Store + Clone> Engine<S> {
         if self.stopping() {
             return Err(StartError::ShuttingDown);
         }
-        let workflow = self.definitions().workflow(name, version).ok_or_else(|| {
-            StartError::UnknownWorkflow {
-                name: name.to_owned(),
-                version,
+        let workflow = match self.definitions().workflow(name, version) {
+            Some(wf) => wf,
+            // Perhaps published on another node since this one last looked.
+            None => {
+                if let Err(e) = self.reload_definitions().await {
+                    tracing::error!(error = %e, "the definitions cannot be loaded again");
+                }
+                self.definitions().workflow(name, version).ok_or_else(|| {
+                    StartError::UnknownWorkflow {
+                        name: name.to_owned(),
+                        version,
+                    }
+                })?
             }
-        })?;
+        };
         let fingerprint = fingerprint(name, version, &input);
         let idem_key = idempotency_key.map(|k| format!("start:{k}"));
         if let Some(key) = &idem_key

@@ -372,6 +372,42 @@ pub async fn effects(http: &reqwest::Client, agency_url: &str, case: &str) -> Ve
         .collect()
 }
 
+/// One civicflow node in this process: the application over `store` (which other nodes may
+/// share), started, its API served on a free port.
+pub struct Node {
+    pub url: String,
+    pub app: civicflow::app::App<civicflow::store::sled::SledStore>,
+}
+
+impl Node {
+    pub async fn start(
+        store: civicflow::store::sled::SledStore,
+        agencies: &BTreeMap<String, String>,
+        clock: civicflow::engine::Clock,
+    ) -> Node {
+        use civicflow::app::{App, Settings};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let settings = Settings {
+            workflows: workflows_dir(),
+            engine: civicflow::engine::Config {
+                public_url: url.clone(),
+                agencies: agencies.clone(),
+                drain_timeout: Duration::from_secs(1),
+                clock,
+            },
+            limits: civicflow::api::Limits {
+                per_second: std::num::NonZeroU32::new(1_000_000).unwrap(),
+                burst: std::num::NonZeroU32::new(1_000_000).unwrap(),
+            },
+        };
+        let mut app = App::build(store, settings).await.unwrap();
+        app.start();
+        tokio::spawn(axum::serve(listener, app.router()).into_future());
+        Node { url, app }
+    }
+}
+
 /// The engine, its HTTP API and the mock agencies (fast mode) in this process, on a fresh
 /// store, with a clock the caller may skip forward.
 pub struct InProcess {
@@ -383,14 +419,12 @@ pub struct InProcess {
     pub http: reqwest::Client,
     data: std::path::PathBuf,
     /// Keeps the node's background work running.
-    _app: civicflow::app::App<civicflow::store::sled::SledStore>,
+    _node: Node,
     _mocks: civicflow_mocks::RunningMocks,
 }
 
 impl InProcess {
     pub async fn start() -> InProcess {
-        use civicflow::app::{App, Settings};
-        use civicflow::engine::{Clock, Config};
         let (mocks, _) = mocks_in_test(1).await;
         let agencies: BTreeMap<String, String> = mocks
             .agencies
@@ -403,26 +437,9 @@ impl InProcess {
             civicflow::store::sled::DEFAULT_CACHE_MIB << 20,
         )
         .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let clock = Clock::system();
-        let settings = Settings {
-            workflows: workflows_dir(),
-            engine: Config {
-                public_url: url.clone(),
-                agencies: agencies.clone(),
-                drain_timeout: Duration::from_secs(1),
-                clock: clock.clone(),
-            },
-            limits: civicflow::api::Limits {
-                per_second: std::num::NonZeroU32::new(1_000_000).unwrap(),
-                burst: std::num::NonZeroU32::new(1_000_000).unwrap(),
-            },
-        };
-        let mut app = App::build(store, settings).await.unwrap();
-        app.start();
-        tokio::spawn(axum::serve(listener, app.router()).into_future());
-        let engine = app.engine.clone();
+        let clock = civicflow::engine::Clock::system();
+        let node = Node::start(store, &agencies, clock.clone()).await;
+        let (url, engine) = (node.url.clone(), node.app.engine.clone());
         let issue = |role: civicflow::auth::Role| {
             civicflow::auth::issue(engine.store(), role, "test", "test", jiff::Timestamp::now())
         };
@@ -445,7 +462,7 @@ impl InProcess {
             agencies,
             http,
             data,
-            _app: app,
+            _node: node,
             _mocks: mocks,
         }
     }
