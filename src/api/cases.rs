@@ -14,7 +14,7 @@ use super::auth::Caller;
 use super::{ApiError, AppState, ErrorBody};
 use crate::auth::Operation;
 use crate::case::masking::mask;
-use crate::case::query::{self, CaseFilter, QueryError};
+use crate::store::query::{self, CaseFilter, QueryError};
 use crate::case::{Case, CaseId, CaseStatus};
 use crate::engine::StartError;
 use crate::store::{Order, Store};

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{callbacks, cases, error, operators, registry, tokens, webhooks};
-use crate::case::query::{IncidentRow, Listing};
+use crate::store::query::{IncidentRow, Listing};
 
 #[derive(OpenApi)]
 #[openapi(

@@ -17,8 +17,8 @@ use super::cases::{ListOrder, parse_id, query_error, unknown_case, view};
 use super::{ApiError, AppState, ErrorBody};
 use crate::auth::Operation;
 use crate::case::IncidentReason;
-use crate::case::query::{self, IncidentFilter, MAX_PAGE};
-use crate::case::query::{IncidentRow, Listing};
+use crate::store::query::{self, IncidentFilter, MAX_PAGE};
+use crate::store::query::{IncidentRow, Listing};
 use crate::engine::{Action, ActionError};
 use crate::store::{Order, Store};
 

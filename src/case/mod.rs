@@ -3,7 +3,6 @@
 //! engine changes all three together, in one store transaction.
 
 pub mod masking;
-pub mod query;
 
 use std::collections::BTreeMap;
 

@@ -674,3 +674,265 @@ impl Decider {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use jiff::Timestamp;
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+    use crate::case::{CaseId, Event};
+    use crate::workflow::definition::Definitions;
+
+    /// Tuesday 1 December 2026, 09:00 in Hanoi: a working day.
+    fn now() -> Timestamp {
+        "2026-12-01T02:00:00Z".parse().unwrap()
+    }
+
+    fn decider() -> Decider {
+        let agencies = [
+            ("civil-status", "http://civil-status.test"),
+            ("police", "http://police.test"),
+            ("social-security", "http://social-security.test"),
+        ];
+        Decider {
+            calendar: Calendar::vietnam(),
+            public_url: "http://civicflow.test".into(),
+            agencies: agencies
+                .iter()
+                .map(|(a, u)| ((*a).to_owned(), (*u).to_owned()))
+                .collect(),
+        }
+    }
+
+    fn birth() -> Arc<Workflow> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+        Definitions::load(&[dir])
+            .unwrap()
+            .workflow("birth-registration", Some(1))
+            .unwrap()
+    }
+
+    /// A birth case as the engine starts it, moved on as far as it goes.
+    fn started(d: &Decider, wf: &Workflow) -> Change {
+        let input: Value = serde_json::from_str(include_str!("../../examples/birth-input.json"))
+            .expect("the example input is JSON");
+        let case = Case {
+            id: CaseId::now_v7(),
+            workflow: wf.name.clone(),
+            version: wf.version,
+            status: CaseStatus::Running,
+            input,
+            business_keys: BTreeMap::new(),
+            started_at: now(),
+            started_on: "2026-12-01".parse().unwrap(),
+            due_at: None,
+            finished_at: None,
+            reason: None,
+            steps: wf
+                .steps
+                .iter()
+                .map(|s| {
+                    let state =
+                        crate::case::StepState::new(&s.adapter.reference, &s.adapter.agency);
+                    (s.id.clone(), state)
+                })
+                .collect(),
+            incidents: Vec::new(),
+            timers: BTreeMap::new(),
+            next_seq: 0,
+            rev: 0,
+        };
+        let mut change = Change::new(case, None, now(), Instant::now());
+        d.progress(wf, &mut change);
+        change
+    }
+
+    /// The next change of a case, `secs` after the last, as if the last was committed.
+    fn next(change: Change, secs: i64) -> (Change, Vec<Call>) {
+        let mut case = change.case;
+        case.rev += 1;
+        let rev = case.rev;
+        let at = now() + jiff::SignedDuration::from_secs(secs);
+        (
+            Change::new(case, Some(rev), at, Instant::now()),
+            change.calls,
+        )
+    }
+
+    fn reply(status: u16, body: Value) -> Reply {
+        Reply::Answered {
+            status,
+            headers: Map::new(),
+            body,
+            retry_after: None,
+        }
+    }
+
+    fn kinds(events: &[(CaseId, Event)]) -> Vec<&'static str> {
+        events
+            .iter()
+            .map(|(_, e)| match e.kind {
+                EventKind::AttemptStarted { .. } => "attempt_started",
+                EventKind::AttemptFailed { .. } => "attempt_failed",
+                EventKind::StepSucceeded { .. } => "step_succeeded",
+                EventKind::StepRejected { .. } => "step_rejected",
+                EventKind::StepStopped { .. } => "step_stopped",
+                EventKind::CaseFinished { .. } => "case_finished",
+                EventKind::IncidentOpened { .. } => "incident_opened",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    fn registered() -> Value {
+        json!({
+            "child_personal_id": "001226123456",
+            "birth_extract_number": "TK-1",
+            "registration_number": "123/2026",
+            "registered_on": "2026-12-01"
+        })
+    }
+
+    #[test]
+    fn a_new_case_calls_only_the_step_that_needs_nothing_with_its_watchdog_and_deadline() {
+        let (d, wf) = (decider(), birth());
+        let change = started(&d, &wf);
+        let steps: Vec<&str> = change.calls.iter().map(|c| c.step.as_str()).collect();
+        assert_eq!(steps, ["birth"]);
+        let call = &change.calls[0];
+        assert_eq!(call.url, "http://civil-status.test/v1/birth-registrations");
+        assert_eq!(
+            call.meta.idempotency_key,
+            idempotency_key(&change.case, "birth", 1)
+        );
+        assert_eq!(change.case.steps["birth"].status, StepStatus::Calling);
+        assert_eq!(change.case.steps["residence"].status, StepStatus::Pending);
+        let watchdog = change.case.timers["retry/birth"];
+        assert_eq!(watchdog, now() + jiff::SignedDuration::from_secs(15));
+        assert!(change.case.timers["deadline/birth"] > now());
+        assert_eq!(kinds(&change.tx.events), ["attempt_started"]);
+    }
+
+    #[test]
+    fn a_registered_birth_starts_residence_and_card_together() {
+        let (d, wf) = (decider(), birth());
+        let (mut change, calls) = next(started(&d, &wf), 1);
+        d.apply_reply(
+            wf.step("birth").unwrap(),
+            &mut change,
+            &calls[0],
+            &reply(201, registered()),
+        );
+        d.progress(&wf, &mut change);
+        let mut steps: Vec<&str> = change.calls.iter().map(|c| c.step.as_str()).collect();
+        steps.sort();
+        assert_eq!(steps, ["health_insurance", "residence"]);
+        assert_eq!(change.case.steps["birth"].status, StepStatus::Succeeded);
+        assert_eq!(
+            change.case.steps["birth"].output.as_ref().unwrap()["child_personal_id"],
+            "001226123456"
+        );
+        assert!(!change.case.timers.contains_key("retry/birth"));
+        let cleared: Vec<String> = change.tx.clear_timers.iter().map(|t| t.kind.id()).collect();
+        assert!(cleared.contains(&"retry/birth".to_owned()), "{cleared:?}");
+        assert_eq!(
+            kinds(&change.tx.events),
+            ["step_succeeded", "attempt_started", "attempt_started"]
+        );
+    }
+
+    #[test]
+    fn a_failure_backs_off_and_a_refusal_stops_the_case_with_the_steps_after_it() {
+        let (d, wf) = (decider(), birth());
+        let step = wf.step("birth").unwrap();
+        let (mut change, calls) = next(started(&d, &wf), 1);
+        d.apply_reply(step, &mut change, &calls[0], &reply(503, json!({})));
+        d.progress(&wf, &mut change);
+        assert_eq!(change.case.steps["birth"].status, StepStatus::Backoff);
+        assert!(change.calls.is_empty());
+        let retry_at = change.case.timers["retry/birth"];
+        assert!(retry_at >= change.now, "{retry_at}");
+        assert_eq!(kinds(&change.tx.events), ["attempt_failed"]);
+
+        // The retry timer comes due: attempt 2, same idempotency key.
+        let (mut change, _) = next(change, 2);
+        let timer = Timer {
+            case_id: change.case.id,
+            due_at: retry_at,
+            kind: TimerKind::Retry {
+                step: "birth".into(),
+            },
+        };
+        change.clear_fired(&timer);
+        d.on_timer(&wf, &mut change, &timer);
+        assert_eq!(change.calls.len(), 1);
+        assert_eq!(change.calls[0].attempt, 2);
+        assert_eq!(
+            change.calls[0].meta.idempotency_key,
+            calls[0].meta.idempotency_key
+        );
+
+        let (mut change, calls) = next(change, 3);
+        let refusal = json!({"reason_code": "PARENT_UNKNOWN", "message": "no such parent"});
+        d.apply_reply(step, &mut change, &calls[0], &reply(422, refusal));
+        d.progress(&wf, &mut change);
+        assert_eq!(change.case.status, CaseStatus::Rejected);
+        assert_eq!(change.case.steps["residence"].status, StepStatus::Stopped);
+        assert_eq!(
+            change.case.steps["health_insurance"].status,
+            StepStatus::Stopped
+        );
+        assert!(change.calls.is_empty());
+        assert!(change.case.timers.is_empty(), "{:?}", change.case.timers);
+        assert_eq!(
+            kinds(&change.tx.events),
+            [
+                "step_rejected",
+                "step_stopped",
+                "step_stopped",
+                "case_finished"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missed_deadline_opens_an_incident_and_a_timer_of_an_unknown_step_changes_nothing() {
+        let (d, wf) = (decider(), birth());
+        let (mut change, _) = next(started(&d, &wf), 1);
+        let due = change.case.timers["deadline/birth"];
+        let timer = |kind| Timer {
+            case_id: change.case.id,
+            due_at: due,
+            kind,
+        };
+        let missed = timer(TimerKind::StepDeadline {
+            step: "birth".into(),
+        });
+        let unknown = [
+            timer(TimerKind::Retry {
+                step: "gone".into(),
+            }),
+            timer(TimerKind::Poll {
+                step: "gone".into(),
+            }),
+            timer(TimerKind::StepDeadline {
+                step: "gone".into(),
+            }),
+        ];
+        for t in &unknown {
+            d.on_timer(&wf, &mut change, t);
+        }
+        assert!(change.tx.events.is_empty() && change.calls.is_empty());
+        d.on_timer(&wf, &mut change, &missed);
+        assert_eq!(kinds(&change.tx.events), ["incident_opened"]);
+        assert_eq!(
+            change.case.incidents[0].reason,
+            IncidentReason::DeadlineMissed
+        );
+        assert_eq!(change.case.steps["birth"].status, StepStatus::Calling);
+    }
+}

@@ -13,6 +13,7 @@ mod claim;
 mod contract;
 mod error;
 mod hook;
+pub mod query;
 mod records;
 pub mod sled;
 mod transaction;

@@ -5,11 +5,11 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::{
+use super::{IndexRange, Order, Position, Store, StoreError};
+use crate::case::{
     Case, CaseId, CaseStatus, IncidentDimension, IncidentReason, due_value, index,
     parse_incident_value,
 };
-use crate::store::{IndexRange, Order, Position, Store, StoreError};
 
 /// The most entries one request reads from an index to fill a page: filters the index cannot
 /// answer alone may make a page come back short, with a cursor to go on from.
