@@ -4,8 +4,11 @@
 //!
 //! A slot also remembers the last case committed under it while that case is busy (a call in
 //! flight, or a poll due within seconds), so that the next change starts from memory instead
-//! of a store read. Only the holder of the slot's lock reads or writes it, and every change of
-//! a case is committed under its lock, so the remembered case is always the stored one.
+//! of a store read. Only the holder of the slot's lock reads or writes it. Within this node
+//! every change of a case is committed under its lock; another node sharing the store may
+//! still change the case, so the remembered case is only a likely copy: a change decided on a
+//! stale one fails the store's revision check, [`CaseLock::load`] has emptied the slot by then,
+//! and the change is decided again from the store.
 
 use std::time::Duration;
 
