@@ -14,9 +14,9 @@ use super::auth::Caller;
 use super::{ApiError, AppState, ErrorBody};
 use crate::auth::Operation;
 use crate::case::masking::mask;
-use crate::store::query::{self, CaseFilter, QueryError};
 use crate::case::{Case, CaseId, CaseStatus};
 use crate::engine::StartError;
+use crate::store::query::{self, CaseFilter, QueryError};
 use crate::store::{Order, Store};
 
 /// A case to start.

@@ -17,9 +17,9 @@ use super::cases::{ListOrder, parse_id, query_error, unknown_case, view};
 use super::{ApiError, AppState, ErrorBody};
 use crate::auth::Operation;
 use crate::case::IncidentReason;
+use crate::engine::{Action, ActionError};
 use crate::store::query::{self, IncidentFilter, MAX_PAGE};
 use crate::store::query::{IncidentRow, Listing};
-use crate::engine::{Action, ActionError};
 use crate::store::{Order, Store};
 
 /// The most incidents one bulk action goes through; a larger backlog takes several calls.

@@ -16,6 +16,24 @@ pub enum StoreError {
         found: String,
         expected: u32,
     },
+    /// A database whose schema is older than this civicflow's: `civicflow migrate` brings it up.
+    #[error(
+        "the database {path} has schema version {found}, and this civicflow needs version {expected}: run `civicflow migrate --store <url>` (or `serve --migrate`)"
+    )]
+    Unmigrated {
+        path: String,
+        found: u32,
+        expected: u32,
+    },
+    /// A database migrated by a newer civicflow: this one would not know its tables.
+    #[error(
+        "the database {path} has schema version {found}, newer than this civicflow knows ({expected}); run a civicflow at least as new as the one that migrated it"
+    )]
+    Newer {
+        path: String,
+        found: u32,
+        expected: u32,
+    },
     #[error("the store in {path} is corrupt: {detail}")]
     Corrupt { path: String, detail: String },
     #[error("case {case_id} was changed by another writer (expected revision {expected})")]

@@ -3,8 +3,9 @@
 //! per-table storage API: a [`Transaction`] is a backend-neutral set of writes that
 //! [`Store::commit`] applies atomically and durably.
 //!
-//! Backends: [`sled`](self::sled) (embedded, one process, the default). The conformance suite
-//! in `tests/conformance/` is what any backend must pass.
+//! Backends: [`sled`](self::sled) (embedded, one process, the default) and
+//! [`postgres`](self::postgres) (several nodes on one database). The conformance suite in
+//! `tests/conformance/` is what every backend must pass.
 //!
 //! **Architecture Invariant:** the store knows cases (`crate::case`) and nothing above itself:
 //! not the engine, not auth, webhooks or the registry, whose records live here as plain data.
@@ -13,6 +14,7 @@ mod claim;
 mod contract;
 mod error;
 mod hook;
+pub mod postgres;
 pub mod query;
 mod records;
 pub mod sled;

@@ -1,0 +1,20 @@
+//! The PostgreSQL backend: several civicflow nodes share one database, any of which may die.
+//!
+//! Every commit is one PostgreSQL transaction with `synchronous_commit` on, its statements
+//! pipelined ([`commit`]); concurrent commits share the database's own group commit. Claims are
+//! rows: a due timer or a webhook carries its holder, its lease and its epoch, claimed with
+//! `FOR UPDATE SKIP LOCKED`, and a fenced commit locks and checks the row in its own
+//! transaction. Notifications are positioned by the writing transaction's id and read only
+//! below the oldest transaction still running. The schema is versioned migrations
+//! ([`migrate`]), applied by `civicflow migrate` or `serve --migrate`.
+//!
+//! The files: [`open`] (the pool, the schema check), [`migrate`] (and `schema/*.sql`),
+//! [`commit`], [`reads`].
+
+mod commit;
+mod migrate;
+mod open;
+mod reads;
+
+pub use migrate::SCHEMA_VERSION;
+pub use open::{Options, PgStore};

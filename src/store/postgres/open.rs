@@ -1,0 +1,183 @@
+//! Connecting: the pool of connections, the schema version check (and the migrations, when
+//! asked), and how errors name the database.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use super::migrate::{self, SCHEMA_VERSION};
+use crate::store::StoreError;
+
+/// How a node connects.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Connections in the pool: the most statements in flight at once (concurrent commits
+    /// share PostgreSQL's own group commit).
+    pub pool_size: usize,
+    /// Apply the migrations the database lacks before anything else.
+    pub migrate: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            pool_size: 16,
+            migrate: false,
+        }
+    }
+}
+
+/// A civicflow store in a PostgreSQL database, shared by every node connected to it. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct PgStore {
+    pub(super) pool: Pool,
+    pub(super) place: Place,
+}
+
+/// Where the database is, as errors and logs name it: user, host, port and database, never
+/// the password.
+#[derive(Debug, Clone)]
+pub(super) struct Place(Arc<str>);
+
+impl Place {
+    fn of(config: &tokio_postgres::Config) -> Place {
+        let host = config
+            .get_hosts()
+            .first()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .unwrap_or_else(|| "localhost".to_owned());
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let user = config.get_user().unwrap_or("");
+        let db = config.get_dbname().unwrap_or(user);
+        Place(format!("postgres://{user}@{host}:{port}/{db}").into())
+    }
+
+    pub(super) fn error(&self, e: tokio_postgres::Error) -> StoreError {
+        // The server's own words (a constraint, a lost connection) are what helps.
+        let detail = match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => e.to_string(),
+        };
+        StoreError::Io {
+            path: self.to_string(),
+            detail,
+        }
+    }
+
+    pub(super) fn pool_error(&self, e: deadpool_postgres::PoolError) -> StoreError {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => self.error(e),
+            other => StoreError::Io {
+                path: self.to_string(),
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    pub(super) fn corrupt(&self, detail: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.to_string(),
+            detail,
+        }
+    }
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Reads a `postgres://` URL (or `key=value` string) and makes every session keep
+/// `synchronous_commit` on: a commit returns only once the database has it on disk, which is
+/// what lets civicflow act on it, whatever the server's default.
+fn config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Io {
+        path: "the --store URL".to_owned(),
+        detail: format!("not a PostgreSQL connection URL: {e}"),
+    })?;
+    let options = match config.get_options() {
+        Some(o) => format!("{o} -c synchronous_commit=on"),
+        None => "-c synchronous_commit=on".to_owned(),
+    };
+    config.options(&options);
+    if config.get_application_name().is_none() {
+        config.application_name("civicflow");
+    }
+    Ok(config)
+}
+
+impl PgStore {
+    /// Connects to the database at `url`, checks its schema version (applying the migrations
+    /// it lacks if `options.migrate`), and keeps a pool of connections.
+    pub async fn connect(url: &str, options: Options) -> Result<PgStore, StoreError> {
+        let store = PgStore::pool(url, options.pool_size)?;
+        let mut client = store.client().await?;
+        if options.migrate {
+            migrate::migrate(&mut client, &store.place).await?;
+        }
+        let found = migrate::schema_version(&client, &store.place).await?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::Newer {
+                path: store.place.to_string(),
+                found,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        if found < SCHEMA_VERSION {
+            return Err(StoreError::Unmigrated {
+                path: store.place.to_string(),
+                found,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        Ok(store)
+    }
+
+    /// Applies the migrations the database at `url` lacks: the versions applied (none if it
+    /// was up to date).
+    pub async fn migrate(url: &str) -> Result<Vec<u32>, StoreError> {
+        let store = PgStore::pool(url, 1)?;
+        let mut client = store.client().await?;
+        migrate::migrate(&mut client, &store.place).await
+    }
+
+    /// A pool of at most `size` connections to `url`, none opened yet.
+    fn pool(url: &str, size: usize) -> Result<PgStore, StoreError> {
+        let config = config(url)?;
+        let place = Place::of(&config);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(size.max(1))
+            .build()
+            .map_err(|e| StoreError::Io {
+                path: place.to_string(),
+                detail: e.to_string(),
+            })?;
+        Ok(PgStore { pool, place })
+    }
+
+    pub(super) async fn client(&self) -> Result<Client, StoreError> {
+        self.pool.get().await.map_err(|e| self.place.pool_error(e))
+    }
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PgStore({})", self.place)
+    }
+}

@@ -1,0 +1,332 @@
+//! The contract's operations on PostgreSQL: a commit on a task of its own, reads as one
+//! prepared statement each, claims as one `UPDATE … FOR UPDATE SKIP LOCKED … RETURNING`.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::de::DeserializeOwned;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::PgStore;
+use super::commit::{Encoded, apply};
+use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
+use crate::store::{
+    ApiToken, Claimed, IndexRange, NodeId, Notification, Order, Page, Position, Published,
+    RegistryChange, Store, StoreError, Transaction, Webhook,
+};
+
+const CASE: &str = "SELECT rev, record FROM cases WHERE id = $1";
+const HISTORY: &str =
+    "SELECT record FROM events WHERE case_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3";
+const DUE: &str = "SELECT record FROM timers WHERE due_ms <= $1 ORDER BY due_ms LIMIT $2";
+/// The due timers no one holds under a live lease, earliest first, skipping rows another
+/// node is claiming at this moment; each gets this node, a lease and a new epoch.
+const CLAIM_TIMERS: &str = "UPDATE timers SET owner = $1, epoch = nextval('claim_epochs'), \
+    lease_until = now() + $2::float8 * interval '1 millisecond' \
+    WHERE (case_id, kind, due_ms) IN ( \
+        SELECT case_id, kind, due_ms FROM timers \
+        WHERE due_ms <= $3 AND (lease_until IS NULL OR lease_until < now()) \
+        ORDER BY due_ms LIMIT $4 FOR UPDATE SKIP LOCKED) \
+    RETURNING due_ms, record, epoch";
+/// A webhook's delivery: renewed under the same epoch by its live holder, taken under a new
+/// one when free or lapsed, refused while another node holds it.
+const CLAIM_WEBHOOK: &str = "UPDATE webhooks SET \
+    epoch = CASE WHEN owner = $1 AND lease_until > now() THEN epoch \
+        ELSE nextval('claim_epochs') END, \
+    owner = $1, lease_until = now() + $2::float8 * interval '1 millisecond' \
+    WHERE id = $3 AND (owner IS NULL OR owner = $1 OR lease_until < now()) \
+    RETURNING epoch";
+const CASES_UP: &str = "SELECT case_id FROM case_index \
+    WHERE name = $1 AND value = $2 AND case_id > $3 ORDER BY case_id LIMIT $4";
+const CASES_DOWN: &str = "SELECT case_id FROM case_index \
+    WHERE name = $1 AND value = $2 AND case_id < $3 ORDER BY case_id DESC LIMIT $4";
+const RANGE_UP: &str = "SELECT value, case_id FROM case_index \
+    WHERE name = $1 AND value >= $2 AND value < $3 AND (value, case_id) > ($4, $5) \
+    ORDER BY value, case_id LIMIT $6";
+const RANGE_DOWN: &str = "SELECT value, case_id FROM case_index \
+    WHERE name = $1 AND value >= $2 AND value < $3 AND (value, case_id) < ($4, $5) \
+    ORDER BY value DESC, case_id DESC LIMIT $6";
+const TOKEN: &str = "SELECT record FROM callback_tokens WHERE token = $1";
+const IDEMPOTENCY: &str = "SELECT record FROM idempotency WHERE key = $1";
+const API_TOKEN: &str = "SELECT record FROM api_tokens WHERE digest = $1";
+const API_TOKENS: &str = "SELECT record FROM api_tokens ORDER BY digest";
+/// Positions after `$1`, each with whether every transaction that could still write a smaller
+/// one has ended (`sealed`): the sealed rows come first, in position order.
+const FEED: &str = "SELECT pos, record, txid < pg_snapshot_xmin(pg_current_snapshot()) \
+    FROM feed WHERE pos > $1 ORDER BY pos LIMIT $2";
+const FEED_END: &str = "SELECT coalesce(max(pos), 0) FROM feed \
+    WHERE txid < pg_snapshot_xmin(pg_current_snapshot())";
+const TRIM_FEED: &str = "DELETE FROM feed WHERE pos <= $1";
+const WEBHOOKS: &str = "SELECT record FROM webhooks ORDER BY id";
+const DEFINITIONS: &str = "SELECT record FROM definitions ORDER BY kind, id, version";
+const REGISTRY_CHANGES: &str = "SELECT record FROM registry_changes ORDER BY n";
+const CONFIG_VERSION: &str = "SELECT version FROM config WHERE id = 1";
+
+/// How long a feed read waits for the transactions that hold back a notification it can see
+/// (ones that began before its writer and are still running), before answering without it.
+const FEED_WAIT: Duration = Duration::from_millis(250);
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl PgStore {
+    async fn rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.place.error(e))?;
+        client
+            .query(&statement, params)
+            .await
+            .map_err(|e| self.place.error(e))
+    }
+
+    fn decode<T: DeserializeOwned>(&self, what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| self.place.corrupt(format!("{what} cannot be read: {e}")))
+    }
+
+    /// Every record column 0 of `rows` holds, decoded.
+    fn records<T: DeserializeOwned>(&self, what: &str, rows: &[Row]) -> Result<Vec<T>, StoreError> {
+        rows.iter()
+            .map(|r| self.decode(what, r.get::<_, &[u8]>(0)))
+            .collect()
+    }
+
+    /// The one record a keyed read found, if any.
+    async fn record<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        sql: &str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let rows = self.rows(sql, &[&key]).await?;
+        Ok(self.records(what, &rows)?.into_iter().next())
+    }
+}
+
+impl Store for PgStore {
+    async fn commit(&self, tx: &Transaction) -> Result<(), StoreError> {
+        if tx.is_empty() {
+            return Ok(());
+        }
+        let encoded = Encoded::new(tx)?;
+        let store = self.clone();
+        // On a task of its own: a commit runs to its end (committed or rolled back) even if the
+        // request that asked for it goes away meanwhile.
+        tokio::spawn(async move {
+            let mut client = store.client().await?;
+            apply(&mut client, &store.place, encoded).await
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            path: self.place.to_string(),
+            detail: format!("the commit's task failed: {e}"),
+        })?
+    }
+
+    async fn case(&self, id: CaseId) -> Result<Option<Case>, StoreError> {
+        let rows = self.rows(CASE, &[&id]).await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let mut case: Case = self.decode("a case record", row.get::<_, &[u8]>(1))?;
+        case.rev = row.get::<_, i64>(0) as u64;
+        Ok(Some(case))
+    }
+
+    async fn history(
+        &self,
+        id: CaseId,
+        from: u64,
+        limit_n: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let from = i64::try_from(from).unwrap_or(i64::MAX);
+        let rows = self.rows(HISTORY, &[&id, &from, &limit(limit_n)]).await?;
+        self.records("a history event", &rows)
+    }
+
+    async fn due_timers(&self, until: Timestamp, limit_n: usize) -> Result<Vec<Timer>, StoreError> {
+        let rows = self
+            .rows(DUE, &[&until.as_millisecond(), &limit(limit_n)])
+            .await?;
+        self.records("a timer", &rows)
+    }
+
+    async fn claim_timers(
+        &self,
+        node: &NodeId,
+        until: Timestamp,
+        lease: Duration,
+        limit_n: usize,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let lease_ms = lease.as_secs_f64() * 1000.0;
+        let params: [&(dyn ToSql + Sync); 4] =
+            [&node, &lease_ms, &until.as_millisecond(), &limit(limit_n)];
+        let mut rows = self.rows(CLAIM_TIMERS, &params).await?;
+        rows.sort_by_key(|r| r.get::<_, i64>(0));
+        rows.iter()
+            .map(|r| {
+                Ok(Claimed {
+                    timer: self.decode("a timer", r.get::<_, &[u8]>(1))?,
+                    epoch: r.get::<_, i64>(2) as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_webhook(
+        &self,
+        node: &NodeId,
+        id: &str,
+        lease: Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        let lease_ms = lease.as_secs_f64() * 1000.0;
+        let rows = self.rows(CLAIM_WEBHOOK, &[&node, &lease_ms, &id]).await?;
+        Ok(rows.first().map(|r| r.get::<_, i64>(0) as u64))
+    }
+
+    async fn config_version(&self) -> Result<u64, StoreError> {
+        let rows = self.rows(CONFIG_VERSION, &[]).await?;
+        let row = rows.first().ok_or_else(|| {
+            self.place
+                .corrupt("the configuration version is missing".into())
+        })?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn cases_by(
+        &self,
+        name: &str,
+        value: &str,
+        cursor: Option<CaseId>,
+        order: Order,
+        limit_n: usize,
+    ) -> Result<Page, StoreError> {
+        let (sql, from) = match order {
+            Order::Ascending => (CASES_UP, cursor.unwrap_or(Uuid::nil())),
+            Order::Descending => (CASES_DOWN, cursor.unwrap_or(Uuid::max())),
+        };
+        let rows = self
+            .rows(sql, &[&name, &value, &from, &limit(limit_n)])
+            .await?;
+        let ids: Vec<CaseId> = rows.iter().map(|r| r.get(0)).collect();
+        let next = (ids.len() == limit_n)
+            .then(|| ids.last().copied())
+            .flatten();
+        Ok(Page { ids, next })
+    }
+
+    async fn index_range(
+        &self,
+        name: &str,
+        range: &IndexRange,
+    ) -> Result<Vec<Position>, StoreError> {
+        if range.from >= range.to {
+            return Ok(Vec::new());
+        }
+        // Without a previous page, from the start of the range (no case id is nil).
+        let (sql, (value, case)) = match range.order {
+            Order::Ascending => (
+                RANGE_UP,
+                range
+                    .after
+                    .clone()
+                    .unwrap_or((range.from.clone(), Uuid::nil())),
+            ),
+            Order::Descending => (
+                RANGE_DOWN,
+                range
+                    .after
+                    .clone()
+                    .unwrap_or((range.to.clone(), Uuid::nil())),
+            ),
+        };
+        let params: [&(dyn ToSql + Sync); 6] = [
+            &name,
+            &range.from,
+            &range.to,
+            &value,
+            &case,
+            &limit(range.limit),
+        ];
+        let rows = self.rows(sql, &params).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    async fn token(&self, token: &str) -> Result<Option<CallbackTarget>, StoreError> {
+        self.record("a callback token", TOKEN, token).await
+    }
+
+    async fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.record("an idempotency record", IDEMPOTENCY, key).await
+    }
+
+    async fn api_token(&self, digest: &str) -> Result<Option<ApiToken>, StoreError> {
+        self.record("an API token", API_TOKEN, digest).await
+    }
+
+    async fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        let rows = self.rows(API_TOKENS, &[]).await?;
+        self.records("an API token", &rows)
+    }
+
+    async fn feed(
+        &self,
+        after: u64,
+        limit_n: usize,
+    ) -> Result<Vec<(u64, Notification)>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let waited = tokio::time::Instant::now();
+        loop {
+            let rows = self.rows(FEED, &[&after, &limit(limit_n)]).await?;
+            let sealed: Vec<&Row> = rows.iter().take_while(|r| r.get::<_, bool>(2)).collect();
+            // A row it can see but may not show yet: a transaction that began before its
+            // writer is still running. Such transactions are short; wait for them a little.
+            if sealed.len() < rows.len() && waited.elapsed() < FEED_WAIT {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                continue;
+            }
+            return sealed
+                .into_iter()
+                .map(|r| {
+                    let n = self.decode("a notification", r.get::<_, &[u8]>(1))?;
+                    Ok((r.get::<_, i64>(0) as u64, n))
+                })
+                .collect();
+        }
+    }
+
+    async fn feed_end(&self) -> Result<u64, StoreError> {
+        let rows = self.rows(FEED_END, &[]).await?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
+    }
+
+    async fn trim_feed(&self, upto: u64) -> Result<(), StoreError> {
+        let upto = i64::try_from(upto).unwrap_or(i64::MAX);
+        self.rows(TRIM_FEED, &[&upto]).await.map(drop)
+    }
+
+    async fn webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        let rows = self.rows(WEBHOOKS, &[]).await?;
+        self.records("a webhook", &rows)
+    }
+
+    async fn definitions(&self) -> Result<Vec<Published>, StoreError> {
+        let rows = self.rows(DEFINITIONS, &[]).await?;
+        self.records("a published definition", &rows)
+    }
+
+    async fn registry_changes(&self) -> Result<Vec<RegistryChange>, StoreError> {
+        let rows = self.rows(REGISTRY_CHANGES, &[]).await?;
+        self.records("a registry change", &rows)
+    }
+}

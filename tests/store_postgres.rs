@@ -1,0 +1,87 @@
+//! The PostgreSQL backend: the conformance suite, plus what only a shared database has to do
+//! (versioned migrations, refusing a schema it does not know).
+
+mod conformance;
+mod pg;
+
+use civicflow::store::postgres::{Options, PgStore, SCHEMA_VERSION};
+use civicflow::store::{Store, StoreError};
+
+conformance_suite!(pg::fresh_store());
+
+#[tokio::test]
+async fn a_database_is_refused_until_migrated_and_migrating_again_changes_nothing() {
+    let url = pg::fresh_url().await;
+    let err = PgStore::connect(&url, Options::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unmigrated { found: 0, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("civicflow migrate"), "{err}");
+    assert!(!err.to_string().contains("password"), "{err}");
+    let applied = PgStore::migrate(&url).await.unwrap();
+    assert_eq!(applied, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+    assert!(PgStore::migrate(&url).await.unwrap().is_empty());
+    let store = PgStore::connect(&url, Options::default()).await.unwrap();
+    assert_eq!(store.config_version().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn nodes_migrating_at_once_take_turns() {
+    let url = pg::fresh_url().await;
+    let runs: Vec<_> = (0..4).map(|_| PgStore::migrate(&url)).collect();
+    let mut applied: Vec<u32> = futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .flat_map(Result::unwrap)
+        .collect();
+    applied.sort();
+    assert_eq!(applied, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_civicflow_is_refused_by_name() {
+    let url = pg::fresh_url().await;
+    PgStore::migrate(&url).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let newer = i32::try_from(SCHEMA_VERSION + 1).unwrap();
+    client
+        .execute(
+            "INSERT INTO civicflow_schema (version) VALUES ($1)",
+            &[&newer],
+        )
+        .await
+        .unwrap();
+    let err = PgStore::connect(&url, Options::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Newer { .. }), "{err}");
+    assert!(
+        err.to_string().contains("newer than this civicflow"),
+        "{err}"
+    );
+    let err = PgStore::migrate(&url).await.unwrap_err();
+    assert!(matches!(err, StoreError::Newer { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_an_error_naming_it_without_its_password() {
+    let err = PgStore::connect(
+        "postgres://civicflow:s3cret@127.0.0.1:1/nowhere",
+        Options::default(),
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Io { .. }), "{text}");
+    assert!(
+        text.contains("postgres://civicflow@127.0.0.1:1/nowhere"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+}
