@@ -29,8 +29,14 @@ enum Command {
         /// Files or directories (default: workflows/).
         paths: Vec<PathBuf>,
     },
-    /// Run the engine and the HTTP API on the embedded store.
+    /// Run one node: the engine and the HTTP API, on the embedded store or a shared database.
     Serve(cli::serve::ServeArgs),
+    /// Bring a PostgreSQL database's schema up to this civicflow's version.
+    Migrate {
+        /// The database, `postgres://user@host:port/db`.
+        #[arg(long, env = "CIVICFLOW_STORE", value_name = "URL")]
+        store: String,
+    },
     /// Print the JSON Schema of a definition file kind.
     Schema {
         #[arg(value_enum)]
@@ -122,6 +128,26 @@ fn main() -> anyhow::Result<ExitCode> {
                 .with_writer(std::io::stderr)
                 .init();
             tokio::runtime::Runtime::new()?.block_on(cli::serve::run(serve))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { store } => {
+            let applied = tokio::runtime::Runtime::new()?
+                .block_on(civicflow::store::postgres::PgStore::migrate(&store))?;
+            match applied.as_slice() {
+                [] => println!(
+                    "the database is at schema version {} already",
+                    civicflow::store::postgres::SCHEMA_VERSION
+                ),
+                versions => println!(
+                    "applied migration(s) {}; the database is at schema version {}",
+                    versions
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    civicflow::store::postgres::SCHEMA_VERSION
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema { kind } => {

@@ -1,5 +1,6 @@
-//! `civicflow serve`: the engine on the embedded store, the HTTP API and, with `--with-mocks`,
-//! the mock agencies in the same process.
+//! `civicflow serve`: one node: the engine on the embedded store (or, with `--store
+//! postgres://…`, on a PostgreSQL database that several nodes share), the HTTP API and, with
+//! `--with-mocks`, the mock agencies in the same process.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,15 +16,27 @@ use crate::api::Limits;
 use crate::app::{App, BuildError, Settings};
 use crate::auth::{self, ApiToken, Role};
 use crate::engine::{Clock, Config};
+use crate::store::postgres::{Options, PgStore};
 use crate::store::sled::{DEFAULT_CACHE_MIB, SledStore};
 use crate::store::{Store, StoreError, Transaction};
 use crate::workflow::definition::duration;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// The data directory of the embedded store.
+    /// The data directory: the embedded store (unless --store names a database) and the first
+    /// admin token.
     #[arg(long, env = "CIVICFLOW_DATA", default_value = "data")]
     pub data: PathBuf,
+    /// A PostgreSQL database (`postgres://user@host:port/db`) to share with other nodes,
+    /// instead of the embedded store in --data.
+    #[arg(long, env = "CIVICFLOW_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// Apply the database's missing migrations before serving (PostgreSQL).
+    #[arg(long)]
+    pub migrate: bool,
+    /// Connections to PostgreSQL this node keeps.
+    #[arg(long, default_value_t = 16)]
+    pub pool_size: usize,
     /// Where the API listens.
     #[arg(long, env = "CIVICFLOW_LISTEN", default_value = "127.0.0.1:7100")]
     pub listen: SocketAddr,
@@ -66,8 +79,29 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 const MOCKS_TOKEN_NAME: &str = "in-process mock agencies";
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    match &args.store {
+        Some(url) => {
+            let options = Options {
+                pool_size: args.pool_size,
+                migrate: args.migrate,
+            };
+            let store = PgStore::connect(url, options).await?;
+            std::fs::create_dir_all(&args.data)
+                .with_context(|| format!("cannot create {}", args.data.display()))?;
+            let place = format!("store {store:?}");
+            serve(store, &place, args).await
+        }
+        None => {
+            let store = SledStore::open(&args.data, args.cache_mib << 20)?;
+            let place = format!("data in {}", args.data.display());
+            serve(store, &place, args).await
+        }
+    }
+}
+
+/// Serves on `store`, described to the operator as `place`.
+async fn serve<S: Store + Clone>(store: S, place: &str, args: ServeArgs) -> anyhow::Result<()> {
     let drain_timeout = duration(&args.drain_timeout).map_err(anyhow::Error::msg)?;
-    let store = SledStore::open(&args.data, args.cache_mib << 20)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -128,10 +162,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     app.start();
-    println!(
-        "civicflow listening on http://{addr} (data in {})",
-        args.data.display()
-    );
+    println!("civicflow listening on http://{addr} ({place})");
     axum::serve(listener, app.router())
         .with_graceful_shutdown(stop_signal())
         .await
@@ -153,7 +184,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// directory (readable by its owner only): how the first `civicflow tokens issue` is possible.
 /// The token is committed only if the configuration has not changed since the check, so two
 /// nodes starting together on an empty store make one admin token, not two.
-async fn bootstrap_admin(store: &SledStore, data: &Path) -> anyhow::Result<()> {
+async fn bootstrap_admin<S: Store>(store: &S, data: &Path) -> anyhow::Result<()> {
     let (token, secret) = loop {
         let version = store.config_version().await?;
         let tokens = store.api_tokens().await?;
@@ -201,7 +232,7 @@ fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
 
 /// A fresh `agency:police` token for the in-process mocks' callbacks (the police are the
 /// agency that calls back); the previous start's is revoked.
-async fn mocks_token(store: &SledStore) -> anyhow::Result<String> {
+async fn mocks_token<S: Store>(store: &S) -> anyhow::Result<String> {
     let now = Timestamp::now();
     for old in store.api_tokens().await? {
         if old.is_active() && old.name == MOCKS_TOKEN_NAME {
