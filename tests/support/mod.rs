@@ -11,6 +11,38 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+#[path = "../pg/mod.rs"]
+pub mod pg;
+
+/// The store a server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded store, in the server's data directory.
+    Sled,
+    /// A fresh schema of the test database.
+    Postgres,
+}
+
+impl Backend {
+    /// The `serve` arguments that put a new server on this store.
+    pub fn serve_args(self) -> Vec<String> {
+        match self {
+            Backend::Sled => Vec::new(),
+            Backend::Postgres => {
+                // A runtime of its own: callers may be inside one that must not block.
+                let url = std::thread::spawn(|| {
+                    tokio::runtime::Runtime::new()
+                        .unwrap()
+                        .block_on(pg::fresh_url())
+                })
+                .join()
+                .unwrap();
+                vec!["--store".to_owned(), url, "--migrate".to_owned()]
+            }
+        }
+    }
+}
+
 pub struct Server {
     pub url: String,
     pub agencies: BTreeMap<String, String>,
@@ -40,6 +72,13 @@ impl Server {
         Server::start_with(&[])
     }
 
+    /// Like [`Server::start`], on `backend`.
+    pub fn start_on(backend: Backend) -> Server {
+        let store = backend.serve_args();
+        let store: Vec<&str> = store.iter().map(String::as_str).collect();
+        Server::start_with(&store)
+    }
+
     /// Like [`Server::start`], with more `serve` arguments.
     pub fn start_with(more: &[&str]) -> Server {
         let data = std::env::temp_dir().join(format!("civicflow-e2e-{}", uuid::Uuid::new_v4()));
@@ -50,17 +89,15 @@ impl Server {
 
     /// Like [`Server::start`], loading definitions from `workflows` instead of the shipped ones.
     pub fn with_workflows(workflows: &Path) -> Server {
-        let data = std::env::temp_dir().join(format!("civicflow-e2e-{}", uuid::Uuid::new_v4()));
-        let dir = workflows.to_str().unwrap();
-        let args = [
-            "--with-mocks",
-            "--mocks-port",
-            "0",
-            "--mocks-fast",
-            "--workflows",
-            dir,
-        ];
-        Server::spawn(&data, "127.0.0.1:0", &args)
+        Server::with_workflows_on(workflows, Backend::Sled)
+    }
+
+    /// Like [`Server::with_workflows`], on `backend`.
+    pub fn with_workflows_on(workflows: &Path, backend: Backend) -> Server {
+        let store = backend.serve_args();
+        let mut args = vec!["--workflows", workflows.to_str().unwrap()];
+        args.extend(store.iter().map(String::as_str));
+        Server::start_with(&args)
     }
 
     /// `civicflow serve` on `data`, listening on `listen`, with more arguments.
