@@ -79,15 +79,16 @@ pub async fn list<S: Store + Clone>(
     caller.require(Operation::ManageWebhooks)?;
     let store = state.engine.store();
     let hooks = store.webhooks().await.map_err(ApiError::internal)?;
-    let end = store.feed_end().await.map_err(ApiError::internal)?;
-    let items: Vec<Value> = hooks
-        .iter()
-        .map(|h| {
-            let mut v = public(h);
-            v["pending"] = json!(end.saturating_sub(h.cursor));
-            v
-        })
-        .collect();
+    let mut items = Vec::with_capacity(hooks.len());
+    for hook in &hooks {
+        let mut v = public(hook);
+        let pending = store
+            .feed_count(hook.cursor)
+            .await
+            .map_err(ApiError::internal)?;
+        v["pending"] = json!(pending);
+        items.push(v);
+    }
     Ok(Json(json!({"items": items})))
 }
 

@@ -146,8 +146,12 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<(u64, Notification)>, StoreError>> + Send;
 
-    /// The sequence number of the last durable notification (0 if none yet).
+    /// The position of the last durable notification (0 if none yet). Positions grow but need
+    /// not be consecutive: how many lie after one is [`Store::feed_count`].
     fn feed_end(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// How many notifications [`Store::feed`] would show after `after`, all of them.
+    fn feed_count(&self, after: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Forgets the notifications up to `upto`, once every webhook has them.
     fn trim_feed(&self, upto: u64) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -40,6 +40,7 @@ macro_rules! conformance_suite {
             a_feed_reader_never_skips_a_position_under_concurrent_commits,
             configuration_changes_move_a_version_every_reader_sees,
             concurrent_writers_of_one_case_each_win_once_or_are_told_to_retry,
+            counts_the_notifications_after_a_position,
         );
     };
     (@tests $fresh:expr; $($name:ident),* $(,)?) => {
@@ -1028,4 +1029,20 @@ pub async fn concurrent_writers_of_one_case_each_win_once_or_are_told_to_retry<S
     );
     let seqs: Vec<u64> = history.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (0..WRITERS).collect::<Vec<_>>(), "gapless history");
+}
+
+pub async fn counts_the_notifications_after_a_position<S: Store>(store: &S) {
+    let start = store.feed_end().await.unwrap();
+    assert_eq!(store.feed_count(start).await.unwrap(), 0);
+    let tx = Transaction {
+        notify: ["a", "b", "c"].into_iter().map(notification).collect(),
+        ..Transaction::default()
+    };
+    store.commit(&tx).await.unwrap();
+    let feed = store.feed(start, 10).await.unwrap();
+    assert_eq!(store.feed_count(start).await.unwrap(), 3);
+    assert_eq!(store.feed_count(feed[0].0).await.unwrap(), 2);
+    assert_eq!(store.feed_count(feed[2].0).await.unwrap(), 0);
+    store.trim_feed(feed[1].0).await.unwrap();
+    assert_eq!(store.feed_count(start).await.unwrap(), 1);
 }

@@ -58,6 +58,8 @@ const FEED: &str = "SELECT pos, record, txid < pg_snapshot_xmin(pg_current_snaps
     FROM feed WHERE pos > $1 ORDER BY pos LIMIT $2";
 const FEED_END: &str = "SELECT coalesce(max(pos), 0) FROM feed \
     WHERE txid < pg_snapshot_xmin(pg_current_snapshot())";
+const FEED_COUNT: &str = "SELECT count(*) FROM feed \
+    WHERE pos > $1 AND txid < pg_snapshot_xmin(pg_current_snapshot())";
 const TRIM_FEED: &str = "DELETE FROM feed WHERE pos <= $1";
 const WEBHOOKS: &str = "SELECT record FROM webhooks ORDER BY id";
 const DEFINITIONS: &str = "SELECT record FROM definitions ORDER BY kind, id, version";
@@ -307,6 +309,12 @@ impl Store for PgStore {
 
     async fn feed_end(&self) -> Result<u64, StoreError> {
         let rows = self.rows(FEED_END, &[]).await?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
+    }
+
+    async fn feed_count(&self, after: u64) -> Result<u64, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let rows = self.rows(FEED_COUNT, &[&after]).await?;
         Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
     }
 

@@ -260,6 +260,19 @@ impl Store for SledStore {
             .collect()
     }
 
+    async fn feed_count(&self, after: u64) -> Result<u64, StoreError> {
+        // Positions are consecutive here, and only those trimmed are gone.
+        let durable = self.inner.durable.feed.load(Ordering::SeqCst);
+        let low = keyed(FEED, &(after + 1).to_be_bytes());
+        let high = keyed(FEED, &(durable + 1).to_be_bytes());
+        let mut n = 0;
+        for r in self.data().range(low..high) {
+            r.map_err(|e| self.err(e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     async fn feed_end(&self) -> Result<u64, StoreError> {
         Ok(self.inner.durable.feed.load(Ordering::SeqCst))
     }
