@@ -127,8 +127,8 @@ impl<S: Store + Clone> App<S> {
     pub fn start(&mut self) {
         let store = self.engine.store().clone();
         self.tasks.push(self.engine.run());
-        self.tasks
-            .push(Deliverer::new(store, self.engine.node()).spawn());
+        let deliverer = Deliverer::new(store, self.engine.node(), self.engine.claim_lease());
+        self.tasks.push(deliverer.spawn());
         self.tasks.push(tokio::spawn(follow_config(
             self.engine.clone(),
             self.feed.clone(),

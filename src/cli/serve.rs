@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// How long SIGTERM waits for in-flight agency calls before parking them.
     #[arg(long, default_value = "10s")]
     pub drain_timeout: String,
+    /// How long work this node claims (a due timer, a webhook's deliveries) stays its own
+    /// without renewal: how soon another node takes over from one that died or stalled.
+    #[arg(long, default_value = "30s")]
+    pub claim_lease: String,
     /// The store's page cache, in MiB: sled uses several times that in memory.
     #[arg(long, default_value_t = DEFAULT_CACHE_MIB)]
     pub cache_mib: u64,
@@ -102,6 +106,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// Serves on `store`, described to the operator as `place`.
 async fn serve<S: Store + Clone>(store: S, place: &str, args: ServeArgs) -> anyhow::Result<()> {
     let drain_timeout = duration(&args.drain_timeout).map_err(anyhow::Error::msg)?;
+    let claim_lease = duration(&args.claim_lease).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -143,6 +148,7 @@ async fn serve<S: Store + Clone>(store: S, place: &str, args: ServeArgs) -> anyh
             public_url,
             agencies,
             drain_timeout,
+            claim_lease,
             clock: Clock::system(),
         },
         limits: Limits {
@@ -162,6 +168,7 @@ async fn serve<S: Store + Clone>(store: S, place: &str, args: ServeArgs) -> anyh
         }
     };
     app.start();
+    println!("civicflow node {}", app.engine.node());
     println!("civicflow listening on http://{addr} ({place})");
     axum::serve(listener, app.router())
         .with_graceful_shutdown(stop_signal())

@@ -197,7 +197,7 @@ impl<S: Store + Clone> Engine<S> {
             match done {
                 Err(e) if lost_race(&e, round) => continue,
                 Err(StoreError::Fenced { work, epoch }) => {
-                    tracing::debug!(%work, epoch, "a timer was taken over or done elsewhere; this firing is dropped");
+                    tracing::info!(%work, epoch, "a timer firing is dropped: its claim was taken over by another node, or the timer was done meanwhile");
                     return Ok(());
                 }
                 done => return done,

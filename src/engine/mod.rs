@@ -51,6 +51,9 @@ pub struct Config {
     pub agencies: BTreeMap<String, String>,
     /// How long SIGTERM waits for in-flight calls before parking them.
     pub drain_timeout: Duration,
+    /// How long work this node claims (a due timer, a webhook's deliveries) stays its own
+    /// without renewal: how soon another node takes over the work of one that died or stalled.
+    pub claim_lease: Duration,
     pub clock: Clock,
 }
 
@@ -196,6 +199,11 @@ impl<S: Store + Clone> Engine<S> {
     /// This engine's name among the nodes sharing its store.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// How long this node's claims last without renewal.
+    pub fn claim_lease(&self) -> Duration {
+        self.config.claim_lease
     }
 
     pub fn store(&self) -> &S {

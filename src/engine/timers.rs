@@ -1,7 +1,7 @@
 //! The timer loop: claims due timers from the store (never holding future ones in memory) and
-//! fires each. A claim is this node's for [`LEASE`]: no other node fires the timer meanwhile,
-//! and if this node stalls past it, another takes the timer over and this node's commits for it
-//! are refused (fencing).
+//! fires each. A claim is this node's for the claim lease (`Config::claim_lease`): no other node
+//! fires the timer meanwhile, and if this node stalls past it, another takes the timer over and
+//! this node's commits for it are refused (fencing).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,15 +13,13 @@ use crate::store::Store;
 const TICK: Duration = Duration::from_millis(100);
 /// Timers claimed at a time. A full batch is followed by another at once.
 const BATCH: usize = 512;
-/// How long a claimed timer is this node's. Firing one takes a read and a commit; a node that
-/// holds one this long has stalled.
-pub(super) const LEASE: Duration = Duration::from_secs(30);
 
 impl<S: Store + Clone> Engine<S> {
     pub(super) async fn timer_loop(self: Arc<Self>) {
         while !self.stopping() {
             let now = self.config.clock.now();
-            let claimed = match self.store.claim_timers(&self.node, now, LEASE, BATCH).await {
+            let lease = self.config.claim_lease;
+            let claimed = match self.store.claim_timers(&self.node, now, lease, BATCH).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot claim due timers");

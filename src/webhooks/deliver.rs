@@ -26,18 +26,15 @@ const BATCH: usize = 100;
 /// How often the feed is looked at for a webhook that had nothing to deliver.
 const IDLE: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a node's claim on a webhook's delivery lasts without renewal.
-const LEASE: Duration = Duration::from_secs(30);
-/// A turn posts no new notification after this long, so its cursor is committed well inside
-/// the lease.
-const TURN: Duration = Duration::from_secs(10);
+
 /// How long a node waits before asking again for a webhook another node delivers.
 const HELD_ELSEWHERE: Duration = Duration::from_secs(1);
 
 pub struct Deliverer<S> {
     store: S,
-    /// The node this deliverer claims webhooks for.
+    /// The node this deliverer claims webhooks for, and for how long.
     node: String,
+    lease: Duration,
     http: reqwest::Client,
     /// Webhook id → when it may be served again: after a failure, its backoff; after a turn
     /// with nothing to send, the idle interval. In memory only: after a restart every receiver
@@ -52,10 +49,14 @@ pub struct Deliverer<S> {
 }
 
 impl<S: Store + Clone> Deliverer<S> {
-    pub fn new(store: S, node: &str) -> Deliverer<S> {
+    /// A deliverer for `node`, whose claims on a webhook last `lease` without renewal. A turn
+    /// posts no new notification after a third of the lease, so its cursor is committed well
+    /// inside it.
+    pub fn new(store: S, node: &str, lease: Duration) -> Deliverer<S> {
         Deliverer {
             store,
             node: node.to_owned(),
+            lease,
             http: reqwest::Client::builder()
                 .timeout(TIMEOUT)
                 .build()
@@ -94,8 +95,11 @@ impl<S: Store + Clone> Deliverer<S> {
                 continue;
             }
             let (store, http) = (self.store.clone(), self.http.clone());
-            self.turns
-                .spawn(turn(store, http, self.node.clone(), hook.id.clone()));
+            let claim = Claim {
+                node: self.node.clone(),
+                lease: self.lease,
+            };
+            self.turns.spawn(turn(store, http, claim, hook.id.clone()));
         }
         self.not_before
             .retain(|id, _| hooks.iter().any(|h| h.id == *id));
@@ -133,9 +137,15 @@ struct Turn {
     next: Result<Option<Instant>, StoreError>,
 }
 
-async fn turn<S: Store>(store: S, http: reqwest::Client, node: String, id: String) -> Turn {
+/// Who claims a webhook's delivery, and for how long.
+struct Claim {
+    node: String,
+    lease: Duration,
+}
+
+async fn turn<S: Store>(store: S, http: reqwest::Client, claim: Claim, id: String) -> Turn {
     Turn {
-        next: claimed_turn(&store, &http, &node, &id).await,
+        next: claimed_turn(&store, &http, &claim, &id).await,
         id,
     }
 }
@@ -144,10 +154,10 @@ async fn turn<S: Store>(store: S, http: reqwest::Client, node: String, id: Strin
 async fn claimed_turn<S: Store>(
     store: &S,
     http: &reqwest::Client,
-    node: &str,
+    claim: &Claim,
     id: &str,
 ) -> Result<Option<Instant>, StoreError> {
-    let Some(epoch) = store.claim_webhook(node, id, LEASE).await? else {
+    let Some(epoch) = store.claim_webhook(&claim.node, id, claim.lease).await? else {
         return Ok(Some(Instant::now() + HELD_ELSEWHERE));
     };
     // Read after the claim: the cursor is where the previous holder left it.
@@ -158,7 +168,7 @@ async fn claimed_turn<S: Store>(
         work: Work::Webhook(id.to_owned()),
         epoch,
     };
-    match deliver(store, http, hook, fence).await {
+    match deliver(store, http, hook, fence, claim.lease / 3).await {
         Err(StoreError::Fenced { .. }) => Ok(Some(Instant::now() + HELD_ELSEWHERE)),
         next => next,
     }
@@ -171,6 +181,7 @@ async fn deliver<S: Store>(
     http: &reqwest::Client,
     mut hook: Webhook,
     fence: Fence,
+    turn: Duration,
 ) -> Result<Option<Instant>, StoreError> {
     let entries = store.feed(hook.cursor, BATCH).await?;
     if entries.is_empty() {
@@ -179,7 +190,7 @@ async fn deliver<S: Store>(
     let began = Instant::now();
     let mut next = None;
     for (seq, notification) in entries {
-        if began.elapsed() > TURN {
+        if began.elapsed() > turn {
             break;
         }
         let mut body = json!(notification);

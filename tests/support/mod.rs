@@ -431,6 +431,7 @@ impl Node {
                 public_url: url.clone(),
                 agencies: agencies.clone(),
                 drain_timeout: Duration::from_secs(1),
+                claim_lease: Duration::from_secs(30),
                 clock,
             },
             limits: civicflow::api::Limits {

@@ -11,6 +11,11 @@ use tokio_postgres::NoTls;
 use super::migrate::{self, SCHEMA_VERSION};
 use crate::store::StoreError;
 
+/// How long the server lets a civicflow transaction sit idle before ending it. civicflow sends
+/// a transaction's statements at once and its commit as soon as their answers are in, so only a
+/// stalled node (frozen, swapping, cut off) leaves one idle this long.
+const IDLE_IN_TRANSACTION: &str = "5s";
+
 /// How a node connects.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -96,17 +101,20 @@ impl fmt::Display for Place {
     }
 }
 
-/// Reads a `postgres://` URL (or `key=value` string) and makes every session keep
-/// `synchronous_commit` on: a commit returns only once the database has it on disk, which is
-/// what lets civicflow act on it, whatever the server's default.
+/// Reads a `postgres://` URL (or `key=value` string) and sets every session's terms:
+/// `synchronous_commit` on, whatever the server's default or the URL's options, since a commit
+/// must be on disk before civicflow acts on it; and a transaction left idle for
+/// [`IDLE_IN_TRANSACTION`] ended by the server, so a node frozen in the middle of a commit does
+/// not hold its rows from the other nodes (the URL's `options` may set another value).
 fn config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
     let mut config = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Io {
         path: "the --store URL".to_owned(),
         detail: format!("not a PostgreSQL connection URL: {e}"),
     })?;
+    let idle = format!("-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION}");
     let options = match config.get_options() {
-        Some(o) => format!("{o} -c synchronous_commit=on"),
-        None => "-c synchronous_commit=on".to_owned(),
+        Some(o) => format!("{idle} {o} -c synchronous_commit=on"),
+        None => format!("{idle} -c synchronous_commit=on"),
     };
     config.options(&options);
     if config.get_application_name().is_none() {
