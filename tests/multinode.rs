@@ -348,7 +348,7 @@ async fn three_nodes_lose_nothing_and_repeat_nothing_while_they_are_killed() {
             .unwrap()
             .trim(),
     );
-    let mut nodes = vec![first, Node::start(args.clone()), Node::start(args)];
+    let mut nodes = [first, Node::start(args.clone()), Node::start(args)];
     let urls: Vec<String> = nodes.iter().map(Node::url).collect();
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", lb_port))
         .await
