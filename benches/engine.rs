@@ -9,6 +9,11 @@
 //!    `civicflow::engine::Metrics`).
 //! 3. Memory: the real `civicflow` binary with cases waiting on callbacks (the household head
 //!    never consents); its resident memory once they all wait.
+//!
+//! `-- --backend postgres --nodes 2 --throughput-only` runs the throughput phase on
+//! PostgreSQL (the database `./scripts/test` would use: `CIVICFLOW_TEST_DATABASE`, else the
+//! machine's own on 127.0.0.1:5432, in a fresh schema) with that many nodes in this process,
+//! and reports the round trips and commits per case and PostgreSQL's share of the CPU.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -17,11 +22,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use civicflow::engine::Percentiles;
+use civicflow::engine::{Clock, Percentiles};
+use civicflow::store::postgres::{Options, PgStore};
+use civicflow::store::sled::{DEFAULT_CACHE_MIB, SledStore};
 use civicflow::store::{Order, Store};
 use clap::Parser;
 use serde_json::{Value, json};
-use support::{InProcess, Server, birth_input, fetch, free_port, mocks_in_test};
+use support::{InProcess, Node, Server, birth_input, fetch, free_port, mocks_in_test, pg};
 use tokio::sync::Semaphore;
 
 /// The allocator the `civicflow` binary uses, so the in-process figures are the server's.
@@ -45,9 +52,24 @@ struct Args {
     /// Cases left waiting on a callback in the memory run; 0 skips it.
     #[arg(long, default_value_t = 100_000)]
     waiting: usize,
+    /// The store of the throughput run.
+    #[arg(long, value_enum, default_value_t = Backend::Sled)]
+    backend: Backend,
+    /// Nodes sharing the store in the throughput run (PostgreSQL).
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// Only the throughput run.
+    #[arg(long)]
+    throughput_only: bool,
     /// Cargo passes `--bench`; nothing to do with it.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    Sled,
+    Postgres,
 }
 
 /// The household head whose consent the police mock waits for forever.
@@ -58,7 +80,45 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         println!("# civicflow engine benchmark");
-        let measured = throughput(&args).await?;
+        let measured = match args.backend {
+            Backend::Sled => {
+                let dir = std::env::temp_dir().join(format!("civicflow-bench-{}", std::process::id()));
+                let store = SledStore::open(&dir, DEFAULT_CACHE_MIB << 20)?;
+                let measured = throughput(&args, vec![store]).await?;
+                let _ = std::fs::remove_dir_all(&dir);
+                measured
+            }
+            Backend::Postgres => {
+                let url = pg::fresh_url().await;
+                let options = Options {
+                    migrate: true,
+                    ..Options::default()
+                };
+                let mut stores = Vec::new();
+                for _ in 0..args.nodes.max(1) {
+                    stores.push(PgStore::connect(&url, options).await?);
+                }
+                let before = postgres_cpu_seconds()?;
+                let measured = throughput(&args, stores.clone()).await?;
+                let cases = args.cases as f64;
+                let (mut round_trips, mut commits) = (0, 0);
+                for store in &stores {
+                    let e = store.exchanges();
+                    round_trips += e.round_trips;
+                    commits += e.commits;
+                }
+                println!(
+                    "PostgreSQL: {:.1} round trips and {:.1} commits per case; its server processes used {:.2} CPU seconds per 1,000 cases",
+                    round_trips as f64 / cases,
+                    commits as f64 / cases,
+                    (postgres_cpu_seconds()? - before) * 1000.0 / cases
+                );
+                measured
+            }
+        };
+        if args.throughput_only {
+            return Ok(());
+        }
         let half = args
             .half_rate
             .unwrap_or((measured / 2.0).round().max(1.0) as u64);
@@ -71,10 +131,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Whether any case is still running, from the store's status index.
-async fn running(server: &InProcess) -> anyhow::Result<bool> {
-    let page = server
-        .engine
-        .store()
+async fn running<S: Store>(store: &S) -> anyhow::Result<bool> {
+    let page = store
         .cases_by("status", "running", None, Order::Ascending, 1)
         .await?;
     Ok(!page.ids.is_empty())
@@ -102,10 +160,10 @@ async fn start_case(http: &reqwest::Client, url: &str, body: &Value) -> anyhow::
     Ok(body["id"].as_str().context("a case id")?.to_owned())
 }
 
-/// Starts `n` cases with at most `concurrency` requests in flight.
+/// Starts `n` cases with at most `concurrency` requests in flight, spread over `urls`.
 async fn submit_all(
     http: &reqwest::Client,
-    url: &str,
+    urls: &[String],
     run: &'static str,
     n: usize,
     concurrency: usize,
@@ -115,7 +173,7 @@ async fn submit_all(
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
         let permit = permits.clone().acquire_owned().await?;
-        let (http, url) = (http.clone(), url.to_owned());
+        let (http, url) = (http.clone(), urls[i % urls.len()].clone());
         tasks.spawn(async move {
             let id = start_case(&http, &url, &birth(run, i, head)).await;
             drop(permit);
@@ -143,28 +201,68 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
-/// Returns the cases/s measured.
-async fn throughput(args: &Args) -> anyhow::Result<f64> {
-    let server = InProcess::start().await;
+/// CPU seconds PostgreSQL's server processes on this machine have used, from /proc.
+fn postgres_cpu_seconds() -> anyhow::Result<f64> {
+    let mut total = 0.0;
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(stat) = std::fs::read_to_string(entry?.path().join("stat")) else {
+            continue;
+        };
+        let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.split_once(") ")) else {
+            continue;
+        };
+        if name != "postgres" {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        total += fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    }
+    Ok(total / 100.0)
+}
+
+/// The throughput run on one node per store in `stores` (all sharing one database, or one
+/// sled store): returns the cases/s measured.
+async fn throughput<S: Store + Clone>(args: &Args, stores: Vec<S>) -> anyhow::Result<f64> {
+    let (mocks, _) = mocks_in_test(1).await;
+    let agencies: std::collections::BTreeMap<String, String> = mocks
+        .agencies
+        .iter()
+        .map(|a| (a.id.to_owned(), a.base_url.clone()))
+        .collect();
+    let mut nodes = Vec::new();
+    for store in stores {
+        nodes.push(Node::start(store, &agencies, Clock::system()).await);
+    }
+    let store = nodes[0].app.engine.store().clone();
+    let issue =
+        |role| civicflow::auth::issue(&store, role, "bench", "bench", jiff::Timestamp::now());
+    let (_, admin) = issue(civicflow::auth::Role::Admin).await?;
+    let (_, police) = issue(civicflow::auth::Role::Agency("police".into())).await?;
+    let http = support::client_with(&admin);
+    http.put(format!("{}/admin/callback-token", agencies["police"]))
+        .json(&json!({"token": police}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     let (cpu_before, wall) = (cpu_seconds()?, Instant::now());
     let ids = submit_all(
-        &server.http,
-        &server.url,
+        &http,
+        &urls,
         "T",
         args.cases,
         args.concurrency,
         "001089654321",
     )
     .await?;
-    while running(&server).await? {
+    while running(&store).await? {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let cores = (cpu_seconds()? - cpu_before) / wall.elapsed().as_secs_f64();
     let mut latencies = Vec::with_capacity(ids.len());
     let (mut first, mut last) = (jiff::Timestamp::MAX, jiff::Timestamp::MIN);
     for id in &ids {
-        let case = server
-            .engine
+        let case = store
             .case(id.parse()?)
             .await?
             .context("an accepted case exists")?;
@@ -183,9 +281,12 @@ async fn throughput(args: &Args) -> anyhow::Result<f64> {
     latencies.sort_by(f64::total_cmp);
     let span = last.duration_since(first).as_secs_f64();
     println!(
-        "\n## Throughput ({} birth cases, {} starts in flight)",
+        "\n## Throughput ({} birth cases, {} starts in flight, {:?} store, {} node{})",
         ids.len(),
-        args.concurrency
+        args.concurrency,
+        args.backend,
+        urls.len(),
+        if urls.len() == 1 { "" } else { "s" }
     );
     println!(
         "cases/s: {:.0} ({:.0} agency calls/s), CPU {cores:.2} cores of 2 (engine, API, mocks and this client)",
@@ -197,9 +298,9 @@ async fn throughput(args: &Args) -> anyhow::Result<f64> {
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99)
     );
-    let metrics = server.engine.metrics();
+    let metrics = nodes[0].app.engine.metrics();
     println!(
-        "engine overhead per step at full load: {}",
+        "engine overhead per step at full load (node 1): {}",
         described(metrics.step_overhead(), "samples")
     );
     println!(
@@ -232,7 +333,7 @@ async fn overhead(args: &Args, rate: u64) -> anyhow::Result<()> {
         id??;
     }
     let sent_in = started.elapsed().as_secs_f64();
-    while running(&server).await? {
+    while running(server.engine.store()).await? {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let metrics = server.engine.metrics();
@@ -290,7 +391,7 @@ async fn memory(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let ids = submit_all(
         &http,
-        &server.url,
+        std::slice::from_ref(&server.url),
         "M",
         args.waiting,
         args.concurrency,

@@ -411,17 +411,17 @@ pub async fn effects(http: &reqwest::Client, agency_url: &str, case: &str) -> Ve
 
 /// One civicflow node in this process: the application over `store` (which other nodes may
 /// share), started, its API served on a free port.
-pub struct Node {
+pub struct Node<S = civicflow::store::sled::SledStore> {
     pub url: String,
-    pub app: civicflow::app::App<civicflow::store::sled::SledStore>,
+    pub app: civicflow::app::App<S>,
 }
 
-impl Node {
+impl<S: civicflow::store::Store + Clone> Node<S> {
     pub async fn start(
-        store: civicflow::store::sled::SledStore,
+        store: S,
         agencies: &BTreeMap<String, String>,
         clock: civicflow::engine::Clock,
-    ) -> Node {
+    ) -> Node<S> {
         use civicflow::app::{App, Settings};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

@@ -17,4 +17,4 @@ mod open;
 mod reads;
 
 pub use migrate::SCHEMA_VERSION;
-pub use open::{Options, PgStore};
+pub use open::{Exchanges, Options, PgStore};

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
@@ -41,6 +42,24 @@ impl Default for Options {
 pub struct PgStore {
     pub(super) pool: Pool,
     pub(super) place: Place,
+    pub(super) exchanges: Arc<Counters>,
+}
+
+/// What this node has asked of the database, counted as it goes.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) round_trips: AtomicU64,
+    pub(super) commits: AtomicU64,
+}
+
+/// How much this node has asked of the database so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exchanges {
+    /// Requests answered by the database: each read, each claim, and each commit's begin,
+    /// pipelined statements and commit (three).
+    pub round_trips: u64,
+    /// Transactions committed (or rolled back after a failed check).
+    pub commits: u64,
 }
 
 /// Where the database is, as errors and logs name it: user, host, port and database, never
@@ -176,7 +195,19 @@ impl PgStore {
                 path: place.to_string(),
                 detail: e.to_string(),
             })?;
-        Ok(PgStore { pool, place })
+        Ok(PgStore {
+            pool,
+            place,
+            exchanges: Arc::default(),
+        })
+    }
+
+    /// What this node has asked of the database since it connected.
+    pub fn exchanges(&self) -> Exchanges {
+        Exchanges {
+            round_trips: self.exchanges.round_trips.load(Ordering::Relaxed),
+            commits: self.exchanges.commits.load(Ordering::Relaxed),
+        }
     }
 
     pub(super) async fn client(&self) -> Result<Client, StoreError> {

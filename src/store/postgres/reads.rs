@@ -1,6 +1,7 @@
 //! The contract's operations on PostgreSQL: a commit on a task of its own, reads as one
 //! prepared statement each, claims as one `UPDATE … FOR UPDATE SKIP LOCKED … RETURNING`.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -81,6 +82,7 @@ impl PgStore {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
         let client = self.client().await?;
+        self.exchanges.round_trips.fetch_add(1, Ordering::Relaxed);
         let statement = client
             .prepare_cached(sql)
             .await
@@ -126,6 +128,9 @@ impl Store for PgStore {
         // request that asked for it goes away meanwhile.
         tokio::spawn(async move {
             let mut client = store.client().await?;
+            // Begin, the statements, commit or roll back.
+            store.exchanges.round_trips.fetch_add(3, Ordering::Relaxed);
+            store.exchanges.commits.fetch_add(1, Ordering::Relaxed);
             apply(&mut client, &store.place, encoded).await
         })
         .await
