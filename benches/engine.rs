@@ -61,6 +61,9 @@ struct Args {
     /// Only the throughput run.
     #[arg(long)]
     throughput_only: bool,
+    /// Connections each node keeps to PostgreSQL.
+    #[arg(long, default_value_t = Options::default().pool_size)]
+    pool_size: usize,
     /// Cargo passes `--bench`; nothing to do with it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -92,7 +95,7 @@ fn main() -> anyhow::Result<()> {
                 let url = pg::fresh_url().await;
                 let options = Options {
                     migrate: true,
-                    ..Options::default()
+                    pool_size: args.pool_size,
                 };
                 let mut stores = Vec::new();
                 for _ in 0..args.nodes.max(1) {
@@ -101,18 +104,20 @@ fn main() -> anyhow::Result<()> {
                 let before = postgres_cpu_seconds()?;
                 let measured = throughput(&args, stores.clone()).await?;
                 let cases = args.cases as f64;
-                let (mut round_trips, mut commits) = (0, 0);
+                let (mut round_trips, mut transactions) = (0, 0);
                 for store in &stores {
                     let e = store.exchanges();
                     round_trips += e.round_trips;
-                    commits += e.commits;
+                    transactions += e.transactions;
                 }
                 println!(
-                    "PostgreSQL: {:.1} round trips and {:.1} commits per case; its server processes used {:.2} CPU seconds per 1,000 cases",
+                    "PostgreSQL: {:.1} round trips and {:.2} transactions per case (a transaction carries the commits that arrived together); its server processes used {:.2} CPU seconds per 1,000 cases",
                     round_trips as f64 / cases,
-                    commits as f64 / cases,
+                    transactions as f64 / cases,
                     (postgres_cpu_seconds()? - before) * 1000.0 / cases
                 );
+                drop(stores);
+                pg::drop_schema(&url).await;
                 measured
             }
         };

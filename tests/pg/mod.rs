@@ -26,6 +26,19 @@ pub async fn fresh_url() -> String {
     format!("{base}?options=-csearch_path%3D{schema}")
 }
 
+/// Drops the schema of a store `fresh_url` made, with everything in it.
+pub async fn drop_schema(url: &str) {
+    let (client, connection) = tokio_postgres::connect(&database(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let schema = url.rsplit("search_path%3D").next().unwrap();
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
 /// A store in a fresh schema, migrated.
 pub async fn fresh_store() -> civicflow::store::postgres::PgStore {
     let url = fresh_url().await;

@@ -1,16 +1,17 @@
-//! A transaction applied as one PostgreSQL transaction: encoded on the caller's task, then
-//! every statement sent at once (pipelined: one round trip for all of them), the checks'
-//! answers read, and the transaction committed or rolled back.
+//! A transaction applied as one PostgreSQL transaction in one round trip: encoded on the
+//! caller's task, then `BEGIN`, every statement and `COMMIT` sent at once (pipelined).
 //!
-//! The checks are statements whose answer says whether they passed: a fenced claim is still
-//! the row's epoch (`SELECT … FOR UPDATE`, which also makes a concurrent claim wait for this
-//! transaction), the configuration version is the one expected, a case is at the revision it
-//! was read at (`UPDATE … WHERE rev = $n RETURNING`), an idempotency key is free
-//! (`INSERT … ON CONFLICT DO NOTHING RETURNING`). If any did not, everything is rolled back.
+//! The checks run inside the statements that write, and raise (`civicflow_check`, SQLSTATE
+//! `CF001`) when they fail: a fenced claim is still the row's epoch (`SELECT … FOR UPDATE`,
+//! which also makes a concurrent claim wait for this transaction), the configuration version
+//! is the one expected, a case is at the revision it was read at (`UPDATE … WHERE rev = $n`,
+//! its index entries rewritten in the same statement), an idempotency key is free (`INSERT …
+//! ON CONFLICT DO NOTHING`). A raised check aborts the transaction, the statements after it
+//! fail, and the pipelined `COMMIT` rolls everything back; which check raised says which error
+//! to answer.
 
 use deadpool_postgres::Client;
 use futures_util::future::join_all;
-use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -21,25 +22,58 @@ use crate::store::{StoreError, Transaction, Work};
 /// A statement parameter.
 type Param<'a> = &'a (dyn ToSql + Sync);
 
-const FENCE_TIMER: &str = "SELECT 1 FROM timers \
-    WHERE case_id = $1 AND kind = $2 AND due_ms = $3 AND epoch = $4 FOR UPDATE";
-const FENCE_WEBHOOK: &str = "SELECT 1 FROM webhooks WHERE id = $1 AND epoch = $2 FOR UPDATE";
-const BUMP_CONFIG: &str = "UPDATE config SET version = version + 1 \
-    WHERE id = 1 AND ($1::int8 IS NULL OR version = $1) RETURNING version";
-const CHECK_CONFIG: &str = "SELECT version FROM config WHERE id = 1 AND version = $1 FOR SHARE";
+/// A statement of a batch, its parameters, and the check it makes for which commit.
+type Statement<'a> = (&'a str, Vec<Param<'a>>, Option<(usize, Check)>);
+
+/// Rows of a table keyed by text, with their records, as statement parameters.
+type Keyed<'a> = (Vec<&'a str>, Vec<&'a [u8]>);
+
+/// Timers (case, kind, due) with their records, as statement parameters.
+type TimerRows<'a> = (Vec<Uuid>, Vec<&'a str>, Vec<i64>, Vec<&'a [u8]>);
+
+/// Definitions (kind, id, version) with their records, as statement parameters.
+type DefinitionRows<'a> = (Vec<&'a str>, Vec<&'a str>, Vec<i32>, Vec<&'a [u8]>);
+
+const BEGIN: &str = "BEGIN";
+const COMMIT: &str = "COMMIT";
+/// The SQLSTATE `civicflow_check` raises.
+const CHECK_FAILED: &str = "CF001";
+const FENCE_TIMER: &str = "SELECT civicflow_check(EXISTS ( \
+    SELECT 1 FROM timers WHERE case_id = $1 AND kind = $2 AND due_ms = $3 AND epoch = $4 \
+    FOR UPDATE), 'fence')";
+const FENCE_WEBHOOK: &str = "SELECT civicflow_check(EXISTS ( \
+    SELECT 1 FROM webhooks WHERE id = $1 AND epoch = $2 FOR UPDATE), 'fence')";
+const BUMP_CONFIG: &str = "WITH u AS ( \
+    UPDATE config SET version = version + 1 \
+    WHERE id = 1 AND ($1::int8 IS NULL OR version = $1) RETURNING 1) \
+    SELECT civicflow_check(EXISTS (SELECT 1 FROM u), 'config')";
+const CHECK_CONFIG: &str = "SELECT civicflow_check(EXISTS ( \
+    SELECT 1 FROM config WHERE id = 1 AND version = $1 FOR SHARE), 'config')";
 const CONFIG: &str = "SELECT version FROM config WHERE id = 1";
-const INSERT_CASE: &str = "INSERT INTO cases (id, rev, record) VALUES ($1, 1, $2) \
-    ON CONFLICT (id) DO NOTHING RETURNING rev";
-const UPDATE_CASE: &str =
-    "UPDATE cases SET rev = rev + 1, record = $2 WHERE id = $1 AND rev = $3 RETURNING rev";
-const INDEX_DROP: &str = "DELETE FROM case_index WHERE case_id = $1 AND NOT EXISTS ( \
-    SELECT 1 FROM unnest($2::text[], $3::text[]) AS k(name, value) \
-    WHERE k.name = case_index.name AND k.value = case_index.value)";
-const INDEX_ADD: &str = "INSERT INTO case_index (name, value, case_id) \
-    SELECT name, value, $1 FROM unnest($2::text[], $3::text[]) AS k(name, value) \
-    ON CONFLICT DO NOTHING";
-const IDEMPOTENCY: &str = "INSERT INTO idempotency (key, record) VALUES ($1, $2) \
-    ON CONFLICT (key) DO NOTHING RETURNING 1";
+/// A new case and its index entries, unless the id is taken.
+const INSERT_CASE: &str = "WITH i AS ( \
+        INSERT INTO cases (id, rev, record) VALUES ($1, 1, $2) \
+        ON CONFLICT (id) DO NOTHING RETURNING 1), \
+    x AS ( \
+        INSERT INTO case_index (name, value, case_id) \
+        SELECT name, value, $1 FROM unnest($3::text[], $4::text[]) AS k(name, value) \
+        WHERE EXISTS (SELECT 1 FROM i) ON CONFLICT DO NOTHING) \
+    SELECT civicflow_check(EXISTS (SELECT 1 FROM i), 'exists')";
+/// A case at the revision it was read at, rewritten, and its index entries by difference.
+const UPDATE_CASE: &str = "WITH u AS ( \
+        UPDATE cases SET rev = rev + 1, record = $2 WHERE id = $1 AND rev = $3 RETURNING 1), \
+    k AS (SELECT * FROM unnest($4::text[], $5::text[]) AS k(name, value)), \
+    gone AS ( \
+        DELETE FROM case_index c WHERE c.case_id = $1 AND EXISTS (SELECT 1 FROM u) \
+        AND NOT EXISTS (SELECT 1 FROM k WHERE k.name = c.name AND k.value = c.value)), \
+    added AS ( \
+        INSERT INTO case_index (name, value, case_id) SELECT name, value, $1 FROM k \
+        WHERE EXISTS (SELECT 1 FROM u) ON CONFLICT DO NOTHING) \
+    SELECT civicflow_check(EXISTS (SELECT 1 FROM u), 'revision')";
+const IDEMPOTENCY: &str = "WITH i AS ( \
+        INSERT INTO idempotency (key, record) VALUES ($1, $2) \
+        ON CONFLICT (key) DO NOTHING RETURNING 1) \
+    SELECT civicflow_check(EXISTS (SELECT 1 FROM i), 'key')";
 const CLEAR_TIMERS: &str = "DELETE FROM timers WHERE (case_id, kind, due_ms) IN ( \
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[]))";
 const DELETE_TOKENS: &str = "DELETE FROM callback_tokens WHERE token = ANY($1)";
@@ -152,7 +186,10 @@ impl Encoded {
             e.cases.push(EncodedCase {
                 id: write.case.id,
                 expected_rev: write.expected_rev.map(|r| r as i64),
-                record: json(&write.case),
+                // Compressed here, where CPU is spare, so that the record (about 3.4 KB of
+                // JSON, 1.4 KB compressed) stays in its row: PostgreSQL would otherwise compress
+                // it with pglz on every update, on the database's CPU.
+                record: lz4_flex::block::compress_prepend_size(&json(&write.case)),
                 index_names,
                 index_values,
             });
@@ -226,135 +263,234 @@ enum Check {
     Key(String),
 }
 
-/// Applies `e` in one PostgreSQL transaction on `client`.
+impl Encoded {
+    /// Whether this commit must be a transaction of its own: a configuration change is checked
+    /// against the one version, so two cannot share a transaction.
+    pub(super) fn alone(&self) -> bool {
+        self.changes_config || self.expect_config.is_some()
+    }
+
+    /// What this commit's checks depend on (its cases, keys and claims): two commits that share
+    /// none may be checked in one transaction.
+    pub(super) fn depends_on(&self) -> impl Iterator<Item = String> + '_ {
+        let cases = self.cases.iter().map(|c| c.id.to_string());
+        let keys = self.idempotency.iter().map(|(k, _)| format!("key {k}"));
+        let timers = self.fenced_timers.iter().map(|f| f.4.clone());
+        let hooks = self.fenced_webhooks.iter().map(|f| f.2.clone());
+        cases.chain(keys).chain(timers).chain(hooks)
+    }
+}
+
+/// Why a batch was not committed.
+pub(super) enum Failed {
+    /// The commit at this position failed its check; the others may be tried again without it.
+    Check(usize, StoreError),
+    /// The database failed the batch (or the connection broke): which commit caused it, if
+    /// any, is not known.
+    Other(StoreError),
+}
+
+/// The unconditional writes of every commit of a batch, as one statement per table.
+#[derive(Default)]
+struct Merged<'a> {
+    clear_timers: (Vec<Uuid>, Vec<&'a str>, Vec<i64>),
+    delete_tokens: Vec<&'a str>,
+    delete_webhooks: Vec<&'a str>,
+    events: (Vec<Uuid>, Vec<i64>, Vec<&'a [u8]>),
+    set_timers: TimerRows<'a>,
+    put_tokens: Keyed<'a>,
+    put_api_tokens: Keyed<'a>,
+    put_webhooks: Keyed<'a>,
+    update_webhooks: Keyed<'a>,
+    put_definitions: DefinitionRows<'a>,
+    registry_changes: Vec<&'a [u8]>,
+    notify: Vec<&'a [u8]>,
+}
+
+/// `to` gets the borrowed form of each of `from`'s items.
+fn borrow_into<'a, T: ?Sized + 'a, U: std::ops::Deref<Target = T> + 'a>(
+    to: &mut Vec<&'a T>,
+    from: &'a [U],
+) {
+    to.extend(from.iter().map(|u| &**u));
+}
+
+impl<'a> Merged<'a> {
+    fn add(&mut self, e: &'a Encoded) {
+        self.clear_timers.0.extend(&e.clear_timers.0);
+        borrow_into(&mut self.clear_timers.1, &e.clear_timers.1);
+        self.clear_timers.2.extend(&e.clear_timers.2);
+        borrow_into(&mut self.delete_tokens, &e.delete_tokens);
+        borrow_into(&mut self.delete_webhooks, &e.delete_webhooks);
+        self.events.0.extend(&e.events.0);
+        self.events.1.extend(&e.events.1);
+        borrow_into(&mut self.events.2, &e.events.2);
+        self.set_timers.0.extend(&e.set_timers.0);
+        borrow_into(&mut self.set_timers.1, &e.set_timers.1);
+        self.set_timers.2.extend(&e.set_timers.2);
+        borrow_into(&mut self.set_timers.3, &e.set_timers.3);
+        for (to, from) in [
+            (&mut self.put_tokens, &e.put_tokens),
+            (&mut self.put_api_tokens, &e.put_api_tokens),
+            (&mut self.put_webhooks, &e.put_webhooks),
+            (&mut self.update_webhooks, &e.update_webhooks),
+        ] {
+            borrow_into(&mut to.0, &from.0);
+            borrow_into(&mut to.1, &from.1);
+        }
+        borrow_into(&mut self.put_definitions.0, &e.put_definitions.0);
+        borrow_into(&mut self.put_definitions.1, &e.put_definitions.1);
+        self.put_definitions.2.extend(&e.put_definitions.2);
+        borrow_into(&mut self.put_definitions.3, &e.put_definitions.3);
+        borrow_into(&mut self.registry_changes, &e.registry_changes);
+        borrow_into(&mut self.notify, &e.notify);
+    }
+}
+
+/// Applies the commits of `batch` in one PostgreSQL transaction on `client`, in one round
+/// trip: each commit's checks, then every commit's writes merged into one statement per table.
 pub(super) async fn apply(
     client: &mut Client,
     place: &Place,
-    e: Encoded,
-) -> Result<(), StoreError> {
+    batch: &[&Encoded],
+) -> Result<(), Failed> {
     let err = |x| place.error(x);
-    let tx = client.transaction().await.map_err(err)?;
-    let mut statements: Vec<(&str, Vec<Param<'_>>, Option<Check>)> = Vec::new();
-    for (case, kind, due, epoch, work) in &e.fenced_timers {
-        let check = Check::Fence(work.clone(), *epoch as u64);
-        statements.push((FENCE_TIMER, vec![case, kind, due, epoch], Some(check)));
+    if batch.iter().map(|e| e.notify.len()).sum::<usize>() > MAX_NOTIFICATIONS {
+        return Err(Failed::Other(StoreError::Io {
+            path: place.to_string(),
+            detail: format!("more than {MAX_NOTIFICATIONS} notifications in one transaction"),
+        }));
     }
-    for (id, epoch, work) in &e.fenced_webhooks {
-        let check = Check::Fence(work.clone(), *epoch as u64);
-        statements.push((FENCE_WEBHOOK, vec![id, epoch], Some(check)));
-    }
-    if e.changes_config {
-        let check = Check::Config(e.expect_config);
-        statements.push((BUMP_CONFIG, vec![&e.expect_config], Some(check)));
-    } else if let Some(expected) = &e.expect_config {
-        let check = Check::Config(Some(*expected));
-        statements.push((CHECK_CONFIG, vec![expected], Some(check)));
-    }
-    for c in &e.cases {
-        match &c.expected_rev {
-            None => {
-                let check = Check::NewCase(c.id);
-                statements.push((INSERT_CASE, vec![&c.id, &c.record], Some(check)));
-            }
-            Some(rev) => {
-                let check = Check::Revision(c.id, *rev as u64);
-                statements.push((UPDATE_CASE, vec![&c.id, &c.record, rev], Some(check)));
-                let keys: Vec<Param<'_>> = vec![&c.id, &c.index_names, &c.index_values];
-                statements.push((INDEX_DROP, keys, None));
+    let mut statements: Vec<Statement<'_>> = vec![(BEGIN, vec![], None)];
+    for (at, e) in batch.iter().enumerate() {
+        for (case, kind, due, epoch, work) in &e.fenced_timers {
+            let check = Check::Fence(work.clone(), *epoch as u64);
+            statements.push((FENCE_TIMER, vec![case, kind, due, epoch], Some((at, check))));
+        }
+        for (id, epoch, work) in &e.fenced_webhooks {
+            let check = Check::Fence(work.clone(), *epoch as u64);
+            statements.push((FENCE_WEBHOOK, vec![id, epoch], Some((at, check))));
+        }
+        if e.changes_config {
+            let check = Check::Config(e.expect_config);
+            statements.push((BUMP_CONFIG, vec![&e.expect_config], Some((at, check))));
+        } else if let Some(expected) = &e.expect_config {
+            let check = Check::Config(Some(*expected));
+            statements.push((CHECK_CONFIG, vec![expected], Some((at, check))));
+        }
+        for c in &e.cases {
+            let keys: [Param<'_>; 2] = [&c.index_names, &c.index_values];
+            match &c.expected_rev {
+                None => {
+                    let check = Check::NewCase(c.id);
+                    let params = vec![&c.id as Param<'_>, &c.record, keys[0], keys[1]];
+                    statements.push((INSERT_CASE, params, Some((at, check))));
+                }
+                Some(rev) => {
+                    let check = Check::Revision(c.id, *rev as u64);
+                    let params = vec![&c.id as Param<'_>, &c.record, rev, keys[0], keys[1]];
+                    statements.push((UPDATE_CASE, params, Some((at, check))));
+                }
             }
         }
-        statements.push((
-            INDEX_ADD,
-            vec![&c.id, &c.index_names, &c.index_values],
-            None,
-        ));
+        for (key, record) in &e.idempotency {
+            let check = Check::Key(key.clone());
+            statements.push((IDEMPOTENCY, vec![key, record], Some((at, check))));
+        }
     }
-    for (key, record) in &e.idempotency {
-        let check = Check::Key(key.clone());
-        statements.push((IDEMPOTENCY, vec![key, record], Some(check)));
+    let mut m = Merged::default();
+    for e in batch {
+        m.add(e);
     }
     // Removals before additions: a timer cleared and set again at the same place stays.
-    if !e.clear_timers.0.is_empty() {
-        let (a, b, c) = &e.clear_timers;
+    if !m.clear_timers.0.is_empty() {
+        let (a, b, c) = &m.clear_timers;
         statements.push((CLEAR_TIMERS, vec![a, b, c], None));
     }
-    if !e.delete_tokens.is_empty() {
-        statements.push((DELETE_TOKENS, vec![&e.delete_tokens], None));
+    if !m.delete_tokens.is_empty() {
+        statements.push((DELETE_TOKENS, vec![&m.delete_tokens], None));
     }
-    if !e.delete_webhooks.is_empty() {
-        statements.push((DELETE_WEBHOOKS, vec![&e.delete_webhooks], None));
+    if !m.delete_webhooks.is_empty() {
+        statements.push((DELETE_WEBHOOKS, vec![&m.delete_webhooks], None));
     }
-    if !e.events.0.is_empty() {
-        let (a, b, c) = &e.events;
+    if !m.events.0.is_empty() {
+        let (a, b, c) = &m.events;
         statements.push((EVENTS, vec![a, b, c], None));
     }
-    if !e.set_timers.0.is_empty() {
-        let (a, b, c, d) = &e.set_timers;
+    if !m.set_timers.0.is_empty() {
+        let (a, b, c, d) = &m.set_timers;
         statements.push((SET_TIMERS, vec![a, b, c, d], None));
     }
     for (sql, (keys, records)) in [
-        (PUT_TOKENS, &e.put_tokens),
-        (PUT_API_TOKENS, &e.put_api_tokens),
-        (PUT_WEBHOOKS, &e.put_webhooks),
-        (UPDATE_WEBHOOKS, &e.update_webhooks),
+        (PUT_TOKENS, &m.put_tokens),
+        (PUT_API_TOKENS, &m.put_api_tokens),
+        (PUT_WEBHOOKS, &m.put_webhooks),
+        (UPDATE_WEBHOOKS, &m.update_webhooks),
     ] {
         if !keys.is_empty() {
             statements.push((sql, vec![keys, records], None));
         }
     }
-    if !e.put_definitions.0.is_empty() {
-        let (a, b, c, d) = &e.put_definitions;
+    if !m.put_definitions.0.is_empty() {
+        let (a, b, c, d) = &m.put_definitions;
         statements.push((PUT_DEFINITIONS, vec![a, b, c, d], None));
     }
-    if !e.registry_changes.is_empty() {
-        statements.push((REGISTRY_CHANGES, vec![&e.registry_changes], None));
+    if !m.registry_changes.is_empty() {
+        statements.push((REGISTRY_CHANGES, vec![&m.registry_changes], None));
     }
-    if !e.notify.is_empty() {
-        statements.push((FEED, vec![&e.notify], None));
+    if !m.notify.is_empty() {
+        statements.push((FEED, vec![&m.notify], None));
     }
+    statements.push((COMMIT, vec![], None));
 
     let mut prepared = Vec::with_capacity(statements.len());
     for (sql, ..) in &statements {
-        prepared.push(tx.prepare_cached(sql).await.map_err(err)?);
+        let statement = client.prepare_cached(sql).await;
+        prepared.push(statement.map_err(|e| Failed::Other(err(e)))?);
     }
+    // Every request is queued before any answer is awaited: BEGIN, the statements and COMMIT
+    // reach the server together, and it runs them whatever becomes of this task.
     let answers = join_all(
         statements
             .iter()
             .zip(&prepared)
-            .map(|((_, params, _), statement)| tx.query(statement, params)),
+            .map(|((_, params, _), statement)| client.query(statement, params)),
     )
     .await;
     let mut failed = None;
     for ((_, _, check), answer) in statements.iter().zip(answers) {
-        let rows = answer.map_err(err)?;
-        if let Some(check) = check
-            && failed.is_none()
-            && rows.is_empty()
-        {
-            failed = Some(check);
+        let Err(e) = answer else { continue };
+        let raised = e.code().is_some_and(|c| c.code() == CHECK_FAILED);
+        match (check, raised) {
+            (Some(check), true) => {
+                failed = Some(check);
+                break;
+            }
+            // The first error stops the transaction; any later one only says so.
+            _ => return Err(Failed::Other(err(e))),
         }
     }
-    let Some(check) = failed else {
-        return tx.commit().await.map_err(err);
+    let Some((at, check)) = failed else {
+        return Ok(());
     };
-    tx.rollback().await.map_err(err)?;
-    Err(match check {
+    let error = match check {
         Check::Fence(work, epoch) => StoreError::Fenced {
             work: work.clone(),
             epoch: *epoch,
         },
-        Check::Config(expected) => {
-            let found: Row = client.query_one(CONFIG, &[]).await.map_err(err)?;
-            StoreError::ConfigChanged {
+        Check::Config(expected) => match client.query_one(CONFIG, &[]).await {
+            Ok(found) => StoreError::ConfigChanged {
                 expected: expected.unwrap_or_default() as u64,
                 found: found.get::<_, i64>(0) as u64,
-            }
-        }
+            },
+            Err(e) => err(e),
+        },
         Check::NewCase(case_id) => StoreError::Exists { case_id: *case_id },
         Check::Revision(case_id, expected) => StoreError::Conflict {
             case_id: *case_id,
             expected: *expected,
         },
         Check::Key(key) => StoreError::KeyTaken { key: key.clone() },
-    })
+    };
+    Err(Failed::Check(*at, error))
 }

@@ -8,7 +8,10 @@ use crate::store::StoreError;
 
 /// Every migration, by the schema version it makes. Append only: a migration that shipped is
 /// never edited, a change is a new one.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("schema/0001_tables.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("schema/0001_tables.sql")),
+    (2, include_str!("schema/0002_checks.sql")),
+];
 
 /// The schema version this civicflow reads and writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -1,7 +1,7 @@
 //! The PostgreSQL backend: several civicflow nodes share one database, any of which may die.
 //!
-//! Every commit is one PostgreSQL transaction with `synchronous_commit` on, its statements
-//! pipelined ([`commit`]); concurrent commits share the database's own group commit. Claims are
+//! Commits that arrive together share one PostgreSQL transaction ([`batch`]), with
+//! `synchronous_commit` on and every statement pipelined in one round trip ([`commit`]). Claims are
 //! rows: a due timer or a webhook carries its holder, its lease and its epoch, claimed with
 //! `FOR UPDATE SKIP LOCKED`, and a fenced commit locks and checks the row in its own
 //! transaction. Notifications are positioned by the writing transaction's id and read only
@@ -11,6 +11,7 @@
 //! The files: [`open`] (the pool, the schema check), [`migrate`] (and `schema/*.sql`),
 //! [`commit`], [`reads`].
 
+mod batch;
 mod commit;
 mod migrate;
 mod open;

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::mpsc;
 use tokio_postgres::NoTls;
 
+use super::batch::{Pending, Workers};
 use super::migrate::{self, SCHEMA_VERSION};
 use crate::store::StoreError;
 
@@ -43,23 +45,26 @@ pub struct PgStore {
     pub(super) pool: Pool,
     pub(super) place: Place,
     pub(super) exchanges: Arc<Counters>,
+    /// Where commits go to be applied, batched, by the workers.
+    pub(super) commits: mpsc::UnboundedSender<Pending>,
 }
 
 /// What this node has asked of the database, counted as it goes.
 #[derive(Debug, Default)]
 pub(super) struct Counters {
     pub(super) round_trips: AtomicU64,
-    pub(super) commits: AtomicU64,
+    pub(super) transactions: AtomicU64,
 }
 
 /// How much this node has asked of the database so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exchanges {
-    /// Requests answered by the database: each read, each claim, and each commit's begin,
-    /// pipelined statements and commit (three).
+    /// Requests answered by the database: each read, each claim, each transaction (its
+    /// begin, statements and commit are pipelined).
     pub round_trips: u64,
-    /// Transactions committed (or rolled back after a failed check).
-    pub commits: u64,
+    /// Transactions committed (or rolled back after a failed check): a transaction carries
+    /// the commits that arrived together.
+    pub transactions: u64,
 }
 
 /// Where the database is, as errors and logs name it: user, host, port and database, never
@@ -195,10 +200,17 @@ impl PgStore {
                 path: place.to_string(),
                 detail: e.to_string(),
             })?;
+        let exchanges = Arc::<Counters>::default();
+        let workers = Workers {
+            pool: pool.clone(),
+            place: place.clone(),
+            counters: exchanges.clone(),
+        };
         Ok(PgStore {
+            commits: workers.start(size),
             pool,
             place,
-            exchanges: Arc::default(),
+            exchanges,
         })
     }
 
@@ -206,7 +218,7 @@ impl PgStore {
     pub fn exchanges(&self) -> Exchanges {
         Exchanges {
             round_trips: self.exchanges.round_trips.load(Ordering::Relaxed),
-            commits: self.exchanges.commits.load(Ordering::Relaxed),
+            transactions: self.exchanges.transactions.load(Ordering::Relaxed),
         }
     }
 

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::PgStore;
-use super::commit::{Encoded, apply};
+use super::commit::Encoded;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
 use crate::store::{
     ApiToken, Claimed, IndexRange, NodeId, Notification, Order, Page, Position, Published,
@@ -122,22 +123,17 @@ impl Store for PgStore {
         if tx.is_empty() {
             return Ok(());
         }
-        let encoded = Encoded::new(tx)?;
-        let store = self.clone();
-        // On a task of its own: a commit runs to its end (committed or rolled back) even if the
-        // request that asked for it goes away meanwhile.
-        tokio::spawn(async move {
-            let mut client = store.client().await?;
-            // Begin, the statements, commit or roll back.
-            store.exchanges.round_trips.fetch_add(3, Ordering::Relaxed);
-            store.exchanges.commits.fetch_add(1, Ordering::Relaxed);
-            apply(&mut client, &store.place, encoded).await
-        })
-        .await
-        .map_err(|e| StoreError::Io {
+        // The workers apply it: a commit runs to its end (committed or rolled back) even if
+        // the request that asked for it goes away meanwhile.
+        let (answer, outcome) = oneshot::channel();
+        let stopped = || StoreError::Io {
             path: self.place.to_string(),
-            detail: format!("the commit's task failed: {e}"),
-        })?
+            detail: "the store's commit workers have stopped".to_owned(),
+        };
+        self.commits
+            .send((Encoded::new(tx)?, answer))
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     async fn case(&self, id: CaseId) -> Result<Option<Case>, StoreError> {
@@ -145,7 +141,12 @@ impl Store for PgStore {
         let Some(row) = rows.first() else {
             return Ok(None);
         };
-        let mut case: Case = self.decode("a case record", row.get::<_, &[u8]>(1))?;
+        let json =
+            lz4_flex::block::decompress_size_prepended(row.get::<_, &[u8]>(1)).map_err(|e| {
+                self.place
+                    .corrupt(format!("a case record cannot be read: {e}"))
+            })?;
+        let mut case: Case = self.decode("a case record", &json)?;
         case.rev = row.get::<_, i64>(0) as u64;
         Ok(Some(case))
     }

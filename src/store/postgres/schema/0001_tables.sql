@@ -12,8 +12,9 @@ INSERT INTO config VALUES (1, 0);
 -- Every claim takes the next value: an epoch is larger than any claim's before it.
 CREATE SEQUENCE claim_epochs;
 
--- A case's current state, rewritten on every change: room on each page for the new version
--- of a row keeps updates on the page (HOT) and off the indexes.
+-- A case's current state (LZ4-compressed JSON, so that it stays in its row), rewritten on
+-- every change: room on each page for the new version of a row keeps updates on the page (HOT)
+-- and off the indexes.
 CREATE TABLE cases (
     id uuid PRIMARY KEY,
     rev bigint NOT NULL,
