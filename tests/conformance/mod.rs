@@ -41,6 +41,7 @@ macro_rules! conformance_suite {
             configuration_changes_move_a_version_every_reader_sees,
             concurrent_writers_of_one_case_each_win_once_or_are_told_to_retry,
             counts_the_notifications_after_a_position,
+            concurrent_commits_with_one_key_are_all_answered_and_one_wins,
         );
     };
     (@tests $fresh:expr; $($name:ident),* $(,)?) => {
@@ -1045,4 +1046,36 @@ pub async fn counts_the_notifications_after_a_position<S: Store>(store: &S) {
     assert_eq!(store.feed_count(feed[2].0).await.unwrap(), 0);
     store.trim_feed(feed[1].0).await.unwrap();
     assert_eq!(store.feed_count(start).await.unwrap(), 1);
+}
+
+pub async fn concurrent_commits_with_one_key_are_all_answered_and_one_wins<S: Store + Clone>(
+    store: &S,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let c = case("birth-registration", "001190123456");
+            let mut tx = create(&c);
+            tx.put_idempotency.push((
+                "start:race".into(),
+                IdempotencyRecord {
+                    fingerprint: "f".into(),
+                    case_id: c.id,
+                },
+            ));
+            store.commit(&tx).await
+        });
+    }
+    let outcomes = tokio::time::timeout(std::time::Duration::from_secs(30), tasks.join_all())
+        .await
+        .expect("every commit is answered, none waits for a later one");
+    let won = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(won, 1, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Ok(()) | Err(StoreError::KeyTaken { .. }))),
+        "{outcomes:?}"
+    );
 }

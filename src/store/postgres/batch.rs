@@ -47,29 +47,22 @@ impl Workers {
     async fn work(&self, queue: &Mutex<mpsc::UnboundedReceiver<Pending>>) {
         let mut carried: Option<Pending> = None;
         loop {
-            let mut batch = Vec::new();
-            {
-                let mut queue = queue.lock().await;
-                let first = match carried.take() {
-                    Some(p) => p,
-                    None => match queue.recv().await {
-                        Some(p) => p,
-                        None => return,
-                    },
-                };
-                let alone = first.0.alone();
-                let mut taken: Vec<String> = first.0.depends_on().collect();
-                batch.push(first);
-                while !alone && batch.len() < MAX_BATCH {
-                    let Ok(next) = queue.try_recv() else { break };
-                    if next.0.alone() || next.0.depends_on().any(|d| taken.contains(&d)) {
-                        carried = Some(next);
-                        break;
-                    }
-                    taken.extend(next.0.depends_on());
-                    batch.push(next);
+            let (batch, next) = match carried.take() {
+                // A commit left over from the last batch does not wait for the queue: another
+                // worker may hold it, waiting for commits that are not coming.
+                Some(first) => match queue.try_lock() {
+                    Ok(mut queue) => gather(first, &mut queue),
+                    Err(_) => (vec![first], None),
+                },
+                None => {
+                    let mut queue = queue.lock().await;
+                    let Some(first) = queue.recv().await else {
+                        return;
+                    };
+                    gather(first, &mut queue)
                 }
-            }
+            };
+            carried = next;
             self.run(batch).await;
         }
     }
@@ -115,6 +108,26 @@ impl Workers {
             }
         }
     }
+}
+
+/// A batch starting with `first`, and the commits waiting that may join it: up to the first
+/// that may not (returned apart, for the next batch).
+fn gather(
+    first: Pending,
+    queue: &mut mpsc::UnboundedReceiver<Pending>,
+) -> (Vec<Pending>, Option<Pending>) {
+    let alone = first.0.alone();
+    let mut taken: Vec<String> = first.0.depends_on().collect();
+    let mut batch = vec![first];
+    while !alone && batch.len() < MAX_BATCH {
+        let Ok(next) = queue.try_recv() else { break };
+        if next.0.alone() || next.0.depends_on().any(|d| taken.contains(&d)) {
+            return (batch, Some(next));
+        }
+        taken.extend(next.0.depends_on());
+        batch.push(next);
+    }
+    (batch, None)
 }
 
 /// The same error again, for another commit of the batch.
