@@ -85,3 +85,45 @@ async fn an_unreachable_database_is_an_error_naming_it_without_its_password() {
     );
     assert!(!text.contains("s3cret"), "{text}");
 }
+
+#[tokio::test]
+async fn history_lands_in_the_partition_of_the_month_its_case_started() {
+    let url = pg::fresh_url().await;
+    let options = Options {
+        migrate: true,
+        ..Options::default()
+    };
+    let store = PgStore::connect(&url, options).await.unwrap();
+    let c = conformance::case("birth-registration", "001190123456");
+    let mut tx = conformance::create(&c);
+    tx.events.push((
+        c.id,
+        civicflow::case::Event {
+            seq: 0,
+            at: jiff::Timestamp::now(),
+            kind: civicflow::case::EventKind::CaseStarted {
+                workflow: "birth-registration".into(),
+                version: 1,
+            },
+        },
+    ));
+    store.commit(&tx).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let month = jiff::Timestamp::now().strftime("events_%Y_%m").to_string();
+    let count = |table: String| {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .unwrap();
+            row.get::<_, i64>(0)
+        }
+    };
+    assert_eq!(count(month).await, 1);
+    assert_eq!(count("events_default".to_owned()).await, 0);
+    assert_eq!(store.history(c.id, 0, 10).await.unwrap().len(), 1);
+}

@@ -171,6 +171,7 @@ impl PgStore {
                 expected: SCHEMA_VERSION,
             });
         }
+        tokio::spawn(keep_partitions(store.pool.clone(), store.place.clone()));
         Ok(store)
     }
 
@@ -224,6 +225,28 @@ impl PgStore {
 
     pub(super) async fn client(&self) -> Result<Client, StoreError> {
         self.pool.get().await.map_err(|e| self.place.pool_error(e))
+    }
+}
+
+/// How often a node makes sure the history has its partitions for the months ahead.
+const PARTITIONS_EVERY: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// Makes the history's monthly partitions for this month and the next three, now and every
+/// few hours, for as long as the runtime runs: a partition must exist before its first event,
+/// or the event lands in the default partition.
+async fn keep_partitions(pool: Pool, place: Place) {
+    loop {
+        let made = async {
+            let client = pool.get().await.map_err(|e| place.pool_error(e))?;
+            client
+                .execute("SELECT civicflow_event_partitions(3)", &[])
+                .await
+                .map_err(|e| place.error(e))
+        };
+        if let Err(e) = made.await {
+            tracing::warn!(error = %e, "cannot make the history's partitions for the months ahead");
+        }
+        tokio::time::sleep(PARTITIONS_EVERY).await;
     }
 }
 

@@ -31,13 +31,49 @@ CREATE TABLE case_index (
 );
 CREATE INDEX case_index_by_case ON case_index (case_id);
 
--- The append-only history.
+-- The append-only history, partitioned by the month its case started: case ids are UUIDv7,
+-- whose first 48 bits are the start time in milliseconds, so a month is a range of ids. An old
+-- month can be detached and archived whole (docs/operations.md) without touching the rest.
+-- Partitions are made ahead of time (civicflow_event_partitions); the default partition takes
+-- whatever falls outside them.
 CREATE TABLE events (
     case_id uuid NOT NULL,
     seq bigint NOT NULL,
     record bytea NOT NULL,
     PRIMARY KEY (case_id, seq)
-);
+) PARTITION BY RANGE (case_id);
+CREATE TABLE events_default PARTITION OF events DEFAULT;
+
+-- The smallest UUIDv7 of a moment.
+CREATE FUNCTION civicflow_uuid_at(at timestamptz) RETURNS uuid
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (lpad(to_hex((extract(epoch FROM at) * 1000)::bigint), 12, '0')
+        || '00000000000000000000')::uuid
+$$;
+
+-- Makes the history partitions of this month and the `ahead` next ones, if missing.
+CREATE FUNCTION civicflow_event_partitions(ahead int) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    month timestamptz;
+    name text;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('civicflow_event_partitions'));
+    FOR i IN 0..ahead LOOP
+        month := date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+            + make_interval(months => i);
+        name := 'events_' || to_char(month AT TIME ZONE 'UTC', 'YYYY_MM');
+        IF to_regclass(name) IS NULL THEN
+            EXECUTE format(
+                'CREATE TABLE %I PARTITION OF events FOR VALUES FROM (%L) TO (%L)',
+                name,
+                civicflow_uuid_at(month),
+                civicflow_uuid_at(month + interval '1 month'));
+        END IF;
+    END LOOP;
+END
+$$;
+SELECT civicflow_event_partitions(3);
 
 -- Durable wake-ups: a small, hot table (a timer lives seconds to days), claimed by due time.
 CREATE TABLE timers (
