@@ -229,11 +229,7 @@ fn postgres_cpu_seconds() -> anyhow::Result<f64> {
 /// sled store): returns the cases/s measured.
 async fn throughput<S: Store + Clone>(args: &Args, stores: Vec<S>) -> anyhow::Result<f64> {
     let (mocks, _) = mocks_in_test(1).await;
-    let agencies: std::collections::BTreeMap<String, String> = mocks
-        .agencies
-        .iter()
-        .map(|a| (a.id.to_owned(), a.base_url.clone()))
-        .collect();
+    let agencies = support::agency_urls(&mocks);
     let mut nodes = Vec::new();
     for store in stores {
         nodes.push(Node::start(store, &agencies, Clock::system()).await);
@@ -244,11 +240,7 @@ async fn throughput<S: Store + Clone>(args: &Args, stores: Vec<S>) -> anyhow::Re
     let (_, admin) = issue(civicflow::auth::Role::Admin).await?;
     let (_, police) = issue(civicflow::auth::Role::Agency("police".into())).await?;
     let http = support::client_with(&admin);
-    http.put(format!("{}/admin/callback-token", agencies["police"]))
-        .json(&json!({"token": police}))
-        .send()
-        .await?
-        .error_for_status()?;
+    support::set_callback_token(&http, &agencies["police"], &police).await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     let (cpu_before, wall) = (cpu_seconds()?, Instant::now());
     let ids = submit_all(

@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use support::{birth_input, client_with, fetch, free_port, pg};
+use support::{agency_urls, birth_input, client_with, fetch, free_port, pg, set_callback_token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a node's claims last in these tests: short, so that takeovers happen within them.
@@ -148,6 +148,22 @@ struct Balancer {
     http: reqwest::Client,
 }
 
+impl Balancer {
+    /// Serves on 127.0.0.1:`port`, in front of `nodes`.
+    async fn serve(port: u16, nodes: Vec<String>) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let lb = Balancer {
+            nodes: Arc::new(nodes),
+            next: Arc::default(),
+            http: reqwest::Client::new(),
+        };
+        let app = axum::Router::new().fallback(balance).with_state(lb);
+        tokio::spawn(axum::serve(listener, app).into_future());
+    }
+}
+
 async fn balance(
     State(lb): State<Balancer>,
     method: Method,
@@ -216,11 +232,7 @@ async fn agencies(fast: bool) -> (civicflow_mocks::RunningMocks, BTreeMap<String
     })
     .await
     .unwrap();
-    let urls = mocks
-        .agencies
-        .iter()
-        .map(|a| (a.id.to_owned(), a.base_url.clone()))
-        .collect();
+    let urls = agency_urls(&mocks);
     (mocks, urls)
 }
 
@@ -350,30 +362,10 @@ async fn three_nodes_lose_nothing_and_repeat_nothing_while_they_are_killed() {
     );
     let mut nodes = [first, Node::start(args.clone()), Node::start(args)];
     let urls: Vec<String> = nodes.iter().map(Node::url).collect();
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", lb_port))
-        .await
-        .unwrap();
-    let lb = Balancer {
-        nodes: Arc::new(urls.clone()),
-        next: Arc::default(),
-        http: reqwest::Client::new(),
-    };
-    tokio::spawn(
-        axum::serve(
-            listener,
-            axum::Router::new().fallback(balance).with_state(lb),
-        )
-        .into_future(),
-    );
+    Balancer::serve(lb_port, urls.clone()).await;
 
     let police = token(&admin, &urls[0], "agency:police").await;
-    let response = admin
-        .put(format!("{}/admin/callback-token", agencies["police"]))
-        .json(&json!({"token": police}))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
+    set_callback_token(&admin, &agencies["police"], &police).await;
     let portal = client_with(&token(&admin, &urls[0], "portal").await);
     let inbox = Inbox::default();
     let receiver = serve(
@@ -600,28 +592,9 @@ async fn a_node_frozen_past_its_lease_commits_nothing_it_decided_under_it() {
     let valve = Valve::default();
     let port = valve.proxy(upstream(&store)).await;
     let a = Node::start(shared_args(&through(&store, port), &lb_url, &agencies));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", lb_port))
-        .await
-        .unwrap();
-    let lb = Balancer {
-        nodes: Arc::new(vec![a.url(), b.url()]),
-        next: Arc::default(),
-        http: reqwest::Client::new(),
-    };
-    tokio::spawn(
-        axum::serve(
-            listener,
-            axum::Router::new().fallback(balance).with_state(lb),
-        )
-        .into_future(),
-    );
+    Balancer::serve(lb_port, vec![a.url(), b.url()]).await;
     let police = token(&admin, &b.url(), "agency:police").await;
-    admin
-        .put(format!("{}/admin/callback-token", agencies["police"]))
-        .json(&json!({"token": police}))
-        .send()
-        .await
-        .unwrap();
+    set_callback_token(&admin, &agencies["police"], &police).await;
     let portal = client_with(&token(&admin, &b.url(), "portal").await);
 
     // Cases whose card applications are polled every 2 s for a while: timers come due all the

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +15,9 @@ use civicflow::auth::{Role, issue};
 use civicflow::engine::Clock;
 use civicflow::store::sled::{DEFAULT_CACHE_MIB, SledStore};
 use serde_json::{Value, json};
-use support::{Node, birth_input, client_with, effects, fetch, mocks_in_test};
+use support::{
+    Node, agency_urls, birth_input, client_with, effects, fetch, mocks_in_test, set_callback_token,
+};
 
 const BOUND: Duration = Duration::from_secs(120);
 /// Birth cases on the shipped version 1, started over both nodes, and cases on the version 2
@@ -77,11 +79,7 @@ async fn start(http: &reqwest::Client, url: &str, body: Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_nodes_over_one_store_share_the_work_and_do_each_thing_once() {
     let (mocks, _) = mocks_in_test(11).await;
-    let agencies: BTreeMap<String, String> = mocks
-        .agencies
-        .iter()
-        .map(|a| (a.id.to_owned(), a.base_url.clone()))
-        .collect();
+    let agencies = agency_urls(&mocks);
     let data = std::env::temp_dir().join(format!("civicflow-nodes-{}", uuid::Uuid::new_v4()));
     let store = SledStore::open(&data, DEFAULT_CACHE_MIB << 20).unwrap();
     let a = Node::start(store.clone(), &agencies, Clock::system()).await;
@@ -98,13 +96,7 @@ async fn two_nodes_over_one_store_share_the_work_and_do_each_thing_once() {
             .1,
     );
     let police = token(Role::Agency("police".into())).await.unwrap().1;
-    let response = admin
-        .put(format!("{}/admin/callback-token", agencies["police"]))
-        .json(&json!({"token": police}))
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
+    set_callback_token(&admin, &agencies["police"], &police).await;
 
     // The portal's receiver, registered through node A.
     let received = Received::default();

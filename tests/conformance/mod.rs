@@ -592,9 +592,10 @@ pub async fn appends_notifications_in_commit_order_and_trims_them<S: Store>(stor
     assert_eq!(left[0].0, seqs[2]);
 }
 
-pub async fn a_webhook_update_never_brings_back_a_deleted_webhook<S: Store>(store: &S) {
-    let hook = Webhook {
-        id: "h1".into(),
+/// A webhook that has delivered nothing yet.
+fn webhook(id: &str) -> Webhook {
+    Webhook {
+        id: id.into(),
         url: "http://127.0.0.1:9/x".into(),
         secret: "s".into(),
         created_at: at(0),
@@ -603,7 +604,11 @@ pub async fn a_webhook_update_never_brings_back_a_deleted_webhook<S: Store>(stor
         failures: 0,
         last_error: None,
         last_delivered_at: None,
-    };
+    }
+}
+
+pub async fn a_webhook_update_never_brings_back_a_deleted_webhook<S: Store>(store: &S) {
+    let hook = webhook("h1");
     let put = Transaction {
         put_webhooks: vec![hook.clone()],
         ..Transaction::default()
@@ -811,17 +816,7 @@ pub async fn a_commit_under_a_stale_claim_is_refused_and_writes_nothing<S: Store
 }
 
 pub async fn a_webhook_delivery_is_held_by_one_node_and_renewed_by_it<S: Store>(store: &S) {
-    let hook = Webhook {
-        id: "h1".into(),
-        url: "http://127.0.0.1:9/x".into(),
-        secret: "s".into(),
-        created_at: at(0),
-        created_by: "test".into(),
-        cursor: 0,
-        failures: 0,
-        last_error: None,
-        last_delivered_at: None,
-    };
+    let hook = webhook("h1");
     let put = Transaction {
         put_webhooks: vec![hook.clone()],
         ..Transaction::default()
@@ -923,17 +918,7 @@ pub async fn a_feed_reader_never_skips_a_position_under_concurrent_commits<S: St
 pub async fn configuration_changes_move_a_version_every_reader_sees<S: Store + Clone>(store: &S) {
     let other = store.clone();
     let v0 = store.config_version().await.unwrap();
-    let hook = Webhook {
-        id: "h1".into(),
-        url: "http://127.0.0.1:9/x".into(),
-        secret: "s".into(),
-        created_at: at(0),
-        created_by: "test".into(),
-        cursor: 0,
-        failures: 0,
-        last_error: None,
-        last_delivered_at: None,
-    };
+    let hook = webhook("h1");
     let tx = Transaction {
         put_webhooks: vec![hook.clone()],
         expect_config: Some(v0),

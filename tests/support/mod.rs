@@ -376,6 +376,27 @@ pub async fn mocks_in_test(seed: u64) -> (civicflow_mocks::RunningMocks, Vec<Str
     (mocks, args)
 }
 
+/// Agency id → base URL of mocks running in this process.
+pub fn agency_urls(mocks: &civicflow_mocks::RunningMocks) -> BTreeMap<String, String> {
+    mocks
+        .agencies
+        .iter()
+        .map(|a| (a.id.to_owned(), a.base_url.clone()))
+        .collect()
+}
+
+/// Gives the police mock at `police_url` the token it calls civicflow back with, as an agency
+/// is given its credentials.
+pub async fn set_callback_token(http: &reqwest::Client, police_url: &str, token: &str) {
+    let response = http
+        .put(format!("{police_url}/admin/callback-token"))
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+}
+
 /// Replaces an agency's fault configuration.
 pub async fn put_faults(http: &reqwest::Client, base_url: &str, faults: Value) {
     let response = http
@@ -464,11 +485,7 @@ pub struct InProcess {
 impl InProcess {
     pub async fn start() -> InProcess {
         let (mocks, _) = mocks_in_test(1).await;
-        let agencies: BTreeMap<String, String> = mocks
-            .agencies
-            .iter()
-            .map(|a| (a.id.to_owned(), a.base_url.clone()))
-            .collect();
+        let agencies = agency_urls(&mocks);
         let data = std::env::temp_dir().join(format!("civicflow-in-{}", uuid::Uuid::new_v4()));
         let store = civicflow::store::sled::SledStore::open(
             &data,
@@ -486,13 +503,7 @@ impl InProcess {
             .await
             .unwrap();
         let http = client_with(&admin);
-        let response = http
-            .put(format!("{}/admin/callback-token", agencies["police"]))
-            .json(&json!({"token": police}))
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success());
+        set_callback_token(&http, &agencies["police"], &police).await;
         InProcess {
             url,
             engine,
