@@ -18,7 +18,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use support::{agency_urls, birth_input, client_with, fetch, free_port, pg, set_callback_token};
+use support::{
+    agency_urls, assert_each_poll_answered_once, birth_input, client_with, fetch, free_port, pg,
+    set_callback_token,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a node's claims last in these tests: short, so that takeovers happen within them.
@@ -653,24 +656,7 @@ async fn a_node_frozen_past_its_lease_commits_nothing_it_decided_under_it() {
     assert_done_once(&admin, &lb_url, &agencies, &cases).await;
     // Every poll the social-security office answered is one the histories recorded: no poll
     // was sent on a claim that had been taken over.
-    let social = &agencies["social-security"];
-    for id in &ids {
-        let requests = fetch(&admin, &format!("{social}/admin/requests?case_id={id}")).await;
-        let polls = requests
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["method"] == "GET")
-            .count();
-        let history = fetch(&admin, &format!("{lb_url}/v1/cases/{id}/history")).await;
-        let answered = history["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["type"] == "poll_answered" && e["step"] == "health_insurance")
-            .count();
-        assert_eq!(polls, answered + 1, "{id}");
-    }
+    assert_each_poll_answered_once(&admin, &agencies["social-security"], &lb_url, &ids).await;
     let log = a.log();
     assert!(
         log.contains("a timer firing is dropped: its claim was taken over"),

@@ -16,7 +16,8 @@ use civicflow::engine::Clock;
 use civicflow::store::sled::{DEFAULT_CACHE_MIB, SledStore};
 use serde_json::{Value, json};
 use support::{
-    Node, agency_urls, birth_input, client_with, effects, fetch, mocks_in_test, set_callback_token,
+    Node, agency_urls, assert_each_poll_answered_once, birth_input, client_with, effects, fetch,
+    mocks_in_test, set_callback_token,
 };
 
 const BOUND: Duration = Duration::from_secs(120);
@@ -184,25 +185,9 @@ async fn two_nodes_over_one_store_share_the_work_and_do_each_thing_once() {
 
     // Every poll timer fired once: each status request the social-security office saw for a
     // case is one poll the case's history answers (pending, or the card at last).
+    let ids: Vec<String> = v1.iter().chain(&v2).cloned().collect();
     let social = &agencies["social-security"];
-    for id in v1.iter().chain(&v2) {
-        let requests = fetch(&admin, &format!("{social}/admin/requests?case_id={id}")).await;
-        let polls = requests
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["method"] == "GET")
-            .count();
-        let history = fetch(&admin, &format!("{}/v1/cases/{id}/history", a.url)).await;
-        let answered = history["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["type"] == "poll_answered" && e["step"] == "health_insurance")
-            .count();
-        assert!(polls > 0, "{id}: the card was polled for");
-        assert_eq!(polls, answered + 1, "{id}: {requests:#}");
-    }
+    assert_each_poll_answered_once(&admin, social, &a.url, &ids).await;
 
     // The webhook registered on node A got every case's end, from both nodes' changes.
     let until = tokio::time::Instant::now() + BOUND;

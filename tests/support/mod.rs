@@ -397,6 +397,35 @@ pub async fn set_callback_token(http: &reqwest::Client, police_url: &str, token:
     assert!(response.status().is_success());
 }
 
+/// Every card status request the social-security office at `social` saw for each case is one
+/// poll the case's history (read through `via`) answered, pending or the card at last: no poll
+/// timer fired twice.
+pub async fn assert_each_poll_answered_once(
+    http: &reqwest::Client,
+    social: &str,
+    via: &str,
+    ids: &[String],
+) {
+    for id in ids {
+        let requests = fetch(http, &format!("{social}/admin/requests?case_id={id}")).await;
+        let polls = requests
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["method"] == "GET")
+            .count();
+        let history = fetch(http, &format!("{via}/v1/cases/{id}/history")).await;
+        let answered = history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "poll_answered" && e["step"] == "health_insurance")
+            .count();
+        assert!(polls > 0, "{id}: the card was polled for");
+        assert_eq!(polls, answered + 1, "{id}: {requests:#}");
+    }
+}
+
 /// Replaces an agency's fault configuration.
 pub async fn put_faults(http: &reqwest::Client, base_url: &str, faults: Value) {
     let response = http
