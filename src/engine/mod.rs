@@ -34,12 +34,13 @@ use crate::workflow::definition::{Definitions, SchemaViolation, Workflow};
 use crate::workflow::expr::EvalError;
 
 pub use actions::{Action, ActionError};
-pub use change::{Call, Change};
+pub use change::Call;
 pub use clock::Clock;
-pub use decide::Decider;
 pub use metrics::{Metrics, Percentiles};
 pub use trial::TrialError;
 
+use change::Change;
+use decide::Decider;
 use drive::lost_race;
 
 /// Where civicflow is reached by agencies (for callback URLs) and where each agency is.
