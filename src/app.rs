@@ -61,6 +61,8 @@ pub struct App<S> {
     pub engine: Arc<Engine<S>>,
     pub registry: Arc<Registry<S>>,
     pub feed: Arc<Feed>,
+    /// The configuration version the definitions and the feed were read at when built.
+    built_at: u64,
     limits: Limits,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -100,12 +102,14 @@ impl<S: Store + Clone> App<S> {
         }
         let feed = Arc::new(Feed::default());
         feed.refresh(&store).await?;
+        let built_at = loaded.0;
         let hooks: Vec<Arc<dyn crate::store::Hook>> = vec![feed.clone()];
         let engine = Engine::new(store, registry.clone(), loaded, settings.engine, hooks);
         Ok(App {
             engine,
             registry,
             feed,
+            built_at,
             limits: settings.limits,
             tasks: Vec::new(),
         })
@@ -132,6 +136,7 @@ impl<S: Store + Clone> App<S> {
         self.tasks.push(tokio::spawn(follow_config(
             self.engine.clone(),
             self.feed.clone(),
+            self.built_at,
         )));
     }
 
@@ -147,11 +152,11 @@ impl<S: Store + Clone> App<S> {
     }
 }
 
-/// Follows the shared configuration: when its version moves on (a publication, a webhook or an
-/// API token changed on any node), reloads the definitions and whether any webhook is
-/// registered.
-async fn follow_config<S: Store + Clone>(engine: Arc<Engine<S>>, feed: Arc<Feed>) {
-    let mut seen = None;
+/// Follows the shared configuration from version `seen` (what the node was built from): when
+/// it moves on (a publication, a webhook or an API token changed on any node), reloads the
+/// definitions and whether any webhook is registered.
+async fn follow_config<S: Store + Clone>(engine: Arc<Engine<S>>, feed: Arc<Feed>, seen: u64) {
+    let mut seen = Some(seen);
     loop {
         let poll = CONFIG_POLL.mul_f64(0.75 + fastrand::f64() / 2.0);
         tokio::time::sleep(poll).await;

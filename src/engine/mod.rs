@@ -147,7 +147,6 @@ pub struct Engine<S> {
     decide: Decider,
     /// What follows every committed change (the webhook feed, …).
     hooks: Vec<Arc<dyn Hook>>,
-    calendar: &'static Calendar,
     http: reqwest::Client,
     locks: locks::Locks,
     stopping: AtomicBool,
@@ -167,7 +166,6 @@ impl<S: Store + Clone> Engine<S> {
         config: Config,
         hooks: Vec<Arc<dyn Hook>>,
     ) -> Arc<Engine<S>> {
-        let calendar = Calendar::vietnam();
         Arc::new(Engine {
             store,
             node: uuid::Uuid::new_v4().to_string(),
@@ -177,13 +175,12 @@ impl<S: Store + Clone> Engine<S> {
                 defs: Arc::new(defs),
             }),
             decide: Decider {
-                calendar,
+                calendar: Calendar::vietnam(),
                 public_url: config.public_url.clone(),
                 agencies: config.agencies.clone(),
             },
             config,
             hooks,
-            calendar,
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(256)
                 .build()
@@ -355,7 +352,7 @@ impl<S: Store + Clone> Engine<S> {
             version: workflow.version,
         });
         if let Some(deadline) = workflow.deadline {
-            match self.calendar.due(now, deadline) {
+            match self.decide.calendar.due(now, deadline) {
                 Ok(due) => {
                     change.case.due_at = Some(due);
                     change.set_timer(TimerKind::CaseDeadline, due);
