@@ -68,8 +68,11 @@ async fn a_portal_that_was_down_gets_every_notification_signed_and_in_order() {
     let mocks = ["--with-mocks", "--mocks-port", "0", "--mocks-fast"];
     let mut server = Server::spawn(&data, &listen, &mocks);
     let portal = server.token("portal").await;
-    // The portal's receiver is not listening yet.
-    let port = free_port();
+    // The portal's receiver is not listening yet. Its port is bound (so that nothing else, such
+    // as the mocks of the restarted server, can take it) but refuses connections until `listen`.
+    let receiver_socket = tokio::net::TcpSocket::new_v4().unwrap();
+    receiver_socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let port = receiver_socket.local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}/civicflow-events");
     let hook = register(&server, &portal, &url).await;
     let secret = hook["secret"].as_str().unwrap().to_owned();
@@ -118,9 +121,7 @@ async fn a_portal_that_was_down_gets_every_notification_signed_and_in_order() {
     let app = axum::Router::new()
         .route("/civicflow-events", axum::routing::post(receive))
         .with_state(receiver.clone());
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap();
+    let listener = receiver_socket.listen(64).unwrap();
     tokio::spawn(axum::serve(listener, app).into_future());
 
     let until = tokio::time::Instant::now() + BOUND;
