@@ -103,7 +103,8 @@ impl<S: Store + Clone> App<S> {
         let feed = Arc::new(Feed::default());
         feed.refresh(&store).await?;
         let built_at = loaded.0;
-        let hooks: Vec<Arc<dyn crate::store::Hook>> = vec![feed.clone()];
+        let kpi = Arc::new(crate::kpi::Kpi::new(crate::calendar::Calendar::vietnam()));
+        let hooks: Vec<Arc<dyn crate::store::Hook>> = vec![feed.clone(), kpi];
         let engine = Engine::new(store, registry.clone(), loaded, settings.engine, hooks);
         Ok(App {
             engine,

@@ -6,6 +6,7 @@ pub mod calendar;
 pub mod case;
 pub mod cli;
 pub mod engine;
+pub mod kpi;
 pub mod registry;
 pub mod store;
 pub mod webhooks;

@@ -80,6 +80,14 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// The on-time table: per workflow and per step at each agency, finished on time or late,
+    /// open in time or overdue, the on-time rate and working days taken.
+    Kpi {
+        #[command(flatten)]
+        period: cli::kpi::Period,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Publish, list, show, deprecate and test adapters (agencies, admin).
     Adapters {
         #[command(subcommand)]
@@ -185,6 +193,12 @@ fn main() -> anyhow::Result<ExitCode> {
         } => client(&connection, |c| async move {
             cli::incidents::bulk(&c, command).await
         }),
+        Command::Kpi { period, connection } => {
+            client(
+                &connection,
+                |c| async move { cli::kpi::kpi(&c, &period).await },
+            )
+        }
         Command::Adapters {
             command,
             connection,

@@ -74,6 +74,7 @@ fn describe(op: Operation) -> &'static str {
         Operation::ManageTokens => "manage API tokens",
         Operation::ReadRegistry => "read the registry of definitions",
         Operation::Publish => "publish or deprecate definitions",
+        Operation::ReadKpis => "read the on-time figures",
     }
 }
 

@@ -7,6 +7,7 @@ mod auth;
 mod callbacks;
 mod cases;
 mod error;
+mod kpis;
 mod openapi;
 mod operators;
 mod registry;
@@ -73,6 +74,7 @@ pub fn router<S: Store + Clone>(
         .route("/v1/cases/{id}/{action}", post(operators::act::<S>))
         .route("/v1/incidents", get(operators::incidents::<S>))
         .route("/v1/bulk/retry", post(operators::bulk_retry::<S>))
+        .route("/v1/kpis", get(kpis::read::<S>))
         .route("/v1/callbacks/{token}", post(callbacks::post::<S>))
         .route(
             "/v1/tokens",

@@ -48,6 +48,8 @@ pub enum Operation {
     ReadRegistry,
     /// Publish or deprecate a definition; whose namespace it is, the registry checks.
     Publish,
+    /// Read the on-time figures (no personal data in them).
+    ReadKpis,
 }
 
 impl Role {
@@ -56,11 +58,17 @@ impl Role {
         match self {
             Role::Portal => matches!(
                 op,
-                StartCase | ReadCase | ListCases | Unmasked | ManageWebhooks | ReadRegistry
+                StartCase
+                    | ReadCase
+                    | ListCases
+                    | Unmasked
+                    | ManageWebhooks
+                    | ReadRegistry
+                    | ReadKpis
             ),
             Role::Operator => matches!(
                 op,
-                ReadCase | ListCases | ReadHistory | ListIncidents | Act | ReadRegistry
+                ReadCase | ListCases | ReadHistory | ListIncidents | Act | ReadRegistry | ReadKpis
             ),
             Role::Supervisor => matches!(
                 op,
@@ -72,6 +80,7 @@ impl Role {
                     | BulkAct
                     | Unmasked
                     | ReadRegistry
+                    | ReadKpis
             ),
             Role::Agency(_) => matches!(op, Callback | ReadRegistry | Publish),
             Role::Admin => op != Callback,

@@ -104,6 +104,29 @@ impl Calendar {
         Ok(!weekend && !self.holidays.contains_key(&date))
     }
 
+    /// The working days from `start` to `end` as the law counts a time taken: those after the
+    /// day of `start`, up to and including the day of `end` (Vietnam time), so a step answered
+    /// on the day it started took 0 and one answered on the next working day took 1.
+    pub fn working_days_between(
+        &self,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<u32, CalendarError> {
+        let tz = vietnam_time();
+        let last = end.to_zoned(tz.clone()).date();
+        let mut day = start.to_zoned(tz).date();
+        let mut n = 0;
+        while day < last {
+            day = day
+                .tomorrow()
+                .map_err(|e| CalendarError::Invalid(e.to_string()))?;
+            if self.is_working_day(day)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// When a deadline that starts running at `start` expires. `n working days` ends at the
     /// close (midnight, Vietnam time) of the n-th working day after the day of `start`, as the
     /// law counts from the day after a dossier is received; `n hours` is wall-clock.
@@ -184,6 +207,20 @@ mod tests {
         let c = Calendar::vietnam();
         assert!(c.is_working_day("2025-04-26".parse().unwrap()).unwrap());
         assert!(!c.is_working_day("2025-05-02".parse().unwrap()).unwrap());
+    }
+
+    #[test]
+    fn working_days_taken_skip_weekends_and_holidays() {
+        let c = Calendar::vietnam();
+        let days = |a, b| c.working_days_between(at(a), at(b)).unwrap();
+        // Friday 27 November 2026, 10:00 in Hanoi, to the same evening: none.
+        assert_eq!(days("2026-11-27T03:00:00Z", "2026-11-27T12:00:00Z"), 0);
+        // To Monday 30 November: the weekend does not count.
+        assert_eq!(days("2026-11-27T03:00:00Z", "2026-11-30T03:00:00Z"), 1);
+        // Wednesday 29 April 2026 to Monday 4 May: 30 April and 1 May are holidays.
+        assert_eq!(days("2026-04-29T03:00:00Z", "2026-05-04T03:00:00Z"), 1);
+        // An end before the start took none.
+        assert_eq!(days("2026-11-30T03:00:00Z", "2026-11-27T03:00:00Z"), 0);
     }
 
     #[test]

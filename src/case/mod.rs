@@ -286,6 +286,10 @@ pub struct Case {
     pub timers: BTreeMap<String, Timestamp>,
     /// The sequence number the next history event gets.
     pub next_seq: u64,
+    /// The counters the case is counted under in the on-time figures ([`crate::kpi`]), as last
+    /// committed: a change adds to the counters only the difference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tallies: Vec<String>,
     /// Bumped by the store on every write: optimistic concurrency between writers.
     pub rev: u64,
 }

@@ -2,6 +2,7 @@ pub mod adapters;
 pub mod cases;
 pub mod client;
 pub mod incidents;
+pub mod kpi;
 pub mod schema;
 pub mod serve;
 mod table;

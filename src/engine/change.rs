@@ -12,7 +12,7 @@ use super::Metrics;
 use crate::adapters::http::Metadata;
 use crate::calendar::CalendarError;
 use crate::case::{Case, Event, EventKind, Incident, IncidentReason, StepState, Timer, TimerKind};
-use crate::store::{CaseWrite, Committed, Fence, Hook, Store, StoreError, Transaction};
+use crate::store::{CaseWrite, Committed, Fence, Hook, Preparing, Store, StoreError, Transaction};
 use crate::workflow::spec::Method;
 
 /// A request to send once the change that decided it is durable.
@@ -171,13 +171,16 @@ impl Change {
         hooks: &[Arc<dyn Hook>],
     ) -> Result<(Case, Vec<Call>), StoreError> {
         let events = std::mem::take(&mut self.tx.events);
-        let change = Committed {
+        let mut tallies = std::mem::take(&mut self.case.tallies);
+        let mut change = Preparing {
             case: &self.case,
             events: &events,
+            tallies: &mut tallies,
         };
         for hook in hooks {
-            hook.prepare(&change, &mut self.tx);
+            hook.prepare(&mut change, &mut self.tx);
         }
+        self.case.tallies = tallies;
         self.tx.events = events;
         self.tx.fences.extend(self.fence);
         self.tx.cases.push(CaseWrite {
@@ -236,6 +239,7 @@ mod tests {
             incidents: Vec::new(),
             timers: timers.iter().map(|(k, due)| (k.id(), at(*due))).collect(),
             next_seq: 0,
+            tallies: Vec::new(),
             rev: 1,
         };
         Change::new(case, Some(1), at(0), Instant::now())

@@ -744,6 +744,7 @@ mod tests {
             incidents: Vec::new(),
             timers: BTreeMap::new(),
             next_seq: 0,
+            tallies: Vec::new(),
             rev: 0,
         };
         let mut change = Change::new(case, None, now(), Instant::now());

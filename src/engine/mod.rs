@@ -343,6 +343,7 @@ impl<S: Store + Clone> Engine<S> {
             incidents: Vec::new(),
             timers: BTreeMap::new(),
             next_seq: 0,
+            tallies: Vec::new(),
             rev: 0,
         };
         let mut lock = self.locks.lock(id).await;

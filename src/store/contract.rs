@@ -78,6 +78,10 @@ pub struct IndexRange {
 ///    publication at a time across nodes).
 /// 7. **Reads see only committed writes**, and a read that finds a damaged record says so
 ///    ([`StoreError::Corrupt`]) rather than panicking or guessing.
+/// 8. **Counters add up.** [`Transaction::counts`] are added in the same commit as the rest, so
+///    a counter is always the sum of what every applied commit added: concurrent commits lose no
+///    addition, a refused commit adds nothing. Counters that every commit touches must not
+///    serialize the commits (PostgreSQL adds into one row per connection and sums on read).
 pub trait Store: Send + Sync + 'static {
     /// Applies every write of `tx` atomically and returns once it is durable. Concurrent
     /// commits share disk syncs (group commit).
@@ -189,4 +193,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// The version of the shared configuration (definitions, webhooks, API tokens), as durable.
     fn config_version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The counters named from `from` (inclusive) to `to` (exclusive), in name order, each with
+    /// the sum of what every commit added to it; counters at 0 may be left out.
+    fn counts(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> impl Future<Output = Result<Vec<(String, i64)>, StoreError>> + Send;
 }

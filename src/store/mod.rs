@@ -23,7 +23,7 @@ mod transaction;
 pub use claim::{Claimed, Fence, NodeId, Work};
 pub use contract::{IndexRange, Order, Page, Position, Store};
 pub use error::StoreError;
-pub use hook::{Committed, Hook};
+pub use hook::{Committed, Hook, Preparing};
 pub use records::{ApiToken, Deprecation, Kind, Notification, Published, RegistryChange, Webhook};
 pub use transaction::{CaseWrite, Transaction};
 

@@ -45,6 +45,9 @@ pub struct Transaction {
     pub put_definitions: Vec<Published>,
     /// Appended to the registry's audit trail.
     pub registry_changes: Vec<RegistryChange>,
+    /// Added to the named counters (a counter never written is 0): figures kept up to date
+    /// with the changes they count, so that reading them is not a scan (the on-time counts).
+    pub counts: Vec<(String, i64)>,
     /// Claims this commit is made under: it applies only if each is still held under its
     /// epoch, else it fails with [`StoreError::Fenced`] and writes nothing.
     pub fences: Vec<Fence>,
@@ -70,6 +73,7 @@ impl Transaction {
             && self.delete_webhooks.is_empty()
             && self.put_definitions.is_empty()
             && self.registry_changes.is_empty()
+            && self.counts.is_empty()
             && self.fences.is_empty()
             && self.expect_config.is_none()
     }

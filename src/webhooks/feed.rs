@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Notification;
-use crate::store::{Committed, Hook, Store, StoreError, Transaction};
+use crate::store::{Hook, Preparing, Store, StoreError, Transaction};
 
 /// Whether any webhook is registered, as this node last read it: changes are reported to the
 /// feed only then, so a server without subscribers writes nothing for them. Every node reads it
@@ -30,7 +30,7 @@ impl Feed {
 }
 
 impl Hook for Feed {
-    fn prepare(&self, change: &Committed<'_>, tx: &mut Transaction) {
+    fn prepare(&self, change: &mut Preparing<'_>, tx: &mut Transaction) {
         if !self.notifying.load(Ordering::SeqCst) {
             return;
         }

@@ -42,6 +42,7 @@ macro_rules! conformance_suite {
             concurrent_writers_of_one_case_each_win_once_or_are_told_to_retry,
             counts_the_notifications_after_a_position,
             concurrent_commits_with_one_key_are_all_answered_and_one_wins,
+            counters_add_up_and_a_refused_commit_adds_nothing,
         );
     };
     (@tests $fresh:expr; $($name:ident),* $(,)?) => {
@@ -81,6 +82,7 @@ pub fn case(workflow: &str, requester: &str) -> Case {
         incidents: Vec::new(),
         timers: BTreeMap::new(),
         next_seq: 0,
+        tallies: Vec::new(),
         rev: 0,
     }
 }
@@ -1062,5 +1064,52 @@ pub async fn concurrent_commits_with_one_key_are_all_answered_and_one_wins<S: St
             .iter()
             .all(|o| matches!(o, Ok(()) | Err(StoreError::KeyTaken { .. }))),
         "{outcomes:?}"
+    );
+}
+
+pub async fn counters_add_up_and_a_refused_commit_adds_nothing<S: Store + Clone>(store: &S) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100_i64 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let c = case("birth-registration", &format!("{i:012}"));
+            let mut tx = create(&c);
+            tx.counts = vec![
+                ("kpi/a".to_owned(), 1),
+                (format!("kpi/b/{}", i % 2), 2),
+                ("kpi/c".to_owned(), if i % 2 == 0 { 1 } else { -1 }),
+            ];
+            store.commit(&tx).await.unwrap();
+            c
+        });
+    }
+    let made = tasks.join_all().await;
+    // A commit refused by its revision check adds nothing.
+    let mut stale = create(&made[0]);
+    stale.counts = vec![("kpi/a".to_owned(), 1000)];
+    let err = store.commit(&stale).await.unwrap_err();
+    assert!(matches!(err, StoreError::Exists { .. }), "{err}");
+    // A commit with counts alone, and counters outside the range read.
+    let tx = Transaction {
+        counts: vec![("kpi/d".to_owned(), 7), ("other".to_owned(), 5)],
+        ..Transaction::default()
+    };
+    store.commit(&tx).await.unwrap();
+
+    let counts = store.counts("kpi/", "kpi0").await.unwrap();
+    assert_eq!(
+        counts,
+        vec![
+            ("kpi/a".to_owned(), 100),
+            ("kpi/b/0".to_owned(), 100),
+            ("kpi/b/1".to_owned(), 100),
+            ("kpi/d".to_owned(), 7),
+        ],
+        "kpi/c sums to 0 and may be left out; `other` is outside the range"
+    );
+    assert_eq!(
+        store.counts("kpi/b/", "kpi/b0").await.unwrap().len(),
+        2,
+        "a range reads only its own names"
     );
 }

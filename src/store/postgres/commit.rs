@@ -99,6 +99,10 @@ const UPDATE_WEBHOOKS: &str = "UPDATE webhooks AS w SET record = u.record \
 const PUT_DEFINITIONS: &str = "INSERT INTO definitions (kind, id, version, record) \
     SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::bytea[]) \
     ON CONFLICT (kind, id, version) DO UPDATE SET record = EXCLUDED.record";
+/// Amounts added to counters, each name once, into this connection's row.
+const COUNTS: &str = "INSERT INTO counters (name, shard, value) \
+    SELECT name, pg_backend_pid() % 1024, n FROM unnest($1::text[], $2::int8[]) AS c(name, n) \
+    ON CONFLICT (name, shard) DO UPDATE SET value = counters.value + EXCLUDED.value";
 const REGISTRY_CHANGES: &str = "INSERT INTO registry_changes (record) \
     SELECT r FROM unnest($1::bytea[]) WITH ORDINALITY AS t(r, n) ORDER BY n";
 /// A notification's position: the writing transaction's id, then its place among the
@@ -132,6 +136,7 @@ pub(super) struct Encoded {
     put_definitions: (Vec<String>, Vec<String>, Vec<i32>, Vec<Vec<u8>>),
     registry_changes: Vec<Vec<u8>>,
     notify: Vec<Vec<u8>>,
+    counts: Vec<(String, i64)>,
 }
 
 struct EncodedCase {
@@ -241,6 +246,7 @@ impl Encoded {
         }
         e.registry_changes = tx.registry_changes.iter().map(json).collect();
         e.notify = tx.notify.iter().map(json).collect();
+        e.counts = tx.counts.clone();
         if e.notify.len() > MAX_NOTIFICATIONS {
             return Err(StoreError::Io {
                 path: "the store".to_owned(),
@@ -305,6 +311,8 @@ struct Merged<'a> {
     put_definitions: DefinitionRows<'a>,
     registry_changes: Vec<&'a [u8]>,
     notify: Vec<&'a [u8]>,
+    /// Summed by name: one statement may add to a row only once.
+    counts: std::collections::BTreeMap<&'a str, i64>,
 }
 
 /// `to` gets the borrowed form of each of `from`'s items.
@@ -344,6 +352,9 @@ impl<'a> Merged<'a> {
         borrow_into(&mut self.put_definitions.3, &e.put_definitions.3);
         borrow_into(&mut self.registry_changes, &e.registry_changes);
         borrow_into(&mut self.notify, &e.notify);
+        for (name, n) in &e.counts {
+            *self.counts.entry(name).or_default() += n;
+        }
     }
 }
 
@@ -440,6 +451,15 @@ pub(super) async fn apply(
     }
     if !m.notify.is_empty() {
         statements.push((FEED, vec![&m.notify], None));
+    }
+    let (count_names, count_values): (Vec<&str>, Vec<i64>) = m
+        .counts
+        .iter()
+        .filter(|(_, n)| **n != 0)
+        .map(|(k, n)| (*k, *n))
+        .unzip();
+    if !count_names.is_empty() {
+        statements.push((COUNTS, vec![&count_names, &count_values], None));
     }
     statements.push((COMMIT, vec![], None));
 

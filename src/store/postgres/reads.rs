@@ -67,6 +67,8 @@ const WEBHOOKS: &str = "SELECT record FROM webhooks ORDER BY id";
 const DEFINITIONS: &str = "SELECT record FROM definitions ORDER BY kind, id, version";
 const REGISTRY_CHANGES: &str = "SELECT record FROM registry_changes ORDER BY n";
 const CONFIG_VERSION: &str = "SELECT version FROM config WHERE id = 1";
+const COUNTS: &str = "SELECT name, sum(value)::int8 FROM counters \
+    WHERE name >= $1 AND name < $2 GROUP BY name ORDER BY name";
 
 /// How long a feed read waits for the transactions that hold back a notification it can see
 /// (ones that began before its writer and are still running), before answering without it.
@@ -200,6 +202,15 @@ impl Store for PgStore {
         let lease_ms = lease.as_secs_f64() * 1000.0;
         let rows = self.rows(CLAIM_WEBHOOK, &[&node, &lease_ms, &id]).await?;
         Ok(rows.first().map(|r| r.get::<_, i64>(0) as u64))
+    }
+
+    async fn counts(&self, from: &str, to: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = self.rows(COUNTS, &[&from, &to]).await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+            .filter(|(_, n)| *n != 0)
+            .collect())
     }
 
     async fn config_version(&self) -> Result<u64, StoreError> {

@@ -1,5 +1,6 @@
 //! A transaction encoded for the writer, and its checks against the stored state.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use sled::Tree;
@@ -7,8 +8,8 @@ use sled::Tree;
 use super::claims::{Claims, work_key};
 use super::journal;
 use super::keys::{
-    API_TOKENS, CASES, CONFIG, FEED, IDEMPOTENCY, REGISTRY_CHANGES, TIMERS, TOKENS, WEBHOOKS,
-    definition_key, event_key, index_key, keyed, timer_key,
+    API_TOKENS, CASES, CONFIG, COUNTERS, FEED, IDEMPOTENCY, REGISTRY_CHANGES, TIMERS, TOKENS,
+    WEBHOOKS, definition_key, event_key, index_key, keyed, timer_key,
 };
 use super::record::{CaseHead, compress, corrupt, encode, event_runs, sled_error};
 use crate::case::CaseId;
@@ -28,6 +29,8 @@ pub(super) struct Prepared {
     feed: Vec<Vec<u8>>,
     /// (key, record) of webhooks written only if still registered.
     webhook_updates: Vec<(Vec<u8>, Vec<u8>)>,
+    /// (counter key, amount) to add.
+    counts: Vec<(Vec<u8>, i64)>,
     /// (claim key, epoch, whether the work is a stored timer, the work as named in an error).
     fences: Vec<(Vec<u8>, u64, bool, String)>,
     expect_config: Option<u64>,
@@ -95,6 +98,11 @@ impl Prepared {
             p.removes.push(keyed(WEBHOOKS, id.as_bytes()));
         }
         p.feed = tx.notify.iter().map(encode).collect();
+        p.counts = tx
+            .counts
+            .iter()
+            .map(|(name, n)| (keyed(COUNTERS, name.as_bytes()), *n))
+            .collect();
         for def in &tx.put_definitions {
             p.puts.push((definition_key(def), encode(def)));
         }
@@ -139,8 +147,9 @@ impl Prepared {
     }
 
     /// Checks this commit against the stored state and the claims and adds its writes to
-    /// `writes`, its notifications under the feed positions `tally` gives; on a failed check,
-    /// adds nothing and changes nothing. A case's record comes before anything that points to
+    /// `writes`, its notifications under the feed positions `tally` gives, its counts to the
+    /// group's `counts` (see [`add_counts`]); on a failed check, adds nothing and changes
+    /// nothing. A case's record comes before anything that points to
     /// it (index entries aside, which are only hints to read the record), so no reader finds a
     /// token, timer or idempotency record whose case is not there yet.
     pub(super) fn check_into(
@@ -149,6 +158,7 @@ impl Prepared {
         path: &Path,
         claims: &Claims,
         writes: &mut Vec<journal::Write>,
+        counts: &mut BTreeMap<Vec<u8>, i64>,
         tally: &mut Tally,
     ) -> Result<(), StoreError> {
         let get = |key: &[u8]| data.get(key).map_err(|e| sled_error(path, e));
@@ -218,6 +228,9 @@ impl Prepared {
             tally.config += 1;
             inserts.push((CONFIG.to_vec(), tally.config.to_be_bytes().to_vec()));
         }
+        for (key, n) in self.counts {
+            *counts.entry(key).or_default() += n;
+        }
         // The claims on timers this commit clears end with them.
         claims.release(
             removes
@@ -230,4 +243,35 @@ impl Prepared {
         writes.extend(inserts.into_iter().map(|(key, value)| (key, Some(value))));
         Ok(())
     }
+}
+
+/// Adds a group's `counts` to the stored counters, as writes of the group: the writer is the
+/// only one to write counters, so what the tree holds is every earlier group's sum. A damaged
+/// counter starts again from 0, with an error logged: a figure is not worth refusing commits.
+pub(super) fn add_counts(
+    data: &Tree,
+    path: &Path,
+    counts: BTreeMap<Vec<u8>, i64>,
+    writes: &mut Vec<journal::Write>,
+) -> Result<(), StoreError> {
+    for (key, n) in counts {
+        if n == 0 {
+            continue;
+        }
+        let stored = data.get(&key).map_err(|e| sled_error(path, e))?;
+        let before = match stored.as_deref().map(<[u8; 8]>::try_from) {
+            None => 0,
+            Some(Ok(bytes)) => i64::from_be_bytes(bytes),
+            Some(Err(_)) => {
+                tracing::error!(
+                    counter = %String::from_utf8_lossy(&key[1..]),
+                    store = %path.display(),
+                    "a damaged counter starts again from 0"
+                );
+                0
+            }
+        };
+        writes.push((key, Some((before + n).to_be_bytes().to_vec())));
+    }
+    Ok(())
 }

@@ -11,8 +11,8 @@ use super::SledStore;
 use super::claims::work_key;
 use super::commit::Prepared;
 use super::keys::{
-    API_TOKENS, CASES, DEFINITIONS, FEED, IDEMPOTENCY, INDEX, REGISTRY_CHANGES, TIMERS, TOKENS,
-    WEBHOOKS, case_id_at_end, event_key, feed_seq, index_prefix, keyed,
+    API_TOKENS, CASES, COUNTERS, DEFINITIONS, FEED, IDEMPOTENCY, INDEX, REGISTRY_CHANGES, TIMERS,
+    TOKENS, WEBHOOKS, case_id_at_end, event_key, feed_seq, index_prefix, keyed,
 };
 use super::record::CaseHead;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
@@ -135,6 +135,23 @@ impl Store for SledStore {
 
     async fn config_version(&self) -> Result<u64, StoreError> {
         Ok(self.inner.durable.config.load(Ordering::SeqCst))
+    }
+
+    async fn counts(&self, from: &str, to: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let low = keyed(COUNTERS, from.as_bytes());
+        let high = keyed(COUNTERS, to.as_bytes());
+        let mut out = Vec::new();
+        for r in self.data().range(low..high) {
+            let (k, v) = r.map_err(|e| self.err(e))?;
+            let name = String::from_utf8_lossy(&k[1..]).into_owned();
+            let n = <[u8; 8]>::try_from(v.as_ref())
+                .map_err(|_| self.corrupt(format!("counter {name} is damaged")))?;
+            let n = i64::from_be_bytes(n);
+            if n != 0 {
+                out.push((name, n));
+            }
+        }
+        Ok(out)
     }
 
     async fn cases_by(

@@ -1,6 +1,6 @@
 //! The writer and syncer threads: group commit.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -9,7 +9,7 @@ use sled::Tree;
 use tokio::sync::oneshot;
 
 use super::claims::Claims;
-use super::commit::{Prepared, Tally};
+use super::commit::{Prepared, Tally, add_counts};
 use super::journal;
 use crate::store::StoreError;
 
@@ -55,6 +55,7 @@ pub(super) fn write_loop(
             continue;
         }
         let mut writes = Vec::new();
+        let mut counts = BTreeMap::new();
         let mut claimed: HashSet<Vec<u8>> = HashSet::new();
         let mut passed = Vec::new();
         for (prepared, answer) in waiting {
@@ -63,7 +64,7 @@ pub(super) fn write_loop(
                 break;
             }
             claimed.extend(prepared.depends_on().map(<[u8]>::to_vec));
-            match prepared.check_into(data, path, claims, &mut writes, &mut tally) {
+            match prepared.check_into(data, path, claims, &mut writes, &mut counts, &mut tally) {
                 Ok(()) => passed.push(answer),
                 Err(e) => {
                     let _ = answer.send(Err(e));
@@ -71,7 +72,10 @@ pub(super) fn write_loop(
             }
         }
         group += 1;
-        match journal::apply(data, writes, group) {
+        let applied = add_counts(data, path, counts, &mut writes)
+            .map_err(|e| e.to_string())
+            .and_then(|()| journal::apply(data, writes, group).map_err(|e| e.to_string()));
+        match applied {
             Ok(()) => {
                 let written = Tally {
                     next_feed: tally.next_feed,

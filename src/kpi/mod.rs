@@ -1,0 +1,436 @@
+//! The on-time figures the government judges every agency by: for each workflow, and for each
+//! of its steps at each agency, how many finished on time or late, how many are open and still
+//! in time or overdue, and how many working days they took.
+//!
+//! They are counted, not scanned: each case says which counters it falls under ([`tallies`]),
+//! and the [`Kpi`] hook adds the difference from what it was counted under before to the store's
+//! counters in the same commit as the change itself. A report ([`report`]) reads the counters
+//! of its days, so it costs the same with a thousand cases stored or a million.
+//!
+//! A counter's name is `kpi/<state>/<day>/<workflow>/<agency>/<step>/<class>[/<working days>]`:
+//! the state `done` is counted under the day (Vietnam time) a step or case finished, `open`
+//! under the day it started, so a period is one range of names. The case as a whole is counted
+//! under agency and step `*`.
+
+pub mod report;
+
+use jiff::Timestamp;
+use jiff::civil::Date;
+
+use crate::calendar::{Calendar, vietnam_time};
+use crate::case::{Case, CaseStatus, StepStatus, TimerKind};
+use crate::store::{Hook, Preparing, Transaction};
+
+/// Every counter name starts with this.
+pub const PREFIX: &str = "kpi/";
+const DONE: &str = "done";
+const OPEN: &str = "open";
+/// The agency and step of a case counted as a whole.
+pub const WHOLE_CASE: &str = "*";
+
+/// How a step or case that finished stands against its statutory due time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    OnTime,
+    Late,
+    /// It had no due time (no deadline in its definition, or one the calendar could not
+    /// count).
+    NoDeadline,
+}
+
+/// How an open step or case stands against its due time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    InTime,
+    /// Its due time passed: its deadline timer fired while it was open.
+    Overdue,
+    NoDeadline,
+}
+
+impl Finished {
+    fn as_str(self) -> &'static str {
+        match self {
+            Finished::OnTime => "on_time",
+            Finished::Late => "late",
+            Finished::NoDeadline => "no_deadline",
+        }
+    }
+}
+
+impl Open {
+    fn as_str(self) -> &'static str {
+        match self {
+            Open::InTime => "in_time",
+            Open::Overdue => "overdue",
+            Open::NoDeadline => "no_deadline",
+        }
+    }
+}
+
+/// One counter a case falls under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub workflow: String,
+    pub agency: String,
+    pub step: String,
+    pub state: State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Finished on `day`, having taken `working_days`.
+    Done {
+        day: Date,
+        class: Finished,
+        working_days: u32,
+    },
+    /// Started on `day` and not finished.
+    Open { day: Date, class: Open },
+}
+
+impl Tally {
+    pub fn name(&self) -> String {
+        let (state, day, class, days) = match self.state {
+            State::Done {
+                day,
+                class,
+                working_days,
+            } => (DONE, day, class.as_str(), format!("/{working_days}")),
+            State::Open { day, class } => (OPEN, day, class.as_str(), String::new()),
+        };
+        format!(
+            "{PREFIX}{state}/{day}/{}/{}/{}/{class}{days}",
+            self.workflow, self.agency, self.step
+        )
+    }
+
+    /// The counter a name stands for, or `None` for a name not made by [`Tally::name`].
+    pub fn parse(name: &str) -> Option<Tally> {
+        let mut parts = name.strip_prefix(PREFIX)?.split('/');
+        let state = parts.next()?;
+        let day: Date = parts.next()?.parse().ok()?;
+        let workflow = parts.next()?.to_owned();
+        let agency = parts.next()?.to_owned();
+        let step = parts.next()?.to_owned();
+        let class = parts.next()?;
+        let state = match state {
+            DONE => State::Done {
+                day,
+                class: [Finished::OnTime, Finished::Late, Finished::NoDeadline]
+                    .into_iter()
+                    .find(|c| c.as_str() == class)?,
+                working_days: parts.next()?.parse().ok()?,
+            },
+            OPEN => State::Open {
+                day,
+                class: [Open::InTime, Open::Overdue, Open::NoDeadline]
+                    .into_iter()
+                    .find(|c| c.as_str() == class)?,
+            },
+            _ => return None,
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Tally {
+            workflow,
+            agency,
+            step,
+            state,
+        })
+    }
+}
+
+/// The day of `at` in Vietnam.
+fn day_of(at: Timestamp) -> Date {
+    at.to_zoned(vietnam_time()).date()
+}
+
+/// How a step or case that ran from `started` to `finished`, due at `due`, is counted.
+fn done(
+    calendar: &Calendar,
+    started: Timestamp,
+    finished: Timestamp,
+    due: Option<Timestamp>,
+) -> State {
+    let class = match due {
+        None => Finished::NoDeadline,
+        Some(due) if finished <= due => Finished::OnTime,
+        Some(_) => Finished::Late,
+    };
+    // Outside the years the calendar knows, weekends alone are left out.
+    let working_days = calendar
+        .working_days_between(started, finished)
+        .unwrap_or_else(|_| weekdays_between(day_of(started), day_of(finished)));
+    State::Done {
+        day: day_of(finished),
+        class,
+        working_days,
+    }
+}
+
+fn weekdays_between(mut day: Date, last: Date) -> u32 {
+    let mut n = 0;
+    while day < last {
+        let Ok(next) = day.tomorrow() else { break };
+        day = next;
+        if !matches!(
+            day.weekday(),
+            jiff::civil::Weekday::Saturday | jiff::civil::Weekday::Sunday
+        ) {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// How an open step or case that started at `started` is counted: overdue once the deadline
+/// timer `deadline` has fired (it is no longer among the case's timers) while it was open.
+fn open(case: &Case, started: Timestamp, due: Option<Timestamp>, deadline: TimerKind) -> State {
+    let class = match due {
+        None => Open::NoDeadline,
+        Some(_) if case.timers.contains_key(&deadline.id()) => Open::InTime,
+        Some(_) => Open::Overdue,
+    };
+    State::Open {
+        day: day_of(started),
+        class,
+    }
+}
+
+/// The counters `case` falls under as it stands: one per step that started (a step the agency
+/// answered, accepted or refused, is done; one skipped or stopped after it started is not
+/// counted), and one for the case as a whole (a cancelled case is not counted).
+pub fn tallies(case: &Case, calendar: &Calendar) -> Vec<Tally> {
+    let mut out = Vec::with_capacity(case.steps.len() + 1);
+    for (id, s) in &case.steps {
+        let Some(started) = s.started_at else {
+            continue;
+        };
+        let state = match (s.status, s.finished_at) {
+            (StepStatus::Succeeded | StepStatus::Rejected, Some(finished)) => {
+                done(calendar, started, finished, s.due_at)
+            }
+            (StepStatus::Skipped | StepStatus::Stopped, _) => continue,
+            _ => open(
+                case,
+                started,
+                s.due_at,
+                TimerKind::StepDeadline { step: id.clone() },
+            ),
+        };
+        out.push(Tally {
+            workflow: case.workflow.clone(),
+            agency: s.agency.clone(),
+            step: id.clone(),
+            state,
+        });
+    }
+    let whole = match (case.status, case.finished_at) {
+        (CaseStatus::Cancelled, _) => None,
+        (CaseStatus::Running, _) | (_, None) => Some(open(
+            case,
+            case.started_at,
+            case.due_at,
+            TimerKind::CaseDeadline,
+        )),
+        (_, Some(finished)) => Some(done(calendar, case.started_at, finished, case.due_at)),
+    };
+    out.extend(whole.map(|state| Tally {
+        workflow: case.workflow.clone(),
+        agency: WHOLE_CASE.to_owned(),
+        step: WHOLE_CASE.to_owned(),
+        state,
+    }));
+    out
+}
+
+/// The hook that keeps the on-time counters: every committed change of a case takes it out of
+/// the counters it was under and adds it to those it is under now, in the same commit.
+#[derive(Debug)]
+pub struct Kpi {
+    calendar: &'static Calendar,
+}
+
+impl Kpi {
+    pub fn new(calendar: &'static Calendar) -> Kpi {
+        Kpi { calendar }
+    }
+}
+
+impl Hook for Kpi {
+    fn prepare(&self, change: &mut Preparing<'_>, tx: &mut Transaction) {
+        let now: Vec<String> = tallies(change.case, self.calendar)
+            .iter()
+            .map(Tally::name)
+            .collect();
+        if *change.tallies == now {
+            return;
+        }
+        for gone in change.tallies.iter().filter(|t| !now.contains(t)) {
+            tx.counts.push((gone.clone(), -1));
+        }
+        for new in now.iter().filter(|t| !change.tallies.contains(t)) {
+            tx.counts.push((new.clone(), 1));
+        }
+        *change.tallies = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::case::{CaseId, StepState};
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    /// A birth case started Friday 27 November 2026, 10:00 in Hanoi, due the next Wednesday's
+    /// close, its birth step due Monday's close.
+    fn case() -> Case {
+        let mut birth = StepState::new("civil-status/birth-registration@1", "civil-status");
+        birth.status = StepStatus::AwaitingCallback;
+        birth.started_at = Some(at("2026-11-27T03:00:00Z"));
+        birth.due_at = Some(at("2026-11-30T17:00:00Z"));
+        let residence = StepState::new("police/residence-registration@1", "police");
+        Case {
+            id: CaseId::now_v7(),
+            workflow: "birth-registration".into(),
+            version: 1,
+            status: CaseStatus::Running,
+            input: json!({}),
+            business_keys: BTreeMap::new(),
+            started_at: at("2026-11-27T03:00:00Z"),
+            started_on: "2026-11-27".parse().unwrap(),
+            due_at: Some(at("2026-12-02T17:00:00Z")),
+            finished_at: None,
+            reason: None,
+            steps: BTreeMap::from([("birth".into(), birth), ("residence".into(), residence)]),
+            incidents: Vec::new(),
+            timers: BTreeMap::from([
+                ("deadline".into(), at("2026-12-02T17:00:00Z")),
+                ("deadline/birth".into(), at("2026-11-30T17:00:00Z")),
+            ]),
+            next_seq: 0,
+            tallies: Vec::new(),
+            rev: 1,
+        }
+    }
+
+    fn names(case: &Case) -> Vec<String> {
+        tallies(case, Calendar::vietnam())
+            .iter()
+            .map(Tally::name)
+            .collect()
+    }
+
+    #[test]
+    fn an_open_step_is_in_time_until_its_deadline_timer_fires() {
+        let mut c = case();
+        assert_eq!(
+            names(&c),
+            [
+                "kpi/open/2026-11-27/birth-registration/civil-status/birth/in_time",
+                "kpi/open/2026-11-27/birth-registration/*/*/in_time",
+            ]
+        );
+        c.timers.remove("deadline/birth");
+        assert_eq!(
+            names(&c)[0],
+            "kpi/open/2026-11-27/birth-registration/civil-status/birth/overdue"
+        );
+    }
+
+    #[test]
+    fn a_finished_step_counts_its_working_days_under_the_day_it_finished() {
+        let mut c = case();
+        let birth = c.steps.get_mut("birth").unwrap();
+        birth.status = StepStatus::Succeeded;
+        // Monday 30 November, 16:00 in Hanoi: before Monday's close, one working day.
+        birth.finished_at = Some(at("2026-11-30T09:00:00Z"));
+        assert_eq!(
+            names(&c)[0],
+            "kpi/done/2026-11-30/birth-registration/civil-status/birth/on_time/1"
+        );
+        // Tuesday 1 December, 01:00 in Hanoi: after Monday's close.
+        let birth = c.steps.get_mut("birth").unwrap();
+        birth.finished_at = Some(at("2026-11-30T18:00:00Z"));
+        assert_eq!(
+            names(&c)[0],
+            "kpi/done/2026-12-01/birth-registration/civil-status/birth/late/2"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_case_and_a_skipped_step_are_not_counted() {
+        let mut c = case();
+        c.steps.get_mut("birth").unwrap().status = StepStatus::Skipped;
+        c.status = CaseStatus::Cancelled;
+        c.finished_at = Some(at("2026-11-28T03:00:00Z"));
+        assert!(names(&c).is_empty());
+    }
+
+    #[test]
+    fn names_parse_back() {
+        let mut c = case();
+        c.status = CaseStatus::Completed;
+        c.finished_at = Some(at("2026-12-03T03:00:00Z"));
+        for t in tallies(&c, Calendar::vietnam()) {
+            assert_eq!(Tally::parse(&t.name()), Some(t.clone()), "{}", t.name());
+        }
+        assert_eq!(Tally::parse("kpi/done/2026-11-30/w/a/s/on_time"), None);
+        assert_eq!(Tally::parse("kpi/open/2026-11-30/w/a/s/in_time/3"), None);
+        assert_eq!(Tally::parse("kpi/later/2026-11-30/w/a/s/in_time"), None);
+    }
+
+    #[test]
+    fn the_hook_adds_only_the_difference() {
+        let hook = Kpi::new(Calendar::vietnam());
+        let mut c = case();
+        let mut tallies = Vec::new();
+        let mut tx = Transaction::default();
+        let mut change = Preparing {
+            case: &c,
+            events: &[],
+            tallies: &mut tallies,
+        };
+        hook.prepare(&mut change, &mut tx);
+        assert_eq!(tx.counts.len(), 2);
+        assert!(tx.counts.iter().all(|(_, n)| *n == 1));
+
+        c.timers.remove("deadline/birth");
+        let mut tx = Transaction::default();
+        let mut change = Preparing {
+            case: &c,
+            events: &[],
+            tallies: &mut tallies,
+        };
+        hook.prepare(&mut change, &mut tx);
+        assert_eq!(
+            tx.counts,
+            [
+                (
+                    "kpi/open/2026-11-27/birth-registration/civil-status/birth/in_time".to_owned(),
+                    -1
+                ),
+                (
+                    "kpi/open/2026-11-27/birth-registration/civil-status/birth/overdue".to_owned(),
+                    1
+                ),
+            ]
+        );
+        let mut tx = Transaction::default();
+        let mut change = Preparing {
+            case: &c,
+            events: &[],
+            tallies: &mut tallies,
+        };
+        hook.prepare(&mut change, &mut tx);
+        assert!(tx.counts.is_empty(), "nothing changed, nothing counted");
+    }
+}
