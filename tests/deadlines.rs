@@ -6,10 +6,7 @@ mod support;
 
 use jiff::SignedDuration;
 use serde_json::{Value, json};
-use support::{InProcess, birth_input, fetch};
-
-/// The household head whose consent the police mock waits for until its operator gives it.
-const MANUAL_HEAD: &str = "001075111222";
+use support::{InProcess, MANUAL_HEAD, birth_input, fetch, grant_consent};
 
 #[tokio::test]
 async fn a_callback_that_never_comes_opens_a_deadline_incident_and_a_late_one_still_counts() {
@@ -17,17 +14,7 @@ async fn a_callback_that_never_comes_opens_a_deadline_incident_and_a_late_one_st
     let police = harness.agencies["police"].clone();
     let mut input = birth_input("GCS-LATE");
     input["household_head_personal_id"] = json!(MANUAL_HEAD);
-    let started: Value = harness
-        .http
-        .post(format!("{}/v1/cases", harness.url))
-        .json(&json!({"workflow": "birth-registration", "input": input}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = started["id"].as_str().unwrap().to_owned();
+    let id = harness.start_birth(input).await;
     let case = harness
         .wait_for(&id, |c| {
             c["steps"]["residence"]["status"] == "awaiting_callback"
@@ -74,21 +61,7 @@ async fn a_callback_that_never_comes_opens_a_deadline_incident_and_a_late_one_st
     assert_eq!(case["steps"]["residence"]["status"], "awaiting_callback");
 
     // The household head consents at last; the police call back and the case completes.
-    let records: Value = fetch(&harness.http, &format!("{}/admin/records", police)).await;
-    let registration = records["registrations"][0]["registration_id"]
-        .as_str()
-        .unwrap();
-    let consent = harness
-        .http
-        .post(format!(
-            "{}/admin/residence-registrations/{registration}/consent",
-            police
-        ))
-        .json(&json!({"granted": true}))
-        .send()
-        .await
-        .unwrap();
-    assert!(consent.status().is_success());
+    grant_consent(&harness.http, &police).await;
     let case = harness.wait_for(&id, |c| c["status"] != "running").await;
     assert_eq!(case["status"], "completed", "{case:#}");
     assert_eq!(case["steps"]["residence"]["status"], "succeeded");

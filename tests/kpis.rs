@@ -6,24 +6,7 @@ mod support;
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
-use support::{InProcess, birth_input, fetch};
-
-/// The household head whose consent the police mock waits for until its operator gives it.
-const MANUAL_HEAD: &str = "001075111222";
-
-async fn start(harness: &InProcess, input: Value) -> String {
-    let started: Value = harness
-        .http
-        .post(format!("{}/v1/cases", harness.url))
-        .json(&json!({"workflow": "birth-registration", "input": input}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    started["id"].as_str().unwrap().to_owned()
-}
+use support::{InProcess, MANUAL_HEAD, birth_input, fetch, grant_consent};
 
 async fn kpis(harness: &InProcess, query: &str) -> Value {
     fetch(&harness.http, &format!("{}/v1/kpis?{query}", harness.url)).await
@@ -75,10 +58,10 @@ async fn counts_on_time_and_late_in_working_days_across_a_weekend_and_holidays()
     // 3 May (Labour Day, which falls on Saturday 1 May) are holidays: the police's 2 working
     // days end at Wednesday 5 May's close, the case's 3 at Thursday 6 May's.
     skip_to(&harness, "2027-04-29T03:00:00Z");
-    let quick = start(&harness, birth_input("KPI-QUICK")).await;
+    let quick = harness.start_birth(birth_input("KPI-QUICK")).await;
     let mut input = birth_input("KPI-SLOW");
     input["household_head_personal_id"] = json!(MANUAL_HEAD);
-    let slow = start(&harness, input).await;
+    let slow = harness.start_birth(input).await;
     harness
         .wait_for(&quick, |c| c["status"] == "completed")
         .await;
@@ -122,27 +105,7 @@ async fn counts_on_time_and_late_in_working_days_across_a_weekend_and_holidays()
 
     // The household head consents; the police answer on Monday 10 May: 5 working days taken
     // (4, 5, 6, 7 and 10 May), late.
-    let police = harness.agencies["police"].clone();
-    let records: Value = fetch(&harness.http, &format!("{police}/admin/records")).await;
-    let registration = records["registrations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["state"] == "awaiting_consent")
-        .unwrap_or_else(|| panic!("no waiting registration in {records:#}"))["registration_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let consent = harness
-        .http
-        .post(format!(
-            "{police}/admin/residence-registrations/{registration}/consent"
-        ))
-        .json(&json!({"granted": true}))
-        .send()
-        .await
-        .unwrap();
-    assert!(consent.status().is_success());
+    grant_consent(&harness.http, &harness.agencies["police"]).await;
     harness
         .wait_for(&slow, |c| c["status"] == "completed")
         .await;

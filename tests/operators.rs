@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Server, birth_input, workflows_copy};
+use support::{MANUAL_HEAD, Server, birth_input, workflows_copy};
 
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -387,7 +387,7 @@ async fn a_step_at_the_agency_cannot_be_skipped_and_a_cancelled_case_takes_no_ac
     let desk = Desk::open(Server::start()).await;
     // This household head answers only when told to: the residence step waits on its callback.
     let mut input = birth_input("OPS-CANCEL");
-    input["household_head_personal_id"] = json!("001075111222");
+    input["household_head_personal_id"] = json!(MANUAL_HEAD);
     let id = desk.server.start_case("birth-registration", input).await;
     desk.wait_for(&id, |c| {
         c["steps"]["residence"]["status"] == "awaiting_callback"

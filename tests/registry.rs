@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Server, birth_input, free_port, workflows_dir};
+use support::{MANUAL_HEAD, Server, birth_input, free_port, grant_consent, workflows_dir};
 
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -297,7 +297,7 @@ async fn a_fourth_agency_joins_the_birth_chain_and_cases_started_before_keep_the
     let server = Server::start();
     // A case on version 1, waiting for the household head's consent while the chain changes.
     let mut waiting = birth_input("FOURTH-OLD");
-    waiting["household_head_personal_id"] = json!("001075111222");
+    waiting["household_head_personal_id"] = json!(MANUAL_HEAD);
     waiting["poor_household_certificate"] = json!("HN-00004-0012");
     let old = server.start_case("birth-registration", waiting).await;
     awaiting_consent(&server, &old).await;
@@ -359,7 +359,7 @@ async fn a_workflow_following_the_latest_adapter_gets_compatible_versions_and_ru
 
     // A case on @latest = @1, waiting for consent while the police publish @2.
     let mut waiting = birth_input("LATEST-OLD");
-    waiting["household_head_personal_id"] = json!("001075111222");
+    waiting["household_head_personal_id"] = json!(MANUAL_HEAD);
     let old = server.start_case("birth-registration", waiting).await;
     awaiting_consent(&server, &old).await;
 
@@ -419,27 +419,7 @@ async fn awaiting_consent(server: &Server, id: &str) {
     }
 }
 
-/// The household head who answers only when told to (001075111222) consents.
+/// The household head who answers only when told to consents.
 async fn consent(server: &Server) {
-    let police = &server.agencies["police"];
-    let records = server.agency("police", "/admin/records").await;
-    let registration = records["registrations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["household_head_personal_id"] == "001075111222")
-        .unwrap()["registration_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let consent = server
-        .http
-        .post(format!(
-            "{police}/admin/residence-registrations/{registration}/consent"
-        ))
-        .json(&json!({"granted": true}))
-        .send()
-        .await
-        .unwrap();
-    assert!(consent.status().is_success());
+    grant_consent(&server.http, &server.agencies["police"]).await;
 }

@@ -391,46 +391,31 @@ mod tests {
     #[test]
     fn the_hook_adds_only_the_difference() {
         let hook = Kpi::new(Calendar::vietnam());
-        let mut c = case();
         let mut tallies = Vec::new();
-        let mut tx = Transaction::default();
-        let mut change = Preparing {
-            case: &c,
-            events: &[],
-            tallies: &mut tallies,
+        let mut prepare = |case: &Case| {
+            let mut tx = Transaction::default();
+            let mut change = Preparing {
+                case,
+                events: &[],
+                tallies: &mut tallies,
+            };
+            hook.prepare(&mut change, &mut tx);
+            tx.counts
         };
-        hook.prepare(&mut change, &mut tx);
-        assert_eq!(tx.counts.len(), 2);
-        assert!(tx.counts.iter().all(|(_, n)| *n == 1));
+        let mut c = case();
+        let counts = prepare(&c);
+        assert_eq!(counts.len(), 2);
+        assert!(counts.iter().all(|(_, n)| *n == 1));
 
         c.timers.remove("deadline/birth");
-        let mut tx = Transaction::default();
-        let mut change = Preparing {
-            case: &c,
-            events: &[],
-            tallies: &mut tallies,
-        };
-        hook.prepare(&mut change, &mut tx);
+        let step = "kpi/open/2026-11-27/birth-registration/civil-status/birth";
         assert_eq!(
-            tx.counts,
+            prepare(&c),
             [
-                (
-                    "kpi/open/2026-11-27/birth-registration/civil-status/birth/in_time".to_owned(),
-                    -1
-                ),
-                (
-                    "kpi/open/2026-11-27/birth-registration/civil-status/birth/overdue".to_owned(),
-                    1
-                ),
+                (format!("{step}/in_time"), -1),
+                (format!("{step}/overdue"), 1)
             ]
         );
-        let mut tx = Transaction::default();
-        let mut change = Preparing {
-            case: &c,
-            events: &[],
-            tallies: &mut tallies,
-        };
-        hook.prepare(&mut change, &mut tx);
-        assert!(tx.counts.is_empty(), "nothing changed, nothing counted");
+        assert!(prepare(&c).is_empty(), "nothing changed, nothing counted");
     }
 }

@@ -294,6 +294,35 @@ pub fn days_ago(days: i64) -> String {
 
 /// A birth dossier for the known family of the mocks' directory (mother 001190123456, father and
 /// household head 001089654321, commune 00004), with a unique certificate number.
+/// The household head whose consent the police mock waits for until its operator gives it.
+pub const MANUAL_HEAD: &str = "001075111222";
+
+/// The police mock's operator gives the consent of [`MANUAL_HEAD`] to the registration that
+/// waits for it.
+pub async fn grant_consent(http: &reqwest::Client, police: &str) {
+    let records: Value = fetch(http, &format!("{police}/admin/records")).await;
+    let registration = records["registrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["household_head_personal_id"] == MANUAL_HEAD && r["state"] == "awaiting_consent"
+        })
+        .unwrap_or_else(|| panic!("no registration awaits consent: {records:#}"))["registration_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let consent = http
+        .post(format!(
+            "{police}/admin/residence-registrations/{registration}/consent"
+        ))
+        .json(&json!({"granted": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(consent.status().is_success());
+}
+
 pub fn birth_input(certificate: &str) -> Value {
     json!({
         "dossier_number": format!("G01.123-{certificate}"),
@@ -547,6 +576,21 @@ impl InProcess {
 
     pub async fn case(&self, id: &str) -> Value {
         fetch(&self.http, &format!("{}/v1/cases/{id}", self.url)).await
+    }
+
+    /// Starts a birth case with `input` through the API; its id.
+    pub async fn start_birth(&self, input: Value) -> String {
+        let started: Value = self
+            .http
+            .post(format!("{}/v1/cases", self.url))
+            .json(&json!({"workflow": "birth-registration", "input": input}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        started["id"].as_str().unwrap().to_owned()
     }
 
     /// Polls the case until `done` holds, for at most a minute.
