@@ -6,7 +6,7 @@
 //!    from the first start to the last finish, and each case's latency (start to finish, as the
 //!    engine recorded them).
 //! 2. Overhead at half load: cases at a fixed rate; the engine's own time per step (see
-//!    `civicflow::engine::Metrics`).
+//!    `civicflow::engine::Overhead`).
 //! 3. Memory: the real `civicflow` binary with cases waiting on callbacks (the household head
 //!    never consents); its resident memory once they all wait.
 //!
@@ -295,7 +295,7 @@ async fn throughput<S: Store + Clone>(args: &Args, stores: Vec<S>) -> anyhow::Re
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99)
     );
-    let metrics = nodes[0].app.engine.metrics();
+    let metrics = nodes[0].app.engine.overhead();
     println!(
         "engine overhead per step at full load (node 1): {}",
         described(metrics.step_overhead(), "samples")
@@ -318,7 +318,7 @@ async fn overhead(args: &Args, rate: u64) -> anyhow::Result<()> {
         let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
         tokio::time::sleep_until(due.into()).await;
         if !reset && started.elapsed() >= Duration::from_secs(1) {
-            server.engine.metrics().reset();
+            server.engine.overhead().reset();
             reset = true;
         }
         let (http, url) = (http.clone(), server.url.clone());
@@ -333,7 +333,7 @@ async fn overhead(args: &Args, rate: u64) -> anyhow::Result<()> {
     while running(server.engine.store()).await? {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = server.engine.metrics();
+    let metrics = server.engine.overhead();
     println!(
         "\n## Engine overhead at half load ({} cases/s offered, {:.0} achieved, {} s after 1 s warm-up)",
         rate,

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, Limits};
 use crate::engine::{self, Engine};
+use crate::metrics::Metrics;
 use crate::registry::{PublishError, Registry};
 use crate::store::{Store, StoreError};
 use crate::webhooks::{Deliverer, Feed};
@@ -104,8 +105,16 @@ impl<S: Store + Clone> App<S> {
         feed.refresh(&store).await?;
         let built_at = loaded.0;
         let kpi = Arc::new(crate::kpi::Kpi::new(crate::calendar::Calendar::vietnam()));
-        let hooks: Vec<Arc<dyn crate::store::Hook>> = vec![feed.clone(), kpi];
-        let engine = Engine::new(store, registry.clone(), loaded, settings.engine, hooks);
+        let metrics = Arc::new(Metrics::new());
+        let hooks: Vec<Arc<dyn crate::store::Hook>> = vec![feed.clone(), kpi, metrics.clone()];
+        let engine = Engine::new(
+            store,
+            registry.clone(),
+            loaded,
+            settings.engine,
+            hooks,
+            metrics,
+        );
         Ok(App {
             engine,
             registry,
@@ -132,7 +141,12 @@ impl<S: Store + Clone> App<S> {
     pub fn start(&mut self) {
         let store = self.engine.store().clone();
         self.tasks.push(self.engine.run());
-        let deliverer = Deliverer::new(store, self.engine.node(), self.engine.claim_lease());
+        let deliverer = Deliverer::new(
+            store,
+            self.engine.node(),
+            self.engine.claim_lease(),
+            self.engine.metrics().clone(),
+        );
         self.tasks.push(deliverer.spawn());
         self.tasks.push(tokio::spawn(follow_config(
             self.engine.clone(),

@@ -7,6 +7,7 @@ pub mod case;
 pub mod cli;
 pub mod engine;
 pub mod kpi;
+pub mod metrics;
 pub mod registry;
 pub mod store;
 pub mod webhooks;

@@ -75,6 +75,7 @@ fn describe(op: Operation) -> &'static str {
         Operation::ReadRegistry => "read the registry of definitions",
         Operation::Publish => "publish or deprecate definitions",
         Operation::ReadKpis => "read the on-time figures",
+        Operation::ReadMetrics => "read the metrics",
     }
 }
 

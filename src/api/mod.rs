@@ -8,6 +8,7 @@ mod callbacks;
 mod cases;
 mod error;
 mod kpis;
+mod metrics;
 mod openapi;
 mod operators;
 mod registry;
@@ -75,6 +76,7 @@ pub fn router<S: Store + Clone>(
         .route("/v1/incidents", get(operators::incidents::<S>))
         .route("/v1/bulk/retry", post(operators::bulk_retry::<S>))
         .route("/v1/kpis", get(kpis::read::<S>))
+        .route("/metrics", get(metrics::read::<S>))
         .route("/v1/callbacks/{token}", post(callbacks::post::<S>))
         .route(
             "/v1/tokens",
@@ -104,7 +106,26 @@ pub fn router<S: Store + Clone>(
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count::<S>,
+        ))
         .with_state(state)
+}
+
+/// The scrapers' own address (`serve --metrics-listen`): `GET /metrics` without a token, and
+/// nothing else, for a network only Prometheus reaches.
+pub fn metrics_router<S: Store + Clone>(engine: Arc<Engine<S>>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move |headers: axum::http::HeaderMap| {
+                let engine = engine.clone();
+                async move { metrics::scrape(&engine, &headers).await }
+            }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 /// Unauthenticated, for load balancers and the CLI's "is it up?".

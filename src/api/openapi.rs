@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{callbacks, cases, error, kpis, operators, registry, tokens, webhooks};
+use super::{callbacks, cases, error, kpis, metrics, operators, registry, tokens, webhooks};
 use crate::store::query::{IncidentRow, Listing};
 
 #[derive(OpenApi)]
@@ -19,7 +19,7 @@ use crate::store::query::{IncidentRow, Listing};
         cases::start, cases::list, cases::show, cases::history,
         operators::incidents, operators::act,
         operators::bulk_retry,
-        kpis::read,
+        kpis::read, metrics::read,
         callbacks::post,
         tokens::issue, tokens::list, tokens::revoke,
         webhooks::register, webhooks::list, webhooks::delete,

@@ -17,7 +17,7 @@ use crate::store::Store;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueRequest {
-    /// portal, operator, supervisor, agency:<agency id> or admin.
+    /// portal, operator, supervisor, agency:<agency id>, admin or metrics.
     role: String,
     /// Who holds it.
     name: String,

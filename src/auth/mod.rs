@@ -25,6 +25,8 @@ pub enum Role {
     Agency(String),
     /// Issues and revokes tokens; may do everything an operator or the portal may.
     Admin,
+    /// A metrics scraper (Prometheus): reads `/metrics` and nothing else.
+    Metrics,
 }
 
 /// An operation of the API, as far as permission goes.
@@ -50,6 +52,8 @@ pub enum Operation {
     Publish,
     /// Read the on-time figures (no personal data in them).
     ReadKpis,
+    /// Scrape `/metrics`.
+    ReadMetrics,
 }
 
 impl Role {
@@ -84,6 +88,7 @@ impl Role {
             ),
             Role::Agency(_) => matches!(op, Callback | ReadRegistry | Publish),
             Role::Admin => op != Callback,
+            Role::Metrics => op == ReadMetrics,
         }
     }
 
@@ -98,7 +103,7 @@ impl Role {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "`{0}` is not a role; the roles are portal, operator, supervisor, agency:<agency id> and admin"
+    "`{0}` is not a role; the roles are portal, operator, supervisor, agency:<agency id>, admin and metrics"
 )]
 pub struct UnknownRole(pub String);
 
@@ -111,6 +116,7 @@ impl FromStr for Role {
             "operator" => Ok(Role::Operator),
             "supervisor" => Ok(Role::Supervisor),
             "admin" => Ok(Role::Admin),
+            "metrics" => Ok(Role::Metrics),
             _ => match s.strip_prefix("agency:") {
                 Some(a)
                     if !a.is_empty()
@@ -133,6 +139,7 @@ impl fmt::Display for Role {
             Role::Supervisor => f.write_str("supervisor"),
             Role::Agency(a) => write!(f, "agency:{a}"),
             Role::Admin => f.write_str("admin"),
+            Role::Metrics => f.write_str("metrics"),
         }
     }
 }

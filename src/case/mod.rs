@@ -561,6 +561,16 @@ pub enum TimerKind {
 }
 
 impl TimerKind {
+    /// The kind alone, without its step: what the metrics count timers by.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TimerKind::Retry { .. } => "retry",
+            TimerKind::Poll { .. } => "poll",
+            TimerKind::StepDeadline { .. } => "step_deadline",
+            TimerKind::CaseDeadline => "case_deadline",
+        }
+    }
+
     /// Unique among a case's timers: setting a timer of the same id replaces it.
     pub fn id(&self) -> String {
         match self {

@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Where the API listens.
     #[arg(long, env = "CIVICFLOW_LISTEN", default_value = "127.0.0.1:7100")]
     pub listen: SocketAddr,
+    /// Also serve `GET /metrics` here, without a token, for Prometheus (a network only the
+    /// scrapers reach); on the API's address it needs a token of role `metrics`.
+    #[arg(long, env = "CIVICFLOW_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// The URL agencies use to reach this server (callbacks); default: http://<listen>.
     #[arg(long, env = "CIVICFLOW_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -168,6 +172,21 @@ async fn serve<S: Store + Clone>(store: S, place: &str, args: ServeArgs) -> anyh
         }
     };
     app.start();
+    if let Some(at) = args.metrics_listen {
+        let scrapers = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {at}"))?;
+        println!(
+            "civicflow metrics on http://{}/metrics",
+            scrapers.local_addr()?
+        );
+        let router = crate::api::metrics_router(app.engine.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(scrapers, router).await {
+                tracing::error!(error = %e, "the metrics listener failed");
+            }
+        });
+    }
     println!("civicflow node {}", app.engine.node());
     println!("civicflow listening on http://{addr} ({place})");
     axum::serve(listener, app.router())

@@ -9,7 +9,7 @@ use super::table::{cell, print, table, time};
 pub enum TokensCommand {
     /// Issue a token; its secret is printed once and never shown again.
     Issue {
-        /// portal, operator, supervisor, agency:<agency id> or admin.
+        /// portal, operator, supervisor, agency:<agency id>, admin or metrics.
         #[arg(long)]
         role: String,
         /// Who holds it ("alice", "portal production").

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use serde_json::Value;
 
-use super::Metrics;
+use super::Overhead;
 use crate::adapters::http::Metadata;
 use crate::calendar::CalendarError;
 use crate::case::{Case, Event, EventKind, Incident, IncidentReason, StepState, Timer, TimerKind};
+use crate::metrics::Metrics;
 use crate::store::{CaseWrite, Committed, Fence, Hook, Preparing, Store, StoreError, Transaction};
 use crate::workflow::spec::Method;
 
@@ -19,6 +20,8 @@ use crate::workflow::spec::Method;
 #[derive(Debug, Clone)]
 pub struct Call {
     pub case_id: crate::case::CaseId,
+    /// The agency the step is at, for the metrics.
+    pub agency: String,
     pub step: String,
     pub revision: u32,
     pub attempt: u32,
@@ -167,7 +170,7 @@ impl Change {
     pub async fn commit<S: Store>(
         mut self,
         store: &S,
-        metrics: &Metrics,
+        (overhead, metrics): (&Overhead, &Metrics),
         hooks: &[Arc<dyn Hook>],
     ) -> Result<(Case, Vec<Call>), StoreError> {
         let events = std::mem::take(&mut self.tx.events);
@@ -189,7 +192,9 @@ impl Change {
         });
         let handed = Instant::now();
         store.commit(&self.tx).await?;
-        metrics.record_commit(handed.elapsed());
+        let took = handed.elapsed();
+        overhead.record_commit(took);
+        metrics.commit(took);
         let mut case = self.tx.cases.pop().expect("pushed above").case;
         case.rev = self.expected_rev.map_or(1, |r| r + 1);
         let change = Committed {

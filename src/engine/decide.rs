@@ -297,6 +297,7 @@ impl Decider {
         );
         change.calls.push(Call {
             case_id,
+            agency: change.case.steps[&step.id].agency.clone(),
             step: step.id.clone(),
             revision,
             attempt: n,
@@ -624,7 +625,7 @@ impl Decider {
                 let Some(url) = s.poll_url.clone() else {
                     return;
                 };
-                let (revision, attempt) = (s.revision, s.attempt);
+                let (revision, attempt, agency) = (s.revision, s.attempt, s.agency.clone());
                 let key = idempotency_key(&change.case, step, revision);
                 // If the process stops mid-poll, this timer polls again.
                 change.set_timer(
@@ -633,6 +634,7 @@ impl Decider {
                 );
                 change.calls.push(Call {
                     case_id: change.case.id,
+                    agency,
                     step: step.clone(),
                     revision,
                     attempt,

@@ -44,6 +44,7 @@ impl<S: Store + Clone> Engine<S> {
             let engine = self.clone();
             tokio::spawn(async move {
                 let to_wire = call.ready_at.elapsed();
+                let sent = Instant::now();
                 let reply = http::send(
                     &engine.http,
                     call.method,
@@ -55,11 +56,22 @@ impl<S: Store + Clone> Engine<S> {
                 )
                 .await;
                 let received = Instant::now();
+                let status = match &reply {
+                    Reply::Answered { status, .. } => Some(*status),
+                    Reply::NoAnswer { .. } => None,
+                };
+                engine.metrics.agency_call(
+                    &call.agency,
+                    &call.step,
+                    call.poll,
+                    status,
+                    received - sent,
+                );
                 if let Err(e) = engine.on_reply(&call, reply, received).await {
                     tracing::warn!(case = %call.case_id, step = %call.step, error = %e, "the reply could not be recorded; the watchdog timer will retry");
                 }
                 engine
-                    .metrics
+                    .overhead
                     .record_step_overhead(to_wire + received.elapsed());
                 if engine.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
                     engine.idle.notify_waiters();
@@ -135,7 +147,9 @@ impl<S: Store + Clone> Engine<S> {
 
     /// Commits a change with the engine's hooks.
     pub(super) async fn commit(&self, change: Change) -> Result<(Case, Vec<Call>), StoreError> {
-        change.commit(&self.store, &self.metrics, &self.hooks).await
+        change
+            .commit(&self.store, (&self.overhead, &self.metrics), &self.hooks)
+            .await
     }
 
     /// A timer came due for a case whose workflow is not loaded: the case cannot move, so it

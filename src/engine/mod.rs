@@ -11,7 +11,7 @@ mod clock;
 mod decide;
 mod drive;
 mod locks;
-mod metrics;
+mod overhead;
 mod timers;
 mod trial;
 
@@ -28,6 +28,7 @@ use crate::case::{
     CallbackTarget, Case, CaseId, CaseStatus, Event, EventKind, IdempotencyRecord, StepState,
     TimerKind,
 };
+use crate::metrics::Metrics;
 use crate::registry::{PublishError, Registry};
 use crate::store::{Hook, Store, StoreError};
 use crate::workflow::definition::{Definitions, SchemaViolation, Workflow};
@@ -36,7 +37,7 @@ use crate::workflow::expr::EvalError;
 pub use actions::{Action, ActionError};
 pub use change::Call;
 pub use clock::Clock;
-pub use metrics::{Metrics, Percentiles};
+pub use overhead::{Overhead, Percentiles};
 pub use trial::TrialError;
 
 use change::Change;
@@ -153,7 +154,8 @@ pub struct Engine<S> {
     in_flight: AtomicUsize,
     idle: Notify,
     timers_changed: Notify,
-    metrics: Metrics,
+    overhead: Overhead,
+    metrics: Arc<Metrics>,
 }
 
 impl<S: Store + Clone> Engine<S> {
@@ -165,6 +167,7 @@ impl<S: Store + Clone> Engine<S> {
         (version, defs): (u64, Definitions),
         config: Config,
         hooks: Vec<Arc<dyn Hook>>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Engine<S>> {
         Arc::new(Engine {
             store,
@@ -190,7 +193,8 @@ impl<S: Store + Clone> Engine<S> {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             timers_changed: Notify::new(),
-            metrics: Metrics::default(),
+            overhead: Overhead::default(),
+            metrics,
         })
     }
 
@@ -208,7 +212,12 @@ impl<S: Store + Clone> Engine<S> {
         &self.store
     }
 
-    pub fn metrics(&self) -> &Metrics {
+    pub fn overhead(&self) -> &Overhead {
+        &self.overhead
+    }
+
+    /// The series this node records for Prometheus.
+    pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
@@ -543,7 +552,7 @@ impl<S: Store + Clone> Engine<S> {
                 Err(StoreError::KeyTaken { .. }) => return Ok(CallbackAck::Duplicate),
                 Err(e) => return Err(e.into()),
             }
-            self.metrics.record_step_overhead(began.elapsed());
+            self.overhead.record_step_overhead(began.elapsed());
             return Ok(ack);
         }
     }

@@ -29,6 +29,9 @@ impl<S: Store + Clone> Engine<S> {
             };
             let full = claimed.len() == BATCH;
             for claim in claimed {
+                let late = now.duration_since(claim.timer.due_at);
+                self.metrics
+                    .timer_fired(claim.timer.kind.label(), late.unsigned_abs());
                 let engine = self.clone();
                 tokio::spawn(async move {
                     if let Err(e) = engine.on_timer(claim).await {

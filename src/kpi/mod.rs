@@ -7,12 +7,17 @@
 //! counters in the same commit as the change itself. A report ([`report`]) reads the counters
 //! of its days, so it costs the same with a thousand cases stored or a million.
 //!
+//! The same counters keep the incidents open now, by reason (`incidents/open/<reason>/<workflow>/
+//! <step or *>`), which every node's metrics report alike.
+//!
 //! A counter's name is `kpi/<state>/<day>/<workflow>/<agency>/<step>/<class>[/<working days>]`:
 //! the state `done` is counted under the day (Vietnam time) a step or case finished, `open`
 //! under the day it started, so a period is one range of names. The case as a whole is counted
 //! under agency and step `*`.
 
 pub mod report;
+
+use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -21,8 +26,10 @@ use crate::calendar::{Calendar, vietnam_time};
 use crate::case::{Case, CaseStatus, StepStatus, TimerKind};
 use crate::store::{Hook, Preparing, Transaction};
 
-/// Every counter name starts with this.
+/// Every on-time counter's name starts with this.
 pub const PREFIX: &str = "kpi/";
+/// Every open-incident counter's name starts with this.
+pub const INCIDENTS: &str = "incidents/open/";
 const DONE: &str = "done";
 const OPEN: &str = "open";
 /// The agency and step of a case counted as a whole.
@@ -245,6 +252,24 @@ pub fn tallies(case: &Case, calendar: &Calendar) -> Vec<Tally> {
     out
 }
 
+/// The open-incident counters `case` falls under: one per open incident.
+pub fn incident_tallies(case: &Case) -> impl Iterator<Item = String> + '_ {
+    case.incidents.iter().map(|i| {
+        format!(
+            "{INCIDENTS}{}/{}/{}",
+            i.reason.as_str(),
+            case.workflow,
+            i.step.as_deref().unwrap_or(WHOLE_CASE)
+        )
+    })
+}
+
+/// The reason and workflow of an open-incident counter.
+pub fn parse_incident(name: &str) -> Option<(&str, &str)> {
+    let mut parts = name.strip_prefix(INCIDENTS)?.split('/');
+    Some((parts.next()?, parts.next()?))
+}
+
 /// The hook that keeps the on-time counters: every committed change of a case takes it out of
 /// the counters it was under and adds it to those it is under now, in the same commit.
 #[derive(Debug)]
@@ -263,16 +288,25 @@ impl Hook for Kpi {
         let now: Vec<String> = tallies(change.case, self.calendar)
             .iter()
             .map(Tally::name)
+            .chain(incident_tallies(change.case))
             .collect();
         if *change.tallies == now {
             return;
         }
-        for gone in change.tallies.iter().filter(|t| !now.contains(t)) {
-            tx.counts.push((gone.clone(), -1));
+        // As multisets: a name may stand twice (two incidents of one reason on one step).
+        let mut difference: BTreeMap<&str, i64> = BTreeMap::new();
+        for gone in change.tallies.iter() {
+            *difference.entry(gone).or_default() -= 1;
         }
-        for new in now.iter().filter(|t| !change.tallies.contains(t)) {
-            tx.counts.push((new.clone(), 1));
+        for new in &now {
+            *difference.entry(new).or_default() += 1;
         }
+        tx.counts.extend(
+            difference
+                .into_iter()
+                .filter(|(_, n)| *n != 0)
+                .map(|(name, n)| (name.to_owned(), n)),
+        );
         *change.tallies = now;
     }
 }

@@ -8,14 +8,16 @@
 //! and its late cursor update is refused.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
 use super::{Webhook, signature};
+use crate::metrics::Metrics;
 use crate::store::{Fence, Store, StoreError, Transaction, Work};
 
 /// The longest wait between two tries of a failing receiver.
@@ -36,6 +38,7 @@ pub struct Deliverer<S> {
     node: String,
     lease: Duration,
     http: reqwest::Client,
+    metrics: Arc<Metrics>,
     /// Webhook id → when it may be served again: after a failure, its backoff; after a turn
     /// with nothing to send, the idle interval. In memory only: after a restart every receiver
     /// is tried at once, which is what an operator restarting expects.
@@ -52,9 +55,10 @@ impl<S: Store + Clone> Deliverer<S> {
     /// A deliverer for `node`, whose claims on a webhook last `lease` without renewal. A turn
     /// posts no new notification after a third of the lease, so its cursor is committed well
     /// inside it.
-    pub fn new(store: S, node: &str, lease: Duration) -> Deliverer<S> {
+    pub fn new(store: S, node: &str, lease: Duration, metrics: Arc<Metrics>) -> Deliverer<S> {
         Deliverer {
             store,
+            metrics,
             node: node.to_owned(),
             lease,
             http: reqwest::Client::builder()
@@ -94,12 +98,14 @@ impl<S: Store + Clone> Deliverer<S> {
             if waiting || !self.busy.insert(hook.id.clone()) {
                 continue;
             }
-            let (store, http) = (self.store.clone(), self.http.clone());
+            let (store, http, metrics) =
+                (self.store.clone(), self.http.clone(), self.metrics.clone());
             let claim = Claim {
                 node: self.node.clone(),
                 lease: self.lease,
             };
-            self.turns.spawn(turn(store, http, claim, hook.id.clone()));
+            self.turns
+                .spawn(turn(store, http, metrics, claim, hook.id.clone()));
         }
         self.not_before
             .retain(|id, _| hooks.iter().any(|h| h.id == *id));
@@ -143,9 +149,15 @@ struct Claim {
     lease: Duration,
 }
 
-async fn turn<S: Store>(store: S, http: reqwest::Client, claim: Claim, id: String) -> Turn {
+async fn turn<S: Store>(
+    store: S,
+    http: reqwest::Client,
+    metrics: Arc<Metrics>,
+    claim: Claim,
+    id: String,
+) -> Turn {
     Turn {
-        next: claimed_turn(&store, &http, &claim, &id).await,
+        next: claimed_turn(&store, (&http, &metrics), &claim, &id).await,
         id,
     }
 }
@@ -153,7 +165,7 @@ async fn turn<S: Store>(store: S, http: reqwest::Client, claim: Claim, id: Strin
 /// Claims the webhook's delivery (or renews this node's claim) and delivers under it.
 async fn claimed_turn<S: Store>(
     store: &S,
-    http: &reqwest::Client,
+    http: (&reqwest::Client, &Metrics),
     claim: &Claim,
     id: &str,
 ) -> Result<Option<Instant>, StoreError> {
@@ -178,7 +190,7 @@ async fn claimed_turn<S: Store>(
 /// of the turn, and records how far it got under the claim `fence`.
 async fn deliver<S: Store>(
     store: &S,
-    http: &reqwest::Client,
+    (http, metrics): (&reqwest::Client, &Metrics),
     mut hook: Webhook,
     fence: Fence,
     turn: Duration,
@@ -215,6 +227,8 @@ async fn deliver<S: Store>(
         };
         match error {
             None => {
+                let lag = Timestamp::now().duration_since(notification.at);
+                metrics.webhook_delivered(lag.max(SignedDuration::ZERO).unsigned_abs());
                 hook.cursor = seq;
                 hook.failures = 0;
                 hook.last_error = None;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-pub struct Metrics {
+pub struct Overhead {
     step_overhead: Mutex<Histogram<u64>>,
     commit: Mutex<Histogram<u64>>,
 }
@@ -29,9 +29,9 @@ pub struct Percentiles {
     pub max_us: u64,
 }
 
-impl Default for Metrics {
-    fn default() -> Metrics {
-        Metrics {
+impl Default for Overhead {
+    fn default() -> Overhead {
+        Overhead {
             step_overhead: Mutex::new(histogram()),
             commit: Mutex::new(histogram()),
         }
@@ -60,7 +60,7 @@ fn percentiles(h: &Mutex<Histogram<u64>>) -> Percentiles {
     }
 }
 
-impl Metrics {
+impl Overhead {
     pub(super) fn record_step_overhead(&self, took: Duration) {
         record(&self.step_overhead, took);
     }
@@ -91,7 +91,7 @@ mod tests {
 
     #[test]
     fn percentiles_come_from_what_was_recorded() {
-        let metrics = Metrics::default();
+        let metrics = Overhead::default();
         for ms in 1..=100 {
             metrics.record_step_overhead(Duration::from_millis(ms));
         }

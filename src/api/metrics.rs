@@ -1,0 +1,82 @@
+//! `GET /metrics` for Prometheus, and the count of every API request by route and status.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderMap;
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::auth::Caller;
+use super::{ApiError, AppState};
+use crate::auth::Operation;
+use crate::calendar::vietnam_time;
+use crate::engine::Engine;
+use crate::store::Store;
+
+/// The scrape, for a token of role `metrics` (or an admin): in the OpenMetrics text format
+/// when the reader accepts it (Prometheus does), else in Prometheus's classic text format.
+#[utoipa::path(get, path = "/metrics", tag = "operators",
+    responses((status = 200, description = "The metrics, in the OpenMetrics or the classic Prometheus text format", content_type = "text/plain", body = String)))]
+pub async fn read<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller.require(Operation::ReadMetrics)?;
+    scrape(&state.engine, &headers).await
+}
+
+/// The scrape as an answer, in the format the request accepts: what `read` and the scrapers'
+/// own address serve.
+pub async fn scrape<S: Store + Clone>(
+    engine: &Engine<S>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let today = engine.now().to_zoned(vietnam_time()).date();
+    let text = engine
+        .metrics()
+        .scrape(engine.store(), today)
+        .await
+        .map_err(ApiError::store)?;
+    let openmetrics = headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    Ok(if openmetrics {
+        ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+    } else {
+        let classic = crate::metrics::classic(&text);
+        (
+            [(CONTENT_TYPE, crate::metrics::CLASSIC_CONTENT_TYPE)],
+            classic,
+        )
+            .into_response()
+    })
+}
+
+/// Times every request and counts it under its route as declared (`/v1/cases/{id}`), never
+/// the path as asked, so that an id never becomes a label.
+pub async fn count<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let began = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let response = next.run(request).await;
+    state.engine.metrics().request(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        began.elapsed(),
+    );
+    response
+}
