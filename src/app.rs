@@ -21,6 +21,7 @@ use crate::engine::{self, Engine};
 use crate::metrics::Metrics;
 use crate::registry::{PublishError, Registry};
 use crate::store::{Store, StoreError};
+use crate::traces::Traces;
 use crate::webhooks::{Deliverer, Feed};
 use crate::workflow::catalog;
 use crate::workflow::diagnostic::Diagnostic;
@@ -37,6 +38,8 @@ pub struct Settings {
     pub engine: engine::Config,
     /// Requests per API token, on this node.
     pub limits: Limits,
+    /// Where the cases' traces go (nowhere unless an OTLP endpoint is configured).
+    pub traces: Arc<Traces>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +116,7 @@ impl<S: Store + Clone> App<S> {
             loaded,
             settings.engine,
             hooks,
-            metrics,
+            (metrics, settings.traces),
         );
         Ok(App {
             engine,

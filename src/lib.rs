@@ -10,5 +10,6 @@ pub mod kpi;
 pub mod metrics;
 pub mod registry;
 pub mod store;
+pub mod traces;
 pub mod webhooks;
 pub mod workflow;

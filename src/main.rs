@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use civicflow::cli;
 use civicflow::cli::client::{Client, ClientError, Connection};
+use civicflow::traces::Traces;
 use clap::{Parser, Subcommand};
 
 /// mimalloc rather than the system allocator: the engine allocates and frees across threads all
@@ -128,14 +130,9 @@ fn main() -> anyhow::Result<ExitCode> {
             })
         }
         Command::Serve(serve) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "civicflow=info".into()),
-                )
-                .with_writer(std::io::stderr)
-                .init();
-            tokio::runtime::Runtime::new()?.block_on(cli::serve::run(serve))?;
+            let traces = Arc::new(Traces::from_config(serve.otlp_endpoint.as_deref())?);
+            logging(serve.log_format, &traces);
+            tokio::runtime::Runtime::new()?.block_on(cli::serve::run(serve, traces))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { store } => {
@@ -241,6 +238,35 @@ where
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The server's log (stderr), as text or JSON lines, filtered by `RUST_LOG` (default: civicflow
+/// at `info`); and, when traces are exported, the spans of `tracing` (each API request's) sent
+/// with them.
+fn logging(format: cli::serve::LogFormat, traces: &Traces) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "civicflow=info".into());
+    let text = (format == cli::serve::LogFormat::Text)
+        .then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let json = (format == cli::serve::LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+    });
+    let otel = traces
+        .tracer()
+        .map(|t| tracing_opentelemetry::layer().with_tracer(t.clone()));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .with(otel)
+        .init();
 }
 
 #[cfg(test)]

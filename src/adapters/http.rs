@@ -84,6 +84,20 @@ pub enum Outcome {
     Unexpected(String),
 }
 
+impl Outcome {
+    /// The outcome's class, as traces name it: `succeeded`, `rejected`, `pending`, `retryable`
+    /// or `unexpected`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Outcome::Success(_) => "succeeded",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::Pending => "pending",
+            Outcome::Retryable { .. } => "retryable",
+            Outcome::Unexpected(_) => "unexpected",
+        }
+    }
+}
+
 /// Applies the manifest's rules, then civicflow's defaults: no answer, 429 and 5xx are
 /// retryable; anything else no rule matched is unexpected.
 pub fn classify(rules: &Rules, output: &Schema, reply: &Reply) -> Outcome {

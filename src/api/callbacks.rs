@@ -70,7 +70,7 @@ pub async fn post<S: Store + Clone>(
             CallbackError::ShuttingDown => ApiError::unavailable(),
             // Not the agency's fault, and not lost: retrying after the file is restored works.
             CallbackError::Missing(e) => {
-                tracing::error!(error = %e, "a callback for a case whose workflow is not loaded");
+                tracing::error!(case_id = %e.case_id, trace_id = %e.case_id.simple(), error = %e, "a callback for a case whose workflow is not loaded");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "workflow_not_loaded",

@@ -34,7 +34,10 @@ pub struct StartRequest {
 /// Starts a case (portal). A retried request with the same `Idempotency-Key` answers the same
 /// case with 200; the same key with another body is a 409.
 #[utoipa::path(post, path = "/v1/cases", tag = "portal", request_body = StartRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried start return the same case")),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried start return the same case"),
+        ("traceparent" = Option<String>, Header, description = "The portal's W3C trace context: kept on the case, whose trace links to it"),
+    ),
     responses(
         (status = 201, description = "The case, started", body = Object),
         (status = 200, description = "The case this Idempotency-Key started before", body = Object),
@@ -61,7 +64,13 @@ pub async fn start<S: Store + Clone>(
     };
     let (case, created) = state
         .engine
-        .start(&request.workflow, request.version, request.input, key)
+        .start(
+            &request.workflow,
+            request.version,
+            request.input,
+            key,
+            headers.get("traceparent").and_then(|v| v.to_str().ok()),
+        )
         .await
         .map_err(|e| match e {
             StartError::UnknownWorkflow { .. } => {

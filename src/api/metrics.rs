@@ -8,6 +8,10 @@ use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use opentelemetry::trace::TraceContextExt;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
 use super::auth::Caller;
 use super::{ApiError, AppState};
 use crate::auth::Operation;
@@ -58,7 +62,8 @@ pub async fn scrape<S: Store + Clone>(
 }
 
 /// Times every request and counts it under its route as declared (`/v1/cases/{id}`), never
-/// the path as asked, so that an id never becomes a label.
+/// the path as asked, so that an id never becomes a label; and handles it in a `request` span
+/// (exported with the traces when they are), under the caller's `traceparent` if it sent one.
 pub async fn count<S: Store + Clone>(
     State(state): State<AppState<S>>,
     request: Request,
@@ -71,12 +76,30 @@ pub async fn count<S: Store + Clone>(
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
-    let response = next.run(request).await;
-    state.engine.metrics().request(
-        method.as_str(),
-        &route,
-        response.status().as_u16(),
-        began.elapsed(),
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
     );
+    let caller = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::traces::parse_traceparent);
+    if let Some(caller) = caller {
+        let parent = opentelemetry::Context::new().with_remote_span_context(caller);
+        // Only fails when no tracer is installed, and then there is nothing to export.
+        let _ = span.set_parent(parent);
+    }
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    state
+        .engine
+        .metrics()
+        .request(method.as_str(), &route, status, began.elapsed());
     response
 }

@@ -286,6 +286,10 @@ pub struct Case {
     pub timers: BTreeMap<String, Timestamp>,
     /// The sequence number the next history event gets.
     pub next_seq: u64,
+    /// The portal's W3C `traceparent` when it started the case: the case's trace links to it,
+    /// so the portal can follow its request in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// The counters the case is counted under in the on-time figures ([`crate::kpi`]), as last
     /// committed: a change adds to the counters only the difference.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -551,6 +555,17 @@ pub enum OperatorActionKind {
     Cancel,
 }
 
+impl OperatorActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperatorActionKind::Retry => "retry",
+            OperatorActionKind::Skip => "skip",
+            OperatorActionKind::Fix => "fix",
+            OperatorActionKind::Cancel => "cancel",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TimerKind {
@@ -561,6 +576,16 @@ pub enum TimerKind {
 }
 
 impl TimerKind {
+    /// The step the timer is for; `None` for the case's own deadline.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            TimerKind::Retry { step }
+            | TimerKind::Poll { step }
+            | TimerKind::StepDeadline { step } => Some(step),
+            TimerKind::CaseDeadline => None,
+        }
+    }
+
     /// The kind alone, without its step: what the metrics count timers by.
     pub fn label(&self) -> &'static str {
         match self {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use civicflow_mocks::{MocksConfig, start as start_mocks};
@@ -19,6 +20,7 @@ use crate::engine::{Clock, Config};
 use crate::store::postgres::{Options, PgStore};
 use crate::store::sled::{DEFAULT_CACHE_MIB, SledStore};
 use crate::store::{Store, StoreError, Transaction};
+use crate::traces::Traces;
 use crate::workflow::definition::duration;
 
 #[derive(Debug, clap::Args)]
@@ -40,6 +42,15 @@ pub struct ServeArgs {
     /// Where the API listens.
     #[arg(long, env = "CIVICFLOW_LISTEN", default_value = "127.0.0.1:7100")]
     pub listen: SocketAddr,
+    /// The server's log on stderr: `text` for people, `json` (one object per line, with
+    /// `case_id`, `step` and `trace_id` on every line about a case) for a log collector.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Export the cases' traces to this OpenTelemetry collector (its base URL; OTLP over
+    /// HTTP, protobuf). Without it, the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variables are
+    /// read; with neither, no trace is sent anywhere.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// Also serve `GET /metrics` here, without a token, for Prometheus (a network only the
     /// scrapers reach); on the API's address it needs a token of role `metrics`.
     #[arg(long, env = "CIVICFLOW_METRICS_LISTEN", value_name = "ADDR")]
@@ -86,7 +97,7 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// The name of the token the in-process mocks call back with; replaced at every start.
 const MOCKS_TOKEN_NAME: &str = "in-process mock agencies";
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(args: ServeArgs, traces: Arc<Traces>) -> anyhow::Result<()> {
     match &args.store {
         Some(url) => {
             let options = Options {
@@ -97,18 +108,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             std::fs::create_dir_all(&args.data)
                 .with_context(|| format!("cannot create {}", args.data.display()))?;
             let place = format!("store {store:?}");
-            serve(store, &place, args).await
+            serve(store, &place, args, traces).await
         }
         None => {
             let store = SledStore::open(&args.data, args.cache_mib << 20)?;
             let place = format!("data in {}", args.data.display());
-            serve(store, &place, args).await
+            serve(store, &place, args, traces).await
         }
     }
 }
 
+/// How the server writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Serves on `store`, described to the operator as `place`.
-async fn serve<S: Store + Clone>(store: S, place: &str, args: ServeArgs) -> anyhow::Result<()> {
+async fn serve<S: Store + Clone>(
+    store: S,
+    place: &str,
+    args: ServeArgs,
+    traces: Arc<Traces>,
+) -> anyhow::Result<()> {
     let drain_timeout = duration(&args.drain_timeout).map_err(anyhow::Error::msg)?;
     let claim_lease = duration(&args.claim_lease).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -159,6 +182,7 @@ async fn serve<S: Store + Clone>(store: S, place: &str, args: ServeArgs) -> anyh
             per_second: args.rate_limit,
             burst: args.rate_burst,
         },
+        traces: traces.clone(),
     };
     let mut app = match App::build(store, settings).await {
         Ok(app) => app,
@@ -202,6 +226,8 @@ async fn serve<S: Store + Clone>(store: S, place: &str, args: ServeArgs) -> anyh
     if let Some(mocks) = mocks {
         mocks.shutdown().await;
     }
+    // The exporter's last batch: its own thread sends it; wait for it off the runtime.
+    tokio::task::spawn_blocking(move || traces.shutdown()).await?;
     println!("civicflow stopped");
     Ok(())
 }

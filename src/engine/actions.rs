@@ -4,7 +4,9 @@
 //! did it and why, and committed before anything it decides is sent.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
+
+use opentelemetry::trace::SpanKind;
 
 use serde_json::{Value, json};
 
@@ -15,6 +17,7 @@ use crate::case::{
     Case, CaseId, CaseStatus, EventKind, IncidentReason, OperatorActionKind, StepStatus, TimerKind,
 };
 use crate::store::{Store, StoreError};
+use crate::traces::CaseSpan;
 use crate::workflow::definition::{SchemaViolation, Workflow};
 
 /// An operator's action on one case.
@@ -85,10 +88,53 @@ pub enum ActionError {
     Store(#[from] StoreError),
 }
 
+impl ActionError {
+    /// The error's class, as traces name it.
+    fn class(&self) -> &'static str {
+        match self {
+            ActionError::UnknownCase(_) => "unknown_case",
+            ActionError::UnknownStep { .. } => "unknown_step",
+            ActionError::Conflict(_) => "conflict",
+            ActionError::InvalidOutput(_) | ActionError::InvalidInput(_) => "invalid",
+            ActionError::InvalidData(_) => "invalid_data",
+            ActionError::ShuttingDown => "shutting_down",
+            ActionError::Missing(_) => "workflow_not_loaded",
+            ActionError::Store(_) => "store_error",
+        }
+    }
+}
+
 impl<S: Store + Clone> Engine<S> {
     /// Applies an operator's action to a case. `by` names the operator, `reason` says why;
-    /// both go into the history.
+    /// both go into the history (not into the trace, which gets the action, the step and how
+    /// it ended).
     pub async fn act(
+        self: &Arc<Self>,
+        case_id: CaseId,
+        action: Action,
+        by: &str,
+        reason: &str,
+    ) -> Result<Case, ActionError> {
+        let from = SystemTime::now();
+        let name = format!("operator {}", action.kind().as_str());
+        let step = action.step().map(str::to_owned);
+        let done = self.apply_action(case_id, action, by, reason).await;
+        if !matches!(done, Err(ActionError::UnknownCase(_))) {
+            let span = CaseSpan::new(name, SpanKind::Server, from);
+            let span = match step {
+                Some(step) => span.attribute("civicflow.step", step),
+                None => span,
+            };
+            let span = match &done {
+                Ok(_) => span.outcome("applied", false),
+                Err(e) => span.outcome(e.class(), true),
+            };
+            self.traces.case_span(case_id, span);
+        }
+        done
+    }
+
+    async fn apply_action(
         self: &Arc<Self>,
         case_id: CaseId,
         action: Action,

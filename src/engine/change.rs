@@ -20,8 +20,10 @@ use crate::workflow::spec::Method;
 #[derive(Debug, Clone)]
 pub struct Call {
     pub case_id: crate::case::CaseId,
-    /// The agency the step is at, for the metrics.
+    /// The agency the step is at, and the adapter (`agency/name@version`): for the metrics
+    /// and the traces.
     pub agency: String,
+    pub adapter: String,
     pub step: String,
     pub revision: u32,
     pub attempt: u32,
@@ -197,6 +199,20 @@ impl Change {
         metrics.commit(took);
         let mut case = self.tx.cases.pop().expect("pushed above").case;
         case.rev = self.expected_rev.map_or(1, |r| r + 1);
+        // An incident is what an operator must see: logged, with what finds the case and its
+        // trace, never its message (an agency's words may hold personal data).
+        for (_, event) in &self.tx.events {
+            if let EventKind::IncidentOpened { step, reason, .. } = &event.kind {
+                tracing::warn!(
+                    case_id = %case.id,
+                    trace_id = %case.id.simple(),
+                    step = step.as_deref().unwrap_or("-"),
+                    workflow = %case.workflow,
+                    reason = reason.as_str(),
+                    "an incident was opened"
+                );
+            }
+        }
         let change = Committed {
             case: &case,
             events: &self.tx.events,
@@ -245,6 +261,7 @@ mod tests {
             timers: timers.iter().map(|(k, due)| (k.id(), at(*due))).collect(),
             next_seq: 0,
             tallies: Vec::new(),
+            traceparent: None,
             rev: 1,
         };
         Change::new(case, Some(1), at(0), Instant::now())

@@ -298,6 +298,7 @@ impl Decider {
         change.calls.push(Call {
             case_id,
             agency: change.case.steps[&step.id].agency.clone(),
+            adapter: change.case.steps[&step.id].adapter.clone(),
             step: step.id.clone(),
             revision,
             attempt: n,
@@ -420,13 +421,21 @@ impl Decider {
     }
 
     /// Records what an agency's reply (to a request or a poll) means for the step.
-    pub fn apply_reply(&self, step: &Step, change: &mut Change, call: &Call, reply: &Reply) {
+    /// Records what an agency answered to `call`; the answer's class (see [`Outcome::class`]).
+    pub fn apply_reply(
+        &self,
+        step: &Step,
+        change: &mut Change,
+        call: &Call,
+        reply: &Reply,
+    ) -> &'static str {
         let adapter = &step.adapter;
         let rules = match (call.poll, &adapter.poll) {
             (true, Some(poll)) => &poll.rules,
             _ => &adapter.reply,
         };
         let outcome = http::classify(rules, &adapter.output, reply);
+        let class = outcome.class();
         match outcome {
             Outcome::Success(output) => self.succeed(change, &step.id, output),
             Outcome::Rejected {
@@ -509,6 +518,7 @@ impl Decider {
                 self.fail(change, &step.id, IncidentReason::UnexpectedReply, error)
             }
         }
+        class
     }
 
     fn schedule_poll(&self, step: &Step, change: &mut Change) {
@@ -625,7 +635,8 @@ impl Decider {
                 let Some(url) = s.poll_url.clone() else {
                     return;
                 };
-                let (revision, attempt, agency) = (s.revision, s.attempt, s.agency.clone());
+                let (revision, attempt) = (s.revision, s.attempt);
+                let (agency, adapter) = (s.agency.clone(), s.adapter.clone());
                 let key = idempotency_key(&change.case, step, revision);
                 // If the process stops mid-poll, this timer polls again.
                 change.set_timer(
@@ -635,6 +646,7 @@ impl Decider {
                 change.calls.push(Call {
                     case_id: change.case.id,
                     agency,
+                    adapter,
                     step: step.clone(),
                     revision,
                     attempt,
@@ -747,6 +759,7 @@ mod tests {
             timers: BTreeMap::new(),
             next_seq: 0,
             tallies: Vec::new(),
+            traceparent: None,
             rev: 0,
         };
         let mut change = Change::new(case, None, now(), Instant::now());

@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use opentelemetry::trace::SpanKind;
 
 use super::change::{Call, Change};
 use super::locks::CaseLock;
@@ -16,6 +18,7 @@ use super::{Engine, MissingWorkflow};
 use crate::adapters::http::{self, Reply};
 use crate::case::{Case, IncidentReason, StepStatus, TimerKind};
 use crate::store::{Claimed, Store, StoreError, Transaction};
+use crate::traces::{CaseSpan, parse_traceparent};
 use crate::workflow::definition::Workflow;
 
 /// How often a case whose workflow is not loaded is looked at again.
@@ -45,6 +48,7 @@ impl<S: Store + Clone> Engine<S> {
             tokio::spawn(async move {
                 let to_wire = call.ready_at.elapsed();
                 let sent = Instant::now();
+                let from = SystemTime::now();
                 let reply = http::send(
                     &engine.http,
                     call.method,
@@ -67,9 +71,38 @@ impl<S: Store + Clone> Engine<S> {
                     status,
                     received - sent,
                 );
-                if let Err(e) = engine.on_reply(&call, reply, received).await {
-                    tracing::warn!(case = %call.case_id, step = %call.step, error = %e, "the reply could not be recorded; the watchdog timer will retry");
-                }
+                let span = CaseSpan::new(
+                    format!(
+                        "{} {}",
+                        if call.poll { "poll" } else { "attempt" },
+                        call.step
+                    ),
+                    SpanKind::Client,
+                    from,
+                )
+                .span_id(parse_traceparent(&call.meta.traceparent).map(|c| c.span_id()))
+                .attribute("civicflow.agency", call.agency.clone())
+                .attribute("civicflow.adapter", call.adapter.clone())
+                .attribute("civicflow.step", call.step.clone())
+                .attribute("civicflow.attempt", i64::from(call.attempt))
+                .attribute("civicflow.revision", i64::from(call.revision));
+                let span = match status {
+                    Some(s) => span.attribute("http.response.status_code", i64::from(s)),
+                    None => span,
+                };
+                let outcome = match engine.on_reply(&call, reply, received).await {
+                    Ok(Some(class)) => class,
+                    // The step had moved on (an operator, another node): the answer is not used.
+                    Ok(None) => "superseded",
+                    Err(e) => {
+                        tracing::warn!(case_id = %call.case_id, trace_id = %call.case_id.simple(), step = %call.step, error = %e, "the reply could not be recorded; the watchdog timer will retry");
+                        "not_recorded"
+                    }
+                };
+                let failed = matches!(outcome, "retryable" | "unexpected" | "not_recorded");
+                engine
+                    .traces
+                    .case_span(call.case_id, span.outcome(outcome, failed));
                 engine
                     .overhead
                     .record_step_overhead(to_wire + received.elapsed());
@@ -80,27 +113,29 @@ impl<S: Store + Clone> Engine<S> {
         }
     }
 
+    /// Records an agency's answer to `call`; its class, or `None` if the step had moved on
+    /// and the answer is not used.
     async fn on_reply(
         self: &Arc<Self>,
         call: &Call,
         reply: Reply,
         received: Instant,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<&'static str>, StoreError> {
         let mut lock = self.locks.lock(call.case_id).await;
         let mut round = 0;
         loop {
             round += 1;
             let Some(case) = lock.load(&self.store).await? else {
-                return Ok(());
+                return Ok(None);
             };
             let Ok(wf) = self.workflow_for(&case).await else {
-                return Ok(());
+                return Ok(None);
             };
             let Some(step) = wf.step(&call.step) else {
-                return Ok(());
+                return Ok(None);
             };
             let Some(s) = case.steps.get(&call.step) else {
-                return Ok(());
+                return Ok(None);
             };
             let expected = if call.poll {
                 StepStatus::Polling
@@ -108,14 +143,14 @@ impl<S: Store + Clone> Engine<S> {
                 StepStatus::Calling
             };
             if s.revision != call.revision || s.attempt != call.attempt || s.status != expected {
-                return Ok(());
+                return Ok(None);
             }
             let rev = case.rev;
             let mut change = Change::new(case, Some(rev), self.config.clock.now(), received);
-            self.decide.apply_reply(step, &mut change, call, &reply);
+            let class = self.decide.apply_reply(step, &mut change, call, &reply);
             match self.finish_change(&wf, change, &mut lock).await {
                 Err(e) if lost_race(&e, round) => continue,
-                done => return done,
+                done => return done.map(|()| Some(class)),
             }
         }
     }
@@ -161,7 +196,7 @@ impl<S: Store + Clone> Engine<S> {
         kind: TimerKind,
         error: &MissingWorkflow,
     ) -> Result<(), StoreError> {
-        tracing::error!(%error, "a timer of a case whose workflow is not loaded");
+        tracing::error!(case_id = %change.case.id, trace_id = %change.case.id.simple(), step = kind.step().unwrap_or("-"), %error, "a timer of a case whose workflow is not loaded");
         let reported = change
             .case
             .incidents
@@ -211,7 +246,7 @@ impl<S: Store + Clone> Engine<S> {
             match done {
                 Err(e) if lost_race(&e, round) => continue,
                 Err(StoreError::Fenced { work, epoch }) => {
-                    tracing::info!(%work, epoch, "a timer firing is dropped: its claim was taken over by another node, or the timer was done meanwhile");
+                    tracing::info!(case_id = %timer.case_id, trace_id = %timer.case_id.simple(), step = timer.kind.step().unwrap_or("-"), %work, epoch, "a timer firing is dropped: its claim was taken over by another node, or the timer was done meanwhile");
                     return Ok(());
                 }
                 done => return done,

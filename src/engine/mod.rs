@@ -18,7 +18,7 @@ mod trial;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -31,8 +31,10 @@ use crate::case::{
 use crate::metrics::Metrics;
 use crate::registry::{PublishError, Registry};
 use crate::store::{Hook, Store, StoreError};
+use crate::traces::{CaseSpan, Traces};
 use crate::workflow::definition::{Definitions, SchemaViolation, Workflow};
 use crate::workflow::expr::EvalError;
+use opentelemetry::trace::SpanKind;
 
 pub use actions::{Action, ActionError};
 pub use change::Call;
@@ -156,6 +158,7 @@ pub struct Engine<S> {
     timers_changed: Notify,
     overhead: Overhead,
     metrics: Arc<Metrics>,
+    traces: Arc<Traces>,
 }
 
 impl<S: Store + Clone> Engine<S> {
@@ -167,7 +170,7 @@ impl<S: Store + Clone> Engine<S> {
         (version, defs): (u64, Definitions),
         config: Config,
         hooks: Vec<Arc<dyn Hook>>,
-        metrics: Arc<Metrics>,
+        (metrics, traces): (Arc<Metrics>, Arc<Traces>),
     ) -> Arc<Engine<S>> {
         Arc::new(Engine {
             store,
@@ -195,6 +198,7 @@ impl<S: Store + Clone> Engine<S> {
             timers_changed: Notify::new(),
             overhead: Overhead::default(),
             metrics,
+            traces,
         })
     }
 
@@ -293,8 +297,10 @@ impl<S: Store + Clone> Engine<S> {
         version: Option<u32>,
         input: Value,
         idempotency_key: Option<&str>,
+        traceparent: Option<&str>,
     ) -> Result<(Case, bool), StartError> {
         let began = Instant::now();
+        let from = SystemTime::now();
         if self.stopping() {
             return Err(StartError::ShuttingDown);
         }
@@ -353,6 +359,10 @@ impl<S: Store + Clone> Engine<S> {
             timers: BTreeMap::new(),
             next_seq: 0,
             tallies: Vec::new(),
+            // Kept only when well formed: it is the portal's, and it is stored.
+            traceparent: traceparent
+                .filter(|t| crate::traces::parse_traceparent(t).is_some())
+                .map(str::to_owned),
             rev: 0,
         };
         let mut lock = self.locks.lock(id).await;
@@ -394,6 +404,13 @@ impl<S: Store + Clone> Engine<S> {
             Err(e) => return Err(e.into()),
         };
         lock.remember_if_busy(case.clone(), &workflow, &calls);
+        self.traces.case_started(
+            case.id,
+            &case.workflow,
+            case.version,
+            from,
+            case.traceparent.as_deref(),
+        );
         self.dispatch(calls);
         Ok((case, true))
     }
@@ -479,6 +496,7 @@ impl<S: Store + Clone> Engine<S> {
         body: Value,
     ) -> Result<CallbackAck, CallbackError> {
         let began = Instant::now();
+        let from = SystemTime::now();
         if self.stopping() {
             return Err(CallbackError::ShuttingDown);
         }
@@ -553,6 +571,18 @@ impl<S: Store + Clone> Engine<S> {
                 Err(e) => return Err(e.into()),
             }
             self.overhead.record_step_overhead(began.elapsed());
+            let outcome = match ack {
+                CallbackAck::Recorded => "recorded",
+                CallbackAck::Duplicate => "duplicate",
+                CallbackAck::StillPending => "still_pending",
+            };
+            self.traces.case_span(
+                target.case_id,
+                CaseSpan::new(format!("callback {}", target.step), SpanKind::Server, from)
+                    .attribute("civicflow.step", target.step.clone())
+                    .attribute("civicflow.agency", agency.to_owned())
+                    .outcome(outcome, false),
+            );
             return Ok(ack);
         }
     }

@@ -34,8 +34,9 @@ impl<S: Store + Clone> Engine<S> {
                     .timer_fired(claim.timer.kind.label(), late.unsigned_abs());
                 let engine = self.clone();
                 tokio::spawn(async move {
+                    let (case, kind) = (claim.timer.case_id, claim.timer.kind.clone());
                     if let Err(e) = engine.on_timer(claim).await {
-                        tracing::warn!(error = %e, "a timer could not be handled; it fires again when its claim lapses");
+                        tracing::warn!(case_id = %case, trace_id = %case.simple(), step = kind.step().unwrap_or("-"), timer = kind.label(), error = %e, "a timer could not be handled; it fires again when its claim lapses");
                     }
                 });
             }

@@ -352,6 +352,7 @@ mod tests {
             ]),
             next_seq: 0,
             tallies: Vec::new(),
+            traceparent: None,
             rev: 1,
         }
     }

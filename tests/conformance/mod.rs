@@ -83,6 +83,7 @@ pub fn case(workflow: &str, requester: &str) -> Case {
         timers: BTreeMap::new(),
         next_seq: 0,
         tallies: Vec::new(),
+        traceparent: None,
         rev: 0,
     }
 }

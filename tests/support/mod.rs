@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -102,6 +103,30 @@ impl Server {
 
     /// `civicflow serve` on `data`, listening on `listen`, with more arguments.
     pub fn spawn(data: &Path, listen: &str, args: &[&str]) -> Server {
+        Server::spawn_logging(data, listen, args, None)
+    }
+
+    /// As [`Server::spawn`], and every line the server logs (its stderr) is kept in `log`.
+    pub fn spawn_logged(
+        data: &Path,
+        listen: &str,
+        args: &[&str],
+        log: Arc<Mutex<Vec<String>>>,
+    ) -> Server {
+        Server::spawn_logging(data, listen, args, Some(log))
+    }
+
+    fn spawn_logging(
+        data: &Path,
+        listen: &str,
+        args: &[&str],
+        log: Option<Arc<Mutex<Vec<String>>>>,
+    ) -> Server {
+        let stderr = if log.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_civicflow"))
             .args([
                 "serve",
@@ -115,9 +140,16 @@ impl Server {
             .args(args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("the civicflow binary starts");
+        if let (Some(log), Some(err)) = (log, child.stderr.take()) {
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut agencies = BTreeMap::new();
         let url = loop {
@@ -292,8 +324,6 @@ pub fn days_ago(days: i64) -> String {
         .to_string()
 }
 
-/// A birth dossier for the known family of the mocks' directory (mother 001190123456, father and
-/// household head 001089654321, commune 00004), with a unique certificate number.
 /// The household head whose consent the police mock waits for until its operator gives it.
 pub const MANUAL_HEAD: &str = "001075111222";
 
@@ -323,6 +353,8 @@ pub async fn grant_consent(http: &reqwest::Client, police: &str) {
     assert!(consent.status().is_success());
 }
 
+/// A birth dossier for the known family of the mocks' directory (mother 001190123456, father and
+/// household head 001089654321, commune 00004), with a unique certificate number.
 pub fn birth_input(certificate: &str) -> Value {
     json!({
         "dossier_number": format!("G01.123-{certificate}"),
@@ -517,6 +549,7 @@ impl<S: civicflow::store::Store + Clone> Node<S> {
                 per_second: std::num::NonZeroU32::new(1_000_000).unwrap(),
                 burst: std::num::NonZeroU32::new(1_000_000).unwrap(),
             },
+            traces: std::sync::Arc::new(civicflow::traces::Traces::off()),
         };
         let mut app = App::build(store, settings).await.unwrap();
         app.start();
