@@ -14,6 +14,8 @@
 //! PostgreSQL (the database `./scripts/test` would use: `CIVICFLOW_TEST_DATABASE`, else the
 //! machine's own on 127.0.0.1:5432, in a fresh schema) with that many nodes in this process,
 //! and reports the round trips and commits per case and PostgreSQL's share of the CPU.
+//! `-- --traces` exports every case's trace (to a receiver in this process), to measure what
+//! tracing costs.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -26,6 +28,7 @@ use civicflow::engine::{Clock, Percentiles};
 use civicflow::store::postgres::{Options, PgStore};
 use civicflow::store::sled::{DEFAULT_CACHE_MIB, SledStore};
 use civicflow::store::{Order, Store};
+use civicflow::traces::Traces;
 use clap::Parser;
 use serde_json::{Value, json};
 use support::{InProcess, Node, Server, birth_input, fetch, free_port, mocks_in_test, pg};
@@ -64,6 +67,10 @@ struct Args {
     /// Connections each node keeps to PostgreSQL.
     #[arg(long, default_value_t = Options::default().pool_size)]
     pool_size: usize,
+    /// Export every case's trace (to a receiver in this process that drops them), to measure
+    /// what tracing costs.
+    #[arg(long)]
+    traces: bool,
     /// Cargo passes `--bench`; nothing to do with it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -225,14 +232,28 @@ fn postgres_cpu_seconds() -> anyhow::Result<f64> {
     Ok(total / 100.0)
 }
 
+/// An OTLP/HTTP receiver in this process that takes every export and keeps nothing: its URL.
+async fn trace_sink() -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let app = axum::Router::new().route("/v1/traces", axum::routing::post(|| async { "" }));
+    tokio::spawn(axum::serve(listener, app).into_future());
+    Ok(url)
+}
+
 /// The throughput run on one node per store in `stores` (all sharing one database, or one
 /// sled store): returns the cases/s measured.
 async fn throughput<S: Store + Clone>(args: &Args, stores: Vec<S>) -> anyhow::Result<f64> {
     let (mocks, _) = mocks_in_test(1).await;
     let agencies = support::agency_urls(&mocks);
+    let traces = if args.traces {
+        Arc::new(Traces::from_config(Some(&trace_sink().await?))?)
+    } else {
+        Arc::new(Traces::off())
+    };
     let mut nodes = Vec::new();
     for store in stores {
-        nodes.push(Node::start(store, &agencies, Clock::system()).await);
+        nodes.push(Node::start_traced(store, &agencies, Clock::system(), traces.clone()).await);
     }
     let store = nodes[0].app.engine.store().clone();
     let issue =

@@ -533,6 +533,17 @@ impl<S: civicflow::store::Store + Clone> Node<S> {
         agencies: &BTreeMap<String, String>,
         clock: civicflow::engine::Clock,
     ) -> Node<S> {
+        let off = Arc::new(civicflow::traces::Traces::off());
+        Node::start_traced(store, agencies, clock, off).await
+    }
+
+    /// A node whose cases' traces go to `traces`.
+    pub async fn start_traced(
+        store: S,
+        agencies: &BTreeMap<String, String>,
+        clock: civicflow::engine::Clock,
+        traces: Arc<civicflow::traces::Traces>,
+    ) -> Node<S> {
         use civicflow::app::{App, Settings};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -549,7 +560,7 @@ impl<S: civicflow::store::Store + Clone> Node<S> {
                 per_second: std::num::NonZeroU32::new(1_000_000).unwrap(),
                 burst: std::num::NonZeroU32::new(1_000_000).unwrap(),
             },
-            traces: std::sync::Arc::new(civicflow::traces::Traces::off()),
+            traces,
         };
         let mut app = App::build(store, settings).await.unwrap();
         app.start();
