@@ -67,6 +67,10 @@ struct Args {
     /// Connections each node keeps to PostgreSQL.
     #[arg(long, default_value_t = Options::default().pool_size)]
     pool_size: usize,
+    /// Only the on-time report's time, on a store holding the counters of this many finished
+    /// cases (spread over a year), on `--backend`.
+    #[arg(long)]
+    kpi_cases: Option<usize>,
     /// Export every case's trace (to a receiver in this process that drops them), to measure
     /// what tracing costs.
     #[arg(long)]
@@ -90,6 +94,9 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         println!("# civicflow engine benchmark");
+        if let Some(cases) = args.kpi_cases {
+            return kpi_report(&args, cases).await;
+        }
         let measured = match args.backend {
             Backend::Sled => {
                 let dir = std::env::temp_dir().join(format!("civicflow-bench-{}", std::process::id()));
@@ -230,6 +237,138 @@ fn postgres_cpu_seconds() -> anyhow::Result<f64> {
         total += fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
     }
     Ok(total / 100.0)
+}
+
+/// The on-time report's time (a year, a month, a month for one agency) on a store holding the
+/// counters `cases` finished birth cases added, spread over 2026 (a tenth late, working days
+/// taken from 0 to 5, one in fifty still open): the counters a report reads are all a case
+/// leaves for it, so the cases' own records are not written.
+async fn kpi_report(args: &Args, cases: usize) -> anyhow::Result<()> {
+    use civicflow::kpi::report::{self, Period};
+    use civicflow::kpi::{Finished, Open, State, Tally};
+    async fn fill<S: Store>(store: &S, cases: usize) -> anyhow::Result<usize> {
+        let first: jiff::civil::Date = "2026-01-01".parse()?;
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut names = std::collections::BTreeSet::new();
+        for chunk in (0..cases).step_by(10_000) {
+            let mut counts: std::collections::BTreeMap<String, i64> = Default::default();
+            for _ in chunk..(chunk + 10_000).min(cases) {
+                let day = first.checked_add(jiff::Span::new().days(rng.i64(0..365)))?;
+                for (agency, step) in [
+                    ("civil-status", "birth"),
+                    ("police", "residence"),
+                    ("social-security", "health_insurance"),
+                    ("*", "*"),
+                ] {
+                    let state = if rng.u32(0..50) == 0 {
+                        State::Open {
+                            day,
+                            class: Open::InTime,
+                        }
+                    } else {
+                        let class = if rng.u32(0..10) == 0 {
+                            Finished::Late
+                        } else {
+                            Finished::OnTime
+                        };
+                        State::Done {
+                            day,
+                            class,
+                            working_days: rng.u32(0..6),
+                        }
+                    };
+                    let tally = Tally {
+                        workflow: "birth-registration".into(),
+                        agency: agency.into(),
+                        step: step.into(),
+                        state,
+                    };
+                    *counts.entry(tally.name()).or_default() += 1;
+                }
+            }
+            names.extend(counts.keys().cloned());
+            let tx = civicflow::store::Transaction {
+                counts: counts.into_iter().collect(),
+                ..Default::default()
+            };
+            store.commit(&tx).await?;
+        }
+        Ok(names.len())
+    }
+    async fn time<S: Store>(store: &S, label: &str, period: Period) -> anyhow::Result<()> {
+        let mut took = Vec::new();
+        for _ in 0..200 {
+            let began = Instant::now();
+            let r = report::read(store, &period).await?;
+            took.push(began.elapsed());
+            assert!(!r.workflows.is_empty());
+        }
+        took.sort();
+        println!(
+            "{label}: p50 {:.2} ms, p99 {:.2} ms (200 reads)",
+            took[100].as_secs_f64() * 1e3,
+            took[197].as_secs_f64() * 1e3
+        );
+        Ok(())
+    }
+    async fn run<S: Store>(store: &S, cases: usize) -> anyhow::Result<()> {
+        let began = Instant::now();
+        let names = fill(store, cases).await?;
+        println!(
+            "## The on-time report with the counters of {cases} birth cases ({names} counter names, written in {:.1} s)",
+            began.elapsed().as_secs_f64()
+        );
+        let period = |from: &str, to: &str, agency: Option<&str>| -> anyhow::Result<Period> {
+            Ok(Period {
+                from: from.parse()?,
+                to: to.parse()?,
+                workflow: None,
+                agency: agency.map(str::to_owned),
+            })
+        };
+        time(
+            store,
+            "a year (2026)",
+            period("2026-01-01", "2026-12-31", None)?,
+        )
+        .await?;
+        time(
+            store,
+            "a month (June 2026)",
+            period("2026-06-01", "2026-06-30", None)?,
+        )
+        .await?;
+        time(
+            store,
+            "a month, one agency",
+            period("2026-06-01", "2026-06-30", Some("police"))?,
+        )
+        .await
+    }
+    match args.backend {
+        Backend::Sled => {
+            let dir = std::env::temp_dir().join(format!("civicflow-kpi-{}", std::process::id()));
+            let store = SledStore::open(&dir, DEFAULT_CACHE_MIB << 20)?;
+            run(&store, cases).await?;
+            drop(store);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Backend::Postgres => {
+            let url = pg::fresh_url().await;
+            let store = PgStore::connect(
+                &url,
+                Options {
+                    migrate: true,
+                    pool_size: args.pool_size,
+                },
+            )
+            .await?;
+            run(&store, cases).await?;
+            drop(store);
+            pg::drop_schema(&url).await;
+        }
+    }
+    Ok(())
 }
 
 /// An OTLP/HTTP receiver in this process that takes every export and keeps nothing: its URL.

@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderMap;
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -62,8 +62,8 @@ pub async fn scrape<S: Store + Clone>(
 }
 
 /// Times every request and counts it under its route as declared (`/v1/cases/{id}`), never
-/// the path as asked, so that an id never becomes a label; and handles it in a `request` span
-/// (exported with the traces when they are), under the caller's `traceparent` if it sent one.
+/// the path as asked, so that an id never becomes a label; and, while traces are exported,
+/// handles it in a `request` span, under the caller's `traceparent` if it sent one.
 pub async fn count<S: Store + Clone>(
     State(state): State<AppState<S>>,
     request: Request,
@@ -76,6 +76,22 @@ pub async fn count<S: Store + Clone>(
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
+    let response = if state.engine.traces().exporting() {
+        traced(request, next, &method, &route).await
+    } else {
+        next.run(request).await
+    };
+    state.engine.metrics().request(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        began.elapsed(),
+    );
+    response
+}
+
+/// Runs the request in a `request` span under the caller's `traceparent`, if it sent one.
+async fn traced(request: Request, next: Next, method: &Method, route: &str) -> Response {
     let span = tracing::info_span!(
         "request",
         otel.name = %format!("{method} {route}"),
@@ -95,11 +111,6 @@ pub async fn count<S: Store + Clone>(
         let _ = span.set_parent(parent);
     }
     let response = next.run(request).instrument(span.clone()).await;
-    let status = response.status().as_u16();
-    span.record("http.response.status_code", status);
-    state
-        .engine
-        .metrics()
-        .request(method.as_str(), &route, status, began.elapsed());
+    span.record("http.response.status_code", response.status().as_u16());
     response
 }

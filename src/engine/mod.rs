@@ -220,6 +220,11 @@ impl<S: Store + Clone> Engine<S> {
         &self.overhead
     }
 
+    /// Where this node's traces go.
+    pub fn traces(&self) -> &Traces {
+        &self.traces
+    }
+
     /// The series this node records for Prometheus.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

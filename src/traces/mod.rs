@@ -93,6 +93,11 @@ impl Traces {
         })
     }
 
+    /// Whether spans are exported (an endpoint is configured).
+    pub fn exporting(&self) -> bool {
+        self.exporting.is_some()
+    }
+
     /// The tracer, for the `tracing` bridge; `None` when off.
     pub fn tracer(&self) -> Option<&Tracer> {
         self.exporting.as_ref().map(|(_, t)| t)
