@@ -208,6 +208,13 @@ async fn series_count_what_the_cases_did_and_promtool_accepts_them() {
         ) >= 1.0
     );
     assert!(value(&s, "civicflow_store_commit_duration_seconds_count", &[]) >= 10.0);
+    let commits = value(&s, "civicflow_store_commits_total", &[]);
+    let groups = value(&s, "civicflow_store_commit_groups_total", &[]);
+    assert!(
+        commits >= 10.0 && (1.0..=commits).contains(&groups),
+        "{commits} in {groups}"
+    );
+    assert!(value(&s, "civicflow_timers_due", &[]) >= 0.0);
     assert_eq!(
         value(
             &s,

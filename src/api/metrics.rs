@@ -15,7 +15,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::auth::Caller;
 use super::{ApiError, AppState};
 use crate::auth::Operation;
-use crate::calendar::vietnam_time;
 use crate::engine::Engine;
 use crate::store::Store;
 
@@ -38,10 +37,9 @@ pub async fn scrape<S: Store + Clone>(
     engine: &Engine<S>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let today = engine.now().to_zoned(vietnam_time()).date();
     let text = engine
         .metrics()
-        .scrape(engine.store(), today)
+        .scrape(engine.store(), engine.now())
         .await
         .map_err(ApiError::store)?;
     let openmetrics = headers

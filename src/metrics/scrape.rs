@@ -1,16 +1,21 @@
 //! A scrape: what this node recorded, and what every node shares read from the store.
 
-use jiff::civil::Date;
+use jiff::Timestamp;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::Metrics;
+use crate::calendar::vietnam_time;
 use crate::kpi::report::{self, Figures, Period, ReportError};
 use crate::kpi::{self, WHOLE_CASE};
 use crate::store::{Store, StoreError};
+
+/// The most due timers a scrape counts: a backlog larger than this is reported as this.
+const DUE_COUNTED: usize = 10_000;
 
 /// The OpenMetrics text format, which Prometheus asks for first.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -85,10 +90,33 @@ type Gauges<L> = Family<L, Gauge>;
 type Ratios<L> = Family<L, Gauge<f64, std::sync::atomic::AtomicU64>>;
 
 impl Metrics {
-    /// The whole scrape: this node's series, then the shared ones as the store has them now,
-    /// with the on-time figures of the month of `today` (Vietnam time) so far.
-    pub async fn scrape<S: Store>(&self, store: &S, today: Date) -> Result<String, StoreError> {
+    /// The whole scrape: this node's series, then the shared ones as the store has them at
+    /// `now`, with the on-time figures of the month of `now` (Vietnam time) so far.
+    pub async fn scrape<S: Store>(&self, store: &S, now: Timestamp) -> Result<String, StoreError> {
+        let today = now.to_zoned(vietnam_time()).date();
         let mut shared = Registry::with_prefix("civicflow");
+
+        let groups = store.groups();
+        shared.register(
+            "store_commits",
+            "Commits this node made durable",
+            ConstCounter::new(groups.commits),
+        );
+        shared.register(
+            "store_commit_groups",
+            "Groups those commits were made durable in (sled: disk syncs; PostgreSQL: transactions); commits per group is the group size",
+            ConstCounter::new(groups.groups),
+        );
+        let due = store.due_timers(now, DUE_COUNTED).await?.len();
+        let timers_due = Gauge::<i64>::default();
+        timers_due.set(i64::try_from(due).unwrap_or(i64::MAX));
+        shared.register(
+            "timers_due",
+            format!(
+                "Timers due and not yet fired, across every node (counted up to {DUE_COUNTED})"
+            ),
+            timers_due,
+        );
 
         let incidents: Gauges<OpenIncident> = Family::default();
         let from = kpi::INCIDENTS;

@@ -40,6 +40,14 @@ pub struct IndexRange {
     pub limit: usize,
 }
 
+/// Commits this store made durable since it was opened, and in how many groups: what group
+/// commit saves (sled: one disk sync per group; PostgreSQL: one transaction per group).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Groups {
+    pub commits: u64,
+    pub groups: u64,
+}
+
 /// The contract between the engine and its storage: the promises every backend keeps, whether
 /// it is embedded in one process (sled) or shared by several nodes (PostgreSQL). The
 /// conformance suite in `tests/conformance/` checks each of them on every backend.
@@ -193,6 +201,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The version of the shared configuration (definitions, webhooks, API tokens), as durable.
     fn config_version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The commits this store (this process's handle on it) made durable, and in how many
+    /// groups.
+    fn groups(&self) -> Groups;
 
     /// The counters named from `from` (inclusive) to `to` (exclusive), in name order, each with
     /// the sum of what every commit added to it; counters at 0 may be left out.

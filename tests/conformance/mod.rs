@@ -1113,4 +1113,10 @@ pub async fn counters_add_up_and_a_refused_commit_adds_nothing<S: Store + Clone>
         2,
         "a range reads only its own names"
     );
+    // Every durable commit is counted, in groups of one or more.
+    let g = store.groups();
+    assert!(
+        g.commits >= 101 && (1..=g.commits).contains(&g.groups),
+        "{g:?}"
+    );
 }

@@ -85,6 +85,10 @@ impl Workers {
             let encoded: Vec<&Encoded> = batch.iter().map(|(e, _)| e).collect();
             match apply(&mut client, &self.place, &encoded).await {
                 Ok(()) => {
+                    self.counters.groups.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .committed
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     for (_, answer) in batch {
                         let _ = answer.send(Ok(()));
                     }

@@ -54,6 +54,9 @@ pub struct PgStore {
 pub(super) struct Counters {
     pub(super) round_trips: AtomicU64,
     pub(super) transactions: AtomicU64,
+    /// Commits made durable, and the transactions that carried them.
+    pub(super) committed: AtomicU64,
+    pub(super) groups: AtomicU64,
 }
 
 /// How much this node has asked of the database so far.

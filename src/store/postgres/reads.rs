@@ -15,7 +15,7 @@ use super::PgStore;
 use super::commit::Encoded;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
 use crate::store::{
-    ApiToken, Claimed, IndexRange, NodeId, Notification, Order, Page, Position, Published,
+    ApiToken, Claimed, Groups, IndexRange, NodeId, Notification, Order, Page, Position, Published,
     RegistryChange, Store, StoreError, Transaction, Webhook,
 };
 
@@ -202,6 +202,13 @@ impl Store for PgStore {
         let lease_ms = lease.as_secs_f64() * 1000.0;
         let rows = self.rows(CLAIM_WEBHOOK, &[&node, &lease_ms, &id]).await?;
         Ok(rows.first().map(|r| r.get::<_, i64>(0) as u64))
+    }
+
+    fn groups(&self) -> Groups {
+        Groups {
+            commits: self.exchanges.committed.load(Ordering::Relaxed),
+            groups: self.exchanges.groups.load(Ordering::Relaxed),
+        }
     }
 
     async fn counts(&self, from: &str, to: &str) -> Result<Vec<(String, i64)>, StoreError> {

@@ -101,6 +101,7 @@ impl SledStore {
         let durable = Arc::new(Durable {
             feed: AtomicU64::new(last_feed),
             config: AtomicU64::new(config),
+            ..Durable::default()
         });
         let claims = Arc::new(Claims::default());
         let (writer, queue) = mpsc::channel();

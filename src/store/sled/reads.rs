@@ -17,7 +17,7 @@ use super::keys::{
 use super::record::CaseHead;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
 use crate::store::{
-    ApiToken, Claimed, IndexRange, NodeId, Notification, Order, Page, Position, Published,
+    ApiToken, Claimed, Groups, IndexRange, NodeId, Notification, Order, Page, Position, Published,
     RegistryChange, Store, StoreError, Transaction, Webhook, Work,
 };
 
@@ -135,6 +135,14 @@ impl Store for SledStore {
 
     async fn config_version(&self) -> Result<u64, StoreError> {
         Ok(self.inner.durable.config.load(Ordering::SeqCst))
+    }
+
+    fn groups(&self) -> Groups {
+        let durable = &self.inner.durable;
+        Groups {
+            commits: durable.commits.load(Ordering::Relaxed),
+            groups: durable.groups.load(Ordering::Relaxed),
+        }
     }
 
     async fn counts(&self, from: &str, to: &str) -> Result<Vec<(String, i64)>, StoreError> {

@@ -112,6 +112,10 @@ pub(super) fn sync_loop(
         }
         match db.flush() {
             Ok(_) => {
+                durable.groups.fetch_add(1, Ordering::Relaxed);
+                durable
+                    .commits
+                    .fetch_add(answers.len() as u64, Ordering::Relaxed);
                 durable
                     .feed
                     .fetch_max(tally.next_feed - 1, Ordering::SeqCst);
@@ -125,11 +129,14 @@ pub(super) fn sync_loop(
     }
 }
 
-/// What readers may see: the last feed position and the configuration version durable on disk.
+/// What readers may see: the last feed position and the configuration version durable on disk;
+/// and how many commits were made durable, in how many syncs.
 #[derive(Default)]
 pub(super) struct Durable {
     pub(super) feed: AtomicU64,
     pub(super) config: AtomicU64,
+    pub(super) commits: AtomicU64,
+    pub(super) groups: AtomicU64,
 }
 
 fn fail_all(answers: Answers, path: &Path, detail: &str) {
