@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Server, birth_input, free_port};
+use support::{Server, birth_input, free_port, with_mocks};
 
 #[tokio::test]
 async fn json_lines_name_the_case_step_and_trace_and_nothing_personal() {
@@ -17,14 +17,7 @@ async fn json_lines_name_the_case_step_and_trace_and_nothing_personal() {
     let server = Server::spawn_logged(
         &data,
         &listen,
-        &[
-            "--with-mocks",
-            "--mocks-port",
-            "0",
-            "--mocks-fast",
-            "--log-format",
-            "json",
-        ],
+        &with_mocks(&["--log-format", "json"]),
         log.clone(),
     );
     // Civil status answers with junk: the reply is unexpected and an incident opens.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use reqwest::Method;
 use serde_json::json;
-use support::{InProcess, MANUAL_HEAD, Server, birth_input, free_port, put_faults};
+use support::{InProcess, MANUAL_HEAD, Server, birth_input, free_port, put_faults, with_mocks};
 
 /// The samples of a scrape: `name{labels}` (labels as civicflow writes them, in order) → value.
 fn samples(text: &str) -> BTreeMap<String, f64> {
@@ -289,14 +289,7 @@ async fn only_scrapers_and_admins_read_the_metrics_and_scrapers_may_have_their_o
     let server = Server::spawn(
         &data,
         &listen,
-        &[
-            "--with-mocks",
-            "--mocks-port",
-            "0",
-            "--mocks-fast",
-            "--metrics-listen",
-            &scrapers,
-        ],
+        &with_mocks(&["--metrics-listen", &scrapers]),
     );
     let scraper = server.token("metrics").await;
     let operator = server.token("operator").await;

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{MANUAL_HEAD, Server, birth_input, free_port, grant_consent, workflows_dir};
+use support::{
+    MANUAL_HEAD, Server, birth_input, free_port, grant_consent, with_mocks, workflows_dir,
+};
 
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -33,7 +35,7 @@ async fn publish(server: &Server, token: &str, path: &str, text: &str) -> (u16, 
 async fn agencies_publish_their_adapters_and_new_workflow_versions_use_them_without_a_restart() {
     let data = std::env::temp_dir().join(format!("civicflow-registry-{}", uuid::Uuid::new_v4()));
     let listen = format!("127.0.0.1:{}", free_port());
-    let mocks = ["--with-mocks", "--mocks-port", "0", "--mocks-fast"];
+    let mocks = with_mocks(&[]);
     let mut server = Server::spawn(&data, &listen, &mocks);
     let police = server.token("agency:police").await;
     let social = server.token("agency:social-security").await;

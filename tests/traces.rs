@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use serde_json::json;
-use support::{MANUAL_HEAD, Server, birth_input, free_port, grant_consent};
+use support::{MANUAL_HEAD, Server, birth_input, free_port, grant_consent, with_mocks};
 
 /// An OTLP/HTTP receiver: every span it was sent.
 #[derive(Clone, Default)]
@@ -71,12 +71,6 @@ fn int(span: &Span, key: &str) -> i64 {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn with_mocks<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["--with-mocks", "--mocks-port", "0", "--mocks-fast"];
-    args.extend_from_slice(extra);
-    args
 }
 
 const PORTAL_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Server, birth_input, free_port};
+use support::{Server, birth_input, free_port, with_mocks};
 
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -65,7 +65,7 @@ async fn register(server: &Server, portal: &str, url: &str) -> Value {
 async fn a_portal_that_was_down_gets_every_notification_signed_and_in_order() {
     let data = std::env::temp_dir().join(format!("civicflow-hooks-{}", uuid::Uuid::new_v4()));
     let listen = format!("127.0.0.1:{}", free_port());
-    let mocks = ["--with-mocks", "--mocks-port", "0", "--mocks-fast"];
+    let mocks = with_mocks(&[]);
     let mut server = Server::spawn(&data, &listen, &mocks);
     let portal = server.token("portal").await;
     // The portal's receiver is not listening yet. Its port is bound (so that nothing else, such

@@ -324,6 +324,13 @@ pub fn days_ago(days: i64) -> String {
         .to_string()
 }
 
+/// `serve`'s arguments for the mock agencies in its process (fast, on free ports), then `extra`.
+pub fn with_mocks<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--with-mocks", "--mocks-port", "0", "--mocks-fast"];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// The household head whose consent the police mock waits for until its operator gives it.
 pub const MANUAL_HEAD: &str = "001075111222";
 
