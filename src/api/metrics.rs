@@ -79,12 +79,21 @@ pub async fn count<S: Store + Clone>(
     } else {
         next.run(request).await
     };
-    state.engine.metrics().request(
-        method.as_str(),
-        &route,
-        response.status().as_u16(),
-        began.elapsed(),
-    );
+    // A method is a label: any the HTTP standard does not name counts as one, `other`.
+    let method = match method {
+        Method::GET
+        | Method::POST
+        | Method::PUT
+        | Method::DELETE
+        | Method::PATCH
+        | Method::HEAD
+        | Method::OPTIONS => method.as_str(),
+        _ => "other",
+    };
+    state
+        .engine
+        .metrics()
+        .request(method, &route, response.status().as_u16(), began.elapsed());
     response
 }
 

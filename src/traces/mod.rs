@@ -23,7 +23,10 @@ use opentelemetry::trace::{
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracerProvider, Tracer};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, IdGenerator, RandomIdGenerator, SdkTracerProvider,
+    Tracer,
+};
 
 use crate::case::CaseId;
 
@@ -82,8 +85,23 @@ impl Traces {
             detail: e.to_string(),
         })?;
         let service = env("OTEL_SERVICE_NAME").unwrap_or_else(|| "civicflow".to_owned());
+        // A busy node makes thousands of spans a second: the SDK's default queue (2,048) would
+        // drop most of them between exports. The `OTEL_BSP_*` variables still decide if set.
+        let mut batch = BatchConfigBuilder::default();
+        if env("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
+            batch = batch.with_max_queue_size(65_536);
+        }
+        if env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").is_none() {
+            batch = batch.with_max_export_batch_size(4_096);
+        }
+        if env("OTEL_BSP_SCHEDULE_DELAY").is_none() {
+            batch = batch.with_scheduled_delay(std::time::Duration::from_secs(1));
+        }
+        let processor = BatchSpanProcessor::builder(exporter)
+            .with_batch_config(batch.build())
+            .build();
         let provider = SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
+            .with_span_processor(processor)
             .with_id_generator(CaseIds::default())
             .with_resource(Resource::builder().with_service_name(service).build())
             .build();
