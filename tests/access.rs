@@ -232,6 +232,50 @@ async fn each_token_has_its_own_request_budget() {
 }
 
 #[tokio::test]
+async fn requests_with_unknown_tokens_are_rate_limited_too() {
+    let server = Server::start_with(&["--rate-limit", "1", "--rate-burst", "3"]);
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let guess = format!("guess-{i}");
+        let (status, body) = server
+            .call(Some(&guess), Method::GET, "/v1/incidents", None)
+            .await;
+        statuses.push((status, body["error"]["code"].clone()));
+    }
+    assert_eq!(statuses[0], (401, json!("unauthenticated")));
+    assert!(
+        statuses.contains(&(429, json!("rate_limited"))),
+        "guessing tokens is throttled: {statuses:?}"
+    );
+    // A valid token keeps its own budget.
+    let (status, _) = server
+        .call(Some(&server.admin), Method::GET, "/v1/incidents", None)
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn the_authorization_scheme_is_case_insensitive() {
+    let server = Server::start();
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let response = reqwest::Client::new()
+            .get(format!("{}/v1/incidents", server.url))
+            .header("authorization", format!("{scheme} {}", server.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{scheme}");
+    }
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/incidents", server.url))
+        .header("authorization", format!("Basic {}", server.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
 async fn an_oversized_or_malformed_body_is_a_clear_4xx() {
     let server = Server::start();
     let huge = json!({"workflow": "birth-registration", "input": {"pad": "x".repeat(2 << 20)}});

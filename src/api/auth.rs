@@ -1,14 +1,17 @@
 //! Authentication and rate limits at the door: every request but the health check presents a
 //! bearer token; the token's role decides what it may do, and each token has its own request
-//! budget, so one misbehaving caller cannot starve the others.
+//! budget, so one misbehaving caller cannot starve the others. Requests without a valid token
+//! share a budget per client address.
 
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::{ApiError, AppState};
@@ -36,6 +39,20 @@ pub type Limiter = Arc<DefaultKeyedRateLimiter<String>>;
 pub fn limiter(limits: Limits) -> Limiter {
     let quota = Quota::per_second(limits.per_second).allow_burst(limits.burst);
     Arc::new(RateLimiter::keyed(quota))
+}
+
+/// A 429 for `who`, with when to try again.
+fn too_many(
+    who: String,
+    not_until: governor::NotUntil<<DefaultClock as Clock>::Instant>,
+) -> ApiError {
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("{who}; retry in {} ms", wait.as_millis().max(1)),
+    )
+    .with_retry_after(wait)
 }
 
 /// The authenticated caller of a request.
@@ -93,25 +110,44 @@ impl<S: Store + Clone> FromRequestParts<AppState<S>> for Caller {
                 message.to_owned(),
             )
         };
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| unauthenticated("send the header `Authorization: Bearer <token>`"))?;
+        // Requests without a valid token share one budget per client address (the same as a
+        // token's), so guessing tokens or flooding with bad ones is throttled like any caller.
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(|| "an unknown address".to_owned(), |c| c.0.ip().to_string());
+        let refused =
+            |message: &str| match state.limiter.check_key(&format!("unauthenticated {peer}")) {
+                Ok(()) => unauthenticated(message),
+                Err(not_until) => too_many(
+                    format!("too many requests without a valid token from {peer}"),
+                    not_until,
+                ),
+            };
+        let Some(header) = parts.headers.get(AUTHORIZATION) else {
+            return Err(refused("send the header `Authorization: Bearer <token>`"));
+        };
+        // The scheme is case-insensitive (RFC 9110); the token is not.
         let secret = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| unauthenticated("the Authorization header must be `Bearer <token>`"))?;
+            .and_then(|h| h.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, secret)| secret.trim())
+            .filter(|s| !s.is_empty());
+        let Some(secret) = secret else {
+            return Err(refused("the Authorization header must be `Bearer <token>`"));
+        };
         let token = state
             .engine
             .store()
             .api_token(&digest(secret))
             .await
             .map_err(ApiError::internal)?
-            .filter(|t| t.is_active())
-            .ok_or_else(|| unauthenticated("the token is unknown or has been revoked"))?;
+            .filter(|t| t.is_active());
+        let Some(token) = token else {
+            return Err(refused("the token is unknown or has been revoked"));
+        };
         let role = token.role().ok_or_else(|| {
             ApiError::internal(format!(
                 "API token {} has a role that is not one: `{}`",
@@ -119,19 +155,10 @@ impl<S: Store + Clone> FromRequestParts<AppState<S>> for Caller {
             ))
         })?;
         if let Err(not_until) = state.limiter.check_key(&token.id) {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
+            return Err(too_many(
+                format!("too many requests with token {}", token.id),
+                not_until,
             ));
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "too many requests with token {}; retry in {} ms",
-                    token.id,
-                    wait.as_millis().max(1)
-                ),
-            )
-            .with_retry_after(wait));
         }
         Ok(Caller(Principal {
             token_id: token.id,

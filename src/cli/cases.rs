@@ -188,8 +188,8 @@ fn show(case: &Value) -> String {
         cell(&case["version"]),
         cell(&case["status"]),
     );
-    if let Some(reason) = case["reason"].as_str() {
-        out.push_str(&format!("reason    {reason}\n"));
+    if case["reason"].is_string() {
+        out.push_str(&format!("reason    {}\n", cell(&case["reason"])));
     }
     let keys: Vec<String> = case["business_keys"]
         .as_object()

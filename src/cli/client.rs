@@ -142,7 +142,7 @@ impl Client {
             return Ok(body);
         }
         let error = &body["error"];
-        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let text = |v: &Value| super::table::printable(v.as_str().unwrap_or_default());
         let message = text(&error["message"]);
         // A field the message already states (a located diagnostic) is not repeated.
         let fields = error["fields"]

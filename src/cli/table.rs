@@ -13,13 +13,31 @@ pub fn table(header: &[&str]) -> Table {
     t
 }
 
-/// A JSON value as a table cell: strings bare, nothing as `-`.
+/// A JSON value as a table cell: strings bare (control characters escaped), nothing as `-`.
 pub fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => printable(s),
         other => other.to_string(),
     }
+}
+
+/// Stored text as a terminal may show it: control characters (a terminal's escape sequences,
+/// line breaks that would forge table rows) written as escapes (`\u{1b}`, `\n`), so text that
+/// someone typed into a reason or a name cannot drive a reader's terminal.
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// A timestamp to the second, in Vietnam's time (where the cases and the deadlines are).
@@ -82,5 +100,14 @@ mod tests {
         assert_eq!(age(&json!("2026-11-23T09:55:00Z"), now), "2h 5m");
         assert_eq!(age(&json!("2026-11-20T08:00:00Z"), now), "3d 4h");
         assert_eq!(clip("abcdef", 4), "abc…");
+    }
+
+    #[test]
+    fn stored_text_cannot_drive_the_terminal() {
+        let reason = json!("ok\u{1b}]0;owned\u{7}\u{1b}[2J\nFAKE ROW");
+        let shown = cell(&reason);
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(shown, "ok\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\nFAKE ROW");
+        assert_eq!(cell(&json!("Trần Minh An")), "Trần Minh An");
     }
 }
