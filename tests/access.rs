@@ -276,6 +276,48 @@ async fn the_authorization_scheme_is_case_insensitive() {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_is_neither_empty_nor_unbounded() {
+    let server = Server::start();
+    let body = json!({"workflow": "birth-registration", "input": support::birth_input("KEY-1")});
+    for key in ["", "   ", &"k".repeat(100_000)] {
+        let (status, answer) = server.post("/v1/cases", &body, Some(key)).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["code"], "invalid_header", "{answer}");
+    }
+    let (status, answer) = server.post("/v1/cases", &body, Some(&"k".repeat(255))).await;
+    assert_eq!(status, 201, "{answer}");
+}
+
+#[tokio::test]
+async fn a_path_that_does_not_parse_is_a_json_error() {
+    let server = Server::start();
+    for path in [
+        "/v1/adapters/police/residence-registration/one",
+        "/v1/adapters/police/residence-registration/99999999999",
+        "/v1/cases/%FF",
+        "/v1/cases/%FF/history",
+    ] {
+        let response = support::client_with(&server.admin)
+            .get(format!("{}{path}", server.url))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{path}: {:?}",
+            response.headers()
+        );
+        let body: Value = response.json().await.unwrap();
+        assert!((400..500).contains(&status), "{path}: {status} {body}");
+        assert!(body["error"]["code"].is_string(), "{path}: {body}");
+    }
+}
+
+#[tokio::test]
 async fn an_oversized_or_malformed_body_is_a_clear_4xx() {
     let server = Server::start();
     let huge = json!({"workflow": "birth-registration", "input": {"pad": "x".repeat(2 << 20)}});

@@ -3,7 +3,7 @@
 //! must match.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
@@ -30,17 +30,15 @@ use crate::store::{Store, StoreError};
 pub async fn post<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
-    Path(token): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path(token) = path.map_err(ApiError::from_path)?;
     caller.require(Operation::Callback)?;
     let agency = caller.0.role.agency().unwrap_or_default().to_owned();
     let Json(body) = body.map_err(ApiError::from_json)?;
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let key = super::idempotency_key(&headers)?.map(str::to_owned);
     let mut head = Map::new();
     for (k, v) in &headers {
         if k == "authorization" {

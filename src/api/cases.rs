@@ -2,7 +2,7 @@
 //! operators.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -53,15 +53,7 @@ pub async fn start<S: Store + Clone>(
 ) -> Result<Response, ApiError> {
     caller.require(Operation::StartCase)?;
     let Json(request) = body.map_err(ApiError::from_json)?;
-    let key = match headers.get("idempotency-key") {
-        Some(v) => Some(v.to_str().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_header",
-                "the Idempotency-Key header must be visible ASCII",
-            )
-        })?),
-        None => None,
-    };
+    let key = super::idempotency_key(&headers)?;
     let (case, created) = state
         .engine
         .start(
@@ -133,8 +125,9 @@ pub fn unknown_case(id: CaseId) -> ApiError {
 pub async fn show<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path(id) = path.map_err(ApiError::from_path)?;
     caller.require(Operation::ReadCase)?;
     let id = parse_id(&id)?;
     match state.engine.case(id).await.map_err(ApiError::internal)? {
@@ -241,8 +234,9 @@ pub async fn list<S: Store + Clone>(
 pub async fn history<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path(id) = path.map_err(ApiError::from_path)?;
     caller.require(Operation::ReadHistory)?;
     let id = parse_id(&id)?;
     let events = state.engine.history(id).await.map_err(ApiError::internal)?;

@@ -1,7 +1,7 @@
 //! The one error shape of the API: `{"error": {"code", "message", "fields"?}}`.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use std::time::Duration;
 
 use axum::http::header::RETRY_AFTER;
@@ -54,6 +54,16 @@ impl ApiError {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_query",
+            rejection.body_text(),
+        )
+    }
+
+    /// A path segment that does not parse (a version that is not a number): the client's
+    /// mistake, said in JSON like every other.
+    pub fn from_path(rejection: PathRejection) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
             rejection.body_text(),
         )
     }

@@ -128,6 +128,42 @@ pub fn metrics_router<S: Store + Clone>(engine: Arc<Engine<S>>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
 }
 
+/// The longest `Idempotency-Key` kept: a key is stored with what it made, and a client's
+/// UUID or message id is far shorter.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The request's `Idempotency-Key`, if it sent one: visible ASCII, not empty, at most
+/// [`MAX_IDEMPOTENCY_KEY`] bytes. An empty key would make every request that sends one share
+/// one slot, so it is refused rather than taken as a key.
+fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_header",
+            "the Idempotency-Key header must be visible ASCII",
+        )
+    })?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_header",
+            "the Idempotency-Key header is empty: send a key (a UUID, say) or no header",
+        ));
+    }
+    if key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(ApiError::bad_request(
+            "invalid_header",
+            format!(
+                "the Idempotency-Key header is {} bytes long; at most {MAX_IDEMPOTENCY_KEY} are kept",
+                key.len()
+            ),
+        ));
+    }
+    Ok(Some(key))
+}
+
 /// Unauthenticated, for load balancers and the CLI's "is it up?".
 #[utoipa::path(get, path = "/v1/health", tag = "portal", security(()),
     responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object)))]

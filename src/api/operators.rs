@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use jiff::Timestamp;
@@ -211,9 +211,10 @@ fn action_error(e: ActionError) -> ApiError {
 pub async fn act<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
-    Path((id, action)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Json<ActionRequest>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path((id, action)) = path.map_err(ApiError::from_path)?;
     caller.require(Operation::Act)?;
     let id = parse_id(&id)?;
     let name: ActionName = serde_json::from_value(json!(action)).map_err(|_| {

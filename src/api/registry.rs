@@ -3,7 +3,7 @@
 //! is checked exactly as `civicflow validate` checks files, and takes effect without a restart.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, StringRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, StringRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -162,9 +162,10 @@ pub async fn list_adapters<S: Store + Clone>(
 pub async fn show_adapter<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
-    Path((agency, name, version)): Path<(String, String, u32)>,
+    path: Result<Path<(String, String, u32)>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Operation::ReadRegistry)?;
+    let Path((agency, name, version)) = path.map_err(ApiError::from_path)?;
     let id = format!("{agency}/{name}");
     let text = state
         .registry
@@ -226,10 +227,11 @@ pub struct Deprecate {
 pub async fn deprecate_adapter<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
-    Path((agency, name, version)): Path<(String, String, u32)>,
+    path: Result<Path<(String, String, u32)>, PathRejection>,
     body: Result<Json<Deprecate>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Operation::Publish)?;
+    let Path((agency, name, version)) = path.map_err(ApiError::from_path)?;
     let Json(b) = body.map_err(ApiError::from_json)?;
     let id = format!("{agency}/{name}");
     let now = state.engine.now();

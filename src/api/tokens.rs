@@ -2,7 +2,7 @@
 //! issues it; civicflow keeps only its digest.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -99,8 +99,9 @@ pub async fn list<S: Store + Clone>(
 pub async fn revoke<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Path(id) = path.map_err(ApiError::from_path)?;
     caller.require(Operation::ManageTokens)?;
     let now = state.engine.now();
     let token = auth::revoke(state.engine.store(), &id, &caller.0.actor(), now)

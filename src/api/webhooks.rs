@@ -2,7 +2,7 @@
 //! answer that registers the webhook.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -101,8 +101,9 @@ pub async fn list<S: Store + Clone>(
 pub async fn delete<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Path(id) = path.map_err(ApiError::from_path)?;
     caller.require(Operation::ManageWebhooks)?;
     let store = state.engine.store();
     let hooks = store.webhooks().await.map_err(ApiError::internal)?;
