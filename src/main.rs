@@ -122,12 +122,15 @@ fn main() -> anyhow::Result<ExitCode> {
             } else {
                 paths
             };
-            let ok = cli::validate::run(&paths, &mut std::io::stdout().lock())?;
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            match cli::validate::run(&paths, &mut std::io::stdout().lock()) {
+                Ok(true) => Ok(ExitCode::SUCCESS),
+                Ok(false) => Ok(ExitCode::FAILURE),
+                // The reader went away (`… | head`): end quietly, as SIGPIPE ends a Unix tool.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    Ok(ExitCode::from(cli::CLOSED_PIPE))
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::Serve(serve) => {
             let traces = Arc::new(Traces::from_config(serve.otlp_endpoint.as_deref())?);

@@ -284,7 +284,9 @@ async fn an_idempotency_key_is_neither_empty_nor_unbounded() {
         assert_eq!(status, 400, "{answer}");
         assert_eq!(answer["error"]["code"], "invalid_header", "{answer}");
     }
-    let (status, answer) = server.post("/v1/cases", &body, Some(&"k".repeat(255))).await;
+    let (status, answer) = server
+        .post("/v1/cases", &body, Some(&"k".repeat(255)))
+        .await;
     assert_eq!(status, 201, "{answer}");
 }
 

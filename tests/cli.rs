@@ -336,3 +336,24 @@ fn serve_without_agency_urls_names_each_missing_agency_once() {
         "{line}"
     );
 }
+
+#[tokio::test]
+async fn a_closed_pipe_ends_a_command_quietly_not_with_a_panic() {
+    let server = Server::start();
+    for args in [vec!["adapters", "list"], vec!["validate"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_civicflow"))
+            .args(&args)
+            .env("CIVICFLOW_URL", &server.url)
+            .env("CIVICFLOW_TOKEN", &server.admin)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+    }
+}

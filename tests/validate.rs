@@ -59,3 +59,18 @@ fn every_problem_is_reported_and_the_exit_code_is_one() {
     assert!(out.contains("b.yaml:"), "{out}");
     assert!(out.ends_with("problems found\n"), "{out}");
 }
+
+#[test]
+fn a_device_or_an_endless_file_is_refused_not_read_for_ever() {
+    let (ok, out) = civicflow(&["validate", "/dev/zero"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("not a regular file"), "{out}");
+    let dir = std::env::temp_dir().join(format!("civicflow-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big.yaml");
+    std::fs::write(&big, "a: 1\n".repeat(300_000)).unwrap();
+    let (ok, out) = civicflow(&["validate", big.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("larger than the limit"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

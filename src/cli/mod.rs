@@ -1,3 +1,6 @@
+//! The command line: the server (`serve`), the client commands over its API, and the
+//! checks of definition files.
+
 pub mod adapters;
 pub mod cases;
 pub mod client;
@@ -8,3 +11,7 @@ pub mod serve;
 mod table;
 pub mod tokens;
 pub mod validate;
+
+/// The exit status of a command whose reader went away (`… | head`): what a shell reports for a
+/// process ended by SIGPIPE (128 + 13).
+pub const CLOSED_PIPE: u8 = 141;

@@ -78,12 +78,23 @@ pub fn clip(s: &str, n: usize) -> String {
 /// Prints `value` as JSON (for `--json`) or runs `human`.
 pub fn print(json: bool, value: &Value, human: impl FnOnce(&Value) -> String) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        );
+        emit(&serde_json::to_string_pretty(value).unwrap_or_default());
     } else {
-        println!("{}", human(value).trim_end());
+        emit(human(value).trim_end());
+    }
+}
+
+/// Writes `text` and a line end to standard output. A reader that went away (`… | head`)
+/// ends the command quietly, as a closed pipe ends any Unix tool, rather than with a panic.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(i32::from(super::CLOSED_PIPE));
+        }
+        eprintln!("error: cannot write the output: {e}");
+        std::process::exit(1);
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::workflow::check::{self, AdapterIndex, Parsed};
 use crate::workflow::diagnostic::{Diagnostic, code};
-use crate::workflow::source::Pos;
+use crate::workflow::source::{MAX_FILE_BYTES, Pos};
 use crate::workflow::spec::WorkflowSpec;
 
 /// The checked definitions of a set of files.
@@ -73,7 +73,10 @@ pub fn read_files(paths: &[PathBuf]) -> (Vec<Source>, Vec<Diagnostic>) {
         let unreadable = |message: String| {
             Diagnostic::new(&name, Pos { line: 1, col: 1 }, code::UNREADABLE, message)
         };
-        match std::fs::read(path) {
+        match read_bounded(path) {
+            Ok(bytes) if bytes.len() > MAX_FILE_BYTES => problems.push(unreadable(format!(
+                "the file is larger than the limit of {MAX_FILE_BYTES} bytes"
+            ))),
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => sources.push(Source { name, text }),
                 Err(_) => problems.push(unreadable("the file is not UTF-8 text".to_owned())),
@@ -82,6 +85,21 @@ pub fn read_files(paths: &[PathBuf]) -> (Vec<Source>, Vec<Diagnostic>) {
         }
     }
     (sources, problems)
+}
+
+/// A regular file's bytes, at most one more than [`MAX_FILE_BYTES`]: a device (`/dev/zero`)
+/// or a pipe is refused before it is read, and a file that never ends is read no further than
+/// the limit.
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Checks the files and returns what is valid with every problem found.
