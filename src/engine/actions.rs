@@ -227,7 +227,9 @@ impl<S: Store + Clone> Engine<S> {
                 finished_as(status)
             ))),
             StepStatus::Polling => {
-                // Ask the agency now instead of at the next poll.
+                // Ask the agency now instead of at the next poll; what the last poll met is
+                // no longer the step's state.
+                change.step_mut(id).error = None;
                 change.set_timer(TimerKind::Poll { step: id.into() }, change.now);
                 Ok(json!({"poll": "now"}))
             }

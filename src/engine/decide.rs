@@ -456,6 +456,8 @@ impl Decider {
                     attempt: call.attempt,
                     status: reply.status().unwrap_or_default(),
                 });
+                // The agency has the request: an earlier attempt's failure is history now.
+                change.step_mut(&step.id).error = None;
                 match (adapter.mode, &adapter.poll) {
                     (Mode::Poll, Some(poll)) => match poll.url.eval(&reply.context()) {
                         Ok(url) => {
@@ -859,6 +861,42 @@ mod tests {
             kinds(&change.tx.events),
             ["step_succeeded", "attempt_started", "attempt_started"]
         );
+    }
+
+    #[test]
+    fn an_accepted_attempt_no_longer_shows_the_error_of_the_one_before() {
+        let (d, wf) = (decider(), birth());
+        let (mut change, calls) = next(started(&d, &wf), 1);
+        d.apply_reply(
+            wf.step("birth").unwrap(),
+            &mut change,
+            &calls[0],
+            &reply(201, registered()),
+        );
+        d.progress(&wf, &mut change);
+        let card = wf.step("health_insurance").unwrap();
+        let (mut change, calls) = next(change, 2);
+        let call = calls.iter().find(|c| c.step == "health_insurance").unwrap();
+        d.apply_reply(card, &mut change, call, &reply(503, json!({})));
+        assert!(change.case.steps["health_insurance"].error.is_some());
+
+        let (mut change, _) = next(change, 3);
+        let retry = TimerKind::Retry {
+            step: "health_insurance".into(),
+        };
+        let timer = Timer {
+            case_id: change.case.id,
+            due_at: change.case.timers[&retry.id()],
+            kind: retry,
+        };
+        change.clear_fired(&timer);
+        d.on_timer(&wf, &mut change, &timer);
+        let (mut change, calls) = next(change, 4);
+        let accepted = json!({"status_url": "/v1/cards/1"});
+        d.apply_reply(card, &mut change, &calls[0], &reply(202, accepted));
+        let s = &change.case.steps["health_insurance"];
+        assert_eq!(s.status, StepStatus::Polling);
+        assert_eq!(s.error, None, "the 503 of attempt 1 is not the step's state now");
     }
 
     #[test]
