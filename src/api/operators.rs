@@ -17,6 +17,7 @@ use super::cases::{ListOrder, parse_id, query_error, unknown_case, view};
 use super::{ApiError, AppState, ErrorBody};
 use crate::auth::Operation;
 use crate::case::IncidentReason;
+use crate::case::masking::mask;
 use crate::engine::{Action, ActionError};
 use crate::store::query::{self, IncidentFilter, MAX_PAGE};
 use crate::store::query::{IncidentRow, Listing};
@@ -105,7 +106,14 @@ pub async fn incidents<S: Store + Clone>(
     )
     .await
     .map_err(query_error)?;
-    Ok(Json(json!(page)))
+    // An incident's message quotes the agency, which may quote a citizen's number: masked as
+    // in the case view for roles that may not see it.
+    let page = json!(page);
+    Ok(Json(if caller.0.role.allows(Operation::Unmasked) {
+        page
+    } else {
+        mask(&page)
+    }))
 }
 
 /// An operator's action on a case.

@@ -28,6 +28,9 @@ const PERSONAL: &[&str] = &[
     "deceased",
     "child",
     "bank_account",
+    // A case's business keys are citizens' IDs and dossier numbers, wherever they are shown
+    // (a case, a case list, an incident list).
+    "business_keys",
 ];
 
 /// Whether a field of this name holds personal data: one of [`PERSONAL`], or any personal ID

@@ -896,7 +896,10 @@ mod tests {
         d.apply_reply(card, &mut change, &calls[0], &reply(202, accepted));
         let s = &change.case.steps["health_insurance"];
         assert_eq!(s.status, StepStatus::Polling);
-        assert_eq!(s.error, None, "the 503 of attempt 1 is not the step's state now");
+        assert_eq!(
+            s.error, None,
+            "the 503 of attempt 1 is not the step's state now"
+        );
     }
 
     #[test]
