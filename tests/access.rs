@@ -291,6 +291,40 @@ async fn an_idempotency_key_is_neither_empty_nor_unbounded() {
 }
 
 #[tokio::test]
+async fn a_key_given_twice_inside_the_input_is_refused_like_one_at_the_top() {
+    let server = Server::start();
+    let input = support::birth_input("DUP-1").to_string();
+    let inner = input.replacen('{', r#"{"dossier_number": "G01.123-OTHER", "#, 1);
+    for body in [
+        format!(r#"{{"workflow": "birth-registration", "workflow": "x", "input": {input}}}"#),
+        format!(r#"{{"workflow": "birth-registration", "input": {inner}}}"#),
+    ] {
+        let response = support::client_with(&server.admin)
+            .post(format!("{}/v1/cases", server.url))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap();
+        assert!((400..500).contains(&status), "{status} {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_body", "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("twice")
+                || answer["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("duplicate"),
+            "{answer}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_path_that_does_not_parse_is_a_json_error() {
     let server = Server::start();
     for path in [

@@ -28,6 +28,7 @@ pub struct StartRequest {
     #[serde(default)]
     version: Option<u32>,
     /// The portal's dossier, checked against the workflow's input schema.
+    #[serde(deserialize_with = "super::json::unique_keys")]
     input: Value,
 }
 

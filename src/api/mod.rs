@@ -7,6 +7,7 @@ mod auth;
 mod callbacks;
 mod cases;
 mod error;
+mod json;
 mod kpis;
 mod metrics;
 mod openapi;

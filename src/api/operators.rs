@@ -140,10 +140,10 @@ pub struct ActionRequest {
     /// Why; required, recorded in the history.
     reason: Option<String>,
     /// `skip`: the output later steps need.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::json::unique_keys_opt")]
     output: Option<Value>,
     /// `fix`: the corrected case input, whole.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::json::unique_keys_opt")]
     input: Option<Value>,
 }
 
