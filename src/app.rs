@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::registry::{PublishError, Registry};
 use crate::store::{Store, StoreError};
 use crate::traces::Traces;
-use crate::webhooks::{Deliverer, Feed};
+use crate::webhooks::{Deliverer, Feed, Targets};
 use crate::workflow::catalog;
 use crate::workflow::diagnostic::Diagnostic;
 
@@ -40,6 +40,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Where the cases' traces go (nowhere unless an OTLP endpoint is configured).
     pub traces: Arc<Traces>,
+    /// Where webhooks may point.
+    pub webhook_targets: Targets,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,7 @@ pub struct App<S> {
     /// The configuration version the definitions and the feed were read at when built.
     built_at: u64,
     limits: Limits,
+    webhook_targets: Targets,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -124,6 +127,7 @@ impl<S: Store + Clone> App<S> {
             feed,
             built_at,
             limits: settings.limits,
+            webhook_targets: settings.webhook_targets,
             tasks: Vec::new(),
         })
     }
@@ -134,7 +138,7 @@ impl<S: Store + Clone> App<S> {
             self.engine.clone(),
             self.registry.clone(),
             self.feed.clone(),
-            self.limits,
+            (self.limits, self.webhook_targets),
         )
     }
 
@@ -149,6 +153,7 @@ impl<S: Store + Clone> App<S> {
             self.engine.node(),
             self.engine.claim_lease(),
             self.engine.metrics().clone(),
+            self.webhook_targets,
         );
         self.tasks.push(deliverer.spawn());
         self.tasks.push(tokio::spawn(follow_config(

@@ -135,6 +135,8 @@ fn shared_args(store: &str, public_url: &str, agencies: &BTreeMap<String, String
         LEASE.to_owned(),
         "--drain-timeout".to_owned(),
         "1s".to_owned(),
+        // The test's webhook receiver listens on this machine.
+        "--allow-internal-webhooks".to_owned(),
     ];
     for (id, url) in agencies {
         args.push("--agency".to_owned());

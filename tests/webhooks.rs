@@ -65,7 +65,7 @@ async fn register(server: &Server, portal: &str, url: &str) -> Value {
 async fn a_portal_that_was_down_gets_every_notification_signed_and_in_order() {
     let data = std::env::temp_dir().join(format!("civicflow-hooks-{}", uuid::Uuid::new_v4()));
     let listen = format!("127.0.0.1:{}", free_port());
-    let mocks = with_mocks(&[]);
+    let mocks = with_mocks(&["--allow-internal-webhooks"]);
     let mut server = Server::spawn(&data, &listen, &mocks);
     let portal = server.token("portal").await;
     // The portal's receiver is not listening yet. Its port is bound (so that nothing else, such
@@ -220,7 +220,7 @@ async fn serve(app: axum::Router) -> String {
 
 #[tokio::test]
 async fn a_receiver_that_does_not_answer_holds_back_only_its_own_notifications() {
-    let server = Server::start();
+    let server = Server::start_with(&["--allow-internal-webhooks"]);
     let portal = server.token("portal").await;
 
     let held = Held {
@@ -296,4 +296,45 @@ async fn a_receiver_that_does_not_answer_holds_back_only_its_own_notifications()
     }
     let case = server.settled(&id, BOUND).await;
     assert_eq!(case["status"], "completed", "{case:#}");
+}
+
+#[tokio::test]
+async fn a_webhook_may_not_point_inside_unless_the_server_allows_it() {
+    let data = std::env::temp_dir().join(format!("civicflow-hooks-{}", uuid::Uuid::new_v4()));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let server = Server::spawn(&data, &listen, &with_mocks(&[]));
+    let portal = server.token("portal").await;
+    let mocks_admin = format!("{}/admin/faults", server.agencies["police"]);
+    for url in [
+        mocks_admin.as_str(),
+        "http://localhost:9/hook",
+        "http://10.0.0.7/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:8080/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+    ] {
+        let (status, body) = server
+            .call(
+                Some(&portal),
+                Method::POST,
+                "/v1/webhooks",
+                Some(&json!({"url": url})),
+            )
+            .await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (422, &json!("internal_target")),
+            "{url}: {body}"
+        );
+    }
+    // A public address is taken (nothing is sent until there is something to notify).
+    let (status, body) = server
+        .call(
+            Some(&portal),
+            Method::POST,
+            "/v1/webhooks",
+            Some(&json!({"url": "https://93.184.216.34/civicflow"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
 }

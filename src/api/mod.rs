@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use crate::engine::Engine;
 use crate::registry::Registry;
 use crate::store::Store;
-use crate::webhooks::Feed;
+use crate::webhooks::{Feed, Targets};
 pub use auth::Limits;
 pub use cases::view;
 pub use error::{ApiError, ErrorBody};
@@ -41,6 +41,7 @@ pub struct AppState<S> {
     registry: Arc<Registry<S>>,
     feed: Arc<Feed>,
     limiter: auth::Limiter,
+    webhook_targets: Targets,
 }
 
 impl<S> Clone for AppState<S> {
@@ -50,23 +51,25 @@ impl<S> Clone for AppState<S> {
             registry: self.registry.clone(),
             feed: self.feed.clone(),
             limiter: self.limiter.clone(),
+            webhook_targets: self.webhook_targets,
         }
     }
 }
 
 /// The API's routes over one engine. The request limits are this node's: with several nodes,
-/// a token may make `limits` requests to each.
+/// a token may make `limits` requests to each. `webhook_targets` says where webhooks may point.
 pub fn router<S: Store + Clone>(
     engine: Arc<Engine<S>>,
     registry: Arc<Registry<S>>,
     feed: Arc<Feed>,
-    limits: Limits,
+    (limits, webhook_targets): (Limits, Targets),
 ) -> Router {
     let state = AppState {
         engine,
         registry,
         feed,
         limiter: auth::limiter(limits),
+        webhook_targets,
     };
     Router::new()
         .route("/v1/health", get(health))

@@ -26,7 +26,7 @@ pub struct Register {
 #[utoipa::path(post, path = "/v1/webhooks", tag = "portal", request_body = Register,
     responses(
         (status = 201, description = "The webhook, with its `secret`", body = Object),
-        (status = 422, description = "Not an http(s) URL", body = ErrorBody),
+        (status = 422, description = "Not an http(s) URL (`invalid_url`), or an internal address the server does not allow (`internal_target`)", body = ErrorBody),
     ))]
 pub async fn register<S: Store + Clone>(
     State(state): State<AppState<S>>,
@@ -38,11 +38,20 @@ pub async fn register<S: Store + Clone>(
     let parsed = reqwest::Url::parse(&b.url)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https"));
-    if parsed.is_none() {
+    let Some(parsed) = parsed else {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_url",
             format!("`{}` is not an http(s) URL", b.url),
+        ));
+    };
+    let host = parsed.host_str().unwrap_or_default();
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    if let Err(e) = state.webhook_targets.check(host, port).await {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "internal_target",
+            e.to_string(),
         ));
     }
     let store = state.engine.store();

@@ -21,6 +21,7 @@ use crate::store::postgres::{Options, PgStore};
 use crate::store::sled::{DEFAULT_CACHE_MIB, SledStore};
 use crate::store::{Store, StoreError, Transaction};
 use crate::traces::Traces;
+use crate::webhooks::Targets;
 use crate::workflow::definition::duration;
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +47,10 @@ pub struct ServeArgs {
     /// `case_id`, `step` and `trace_id` on every line about a case) for a log collector.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Let webhooks reach loopback, private and link-local addresses (a portal inside the same
+    /// network); by default they may not.
+    #[arg(long)]
+    pub allow_internal_webhooks: bool,
     /// Export the cases' traces to this OpenTelemetry collector (its base URL; OTLP over
     /// HTTP, protobuf). Without it, the standard `OTEL_EXPORTER_OTLP_ENDPOINT` variables are
     /// read; with neither, no trace is sent anywhere.
@@ -183,6 +188,9 @@ async fn serve<S: Store + Clone>(
             burst: args.rate_burst,
         },
         traces: traces.clone(),
+        webhook_targets: Targets {
+            allow_internal: args.allow_internal_webhooks,
+        },
     };
     let mut app = match App::build(store, settings).await {
         Ok(app) => app,

@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
-use super::{Webhook, signature};
+use super::{PublicOnly, Targets, Webhook, signature};
 use crate::metrics::Metrics;
 use crate::store::{Fence, Store, StoreError, Transaction, Work};
 
@@ -39,6 +39,7 @@ pub struct Deliverer<S> {
     lease: Duration,
     http: reqwest::Client,
     metrics: Arc<Metrics>,
+    targets: Targets,
     /// Webhook id → when it may be served again: after a failure, its backoff; after a turn
     /// with nothing to send, the idle interval. In memory only: after a restart every receiver
     /// is tried at once, which is what an operator restarting expects.
@@ -55,14 +56,24 @@ impl<S: Store + Clone> Deliverer<S> {
     /// A deliverer for `node`, whose claims on a webhook last `lease` without renewal. A turn
     /// posts no new notification after a third of the lease, so its cursor is committed well
     /// inside it.
-    pub fn new(store: S, node: &str, lease: Duration, metrics: Arc<Metrics>) -> Deliverer<S> {
+    pub fn new(
+        store: S,
+        node: &str,
+        lease: Duration,
+        metrics: Arc<Metrics>,
+        targets: Targets,
+    ) -> Deliverer<S> {
+        let mut http = reqwest::Client::builder().timeout(TIMEOUT);
+        if !targets.allow_internal {
+            http = http.dns_resolver(Arc::new(PublicOnly));
+        }
         Deliverer {
             store,
             metrics,
+            targets,
             node: node.to_owned(),
             lease,
-            http: reqwest::Client::builder()
-                .timeout(TIMEOUT)
+            http: http
                 .build()
                 .expect("the HTTP client builds with default TLS-less settings"),
             not_before: HashMap::new(),
@@ -100,12 +111,17 @@ impl<S: Store + Clone> Deliverer<S> {
             }
             let (store, http, metrics) =
                 (self.store.clone(), self.http.clone(), self.metrics.clone());
+            let targets = self.targets;
             let claim = Claim {
                 node: self.node.clone(),
                 lease: self.lease,
             };
-            self.turns
-                .spawn(turn(store, http, metrics, claim, hook.id.clone()));
+            self.turns.spawn(turn(
+                store,
+                (http, metrics, targets),
+                claim,
+                hook.id.clone(),
+            ));
         }
         self.not_before
             .retain(|id, _| hooks.iter().any(|h| h.id == *id));
@@ -151,13 +167,12 @@ struct Claim {
 
 async fn turn<S: Store>(
     store: S,
-    http: reqwest::Client,
-    metrics: Arc<Metrics>,
+    (http, metrics, targets): (reqwest::Client, Arc<Metrics>, Targets),
     claim: Claim,
     id: String,
 ) -> Turn {
     Turn {
-        next: claimed_turn(&store, (&http, &metrics), &claim, &id).await,
+        next: claimed_turn(&store, (&http, &metrics, targets), &claim, &id).await,
         id,
     }
 }
@@ -165,7 +180,7 @@ async fn turn<S: Store>(
 /// Claims the webhook's delivery (or renews this node's claim) and delivers under it.
 async fn claimed_turn<S: Store>(
     store: &S,
-    http: (&reqwest::Client, &Metrics),
+    http: (&reqwest::Client, &Metrics, Targets),
     claim: &Claim,
     id: &str,
 ) -> Result<Option<Instant>, StoreError> {
@@ -190,7 +205,7 @@ async fn claimed_turn<S: Store>(
 /// of the turn, and records how far it got under the claim `fence`.
 async fn deliver<S: Store>(
     store: &S,
-    (http, metrics): (&reqwest::Client, &Metrics),
+    (http, metrics, targets): (&reqwest::Client, &Metrics, Targets),
     mut hook: Webhook,
     fence: Fence,
     turn: Duration,
@@ -209,6 +224,15 @@ async fn deliver<S: Store>(
         body["id"] = json!(seq.to_string());
         let body = body.to_string();
         let t = Timestamp::now().as_second();
+        let allowed = reqwest::Url::parse(&hook.url)
+            .map_err(|e| e.to_string())
+            .and_then(|u| targets.check_literal(&u).map_err(|e| e.to_string()));
+        if let Err(e) = allowed {
+            hook.failures += 1;
+            hook.last_error = Some(e);
+            next = Some(Instant::now() + backoff(hook.failures));
+            break;
+        }
         let sent = http
             .post(&hook.url)
             .header("content-type", "application/json")
@@ -223,7 +247,10 @@ async fn deliver<S: Store>(
         let error = match sent {
             Ok(r) if r.status().is_success() => None,
             Ok(r) => Some(format!("the receiver answered {}", r.status())),
-            Err(e) => Some(format!("the receiver cannot be reached: {e}")),
+            Err(e) => Some(format!(
+                "the receiver cannot be reached: {}",
+                e.without_url()
+            )),
         };
         match error {
             None => {
@@ -236,7 +263,8 @@ async fn deliver<S: Store>(
             }
             Some(e) => {
                 hook.failures += 1;
-                tracing::warn!(webhook = %hook.id, url = %hook.url, error = %e, failures = hook.failures, "a notification was not acknowledged; it will be sent again");
+                // Not the URL: it may hold a secret of the portal's.
+                tracing::warn!(webhook = %hook.id, error = %e, failures = hook.failures, "a notification was not acknowledged; it will be sent again");
                 hook.last_error = Some(e);
                 next = Some(Instant::now() + backoff(hook.failures));
                 break;

@@ -10,6 +10,7 @@
 
 mod deliver;
 mod feed;
+mod target;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
@@ -20,6 +21,7 @@ use crate::case::{CaseId, Event, EventKind};
 pub use crate::store::{Notification, Webhook};
 pub use deliver::Deliverer;
 pub use feed::Feed;
+pub use target::{PublicOnly, TargetError, Targets, is_internal};
 
 impl Notification {
     /// The notification an event of a case gives rise to, if any: a step's result, or the

@@ -83,9 +83,7 @@ impl Server {
     /// Like [`Server::start`], with more `serve` arguments.
     pub fn start_with(more: &[&str]) -> Server {
         let data = std::env::temp_dir().join(format!("civicflow-e2e-{}", uuid::Uuid::new_v4()));
-        let mut args = vec!["--with-mocks", "--mocks-port", "0", "--mocks-fast"];
-        args.extend(more);
-        Server::spawn(&data, "127.0.0.1:0", &args)
+        Server::spawn(&data, "127.0.0.1:0", &with_mocks(more))
     }
 
     /// Like [`Server::start`], loading definitions from `workflows` instead of the shipped ones.
@@ -568,6 +566,10 @@ impl<S: civicflow::store::Store + Clone> Node<S> {
                 burst: std::num::NonZeroU32::new(1_000_000).unwrap(),
             },
             traces,
+            // The tests' receivers listen on this machine.
+            webhook_targets: civicflow::webhooks::Targets {
+                allow_internal: true,
+            },
         };
         let mut app = App::build(store, settings).await.unwrap();
         app.start();
