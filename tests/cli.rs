@@ -357,3 +357,22 @@ async fn a_closed_pipe_ends_a_command_quietly_not_with_a_panic() {
         assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn workflows_list_shows_each_version_with_its_deadline_and_steps() {
+    let server = Server::start();
+    let out = ok(&cli(&server, &server.admin, &["workflows", "list"]));
+    assert!(out.contains("birth-registration@1"), "{out}");
+    assert!(out.contains("death-registration@1"), "{out}");
+    assert!(out.contains("3 working days"), "{out}");
+    assert!(
+        out.contains("birth (civil-status/birth-registration@1)"),
+        "{out}"
+    );
+    let listed = json_of(&cli(
+        &server,
+        &server.admin,
+        &["workflows", "list", "--json"],
+    ));
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed:#}");
+}

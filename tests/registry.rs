@@ -322,6 +322,37 @@ async fn a_fourth_agency_joins_the_birth_chain_and_cases_started_before_keep_the
     )
     .await;
     assert_eq!(status, 201, "{body}");
+    // Both versions are listed, the new one for new cases, each with its deadline and steps.
+    let list = server.get("/v1/workflows").await;
+    let birth: Vec<&serde_json::Value> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["workflow"] == "birth-registration")
+        .collect();
+    let versions: Vec<(&serde_json::Value, &serde_json::Value, &serde_json::Value)> = birth
+        .iter()
+        .map(|w| (&w["version"], &w["source"], &w["newest"]))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            (&json!(1), &json!("bundled"), &json!(false)),
+            (&json!(2), &json!("published"), &json!(true))
+        ],
+        "{list:#}"
+    );
+    assert_eq!(birth[0]["deadline"], "3 working days");
+    assert_eq!(birth[0]["steps"][0]["id"], "birth");
+    assert_eq!(birth[0]["steps"][0]["deadline"], "1 working day");
+    assert!(
+        birth[1]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["adapter"] == "social-assistance/birth-allowance@1"),
+        "{list:#}"
+    );
 
     let mut input = birth_input("FOURTH-NEW");
     input["poor_household_certificate"] = json!("HN-00004-0012");

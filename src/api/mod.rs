@@ -105,7 +105,10 @@ pub fn router<S: Store + Clone>(
             "/v1/adapters/{agency}/{name}/{version}",
             get(registry::show_adapter::<S>),
         )
-        .route("/v1/workflows", post(registry::publish_workflow::<S>))
+        .route(
+            "/v1/workflows",
+            post(registry::publish_workflow::<S>).get(registry::list_workflows::<S>),
+        )
         .route("/v1/registry/changes", get(registry::changes::<S>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

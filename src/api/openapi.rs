@@ -24,7 +24,7 @@ use crate::store::query::{IncidentRow, Listing};
         tokens::issue, tokens::list, tokens::revoke,
         webhooks::register, webhooks::list, webhooks::delete,
         registry::publish_adapter, registry::list_adapters, registry::deprecate_adapter,
-        registry::publish_workflow, registry::changes, registry::test_adapter,
+        registry::publish_workflow, registry::list_workflows, registry::changes, registry::test_adapter,
         registry::show_adapter,
     ),
     components(schemas(error::ErrorBody, Listing<IncidentRow>)),

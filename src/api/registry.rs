@@ -148,6 +148,63 @@ pub async fn list_adapters<S: Store + Clone>(
     Ok(Json(json!({"items": items})))
 }
 
+/// Every loaded workflow version: bundled with the server or published, its statutory
+/// deadline and its steps (with the adapter version and deadline of each), and whether it is
+/// the version new cases start on.
+#[utoipa::path(get, path = "/v1/workflows", tag = "registry",
+    responses((status = 200, description = "`items`", body = Object)))]
+pub async fn list_workflows<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Operation::ReadRegistry)?;
+    let published = state
+        .registry
+        .published()
+        .await
+        .map_err(ApiError::internal)?;
+    let defs = state.engine.definitions();
+    let items: Vec<Value> = defs
+        .workflows()
+        .map(|w| {
+            let newest = defs.workflow(&w.name, None).map(|n| n.version) == Some(w.version);
+            let steps: Vec<Value> = w
+                .steps
+                .iter()
+                .map(|s| {
+                    json!({
+                        "id": s.id,
+                        "adapter": s.adapter.reference,
+                        "agency": s.adapter.agency,
+                        "deadline": s.deadline.to_string(),
+                    })
+                })
+                .collect();
+            let mut v = json!({
+                "workflow": w.name,
+                "version": w.version,
+                "title": w.title,
+                "deadline": w.deadline.map(|d| d.to_string()),
+                "newest": newest,
+                "steps": steps,
+            });
+            let found = published
+                .iter()
+                .find(|p| p.kind == Kind::Workflow && p.id == w.name && p.version == w.version);
+            match found {
+                Some(p) => {
+                    v["source"] = json!("published");
+                    v["published_at"] = json!(p.published_at);
+                    v["published_by"] = json!(p.published_by);
+                }
+                None => v["source"] = json!("bundled"),
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({"items": items})))
+}
+
 /// One adapter version: its manifest and where it came from.
 #[utoipa::path(get, path = "/v1/adapters/{agency}/{name}/{version}", tag = "registry",
     params(

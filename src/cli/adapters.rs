@@ -43,6 +43,8 @@ pub enum AdaptersCommand {
 pub enum WorkflowsCommand {
     /// Publish a workflow (admin); new cases may start on it at once.
     Publish { workflow: PathBuf },
+    /// Every loaded workflow version, with its deadline and steps.
+    List,
 }
 
 /// `agency/name@version` → the API path of that version.
@@ -181,10 +183,35 @@ pub async fn adapters(client: &Client, command: AdaptersCommand) -> Result<(), C
 }
 
 pub async fn workflows(client: &Client, command: WorkflowsCommand) -> Result<(), ClientError> {
-    let WorkflowsCommand::Publish { workflow } = command;
-    let done = client
-        .post_yaml("/v1/workflows", read_text(&workflow)?)
-        .await?;
-    print(client.json, &done, published);
+    match command {
+        WorkflowsCommand::Publish { workflow } => {
+            let done = client
+                .post_yaml("/v1/workflows", read_text(&workflow)?)
+                .await?;
+            print(client.json, &done, published);
+        }
+        WorkflowsCommand::List => {
+            let list = client.get("/v1/workflows", &[]).await?;
+            print(client.json, &list, |l| {
+                let mut t = table(&["workflow", "deadline", "steps", "source", "new cases"]);
+                for w in l["items"].as_array().into_iter().flatten() {
+                    let steps: Vec<String> = w["steps"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|s| format!("{} ({})", cell(&s["id"]), cell(&s["adapter"])))
+                        .collect();
+                    t.add_row([
+                        format!("{}@{}", cell(&w["workflow"]), cell(&w["version"])),
+                        cell(&w["deadline"]),
+                        steps.join(", "),
+                        cell(&w["source"]),
+                        if w["newest"] == true { "yes" } else { "" }.to_owned(),
+                    ]);
+                }
+                t.to_string()
+            });
+        }
+    }
     Ok(())
 }

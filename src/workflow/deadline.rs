@@ -8,6 +8,18 @@ pub enum Deadline {
     Hours(u32),
 }
 
+impl std::fmt::Display for Deadline {
+    /// As a definition writes it: `3 working days`, `1 working day`, `48 hours`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Deadline::WorkingDays(1) => f.write_str("1 working day"),
+            Deadline::WorkingDays(n) => write!(f, "{n} working days"),
+            Deadline::Hours(1) => f.write_str("1 hour"),
+            Deadline::Hours(n) => write!(f, "{n} hours"),
+        }
+    }
+}
+
 impl Deadline {
     /// Parses `3 working days`, `1 working day`, `48 hours`.
     pub fn parse(text: &str) -> Option<Deadline> {
@@ -38,5 +50,8 @@ mod tests {
         assert_eq!(Deadline::parse("48 hours"), Some(Deadline::Hours(48)));
         assert_eq!(Deadline::parse("3 days"), None);
         assert_eq!(Deadline::parse("0 hours"), None);
+        for text in ["3 working days", "1 working day", "48 hours", "1 hour"] {
+            assert_eq!(Deadline::parse(text).unwrap().to_string(), text);
+        }
     }
 }

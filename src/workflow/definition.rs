@@ -551,6 +551,13 @@ impl Definitions {
         Some(compiled)
     }
 
+    /// Every loaded workflow version, by name then version.
+    pub fn workflows(&self) -> impl Iterator<Item = &Workflow> {
+        self.workflows
+            .values()
+            .flat_map(|versions| versions.values().map(|w| &**w))
+    }
+
     pub fn workflow_names(&self) -> impl Iterator<Item = &str> {
         self.workflows.keys().map(String::as_str)
     }
