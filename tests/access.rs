@@ -255,6 +255,24 @@ async fn requests_with_unknown_tokens_are_rate_limited_too() {
 }
 
 #[tokio::test]
+async fn a_refused_adapter_test_says_what_was_refused() {
+    let server = Server::start();
+    let operator = server.token("operator").await;
+    let (status, body) = server
+        .call(
+            Some(&operator),
+            Method::POST,
+            "/v1/adapters/test",
+            Some(&json!({"manifest": "", "input": {}})),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("test adapters"), "{message}");
+    assert!(!message.contains("publish"), "{message}");
+}
+
+#[tokio::test]
 async fn the_authorization_scheme_is_case_insensitive() {
     let server = Server::start();
     for scheme in ["Bearer", "bearer", "BEARER"] {

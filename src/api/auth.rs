@@ -91,6 +91,7 @@ fn describe(op: Operation) -> &'static str {
         Operation::ManageTokens => "manage API tokens",
         Operation::ReadRegistry => "read the registry of definitions",
         Operation::Publish => "publish or deprecate definitions",
+        Operation::TestAdapter => "test adapters",
         Operation::ReadKpis => "read the on-time figures",
         Operation::ReadMetrics => "read the metrics",
     }

@@ -335,7 +335,7 @@ pub async fn test_adapter<S: Store + Clone>(
     caller: Caller,
     body: Result<Json<Trial>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Operation::Publish)?;
+    caller.require(Operation::TestAdapter)?;
     let Json(b) = body.map_err(ApiError::from_json)?;
     let adapter = state
         .registry

@@ -50,6 +50,8 @@ pub enum Operation {
     ReadRegistry,
     /// Publish or deprecate a definition; whose namespace it is, the registry checks.
     Publish,
+    /// Try a manifest against an agency's endpoint, touching no case (whoever may publish).
+    TestAdapter,
     /// Read the on-time figures (no personal data in them).
     ReadKpis,
     /// Scrape `/metrics`.
@@ -86,7 +88,7 @@ impl Role {
                     | ReadRegistry
                     | ReadKpis
             ),
-            Role::Agency(_) => matches!(op, Callback | ReadRegistry | Publish),
+            Role::Agency(_) => matches!(op, Callback | ReadRegistry | Publish | TestAdapter),
             Role::Admin => op != Callback,
             Role::Metrics => op == ReadMetrics,
         }
