@@ -53,10 +53,12 @@ pub struct Population {
 const FAMILY_NAMES: &[&str] = &[
     "Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng",
 ];
-const MIDDLE_NAMES: &[&str] = &["Văn", "Thị", "Minh", "Ngọc", "Đức", "Thu", "Quang", "Thanh"];
-const GIVEN_NAMES: &[&str] = &[
-    "An", "Bình", "Chi", "Dũng", "Giang", "Hà", "Khánh", "Linh", "Nam", "Phúc", "Quỳnh", "Tâm",
-];
+/// Middle and given names as Vietnamese parents give them to a son or to a daughter: `Văn`
+/// marks a man, `Thị` a woman, and most given names are one or the other.
+const MALE_MIDDLE_NAMES: &[&str] = &["Văn", "Minh", "Đức", "Quang", "Thanh", "Hữu"];
+const FEMALE_MIDDLE_NAMES: &[&str] = &["Thị", "Ngọc", "Thu", "Thanh", "Minh"];
+const MALE_GIVEN_NAMES: &[&str] = &["An", "Bình", "Dũng", "Khánh", "Nam", "Phúc", "Hùng", "Tuấn"];
+const FEMALE_GIVEN_NAMES: &[&str] = &["Chi", "Giang", "Hà", "Linh", "Quỳnh", "Lan", "Hương", "Mai"];
 
 impl Population {
     /// The directory's known citizens plus `generated` more, drawn from `seed` so that a run can be
@@ -106,16 +108,15 @@ impl Population {
             } else {
                 "none".to_owned()
             };
-            let middle = if sex == Sex::Female {
-                "Thị"
-            } else {
-                MIDDLE_NAMES[rng.usize(..MIDDLE_NAMES.len())]
+            let (middles, givens) = match sex {
+                Sex::Male => (MALE_MIDDLE_NAMES, MALE_GIVEN_NAMES),
+                Sex::Female => (FEMALE_MIDDLE_NAMES, FEMALE_GIVEN_NAMES),
             };
             let full_name = format!(
                 "{} {} {}",
                 FAMILY_NAMES[rng.usize(..FAMILY_NAMES.len())],
-                middle,
-                GIVEN_NAMES[rng.usize(..GIVEN_NAMES.len())]
+                middles[rng.usize(..middles.len())],
+                givens[rng.usize(..givens.len())]
             );
             population.citizens.insert(
                 id.clone(),
@@ -165,5 +166,37 @@ impl Population {
 
     pub fn iter(&self) -> impl Iterator<Item = &Citizen> {
         self.citizens.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_citizens_have_names_that_match_their_sex() {
+        let directory = Directory::bundled();
+        let population = Population::seeded(&directory, 7, 2_000);
+        let known: Vec<&str> = directory
+            .citizens
+            .iter()
+            .map(|c| c.personal_id.as_str())
+            .collect();
+        let mut seen = 0;
+        for c in population.iter() {
+            if known.contains(&c.personal_id.to_string().as_str()) {
+                continue;
+            }
+            seen += 1;
+            let parts: Vec<&str> = c.full_name.split(' ').collect();
+            let (middle, given) = (parts[1], parts[2]);
+            let (middles, givens) = match c.sex {
+                Sex::Male => (MALE_MIDDLE_NAMES, MALE_GIVEN_NAMES),
+                Sex::Female => (FEMALE_MIDDLE_NAMES, FEMALE_GIVEN_NAMES),
+            };
+            assert!(middles.contains(&middle), "{} is {:?}", c.full_name, c.sex);
+            assert!(givens.contains(&given), "{} is {:?}", c.full_name, c.sex);
+        }
+        assert!(seen > 1_000);
     }
 }
