@@ -31,6 +31,7 @@ pub mod code {
     pub const DUPLICATE_ADAPTER: &str = "CF061";
     pub const DEPRECATED_ADAPTER: &str = "CF062";
     pub const DURATION: &str = "CF070";
+    pub const DEADLINE_BEYOND_CASE: &str = "CF071";
     pub const JSON_SCHEMA: &str = "CF080";
 }
 

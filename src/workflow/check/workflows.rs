@@ -138,6 +138,7 @@ pub fn workflow(
         }
         if let Some(d) = &step.deadline {
             deadline(file, located, &at("deadline"), d, &mut out);
+            beyond_case(file, located, &at("deadline"), &step.id, d, spec, &mut out);
         }
         if let Some(t) = &step.timeout {
             duration(file, located, &at("timeout"), t, &mut out);
@@ -168,6 +169,39 @@ fn deadline(file: &str, located: &Located, pointer: &str, text: &str, out: &mut 
                 format!("`{text}` is not a deadline"),
             )
             .help("write `<n> working days` or `<n> hours`"),
+        );
+    }
+}
+
+/// A step's own deadline longer than its whole case's (in the same unit): the case would be
+/// late whenever the step takes the time it is allowed, so the definition contradicts itself.
+fn beyond_case(
+    file: &str,
+    located: &Located,
+    pointer: &str,
+    step: &str,
+    text: &str,
+    spec: &WorkflowSpec,
+    out: &mut Vec<Diagnostic>,
+) {
+    use crate::workflow::deadline::Deadline;
+    let case = spec.deadline.as_deref().and_then(Deadline::parse);
+    let longer = match (Deadline::parse(text), case) {
+        (Some(Deadline::WorkingDays(s)), Some(Deadline::WorkingDays(c))) => s > c,
+        (Some(Deadline::Hours(s)), Some(Deadline::Hours(c))) => s > c,
+        _ => false,
+    };
+    if let (true, Some(case)) = (longer, case) {
+        out.push(
+            Diagnostic::new(
+                file,
+                located.value_pos(pointer),
+                code::DEADLINE_BEYOND_CASE,
+                format!(
+                    "step `{step}` may take {text}, longer than the whole case's deadline ({case}): the case would be late whenever the step takes its time"
+                ),
+            )
+            .help("shorten the step's deadline, or lengthen the case's"),
         );
     }
 }
