@@ -103,3 +103,74 @@ async fn a_case_whose_workflow_is_no_longer_loaded_gets_an_incident() {
         "{incident}"
     );
 }
+
+#[tokio::test]
+async fn a_workflow_file_changed_under_the_same_version_makes_an_incident_not_a_panic() {
+    let (mocks, args) = mocks_in_test(6).await;
+    let civil_status = mocks.agencies[0].base_url.clone();
+    let http = reqwest::Client::new();
+    put_faults(
+        &http,
+        &civil_status,
+        json!({"rates": {"unavailable": 1.0}, "retry_after_secs": 1}),
+    )
+    .await;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let data = std::env::temp_dir().join(format!("civicflow-edited-{}", uuid::Uuid::new_v4()));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut server = Server::spawn(&data, &listen, &args);
+    server.connect_mocks(&civil_status).await;
+    let id = server
+        .start_case("birth-registration", birth_input("GCS-EDITED"))
+        .await;
+    wait_for_event(&server, &id, "attempt_failed").await;
+    server.kill();
+
+    // Someone edits the shipped file in place: version 1, but a step renamed.
+    let workflows = workflows_copy(|name, text| {
+        if name == "birth-registration.yaml" {
+            text.replace("- id: health_insurance", "- id: card")
+        } else {
+            text
+        }
+    });
+    let dir = workflows.to_str().unwrap();
+    let mut args = args.clone();
+    args.extend(["--workflows", dir]);
+    let server = Server::spawn(&data, &listen, &args);
+    let bound = tokio::time::Instant::now() + BOUND;
+    let case = loop {
+        let case = server.get(&format!("/v1/cases/{id}")).await;
+        if !case["incidents"].as_array().unwrap().is_empty() {
+            break case;
+        }
+        assert!(tokio::time::Instant::now() < bound, "{case:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let incident = &case["incidents"][0];
+    assert_eq!(incident["reason"], "workflow_not_loaded", "{case:#}");
+    assert!(
+        incident["message"]
+            .as_str()
+            .unwrap()
+            .contains("changed under the same version"),
+        "{incident}"
+    );
+    // The server stayed up and answers; an operator's retry says why it cannot run.
+    let (status, body) = server
+        .call(
+            Some(&server.admin),
+            reqwest::Method::POST,
+            &format!("/v1/cases/{id}/retry"),
+            Some(&json!({"step": "birth", "reason": "try again"})),
+        )
+        .await;
+    assert!((400..=503).contains(&status), "{status} {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("changed under the same version"),
+        "{body}"
+    );
+}

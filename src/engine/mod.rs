@@ -111,15 +111,21 @@ pub enum CallbackError {
     Store(#[from] StoreError),
 }
 
-/// A case runs the workflow version it started on; that version must stay loaded.
+/// A case runs the workflow version it started on; that version must stay loaded, and stay
+/// what it was: a file changed under the same version (other steps) cannot run the cases
+/// started on it, which wait, with an incident, until the file is restored.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "case {case_id} runs workflow `{name}` version {version}, which is not loaded; restore its file in workflows/"
-)]
+#[error("case {case_id} runs workflow `{name}` version {version}, which {}", if *.changed {
+    "is loaded with other steps than the case has: its file was changed under the same version; restore it, and give the change a new version"
+} else {
+    "is not loaded; restore its file in workflows/"
+})]
 pub struct MissingWorkflow {
     pub case_id: CaseId,
     pub name: String,
     pub version: u32,
+    /// The version is loaded, but its steps are not the case's.
+    pub changed: bool,
 }
 
 /// What a callback did.
@@ -605,16 +611,26 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     fn workflow_of(&self, case: &Case) -> Result<Arc<Workflow>, MissingWorkflow> {
+        let missing = |changed| MissingWorkflow {
+            case_id: case.id,
+            name: case.workflow.clone(),
+            version: case.version,
+            changed,
+        };
         // Bound to the adapter versions the case started with.
-        self.definitions()
+        let wf = self
+            .definitions()
             .bound(&case.workflow, case.version, |step| {
                 case.steps.get(step).map(|s| s.adapter.clone())
             })
-            .ok_or_else(|| MissingWorkflow {
-                case_id: case.id,
-                name: case.workflow.clone(),
-                version: case.version,
-            })
+            .ok_or_else(|| missing(false))?;
+        // Every decision indexes the case's steps by the workflow's: they must be the same.
+        let same = wf.steps.len() == case.steps.len()
+            && wf.steps.iter().all(|s| case.steps.contains_key(&s.id));
+        if !same {
+            return Err(missing(true));
+        }
+        Ok(wf)
     }
 }
 
