@@ -376,3 +376,29 @@ async fn workflows_list_shows_each_version_with_its_deadline_and_steps() {
     ));
     assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed:#}");
 }
+
+#[tokio::test]
+async fn cases_start_wait_prints_the_case_once_it_has_ended() {
+    let server = Server::start();
+    let dir = std::env::temp_dir().join(format!("civicflow-wait-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("birth.json");
+    std::fs::write(&input, birth_input("CLI-WAIT").to_string()).unwrap();
+    let out = ok(&cli(
+        &server,
+        &server.admin,
+        &[
+            "cases",
+            "start",
+            "--workflow",
+            "birth-registration",
+            "--input",
+            input.to_str().unwrap(),
+            "--wait",
+            "--json",
+        ],
+    ));
+    let case: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(case["status"], "completed", "{case:#}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -116,22 +116,59 @@ pub fn unknown_case(id: CaseId) -> ApiError {
     )
 }
 
+/// The longest a read may wait for a case to end.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long to wait for the case to end.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ShowQuery {
+    /// Answer as soon as the case has ended, or once this much time has passed (`30s`, at most
+    /// `60s`), instead of at once.
+    wait: Option<String>,
+}
+
 /// A case: status, steps, results the reader may see, refusals, due dates, open incidents.
+/// With `wait`, the answer comes when the case ends (or the wait is over): a portal follows a
+/// case without polling.
 #[utoipa::path(get, path = "/v1/cases/{id}", tag = "portal",
-    params(("id" = String, Path, description = "Case id")),
+    params(("id" = String, Path, description = "Case id"), ShowQuery),
     responses(
         (status = 200, description = "The case (personal data masked for roles without unmasked access)", body = Object),
+        (status = 400, description = "A wait that is not a duration or is longer than 60s", body = ErrorBody),
         (status = 404, description = "No such case", body = ErrorBody),
     ))]
 pub async fn show<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ShowQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Path(id) = path.map_err(ApiError::from_path)?;
     caller.require(Operation::ReadCase)?;
     let id = parse_id(&id)?;
-    match state.engine.case(id).await.map_err(ApiError::internal)? {
+    let Query(query) = query.map_err(ApiError::from_query)?;
+    let wait = match query.wait.as_deref() {
+        None => std::time::Duration::ZERO,
+        Some(text) => {
+            let wait = crate::workflow::definition::duration(text)
+                .map_err(|e| ApiError::bad_request("invalid_query", e))?;
+            if wait > MAX_WAIT {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("`wait` is {text}; a read waits at most 60s"),
+                ));
+            }
+            wait
+        }
+    };
+    let found = state
+        .engine
+        .case_when_ended(id, wait)
+        .await
+        .map_err(ApiError::internal)?;
+    match found {
         Some(case) => Ok(Json(view(&case, caller.0.role.allows(Operation::Unmasked)))),
         None => Err(unknown_case(id)),
     }

@@ -24,6 +24,9 @@ pub enum CasesCommand {
         /// Makes a retried start return the same case instead of a second one.
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Wait for the case to end and print it then.
+        #[arg(long)]
+        wait: bool,
     },
     /// A case: its status, steps, results and open incidents.
     Show { id: String },
@@ -98,12 +101,18 @@ pub async fn cases(client: &Client, command: CasesCommand) -> Result<(), ClientE
             version,
             input,
             idempotency_key,
+            wait,
         } => {
             let body =
                 json!({"workflow": workflow, "version": version, "input": read_json(&input)?});
-            let case = client
+            let mut case = client
                 .post("/v1/cases", &body, idempotency_key.as_deref())
                 .await?;
+            // Each read waits up to 30 s on the server: no polling, whatever the case takes.
+            while wait && case["status"] == "running" {
+                let path = format!("/v1/cases/{}", cell(&case["id"]));
+                case = client.get(&path, &[("wait", "30s".to_owned())]).await?;
+            }
             print(client.json, &case, show);
         }
         CasesCommand::Show { id } => {

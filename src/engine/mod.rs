@@ -14,6 +14,7 @@ mod locks;
 mod overhead;
 mod timers;
 mod trial;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -165,6 +166,8 @@ pub struct Engine<S> {
     overhead: Overhead,
     metrics: Arc<Metrics>,
     traces: Arc<Traces>,
+    /// Who waits for which case to end.
+    watchers: Arc<watch::Watchers>,
 }
 
 impl<S: Store + Clone> Engine<S> {
@@ -175,9 +178,11 @@ impl<S: Store + Clone> Engine<S> {
         registry: Arc<Registry<S>>,
         (version, defs): (u64, Definitions),
         config: Config,
-        hooks: Vec<Arc<dyn Hook>>,
+        mut hooks: Vec<Arc<dyn Hook>>,
         (metrics, traces): (Arc<Metrics>, Arc<Traces>),
     ) -> Arc<Engine<S>> {
+        let watchers = Arc::new(watch::Watchers::default());
+        hooks.push(watchers.clone());
         Arc::new(Engine {
             store,
             node: uuid::Uuid::new_v4().to_string(),
@@ -205,6 +210,7 @@ impl<S: Store + Clone> Engine<S> {
             overhead: Overhead::default(),
             metrics,
             traces,
+            watchers,
         })
     }
 

@@ -467,3 +467,48 @@ async fn an_overlong_business_key_is_refused_naming_the_key() {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("`dossier` is 300 bytes"), "{message}");
 }
+
+#[tokio::test]
+async fn a_read_with_wait_answers_when_the_case_ends() {
+    let server = Server::start_on(BACKEND);
+    let mut input = birth_input("GCS-WAIT");
+    input["household_head_personal_id"] = json!(support::MANUAL_HEAD);
+    let id = server.start_case("birth-registration", input).await;
+    // While the household head has not consented, a short wait ends with the case running.
+    let case = server.get(&format!("/v1/cases/{id}?wait=1s")).await;
+    assert_eq!(case["status"], "running", "{case:#}");
+    // A long wait is answered by the end, not by the clock.
+    let waiting = {
+        let (http, url) = (server.http.clone(), server.url.clone());
+        let id = id.clone();
+        tokio::spawn(async move {
+            support::fetch(&http, &format!("{url}/v1/cases/{id}?wait=60s")).await
+        })
+    };
+    loop {
+        let case = server.get(&format!("/v1/cases/{id}")).await;
+        if case["steps"]["residence"]["status"] == "awaiting_callback" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    support::grant_consent(&server.http, &server.agencies["police"]).await;
+    let ended = tokio::time::timeout(BOUND, waiting).await.unwrap().unwrap();
+    assert_eq!(ended["status"], "completed", "{ended:#}");
+    // A wait that is not a duration, or too long, is the client's mistake.
+    for wait in ["soon", "10m"] {
+        let (status, body) = server
+            .call(
+                Some(&server.admin),
+                reqwest::Method::GET,
+                &format!("/v1/cases/{id}?wait={wait}"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (400, &json!("invalid_query")),
+            "{wait}"
+        );
+    }
+}
