@@ -141,7 +141,12 @@ async fn an_operator_settles_a_held_case_from_the_command_line() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let history = ok(&cli(&server, &operator, &["cases", "history", &id]));
-    assert!(history.contains("operator_action"), "{history}");
+    assert!(history.contains("operator action"), "{history}");
+    // Times to the millisecond, with their zone: parallel branches can be told apart.
+    assert!(
+        history.contains(".") && history.contains("+07:00"),
+        "{history}"
+    );
     assert!(
         history.contains("the family registers in person"),
         "{history}"

@@ -79,4 +79,17 @@ async fn a_callback_that_never_comes_opens_a_deadline_incident_and_a_late_one_st
         .filter(|e| e["type"] == "incident_opened" && e["reason"] == "deadline_missed")
         .count();
     assert_eq!(missed, 2, "{history:#}");
+    // The history says the incidents closed, and what the callback brought.
+    let events = history["events"].as_array().unwrap();
+    let closed = events
+        .iter()
+        .filter(|e| e["type"] == "incident_closed" && e["reason"] == "deadline_missed")
+        .count();
+    assert_eq!(closed, 2, "{history:#}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "callback_received" && e["result"] == "succeeded"),
+        "{history:#}"
+    );
 }

@@ -506,6 +506,9 @@ pub enum EventKind {
     },
     CallbackReceived {
         step: String,
+        /// What the agency said: `succeeded`, `rejected`, or `not understood`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<String>,
     },
     PollAnswered {
         step: String,
@@ -526,6 +529,13 @@ pub enum EventKind {
         step: Option<String>,
         reason: IncidentReason,
         message: String,
+    },
+    /// An open incident closed: the step it concerned moved on (an answer, a retry, a skip),
+    /// or the case ended.
+    IncidentClosed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        reason: IncidentReason,
     },
     /// A person acted on the case: who, why, and what they supplied.
     OperatorAction {

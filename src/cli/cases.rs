@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::client::{Client, ClientError, read_json};
-use super::table::{age, cell, clip, print, table, time};
+use super::table::{age, cell, clip, http_status, precise_time, print, table, time};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum CasesCommand {
@@ -310,10 +310,12 @@ fn events(history: &Value) -> String {
                     "action",
                     "by",
                     "reason",
+                    "result",
                     "reason_code",
                     "message",
                     "error",
                     "status",
+                    "retry_at",
                     "attempt",
                     "idempotency_key",
                 ];
@@ -322,17 +324,22 @@ fn events(history: &Value) -> String {
                     .sort_by_key(|(k, _)| first.iter().position(|f| f == k).unwrap_or(first.len()));
                 pairs
                     .iter()
-                    .map(|(k, v)| format!("{k}={}", cell(v)))
+                    .map(|(k, v)| match k.as_str() {
+                        "status" => format!("status={}", http_status(v)),
+                        "retry_at" => format!("retry_at={}", precise_time(v)),
+                        _ => format!("{k}={}", cell(v)),
+                    })
                     .collect::<Vec<_>>()
                     .join(" ")
             })
             .unwrap_or_default();
+        // Whole: a history is read for its details (when a retry is due, what the agency said).
         t.add_row([
             cell(&e["seq"]),
-            time(&e["at"]),
-            cell(&e["type"]),
+            precise_time(&e["at"]),
+            cell(&e["type"]).replace('_', " "),
             cell(&e["step"]),
-            clip(&detail, 110),
+            detail,
         ]);
     }
     t.to_string()

@@ -51,6 +51,31 @@ pub fn time(v: &Value) -> String {
     }
 }
 
+/// A timestamp to the millisecond with its zone, in Vietnam's time: what a history needs to
+/// show which of two parallel branches moved first.
+pub fn precise_time(v: &Value) -> String {
+    match v.as_str().and_then(|s| s.parse::<Timestamp>().ok()) {
+        Some(t) => t
+            .to_zoned(crate::calendar::vietnam_time())
+            .strftime("%Y-%m-%d %H:%M:%S%.3f %:z")
+            .to_string(),
+        None => cell(v),
+    }
+}
+
+/// An HTTP status as an operator reads it: `503 Service Unavailable`.
+pub fn http_status(v: &Value) -> String {
+    let words = v
+        .as_u64()
+        .and_then(|n| u16::try_from(n).ok())
+        .and_then(|n| reqwest::StatusCode::from_u16(n).ok())
+        .and_then(|s| s.canonical_reason());
+    match words {
+        Some(words) => format!("{} {words}", cell(v)),
+        None => cell(v),
+    }
+}
+
 /// How long ago a timestamp was: `3d 4h`, `2h 5m`, `40s`.
 pub fn age(v: &Value, now: Timestamp) -> String {
     let Some(t) = v.as_str().and_then(|s| s.parse::<Timestamp>().ok()) else {
@@ -111,6 +136,16 @@ mod tests {
         assert_eq!(age(&json!("2026-11-23T09:55:00Z"), now), "2h 5m");
         assert_eq!(age(&json!("2026-11-20T08:00:00Z"), now), "3d 4h");
         assert_eq!(clip("abcdef", 4), "abc…");
+    }
+
+    #[test]
+    fn a_history_shows_milliseconds_with_the_zone_and_statuses_in_words() {
+        assert_eq!(
+            precise_time(&json!("2026-11-30T03:00:00.123456Z")),
+            "2026-11-30 10:00:00.123 +07:00"
+        );
+        assert_eq!(http_status(&json!(503)), "503 Service Unavailable");
+        assert_eq!(http_status(&json!(299)), "299");
     }
 
     #[test]

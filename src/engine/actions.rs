@@ -419,7 +419,7 @@ impl<S: Store + Clone> Engine<S> {
         change.case.status = CaseStatus::Cancelled;
         change.case.reason = Some(why.clone());
         change.case.finished_at = Some(now);
-        change.case.incidents.clear();
+        change.close_incidents(|_| true);
         change.clear_timer(TimerKind::CaseDeadline);
         change.event(EventKind::CaseFinished {
             status: CaseStatus::Cancelled,

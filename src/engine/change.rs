@@ -102,9 +102,7 @@ impl Change {
         for kind in step_timers(step) {
             self.clear_timer(kind);
         }
-        self.case
-            .incidents
-            .retain(|i| i.step.as_deref() != Some(step));
+        self.close_incidents(|i| i.step.as_deref() == Some(step));
     }
 
     /// Closes the open incidents of a step whose reason passes `which`.
@@ -113,9 +111,22 @@ impl Change {
         step: &str,
         which: impl Fn(IncidentReason) -> bool,
     ) {
-        self.case
-            .incidents
-            .retain(|i| i.step.as_deref() != Some(step) || !which(i.reason));
+        self.close_incidents(|i| i.step.as_deref() == Some(step) && which(i.reason));
+    }
+
+    /// Closes every open incident that `which` picks, each with an event in the history.
+    pub(super) fn close_incidents(&mut self, which: impl Fn(&Incident) -> bool) {
+        let (closed, open): (Vec<Incident>, Vec<Incident>) =
+            std::mem::take(&mut self.case.incidents)
+                .into_iter()
+                .partition(|i| which(i));
+        self.case.incidents = open;
+        for i in closed {
+            self.event(EventKind::IncidentClosed {
+                step: i.step,
+                reason: i.reason,
+            });
+        }
     }
 
     /// Clears the case's timer of this kind, if it has one: one set earlier in this change is

@@ -171,7 +171,7 @@ impl Decider {
         change.case.status = status;
         change.case.reason = reason.clone();
         change.case.finished_at = Some(change.now);
-        change.case.incidents.clear();
+        change.close_incidents(|_| true);
         change.clear_timer(TimerKind::CaseDeadline);
         change.event(EventKind::CaseFinished { status, reason });
     }
@@ -566,6 +566,7 @@ impl Decider {
             Ok(Decision::Success(output)) => {
                 change.event(EventKind::CallbackReceived {
                     step: step_id.into(),
+                    result: Some("succeeded".to_owned()),
                 });
                 let problems = step.adapter.output.violations(&output);
                 if problems.is_empty() {
@@ -589,6 +590,7 @@ impl Decider {
             }) => {
                 change.event(EventKind::CallbackReceived {
                     step: step_id.into(),
+                    result: Some("rejected".to_owned()),
                 });
                 self.reject(step, change, reason_code, message);
                 CallbackAck::Recorded
@@ -596,6 +598,7 @@ impl Decider {
             Ok(Decision::NoMatch) | Err(_) => {
                 change.event(EventKind::CallbackReceived {
                     step: step_id.into(),
+                    result: Some("not understood".to_owned()),
                 });
                 let detail = match decision {
                     Err(e) => e.to_string(),

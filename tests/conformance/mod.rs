@@ -121,7 +121,10 @@ fn event(seq: u64, kind: EventKind) -> Event {
 fn callbacks(case: CaseId, seqs: std::ops::Range<u64>) -> Vec<(CaseId, Event)> {
     seqs.map(|seq| {
         let step = format!("s{seq}");
-        (case, event(seq, EventKind::CallbackReceived { step }))
+        (
+            case,
+            event(seq, EventKind::CallbackReceived { step, result: None }),
+        )
     })
     .collect()
 }
@@ -202,7 +205,13 @@ pub async fn appends_and_reads_history_in_order<S: Store>(store: &S) {
     tx.events.extend(callbacks(c.id, 0..5));
     tx.events.push((
         other.id,
-        event(0, EventKind::CallbackReceived { step: "o".into() }),
+        event(
+            0,
+            EventKind::CallbackReceived {
+                step: "o".into(),
+                result: None,
+            },
+        ),
     ));
     store.commit(&tx).await.unwrap();
     let all = store.history(c.id, 0, 100).await.unwrap();
@@ -235,7 +244,10 @@ pub async fn appends_and_reads_history_in_order<S: Store>(store: &S) {
     let last = store.history(c.id, 7, 10).await.unwrap();
     assert_eq!(
         last[0].kind,
-        EventKind::CallbackReceived { step: "s7".into() }
+        EventKind::CallbackReceived {
+            step: "s7".into(),
+            result: None,
+        }
     );
     assert_eq!(store.history(other.id, 0, 100).await.unwrap().len(), 1);
 }
@@ -989,6 +1001,7 @@ pub async fn concurrent_writers_of_one_case_each_win_once_or_are_told_to_retry<S
                 tx.events = callbacks(case.id, seq..seq + 1);
                 tx.events[0].1.kind = EventKind::CallbackReceived {
                     step: format!("writer-{w}"),
+                    result: None,
                 };
                 match store.commit(&tx).await {
                     Ok(()) => return lost,
@@ -1005,7 +1018,7 @@ pub async fn concurrent_writers_of_one_case_each_win_once_or_are_told_to_retry<S
     let mut writers: Vec<String> = history
         .iter()
         .map(|e| match &e.kind {
-            EventKind::CallbackReceived { step } => step.clone(),
+            EventKind::CallbackReceived { step, .. } => step.clone(),
             other => panic!("{other:?}"),
         })
         .collect();

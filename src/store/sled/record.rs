@@ -131,6 +131,7 @@ mod tests {
             at: Timestamp::UNIX_EPOCH,
             kind: EventKind::CallbackReceived {
                 step: format!("s{seq}"),
+                result: None,
             },
         }
     }
