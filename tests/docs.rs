@@ -133,3 +133,21 @@ fn the_openapi_document_is_the_one_the_code_generates() {
         "docs/openapi.json is stale: regenerate it with `cargo run -- openapi > docs/openapi.json`"
     );
 }
+
+#[test]
+fn every_reference_in_the_openapi_document_resolves() {
+    let text = civicflow::api::openapi_json();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("\"#/components/schemas/") {
+        let name_start = at + "\"#/components/schemas/".len();
+        let len = rest[name_start..].find('"').unwrap();
+        let name = &rest[name_start..name_start + len];
+        assert!(
+            schemas.contains_key(name),
+            "docs/openapi.json refers to `{name}`, which it does not define"
+        );
+        rest = &rest[name_start + len..];
+    }
+}

@@ -27,7 +27,12 @@ use crate::store::query::{IncidentRow, Listing};
         registry::publish_workflow, registry::list_workflows, registry::changes, registry::test_adapter,
         registry::show_adapter,
     ),
-    components(schemas(error::ErrorBody, Listing<IncidentRow>)),
+    components(schemas(
+        error::ErrorBody,
+        Listing<IncidentRow>,
+        operators::ActionName,
+        cases::ListOrder,
+    )),
     modifiers(&Bearer),
     security(("bearer" = [])),
 )]
