@@ -400,3 +400,47 @@ async fn an_oversized_or_malformed_body_is_a_clear_4xx() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "invalid_query");
 }
+
+/// The OpenAPI document's schema `name`, as a JSON Schema whose references resolve in the
+/// document.
+fn openapi_schema(name: &str) -> jsonschema::Validator {
+    let doc: Value = serde_json::from_str(&civicflow::api::openapi_json()).unwrap();
+    let schema = json!({
+        "$ref": format!("#/components/schemas/{name}"),
+        "components": doc["components"],
+    });
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+#[tokio::test]
+async fn case_and_history_answers_match_their_openapi_schemas() {
+    let server = Server::start();
+    let id = server
+        .start_case("birth-registration", support::birth_input("SCHEMA-1"))
+        .await;
+    let case = server
+        .settled(&id, std::time::Duration::from_secs(60))
+        .await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    let operator = server.token("operator").await;
+    let (_, masked) = server
+        .call(
+            Some(&operator),
+            Method::GET,
+            &format!("/v1/cases/{id}"),
+            None,
+        )
+        .await;
+    let history = server.get(&format!("/v1/cases/{id}/history")).await;
+    for (name, answer) in [
+        ("CaseView", &case),
+        ("CaseView", &masked),
+        ("HistoryView", &history),
+    ] {
+        let errors: Vec<String> = openapi_schema(name)
+            .iter_errors(answer)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{name}: {errors:#?}\n{answer:#}");
+    }
+}

@@ -6,7 +6,10 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
@@ -14,7 +17,7 @@ use super::auth::Caller;
 use super::{ApiError, AppState, ErrorBody};
 use crate::auth::Operation;
 use crate::case::masking::mask;
-use crate::case::{Case, CaseId, CaseStatus};
+use crate::case::{Case, CaseId, CaseStatus, Event, Incident, Rejection, StepStatus};
 use crate::engine::StartError;
 use crate::store::query::{self, CaseFilter, QueryError};
 use crate::store::{Order, Store};
@@ -40,8 +43,8 @@ pub struct StartRequest {
         ("traceparent" = Option<String>, Header, description = "The portal's W3C trace context: kept on the case, whose trace links to it"),
     ),
     responses(
-        (status = 201, description = "The case, started", body = Object),
-        (status = 200, description = "The case this Idempotency-Key started before", body = Object),
+        (status = 201, description = "The case, started", body = CaseView),
+        (status = 200, description = "The case this Idempotency-Key started before", body = CaseView),
         (status = 404, description = "No such workflow", body = ErrorBody),
         (status = 409, description = "The key was used with another body", body = ErrorBody),
         (status = 422, description = "The input breaks the workflow's input schema; every field named", body = ErrorBody),
@@ -135,7 +138,7 @@ pub struct ShowQuery {
 #[utoipa::path(get, path = "/v1/cases/{id}", tag = "portal",
     params(("id" = String, Path, description = "Case id"), ShowQuery),
     responses(
-        (status = 200, description = "The case (personal data masked for roles without unmasked access)", body = Object),
+        (status = 200, description = "The case (personal data masked for roles without unmasked access)", body = CaseView),
         (status = 400, description = "A wait that is not a duration or is longer than 60s", body = ErrorBody),
         (status = 404, description = "No such case", body = ErrorBody),
     ))]
@@ -266,7 +269,7 @@ pub async fn list<S: Store + Clone>(
 #[utoipa::path(get, path = "/v1/cases/{id}/history", tag = "operators",
     params(("id" = String, Path, description = "Case id")),
     responses(
-        (status = 200, description = "`case_id` and `events`", body = Object),
+        (status = 200, description = "The case's events, oldest first (personal data masked for roles without unmasked access)", body = HistoryView),
         (status = 404, description = "No such case", body = ErrorBody),
     ))]
 pub async fn history<S: Store + Clone>(
@@ -282,13 +285,15 @@ pub async fn history<S: Store + Clone>(
     if events.is_empty() {
         return Err(unknown_case(id));
     }
-    let events = json!(events);
-    let events = if caller.0.role.allows(Operation::Unmasked) {
+    let history = json!(HistoryView {
+        case_id: id,
         events
+    });
+    Ok(Json(if caller.0.role.allows(Operation::Unmasked) {
+        history
     } else {
-        mask(&events)
-    };
-    Ok(Json(json!({"case_id": id, "events": events})))
+        mask(&history)
+    }))
 }
 
 fn business_keys(case: &Case, unmasked: bool) -> Value {
@@ -321,50 +326,110 @@ fn summary(case: &Case, unmasked: bool) -> Value {
     })
 }
 
+/// A case as the API shows it: no callback secrets, no bookkeeping.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CaseView {
+    #[schema(value_type = String, format = Uuid)]
+    id: CaseId,
+    workflow: String,
+    version: u32,
+    status: CaseStatus,
+    /// Why the case ended as it did (a refusal, a cancellation).
+    reason: Option<String>,
+    /// The portal's dossier.
+    #[schema(value_type = Object)]
+    input: Value,
+    /// Each business key (a citizen's ID, the dossier number) and its value.
+    business_keys: BTreeMap<String, String>,
+    #[schema(value_type = String, format = DateTime)]
+    started_at: Timestamp,
+    /// The case's statutory due time.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    due_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    finished_at: Option<Timestamp>,
+    steps: BTreeMap<String, StepView>,
+    /// Open incidents: what needs a person.
+    incidents: Vec<Incident>,
+}
+
+/// One step of a case as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepView {
+    status: StepStatus,
+    /// `agency/name@version`.
+    adapter: String,
+    agency: String,
+    revision: u32,
+    /// Attempts made in this revision.
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    started_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    finished_at: Option<Timestamp>,
+    /// The step's statutory due time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    due_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    output: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejection: Option<Rejection>,
+    /// The last failure, as the agency or the network gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// Why the step was skipped or stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+/// A case's history as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryView {
+    #[schema(value_type = String, format = Uuid)]
+    case_id: CaseId,
+    events: Vec<Event>,
+}
+
 /// A case as a reader sees it: no callback secrets; personal data masked unless `unmasked`.
 pub fn view(case: &Case, unmasked: bool) -> Value {
-    let steps: Map<String, Value> = case
+    let steps = case
         .steps
         .iter()
         .map(|(id, s)| {
-            let mut v = json!({
-                "status": s.status.as_str(),
-                "adapter": s.adapter,
-                "agency": s.agency,
-                "revision": s.revision,
-                "attempts": s.attempt,
-            });
-            let fields = [
-                ("started_at", s.started_at.map(|t| json!(t))),
-                ("finished_at", s.finished_at.map(|t| json!(t))),
-                ("due_at", s.due_at.map(|t| json!(t))),
-                ("output", s.output.clone()),
-                ("rejection", s.rejection.as_ref().map(|r| json!(r))),
-                ("error", s.error.as_ref().map(|e| json!(e))),
-                ("note", s.note.as_ref().map(|n| json!(n))),
-            ];
-            for (k, value) in fields {
-                if let Some(value) = value {
-                    v[k] = value;
-                }
-            }
-            (id.clone(), v)
+            let step = StepView {
+                status: s.status,
+                adapter: s.adapter.clone(),
+                agency: s.agency.clone(),
+                revision: s.revision,
+                attempts: s.attempt,
+                started_at: s.started_at,
+                finished_at: s.finished_at,
+                due_at: s.due_at,
+                output: s.output.clone(),
+                rejection: s.rejection.clone(),
+                error: s.error.clone(),
+                note: s.note.clone(),
+            };
+            (id.clone(), step)
         })
         .collect();
-    let v = json!({
-        "id": case.id,
-        "workflow": case.workflow,
-        "version": case.version,
-        "status": case.status.as_str(),
-        "reason": case.reason,
-        "input": case.input,
-        "started_at": case.started_at,
-        "due_at": case.due_at,
-        "finished_at": case.finished_at,
-        "steps": steps,
-        "incidents": case.incidents,
+    let v = json!(CaseView {
+        id: case.id,
+        workflow: case.workflow.clone(),
+        version: case.version,
+        status: case.status,
+        reason: case.reason.clone(),
+        input: case.input.clone(),
+        business_keys: case.business_keys.clone(),
+        started_at: case.started_at,
+        due_at: case.due_at,
+        finished_at: case.finished_at,
+        steps,
+        incidents: case.incidents.clone(),
     });
-    let mut v = if unmasked { v } else { mask(&v) };
-    v["business_keys"] = business_keys(case, unmasked);
-    v
+    if unmasked { v } else { mask(&v) }
 }
