@@ -1,5 +1,5 @@
-//! Authentication and rate limits at the door: every request but the health check presents a
-//! bearer token; the token's role decides what it may do, and each token has its own request
+//! Authentication and rate limits at the door: every request but the health check and the OpenAPI
+//! document presents a bearer token; the token's role decides what it may do, and each token has its own request
 //! budget, so one misbehaving caller cannot starve the others. Requests without a valid token
 //! share a budget per client address.
 

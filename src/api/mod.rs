@@ -1,7 +1,8 @@
 //! The HTTP API (axum): the portal starts and reads cases, operators find incidents and act,
-//! agencies post callbacks, admins manage tokens. Every request but the health check is
-//! authenticated ([`auth`]), and every error is JSON with a stable `code`, a `message` and, for
-//! validation, the offending `fields`; a client's mistake is never a 500.
+//! agencies post callbacks, admins manage tokens. Every request but the health check and the
+//! OpenAPI document (`/v1/openapi.json`) is authenticated ([`auth`]), and every error is JSON
+//! with a stable `code`, a `message` and, for validation, the offending `fields`; a client's
+//! mistake is never a 500.
 
 mod auth;
 mod callbacks;
@@ -73,6 +74,7 @@ pub fn router<S: Store + Clone>(
     };
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/cases", post(cases::start::<S>).get(cases::list::<S>))
         .route("/v1/cases/{id}", get(cases::show::<S>))
         .route("/v1/cases/{id}/history", get(cases::history::<S>))
@@ -176,6 +178,15 @@ fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<&str>, ApiE
     responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object)))]
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// The API's OpenAPI document, unauthenticated like the health check: what client generators
+/// and API testers (Schemathesis) read.
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        openapi_json(),
+    )
 }
 
 /// A record as the API shows it: serialized, less one field it never shows (a digest, a
