@@ -28,6 +28,8 @@ const PERSONAL: &[&str] = &[
     "deceased",
     "child",
     "bank_account",
+    // Whom an allowance is paid to: a citizen's ID.
+    "paid_to",
     // A case's business keys are citizens' IDs and dossier numbers, wherever they are shown
     // (a case, a case list, an incident list).
     "business_keys",
@@ -155,6 +157,15 @@ mod tests {
             mask_numbers("TLKS-00004-2026-000001"),
             "TLKS-00004-2026-000001"
         );
+    }
+
+    #[test]
+    fn whom_an_allowance_is_paid_to_is_masked() {
+        let output = json!({"amount_vnd": 23_400_000, "paid_to": "001190123456", "payment_method": "bank_transfer"});
+        let shown = mask(&output);
+        assert_eq!(shown["paid_to"], "**********56");
+        assert_eq!(shown["amount_vnd"], 23_400_000);
+        assert_eq!(shown["payment_method"], "bank_transfer");
     }
 
     #[test]

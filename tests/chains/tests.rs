@@ -96,8 +96,15 @@ async fn a_death_runs_deregistration_and_the_funeral_allowance_in_parallel() {
     let id = server.start_case("death-registration", input).await;
     let case = server.settled(&id, BOUND).await;
     assert_eq!(case["status"], "completed", "{case:#}");
+    assert_eq!(case["version"], 2, "new cases take the newest version");
     let allowance = &step(&case, "funeral_allowance")["output"];
     assert_eq!(allowance["amount_vnd"], 23_400_000, "{allowance}");
+    // Whom it is paid to, and how, as the agency decided.
+    assert!(
+        allowance["paid_to"].as_str().is_some_and(|p| p.len() == 12),
+        "{allowance}"
+    );
+    assert!(allowance["payment_method"].is_string(), "{allowance}");
     assert_eq!(step(&case, "deregistration")["status"], "succeeded");
 }
 
