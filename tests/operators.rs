@@ -526,3 +526,81 @@ async fn operators_see_personal_data_masked_and_supervisors_do_not() {
         (400, &json!("filter_required"))
     );
 }
+
+#[tokio::test]
+async fn what_the_definitions_mark_personal_is_masked_for_operators_and_nothing_else() {
+    let desk = Desk::open(Server::start()).await;
+    let birth = desk
+        .server
+        .start_case("birth-registration", birth_input("OPS-MARKS"))
+        .await;
+    let case = desk.wait_for(&birth, |c| c["status"] != "running").await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    let shown = desk
+        .get(&desk.operator, &format!("/v1/cases/{birth}"))
+        .await;
+    let card = &shown["steps"]["health_insurance"]["output"];
+    // Marked personal: the card code embeds the social-insurance number.
+    for field in ["card_code", "social_insurance_number"] {
+        let value = card[field].as_str().unwrap();
+        assert!(value.contains("****"), "{field}: {card:#}");
+    }
+    // Not marked: the hospital a card names, a commune code, the dossier number.
+    let plain = desk
+        .get(&desk.supervisor, &format!("/v1/cases/{birth}"))
+        .await;
+    assert_eq!(
+        card["initial_hospital"], plain["steps"]["health_insurance"]["output"]["initial_hospital"],
+        "{card:#}"
+    );
+    assert_eq!(shown["input"]["permanent_address"]["commune_code"], "00004");
+    assert_eq!(
+        shown["input"]["dossier_number"],
+        plain["input"]["dossier_number"]
+    );
+    assert_ne!(
+        shown["input"]["permanent_address"]["detail"],
+        plain["input"]["permanent_address"]["detail"]
+    );
+
+    // A death: the bank account the allowance is paid into, and whom it is paid to.
+    let death = desk
+        .server
+        .start_case(
+            "death-registration",
+            json!({
+                "dossier_number": "G01.123-DEATH-MARKS",
+                "requester_personal_id": "001190123456",
+                "deceased": {
+                    "personal_id": "001045333444",
+                    "full_name": "Lê Văn Thọ",
+                    "date_of_death": support::days_ago(2),
+                    "place_of_death": "Bệnh viện Bạch Mai"
+                },
+                "death_notice_number": "GBT-MARKS",
+                "last_address": {"commune_code": "00004", "detail": "5 Phố Kim Mã"},
+                "funeral_allowance": {
+                    "requested": true,
+                    "organizer": {"personal_id": "001190123456", "full_name": "Nguyễn Thị Lan", "relationship": "con dâu"},
+                    "payment": {"method": "bank_transfer", "bank_code": "VCB", "account_number": "0011001234567"}
+                },
+                "result_delivery": "online"
+            }),
+        )
+        .await;
+    let case = desk.wait_for(&death, |c| c["status"] != "running").await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    let shown = desk
+        .get(&desk.operator, &format!("/v1/cases/{death}"))
+        .await;
+    let payment = &shown["input"]["funeral_allowance"]["payment"];
+    assert_eq!(payment["account_number"], "***********67", "{payment}");
+    assert_eq!(payment["bank_code"], "VCB");
+    assert_eq!(payment["method"], "bank_transfer");
+    let allowance = &shown["steps"]["funeral_allowance"]["output"];
+    assert_eq!(allowance["paid_to"], "**********56", "{allowance}");
+    assert_eq!(allowance["amount_vnd"], 23_400_000);
+    let text = serde_json::to_string(&desk.history(&desk.operator, &death).await).unwrap();
+    assert!(!text.contains("0011001234567"), "{text}");
+    assert!(!text.contains("001045333444"), "{text}");
+}

@@ -16,11 +16,12 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Caller;
 use super::{ApiError, AppState, ErrorBody};
 use crate::auth::Operation;
-use crate::case::masking::mask;
+use crate::case::masking::{Personal, mask_all, mask_numbers, mask_prose, mask_text};
 use crate::case::{Case, CaseId, CaseStatus, Event, Incident, Rejection, StepStatus};
 use crate::engine::StartError;
 use crate::store::query::{self, CaseFilter, QueryError};
 use crate::store::{Order, Store};
+use crate::workflow::definition::Workflow;
 
 /// A case to start.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -98,7 +99,7 @@ pub async fn start<S: Store + Clone>(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(view(&case, true))).into_response())
+    Ok((status, Json(view(&case, Reader::Unmasked))).into_response())
 }
 
 pub fn parse_id(id: &str) -> Result<CaseId, ApiError> {
@@ -172,7 +173,7 @@ pub async fn show<S: Store + Clone>(
         .await
         .map_err(ApiError::internal)?;
     match found {
-        Some(case) => Ok(Json(view(&case, caller.0.role.allows(Operation::Unmasked)))),
+        Some(case) => Ok(Json(seen_by(&state, &caller, &case).await)),
         None => Err(unknown_case(id)),
     }
 }
@@ -285,15 +286,21 @@ pub async fn history<S: Store + Clone>(
     if events.is_empty() {
         return Err(unknown_case(id));
     }
-    let history = json!(HistoryView {
+    let unmasked = caller.0.role.allows(Operation::Unmasked);
+    let wf = match state.engine.case(id).await.map_err(ApiError::internal)? {
+        Some(case) if !unmasked => state.engine.workflow_of_case(&case).await,
+        _ => None,
+    };
+    let reader = if unmasked {
+        Reader::Unmasked
+    } else {
+        Reader::Masked(wf.as_deref())
+    };
+    let events = events.iter().map(|e| event_view(e, reader)).collect();
+    Ok(Json(json!(HistoryView {
         case_id: id,
         events
-    });
-    Ok(Json(if caller.0.role.allows(Operation::Unmasked) {
-        history
-    } else {
-        mask(&history)
-    }))
+    })))
 }
 
 fn business_keys(case: &Case, unmasked: bool) -> Value {
@@ -391,11 +398,59 @@ pub struct StepView {
 pub struct HistoryView {
     #[schema(value_type = String, format = Uuid)]
     case_id: CaseId,
-    events: Vec<Event>,
+    /// Oldest first, as the reader may see them.
+    #[schema(value_type = Vec<Event>)]
+    events: Vec<Value>,
 }
 
-/// A case as a reader sees it: no callback secrets; personal data masked unless `unmasked`.
-pub fn view(case: &Case, unmasked: bool) -> Value {
+/// How a reader sees a case's personal data.
+#[derive(Debug, Clone, Copy)]
+pub enum Reader<'a> {
+    /// A role that may see it (the portal, a supervisor).
+    Unmasked,
+    /// Masked as the case's workflow and adapters mark it; everything, if it is not loaded.
+    Masked(Option<&'a Workflow>),
+}
+
+impl Reader<'_> {
+    /// What the case's input holds, as this reader may see it.
+    fn input(&self, input: &Value) -> Value {
+        match self {
+            Reader::Unmasked => input.clone(),
+            Reader::Masked(Some(wf)) => wf.input.personal().mask(input),
+            Reader::Masked(None) => mask_all(input),
+        }
+    }
+
+    /// What step `step`'s output holds, as this reader may see it.
+    fn output(&self, step: &str, output: &Value) -> Value {
+        match self {
+            Reader::Unmasked => output.clone(),
+            Reader::Masked(wf) => wf
+                .and_then(|wf| wf.step(step))
+                .map_or_else(Personal::everything, |s| {
+                    s.adapter.output.personal().clone()
+                })
+                .mask(output),
+        }
+    }
+
+    /// Prose civicflow keeps, with its long numbers masked for a masked reader.
+    fn prose(&self, text: &str) -> String {
+        match self {
+            Reader::Unmasked => text.to_owned(),
+            Reader::Masked(_) => mask_numbers(text),
+        }
+    }
+
+    fn masks(&self) -> bool {
+        matches!(self, Reader::Masked(_))
+    }
+}
+
+/// A case as a reader sees it: no callback secrets; personal data masked for `reader`.
+pub fn view(case: &Case, reader: Reader<'_>) -> Value {
+    let prose = |t: &Option<String>| t.as_deref().map(|t| reader.prose(t));
     let steps = case
         .steps
         .iter()
@@ -409,27 +464,95 @@ pub fn view(case: &Case, unmasked: bool) -> Value {
                 started_at: s.started_at,
                 finished_at: s.finished_at,
                 due_at: s.due_at,
-                output: s.output.clone(),
-                rejection: s.rejection.clone(),
-                error: s.error.clone(),
-                note: s.note.clone(),
+                output: s.output.as_ref().map(|o| reader.output(id, o)),
+                rejection: s.rejection.as_ref().map(|r| Rejection {
+                    reason_code: r.reason_code.clone(),
+                    message: reader.prose(&r.message),
+                }),
+                error: prose(&s.error),
+                note: prose(&s.note),
             };
             (id.clone(), step)
         })
         .collect();
-    let v = json!(CaseView {
+    let business_keys = case
+        .business_keys
+        .iter()
+        .map(|(k, v)| {
+            let v = if reader.masks() {
+                mask_text(v)
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    let incidents = case
+        .incidents
+        .iter()
+        .map(|i| Incident {
+            message: reader.prose(&i.message),
+            ..i.clone()
+        })
+        .collect();
+    json!(CaseView {
         id: case.id,
         workflow: case.workflow.clone(),
         version: case.version,
         status: case.status,
-        reason: case.reason.clone(),
-        input: case.input.clone(),
-        business_keys: case.business_keys.clone(),
+        reason: prose(&case.reason),
+        input: reader.input(&case.input),
+        business_keys,
         started_at: case.started_at,
         due_at: case.due_at,
         finished_at: case.finished_at,
         steps,
-        incidents: case.incidents.clone(),
-    });
-    if unmasked { v } else { mask(&v) }
+        incidents,
+    })
+}
+
+/// An event of a case's history as `reader` sees it: a step's output and an operator's supplied
+/// data masked as the definitions mark them, prose with its long numbers masked.
+fn event_view(event: &Event, reader: Reader<'_>) -> Value {
+    let mut v = json!(event);
+    if !reader.masks() {
+        return v;
+    }
+    let step = v["step"].as_str().unwrap_or_default().to_owned();
+    if let Some(fields) = v.as_object_mut() {
+        for (key, value) in fields.iter_mut() {
+            *value = match key.as_str() {
+                "message" | "error" | "reason" | "note" => mask_prose(value),
+                "output" => reader.output(&step, value),
+                "details" => match value.as_object() {
+                    Some(details) => Value::Object(
+                        details
+                            .iter()
+                            .map(|(k, d)| {
+                                let d = match k.as_str() {
+                                    "input" | "previous_input" => reader.input(d),
+                                    "output" => reader.output(&step, d),
+                                    _ => d.clone(),
+                                };
+                                (k.clone(), d)
+                            })
+                            .collect(),
+                    ),
+                    None => value.clone(),
+                },
+                _ => continue,
+            };
+        }
+    }
+    v
+}
+
+/// `case` as `caller` may see it: masked by its definitions unless the role may see personal
+/// data.
+pub async fn seen_by<S: Store + Clone>(state: &AppState<S>, caller: &Caller, case: &Case) -> Value {
+    if caller.0.role.allows(Operation::Unmasked) {
+        return view(case, Reader::Unmasked);
+    }
+    let wf = state.engine.workflow_of_case(case).await;
+    view(case, Reader::Masked(wf.as_deref()))
 }

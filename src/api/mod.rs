@@ -29,7 +29,7 @@ use crate::registry::Registry;
 use crate::store::Store;
 use crate::webhooks::{Feed, Targets};
 pub use auth::Limits;
-pub use cases::view;
+pub use cases::{Reader, view};
 pub use error::{ApiError, ErrorBody};
 pub use openapi::openapi_json;
 

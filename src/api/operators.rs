@@ -13,11 +13,11 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
-use super::cases::{ListOrder, parse_id, query_error, unknown_case, view};
+use super::cases::{ListOrder, parse_id, query_error, seen_by, unknown_case};
 use super::{ApiError, AppState, ErrorBody};
 use crate::auth::Operation;
 use crate::case::IncidentReason;
-use crate::case::masking::mask;
+use crate::case::masking::{mask_all, mask_prose};
 use crate::engine::{Action, ActionError};
 use crate::store::query::{self, IncidentFilter, MAX_PAGE};
 use crate::store::query::{IncidentRow, Listing};
@@ -108,12 +108,14 @@ pub async fn incidents<S: Store + Clone>(
     .map_err(query_error)?;
     // An incident's message quotes the agency, which may quote a citizen's number: masked as
     // in the case view for roles that may not see it.
-    let page = json!(page);
-    Ok(Json(if caller.0.role.allows(Operation::Unmasked) {
-        page
-    } else {
-        mask(&page)
-    }))
+    let mut page = json!(page);
+    if !caller.0.role.allows(Operation::Unmasked) {
+        for row in page["items"].as_array_mut().into_iter().flatten() {
+            row["message"] = mask_prose(&row["message"]);
+            row["business_keys"] = mask_all(&row["business_keys"]);
+        }
+    }
+    Ok(Json(page))
 }
 
 /// An operator's action on a case.
@@ -262,7 +264,7 @@ pub async fn act<S: Store + Clone>(
         .act(id, action, &caller.0.actor(), &why)
         .await
         .map_err(action_error)?;
-    Ok(Json(view(&case, caller.0.role.allows(Operation::Unmasked))))
+    Ok(Json(seen_by(&state, &caller, &case).await))
 }
 
 /// A retry of every step an incident filter matches.

@@ -1,73 +1,119 @@
 //! Personal data, masked for readers whose role does not allow it (operators see that a
-//! citizen's ID is there and how it ends, not the ID). What counts as personal is decided by
-//! field name, so it holds for every workflow and agency without each declaring it: names,
-//! personal and document numbers, dates and places of birth and death, addresses, contacts.
-//! A personal field that holds an object (a mother, an address) is masked whole.
+//! citizen's ID is there and how it ends, not the ID).
+//!
+//! What is personal is said by the definitions, not guessed from field names: a property of a
+//! workflow's input schema or of an adapter's output schema marked `x-personal: true` is
+//! personal, with everything it holds ([`Personal`]). So an account number or a card code that
+//! embeds a citizen's number is masked because its definition says so, and a hospital's name is
+//! shown because nothing says it is personal. What civicflow itself writes in prose (an agency's
+//! message, an error, an operator's reason) is masked where it quotes a long number
+//! ([`mask_numbers`]); business keys, citizens' IDs and dossier numbers, are always masked.
+
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-/// Field names that are personal wherever they appear.
-const PERSONAL: &[&str] = &[
-    "full_name",
-    "name",
-    "date_of_birth",
-    "date_of_death",
-    "place_of_birth",
-    "place_of_death",
-    "home_town",
-    "passport_number",
-    "birth_certificate_number",
-    "death_certificate_number",
-    "address",
-    "permanent_address",
-    "detail",
-    "phone",
-    "email",
-    "mother",
-    "father",
-    "deceased",
-    "child",
-    "bank_account",
-    // Whom an allowance is paid to: a citizen's ID.
-    "paid_to",
-    // A case's business keys are citizens' IDs and dossier numbers, wherever they are shown
-    // (a case, a case list, an incident list).
-    "business_keys",
-];
-
-/// Whether a field of this name holds personal data: one of [`PERSONAL`], or any personal ID
-/// (`personal_id`, `requester_personal_id`, …).
-pub fn is_personal(field: &str) -> bool {
-    PERSONAL.contains(&field) || field.ends_with("personal_id")
+/// Where a value's personal parts are, as its JSON Schema marks them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Personal {
+    /// The whole value is personal.
+    whole: bool,
+    /// Properties with personal parts.
+    fields: BTreeMap<String, Personal>,
+    /// Every item of an array (`items`), or every other property (`additionalProperties`).
+    items: Option<Box<Personal>>,
 }
 
-/// `value` with every personal field masked.
-pub fn mask(value: &Value) -> Value {
-    masked(value, false)
+/// The keyword that marks a property personal.
+pub const MARK: &str = "x-personal";
+
+impl Personal {
+    /// Everything personal: what a value whose definition is not loaded is taken to be.
+    pub fn everything() -> Personal {
+        Personal {
+            whole: true,
+            ..Personal::default()
+        }
+    }
+
+    /// The personal parts a JSON Schema marks with [`MARK`], at any depth of `properties`,
+    /// `items` and `additionalProperties`.
+    pub fn of_schema(schema: &Value) -> Personal {
+        let whole = schema.get(MARK).and_then(Value::as_bool) == Some(true);
+        let fields = schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|props| {
+                props
+                    .iter()
+                    .map(|(k, s)| (k.clone(), Personal::of_schema(s)))
+                    .filter(|(_, p)| !p.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let items = ["items", "additionalProperties"]
+            .into_iter()
+            .filter_map(|k| schema.get(k).filter(|s| s.is_object()))
+            .map(Personal::of_schema)
+            .find(|p| !p.is_empty())
+            .map(Box::new);
+        Personal {
+            whole,
+            fields,
+            items,
+        }
+    }
+
+    /// Nothing in it is personal.
+    pub fn is_empty(&self) -> bool {
+        !self.whole && self.fields.is_empty() && self.items.is_none()
+    }
+
+    /// `value` with its personal parts masked.
+    pub fn mask(&self, value: &Value) -> Value {
+        if self.whole {
+            return mask_all(value);
+        }
+        match value {
+            Value::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| {
+                        let part = self.fields.get(k).or(self.items.as_deref());
+                        (k.clone(), part.map_or_else(|| v.clone(), |p| p.mask(v)))
+                    })
+                    .collect::<Map<String, Value>>(),
+            ),
+            Value::Array(items) => match &self.items {
+                Some(p) => Value::Array(items.iter().map(|v| p.mask(v)).collect()),
+                None => value.clone(),
+            },
+            other => other.clone(),
+        }
+    }
 }
 
-/// Fields of free text, where an agency may quote a personal number in prose.
-const PROSE: &[&str] = &["message", "error", "reason", "note"];
-
-fn masked(value: &Value, personal: bool) -> Value {
+/// `value` with everything in it masked: each text as [`mask_text`], each number as `***`.
+pub fn mask_all(value: &Value) -> Value {
     match value {
         Value::Object(fields) => Value::Object(
             fields
                 .iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        Value::String(s) if !personal && PROSE.contains(&k.as_str()) => {
-                            Value::String(mask_numbers(s))
-                        }
-                        _ => masked(v, personal || is_personal(k)),
-                    };
-                    (k.clone(), v)
-                })
-                .collect::<Map<String, Value>>(),
+                .map(|(k, v)| (k.clone(), mask_all(v)))
+                .collect(),
         ),
-        Value::Array(items) => Value::Array(items.iter().map(|v| masked(v, personal)).collect()),
-        Value::String(s) if personal => Value::String(mask_text(s)),
-        Value::Number(_) if personal => Value::String("***".to_owned()),
+        Value::Array(items) => Value::Array(items.iter().map(mask_all).collect()),
+        Value::String(s) => Value::String(mask_text(s)),
+        Value::Number(_) => Value::String("***".to_owned()),
+        other => other.clone(),
+    }
+}
+
+/// Prose civicflow keeps (a message, an error, a reason), with the long numbers it quotes
+/// masked: a string value through [`mask_numbers`], anything else as it is.
+pub fn mask_prose(value: &Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(mask_numbers(s)),
         other => other.clone(),
     }
 }
@@ -118,32 +164,56 @@ mod tests {
 
     use super::*;
 
+    fn card_schema() -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "card_code": {"type": "string", "x-personal": true},
+                "social_insurance_number": {"type": "string", "x-personal": true},
+                "initial_hospital": {
+                    "type": "object",
+                    "properties": {"code": {"type": "string"}, "name": {"type": "string"}}
+                },
+                "holders": {"type": "array", "items": {
+                    "type": "object",
+                    "properties": {"personal_id": {"type": "string", "x-personal": true}}
+                }},
+                "mother": {"type": "object", "x-personal": true}
+            }
+        })
+    }
+
     #[test]
-    fn personal_fields_are_masked_at_any_depth_and_others_kept() {
-        let input = json!({
-            "dossier_number": "HS-1",
-            "requester_personal_id": "001190123456",
-            "child": {"full_name": "Nguyễn Văn An", "sex": "male"},
-            "permanent_address": {"commune_code": "00001", "detail": "12 Hàng Bạc"},
-            "steps": [{"output": {"child_personal_id": "001026000001", "card_code": "TE1"}}],
-            "started_at": "2026-11-23T11:51:46.123456782Z",
-            "message": "the household head 001068777888 did not consent",
-        });
-        let out = mask(&input);
-        assert_eq!(out["dossier_number"], "HS-1");
-        assert_eq!(out["requester_personal_id"], "**********56");
-        assert_eq!(out["child"]["full_name"], "N************");
-        assert_eq!(out["child"]["sex"], "m***");
-        assert_eq!(out["permanent_address"]["commune_code"], "***01");
+    fn what_a_schema_marks_personal_is_masked_and_nothing_else() {
+        let personal = Personal::of_schema(&card_schema());
+        let shown = personal.mask(&json!({
+            "card_code": "TE1010105305039",
+            "social_insurance_number": "0105305039",
+            "initial_hospital": {"code": "01-015", "name": "Bệnh viện Xanh Pôn"},
+            "holders": [{"personal_id": "001190123456", "role": "mother"}],
+            "mother": {"full_name": "Nguyễn Thị Lan", "age": 30},
+            "valid_to": "2032-11-27"
+        }));
+        assert_eq!(shown["card_code"], "T**************");
+        assert_eq!(shown["social_insurance_number"], "********39");
+        assert_eq!(shown["initial_hospital"]["name"], "Bệnh viện Xanh Pôn");
+        assert_eq!(shown["initial_hospital"]["code"], "01-015");
+        assert_eq!(shown["holders"][0]["personal_id"], "**********56");
+        assert_eq!(shown["holders"][0]["role"], "mother");
+        assert_eq!(shown["mother"]["full_name"], "N*************");
+        assert_eq!(shown["mother"]["age"], "***");
+        assert_eq!(shown["valid_to"], "2032-11-27");
+    }
+
+    #[test]
+    fn a_schema_without_marks_masks_nothing_and_everything_masks_all() {
+        let none = Personal::of_schema(&json!({"type": "object"}));
+        assert!(none.is_empty());
+        let value = json!({"personal_id": "001190123456"});
+        assert_eq!(none.mask(&value), value);
         assert_eq!(
-            out["steps"][0]["output"]["child_personal_id"],
-            "**********01"
-        );
-        assert_eq!(out["steps"][0]["output"]["card_code"], "TE1");
-        assert_eq!(out["started_at"], "2026-11-23T11:51:46.123456782Z");
-        assert_eq!(
-            out["message"],
-            "the household head **********88 did not consent"
+            Personal::everything().mask(&value),
+            json!({"personal_id": "**********56"})
         );
     }
 
@@ -157,15 +227,6 @@ mod tests {
             mask_numbers("TLKS-00004-2026-000001"),
             "TLKS-00004-2026-000001"
         );
-    }
-
-    #[test]
-    fn whom_an_allowance_is_paid_to_is_masked() {
-        let output = json!({"amount_vnd": 23_400_000, "paid_to": "001190123456", "payment_method": "bank_transfer"});
-        let shown = mask(&output);
-        assert_eq!(shown["paid_to"], "**********56");
-        assert_eq!(shown["amount_vnd"], 23_400_000);
-        assert_eq!(shown["payment_method"], "bank_transfer");
     }
 
     #[test]

@@ -604,6 +604,12 @@ impl<S: Store + Clone> Engine<S> {
         }
     }
 
+    /// The workflow `case` runs, bound to the adapter versions it started with, if it is loaded
+    /// as the case knows it: what the API masks a case's data by.
+    pub async fn workflow_of_case(&self, case: &Case) -> Option<Arc<Workflow>> {
+        self.workflow_for(case).await.ok()
+    }
+
     /// The workflow a case runs; if it is not loaded, the definitions are loaded again first
     /// in case another node published it since.
     async fn workflow_for(&self, case: &Case) -> Result<Arc<Workflow>, MissingWorkflow> {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::case::masking::Personal;
 use crate::workflow::catalog::{self, Catalog};
 use crate::workflow::deadline::Deadline;
 use crate::workflow::diagnostic::Diagnostic;
@@ -97,6 +98,8 @@ impl Template {
 /// A JSON Schema ready to validate.
 pub struct Schema {
     validator: jsonschema::Validator,
+    /// What the schema marks personal (`x-personal`), for masking.
+    personal: Personal,
 }
 
 impl std::fmt::Debug for Schema {
@@ -119,8 +122,16 @@ impl Schema {
         jsonschema::options()
             .should_validate_formats(true)
             .build(&document)
-            .map(|validator| Schema { validator })
+            .map(|validator| Schema {
+                validator,
+                personal: Personal::of_schema(&document),
+            })
             .map_err(|e| e.to_string())
+    }
+
+    /// What the schema marks personal.
+    pub fn personal(&self) -> &Personal {
+        &self.personal
     }
 
     /// Every violation, not only the first.
