@@ -63,27 +63,43 @@ async fn sigterm_parks_a_call_in_flight_exits_0_and_the_restart_finishes_it_once
     assert_eq!(effects(&http, &civil_status, &id).await, vec![1]);
 }
 
-#[tokio::test]
-async fn a_case_whose_workflow_is_no_longer_loaded_gets_an_incident() {
+/// A birth case whose first attempt civil status refused (503), the server then killed: its
+/// retry timer comes due at the next start. The mocks (kept alive by the caller), the server's
+/// arguments, data directory and address, and the case id.
+async fn stopped_in_backoff(
+    certificate: &str,
+) -> (
+    civicflow_mocks::RunningMocks,
+    Vec<String>,
+    std::path::PathBuf,
+    String,
+    String,
+) {
     let (mocks, args) = mocks_in_test(6).await;
     let civil_status = mocks.agencies[0].base_url.clone();
-    let http = reqwest::Client::new();
     put_faults(
-        &http,
+        &reqwest::Client::new(),
         &civil_status,
         json!({"rates": {"unavailable": 1.0}, "retry_after_secs": 1}),
     )
     .await;
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let data = std::env::temp_dir().join(format!("civicflow-orphan-{}", uuid::Uuid::new_v4()));
+    let data = std::env::temp_dir().join(format!("civicflow-backoff-{}", uuid::Uuid::new_v4()));
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut server = Server::spawn(&data, &listen, &args);
+    let spawn_args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = Server::spawn(&data, &listen, &spawn_args);
     server.connect_mocks(&civil_status).await;
     let id = server
-        .start_case("birth-registration", birth_input("GCS-ORPHAN"))
+        .start_case("birth-registration", birth_input(certificate))
         .await;
     wait_for_event(&server, &id, "attempt_failed").await;
     server.kill();
+    (mocks, args, data, listen, id)
+}
+
+#[tokio::test]
+async fn a_case_whose_workflow_is_no_longer_loaded_gets_an_incident() {
+    let (_mocks, args, data, listen, id) = stopped_in_backoff("GCS-ORPHAN").await;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
     // The birth workflow's file is gone; its retry timer comes due on the next start.
     let workflows = workflows_copy(|_, text| text);
@@ -106,25 +122,8 @@ async fn a_case_whose_workflow_is_no_longer_loaded_gets_an_incident() {
 
 #[tokio::test]
 async fn a_workflow_file_changed_under_the_same_version_makes_an_incident_not_a_panic() {
-    let (mocks, args) = mocks_in_test(6).await;
-    let civil_status = mocks.agencies[0].base_url.clone();
-    let http = reqwest::Client::new();
-    put_faults(
-        &http,
-        &civil_status,
-        json!({"rates": {"unavailable": 1.0}, "retry_after_secs": 1}),
-    )
-    .await;
+    let (_mocks, args, data, listen, id) = stopped_in_backoff("GCS-EDITED").await;
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let data = std::env::temp_dir().join(format!("civicflow-edited-{}", uuid::Uuid::new_v4()));
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut server = Server::spawn(&data, &listen, &args);
-    server.connect_mocks(&civil_status).await;
-    let id = server
-        .start_case("birth-registration", birth_input("GCS-EDITED"))
-        .await;
-    wait_for_event(&server, &id, "attempt_failed").await;
-    server.kill();
 
     // Someone edits the shipped file in place: version 1, but a step renamed.
     let workflows = workflows_copy(|name, text| {

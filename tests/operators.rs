@@ -568,24 +568,7 @@ async fn what_the_definitions_mark_personal_is_masked_for_operators_and_nothing_
         .server
         .start_case(
             "death-registration",
-            json!({
-                "dossier_number": "G01.123-DEATH-MARKS",
-                "requester_personal_id": "001190123456",
-                "deceased": {
-                    "personal_id": "001045333444",
-                    "full_name": "Lê Văn Thọ",
-                    "date_of_death": support::days_ago(2),
-                    "place_of_death": "Bệnh viện Bạch Mai"
-                },
-                "death_notice_number": "GBT-MARKS",
-                "last_address": {"commune_code": "00004", "detail": "5 Phố Kim Mã"},
-                "funeral_allowance": {
-                    "requested": true,
-                    "organizer": {"personal_id": "001190123456", "full_name": "Nguyễn Thị Lan", "relationship": "con dâu"},
-                    "payment": {"method": "bank_transfer", "bank_code": "VCB", "account_number": "0011001234567"}
-                },
-                "result_delivery": "online"
-            }),
+            support::death_input("001045333444", "Lê Văn Thọ"),
         )
         .await;
     let case = desk.wait_for(&death, |c| c["status"] != "running").await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::BACKEND;
-use crate::support::{self, Server, birth_input, days_ago, workflows_copy};
+use crate::support::{self, Server, birth_input, death_input, workflows_copy};
 
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -64,29 +64,6 @@ async fn a_birth_runs_through_three_agencies() {
     assert_eq!(types.first(), Some(&"case_started"));
     assert_eq!(types.last(), Some(&"case_finished"));
     assert!(types.contains(&"callback_received"), "{types:?}");
-}
-
-/// A death dossier for a known citizen of commune 00004, the allowance asked by the mother of
-/// the mocks' known family.
-fn death_input(personal_id: &str, full_name: &str) -> Value {
-    json!({
-        "dossier_number": format!("G01.123-DEATH-{personal_id}"),
-        "requester_personal_id": "001190123456",
-        "deceased": {
-            "personal_id": personal_id,
-            "full_name": full_name,
-            "date_of_death": days_ago(2),
-            "place_of_death": "Bệnh viện Bạch Mai"
-        },
-        "death_notice_number": format!("GBT-{personal_id}"),
-        "last_address": {"commune_code": "00004", "detail": "5 Phố Kim Mã"},
-        "funeral_allowance": {
-            "requested": true,
-            "organizer": {"personal_id": "001190123456", "full_name": "Nguyễn Thị Lan", "relationship": "con dâu"},
-            "payment": {"method": "bank_transfer", "bank_code": "VCB", "account_number": "0011001234567"}
-        },
-        "result_delivery": "online"
-    })
 }
 
 #[tokio::test]

@@ -322,6 +322,29 @@ pub fn days_ago(days: i64) -> String {
         .to_string()
 }
 
+/// A death dossier for a known citizen of commune 00004, the allowance asked by the mother of
+/// the mocks' known family.
+pub fn death_input(personal_id: &str, full_name: &str) -> Value {
+    json!({
+        "dossier_number": format!("G01.123-DEATH-{personal_id}"),
+        "requester_personal_id": "001190123456",
+        "deceased": {
+            "personal_id": personal_id,
+            "full_name": full_name,
+            "date_of_death": days_ago(2),
+            "place_of_death": "Bệnh viện Bạch Mai"
+        },
+        "death_notice_number": format!("GBT-{personal_id}"),
+        "last_address": {"commune_code": "00004", "detail": "5 Phố Kim Mã"},
+        "funeral_allowance": {
+            "requested": true,
+            "organizer": {"personal_id": "001190123456", "full_name": "Nguyễn Thị Lan", "relationship": "con dâu"},
+            "payment": {"method": "bank_transfer", "bank_code": "VCB", "account_number": "0011001234567"}
+        },
+        "result_delivery": "online"
+    })
+}
+
 /// `serve`'s arguments for the mock agencies in its process (fast, on free ports), then `extra`.
 pub fn with_mocks<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["--with-mocks", "--mocks-port", "0", "--mocks-fast"];
