@@ -36,6 +36,9 @@ impl Default for Limits {
 
 pub type Limiter = Arc<DefaultKeyedRateLimiter<String>>;
 
+/// How many budgets (tokens and addresses) are kept before idle ones are forgotten.
+const FORGET_ABOVE: usize = 10_000;
+
 pub fn limiter(limits: Limits) -> Limiter {
     let quota = Quota::per_second(limits.per_second).allow_burst(limits.burst);
     Arc::new(RateLimiter::keyed(quota))
@@ -117,6 +120,11 @@ impl<S: Store + Clone> FromRequestParts<AppState<S>> for Caller {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or_else(|| "an unknown address".to_owned(), |c| c.0.ip().to_string());
+        // Keys of addresses that stopped sending are forgotten once there are many, so a flood
+        // from many addresses cannot grow the budgets without bound.
+        if state.limiter.len() > FORGET_ABOVE {
+            state.limiter.retain_recent();
+        }
         let refused =
             |message: &str| match state.limiter.check_key(&format!("unauthenticated {peer}")) {
                 Ok(()) => unauthenticated(message),
