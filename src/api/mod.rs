@@ -14,6 +14,7 @@ mod metrics;
 mod openapi;
 mod operators;
 mod registry;
+mod server;
 mod tokens;
 mod webhooks;
 
@@ -32,6 +33,7 @@ pub use auth::Limits;
 pub use cases::{Reader, view};
 pub use error::{ApiError, ErrorBody};
 pub use openapi::openapi_json;
+pub use server::serve;
 
 /// The largest request body accepted (a portal dossier is a few kilobytes).
 const MAX_BODY: usize = 1 << 20;
@@ -115,6 +117,7 @@ pub fn router<S: Store + Clone>(
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(server::header_limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::count::<S>,

@@ -221,14 +221,9 @@ async fn serve<S: Store + Clone>(
     }
     println!("civicflow node {}", app.engine.node());
     println!("civicflow listening on http://{addr} ({place})");
-    axum::serve(
-        listener,
-        app.router()
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop_signal())
-    .await
-    .context("the HTTP server failed")?;
+    crate::api::serve(listener, app.router(), stop_signal())
+        .await
+        .context("the HTTP server failed")?;
     let parked = app.shutdown().await;
     if parked > 0 {
         eprintln!(

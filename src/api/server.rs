@@ -1,0 +1,107 @@
+//! The HTTP server of the API: what `axum::serve` does (a task per connection, the client's
+//! address for [`ConnectInfo`], graceful shutdown), with one difference: hyper's header buffer
+//! is raised above [`MAX_HEADERS`], so that a request with oversized headers reaches the API's
+//! own check and gets a JSON 431 like any other client mistake, instead of hyper's empty one.
+//! A request larger than [`BUFFER`] still gets hyper's.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+use super::ApiError;
+
+/// The most header bytes a request may carry (names and values): far above any real client.
+pub const MAX_HEADERS: usize = 64 << 10;
+
+/// hyper's read buffer: what a request's head may fill before hyper refuses it itself.
+const BUFFER: usize = 2 << 20;
+
+/// Refuses a request whose headers exceed [`MAX_HEADERS`], in JSON.
+pub async fn header_limit(request: Request, next: Next) -> Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size > MAX_HEADERS {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request's headers are {size} bytes; at most {MAX_HEADERS} are read"),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets the connections finish
+/// what they are doing and returns.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: wait a little rather than spin.
+                    tracing::warn!(error = %e, "a connection could not be accepted");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = router
+            .clone()
+            .layer(axum::Extension(ConnectInfo(peer)))
+            .map_request(|r: hyper::Request<Incoming>| r.map(axum::body::Body::new))
+            .map_err(|e: Infallible| match e {});
+        let mut stopped = stopped.clone();
+        connections.spawn(async move {
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder.http1().max_buf_size(BUFFER);
+            let io = TokioIo::new(stream);
+            let connection =
+                builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service));
+            tokio::pin!(connection);
+            let mut stopping = false;
+            let done = loop {
+                tokio::select! {
+                    done = connection.as_mut() => break done,
+                    _ = stopped.changed(), if !stopping => {
+                        stopping = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            };
+            if let Err(e) = done {
+                tracing::debug!(%peer, error = %e, "a connection ended with an error");
+            }
+        });
+        // Forget the connections that have ended.
+        while connections.try_join_next().is_some() {}
+    }
+    let _ = stop.send(true);
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
