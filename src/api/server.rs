@@ -72,8 +72,10 @@ pub async fn serve(
         };
         let service = router
             .clone()
-            .layer(axum::Extension(ConnectInfo(peer)))
-            .map_request(|r: hyper::Request<Incoming>| r.map(axum::body::Body::new))
+            .map_request(move |mut r: hyper::Request<Incoming>| {
+                r.extensions_mut().insert(ConnectInfo(peer));
+                r.map(axum::body::Body::new)
+            })
             .map_err(|e: Infallible| match e {});
         let mut stopped = stopped.clone();
         connections.spawn(async move {
