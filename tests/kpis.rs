@@ -4,7 +4,6 @@
 
 mod support;
 
-use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use support::{InProcess, MANUAL_HEAD, birth_input, fetch, grant_consent};
 
@@ -44,20 +43,13 @@ fn row(f: &Value) -> (u64, u64, u64, u64, Value, Value, Value) {
     )
 }
 
-fn skip_to(harness: &InProcess, at: &str) {
-    let at: Timestamp = at.parse().unwrap();
-    let by = at.duration_since(harness.clock.now());
-    assert!(by > SignedDuration::ZERO, "the clock only moves forward");
-    harness.clock.skip(by);
-}
-
 #[tokio::test]
 async fn counts_on_time_and_late_in_working_days_across_a_weekend_and_holidays() {
     let harness = InProcess::start().await;
     // Thursday 29 April 2027, 10:00 in Hanoi. Friday 30 April (Reunification Day) and Monday
     // 3 May (Labour Day, which falls on Saturday 1 May) are holidays: the police's 2 working
     // days end at Wednesday 5 May's close, the case's 3 at Thursday 6 May's.
-    skip_to(&harness, "2027-04-29T03:00:00Z");
+    harness.skip_to("2027-04-29T03:00:00Z");
     let quick = harness.start_birth(birth_input("KPI-QUICK")).await;
     let mut input = birth_input("KPI-SLOW");
     input["household_head_personal_id"] = json!(MANUAL_HEAD);
@@ -89,7 +81,7 @@ async fn counts_on_time_and_late_in_working_days_across_a_weekend_and_holidays()
     assert_eq!(figures(&r, "residence")["agency"], "police");
 
     // Monday 10 May, 10:00 in Hanoi: both due times have passed while the police wait.
-    skip_to(&harness, "2027-05-10T03:00:00Z");
+    harness.skip_to("2027-05-10T03:00:00Z");
     harness
         .wait_for(&slow, |c| c["incidents"].as_array().unwrap().len() == 2)
         .await;

@@ -63,52 +63,64 @@ async fn sigterm_parks_a_call_in_flight_exits_0_and_the_restart_finishes_it_once
     assert_eq!(effects(&http, &civil_status, &id).await, vec![1]);
 }
 
-/// A birth case whose first attempt civil status refused (503), the server then killed: its
-/// retry timer comes due at the next start. The mocks (kept alive by the caller), the server's
-/// arguments, data directory and address, and the case id.
-async fn stopped_in_backoff(
-    certificate: &str,
-) -> (
-    civicflow_mocks::RunningMocks,
-    Vec<String>,
-    std::path::PathBuf,
-    String,
-    String,
-) {
-    let (mocks, args) = mocks_in_test(6).await;
-    let civil_status = mocks.agencies[0].base_url.clone();
-    put_faults(
-        &reqwest::Client::new(),
-        &civil_status,
-        json!({"rates": {"unavailable": 1.0}, "retry_after_secs": 1}),
-    )
-    .await;
-    let data = std::env::temp_dir().join(format!("civicflow-backoff-{}", uuid::Uuid::new_v4()));
-    let listen = format!("127.0.0.1:{}", free_port());
-    let spawn_args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut server = Server::spawn(&data, &listen, &spawn_args);
-    server.connect_mocks(&civil_status).await;
-    let id = server
-        .start_case("birth-registration", birth_input(certificate))
+/// A birth case whose first attempt civil status refused (503), its server then killed: the
+/// retry timer comes due at the next start.
+struct Stopped {
+    /// The agencies, in this process: they outlive the server.
+    _mocks: civicflow_mocks::RunningMocks,
+    args: Vec<String>,
+    data: std::path::PathBuf,
+    listen: String,
+    id: String,
+}
+
+impl Stopped {
+    async fn in_backoff(certificate: &str) -> Stopped {
+        let (mocks, args) = mocks_in_test(6).await;
+        let civil_status = mocks.agencies[0].base_url.clone();
+        put_faults(
+            &reqwest::Client::new(),
+            &civil_status,
+            json!({"rates": {"unavailable": 1.0}, "retry_after_secs": 1}),
+        )
         .await;
-    wait_for_event(&server, &id, "attempt_failed").await;
-    server.kill();
-    (mocks, args, data, listen, id)
+        let data = std::env::temp_dir().join(format!("civicflow-backoff-{}", uuid::Uuid::new_v4()));
+        let listen = format!("127.0.0.1:{}", free_port());
+        let spawn_args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut server = Server::spawn(&data, &listen, &spawn_args);
+        server.connect_mocks(&civil_status).await;
+        let id = server
+            .start_case("birth-registration", birth_input(certificate))
+            .await;
+        wait_for_event(&server, &id, "attempt_failed").await;
+        server.kill();
+        Stopped {
+            _mocks: mocks,
+            args,
+            data,
+            listen,
+            id,
+        }
+    }
+
+    /// The server started again on the same store, with the definitions in `workflows`.
+    fn restart_with(&self, workflows: &std::path::Path) -> Server {
+        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        args.extend(["--workflows", workflows.to_str().unwrap()]);
+        Server::spawn(&self.data, &self.listen, &args)
+    }
 }
 
 #[tokio::test]
 async fn a_case_whose_workflow_is_no_longer_loaded_gets_an_incident() {
-    let (_mocks, args, data, listen, id) = stopped_in_backoff("GCS-ORPHAN").await;
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let stopped = Stopped::in_backoff("GCS-ORPHAN").await;
 
     // The birth workflow's file is gone; its retry timer comes due on the next start.
     let workflows = workflows_copy(|_, text| text);
     std::fs::remove_file(workflows.join("birth-registration.yaml")).unwrap();
-    let dir = workflows.to_str().unwrap();
-    let mut args = args.clone();
-    args.extend(["--workflows", dir]);
-    let server = Server::spawn(&data, &listen, &args);
-    let case = server.settled(&id, BOUND).await;
+    let server = stopped.restart_with(&workflows);
+    let id = &stopped.id;
+    let case = server.settled(id, BOUND).await;
     let incident = &case["incidents"][0];
     assert_eq!(incident["reason"], "workflow_not_loaded", "{case:#}");
     assert!(
@@ -122,8 +134,8 @@ async fn a_case_whose_workflow_is_no_longer_loaded_gets_an_incident() {
 
 #[tokio::test]
 async fn a_workflow_file_changed_under_the_same_version_makes_an_incident_not_a_panic() {
-    let (_mocks, args, data, listen, id) = stopped_in_backoff("GCS-EDITED").await;
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let stopped = Stopped::in_backoff("GCS-EDITED").await;
+    let id = &stopped.id;
 
     // Someone edits the shipped file in place: version 1, but a step renamed.
     let workflows = workflows_copy(|name, text| {
@@ -133,10 +145,7 @@ async fn a_workflow_file_changed_under_the_same_version_makes_an_incident_not_a_
             text
         }
     });
-    let dir = workflows.to_str().unwrap();
-    let mut args = args.clone();
-    args.extend(["--workflows", dir]);
-    let server = Server::spawn(&data, &listen, &args);
+    let server = stopped.restart_with(&workflows);
     let bound = tokio::time::Instant::now() + BOUND;
     let case = loop {
         let case = server.get(&format!("/v1/cases/{id}")).await;

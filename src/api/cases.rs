@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
@@ -173,7 +173,7 @@ pub async fn show<S: Store + Clone>(
         .await
         .map_err(ApiError::internal)?;
     match found {
-        Some(case) => Ok(Json(seen_by(&state, &caller, &case).await)),
+        Some(case) => Ok(Json(seen_by(&state, &caller, &case))),
         None => Err(unknown_case(id)),
     }
 }
@@ -288,7 +288,7 @@ pub async fn history<S: Store + Clone>(
     }
     let unmasked = caller.0.role.allows(Operation::Unmasked);
     let wf = match state.engine.case(id).await.map_err(ApiError::internal)? {
-        Some(case) if !unmasked => state.engine.workflow_of_case(&case).await,
+        Some(case) if !unmasked => state.engine.workflow_of_case(&case),
         _ => None,
     };
     let reader = if unmasked {
@@ -303,19 +303,16 @@ pub async fn history<S: Store + Clone>(
     })))
 }
 
-fn business_keys(case: &Case, unmasked: bool) -> Value {
-    let keys = json!(case.business_keys);
-    if unmasked {
-        keys
-    } else {
-        // Business keys are citizens' IDs and dossier numbers: all of them personal.
-        let all: Map<String, Value> = case
-            .business_keys
-            .iter()
-            .map(|(k, v)| (k.clone(), json!(crate::case::masking::mask_text(v))))
-            .collect();
-        Value::Object(all)
-    }
+/// A case's business keys, masked whole for a reader who may not see them: they are citizens'
+/// IDs and dossier numbers.
+fn business_keys(case: &Case, unmasked: bool) -> BTreeMap<String, String> {
+    case.business_keys
+        .iter()
+        .map(|(k, v)| {
+            let v = if unmasked { v.clone() } else { mask_text(v) };
+            (k.clone(), v)
+        })
+        .collect()
 }
 
 /// One line of a case list.
@@ -475,18 +472,6 @@ pub fn view(case: &Case, reader: Reader<'_>) -> Value {
             (id.clone(), step)
         })
         .collect();
-    let business_keys = case
-        .business_keys
-        .iter()
-        .map(|(k, v)| {
-            let v = if reader.masks() {
-                mask_text(v)
-            } else {
-                v.clone()
-            };
-            (k.clone(), v)
-        })
-        .collect();
     let incidents = case
         .incidents
         .iter()
@@ -502,7 +487,7 @@ pub fn view(case: &Case, reader: Reader<'_>) -> Value {
         status: case.status,
         reason: prose(&case.reason),
         input: reader.input(&case.input),
-        business_keys,
+        business_keys: business_keys(case, !reader.masks()),
         started_at: case.started_at,
         due_at: case.due_at,
         finished_at: case.finished_at,
@@ -549,10 +534,10 @@ fn event_view(event: &Event, reader: Reader<'_>) -> Value {
 
 /// `case` as `caller` may see it: masked by its definitions unless the role may see personal
 /// data.
-pub async fn seen_by<S: Store + Clone>(state: &AppState<S>, caller: &Caller, case: &Case) -> Value {
+pub fn seen_by<S: Store + Clone>(state: &AppState<S>, caller: &Caller, case: &Case) -> Value {
     if caller.0.role.allows(Operation::Unmasked) {
         return view(case, Reader::Unmasked);
     }
-    let wf = state.engine.workflow_of_case(case).await;
+    let wf = state.engine.workflow_of_case(case);
     view(case, Reader::Masked(wf.as_deref()))
 }

@@ -264,7 +264,7 @@ pub async fn act<S: Store + Clone>(
         .act(id, action, &caller.0.actor(), &why)
         .await
         .map_err(action_error)?;
-    Ok(Json(seen_by(&state, &caller, &case).await))
+    Ok(Json(seen_by(&state, &caller, &case)))
 }
 
 /// A retry of every step an incident filter matches.

@@ -112,6 +112,18 @@ pub async fn publish_workflow<S: Store + Clone>(
     publish(&state, &caller, Kind::Workflow, body).await
 }
 
+/// Where a loaded definition came from: published (when, by whom) or bundled with the server.
+fn with_source(v: &mut Value, published: Option<&Published>) {
+    match published {
+        Some(p) => {
+            v["source"] = json!("published");
+            v["published_at"] = json!(p.published_at);
+            v["published_by"] = json!(p.published_by);
+        }
+        None => v["source"] = json!("bundled"),
+    }
+}
+
 /// Every loaded adapter version: bundled with the server or published, and whether deprecated.
 #[utoipa::path(get, path = "/v1/adapters", tag = "registry",
     responses((status = 200, description = "`items`", body = Object)))]
@@ -133,14 +145,9 @@ pub async fn list_adapters<S: Store + Clone>(
                 p.kind == Kind::Adapter && a.reference == format!("{}@{}", p.id, p.version)
             });
             let mut v = json!({"adapter": a.reference, "agency": a.agency, "title": a.title});
-            match found {
-                Some(p) => {
-                    v["source"] = json!("published");
-                    v["published_at"] = json!(p.published_at);
-                    v["published_by"] = json!(p.published_by);
-                    v["deprecated"] = json!(p.deprecated);
-                }
-                None => v["source"] = json!("bundled"),
+            with_source(&mut v, found);
+            if let Some(p) = found {
+                v["deprecated"] = json!(p.deprecated);
             }
             v
         })
@@ -191,14 +198,7 @@ pub async fn list_workflows<S: Store + Clone>(
             let found = published
                 .iter()
                 .find(|p| p.kind == Kind::Workflow && p.id == w.name && p.version == w.version);
-            match found {
-                Some(p) => {
-                    v["source"] = json!("published");
-                    v["published_at"] = json!(p.published_at);
-                    v["published_by"] = json!(p.published_by);
-                }
-                None => v["source"] = json!("bundled"),
-            }
+            with_source(&mut v, found);
             v
         })
         .collect();

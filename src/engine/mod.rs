@@ -605,9 +605,11 @@ impl<S: Store + Clone> Engine<S> {
     }
 
     /// The workflow `case` runs, bound to the adapter versions it started with, if it is loaded
-    /// as the case knows it: what the API masks a case's data by.
-    pub async fn workflow_of_case(&self, case: &Case) -> Option<Arc<Workflow>> {
-        self.workflow_for(case).await.ok()
+    /// as the case knows it: what the API masks a case's data by. A read does not reload the
+    /// definitions (the configuration follower does that within a second): a case whose
+    /// workflow is not loaded is masked whole rather than costing a reload per read.
+    pub fn workflow_of_case(&self, case: &Case) -> Option<Arc<Workflow>> {
+        self.workflow_of(case).ok()
     }
 
     /// The workflow a case runs; if it is not loaded, the definitions are loaded again first

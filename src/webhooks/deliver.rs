@@ -214,6 +214,10 @@ async fn deliver<S: Store>(
     if entries.is_empty() {
         return Ok(Some(Instant::now() + IDLE));
     }
+    // Checked once a turn: a URL written as an internal address is never posted to.
+    let allowed = reqwest::Url::parse(&hook.url)
+        .map_err(|e| e.to_string())
+        .and_then(|u| targets.check_literal(&u).map_err(|e| e.to_string()));
     let began = Instant::now();
     let mut next = None;
     for (seq, notification) in entries {
@@ -224,12 +228,9 @@ async fn deliver<S: Store>(
         body["id"] = json!(seq.to_string());
         let body = body.to_string();
         let t = Timestamp::now().as_second();
-        let allowed = reqwest::Url::parse(&hook.url)
-            .map_err(|e| e.to_string())
-            .and_then(|u| targets.check_literal(&u).map_err(|e| e.to_string()));
-        if let Err(e) = allowed {
+        if let Err(e) = &allowed {
             hook.failures += 1;
-            hook.last_error = Some(e);
+            hook.last_error = Some(e.clone());
             next = Some(Instant::now() + backoff(hook.failures));
             break;
         }

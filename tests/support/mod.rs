@@ -654,6 +654,17 @@ impl InProcess {
         fetch(&self.http, &format!("{}/v1/cases/{id}", self.url)).await
     }
 
+    /// Moves the engine's clock forward to `at` (RFC 3339).
+    pub fn skip_to(&self, at: &str) {
+        let at: jiff::Timestamp = at.parse().unwrap();
+        let by = at.duration_since(self.clock.now());
+        assert!(
+            by > jiff::SignedDuration::ZERO,
+            "the clock only moves forward"
+        );
+        self.clock.skip(by);
+    }
+
     /// Starts a birth case with `input` through the API; its id.
     pub async fn start_birth(&self, input: Value) -> String {
         let started: Value = self
