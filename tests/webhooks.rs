@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Server, birth_input, free_port, with_mocks};
+use support::{InProcess, Server, birth_input, client_with, fetch, free_port, with_mocks};
 
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -337,4 +337,79 @@ async fn a_webhook_may_not_point_inside_unless_the_server_allows_it() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test]
+async fn a_registration_retried_under_its_idempotency_key_registers_one_webhook() {
+    let app = InProcess::start().await;
+    let register = |key: &'static str, url: &'static str, http: reqwest::Client| {
+        let at = format!("{}/v1/webhooks", app.url);
+        async move {
+            let response = http
+                .post(at)
+                .header("idempotency-key", key)
+                .json(&json!({"url": url}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let url = "https://93.184.216.34/civicflow";
+    let (status, first) = register("hook-1", url, app.http.clone()).await;
+    assert_eq!(status, 201, "{first}");
+    // The answer was lost: the retry gets the same webhook, its secret included.
+    let (status, again) = register("hook-1", url, app.http.clone()).await;
+    assert_eq!((status, &again), (200, &first));
+    // Retries racing each other still make one.
+    let racing: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(register("hook-2", url, app.http.clone())))
+        .collect();
+    let mut made = Vec::new();
+    for r in racing {
+        made.push(r.await.unwrap());
+    }
+    assert_eq!(
+        made.iter().filter(|(s, _)| *s == 201).count(),
+        1,
+        "{made:?}"
+    );
+    assert!(made.iter().all(|(_, h)| h == &made[0].1), "{made:?}");
+    let hooks = fetch(&app.http, &format!("{}/v1/webhooks", app.url)).await;
+    assert_eq!(hooks["items"].as_array().unwrap().len(), 2, "{hooks}");
+    // The same key for another URL is a conflict, not a second webhook.
+    let (status, body) = register("hook-1", "https://93.184.216.35/x", app.http.clone()).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("idempotency_key_reused"))
+    );
+    // Another token's key is its own: the secret is not handed to it.
+    let (_, portal) = civicflow::auth::issue(
+        app.engine.store(),
+        civicflow::auth::Role::Portal,
+        "other portal",
+        "test",
+        jiff::Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    let (status, other) = register("hook-1", url, client_with(&portal)).await;
+    assert_eq!(status, 201, "{other}");
+    assert_ne!(other["id"], first["id"]);
+    // A key whose webhook was deleted since does not bring it back.
+    let id = first["id"].as_str().unwrap();
+    let deleted = app
+        .http
+        .delete(format!("{}/v1/webhooks/{id}", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 204);
+    let (status, body) = register("hook-1", url, app.http.clone()).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("idempotency_key_reused")),
+        "{body}"
+    );
 }

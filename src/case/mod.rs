@@ -638,5 +638,54 @@ pub struct CallbackTarget {
 pub struct IdempotencyRecord {
     /// A digest of the request body: the same key with another body is a conflict.
     pub fingerprint: String,
-    pub case_id: CaseId,
+    #[serde(flatten)]
+    pub made: Made,
+}
+
+/// What the first request under an idempotency key made. Stored as a field beside the
+/// fingerprint (`case_id` or `webhook_id`), so records written before webhooks had keys read
+/// as they were written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Made {
+    Case { case_id: CaseId },
+    Webhook { webhook_id: String },
+}
+
+impl IdempotencyRecord {
+    pub fn case(fingerprint: String, case_id: CaseId) -> IdempotencyRecord {
+        IdempotencyRecord {
+            fingerprint,
+            made: Made::Case { case_id },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idempotency_record_stored_before_webhooks_had_keys_reads_as_a_case() {
+        let id = CaseId::now_v7();
+        let stored = format!(r#"{{"fingerprint":"f00d","case_id":"{id}"}}"#);
+        let record: IdempotencyRecord = serde_json::from_str(&stored).unwrap();
+        assert_eq!(record, IdempotencyRecord::case("f00d".into(), id));
+        assert_eq!(serde_json::to_string(&record).unwrap(), stored);
+        let hook = IdempotencyRecord {
+            fingerprint: "f00d".into(),
+            made: Made::Webhook {
+                webhook_id: "1c5962e8b157".into(),
+            },
+        };
+        let text = serde_json::to_string(&hook).unwrap();
+        assert_eq!(
+            text,
+            r#"{"fingerprint":"f00d","webhook_id":"1c5962e8b157"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<IdempotencyRecord>(&text).unwrap(),
+            hook
+        );
+    }
 }

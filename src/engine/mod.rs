@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 
 use crate::calendar::{Calendar, vietnam_time};
 use crate::case::{
-    CallbackTarget, Case, CaseId, CaseStatus, Event, EventKind, IdempotencyRecord, StepState,
+    CallbackTarget, Case, CaseId, CaseStatus, Event, EventKind, IdempotencyRecord, Made, StepState,
     TimerKind,
 };
 use crate::metrics::Metrics;
@@ -398,13 +398,10 @@ impl<S: Store + Clone> Engine<S> {
             }
         }
         if let Some(key) = idem_key {
-            change.tx.put_idempotency.push((
-                key,
-                IdempotencyRecord {
-                    fingerprint: fingerprint.clone(),
-                    case_id: id,
-                },
-            ));
+            change
+                .tx
+                .put_idempotency
+                .push((key, IdempotencyRecord::case(fingerprint.clone(), id)));
         }
         self.decide.progress(&workflow, &mut change);
         let (case, calls) = match self.commit(change).await {
@@ -467,21 +464,23 @@ impl<S: Store + Clone> Engine<S> {
         found: IdempotencyRecord,
         fingerprint: &str,
     ) -> Result<(Case, bool), StartError> {
+        let Made::Case { case_id } = found.made else {
+            return Err(StoreError::Corrupt {
+                path: "the store".into(),
+                detail: "a start's idempotency record names no case".into(),
+            }
+            .into());
+        };
         if found.fingerprint != fingerprint {
-            return Err(StartError::KeyReused {
-                case_id: found.case_id,
-            });
+            return Err(StartError::KeyReused { case_id });
         }
         let case = self
             .store
-            .case(found.case_id)
+            .case(case_id)
             .await?
             .ok_or_else(|| StoreError::Corrupt {
                 path: "the store".into(),
-                detail: format!(
-                    "an idempotency record names case {}, which does not exist",
-                    found.case_id
-                ),
+                detail: format!("an idempotency record names case {case_id}, which does not exist"),
             })?;
         Ok((case, false))
     }
@@ -574,10 +573,7 @@ impl<S: Store + Clone> Engine<S> {
             if ack == CallbackAck::Recorded {
                 change.tx.put_idempotency.push((
                     seen_key.clone(),
-                    IdempotencyRecord {
-                        fingerprint: message_key.clone(),
-                        case_id: change.case.id,
-                    },
+                    IdempotencyRecord::case(message_key.clone(), change.case.id),
                 ));
             }
             match self.finish_change(&workflow, change, &mut lock).await {

@@ -505,10 +505,7 @@ pub async fn stores_tokens_and_idempotency_records<S: Store>(store: &S) {
         step: "residence".into(),
         revision: 1,
     };
-    let record = IdempotencyRecord {
-        fingerprint: "abc".into(),
-        case_id: c.id,
-    };
+    let record = IdempotencyRecord::case("abc".into(), c.id);
     let mut tx = create(&c);
     tx.put_tokens.push(("tok".into(), target.clone()));
     tx.put_idempotency
@@ -550,10 +547,7 @@ pub async fn many_concurrent_commits_all_land<S: Store + Clone>(store: &S) {
 pub async fn idempotency_records_are_insert_only<S: Store>(store: &S) {
     let first = case("birth-registration", "001190123456");
     let second = case("birth-registration", "001190123456");
-    let record = |c: &Case| IdempotencyRecord {
-        fingerprint: "f".into(),
-        case_id: c.id,
-    };
+    let record = |c: &Case| IdempotencyRecord::case("f".into(), c.id);
     let mut tx = create(&first);
     tx.put_idempotency.push(("start:k".into(), record(&first)));
     store.commit(&tx).await.unwrap();
@@ -1060,10 +1054,7 @@ pub async fn concurrent_commits_with_one_key_are_all_answered_and_one_wins<S: St
             let mut tx = create(&c);
             tx.put_idempotency.push((
                 "start:race".into(),
-                IdempotencyRecord {
-                    fingerprint: "f".into(),
-                    case_id: c.id,
-                },
+                IdempotencyRecord::case("f".into(), c.id),
             ));
             store.commit(&tx).await
         });
