@@ -4,6 +4,8 @@
 
 mod support;
 
+use civicflow::case::{CaseId, Timer, TimerKind};
+use civicflow::store::{Store, Transaction};
 use jiff::SignedDuration;
 use serde_json::{Value, json};
 use support::{InProcess, MANUAL_HEAD, birth_input, fetch, grant_consent};
@@ -92,4 +94,56 @@ async fn a_callback_that_never_comes_opens_a_deadline_incident_and_a_late_one_st
             .any(|e| e["type"] == "callback_received" && e["result"] == "succeeded"),
         "{history:#}"
     );
+}
+
+#[tokio::test]
+async fn a_timer_whose_case_or_step_is_gone_is_cleared_not_fired_for_ever() {
+    let harness = InProcess::start().await;
+    let id = harness.start_birth(birth_input("GCS-GONE")).await;
+    let case = harness.wait_for(&id, |c| c["status"] != "running").await;
+    let history = format!("{}/v1/cases/{id}/history", harness.url);
+    let before = fetch(&harness.http, &history).await;
+    let store = harness.engine.store();
+    let now = harness.clock.now();
+    let timer = |case_id, kind| Timer {
+        case_id,
+        due_at: now,
+        kind,
+    };
+    let gone = [
+        timer(
+            CaseId::now_v7(),
+            TimerKind::Retry {
+                step: "birth".into(),
+            },
+        ),
+        timer(
+            case["id"].as_str().unwrap().parse().unwrap(),
+            TimerKind::Poll {
+                step: "gone".into(),
+            },
+        ),
+    ];
+    let tx = Transaction {
+        set_timers: gone.to_vec(),
+        ..Transaction::default()
+    };
+    store.commit(&tx).await.unwrap();
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let due = store
+            .due_timers(now + SignedDuration::from_hours(1), 100)
+            .await
+            .unwrap();
+        if !due.iter().any(|t| gone.contains(t)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "still due after a minute: {due:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The case itself was not touched by a timer of a step it does not have.
+    assert_eq!(fetch(&harness.http, &history).await, before);
 }
