@@ -6,7 +6,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::claim::{Claimed, NodeId};
-use super::records::{ApiToken, Notification, Published, RegistryChange, Webhook};
+use super::records::{ApiToken, Circuit, Notification, Published, RegistryChange, Webhook};
 use super::{StoreError, Transaction};
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
 
@@ -59,7 +59,8 @@ pub struct Groups {
 /// 2. **Optimistic per case.** A case write names the revision it was read at; the commit fails
 ///    with [`StoreError::Conflict`] if the stored case has moved on (another request, another
 ///    node), and writes nothing. The engine then reads the case again and decides again.
-///    Idempotency records are insert-only ([`StoreError::KeyTaken`]).
+///    Idempotency records are insert-only ([`StoreError::KeyTaken`]). An agency's circuit is
+///    written by version the same way ([`StoreError::CircuitChanged`]).
 /// 3. **Indexes follow the case** in the same commit, by difference with the previous record.
 /// 4. **Work is claimed under a lease and fenced** ([`claim`](super::claim)): a due timer is
 ///    handed to one claimant at a time ([`Store::claim_timers`]); no other claimant gets it while
@@ -172,6 +173,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every published definition, in (kind, id, version) order.
     fn definitions(&self) -> impl Future<Output = Result<Vec<Published>, StoreError>> + Send;
+
+    /// Every agency's circuit ever written, in agency order.
+    fn circuits(&self) -> impl Future<Output = Result<Vec<Circuit>, StoreError>> + Send;
 
     /// The registry's audit trail, oldest first.
     fn registry_changes(

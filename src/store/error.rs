@@ -53,6 +53,9 @@ pub enum StoreError {
     /// `expected`, but another change landed first: check it again against the new state.
     #[error("the configuration changed meanwhile (expected version {expected}, found {found})")]
     ConfigChanged { expected: u64, found: u64 },
+    /// An agency's circuit was written by another node or an operator since it was read.
+    #[error("the circuit of agency `{agency}` changed meanwhile (expected version {expected})")]
+    CircuitChanged { agency: String, expected: u64 },
     #[error("storage I/O error in {path}: {detail}")]
     Io { path: String, detail: String },
 }

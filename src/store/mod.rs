@@ -24,7 +24,10 @@ pub use claim::{Claimed, Fence, NodeId, Work};
 pub use contract::{Groups, IndexRange, Order, Page, Position, Store};
 pub use error::StoreError;
 pub use hook::{Committed, Hook, Preparing};
-pub use records::{ApiToken, Deprecation, Kind, Notification, Published, RegistryChange, Webhook};
+pub use records::{
+    ApiToken, Circuit, CircuitChange, CircuitState, Deprecation, Kind, Notification, Published,
+    RegistryChange, Webhook,
+};
 pub use transaction::{CaseWrite, Transaction};
 
 /// The version of the on-disk format. A store written by another format version is refused.

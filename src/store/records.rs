@@ -1,5 +1,6 @@
 //! The records the store keeps besides cases (whose types are in `crate::case`): API tokens,
-//! webhooks and their notifications, published definitions and the registry's audit trail.
+//! webhooks and their notifications, published definitions and the registry's audit trail,
+//! agencies' circuits.
 //! They are plain data. The modules that give them meaning (`auth`, `webhooks`, `registry`)
 //! re-export them and add behaviour; the store itself depends on none of those modules.
 
@@ -119,6 +120,69 @@ pub struct Deprecation {
     /// The version to use instead, named in the refusal of new workflows that pin this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replacement: Option<u32>,
+    pub reason: String,
+}
+
+/// Whether calls to an agency go out. `Open`: they are held (not sent, not counted against
+/// the steps' retry budgets) while one probe at a time tests the agency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    Closed,
+    Open,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+        }
+    }
+}
+
+/// An agency's circuit as every node follows it: written by version, so that two nodes (or a
+/// node and an operator) cannot both open it, both probe it, or close it under each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Circuit {
+    pub agency: String,
+    /// 1 for the first write, one more at each: a write names the version it replaces.
+    pub version: u64,
+    pub state: CircuitState,
+    /// When it took its present state.
+    pub since: Timestamp,
+    /// Who opened it by hand (an operator, for a planned maintenance); `None` when the calls'
+    /// failures opened it. A circuit opened by hand is not probed: it stays open until closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The failure last seen from the agency: what opened it, or the last failed probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Probes that failed since it opened: the probe backoff grows with them.
+    #[serde(default)]
+    pub failed_probes: u32,
+    /// While open: when a probe may next be sent, and until when the probe sent holds the
+    /// turn (a node that dies mid-probe gives it up when this passes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_at: Option<Timestamp>,
+    /// Its openings and closings, newest last (at most [`Circuit::CHANGES_KEPT`]).
+    #[serde(default)]
+    pub changes: Vec<CircuitChange>,
+}
+
+impl Circuit {
+    pub const CHANGES_KEPT: usize = 100;
+}
+
+/// One opening or closing of a circuit, for its audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CircuitChange {
+    pub at: Timestamp,
+    pub state: CircuitState,
+    /// `civicflow` when the calls decided it, else the operator.
+    pub by: String,
     pub reason: String,
 }
 

@@ -4,7 +4,7 @@
 #[cfg(doc)]
 use super::StoreError;
 use super::claim::Fence;
-use super::records::{ApiToken, Notification, Published, RegistryChange, Webhook};
+use super::records::{ApiToken, Circuit, Notification, Published, RegistryChange, Webhook};
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
 
 /// A write to the case record. `expected_rev` is the revision read before the change (`None`
@@ -45,6 +45,9 @@ pub struct Transaction {
     pub put_definitions: Vec<Published>,
     /// Appended to the registry's audit trail.
     pub registry_changes: Vec<RegistryChange>,
+    /// Agencies' circuits, each written only if the stored one is at `version - 1` (none
+    /// stored: 0), else the commit fails with [`StoreError::CircuitChanged`].
+    pub put_circuits: Vec<Circuit>,
     /// Added to the named counters (a counter never written is 0): figures kept up to date
     /// with the changes they count, so that reading them is not a scan (the on-time counts).
     pub counts: Vec<(String, i64)>,
@@ -73,6 +76,7 @@ impl Transaction {
             && self.delete_webhooks.is_empty()
             && self.put_definitions.is_empty()
             && self.registry_changes.is_empty()
+            && self.put_circuits.is_empty()
             && self.counts.is_empty()
             && self.fences.is_empty()
             && self.expect_config.is_none()

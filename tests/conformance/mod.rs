@@ -10,7 +10,10 @@ use civicflow::case::{
     IncidentReason, StepState, StepStatus, Timer, TimerKind, due_value, incident_values, index,
 };
 use civicflow::registry::{Change, Deprecation, Kind, Published};
-use civicflow::store::{CaseWrite, Fence, IndexRange, Order, Store, StoreError, Transaction, Work};
+use civicflow::store::{
+    CaseWrite, Circuit, CircuitState, Fence, IndexRange, Order, Store, StoreError, Transaction,
+    Work,
+};
 use civicflow::webhooks::{Notification, Webhook};
 use jiff::Timestamp;
 use serde_json::json;
@@ -43,6 +46,7 @@ macro_rules! conformance_suite {
             counts_the_notifications_after_a_position,
             concurrent_commits_with_one_key_are_all_answered_and_one_wins,
             counters_add_up_and_a_refused_commit_adds_nothing,
+            circuits_are_written_by_version_and_two_writers_cannot_both_win,
         );
     };
     (@tests $fresh:expr; $($name:ident),* $(,)?) => {
@@ -1122,5 +1126,73 @@ pub async fn counters_add_up_and_a_refused_commit_adds_nothing<S: Store + Clone>
     assert!(
         g.commits >= 101 && (1..=g.commits).contains(&g.groups),
         "{g:?}"
+    );
+}
+
+fn circuit(agency: &str, version: u64, state: CircuitState) -> Circuit {
+    Circuit {
+        agency: agency.into(),
+        version,
+        state,
+        since: at(version as i64),
+        opened_by: None,
+        reason: None,
+        last_error: Some("503".into()),
+        failed_probes: 0,
+        probe_at: None,
+        changes: Vec::new(),
+    }
+}
+
+pub async fn circuits_are_written_by_version_and_two_writers_cannot_both_win<S: Store>(store: &S) {
+    let put = |c: Circuit| Transaction {
+        put_circuits: vec![c],
+        ..Transaction::default()
+    };
+    assert_eq!(store.circuits().await.unwrap(), vec![]);
+    store
+        .commit(&put(circuit("police", 1, CircuitState::Open)))
+        .await
+        .unwrap();
+    store
+        .commit(&put(circuit("civil-status", 1, CircuitState::Closed)))
+        .await
+        .unwrap();
+    // A second first write, a skipped version and a stale one are refused, and write nothing.
+    for stale in [
+        circuit("police", 1, CircuitState::Closed),
+        circuit("police", 3, CircuitState::Closed),
+        circuit("social-security", 2, CircuitState::Open),
+    ] {
+        let mut tx = put(stale);
+        let c = case("birth-registration", "001190123456");
+        tx.cases.push(CaseWrite {
+            case: c.clone(),
+            expected_rev: None,
+        });
+        let err = store.commit(&tx).await.unwrap_err();
+        assert!(matches!(err, StoreError::CircuitChanged { .. }), "{err}");
+        assert_eq!(store.case(c.id).await.unwrap(), None);
+    }
+    store
+        .commit(&put(circuit("police", 2, CircuitState::Closed)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.circuits().await.unwrap(),
+        vec![
+            circuit("civil-status", 1, CircuitState::Closed),
+            circuit("police", 2, CircuitState::Closed),
+        ]
+    );
+    // Writers racing from the same version: exactly one wins.
+    let racing: Vec<Transaction> = (0..8)
+        .map(|_| put(circuit("police", 3, CircuitState::Open)))
+        .collect();
+    let results = futures_util::future::join_all(racing.iter().map(|tx| store.commit(tx))).await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
     );
 }

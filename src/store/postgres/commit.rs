@@ -74,6 +74,16 @@ const IDEMPOTENCY: &str = "WITH i AS ( \
         INSERT INTO idempotency (key, record) VALUES ($1, $2) \
         ON CONFLICT (key) DO NOTHING RETURNING 1) \
     SELECT civicflow_check(EXISTS (SELECT 1 FROM i), 'key')";
+/// An agency's first circuit, unless one is stored.
+const INSERT_CIRCUIT: &str = "WITH i AS ( \
+        INSERT INTO circuits (agency, version, record) VALUES ($1, 1, $2) \
+        ON CONFLICT (agency) DO NOTHING RETURNING 1) \
+    SELECT civicflow_check(EXISTS (SELECT 1 FROM i), 'circuit')";
+/// An agency's circuit, written over the version it replaces.
+const UPDATE_CIRCUIT: &str = "WITH u AS ( \
+        UPDATE circuits SET version = $3::int8, record = $2 \
+        WHERE agency = $1 AND version = $3::int8 - 1 RETURNING 1) \
+    SELECT civicflow_check(EXISTS (SELECT 1 FROM u), 'circuit')";
 const CLEAR_TIMERS: &str = "DELETE FROM timers WHERE (case_id, kind, due_ms) IN ( \
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[]))";
 const DELETE_TOKENS: &str = "DELETE FROM callback_tokens WHERE token = ANY($1)";
@@ -124,6 +134,8 @@ pub(super) struct Encoded {
     changes_config: bool,
     cases: Vec<EncodedCase>,
     idempotency: Vec<(String, Vec<u8>)>,
+    /// (agency, version, record).
+    circuits: Vec<(String, i64, Vec<u8>)>,
     events: (Vec<Uuid>, Vec<i64>, Vec<Vec<u8>>),
     clear_timers: (Vec<Uuid>, Vec<String>, Vec<i64>),
     set_timers: (Vec<Uuid>, Vec<String>, Vec<i64>, Vec<Vec<u8>>),
@@ -202,6 +214,13 @@ impl Encoded {
         for (key, record) in &tx.put_idempotency {
             e.idempotency.push((key.clone(), json(record)));
         }
+        for circuit in &tx.put_circuits {
+            e.circuits.push((
+                circuit.agency.clone(),
+                circuit.version as i64,
+                json(circuit),
+            ));
+        }
         for (case, event) in &tx.events {
             e.events.0.push(*case);
             e.events.1.push(event.seq as i64);
@@ -267,6 +286,7 @@ enum Check {
     NewCase(CaseId),
     Revision(CaseId, u64),
     Key(String),
+    Circuit(String, u64),
 }
 
 impl Encoded {
@@ -283,7 +303,8 @@ impl Encoded {
         let keys = self.idempotency.iter().map(|(k, _)| format!("key {k}"));
         let timers = self.fenced_timers.iter().map(|f| f.4.clone());
         let hooks = self.fenced_webhooks.iter().map(|f| f.2.clone());
-        cases.chain(keys).chain(timers).chain(hooks)
+        let circuits = self.circuits.iter().map(|c| format!("circuit {}", c.0));
+        cases.chain(keys).chain(timers).chain(hooks).chain(circuits)
     }
 }
 
@@ -408,6 +429,15 @@ pub(super) async fn apply(
             let check = Check::Key(key.clone());
             statements.push((IDEMPOTENCY, vec![key, record], Some((at, check))));
         }
+        for (agency, version, record) in &e.circuits {
+            let check = Check::Circuit(agency.clone(), (*version as u64).saturating_sub(1));
+            if *version <= 1 {
+                statements.push((INSERT_CIRCUIT, vec![agency, record], Some((at, check))));
+            } else {
+                let params = vec![agency as Param<'_>, record, version];
+                statements.push((UPDATE_CIRCUIT, params, Some((at, check))));
+            }
+        }
     }
     let mut m = Merged::default();
     for e in batch {
@@ -511,6 +541,10 @@ pub(super) async fn apply(
             expected: *expected,
         },
         Check::Key(key) => StoreError::KeyTaken { key: key.clone() },
+        Check::Circuit(agency, expected) => StoreError::CircuitChanged {
+            agency: agency.clone(),
+            expected: *expected,
+        },
     };
     Err(Failed::Check(*at, error))
 }

@@ -12,6 +12,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("schema/0001_tables.sql")),
     (2, include_str!("schema/0002_checks.sql")),
     (3, include_str!("schema/0003_counters.sql")),
+    (4, include_str!("schema/0004_circuits.sql")),
 ];
 
 /// The schema version this civicflow reads and writes.

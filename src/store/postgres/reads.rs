@@ -15,8 +15,8 @@ use super::PgStore;
 use super::commit::Encoded;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
 use crate::store::{
-    ApiToken, Claimed, Groups, IndexRange, NodeId, Notification, Order, Page, Position, Published,
-    RegistryChange, Store, StoreError, Transaction, Webhook,
+    ApiToken, Circuit, Claimed, Groups, IndexRange, NodeId, Notification, Order, Page, Position,
+    Published, RegistryChange, Store, StoreError, Transaction, Webhook,
 };
 
 const CASE: &str = "SELECT rev, record FROM cases WHERE id = $1";
@@ -51,6 +51,7 @@ const RANGE_DOWN: &str = "SELECT value, case_id FROM case_index \
     WHERE name = $1 AND value >= $2 AND value < $3 AND (value, case_id) < ($4, $5) \
     ORDER BY value DESC, case_id DESC LIMIT $6";
 const TOKEN: &str = "SELECT record FROM callback_tokens WHERE token = $1";
+const CIRCUITS: &str = "SELECT record FROM circuits ORDER BY agency";
 const IDEMPOTENCY: &str = "SELECT record FROM idempotency WHERE key = $1";
 const API_TOKEN: &str = "SELECT record FROM api_tokens WHERE digest = $1";
 const API_TOKENS: &str = "SELECT record FROM api_tokens ORDER BY digest";
@@ -355,6 +356,11 @@ impl Store for PgStore {
     async fn definitions(&self) -> Result<Vec<Published>, StoreError> {
         let rows = self.rows(DEFINITIONS, &[]).await?;
         self.records("a published definition", &rows)
+    }
+
+    async fn circuits(&self) -> Result<Vec<Circuit>, StoreError> {
+        let rows = self.rows(CIRCUITS, &[]).await?;
+        self.records("an agency's circuit", &rows)
     }
 
     async fn registry_changes(&self) -> Result<Vec<RegistryChange>, StoreError> {

@@ -8,8 +8,8 @@ use sled::Tree;
 use super::claims::{Claims, work_key};
 use super::journal;
 use super::keys::{
-    API_TOKENS, CASES, CONFIG, COUNTERS, FEED, IDEMPOTENCY, REGISTRY_CHANGES, TIMERS, TOKENS,
-    WEBHOOKS, definition_key, event_key, index_key, keyed, timer_key,
+    API_TOKENS, CASES, CIRCUITS, CONFIG, COUNTERS, FEED, IDEMPOTENCY, REGISTRY_CHANGES, TIMERS,
+    TOKENS, WEBHOOKS, definition_key, event_key, index_key, keyed, timer_key,
 };
 use super::record::{CaseHead, compress, corrupt, encode, event_runs, sled_error};
 use crate::case::CaseId;
@@ -29,6 +29,8 @@ pub(super) struct Prepared {
     feed: Vec<Vec<u8>>,
     /// (key, record) of webhooks written only if still registered.
     webhook_updates: Vec<(Vec<u8>, Vec<u8>)>,
+    /// (agency, key, version replaced, record) of circuits written by version.
+    circuits: Vec<(String, Vec<u8>, u64, Vec<u8>)>,
     /// (counter key, amount) to add.
     counts: Vec<(Vec<u8>, i64)>,
     /// (claim key, epoch, whether the work is a stored timer, the work as named in an error).
@@ -97,6 +99,14 @@ impl Prepared {
         for id in &tx.delete_webhooks {
             p.removes.push(keyed(WEBHOOKS, id.as_bytes()));
         }
+        for circuit in &tx.put_circuits {
+            p.circuits.push((
+                circuit.agency.clone(),
+                keyed(CIRCUITS, circuit.agency.as_bytes()),
+                circuit.version.saturating_sub(1),
+                encode(circuit),
+            ));
+        }
         p.feed = tx.notify.iter().map(encode).collect();
         p.counts = tx
             .counts
@@ -134,15 +144,16 @@ impl Prepared {
         p
     }
 
-    /// The case ids, idempotency keys, claimed work and configuration this commit's checks
-    /// depend on: two commits that share none can be checked against the same stored state and
-    /// written in one batch.
+    /// The case ids, idempotency keys, claimed work, circuits and configuration this commit's
+    /// checks depend on: two commits that share none can be checked against the same stored
+    /// state and written in one batch.
     pub(super) fn depends_on(&self) -> impl Iterator<Item = &[u8]> {
         let cases = self.cases.iter().map(|c| c.id.as_bytes().as_slice());
         let config = (self.changes_config || self.expect_config.is_some()).then_some(CONFIG);
         cases
             .chain(self.idempotency.iter().map(|(_, key, _)| key.as_slice()))
             .chain(self.fences.iter().map(|(key, ..)| key.as_slice()))
+            .chain(self.circuits.iter().map(|(_, key, ..)| key.as_slice()))
             .chain(config)
     }
 
@@ -214,6 +225,22 @@ impl Prepared {
             }
             inserts.push((key, record));
         }
+        for (agency, key, expected, record) in self.circuits {
+            let stored = match get(&key)? {
+                None => 0,
+                Some(bytes) => {
+                    serde_json::from_slice::<Versioned>(&bytes)
+                        .map_err(|e| {
+                            corrupt(path, format!("the circuit of agency `{agency}`: {e}"))
+                        })?
+                        .version
+                }
+            };
+            if stored != expected {
+                return Err(StoreError::CircuitChanged { agency, expected });
+            }
+            inserts.push((key, record));
+        }
         for (key, hook) in self.webhook_updates {
             if get(&key)?.is_some() {
                 inserts.push((key, hook));
@@ -243,6 +270,12 @@ impl Prepared {
         writes.extend(inserts.into_iter().map(|(key, value)| (key, Some(value))));
         Ok(())
     }
+}
+
+/// The version of a stored circuit, read without the rest of it.
+#[derive(serde::Deserialize)]
+struct Versioned {
+    version: u64,
 }
 
 /// Adds a group's `counts` to the stored counters, as writes of the group: the writer is the

@@ -16,6 +16,7 @@ pub(super) const WEBHOOKS: u8 = b'w';
 pub(super) const DEFINITIONS: u8 = b'd';
 pub(super) const REGISTRY_CHANGES: u8 = b'r';
 pub(super) const COUNTERS: u8 = b'n';
+pub(super) const CIRCUITS: u8 = b'g';
 /// One key, not a table: the configuration version (`Store::config_version`).
 pub(super) const CONFIG: &[u8] = b"vconfig";
 

@@ -11,14 +11,14 @@ use super::SledStore;
 use super::claims::work_key;
 use super::commit::Prepared;
 use super::keys::{
-    API_TOKENS, CASES, COUNTERS, DEFINITIONS, FEED, IDEMPOTENCY, INDEX, REGISTRY_CHANGES, TIMERS,
-    TOKENS, WEBHOOKS, case_id_at_end, event_key, feed_seq, index_prefix, keyed,
+    API_TOKENS, CASES, CIRCUITS, COUNTERS, DEFINITIONS, FEED, IDEMPOTENCY, INDEX, REGISTRY_CHANGES,
+    TIMERS, TOKENS, WEBHOOKS, case_id_at_end, event_key, feed_seq, index_prefix, keyed,
 };
 use super::record::CaseHead;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
 use crate::store::{
-    ApiToken, Claimed, Groups, IndexRange, NodeId, Notification, Order, Page, Position, Published,
-    RegistryChange, Store, StoreError, Transaction, Webhook, Work,
+    ApiToken, Circuit, Claimed, Groups, IndexRange, NodeId, Notification, Order, Page, Position,
+    Published, RegistryChange, Store, StoreError, Transaction, Webhook, Work,
 };
 
 impl SledStore {
@@ -320,6 +320,10 @@ impl Store for SledStore {
 
     async fn definitions(&self) -> Result<Vec<Published>, StoreError> {
         self.all(DEFINITIONS, "a published definition")
+    }
+
+    async fn circuits(&self) -> Result<Vec<Circuit>, StoreError> {
+        self.all(CIRCUITS, "an agency's circuit")
     }
 
     async fn registry_changes(&self) -> Result<Vec<RegistryChange>, StoreError> {
