@@ -16,6 +16,10 @@
 //! and reports the round trips and commits per case and PostgreSQL's share of the CPU.
 //! `-- --traces` exports every case's trace (to a receiver in this process), to measure what
 //! tracing costs.
+//! `-- --outage 60` runs only an outage of the police of that many seconds under a steady load
+//! of new cases (`--outage-rate` a second), once with the agencies' circuits and once without,
+//! and reports the calls the outage met, the attempts, the incidents and the time from the
+//! agency's return to the last case's end.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -31,7 +35,7 @@ use civicflow::store::{Order, Store};
 use civicflow::traces::Traces;
 use clap::Parser;
 use serde_json::{Value, json};
-use support::{InProcess, Node, Server, birth_input, fetch, free_port, mocks_in_test, pg};
+use support::{InProcess, Node, Server, birth_input, fetch, free_port, mocks_in_test, outage, pg};
 use tokio::sync::Semaphore;
 
 /// The allocator the `civicflow` binary uses, so the in-process figures are the server's.
@@ -75,6 +79,12 @@ struct Args {
     /// what tracing costs.
     #[arg(long)]
     traces: bool,
+    /// Only an outage of the police of this many seconds, with circuits and without.
+    #[arg(long)]
+    outage: Option<u64>,
+    /// New birth cases per second during the outage run.
+    #[arg(long, default_value_t = 50)]
+    outage_rate: u32,
     /// Cargo passes `--bench`; nothing to do with it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -96,6 +106,9 @@ fn main() -> anyhow::Result<()> {
         println!("# civicflow engine benchmark");
         if let Some(cases) = args.kpi_cases {
             return kpi_report(&args, cases).await;
+        }
+        if let Some(secs) = args.outage {
+            return outage_runs(&args, secs).await;
         }
         let measured = match args.backend {
             Backend::Sled => {
@@ -583,5 +596,47 @@ async fn memory(args: &Args) -> anyhow::Result<()> {
     );
     drop(server);
     let _ = std::fs::remove_dir_all(&data);
+    Ok(())
+}
+
+/// The police down for `secs` seconds under `--outage-rate` new cases a second, from 5 s before
+/// to 5 s after: with the agencies' circuits (the default policy), then without (a threshold
+/// never reached).
+async fn outage_runs(args: &Args, secs: u64) -> anyhow::Result<()> {
+    let load = outage::Load {
+        rate: args.outage_rate,
+        before: Duration::from_secs(5),
+        outage: Duration::from_secs(secs),
+        after: Duration::from_secs(5),
+    };
+    println!(
+        "\n## Agency outage: the police answer 503 to everything for {secs} s; {} new birth cases a second from 5 s before it to 5 s after",
+        load.rate
+    );
+    for (label, threshold) in [
+        ("with circuits", None),
+        ("without circuits", Some(u32::MAX)),
+    ] {
+        let mut settings = civicflow::circuits::Settings::default();
+        if let Some(t) = threshold {
+            settings.default.threshold = t;
+        }
+        let app = InProcess::start_with(settings).await;
+        let run = outage::run(&app, load, "B-OUT", Duration::from_secs(900)).await;
+        let completed = run
+            .cases
+            .iter()
+            .filter(|c| c["status"] == "completed")
+            .count();
+        println!(
+            "{label}: {} cases, {completed} completed, {} stopped on an incident (retries spent); police requests met by the outage: {} (of {}); most attempts of a police step: {}; the last case ended {:.1} s after the police came back",
+            run.cases.len(),
+            run.incidents,
+            run.calls_in_outage,
+            run.police_calls,
+            run.max_attempts,
+            run.recovery.as_secs_f64()
+        );
+    }
     Ok(())
 }

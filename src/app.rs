@@ -156,6 +156,8 @@ impl<S: Store + Clone> App<S> {
             self.webhook_targets,
         );
         self.tasks.push(deliverer.spawn());
+        self.tasks
+            .push(tokio::spawn(self.engine.clone().follow_circuits()));
         self.tasks.push(tokio::spawn(follow_config(
             self.engine.clone(),
             self.feed.clone(),

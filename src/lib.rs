@@ -4,6 +4,7 @@ pub mod app;
 pub mod auth;
 pub mod calendar;
 pub mod case;
+pub mod circuits;
 pub mod cli;
 pub mod engine;
 pub mod kpi;

@@ -90,6 +90,14 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// The agencies and their circuits: which are down, the steps held for them; open or
+    /// close a circuit by hand (a planned maintenance).
+    Agencies {
+        #[command(subcommand)]
+        command: Option<cli::agencies::AgenciesCommand>,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Publish, list, show, deprecate and test adapters (agencies, admin).
     Adapters {
         #[command(subcommand)]
@@ -199,6 +207,12 @@ fn main() -> anyhow::Result<ExitCode> {
                 |c| async move { cli::kpi::kpi(&c, &period).await },
             )
         }
+        Command::Agencies {
+            command,
+            connection,
+        } => client(&connection, |c| async move {
+            cli::agencies::agencies(&c, command).await
+        }),
         Command::Adapters {
             command,
             connection,

@@ -97,6 +97,8 @@ fn describe(op: Operation) -> &'static str {
         Operation::TestAdapter => "test adapters",
         Operation::ReadKpis => "read the on-time figures",
         Operation::ReadMetrics => "read the metrics",
+        Operation::ReadAgencies => "read the agencies' circuits",
+        Operation::SetCircuit => "open or close an agency's circuit",
     }
 }
 

@@ -4,6 +4,7 @@
 //! with a stable `code`, a `message` and, for validation, the offending `fields`; a client's
 //! mistake is never a 500.
 
+mod agencies;
 mod auth;
 mod callbacks;
 mod cases;
@@ -84,6 +85,9 @@ pub fn router<S: Store + Clone>(
         .route("/v1/incidents", get(operators::incidents::<S>))
         .route("/v1/bulk/retry", post(operators::bulk_retry::<S>))
         .route("/v1/kpis", get(kpis::read::<S>))
+        .route("/v1/agencies", get(agencies::list::<S>))
+        .route("/v1/agencies/{agency}", get(agencies::show::<S>))
+        .route("/v1/agencies/{agency}/circuit", post(agencies::set::<S>))
         .route("/metrics", get(metrics::read::<S>))
         .route("/v1/callbacks/{token}", post(callbacks::post::<S>))
         .route(

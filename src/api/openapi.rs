@@ -5,8 +5,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{callbacks, cases, error, kpis, metrics, operators, registry, tokens, webhooks};
-use crate::store::query::{IncidentRow, Listing};
+use super::{
+    agencies, callbacks, cases, error, kpis, metrics, operators, registry, tokens, webhooks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +21,7 @@ use crate::store::query::{IncidentRow, Listing};
         operators::incidents, operators::act,
         operators::bulk_retry,
         kpis::read, metrics::read,
+        agencies::list, agencies::show, agencies::set,
         callbacks::post,
         tokens::issue, tokens::list, tokens::revoke,
         webhooks::register, webhooks::list, webhooks::delete,
@@ -29,7 +31,6 @@ use crate::store::query::{IncidentRow, Listing};
     ),
     components(schemas(
         error::ErrorBody,
-        Listing<IncidentRow>,
         operators::ActionName,
         cases::ListOrder,
     )),

@@ -8,10 +8,11 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use jiff::Timestamp;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
+use super::agencies::{self, AgencyView};
 use super::auth::Caller;
 use super::cases::{ListOrder, parse_id, query_error, seen_by, unknown_case};
 use super::{ApiError, AppState, ErrorBody};
@@ -19,8 +20,8 @@ use crate::auth::Operation;
 use crate::case::IncidentReason;
 use crate::case::masking::{mask_all, mask_prose};
 use crate::engine::{Action, ActionError};
+use crate::store::query::IncidentRow;
 use crate::store::query::{self, IncidentFilter, MAX_PAGE};
-use crate::store::query::{IncidentRow, Listing};
 use crate::store::{Order, Store};
 
 /// The most incidents one bulk action goes through; a larger backlog takes several calls.
@@ -76,10 +77,24 @@ pub struct IncidentsQuery {
     limit: Option<usize>,
 }
 
-/// Open incidents (cases that need a person), read from an index, paged by cursor.
+/// A page of incidents, and the agencies that are down now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IncidentPage {
+    pub items: Vec<IncidentRow>,
+    /// Where the next page starts; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// Agency outages open now (circuits open): one incident per agency, not one per case,
+    /// with the steps that wait for it; on every page, filtered by `agency` only, and left
+    /// out when a `reason` is asked for.
+    pub outages: Vec<AgencyView>,
+}
+
+/// Open incidents (cases that need a person), read from an index, paged by cursor, and the
+/// agency outages open now.
 #[utoipa::path(get, path = "/v1/incidents", tag = "operators", params(IncidentsQuery),
     responses(
-        (status = 200, description = "A page of incidents", body = Listing<IncidentRow>),
+        (status = 200, description = "A page of incidents", body = IncidentPage),
         (status = 400, description = "A filter or cursor that does not parse", body = ErrorBody),
     ))]
 pub async fn incidents<S: Store + Clone>(
@@ -89,6 +104,15 @@ pub async fn incidents<S: Store + Clone>(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Operation::ListIncidents)?;
     let Query(q) = q.map_err(ApiError::from_query)?;
+    let mut outages = Vec::new();
+    if q.reason.is_none() {
+        for agency in state.engine.agencies().keys() {
+            let open = state.engine.circuits().is_open(agency);
+            if open && q.agency.as_ref().is_none_or(|a| a == agency) {
+                outages.push(agencies::view(&state.engine, agency, false).await?);
+            }
+        }
+    }
     let filter = IncidentFilter {
         workflow: q.workflow,
         step: q.step,
@@ -108,7 +132,11 @@ pub async fn incidents<S: Store + Clone>(
     .map_err(query_error)?;
     // An incident's message quotes the agency, which may quote a citizen's number: masked as
     // in the case view for roles that may not see it.
-    let mut page = json!(page);
+    let mut page = json!(IncidentPage {
+        items: page.items,
+        next: page.next,
+        outages,
+    });
     if !caller.0.role.allows(Operation::Unmasked) {
         for row in page["items"].as_array_mut().into_iter().flatten() {
             row["message"] = mask_prose(&row["message"]);

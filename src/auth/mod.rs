@@ -56,6 +56,10 @@ pub enum Operation {
     ReadKpis,
     /// Scrape `/metrics`.
     ReadMetrics,
+    /// See the agencies' circuits (which are down, the steps that wait for them).
+    ReadAgencies,
+    /// Open or close an agency's circuit by hand.
+    SetCircuit,
 }
 
 impl Role {
@@ -74,7 +78,15 @@ impl Role {
             ),
             Role::Operator => matches!(
                 op,
-                ReadCase | ListCases | ReadHistory | ListIncidents | Act | ReadRegistry | ReadKpis
+                ReadCase
+                    | ListCases
+                    | ReadHistory
+                    | ListIncidents
+                    | Act
+                    | ReadRegistry
+                    | ReadKpis
+                    | ReadAgencies
+                    | SetCircuit
             ),
             Role::Supervisor => matches!(
                 op,
@@ -87,6 +99,8 @@ impl Role {
                     | Unmasked
                     | ReadRegistry
                     | ReadKpis
+                    | ReadAgencies
+                    | SetCircuit
             ),
             Role::Agency(_) => matches!(op, Callback | ReadRegistry | Publish | TestAdapter),
             Role::Admin => op != Callback,

@@ -50,6 +50,9 @@ pub enum StepStatus {
     Polling,
     /// The last attempt failed in a retryable way; a retry timer is set.
     Backoff,
+    /// Its agency's circuit is open (the agency is down, or in maintenance): its next attempt
+    /// is held, not sent and not counted against its retry budget, until the circuit closes.
+    WaitingForAgency,
     /// Retries exhausted or an unexpected reply: an incident is open and an operator must act.
     Failed,
     Succeeded,
@@ -68,6 +71,7 @@ impl StepStatus {
             StepStatus::AwaitingCallback => "awaiting_callback",
             StepStatus::Polling => "polling",
             StepStatus::Backoff => "backoff",
+            StepStatus::WaitingForAgency => "waiting_for_agency",
             StepStatus::Failed => "failed",
             StepStatus::Succeeded => "succeeded",
             StepStatus::Rejected => "rejected",
@@ -95,6 +99,7 @@ impl StepStatus {
                 | StepStatus::AwaitingCallback
                 | StepStatus::Polling
                 | StepStatus::Backoff
+                | StepStatus::WaitingForAgency
                 | StepStatus::Failed
         )
     }
@@ -123,6 +128,10 @@ pub struct StepState {
     pub budget_from: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_attempt_at: Option<Timestamp>,
+    /// Since when it waits for its agency's circuit to close (`WaitingForAgency`): the order
+    /// in which held steps are released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_since: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,6 +180,7 @@ impl StepState {
             attempt: 0,
             budget_from: 0,
             first_attempt_at: None,
+            held_since: None,
             started_at: None,
             finished_at: None,
             due_at: None,
@@ -321,6 +331,9 @@ pub mod index {
     /// Zero-padded milliseconds of each unfinished step's due time, so that the order of values
     /// is the order of time.
     pub const DUE: &str = "due";
+    /// `<agency>/<zero-padded milliseconds held since>/<step>` of each step waiting for its
+    /// agency's circuit to close, so that the order of values is the order they were held in.
+    pub const HELD: &str = "held";
 }
 
 impl Case {
@@ -359,6 +372,14 @@ impl Case {
                 out.push(IndexEntry {
                     name: index::AGENCY,
                     value: step.agency.clone(),
+                });
+            }
+            if let Some(since) = step.held_since
+                && step.status == StepStatus::WaitingForAgency
+            {
+                out.push(IndexEntry {
+                    name: index::HELD,
+                    value: format!("{}/{}/{id}", step.agency, due_value(since)),
                 });
             }
             if let Some(due) = step.due_at
@@ -503,6 +524,11 @@ pub enum EventKind {
         step: String,
         attempt: u32,
         status: u16,
+    },
+    /// The step's next attempt is held: its agency's circuit is open.
+    StepHeld {
+        step: String,
+        agency: String,
     },
     CallbackReceived {
         step: String,

@@ -116,7 +116,26 @@ pub async fn incidents(
                 clip(&cell(&i["message"]), 60),
             ]);
         }
-        with_next(t.to_string(), page)
+        let listed = with_next(t.to_string(), page);
+        let outages: Vec<String> = page["outages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| {
+                format!(
+                    "agency outage: {} has been down since {} ({} held steps); last error: {}",
+                    cell(&o["agency"]),
+                    super::table::time(&o["since"]),
+                    cell(&o["held_steps"]),
+                    clip(&cell(&o["last_error"]), 80),
+                )
+            })
+            .collect();
+        if outages.is_empty() {
+            listed
+        } else {
+            format!("{}\n\n{listed}", outages.join("\n"))
+        }
     });
     Ok(())
 }

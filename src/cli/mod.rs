@@ -2,6 +2,7 @@
 //! checks of definition files.
 
 pub mod adapters;
+pub mod agencies;
 pub mod cases;
 pub mod client;
 pub mod incidents;

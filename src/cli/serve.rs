@@ -16,6 +16,7 @@ use jiff::Timestamp;
 use crate::api::Limits;
 use crate::app::{App, BuildError, Settings};
 use crate::auth::{self, ApiToken, Role};
+use crate::circuits;
 use crate::engine::{Clock, Config};
 use crate::store::postgres::{Options, PgStore};
 use crate::store::sled::{DEFAULT_CACHE_MIB, SledStore};
@@ -78,6 +79,14 @@ pub struct ServeArgs {
     /// An agency's base URL, `name=url`; repeatable. Overrides the mocks' URLs.
     #[arg(long = "agency", value_name = "NAME=URL")]
     pub agencies: Vec<String>,
+    /// When an agency's circuit opens and how its held steps are released when it closes:
+    /// failures in a row that open it, steps released per second, releases in flight at once
+    /// (default 5,200,32).
+    #[arg(long, value_name = "THRESHOLD[,RATE[,CONCURRENCY]]")]
+    pub circuits: Option<String>,
+    /// The same for one agency, `name=THRESHOLD[,RATE[,CONCURRENCY]]`; repeatable.
+    #[arg(long = "circuit", value_name = "NAME=THRESHOLD[,RATE[,CONCURRENCY]]")]
+    pub circuit: Vec<String>,
     /// How long SIGTERM waits for in-flight agency calls before parking them.
     #[arg(long, default_value = "10s")]
     pub drain_timeout: String,
@@ -174,6 +183,7 @@ async fn serve<S: Store + Clone>(
             .with_context(|| format!("--agency {pair}: expected NAME=URL"))?;
         agencies.insert(name.to_owned(), url.to_owned());
     }
+    let circuits = circuit_settings(&args)?;
     let settings = Settings {
         workflows: args.workflows.clone(),
         engine: Config {
@@ -182,6 +192,7 @@ async fn serve<S: Store + Clone>(
             drain_timeout,
             claim_lease,
             clock: Clock::system(),
+            circuits,
         },
         limits: Limits {
             per_second: args.rate_limit,
@@ -316,4 +327,26 @@ async fn stop_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// The circuits' policies from `--circuits` and each `--circuit`.
+fn circuit_settings(args: &ServeArgs) -> anyhow::Result<circuits::Settings> {
+    let mut settings = circuits::Settings::default();
+    if let Some(spec) = &args.circuits {
+        settings.default = settings
+            .default
+            .with(spec)
+            .map_err(|e| anyhow::anyhow!("--circuits {spec}: {e}"))?;
+    }
+    for pair in &args.circuit {
+        let (name, spec) = pair.split_once('=').with_context(|| {
+            format!("--circuit {pair}: expected NAME=THRESHOLD[,RATE[,CONCURRENCY]]")
+        })?;
+        let policy = settings
+            .default
+            .with(spec)
+            .map_err(|e| anyhow::anyhow!("--circuit {pair}: {e}"))?;
+        settings.agencies.insert(name.to_owned(), policy);
+    }
+    Ok(settings)
 }

@@ -327,6 +327,7 @@ impl<S: Store + Clone> Engine<S> {
             }
             StepStatus::Failed
             | StepStatus::Backoff
+            | StepStatus::WaitingForAgency
             | StepStatus::AwaitingCallback
             | StepStatus::Polling => {}
             StepStatus::Pending => {

@@ -3,6 +3,7 @@
 //! [`Change`]; no store, no network, no clock but the change's `now`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::SignedDuration;
@@ -17,6 +18,7 @@ use crate::case::{
     CallbackTarget, Case, CaseStatus, EventKind, IncidentReason, Rejection, StepStatus, Timer,
     TimerKind,
 };
+use crate::circuits::Circuits;
 use crate::workflow::definition::{Adapter, Step, Workflow};
 use crate::workflow::expr::Input;
 use crate::workflow::spec::{Method, Mode, OnRejection};
@@ -24,6 +26,11 @@ use crate::workflow::spec::{Method, Mode, OnRejection};
 /// How long after an attempt's timeout the engine decides its reply is lost (the process
 /// stopped mid-call) and tries again.
 const WATCHDOG_MARGIN: Duration = Duration::from_secs(5);
+
+/// How often a step held by its agency's open circuit looks again by itself. Held steps are
+/// released as soon as the circuit closes; this timer is only what keeps a held step durable
+/// and moving if that release is missed (the node releasing them died).
+const HOLD_RECHECK: Duration = Duration::from_secs(60);
 
 /// What the decisions need besides the case: the holiday calendar for statutory due times,
 /// where agencies are and where they call back.
@@ -33,6 +40,8 @@ pub struct Decider {
     pub public_url: String,
     /// Agency id → base URL.
     pub agencies: BTreeMap<String, String>,
+    /// Which agencies' calls are held.
+    pub circuits: Arc<Circuits>,
 }
 
 fn case_meta(case: &Case) -> Value {
@@ -246,7 +255,54 @@ impl Decider {
                 },
             ));
         }
-        self.begin_attempt(step, change, 1);
+        self.attempt_or_hold(step, change, 1);
+    }
+
+    /// Attempt `n`, unless the agency's circuit is open: then the step is held instead.
+    fn attempt_or_hold(&self, step: &Step, change: &mut Change, n: u32) {
+        if self.circuits.is_open(&step.adapter.agency) {
+            self.hold(step, change, false);
+        } else {
+            self.begin_attempt(step, change, n);
+        }
+    }
+
+    /// Holds the step's next attempt while its agency's circuit is open, with a timer that
+    /// looks again later in case nothing releases it sooner. `to_back`: it was just tried (a
+    /// probe, or a call that failed while the circuit was open) and goes behind the others.
+    fn hold(&self, step: &Step, change: &mut Change, to_back: bool) {
+        let now = change.now;
+        let agency = step.adapter.agency.clone();
+        let s = change.step_mut(&step.id);
+        let was_held = s.status == StepStatus::WaitingForAgency;
+        s.status = StepStatus::WaitingForAgency;
+        if to_back || s.held_since.is_none() {
+            s.held_since = Some(now);
+        }
+        change.set_timer(
+            TimerKind::Retry {
+                step: step.id.clone(),
+            },
+            now + SignedDuration::try_from(HOLD_RECHECK).unwrap_or_default(),
+        );
+        if !was_held {
+            change.event(EventKind::StepHeld {
+                step: step.id.clone(),
+                agency,
+            });
+        }
+    }
+
+    /// Sends a held step's next attempt: its agency's circuit closed, or this call is the
+    /// probe that tests it. The time it was held does not count against its retry budget.
+    pub fn release(&self, step: &Step, change: &mut Change) {
+        let now = change.now;
+        let s = change.step_mut(&step.id);
+        if let (Some(since), Some(first)) = (s.held_since, s.first_attempt_at) {
+            s.first_attempt_at = Some(first + now.duration_since(since));
+        }
+        let n = s.attempt + 1;
+        self.begin_attempt(step, change, n);
     }
 
     /// Makes attempt `n` durable (with its watchdog timer) and queues its request.
@@ -255,6 +311,7 @@ impl Decider {
         let s = change.step_mut(&step.id);
         s.status = StepStatus::Calling;
         s.attempt = n;
+        s.held_since = None;
         let revision = s.revision;
         let key = idempotency_key(&change.case, &step.id, revision);
         let message_id = uuid::Uuid::new_v4().to_string();
@@ -506,6 +563,18 @@ impl Decider {
                 let wait = retry_after.unwrap_or_default();
                 self.schedule_poll_after(step, change, wait);
             }
+            // The agency is known to be down: the step waits for it, its budget untouched.
+            Outcome::Retryable { error, .. } if self.circuits.is_open(&adapter.agency) => {
+                change.event(EventKind::AttemptFailed {
+                    step: step.id.clone(),
+                    attempt: call.attempt,
+                    error: error.clone(),
+                    status: reply.status(),
+                    retry_at: None,
+                });
+                change.step_mut(&step.id).error = Some(error);
+                self.hold(step, change, true);
+            }
             Outcome::Retryable { error, retry_after } => {
                 self.retry_or_fail(step, change, error, reply.status(), retry_after)
             }
@@ -621,8 +690,12 @@ impl Decider {
                 match s.status {
                     StepStatus::Backoff => {
                         let n = s.attempt + 1;
-                        self.begin_attempt(def, change, n);
+                        self.attempt_or_hold(def, change, n);
                     }
+                    StepStatus::WaitingForAgency if self.circuits.is_open(&s.agency) => {
+                        self.hold(def, change, false);
+                    }
+                    StepStatus::WaitingForAgency => self.release(def, change),
                     StepStatus::Calling => {
                         let error = "no reply was recorded within the timeout: the server stopped or the reply was lost".to_owned();
                         self.retry_or_fail(def, change, error, None, None);
@@ -635,6 +708,11 @@ impl Decider {
                     return;
                 };
                 if s.status != StepStatus::Polling {
+                    return;
+                }
+                // Its agency is down: ask again at the next interval, without a call.
+                if self.circuits.is_open(&s.agency) {
+                    self.schedule_poll(def, change);
                     return;
                 }
                 let Some(url) = s.poll_url.clone() else {
@@ -724,6 +802,7 @@ mod tests {
                 .iter()
                 .map(|(a, u)| ((*a).to_owned(), (*u).to_owned()))
                 .collect(),
+            circuits: Arc::new(Circuits::new(crate::circuits::Settings::default())),
         }
     }
 

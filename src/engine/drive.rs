@@ -17,6 +17,7 @@ use super::locks::CaseLock;
 use super::{Engine, MissingWorkflow};
 use crate::adapters::http::{self, Reply};
 use crate::case::{Case, IncidentReason, StepStatus, TimerKind};
+use crate::circuits::Seen;
 use crate::store::{Claimed, Store, StoreError, Transaction};
 use crate::traces::{CaseSpan, parse_traceparent};
 use crate::workflow::definition::Workflow;
@@ -46,71 +47,87 @@ impl<S: Store + Clone> Engine<S> {
             self.in_flight.fetch_add(1, Ordering::SeqCst);
             let engine = self.clone();
             tokio::spawn(async move {
-                let to_wire = call.ready_at.elapsed();
-                let sent = Instant::now();
-                let from = SystemTime::now();
-                let reply = http::send(
-                    &engine.http,
-                    call.method,
-                    &call.url,
-                    &call.headers,
-                    call.body.as_ref(),
-                    &call.meta,
-                    call.timeout,
-                )
-                .await;
-                let received = Instant::now();
-                let status = match &reply {
-                    Reply::Answered { status, .. } => Some(*status),
-                    Reply::NoAnswer { .. } => None,
-                };
-                engine.metrics.agency_call(
-                    &call.agency,
-                    &call.step,
-                    call.poll,
-                    status,
-                    received - sent,
-                );
-                let span = CaseSpan::new(
-                    format!(
-                        "{} {}",
-                        if call.poll { "poll" } else { "attempt" },
-                        call.step
-                    ),
-                    SpanKind::Client,
-                    from,
-                )
-                .span_id(parse_traceparent(&call.meta.traceparent).map(|c| c.span_id()))
-                .attribute("civicflow.agency", call.agency.clone())
-                .attribute("civicflow.adapter", call.adapter.clone())
-                .attribute("civicflow.step", call.step.clone())
-                .attribute("civicflow.attempt", i64::from(call.attempt))
-                .attribute("civicflow.revision", i64::from(call.revision));
-                let span = match status {
-                    Some(s) => span.attribute("http.response.status_code", i64::from(s)),
-                    None => span,
-                };
-                let outcome = match engine.on_reply(&call, reply, received).await {
-                    Ok(Some(class)) => class,
-                    // The step had moved on (an operator, another node): the answer is not used.
-                    Ok(None) => "superseded",
-                    Err(e) => {
-                        tracing::warn!(case_id = %call.case_id, trace_id = %call.case_id.simple(), step = %call.step, error = %e, "the reply could not be recorded; the watchdog timer will retry");
-                        "not_recorded"
-                    }
-                };
-                let failed = matches!(outcome, "retryable" | "unexpected" | "not_recorded");
-                engine
-                    .traces
-                    .case_span(call.case_id, span.outcome(outcome, failed));
-                engine
-                    .overhead
-                    .record_step_overhead(to_wire + received.elapsed());
+                engine.run_call(call).await;
                 if engine.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
                     engine.idle.notify_waiters();
                 }
             });
         }
+    }
+
+    /// Sends one call, records its reply, and tells the agency's circuit what it showed: the
+    /// class of the reply (`"superseded"` when the step had moved on, `"not_recorded"` when
+    /// the store failed), and the failure when it was a retryable one.
+    pub(super) async fn run_call(self: &Arc<Self>, call: Call) -> (&'static str, Option<String>) {
+        let to_wire = call.ready_at.elapsed();
+        let sent = Instant::now();
+        let from = SystemTime::now();
+        let reply = http::send(
+            &self.http,
+            call.method,
+            &call.url,
+            &call.headers,
+            call.body.as_ref(),
+            &call.meta,
+            call.timeout,
+        )
+        .await;
+        let received = Instant::now();
+        let status = match &reply {
+            Reply::Answered { status, .. } => Some(*status),
+            Reply::NoAnswer { .. } => None,
+        };
+        let failure = match &reply {
+            Reply::Answered { status, .. } => format!("the agency answered {status}"),
+            Reply::NoAnswer { error } => error.clone(),
+        };
+        self.metrics
+            .agency_call(&call.agency, &call.step, call.poll, status, received - sent);
+        let span = CaseSpan::new(
+            format!(
+                "{} {}",
+                if call.poll { "poll" } else { "attempt" },
+                call.step
+            ),
+            SpanKind::Client,
+            from,
+        )
+        .span_id(parse_traceparent(&call.meta.traceparent).map(|c| c.span_id()))
+        .attribute("civicflow.agency", call.agency.clone())
+        .attribute("civicflow.adapter", call.adapter.clone())
+        .attribute("civicflow.step", call.step.clone())
+        .attribute("civicflow.attempt", i64::from(call.attempt))
+        .attribute("civicflow.revision", i64::from(call.revision));
+        let span = match status {
+            Some(s) => span.attribute("http.response.status_code", i64::from(s)),
+            None => span,
+        };
+        let outcome = match self.on_reply(&call, reply, received).await {
+            Ok(Some(class)) => class,
+            // The step had moved on (an operator, another node): the answer is not used.
+            Ok(None) => "superseded",
+            Err(e) => {
+                tracing::warn!(case_id = %call.case_id, trace_id = %call.case_id.simple(), step = %call.step, error = %e, "the reply could not be recorded; the watchdog timer will retry");
+                "not_recorded"
+            }
+        };
+        let failed = matches!(outcome, "retryable" | "unexpected" | "not_recorded");
+        self.traces
+            .case_span(call.case_id, span.outcome(outcome, failed));
+        self.overhead
+            .record_step_overhead(to_wire + received.elapsed());
+        let seen = match outcome {
+            "retryable" => Some(Seen::Failure(failure.clone())),
+            "succeeded" | "rejected" | "pending" | "unexpected" => Some(Seen::Answer),
+            _ => None,
+        };
+        if let Some(seen) = seen
+            && let Some(last_error) = self.decide.circuits.observe(&call.agency, seen)
+        {
+            let engine = self.clone();
+            tokio::spawn(async move { engine.open_circuit(&call.agency, last_error).await });
+        }
+        (outcome, (outcome == "retryable").then_some(failure))
     }
 
     /// Records an agency's answer to `call`; its class, or `None` if the step had moved on

@@ -11,6 +11,7 @@ mod clock;
 mod decide;
 mod drive;
 mod locks;
+mod outages;
 mod overhead;
 mod timers;
 mod trial;
@@ -29,6 +30,7 @@ use crate::case::{
     CallbackTarget, Case, CaseId, CaseStatus, Event, EventKind, IdempotencyRecord, Made, StepState,
     TimerKind,
 };
+use crate::circuits::Circuits;
 use crate::metrics::Metrics;
 use crate::registry::{PublishError, Registry};
 use crate::store::{Hook, Store, StoreError};
@@ -60,6 +62,8 @@ pub struct Config {
     /// without renewal: how soon another node takes over the work of one that died or stalled.
     pub claim_lease: Duration,
     pub clock: Clock,
+    /// When agencies' circuits open and how held steps are released.
+    pub circuits: crate::circuits::Settings,
 }
 
 /// The longest business-key value a case may have: it is an index key, and a citizen's ID or a
@@ -168,6 +172,8 @@ pub struct Engine<S> {
     traces: Arc<Traces>,
     /// Who waits for which case to end.
     watchers: Arc<watch::Watchers>,
+    /// Agencies whose probe or release this node is running (one at a time per agency).
+    outage_work: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl<S: Store + Clone> Engine<S> {
@@ -195,6 +201,7 @@ impl<S: Store + Clone> Engine<S> {
                 calendar: Calendar::vietnam(),
                 public_url: config.public_url.clone(),
                 agencies: config.agencies.clone(),
+                circuits: Arc::new(Circuits::new(config.circuits.clone())),
             },
             config,
             hooks,
@@ -211,7 +218,18 @@ impl<S: Store + Clone> Engine<S> {
             metrics,
             traces,
             watchers,
+            outage_work: std::sync::Mutex::default(),
         })
+    }
+
+    /// The agencies' circuits as this node follows them.
+    pub fn circuits(&self) -> &Arc<Circuits> {
+        &self.decide.circuits
+    }
+
+    /// The agencies this node calls, by id, with their base URLs.
+    pub fn agencies(&self) -> &BTreeMap<String, String> {
+        &self.config.agencies
     }
 
     /// This engine's name among the nodes sharing its store.

@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 #[path = "../pg/mod.rs"]
 pub mod pg;
 
+pub mod outage;
+
 /// The store a server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -572,6 +574,18 @@ impl<S: civicflow::store::Store + Clone> Node<S> {
         clock: civicflow::engine::Clock,
         traces: Arc<civicflow::traces::Traces>,
     ) -> Node<S> {
+        let circuits = civicflow::circuits::Settings::default();
+        Node::start_with(store, agencies, clock, traces, circuits).await
+    }
+
+    /// A node whose traces go to `traces`, with the agencies' circuits under `circuits`.
+    pub async fn start_with(
+        store: S,
+        agencies: &BTreeMap<String, String>,
+        clock: civicflow::engine::Clock,
+        traces: Arc<civicflow::traces::Traces>,
+        circuits: civicflow::circuits::Settings,
+    ) -> Node<S> {
         use civicflow::app::{App, Settings};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -583,6 +597,7 @@ impl<S: civicflow::store::Store + Clone> Node<S> {
                 drain_timeout: Duration::from_secs(1),
                 claim_lease: Duration::from_secs(30),
                 clock,
+                circuits,
             },
             limits: civicflow::api::Limits {
                 per_second: std::num::NonZeroU32::new(1_000_000).unwrap(),
@@ -618,6 +633,11 @@ pub struct InProcess {
 
 impl InProcess {
     pub async fn start() -> InProcess {
+        InProcess::start_with(civicflow::circuits::Settings::default()).await
+    }
+
+    /// With the agencies' circuits under `circuits`.
+    pub async fn start_with(circuits: civicflow::circuits::Settings) -> InProcess {
         let (mocks, _) = mocks_in_test(1).await;
         let agencies = agency_urls(&mocks);
         let data = std::env::temp_dir().join(format!("civicflow-in-{}", uuid::Uuid::new_v4()));
@@ -627,7 +647,8 @@ impl InProcess {
         )
         .unwrap();
         let clock = civicflow::engine::Clock::system();
-        let node = Node::start(store, &agencies, clock.clone()).await;
+        let off = Arc::new(civicflow::traces::Traces::off());
+        let node = Node::start_with(store, &agencies, clock.clone(), off, circuits).await;
         let (url, engine) = (node.url.clone(), node.app.engine.clone());
         let issue = |role: civicflow::auth::Role| {
             civicflow::auth::issue(engine.store(), role, "test", "test", jiff::Timestamp::now())
