@@ -16,10 +16,10 @@
 //! and reports the round trips and commits per case and PostgreSQL's share of the CPU.
 //! `-- --traces` exports every case's trace (to a receiver in this process), to measure what
 //! tracing costs.
-//! `-- --outage 60` runs only an outage of the police of that many seconds under a steady load
-//! of new cases (`--outage-rate` a second), once with the agencies' circuits and once without,
-//! and reports the calls the outage met, the attempts, the incidents and the time from the
-//! agency's return to the last case's end.
+//! `-- --outage 60` runs only an outage of the police of that many seconds while
+//! `--outage-cases` new cases are started, `--outage-rate` a second from 5 s before it, once
+//! with the agencies' circuits and once without, and reports the calls the outage met, the
+//! attempts, the incidents and the time from the agency's return to the last case's end.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -82,9 +82,12 @@ struct Args {
     /// Only an outage of the police of this many seconds, with circuits and without.
     #[arg(long)]
     outage: Option<u64>,
-    /// New birth cases per second during the outage run.
+    /// New birth cases per second in the outage run.
     #[arg(long, default_value_t = 50)]
     outage_rate: u32,
+    /// Birth cases started in the outage run.
+    #[arg(long, default_value_t = 1_000)]
+    outage_cases: usize,
     /// Cargo passes `--bench`; nothing to do with it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -599,19 +602,19 @@ async fn memory(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The police down for `secs` seconds under `--outage-rate` new cases a second, from 5 s before
-/// to 5 s after: with the agencies' circuits (the default policy), then without (a threshold
-/// never reached).
+/// The police down for `secs` seconds while `--outage-cases` new cases are started,
+/// `--outage-rate` a second from 5 s before: with the agencies' circuits (the default policy),
+/// then without (a threshold never reached).
 async fn outage_runs(args: &Args, secs: u64) -> anyhow::Result<()> {
     let load = outage::Load {
+        cases: args.outage_cases,
         rate: args.outage_rate,
         before: Duration::from_secs(5),
         outage: Duration::from_secs(secs),
-        after: Duration::from_secs(5),
     };
     println!(
-        "\n## Agency outage: the police answer 503 to everything for {secs} s; {} new birth cases a second from 5 s before it to 5 s after",
-        load.rate
+        "\n## Agency outage: the police answer 503 to everything for {secs} s; {} new birth cases, {} a second from 5 s before it",
+        load.cases, load.rate
     );
     for (label, threshold) in [
         ("with circuits", None),

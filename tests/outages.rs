@@ -18,11 +18,12 @@ const BOUND: Duration = Duration::from_secs(120);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_holds_the_calls_and_every_case_finishes_once_the_agency_is_back() {
     let app = InProcess::start().await;
+    // From 2 s before the outage to 2 s after it.
     let load = Load {
+        cases: 120,
         rate: 10,
         before: Duration::from_secs(2),
         outage: Duration::from_secs(8),
-        after: Duration::from_secs(2),
     };
     let run = outage::run(&app, load, "GCS-OUT", BOUND).await;
     println!(
@@ -256,4 +257,79 @@ async fn a_circuit_opened_by_hand_holds_calls_without_probes_until_it_is_closed(
             ("closed", "upgrade done")
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_follows_an_agencys_circuit_through_the_store() {
+    use civicflow::auth::{Role, issue};
+    use civicflow::engine::Clock;
+    use civicflow::store::sled::{DEFAULT_CACHE_MIB, SledStore};
+    use support::{Node, agency_urls, client_with, mocks_in_test, set_callback_token};
+
+    let (_mocks, _) = mocks_in_test(5).await;
+    let agencies = agency_urls(&_mocks);
+    let data = std::env::temp_dir().join(format!("civicflow-circuits-{}", uuid::Uuid::new_v4()));
+    let store = SledStore::open(&data, DEFAULT_CACHE_MIB << 20).unwrap();
+    let a = Node::start(store.clone(), &agencies, Clock::system()).await;
+    let b = Node::start(store.clone(), &agencies, Clock::system()).await;
+    let token = |role: Role| issue(&store, role, "test", "test", jiff::Timestamp::now());
+    let admin = client_with(&token(Role::Admin).await.unwrap().1);
+    let police = token(Role::Agency("police".into())).await.unwrap().1;
+    set_callback_token(&admin, &agencies["police"], &police).await;
+    let circuit = |url: &str, state: &str| {
+        let request = admin
+            .post(format!("{url}/v1/agencies/police/circuit"))
+            .json(&json!({"state": state, "reason": "maintenance"}));
+        async move { assert_eq!(request.send().await.unwrap().status(), 200) }
+    };
+    let seen_on = |url: String| {
+        let admin = admin.clone();
+        async move {
+            let until = tokio::time::Instant::now() + BOUND;
+            loop {
+                let police = fetch(&admin, &format!("{url}/v1/agencies/police")).await;
+                if police["state"] == "open" || tokio::time::Instant::now() > until {
+                    return police;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    // Opened through node A, node B holds its own cases' calls.
+    circuit(&a.url, "open").await;
+    assert_eq!(seen_on(b.url.clone()).await["state"], "open");
+    let started: Value = admin
+        .post(format!("{}/v1/cases", b.url))
+        .json(&json!({"workflow": "birth-registration", "input": birth_input("GCS-NODES")}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["id"].as_str().unwrap();
+    let case_url = format!("{}/v1/cases/{id}", b.url);
+    let case_on_b = || fetch(&admin, &case_url);
+    let until = tokio::time::Instant::now() + BOUND;
+    let mut case = case_on_b().await;
+    while case["steps"]["residence"]["status"] != "waiting_for_agency"
+        && tokio::time::Instant::now() < until
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        case = case_on_b().await;
+    }
+    assert_eq!(
+        case["steps"]["residence"]["status"], "waiting_for_agency",
+        "{case:#}"
+    );
+
+    // Closed through node B, the case goes on.
+    circuit(&b.url, "closed").await;
+    while case["status"] == "running" && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        case = case_on_b().await;
+    }
+    assert_eq!(case["status"], "completed", "{case:#}");
+    let _ = std::fs::remove_dir_all(&data);
 }

@@ -73,7 +73,7 @@ fn row(a: &Value) -> [String; 6] {
     [
         cell(&a["agency"]),
         cell(&a["state"]),
-        cell(&a["since"]),
+        super::table::time(&a["since"]),
         cell(&a["held_steps"]),
         cell(&a["opened_by"]),
         cell(&a["last_error"]),
@@ -94,7 +94,7 @@ fn show(client: &Client, a: &Value) {
         let mut trail = table(&["at", "circuit", "by", "reason"]);
         for c in a["changes"].as_array().into_iter().flatten() {
             trail.add_row([
-                cell(&c["at"]),
+                super::table::time(&c["at"]),
                 cell(&c["state"]),
                 cell(&c["by"]),
                 cell(&c["reason"]),

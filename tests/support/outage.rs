@@ -8,13 +8,14 @@ use serde_json::{Value, json};
 
 use super::{InProcess, birth_input, effects, fetch, put_faults};
 
-/// New cases per second, for how long before the outage, during it and after it.
+/// `cases` new cases, `rate` a second, the first `before` the outage starts; the outage lasts
+/// `outage`.
 #[derive(Debug, Clone, Copy)]
 pub struct Load {
+    pub cases: usize,
     pub rate: u32,
     pub before: Duration,
     pub outage: Duration,
-    pub after: Duration,
 }
 
 /// What a run showed.
@@ -38,7 +39,7 @@ pub struct Run {
     pub incidents_during: Value,
 }
 
-/// Starts `load.rate` birth cases a second through the API while the police answer 503 to
+/// Starts birth cases through the API at `load.rate` a second while the police answer 503 to
 /// everything for `load.outage`, and waits (at most `bound`) for every case to end or stop on
 /// an incident.
 pub async fn run(app: &InProcess, load: Load, tag: &str, bound: Duration) -> Run {
@@ -51,13 +52,11 @@ pub async fn run(app: &InProcess, load: Load, tag: &str, bound: Duration) -> Run
         json!({"outages": [{"from": outage_from, "until": outage_until}]}),
     )
     .await;
-    let total = ((load.before + load.outage + load.after).as_secs_f64() * f64::from(load.rate))
-        .round() as usize;
     let snapshot_at = outage_from + load.outage.mul_f64(0.8);
     let (mut agencies_during, mut incidents_during) = (Value::Null, Value::Null);
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(load.rate)));
     let mut starting = tokio::task::JoinSet::new();
-    for i in 0..total {
+    for i in 0..load.cases {
         ticks.tick().await;
         let (http, url) = (app.http.clone(), app.url.clone());
         let input = birth_input(&format!("{tag}-{i:05}"));
