@@ -173,8 +173,12 @@ impl Circuits {
                 let run = runs.entry(agency.to_owned()).or_insert((0, String::new()));
                 run.0 += 1;
                 run.1 = error;
-                let opens = run.0 >= self.policy(agency).threshold && !self.is_open(agency);
-                opens.then(|| run.1.clone())
+                if run.0 < self.policy(agency).threshold || self.is_open(agency) {
+                    return None;
+                }
+                // One opening per run: the failures that follow count towards the next.
+                run.0 = 0;
+                Some(run.1.clone())
             }
         }
     }
@@ -381,6 +385,8 @@ mod tests {
             assert_eq!(circuits.observe("police", fail()), None);
         }
         assert_eq!(circuits.observe("police", fail()), Some("503".into()));
+        // One opening per run, not one per failure after it.
+        assert_eq!(circuits.observe("police", fail()), None);
         // Another agency's failures are its own.
         assert_eq!(circuits.observe("civil-status", fail()), None);
     }

@@ -121,14 +121,22 @@ pub async fn incidents(
             .as_array()
             .into_iter()
             .flatten()
-            .map(|o| {
-                format!(
+            .map(|o| match o["opened_by"].as_str() {
+                Some(by) => format!(
+                    "agency outage: {} is held by hand since {} by {} ({} held steps): {}",
+                    cell(&o["agency"]),
+                    super::table::time(&o["since"]),
+                    cell(&json!(by)),
+                    cell(&o["held_steps"]),
+                    clip(&cell(&o["reason"]), 80),
+                ),
+                None => format!(
                     "agency outage: {} has been down since {} ({} held steps); last error: {}",
                     cell(&o["agency"]),
                     super::table::time(&o["since"]),
                     cell(&o["held_steps"]),
                     clip(&cell(&o["last_error"]), 80),
-                )
+                ),
             })
             .collect();
         if outages.is_empty() {

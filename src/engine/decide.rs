@@ -30,7 +30,7 @@ const WATCHDOG_MARGIN: Duration = Duration::from_secs(5);
 /// How often a step held by its agency's open circuit looks again by itself. Held steps are
 /// released as soon as the circuit closes; this timer is only what keeps a held step durable
 /// and moving if that release is missed (the node releasing them died).
-const HOLD_RECHECK: Duration = Duration::from_secs(60);
+const HOLD_RECHECK: Duration = Duration::from_secs(300);
 
 /// What the decisions need besides the case: the holiday calendar for statutory due times,
 /// where agencies are and where they call back.
