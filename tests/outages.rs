@@ -299,16 +299,7 @@ async fn every_node_follows_an_agencys_circuit_through_the_store() {
     // Opened through node A, node B holds its own cases' calls.
     circuit(&a.url, "open").await;
     assert_eq!(seen_on(b.url.clone()).await["state"], "open");
-    let started: Value = admin
-        .post(format!("{}/v1/cases", b.url))
-        .json(&json!({"workflow": "birth-registration", "input": birth_input("GCS-NODES")}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = started["id"].as_str().unwrap();
+    let id = support::start_birth(&admin, &b.url, birth_input("GCS-NODES")).await;
     let case_url = format!("{}/v1/cases/{id}", b.url);
     let case_on_b = || fetch(&admin, &case_url);
     let until = tokio::time::Instant::now() + BOUND;

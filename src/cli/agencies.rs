@@ -35,14 +35,7 @@ pub async fn agencies(
         AgenciesCommand::List => {
             let list = client.get("/v1/agencies", &[]).await?;
             print(client.json, &list, |l| {
-                let mut t = table(&[
-                    "agency",
-                    "circuit",
-                    "since",
-                    "held steps",
-                    "opened by",
-                    "last error",
-                ]);
+                let mut t = table(&COLUMNS);
                 for a in l["items"].as_array().into_iter().flatten() {
                     t.add_row(row(a));
                 }
@@ -69,6 +62,16 @@ async fn set(client: &Client, agency: &str, state: &str, reason: &str) -> Result
     Ok(())
 }
 
+/// The columns of an agency's line; [`row`] fills them.
+const COLUMNS: [&str; 6] = [
+    "agency",
+    "circuit",
+    "since",
+    "held steps",
+    "opened by",
+    "last error",
+];
+
 fn row(a: &Value) -> [String; 6] {
     [
         cell(&a["agency"]),
@@ -82,14 +85,7 @@ fn row(a: &Value) -> [String; 6] {
 
 fn show(client: &Client, a: &Value) {
     print(client.json, a, |a| {
-        let mut t = table(&[
-            "agency",
-            "circuit",
-            "since",
-            "held steps",
-            "opened by",
-            "last error",
-        ]);
+        let mut t = table(&COLUMNS);
         t.add_row(row(a));
         let mut trail = table(&["at", "circuit", "by", "reason"]);
         for c in a["changes"].as_array().into_iter().flatten() {

@@ -69,6 +69,18 @@ fn step_context(case: &Case) -> Value {
     json!({"input": case.input, "steps": steps, "case": case_meta(case)})
 }
 
+/// Records that `call` failed and that no retry of it is scheduled (a poll asks again at its
+/// interval, a held step waits for its agency, an unexpected reply waits for an operator).
+fn given_up(change: &mut Change, step: &Step, call: &Call, reply: &Reply, error: String) {
+    change.event(EventKind::AttemptFailed {
+        step: step.id.clone(),
+        attempt: call.attempt,
+        error,
+        status: reply.status(),
+        retry_at: None,
+    });
+}
+
 pub fn idempotency_key(case: &Case, step: &str, revision: u32) -> String {
     format!("{}:{step}:{revision}", case.id)
 }
@@ -553,25 +565,13 @@ impl Decider {
                 }
             }
             Outcome::Retryable { error, retry_after } if call.poll => {
-                change.event(EventKind::AttemptFailed {
-                    step: step.id.clone(),
-                    attempt: call.attempt,
-                    error,
-                    status: reply.status(),
-                    retry_at: None,
-                });
+                given_up(change, step, call, reply, error);
                 let wait = retry_after.unwrap_or_default();
                 self.schedule_poll_after(step, change, wait);
             }
             // The agency is known to be down: the step waits for it, its budget untouched.
             Outcome::Retryable { error, .. } if self.circuits.is_open(&adapter.agency) => {
-                change.event(EventKind::AttemptFailed {
-                    step: step.id.clone(),
-                    attempt: call.attempt,
-                    error: error.clone(),
-                    status: reply.status(),
-                    retry_at: None,
-                });
+                given_up(change, step, call, reply, error.clone());
                 change.step_mut(&step.id).error = Some(error);
                 self.hold(step, change, true);
             }
@@ -579,13 +579,7 @@ impl Decider {
                 self.retry_or_fail(step, change, error, reply.status(), retry_after)
             }
             Outcome::Unexpected(error) => {
-                change.event(EventKind::AttemptFailed {
-                    step: step.id.clone(),
-                    attempt: call.attempt,
-                    error: error.clone(),
-                    status: reply.status(),
-                    retry_at: None,
-                });
+                given_up(change, step, call, reply, error.clone());
                 self.fail(change, &step.id, IncidentReason::UnexpectedReply, error)
             }
         }

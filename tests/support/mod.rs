@@ -550,6 +550,20 @@ pub async fn effects(http: &reqwest::Client, agency_url: &str, case: &str) -> Ve
         .collect()
 }
 
+/// Starts a birth case with `input` through the API at `url`; its id.
+pub async fn start_birth(http: &reqwest::Client, url: &str, input: Value) -> String {
+    let started: Value = http
+        .post(format!("{url}/v1/cases"))
+        .json(&json!({"workflow": "birth-registration", "input": input}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    started["id"].as_str().unwrap().to_owned()
+}
+
 /// One civicflow node in this process: the application over `store` (which other nodes may
 /// share), started, its API served on a free port.
 pub struct Node<S = civicflow::store::sled::SledStore> {
@@ -688,17 +702,7 @@ impl InProcess {
 
     /// Starts a birth case with `input` through the API; its id.
     pub async fn start_birth(&self, input: Value) -> String {
-        let started: Value = self
-            .http
-            .post(format!("{}/v1/cases", self.url))
-            .json(&json!({"workflow": "birth-registration", "input": input}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        started["id"].as_str().unwrap().to_owned()
+        start_birth(&self.http, &self.url, input).await
     }
 
     /// Polls the case until `done` holds, for at most a minute.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
-use super::{InProcess, birth_input, effects, fetch, put_faults};
+use super::{InProcess, birth_input, effects, fetch, put_faults, start_birth};
 
 /// `cases` new cases, `rate` a second, the first `before` the outage starts; the outage lasts
 /// `outage`.
@@ -60,18 +60,7 @@ pub async fn run(app: &InProcess, load: Load, tag: &str, bound: Duration) -> Run
         ticks.tick().await;
         let (http, url) = (app.http.clone(), app.url.clone());
         let input = birth_input(&format!("{tag}-{i:05}"));
-        starting.spawn(async move {
-            let started: Value = http
-                .post(format!("{url}/v1/cases"))
-                .json(&json!({"workflow": "birth-registration", "input": input}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            started["id"].as_str().unwrap().to_owned()
-        });
+        starting.spawn(async move { start_birth(&http, &url, input).await });
         if agencies_during.is_null() && Timestamp::now() >= snapshot_at {
             agencies_during = fetch(&app.http, &format!("{}/v1/agencies", app.url)).await;
             incidents_during = fetch(&app.http, &format!("{}/v1/incidents", app.url)).await;
