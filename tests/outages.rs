@@ -324,3 +324,61 @@ async fn every_node_follows_an_agencys_circuit_through_the_store() {
     assert_eq!(case["status"], "completed", "{case:#}");
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[tokio::test]
+async fn a_held_step_and_its_open_circuit_outlive_a_kill_and_go_on_after_the_restart() {
+    use support::{Server, effects, free_port, mocks_in_test};
+
+    let (mocks, args) = mocks_in_test(7).await;
+    let police = agency_url(&mocks, "police");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let data = std::env::temp_dir().join(format!("civicflow-held-{}", uuid::Uuid::new_v4()));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut server = Server::spawn(&data, &listen, &args);
+    server.connect_mocks(&police).await;
+    let circuit = |state: &str| json!({"state": state, "reason": "maintenance"});
+    let path = "/v1/agencies/police/circuit";
+    assert_eq!(server.post(path, &circuit("open"), None).await.0, 200);
+    let id = server
+        .start_case("birth-registration", birth_input("GCS-KILLED"))
+        .await;
+    let held = |case: &Value| case["steps"]["residence"]["status"] == "waiting_for_agency";
+    let until = tokio::time::Instant::now() + BOUND;
+    while !held(&server.get(&format!("/v1/cases/{id}")).await) {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the step was never held"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.kill();
+
+    let server = Server::spawn(&data, &listen, &args);
+    let agency = server.get("/v1/agencies/police").await;
+    assert_eq!(
+        (&agency["state"], &agency["held_steps"]),
+        (&json!("open"), &json!(1))
+    );
+    // Still held a while later: nothing was sent to the police.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(held(&server.get(&format!("/v1/cases/{id}")).await));
+    let sent = fetch(
+        &server.http,
+        &format!("{police}/admin/requests?case_id={id}"),
+    )
+    .await;
+    assert_eq!(sent, json!([]), "{sent:#}");
+
+    assert_eq!(server.post(path, &circuit("closed"), None).await.0, 200);
+    let case = server.settled(&id, BOUND).await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    assert_eq!(effects(&server.http, &police, &id).await, vec![1]);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// The base URL of agency `id` among mocks running in this process.
+fn agency_url(mocks: &civicflow_mocks::RunningMocks, id: &str) -> String {
+    let agency = mocks.agencies.iter().find(|a| a.id == id).unwrap();
+    agency.base_url.clone()
+}
