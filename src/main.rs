@@ -98,6 +98,11 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Back up the store of a running civicflow, or restore one from a backup.
+    Store {
+        #[command(subcommand)]
+        command: cli::store::StoreCommand,
+    },
     /// Publish, list, show, deprecate and test adapters (agencies, admin).
     Adapters {
         #[command(subcommand)]
@@ -207,6 +212,17 @@ fn main() -> anyhow::Result<ExitCode> {
                 |c| async move { cli::kpi::kpi(&c, &period).await },
             )
         }
+        Command::Store { command } => match command {
+            cli::store::StoreCommand::Backup { file, connection } => {
+                client(&connection, |c| async move {
+                    cli::store::backup(&c, &file).await
+                })
+            }
+            cli::store::StoreCommand::Restore { file, data } => {
+                cli::store::restore(&file, &data)?;
+                Ok(ExitCode::SUCCESS)
+            }
+        },
         Command::Agencies {
             command,
             connection,

@@ -86,3 +86,136 @@ async fn a_damaged_record_is_an_error_not_a_panic() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_under_commits_is_the_store_as_it_stood_and_restores_whole() {
+    use civicflow::store::{CaseWrite, Transaction};
+
+    let dir = temp_dir();
+    let store = SledStore::open(&dir, 16 << 20).unwrap();
+    // Enough cases for many chunks of keys (each case is a record and its index entries).
+    let mut cases: Vec<civicflow::case::Case> = (0..1500)
+        .map(|_| conformance::case("birth-registration", "001190123456"))
+        .collect();
+    for batch in cases.chunks(100) {
+        let tx = Transaction {
+            cases: batch
+                .iter()
+                .map(|c| CaseWrite {
+                    case: c.clone(),
+                    expected_rev: None,
+                })
+                .collect(),
+            ..Transaction::default()
+        };
+        store.commit(&tx).await.unwrap();
+    }
+    for c in &mut cases {
+        c.rev = 1;
+    }
+    // Every commit moves every case on together: a copy made of several moments would show
+    // cases at different revisions.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let commits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = {
+        let (store, stop, commits) = (store.clone(), stop.clone(), commits.clone());
+        let mut cases = cases.clone();
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let tx = Transaction {
+                    cases: cases
+                        .iter()
+                        .map(|c| CaseWrite {
+                            case: c.clone(),
+                            expected_rev: Some(c.rev),
+                        })
+                        .collect(),
+                    ..Transaction::default()
+                };
+                store.commit(&tx).await.unwrap();
+                for c in &mut cases {
+                    c.rev += 1;
+                }
+                commits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    let count = || commits.load(std::sync::atomic::Ordering::SeqCst);
+    while count() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let before = count();
+    let (bytes, copied) = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut sink = Slow::default();
+            let copied = store.copy_to(&mut sink).unwrap();
+            (sink.bytes, copied)
+        })
+        .await
+        .unwrap()
+    };
+    let during = count() - before;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.await.unwrap();
+    assert!(
+        during >= 2,
+        "only {during} commits landed while the backup ran"
+    );
+    assert_eq!(copied.bytes, bytes.len() as u64);
+
+    let restored_dir = temp_dir().join("restored");
+    let copied_back = SledStore::restore_from(bytes.as_slice(), &restored_dir).unwrap();
+    assert_eq!(copied_back.records, copied.records);
+    let restored = SledStore::open(&restored_dir, 16 << 20).unwrap();
+    let mut revs = std::collections::BTreeSet::new();
+    for c in &cases {
+        let found = restored
+            .case(c.id)
+            .await
+            .unwrap()
+            .expect("every case is in the copy");
+        revs.insert(found.rev);
+    }
+    assert_eq!(revs.len(), 1, "the copy holds cases at revisions {revs:?}");
+    drop(restored);
+
+    // Never over a store, and never from a damaged file.
+    let err = SledStore::restore_from(bytes.as_slice(), &restored_dir).unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+    let mut damaged = bytes.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x55;
+    let elsewhere = temp_dir().join("damaged");
+    let err = SledStore::restore_from(damaged.as_slice(), &elsewhere).unwrap_err();
+    assert!(err.to_string().contains("damaged"), "{err}");
+    assert!(
+        !elsewhere.exists(),
+        "a failed restore leaves nothing behind"
+    );
+    let cut = &bytes[..bytes.len() - 10];
+    let err = SledStore::restore_from(cut, &elsewhere).unwrap_err();
+    assert!(err.to_string().contains("cut short"), "{err}");
+}
+
+/// A destination slow enough that a backup spans many commits.
+#[derive(Default)]
+struct Slow {
+    bytes: Vec<u8>,
+    calls: usize,
+}
+
+impl std::io::Write for Slow {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.calls += 1;
+        if self.calls.is_multiple_of(500) {
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

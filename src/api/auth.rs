@@ -99,6 +99,7 @@ fn describe(op: Operation) -> &'static str {
         Operation::ReadMetrics => "read the metrics",
         Operation::ReadAgencies => "read the agencies' circuits",
         Operation::SetCircuit => "open or close an agency's circuit",
+        Operation::Backup => "take a backup of the store",
     }
 }
 

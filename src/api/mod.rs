@@ -16,6 +16,7 @@ mod openapi;
 mod operators;
 mod registry;
 mod server;
+mod store;
 mod tokens;
 mod webhooks;
 
@@ -85,6 +86,7 @@ pub fn router<S: Store + Clone>(
         .route("/v1/incidents", get(operators::incidents::<S>))
         .route("/v1/bulk/retry", post(operators::bulk_retry::<S>))
         .route("/v1/kpis", get(kpis::read::<S>))
+        .route("/v1/store/backup", get(store::backup::<S>))
         .route("/v1/agencies", get(agencies::list::<S>))
         .route("/v1/agencies/{agency}", get(agencies::show::<S>))
         .route("/v1/agencies/{agency}/circuit", post(agencies::set::<S>))

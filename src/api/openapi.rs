@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    agencies, callbacks, cases, error, kpis, metrics, operators, registry, tokens, webhooks,
+    agencies, callbacks, cases, error, kpis, metrics, operators, registry, store, tokens, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -22,6 +22,7 @@ use super::{
         operators::bulk_retry,
         kpis::read, metrics::read,
         agencies::list, agencies::show, agencies::set,
+        store::backup,
         callbacks::post,
         tokens::issue, tokens::list, tokens::revoke,
         webhooks::register, webhooks::list, webhooks::delete,

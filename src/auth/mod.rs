@@ -60,6 +60,8 @@ pub enum Operation {
     ReadAgencies,
     /// Open or close an agency's circuit by hand.
     SetCircuit,
+    /// Take a copy of the whole store (admin).
+    Backup,
 }
 
 impl Role {

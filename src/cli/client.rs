@@ -141,27 +141,63 @@ impl Client {
         if status.is_success() {
             return Ok(body);
         }
-        let error = &body["error"];
-        let text = |v: &Value| super::table::printable(v.as_str().unwrap_or_default());
-        let message = text(&error["message"]);
-        // A field the message already states (a located diagnostic) is not repeated.
-        let fields = error["fields"]
-            .as_array()
-            .map(|fs| {
-                fs.iter()
-                    .filter(|f| !message.contains(&text(&f["message"])))
-                    .map(|f| format!("{}: {}", text(&f["field"]), text(&f["message"])))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Err(ClientError::Api {
-            status: status.as_u16(),
-            code: error["code"]
-                .as_str()
-                .map_or_else(|| status.to_string(), str::to_owned),
-            message,
-            fields,
+        Err(api_error(status, &body))
+    }
+
+    /// `GET path`, its body written to `out` as it comes; how many bytes.
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut impl std::io::Write,
+    ) -> Result<u64, ClientError> {
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
+            server: self.server.clone(),
+            detail: e.to_string(),
+        };
+        let mut response = self
+            .http
+            .get(format!("{}{path}", self.server))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status();
+        if !status.is_success() {
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            return Err(api_error(status, &body));
+        }
+        let mut bytes = 0;
+        while let Some(piece) = response.chunk().await.map_err(unreachable)? {
+            out.write_all(&piece)
+                .map_err(|e| ClientError::Input(format!("cannot write: {e}")))?;
+            bytes += piece.len() as u64;
+        }
+        Ok(bytes)
+    }
+}
+
+/// An API refusal as the CLI reports it.
+fn api_error(status: reqwest::StatusCode, body: &Value) -> ClientError {
+    let error = &body["error"];
+    let text = |v: &Value| super::table::printable(v.as_str().unwrap_or_default());
+    let message = text(&error["message"]);
+    // A field the message already states (a located diagnostic) is not repeated.
+    let fields = error["fields"]
+        .as_array()
+        .map(|fs| {
+            fs.iter()
+                .filter(|f| !message.contains(&text(&f["message"])))
+                .map(|f| format!("{}: {}", text(&f["field"]), text(&f["message"])))
+                .collect()
         })
+        .unwrap_or_default();
+    ClientError::Api {
+        status: status.as_u16(),
+        code: error["code"]
+            .as_str()
+            .map_or_else(|| status.to_string(), str::to_owned),
+        message,
+        fields,
     }
 }
 

@@ -9,6 +9,7 @@ pub mod incidents;
 pub mod kpi;
 pub mod schema;
 pub mod serve;
+pub mod store;
 mod table;
 pub mod tokens;
 pub mod validate;

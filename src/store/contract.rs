@@ -40,6 +40,13 @@ pub struct IndexRange {
     pub limit: usize,
 }
 
+/// What a backup held: its records and its size in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Copied {
+    pub records: u64,
+    pub bytes: u64,
+}
+
 /// Commits this store made durable since it was opened, and in how many groups: what group
 /// commit saves (sled: one disk sync per group; PostgreSQL: one transaction per group).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -202,6 +209,11 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         lease: Duration,
     ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// Writes a consistent copy of the whole store to `out` while it serves (commits go on),
+    /// blocking the calling thread until it is done; `None` for a backend copied with its own
+    /// tools (PostgreSQL: `pg_dump`, see docs/operations.md).
+    fn backup_to(&self, out: &mut dyn std::io::Write) -> Option<Result<Copied, StoreError>>;
 
     /// The version of the shared configuration (definitions, webhooks, API tokens), as durable.
     fn config_version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;

@@ -21,7 +21,7 @@ pub mod sled;
 mod transaction;
 
 pub use claim::{Claimed, Fence, NodeId, Work};
-pub use contract::{Groups, IndexRange, Order, Page, Position, Store};
+pub use contract::{Copied, Groups, IndexRange, Order, Page, Position, Store};
 pub use error::StoreError;
 pub use hook::{Committed, Hook, Preparing};
 pub use records::{

@@ -15,8 +15,8 @@ use super::PgStore;
 use super::commit::Encoded;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
 use crate::store::{
-    ApiToken, Circuit, Claimed, Groups, IndexRange, NodeId, Notification, Order, Page, Position,
-    Published, RegistryChange, Store, StoreError, Transaction, Webhook,
+    ApiToken, Circuit, Claimed, Copied, Groups, IndexRange, NodeId, Notification, Order, Page,
+    Position, Published, RegistryChange, Store, StoreError, Transaction, Webhook,
 };
 
 const CASE: &str = "SELECT rev, record FROM cases WHERE id = $1";
@@ -356,6 +356,10 @@ impl Store for PgStore {
     async fn definitions(&self) -> Result<Vec<Published>, StoreError> {
         let rows = self.rows(DEFINITIONS, &[]).await?;
         self.records("a published definition", &rows)
+    }
+
+    fn backup_to(&self, _out: &mut dyn std::io::Write) -> Option<Result<Copied, StoreError>> {
+        None
     }
 
     async fn circuits(&self) -> Result<Vec<Circuit>, StoreError> {

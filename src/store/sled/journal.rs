@@ -26,7 +26,7 @@ use super::record::{corrupt, sled_error, u32_len};
 use crate::store::StoreError;
 
 /// Key prefix of the journal.
-const JOURNAL: u8 = b'j';
+pub(super) const JOURNAL: u8 = b'j';
 
 /// One write of a group: a value to put under a key, or `None` to remove the key.
 pub(super) type Write = (Vec<u8>, Option<Vec<u8>>);

@@ -19,9 +19,10 @@
 //! The files: [`open`] (the data directory, the format, the threads), [`keys`] (one key prefix
 //! per table), [`record`] (how records are laid out as bytes), [`commit`] (a transaction
 //! encoded, and checked against the stored state), [`writer`] (the writer and syncer threads),
-//! [`journal`] (a group made atomic across crashes), [`claims`], and [`reads`] (the contract's
-//! reads).
+//! [`journal`] (a group made atomic across crashes), [`claims`], [`reads`] (the contract's
+//! reads), and [`backup`] (a consistent copy while serving, and a store built from one).
 
+mod backup;
 mod claims;
 mod commit;
 mod journal;
@@ -31,4 +32,5 @@ mod reads;
 mod record;
 mod writer;
 
+pub use backup::read_backup;
 pub use open::{DEFAULT_CACHE_MIB, SledStore};

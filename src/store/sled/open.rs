@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use serde::de::DeserializeOwned;
 use sled::{IVec, Tree};
 
+use super::backup::Backups;
 use super::claims::Claims;
 use super::commit::Tally;
 use super::journal;
@@ -29,7 +30,7 @@ const DATA_TREE: &str = "data";
 
 pub(super) struct Inner {
     pub(super) path: PathBuf,
-    db: sled::Db,
+    pub(super) db: sled::Db,
     data: Tree,
     /// `None` once the store is being dropped: the writer then finishes and exits.
     pub(super) writer: Option<mpsc::Sender<Pending>>,
@@ -37,6 +38,8 @@ pub(super) struct Inner {
     /// beyond them.
     pub(super) durable: Arc<Durable>,
     pub(super) claims: Arc<Claims>,
+    /// The backup running, whose preimages the writer keeps.
+    pub(super) backups: Arc<Backups>,
     /// The writer, then the syncer it feeds: joined in that order on drop.
     threads: Vec<JoinHandle<()>>,
     /// Held for the life of the store: a second server on the same directory cannot take it.
@@ -104,6 +107,7 @@ impl SledStore {
             ..Durable::default()
         });
         let claims = Arc::new(Claims::default());
+        let backups = Arc::new(Backups::default());
         let (writer, queue) = mpsc::channel();
         let (to_sync, syncs) = mpsc::channel();
         let syncer = std::thread::Builder::new()
@@ -117,11 +121,12 @@ impl SledStore {
             .name("civicflow-store-writer".to_owned())
             .spawn({
                 let (data, path, claims) = (data.clone(), db_path.clone(), claims.clone());
+                let backups = backups.clone();
                 let tally = Tally {
                     next_feed: last_feed + 1,
                     config,
                 };
-                move || write_loop(&data, &path, &claims, &queue, &to_sync, tally)
+                move || write_loop(&data, &path, (&claims, &backups), &queue, &to_sync, tally)
             })
             .map_err(io)?;
         Ok(SledStore {
@@ -132,6 +137,7 @@ impl SledStore {
                 writer: Some(writer),
                 durable,
                 claims,
+                backups,
                 threads: vec![writer_thread, syncer],
                 _lock: lock,
             }),

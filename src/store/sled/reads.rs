@@ -17,8 +17,8 @@ use super::keys::{
 use super::record::CaseHead;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
 use crate::store::{
-    ApiToken, Circuit, Claimed, Groups, IndexRange, NodeId, Notification, Order, Page, Position,
-    Published, RegistryChange, Store, StoreError, Transaction, Webhook, Work,
+    ApiToken, Circuit, Claimed, Copied, Groups, IndexRange, NodeId, Notification, Order, Page,
+    Position, Published, RegistryChange, Store, StoreError, Transaction, Webhook, Work,
 };
 
 impl SledStore {
@@ -324,6 +324,10 @@ impl Store for SledStore {
 
     async fn circuits(&self) -> Result<Vec<Circuit>, StoreError> {
         self.all(CIRCUITS, "an agency's circuit")
+    }
+
+    fn backup_to(&self, out: &mut dyn std::io::Write) -> Option<Result<Copied, StoreError>> {
+        Some(self.copy_to(out))
     }
 
     async fn registry_changes(&self) -> Result<Vec<RegistryChange>, StoreError> {

@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use sled::Tree;
 use tokio::sync::oneshot;
 
+use super::backup::Backups;
 use super::claims::Claims;
 use super::commit::{Prepared, Tally, add_counts};
 use super::journal;
@@ -32,7 +33,7 @@ pub(super) type Answers = Vec<oneshot::Sender<Result<(), StoreError>>>;
 pub(super) fn write_loop(
     data: &Tree,
     path: &Path,
-    claims: &Claims,
+    (claims, backups): (&Claims, &Backups),
     queue: &mpsc::Receiver<Pending>,
     to_sync: &mpsc::Sender<(Answers, Tally)>,
     mut tally: Tally,
@@ -74,7 +75,15 @@ pub(super) fn write_loop(
         group += 1;
         let applied = add_counts(data, path, counts, &mut writes)
             .map_err(|e| e.to_string())
-            .and_then(|()| journal::apply(data, writes, group).map_err(|e| e.to_string()));
+            .and_then(|()| {
+                // Held while the group is written: a backup reading meanwhile sees it whole or
+                // not at all, and keeps what the group replaces if it has not copied it yet.
+                let mut backup = backups.lock().expect("backup lock");
+                if let Some(snapshot) = backup.as_mut() {
+                    snapshot.keep(data, &writes).map_err(|e| e.to_string())?;
+                }
+                journal::apply(data, writes, group).map_err(|e| e.to_string())
+            });
         match applied {
             Ok(()) => {
                 let written = Tally {

@@ -1,0 +1,80 @@
+//! `civicflow store backup FILE` (from a serving civicflow, through its API) and `civicflow
+//! store restore FILE --data DIR` (a new store, with no server running on it).
+
+use std::path::{Path, PathBuf};
+
+use super::client::{Client, ClientError, Connection};
+use crate::store::sled::{SledStore, read_backup};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum StoreCommand {
+    /// Take a consistent copy of the store of a running civicflow (admin), and check it.
+    Backup {
+        /// Where the copy goes; written under a temporary name and renamed once checked.
+        file: PathBuf,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Build a store in a new, empty directory from a backup (checked first).
+    Restore {
+        file: PathBuf,
+        /// The data directory to create; it must not hold anything.
+        #[arg(long)]
+        data: PathBuf,
+    },
+}
+
+/// Downloads the backup to `file`, checks its format version and checksum, then names it.
+pub async fn backup(client: &Client, file: &Path) -> Result<(), ClientError> {
+    let partial = file.with_extension("partial");
+    let fail = |e: std::io::Error, path: &Path| {
+        ClientError::Input(format!("cannot write {}: {e}", path.display()))
+    };
+    let mut out =
+        std::io::BufWriter::new(std::fs::File::create(&partial).map_err(|e| fail(e, &partial))?);
+    let downloaded = client.download("/v1/store/backup", &mut out).await;
+    let written = downloaded.and_then(|_| {
+        let file = out
+            .into_inner()
+            .map_err(|e| fail(e.into_error(), &partial))?;
+        file.sync_all().map_err(|e| fail(e, &partial))
+    });
+    let checked = written.and_then(|()| {
+        let input = std::fs::File::open(&partial).map_err(|e| fail(e, &partial))?;
+        read_backup(std::io::BufReader::new(input), |_, _| {}).map_err(|e| {
+            ClientError::Input(format!(
+                "the backup arrived incomplete or damaged ({e}); take it again"
+            ))
+        })
+    });
+    let copied = match checked {
+        Ok(copied) => copied,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&partial, file).map_err(|e| fail(e, file))?;
+    println!(
+        "backup of {} records ({:.1} MB) written to {} and checked",
+        copied.records,
+        copied.bytes as f64 / 1e6,
+        file.display()
+    );
+    Ok(())
+}
+
+/// Builds a store in `data` from the backup in `file`.
+pub fn restore(file: &Path, data: &Path) -> anyhow::Result<()> {
+    let input = std::fs::File::open(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let copied = SledStore::restore_from(std::io::BufReader::new(input), data)?;
+    println!(
+        "store restored in {} from {} ({} records); start it with `civicflow serve --data {}`",
+        data.display(),
+        file.display(),
+        copied.records,
+        data.display()
+    );
+    Ok(())
+}
