@@ -218,6 +218,13 @@ fn main() -> anyhow::Result<ExitCode> {
                     cli::store::backup(&c, &file).await
                 })
             }
+            cli::store::StoreCommand::Check { data, json } => {
+                if cli::store::check(&data, json)? {
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    Ok(ExitCode::FAILURE)
+                }
+            }
             cli::store::StoreCommand::Restore { file, data } => {
                 cli::store::restore(&file, &data)?;
                 Ok(ExitCode::SUCCESS)

@@ -171,7 +171,7 @@ pub async fn show<S: Store + Clone>(
         .engine
         .case_when_ended(id, wait)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::store)?;
     match found {
         Some(case) => Ok(Json(seen_by(&state, &caller, &case))),
         None => Err(unknown_case(id)),
@@ -222,7 +222,7 @@ pub fn query_error(e: QueryError) -> ApiError {
 /// Cases by business key, workflow or status, paged by cursor.
 #[utoipa::path(get, path = "/v1/cases", tag = "portal", params(ListQuery),
     responses(
-        (status = 200, description = "`items` (case summaries) and `next`", body = Object),
+        (status = 200, description = "`items` (case summaries), `next`, and `damaged`: the cases stepped over because their record is damaged", body = Object),
         (status = 400, description = "No filter, or a bad one", body = ErrorBody),
     ))]
 pub async fn list<S: Store + Clone>(
@@ -262,7 +262,11 @@ pub async fn list<S: Store + Clone>(
     .map_err(query_error)?;
     let unmasked = caller.0.role.allows(Operation::Unmasked);
     let items: Vec<Value> = page.items.iter().map(|c| summary(c, unmasked)).collect();
-    Ok(Json(json!({"items": items, "next": page.next})))
+    let mut listed = json!({"items": items, "next": page.next});
+    if !page.damaged.is_empty() {
+        listed["damaged"] = json!(page.damaged);
+    }
+    Ok(Json(listed))
 }
 
 /// Every event of a case's history: attempts with their requests and replies, operators'
@@ -281,13 +285,13 @@ pub async fn history<S: Store + Clone>(
     let Path(id) = path.map_err(ApiError::from_path)?;
     caller.require(Operation::ReadHistory)?;
     let id = parse_id(&id)?;
-    let events = state.engine.history(id).await.map_err(ApiError::internal)?;
+    let events = state.engine.history(id).await.map_err(ApiError::store)?;
     // Every case's history starts with `case_started`: none means no such case.
     if events.is_empty() {
         return Err(unknown_case(id));
     }
     let unmasked = caller.0.role.allows(Operation::Unmasked);
-    let wf = match state.engine.case(id).await.map_err(ApiError::internal)? {
+    let wf = match state.engine.case(id).await.map_err(ApiError::store)? {
         Some(case) if !unmasked => state.engine.workflow_of_case(&case),
         _ => None,
     };

@@ -81,7 +81,8 @@ impl ApiError {
     }
 
     /// A store error: a race lost to a concurrent change (already decided again as often as
-    /// it is worth) is the client's to retry, a 409; anything else is our failure.
+    /// it is worth) is the client's to retry, a 409; a damaged record is named, for the
+    /// operators who restore it; anything else is our failure.
     pub fn store(e: StoreError) -> ApiError {
         match e {
             StoreError::Conflict { .. } | StoreError::ConfigChanged { .. } => ApiError::new(
@@ -89,6 +90,14 @@ impl ApiError {
                 "concurrent_change",
                 format!("{e}; other requests are changing the same thing at this moment: retry"),
             ),
+            StoreError::Damaged { .. } => {
+                tracing::error!(error = %e, "a damaged record was read");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "damaged_record",
+                    e.to_string(),
+                )
+            }
             other => ApiError::internal(other),
         }
     }

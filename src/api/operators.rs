@@ -88,6 +88,12 @@ pub struct IncidentPage {
     /// with the steps that wait for it; on every page, filtered by `agency` only, and left
     /// out when a `reason` is asked for.
     pub outages: Vec<AgencyView>,
+    /// Cases whose record is damaged (stepped over by this page, or found by the engine when
+    /// their timers came due): each needs its record restored (`civicflow store check` lists
+    /// every damaged record).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>, format = Uuid)]
+    pub damaged: Vec<crate::case::CaseId>,
 }
 
 /// Open incidents (cases that need a person), read from an index, paged by cursor, and the
@@ -132,10 +138,17 @@ pub async fn incidents<S: Store + Clone>(
     .map_err(query_error)?;
     // An incident's message quotes the agency, which may quote a citizen's number: masked as
     // in the case view for roles that may not see it.
+    // Named by this page's reads, and by the engine when their timers came due.
+    let damaged: BTreeSet<_> = page
+        .damaged
+        .into_iter()
+        .chain(state.engine.damaged().into_keys())
+        .collect();
     let mut page = json!(IncidentPage {
         items: page.items,
         next: page.next,
         outages,
+        damaged: damaged.into_iter().collect(),
     });
     if !caller.0.role.allows(Operation::Unmasked) {
         for row in page["items"].as_array_mut().into_iter().flatten() {

@@ -3,8 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use serde_json::json;
+
 use super::client::{Client, ClientError, Connection};
-use crate::store::sled::{SledStore, read_backup};
+use super::table::{cell, print, table};
+use crate::store::sled::{DEFAULT_CACHE_MIB, SledStore, read_backup};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum StoreCommand {
@@ -14,6 +17,16 @@ pub enum StoreCommand {
         file: PathBuf,
         #[command(flatten)]
         connection: Connection,
+    },
+    /// Read every record of a store (with no server running on it) and report each damaged
+    /// one, with its table and case; exits with 1 if any.
+    Check {
+        /// The data directory.
+        #[arg(long, default_value = "data")]
+        data: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Build a store in a new, empty directory from a backup (checked first).
     Restore {
@@ -77,4 +90,35 @@ pub fn restore(file: &Path, data: &Path) -> anyhow::Result<()> {
         data.display()
     );
     Ok(())
+}
+
+/// Reads every record of the store in `data`; whether all could be read.
+pub fn check(data: &Path, as_json: bool) -> anyhow::Result<bool> {
+    if !data.join("db").exists() {
+        anyhow::bail!("{} holds no civicflow store", data.display());
+    }
+    let store = SledStore::open(data, DEFAULT_CACHE_MIB << 20)?;
+    let checked = store.check()?;
+    print(as_json, &json!(checked), |c| {
+        let mut t = table(&["table", "case", "key", "problem"]);
+        for d in c["damaged"].as_array().into_iter().flatten() {
+            t.add_row([
+                cell(&d["table"]),
+                cell(&d["case_id"]),
+                cell(&d["key"]),
+                cell(&d["detail"]),
+            ]);
+        }
+        let summary = format!(
+            "{} records read, {} damaged",
+            checked.records,
+            checked.damaged.len()
+        );
+        if checked.damaged.is_empty() {
+            summary
+        } else {
+            format!("{t}\n\n{summary}: restore the cases named from a backup")
+        }
+    });
+    Ok(checked.damaged.is_empty())
 }

@@ -16,7 +16,7 @@ use super::change::{Call, Change};
 use super::locks::CaseLock;
 use super::{Engine, MissingWorkflow};
 use crate::adapters::http::{self, Reply};
-use crate::case::{Case, IncidentReason, StepStatus, TimerKind};
+use crate::case::{Case, CaseId, IncidentReason, StepStatus, TimerKind};
 use crate::circuits::Seen;
 use crate::store::{Claimed, Store, StoreError, Transaction};
 use crate::traces::{CaseSpan, parse_traceparent};
@@ -24,6 +24,9 @@ use crate::workflow::definition::Workflow;
 
 /// How often a case whose workflow is not loaded is looked at again.
 const ORPHAN_RECHECK: Duration = Duration::from_secs(60);
+
+/// How often a timer of a case whose record is damaged comes due again.
+const DAMAGED_RECHECK: Duration = Duration::from_secs(3600);
 
 /// How many times one trigger (a reply, a timer, a callback, an operator's action) is decided
 /// again after losing a race for the case. Each loss means another writer moved the case on,
@@ -226,6 +229,31 @@ impl<S: Store + Clone> Engine<S> {
         self.commit(change).await.map(drop)
     }
 
+    /// A timer came due for a case whose record is damaged: that case cannot move, every other
+    /// one goes on. The case is named among the incidents, and the timer is put off for
+    /// [`DAMAGED_RECHECK`] (a record restored meanwhile then moves on) rather than fired again
+    /// at every pass.
+    async fn park_damaged(
+        &self,
+        claimed: &Claimed,
+        (case_id, table, detail): (CaseId, &'static str, String),
+    ) -> Result<(), StoreError> {
+        tracing::error!(case_id = %case_id, trace_id = %case_id.simple(), table, %detail, "a timer of a case whose record is damaged is put off; `civicflow store check` lists every damaged record");
+        self.damaged.lock().expect("not poisoned").insert(
+            case_id,
+            format!("its record in table `{table}` is damaged: {detail}"),
+        );
+        let mut later = claimed.timer.clone();
+        later.due_at = self.config.clock.now() + DAMAGED_RECHECK;
+        let tx = Transaction {
+            clear_timers: vec![claimed.timer.clone()],
+            set_timers: vec![later],
+            fences: vec![claimed.fence()],
+            ..Transaction::default()
+        };
+        self.store.commit(&tx).await
+    }
+
     /// A timer this node claimed came due. Every commit made for it carries the claim, so if
     /// another node took the timer over meanwhile (this one stalled past the lease), nothing
     /// decided here happens.
@@ -236,7 +264,15 @@ impl<S: Store + Clone> Engine<S> {
         let mut round = 0;
         loop {
             round += 1;
-            let done = match lock.load(&self.store).await? {
+            let loaded = match lock.load(&self.store).await {
+                Err(StoreError::Damaged {
+                    case_id,
+                    table,
+                    detail,
+                }) => return self.park_damaged(&claimed, (case_id, table, detail)).await,
+                loaded => loaded?,
+            };
+            let done = match loaded {
                 // The case is gone (it never is, but a timer must not fire for ever).
                 None => {
                     let tx = Transaction {

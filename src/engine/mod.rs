@@ -174,6 +174,9 @@ pub struct Engine<S> {
     watchers: Arc<watch::Watchers>,
     /// Agencies whose probe or release this node is running (one at a time per agency).
     outage_work: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Cases whose record this node found damaged, with what is wrong: named in the incident
+    /// list until a restart.
+    damaged: std::sync::Mutex<BTreeMap<CaseId, String>>,
 }
 
 impl<S: Store + Clone> Engine<S> {
@@ -219,12 +222,19 @@ impl<S: Store + Clone> Engine<S> {
             traces,
             watchers,
             outage_work: std::sync::Mutex::default(),
+            damaged: std::sync::Mutex::default(),
         })
     }
 
     /// The agencies' circuits as this node follows them.
     pub fn circuits(&self) -> &Arc<Circuits> {
         &self.decide.circuits
+    }
+
+    /// Cases whose record this node found damaged when their timers came due, with what is
+    /// wrong.
+    pub fn damaged(&self) -> BTreeMap<CaseId, String> {
+        self.damaged.lock().expect("not poisoned").clone()
     }
 
     /// The agencies this node calls, by id, with their base URLs.

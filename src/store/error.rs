@@ -36,6 +36,16 @@ pub enum StoreError {
     },
     #[error("the store in {path} is corrupt: {detail}")]
     Corrupt { path: String, detail: String },
+    /// One record of one case cannot be read: the case cannot be shown or moved on, while
+    /// every other case can.
+    #[error(
+        "the record of case {case_id} in table `{table}` is damaged ({detail}); `civicflow store check` lists every damaged record"
+    )]
+    Damaged {
+        case_id: CaseId,
+        table: &'static str,
+        detail: String,
+    },
     #[error("case {case_id} was changed by another writer (expected revision {expected})")]
     Conflict { case_id: CaseId, expected: u64 },
     #[error("case {case_id} already exists")]

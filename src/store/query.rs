@@ -53,6 +53,26 @@ pub struct Listing<T> {
     /// Where the next page starts; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// Cases this page stepped over because their record is damaged (`civicflow store check`
+    /// lists every damaged record).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>, format = Uuid)]
+    pub damaged: Vec<CaseId>,
+}
+
+/// Reads case `id` for a listing: a damaged record is noted in `damaged` and stepped over.
+async fn listed<S: Store>(
+    store: &S,
+    id: CaseId,
+    damaged: &mut Vec<CaseId>,
+) -> Result<Option<Case>, StoreError> {
+    match store.case(id).await {
+        Err(StoreError::Damaged { .. }) => {
+            damaged.push(id);
+            Ok(None)
+        }
+        read => read,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +138,7 @@ pub async fn incidents<S: Store>(
     };
     let limit = range.limit;
     let mut items = Vec::new();
+    let mut damaged = Vec::new();
     let mut scanned = 0;
     loop {
         let entries = store.index_range(index::INCIDENT, &range).await?;
@@ -129,7 +150,7 @@ pub async fn incidents<S: Store>(
                 continue;
             };
             // The case may have changed since the index was read: its record is the truth.
-            let Some(case) = store.case(case_id).await? else {
+            let Some(case) = listed(store, case_id, &mut damaged).await? else {
                 continue;
             };
             let Some(incident) = case.incidents.iter().find(|i| {
@@ -159,17 +180,23 @@ pub async fn incidents<S: Store>(
                     return Ok(Listing {
                         items,
                         next: range.after.as_ref().map(encode_cursor),
+                        damaged,
                     });
                 }
             }
         }
         if exhausted {
-            return Ok(Listing { items, next: None });
+            return Ok(Listing {
+                items,
+                next: None,
+                damaged,
+            });
         }
         if scanned >= SCAN_BUDGET {
             return Ok(Listing {
                 items,
                 next: range.after.as_ref().map(encode_cursor),
+                damaged,
             });
         }
     }
@@ -210,13 +237,14 @@ pub async fn cases<S: Store>(
         None => None,
     };
     let mut items = Vec::new();
+    let mut damaged = Vec::new();
     let mut scanned = 0;
     loop {
         let page = store.cases_by(name, &value, after, order, limit).await?;
         for id in &page.ids {
             scanned += 1;
             after = Some(*id);
-            let Some(case) = store.case(*id).await? else {
+            let Some(case) = listed(store, *id, &mut damaged).await? else {
                 continue;
             };
             let fits = filter.workflow.as_ref().is_none_or(|w| *w == case.workflow)
@@ -227,17 +255,23 @@ pub async fn cases<S: Store>(
                     return Ok(Listing {
                         items,
                         next: after.map(|c| c.to_string()),
+                        damaged,
                     });
                 }
             }
         }
         if page.next.is_none() {
-            return Ok(Listing { items, next: None });
+            return Ok(Listing {
+                items,
+                next: None,
+                damaged,
+            });
         }
         if scanned >= SCAN_BUDGET {
             return Ok(Listing {
                 items,
                 next: after.map(|c| c.to_string()),
+                damaged,
             });
         }
     }

@@ -144,12 +144,14 @@ impl Store for PgStore {
         let Some(row) = rows.first() else {
             return Ok(None);
         };
-        let json =
-            lz4_flex::block::decompress_size_prepended(row.get::<_, &[u8]>(1)).map_err(|e| {
-                self.place
-                    .corrupt(format!("a case record cannot be read: {e}"))
-            })?;
-        let mut case: Case = self.decode("a case record", &json)?;
+        let damaged = |detail: String| StoreError::Damaged {
+            case_id: id,
+            table: "cases",
+            detail,
+        };
+        let json = lz4_flex::block::decompress_size_prepended(row.get::<_, &[u8]>(1))
+            .map_err(|e| damaged(format!("it does not decompress: {e}")))?;
+        let mut case: Case = serde_json::from_slice(&json).map_err(|e| damaged(e.to_string()))?;
         case.rev = row.get::<_, i64>(0) as u64;
         Ok(Some(case))
     }
@@ -162,7 +164,15 @@ impl Store for PgStore {
     ) -> Result<Vec<Event>, StoreError> {
         let from = i64::try_from(from).unwrap_or(i64::MAX);
         let rows = self.rows(HISTORY, &[&id, &from, &limit(limit_n)]).await?;
-        self.records("a history event", &rows)
+        rows.iter()
+            .map(|row| {
+                serde_json::from_slice(row.get::<_, &[u8]>(0)).map_err(|e| StoreError::Damaged {
+                    case_id: id,
+                    table: "events",
+                    detail: e.to_string(),
+                })
+            })
+            .collect()
     }
 
     async fn due_timers(&self, until: Timestamp, limit_n: usize) -> Result<Vec<Timer>, StoreError> {

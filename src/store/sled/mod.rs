@@ -20,9 +20,11 @@
 //! per table), [`record`] (how records are laid out as bytes), [`commit`] (a transaction
 //! encoded, and checked against the stored state), [`writer`] (the writer and syncer threads),
 //! [`journal`] (a group made atomic across crashes), [`claims`], [`reads`] (the contract's
-//! reads), and [`backup`] (a consistent copy while serving, and a store built from one).
+//! reads), [`backup`] (a consistent copy while serving, and a store built from one) and
+//! [`check`] (every record read, to find the damaged ones).
 
 mod backup;
+mod check;
 mod claims;
 mod commit;
 mod journal;
@@ -33,4 +35,5 @@ mod record;
 mod writer;
 
 pub use backup::read_backup;
+pub use check::{Checked, Damage};
 pub use open::{DEFAULT_CACHE_MIB, SledStore};

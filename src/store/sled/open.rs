@@ -160,11 +160,6 @@ impl SledStore {
         decode(&self.inner.path, what, bytes)
     }
 
-    pub(super) fn decompress(&self, what: &str, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
-        lz4_flex::block::decompress_size_prepended(bytes)
-            .map_err(|e| self.corrupt(format!("{what} cannot be read: {e}")))
-    }
-
     pub(super) fn get(&self, key: &[u8]) -> Result<Option<IVec>, StoreError> {
         self.data().get(key).map_err(|e| self.err(e))
     }

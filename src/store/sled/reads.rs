@@ -21,6 +21,22 @@ use crate::store::{
     Position, Published, RegistryChange, Store, StoreError, Transaction, Webhook, Work,
 };
 
+/// Case `id` from its stored record.
+pub(super) fn case_from(id: CaseId, bytes: &[u8]) -> Result<Case, StoreError> {
+    let damaged = |detail: String| StoreError::Damaged {
+        case_id: id,
+        table: "cases",
+        detail,
+    };
+    let (head, json) =
+        CaseHead::split(bytes).ok_or_else(|| damaged("its head is cut short".to_owned()))?;
+    let json = lz4_flex::block::decompress_size_prepended(json)
+        .map_err(|e| damaged(format!("it does not decompress: {e}")))?;
+    let mut case: Case = serde_json::from_slice(&json).map_err(|e| damaged(e.to_string()))?;
+    case.rev = head.rev;
+    Ok(case)
+}
+
 impl SledStore {
     /// The stored timers due at or before `until`, earliest first.
     fn due(&self, until: Timestamp) -> impl Iterator<Item = Result<(IVec, IVec), StoreError>> + '_ {
@@ -58,12 +74,7 @@ impl Store for SledStore {
         let Some(bytes) = self.get(&keyed(CASES, id.as_bytes()))? else {
             return Ok(None);
         };
-        let (head, json) = CaseHead::split(&bytes)
-            .ok_or_else(|| self.corrupt(format!("a case record cannot be read: case {id}")))?;
-        let mut case: Case =
-            self.decode("a case record", &self.decompress("a case record", json)?)?;
-        case.rev = head.rev;
-        Ok(Some(case))
+        case_from(id, &bytes).map(Some)
     }
 
     async fn history(&self, id: CaseId, from: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
@@ -82,7 +93,11 @@ impl Store for SledStore {
                 break;
             }
             let (_, v) = entry.map_err(|e| self.err(e))?;
-            let run: Vec<Event> = self.decode("a run of history events", &v)?;
+            let run: Vec<Event> = serde_json::from_slice(&v).map_err(|e| StoreError::Damaged {
+                case_id: id,
+                table: "events",
+                detail: e.to_string(),
+            })?;
             let wanted = limit - events.len();
             events.extend(run.into_iter().filter(|e| e.seq >= from).take(wanted));
         }

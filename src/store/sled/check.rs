@@ -1,0 +1,128 @@
+//! Reading every record of a store to find the damaged ones: `civicflow store check`.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::SledStore;
+use super::journal::JOURNAL;
+use super::keys::{
+    API_TOKENS, CASES, CIRCUITS, CONFIG, COUNTERS, DEFINITIONS, EVENTS, FEED, IDEMPOTENCY, INDEX,
+    REGISTRY_CHANGES, TIMERS, TOKENS, WEBHOOKS,
+};
+use super::reads::case_from;
+use crate::case::{CallbackTarget, CaseId, Event, IdempotencyRecord, Timer};
+use crate::store::{
+    ApiToken, Circuit, Notification, Published, RegistryChange, StoreError, Webhook,
+};
+
+/// A record that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Damage {
+    pub table: &'static str,
+    /// The case it belongs to, when it belongs to one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub case_id: Option<CaseId>,
+    /// Its key, printable.
+    pub key: String,
+    pub detail: String,
+}
+
+/// What a check read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Checked {
+    pub records: u64,
+    pub damaged: Vec<Damage>,
+}
+
+/// The case whose id is the 16 bytes of `key` from `at`.
+fn case_in(key: &[u8], at: usize) -> Option<CaseId> {
+    CaseId::from_slice(key.get(at..at + 16)?).ok()
+}
+
+fn json<T: DeserializeOwned>(value: &[u8]) -> Result<(), String> {
+    serde_json::from_slice::<T>(value)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn eight_bytes(value: &[u8]) -> Result<(), String> {
+    match value.len() {
+        8 => Ok(()),
+        n => Err(format!("{n} bytes where a number takes 8")),
+    }
+}
+
+impl SledStore {
+    /// Reads and decodes every record of the store; each one that cannot be read, with the
+    /// table and the case it belongs to.
+    pub fn check(&self) -> Result<Checked, StoreError> {
+        let mut checked = Checked {
+            records: 0,
+            damaged: Vec::new(),
+        };
+        for entry in self.data().iter() {
+            let (key, value) = entry.map_err(|e| self.err(e))?;
+            checked.records += 1;
+            let (table, case_id, read): (&'static str, Option<CaseId>, Result<(), String>) =
+                match key.first().copied() {
+                    Some(CASES) => {
+                        let id = case_in(&key, 1);
+                        let read = match id {
+                            Some(id) => case_from(id, &value).map(drop).map_err(|e| match e {
+                                StoreError::Damaged { detail, .. } => detail,
+                                other => other.to_string(),
+                            }),
+                            None => Err("its key holds no case id".to_owned()),
+                        };
+                        ("cases", id, read)
+                    }
+                    Some(EVENTS) => ("events", case_in(&key, 1), json::<Vec<Event>>(&value)),
+                    Some(TIMERS) => ("timers", case_in(&key, 9), json::<Timer>(&value)),
+                    // Index entries are keys alone.
+                    Some(INDEX) => continue,
+                    Some(TOKENS) => ("callback tokens", None, json::<CallbackTarget>(&value)),
+                    Some(IDEMPOTENCY) => {
+                        ("idempotency keys", None, json::<IdempotencyRecord>(&value))
+                    }
+                    Some(API_TOKENS) => ("API tokens", None, json::<ApiToken>(&value)),
+                    Some(FEED) => ("notifications", None, json::<Notification>(&value)),
+                    Some(WEBHOOKS) => ("webhooks", None, json::<Webhook>(&value)),
+                    Some(DEFINITIONS) => ("definitions", None, json::<Published>(&value)),
+                    Some(REGISTRY_CHANGES) => {
+                        ("registry changes", None, json::<RegistryChange>(&value))
+                    }
+                    Some(COUNTERS) => ("counters", None, eight_bytes(&value)),
+                    Some(CIRCUITS) => ("circuits", None, json::<Circuit>(&value)),
+                    Some(JOURNAL) => (
+                        "journal",
+                        None,
+                        Err("a group of writes left unfinished".to_owned()),
+                    ),
+                    _ if key.as_ref() == CONFIG => ("configuration", None, eight_bytes(&value)),
+                    _ => ("unknown", None, Err("a key of no table".to_owned())),
+                };
+            if let Err(detail) = read {
+                checked.damaged.push(Damage {
+                    table,
+                    case_id,
+                    key: printable(&key),
+                    detail,
+                });
+            }
+        }
+        Ok(checked)
+    }
+}
+
+/// A key as text: its printable bytes as they are, the others as `\xNN`.
+fn printable(key: &[u8]) -> String {
+    key.iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() {
+                (b as char).to_string()
+            } else {
+                format!("\\x{b:02x}")
+            }
+        })
+        .collect()
+}
