@@ -100,12 +100,12 @@ pub fn check(data: &Path, as_json: bool) -> anyhow::Result<bool> {
     let store = SledStore::open(data, DEFAULT_CACHE_MIB << 20)?;
     let checked = store.check()?;
     print(as_json, &json!(checked), |c| {
-        let mut t = table(&["table", "case", "key", "problem"]);
+        let mut t = table(&["table", "case", "record", "problem"]);
         for d in c["damaged"].as_array().into_iter().flatten() {
             t.add_row([
                 cell(&d["table"]),
                 cell(&d["case_id"]),
-                cell(&d["key"]),
+                cell(&d["record"]),
                 cell(&d["detail"]),
             ]);
         }

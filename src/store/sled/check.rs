@@ -22,8 +22,9 @@ pub struct Damage {
     /// The case it belongs to, when it belongs to one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub case_id: Option<CaseId>,
-    /// Its key, printable.
-    pub key: String,
+    /// Which record of the table: the case's, its history from an event, a timer, or the key
+    /// of a record of no case.
+    pub record: String,
     pub detail: String,
 }
 
@@ -105,12 +106,32 @@ impl SledStore {
                 checked.damaged.push(Damage {
                     table,
                     case_id,
-                    key: printable(&key),
+                    record: which(&key, case_id.is_some()),
                     detail,
                 });
             }
         }
         Ok(checked)
+    }
+}
+
+/// Which record `key` names, for a person: of a case (its record, its history from an event,
+/// a timer), or the key itself.
+fn which(key: &[u8], of_a_case: bool) -> String {
+    match key.first().copied() {
+        Some(CASES) if of_a_case => "the case".to_owned(),
+        Some(EVENTS) if of_a_case => {
+            let seq = key
+                .get(17..25)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
+            format!("its history from event {}", seq.unwrap_or_default())
+        }
+        Some(TIMERS) if of_a_case => format!(
+            "its timer {}",
+            String::from_utf8_lossy(key.get(25..).unwrap_or_default())
+        ),
+        _ => printable(key),
     }
 }
 
