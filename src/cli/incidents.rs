@@ -117,7 +117,7 @@ pub async fn incidents(
             ]);
         }
         let listed = with_next(t.to_string(), page);
-        let outages: Vec<String> = page["outages"]
+        let mut outages: Vec<String> = page["outages"]
             .as_array()
             .into_iter()
             .flatten()
@@ -139,6 +139,12 @@ pub async fn incidents(
                 ),
             })
             .collect();
+        outages.extend(page["damaged"].as_array().into_iter().flatten().map(|id| {
+            format!(
+                "damaged record: case {} cannot be read (`civicflow store check` says which record)",
+                cell(id)
+            )
+        }));
         if outages.is_empty() {
             listed
         } else {
