@@ -159,24 +159,8 @@ async fn a_circuit_opened_by_hand_holds_calls_without_probes_until_it_is_closed(
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     };
-    let (_, operator) = civicflow::auth::issue(
-        app.engine.store(),
-        civicflow::auth::Role::Operator,
-        "thu",
-        "test",
-        jiff::Timestamp::now(),
-    )
-    .await
-    .unwrap();
-    let (_, portal) = civicflow::auth::issue(
-        app.engine.store(),
-        civicflow::auth::Role::Portal,
-        "portal",
-        "test",
-        jiff::Timestamp::now(),
-    )
-    .await
-    .unwrap();
+    let operator = app.token(civicflow::auth::Role::Operator, "thu").await;
+    let portal = app.token(civicflow::auth::Role::Portal, "portal").await;
     // Refused: no reason, a state that is none, the portal's role, an agency civicflow does not
     // call.
     let (status, body) = set(json!({"state": "open", "reason": " "}), None).await;
@@ -261,10 +245,10 @@ async fn a_circuit_opened_by_hand_holds_calls_without_probes_until_it_is_closed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_follows_an_agencys_circuit_through_the_store() {
-    use civicflow::auth::{Role, issue};
+    use civicflow::auth::Role;
     use civicflow::engine::Clock;
     use civicflow::store::sled::{DEFAULT_CACHE_MIB, SledStore};
-    use support::{Node, agency_urls, client_with, mocks_in_test, set_callback_token};
+    use support::{Node, agency_urls, client_with, issue_token, mocks_in_test, set_callback_token};
 
     let (_mocks, _) = mocks_in_test(5).await;
     let agencies = agency_urls(&_mocks);
@@ -272,9 +256,8 @@ async fn every_node_follows_an_agencys_circuit_through_the_store() {
     let store = SledStore::open(&data, DEFAULT_CACHE_MIB << 20).unwrap();
     let a = Node::start(store.clone(), &agencies, Clock::system()).await;
     let b = Node::start(store.clone(), &agencies, Clock::system()).await;
-    let token = |role: Role| issue(&store, role, "test", "test", jiff::Timestamp::now());
-    let admin = client_with(&token(Role::Admin).await.unwrap().1);
-    let police = token(Role::Agency("police".into())).await.unwrap().1;
+    let admin = client_with(&issue_token(&store, Role::Admin, "test").await);
+    let police = issue_token(&store, Role::Agency("police".into()), "test").await;
     set_callback_token(&admin, &agencies["police"], &police).await;
     let circuit = |url: &str, state: &str| {
         let request = admin

@@ -385,15 +385,9 @@ async fn a_registration_retried_under_its_idempotency_key_registers_one_webhook(
         (409, &json!("idempotency_key_reused"))
     );
     // Another token's key is its own: the secret is not handed to it.
-    let (_, portal) = civicflow::auth::issue(
-        app.engine.store(),
-        civicflow::auth::Role::Portal,
-        "other portal",
-        "test",
-        jiff::Timestamp::now(),
-    )
-    .await
-    .unwrap();
+    let portal = app
+        .token(civicflow::auth::Role::Portal, "other portal")
+        .await;
     let (status, other) = register("hook-1", url, client_with(&portal)).await;
     assert_eq!(status, 201, "{other}");
     assert_ne!(other["id"], first["id"]);

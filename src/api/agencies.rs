@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::auth::Caller;
 use super::{ApiError, AppState, ErrorBody};
 use crate::auth::Operation;
-use crate::circuits::{Circuit, CircuitChange, CircuitState};
+use crate::circuits::{Circuit, CircuitChange};
 use crate::engine::Engine;
 use crate::store::Store;
 
@@ -82,17 +82,17 @@ pub async fn view<S: Store + Clone>(
         .held_count(agency, HELD_COUNTED)
         .await
         .map_err(ApiError::store)?;
-    let open = c.state == CircuitState::Open;
+    // A closed circuit has no opener, no probe and no failed probes (`circuits::close`).
     Ok(AgencyView {
         agency: agency.to_owned(),
         state: c.state.as_str(),
         since: (c.version > 0).then_some(c.since),
-        opened_by: c.opened_by.filter(|_| open),
-        reason: c.reason.filter(|_| c.version > 0),
+        opened_by: c.opened_by,
+        reason: c.reason,
         last_error: c.last_error,
         held_steps,
-        failed_probes: if open { c.failed_probes } else { 0 },
-        next_probe_at: c.probe_at.filter(|_| open),
+        failed_probes: c.failed_probes,
+        next_probe_at: c.probe_at,
         changes: changes.then_some(c.changes),
     })
 }

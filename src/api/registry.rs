@@ -2,6 +2,8 @@
 //! workflows, everyone may list what is loaded and read the registry's history. A publication
 //! is checked exactly as `civicflow validate` checks files, and takes effect without a restart.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, StringRejection};
 use axum::extract::{Path, State};
@@ -16,7 +18,7 @@ use crate::auth::Operation;
 use crate::engine::TrialError;
 use crate::registry::{Kind, PublishError, Published, Retire};
 use crate::store::Store;
-use crate::workflow::definition::SchemaViolation;
+use crate::workflow::definition::{Definitions, SchemaViolation};
 
 fn publish_error(e: PublishError) -> ApiError {
     match e {
@@ -124,6 +126,20 @@ fn with_source(v: &mut Value, published: Option<&Published>) {
     }
 }
 
+/// For a reader of the registry: what was published, and the definitions this node runs.
+async fn loaded<S: Store + Clone>(
+    state: &AppState<S>,
+    caller: &Caller,
+) -> Result<(Vec<Published>, Arc<Definitions>), ApiError> {
+    caller.require(Operation::ReadRegistry)?;
+    let published = state
+        .registry
+        .published()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((published, state.engine.definitions()))
+}
+
 /// Every loaded adapter version: bundled with the server or published, and whether deprecated.
 #[utoipa::path(get, path = "/v1/adapters", tag = "registry",
     responses((status = 200, description = "`items`", body = Object)))]
@@ -131,13 +147,7 @@ pub async fn list_adapters<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Operation::ReadRegistry)?;
-    let published = state
-        .registry
-        .published()
-        .await
-        .map_err(ApiError::internal)?;
-    let defs = state.engine.definitions();
+    let (published, defs) = loaded(&state, &caller).await?;
     let items: Vec<Value> = defs
         .adapters()
         .map(|a| {
@@ -164,13 +174,7 @@ pub async fn list_workflows<S: Store + Clone>(
     State(state): State<AppState<S>>,
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Operation::ReadRegistry)?;
-    let published = state
-        .registry
-        .published()
-        .await
-        .map_err(ApiError::internal)?;
-    let defs = state.engine.definitions();
+    let (published, defs) = loaded(&state, &caller).await?;
     let items: Vec<Value> = defs
         .workflows()
         .map(|w| {

@@ -317,6 +317,7 @@ pub fn close(by: String, reason: String, now: Timestamp) -> impl Fn(&mut Circuit
         c.since = now;
         c.opened_by = None;
         c.probe_at = None;
+        c.failed_probes = 0;
         c.reason = Some(reason.clone());
         c.changes.push(CircuitChange {
             at: now,

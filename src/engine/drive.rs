@@ -80,9 +80,10 @@ impl<S: Store + Clone> Engine<S> {
             Reply::Answered { status, .. } => Some(*status),
             Reply::NoAnswer { .. } => None,
         };
-        let failure = match &reply {
-            Reply::Answered { status, .. } => format!("the agency answered {status}"),
-            Reply::NoAnswer { error } => error.clone(),
+        // Kept for the circuit's record should the reply be a retryable failure.
+        let no_answer = match &reply {
+            Reply::NoAnswer { error } => Some(error.clone()),
+            Reply::Answered { .. } => None,
         };
         self.metrics
             .agency_call(&call.agency, &call.step, call.poll, status, received - sent);
@@ -119,9 +120,13 @@ impl<S: Store + Clone> Engine<S> {
             .case_span(call.case_id, span.outcome(outcome, failed));
         self.overhead
             .record_step_overhead(to_wire + received.elapsed());
-        let seen = match outcome {
-            "retryable" => Some(Seen::Failure(failure.clone())),
-            "succeeded" | "rejected" | "pending" | "unexpected" => Some(Seen::Answer),
+        let failure = (outcome == "retryable").then(|| {
+            no_answer
+                .unwrap_or_else(|| format!("the agency answered {}", status.unwrap_or_default()))
+        });
+        let seen = match (outcome, &failure) {
+            (_, Some(failure)) => Some(Seen::Failure(failure.clone())),
+            ("succeeded" | "rejected" | "pending" | "unexpected", None) => Some(Seen::Answer),
             _ => None,
         };
         if let Some(seen) = seen
@@ -130,7 +135,7 @@ impl<S: Store + Clone> Engine<S> {
             let engine = self.clone();
             tokio::spawn(async move { engine.open_circuit(&call.agency, last_error).await });
         }
-        (outcome, (outcome == "retryable").then_some(failure))
+        (outcome, failure)
     }
 
     /// Records an agency's answer to `call`; its class, or `None` if the step had moved on

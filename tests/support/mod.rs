@@ -550,6 +550,19 @@ pub async fn effects(http: &reqwest::Client, agency_url: &str, case: &str) -> Ve
         .collect()
 }
 
+/// Issues an API token with `role`, held by `name`, straight into `store`: its secret.
+pub async fn issue_token<S: civicflow::store::Store>(
+    store: &S,
+    role: civicflow::auth::Role,
+    name: &str,
+) -> String {
+    let now = jiff::Timestamp::now();
+    let (_, secret) = civicflow::auth::issue(store, role, name, "test", now)
+        .await
+        .unwrap();
+    secret
+}
+
 /// Starts a birth case with `input` through the API at `url`; its id.
 pub async fn start_birth(http: &reqwest::Client, url: &str, input: Value) -> String {
     let started: Value = http
@@ -664,13 +677,9 @@ impl InProcess {
         let off = Arc::new(civicflow::traces::Traces::off());
         let node = Node::start_with(store, &agencies, clock.clone(), off, circuits).await;
         let (url, engine) = (node.url.clone(), node.app.engine.clone());
-        let issue = |role: civicflow::auth::Role| {
-            civicflow::auth::issue(engine.store(), role, "test", "test", jiff::Timestamp::now())
-        };
-        let (_, admin) = issue(civicflow::auth::Role::Admin).await.unwrap();
-        let (_, police) = issue(civicflow::auth::Role::Agency("police".into()))
-            .await
-            .unwrap();
+        let admin = issue_token(engine.store(), civicflow::auth::Role::Admin, "test").await;
+        let police = civicflow::auth::Role::Agency("police".into());
+        let police = issue_token(engine.store(), police, "test").await;
         let http = client_with(&admin);
         set_callback_token(&http, &agencies["police"], &police).await;
         InProcess {
@@ -687,6 +696,11 @@ impl InProcess {
 
     pub async fn case(&self, id: &str) -> Value {
         fetch(&self.http, &format!("{}/v1/cases/{id}", self.url)).await
+    }
+
+    /// A new API token with `role`, held by `name`: its secret.
+    pub async fn token(&self, role: civicflow::auth::Role, name: &str) -> String {
+        issue_token(self.engine.store(), role, name).await
     }
 
     /// Moves the engine's clock forward to `at` (RFC 3339).
