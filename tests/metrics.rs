@@ -214,6 +214,7 @@ async fn series_count_what_the_cases_did_and_promtool_accepts_them() {
         "{commits} in {groups}"
     );
     assert!(value(&s, "civicflow_timers_due", &[]) >= 0.0);
+    assert_eq!(value(&s, "civicflow_store_writable", &[]), 1.0);
     assert_eq!(
         value(
             &s,

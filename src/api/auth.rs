@@ -155,7 +155,7 @@ impl<S: Store + Clone> FromRequestParts<AppState<S>> for Caller {
             .store()
             .api_token(&digest(secret))
             .await
-            .map_err(ApiError::internal)?
+            .map_err(ApiError::store)?
             .filter(|t| t.is_active());
         let Some(token) = token else {
             return Err(refused("the token is unknown or has been revoked"));

@@ -10,8 +10,15 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::store::StoreError;
+use crate::store::{FailureLog, StoreError};
 use crate::workflow::definition::SchemaViolation;
+
+/// How long a client is told to wait before retrying a request the storage could not serve:
+/// about how often a store whose writes stopped tries to write again.
+const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Requests the store failed, logged at most once a minute: a failing disk fails every request.
+static REQUEST_STORE_FAILURES: FailureLog = FailureLog::new();
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -81,8 +88,9 @@ impl ApiError {
     }
 
     /// A store error: a race lost to a concurrent change (already decided again as often as
-    /// it is worth) is the client's to retry, a 409; a damaged record is named, for the
-    /// operators who restore it; anything else is our failure.
+    /// it is worth) is the client's to retry, a 409; storage that fails (a full disk, a lost
+    /// database) is a 503 to retry later, here or on another node; a damaged record is named,
+    /// for the operators who restore it; anything else is our failure.
     pub fn store(e: StoreError) -> ApiError {
         match e {
             StoreError::Conflict { .. } | StoreError::ConfigChanged { .. } => ApiError::new(
@@ -90,6 +98,12 @@ impl ApiError {
                 "concurrent_change",
                 format!("{e}; other requests are changing the same thing at this moment: retry"),
             ),
+            // Logged by the store when the condition starts, not once per refused request.
+            StoreError::Unavailable { .. } => ApiError::storage_unavailable(&e),
+            StoreError::Io { .. } => {
+                REQUEST_STORE_FAILURES.absorbs("a request", &e);
+                ApiError::storage_unavailable(&e)
+            }
             StoreError::Damaged { .. } => {
                 tracing::error!(error = %e, "a damaged record was read");
                 ApiError::new(
@@ -100,6 +114,25 @@ impl ApiError {
             }
             other => ApiError::internal(other),
         }
+    }
+
+    /// The store cannot serve the request for now. The message says so without the store's
+    /// path or the disk's words, which are the operators' (in the log), not the client's.
+    fn storage_unavailable(e: &StoreError) -> ApiError {
+        let message = match e {
+            StoreError::Unavailable { .. } => {
+                "civicflow's storage takes no writes for now; nothing was changed: retry later or on another node"
+            }
+            _ => {
+                "civicflow's storage failed to answer; the request may not have been applied: retry later (with the same Idempotency-Key) or on another node"
+            }
+        };
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            message,
+        )
+        .with_retry_after(STORAGE_RETRY_AFTER)
     }
 
     /// Our failure, not the client's: logged in full, reported without internals.

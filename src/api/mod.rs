@@ -21,8 +21,12 @@ mod tokens;
 mod webhooks;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -78,6 +82,7 @@ pub fn router<S: Store + Clone>(
     };
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/ready", get(ready::<S>))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/cases", post(cases::start::<S>).get(cases::list::<S>))
         .route("/v1/cases/{id}", get(cases::show::<S>))
@@ -187,6 +192,56 @@ fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<&str>, ApiE
     responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object)))]
 async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// How long readiness waits for the store to say whether it takes writes.
+const READY_WITHIN: Duration = Duration::from_secs(2);
+/// When a load balancer is told to ask again, in seconds.
+const READY_RETRY_AFTER: u64 = 5;
+
+/// Unauthenticated, for load balancers: whether this node should get requests. Not ready while
+/// its store takes no writes (a full disk) or it is shutting down; liveness (`/v1/health`)
+/// stays as it is, since restarting the node would not help.
+#[utoipa::path(get, path = "/v1/ready", tag = "portal", security(()),
+    responses(
+        (status = 200, description = "`{\"status\": \"ready\"}`", body = Object),
+        (status = 503, description = "`{\"status\": \"not_ready\", \"reason\": \"storage_unavailable\" | \"shutting_down\", \"message\": …}`, with `Retry-After`", body = Object),
+    ))]
+async fn ready<S: Store + Clone>(State(state): State<AppState<S>>) -> Response {
+    let not_ready = |reason: &str, message: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(RETRY_AFTER, HeaderValue::from(READY_RETRY_AFTER))],
+            Json(json!({"status": "not_ready", "reason": reason, "message": message})),
+        )
+            .into_response()
+    };
+    if state.engine.stopping() {
+        return not_ready("shutting_down", "this node is shutting down".to_owned());
+    }
+    match tokio::time::timeout(READY_WITHIN, state.engine.store().writable()).await {
+        Ok(Ok(())) => Json(json!({"status": "ready"})).into_response(),
+        // Unauthenticated: the condition, not the store's path or the disk's words, which the
+        // log holds for the operators.
+        Ok(Err(e)) if e.is_storage_failure() => not_ready(
+            "storage_unavailable",
+            "the store takes no writes for now; the server's log says why".to_owned(),
+        ),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "readiness could not ask the store");
+            not_ready(
+                "storage_unavailable",
+                "the store could not be asked; the server's log says why".to_owned(),
+            )
+        }
+        Err(_) => not_ready(
+            "storage_unavailable",
+            format!(
+                "the store did not say within {} s whether it takes writes",
+                READY_WITHIN.as_secs()
+            ),
+        ),
+    }
 }
 
 /// The API's OpenAPI document, unauthenticated like the health check: what client generators

@@ -13,10 +13,11 @@ use super::{
 #[openapi(
     info(
         title = "civicflow",
-        description = "Durable orchestration of interlinked public services: the portal starts and reads cases, operators settle the stuck ones, agencies answer their steps. Every request but the health check needs `Authorization: Bearer <token>`; the token's role decides what it may do."
+        description = "Durable orchestration of interlinked public services: the portal starts and reads cases, operators settle the stuck ones, agencies answer their steps. Every request but the health and readiness checks needs `Authorization: Bearer <token>`; the token's role decides what it may do."
     ),
     paths(
         super::health,
+        super::ready,
         cases::start, cases::list, cases::show, cases::history,
         operators::incidents, operators::act,
         operators::bulk_retry,

@@ -132,11 +132,7 @@ async fn loaded<S: Store + Clone>(
     caller: &Caller,
 ) -> Result<(Vec<Published>, Arc<Definitions>), ApiError> {
     caller.require(Operation::ReadRegistry)?;
-    let published = state
-        .registry
-        .published()
-        .await
-        .map_err(ApiError::internal)?;
+    let published = state.registry.published().await.map_err(ApiError::store)?;
     Ok((published, state.engine.definitions()))
 }
 
@@ -232,7 +228,7 @@ pub async fn show_adapter<S: Store + Clone>(
         .registry
         .text(Kind::Adapter, &id, version)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::store)?
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -244,7 +240,7 @@ pub async fn show_adapter<S: Store + Clone>(
         .registry
         .published()
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::store)?
         .into_iter()
         .find(|p| p.kind == Kind::Adapter && p.id == id && p.version == version);
     let mut v = match &published {
@@ -378,7 +374,7 @@ pub async fn changes<S: Store + Clone>(
         .store()
         .registry_changes()
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::store)?;
     Ok(Json(json!({"items": items})))
 }
 

@@ -82,7 +82,7 @@ pub async fn list<S: Store + Clone>(
         .store()
         .api_tokens()
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::store)?;
     tokens.sort_by_key(|t| t.created_at);
     let items: Vec<Value> = tokens.iter().map(public).collect();
     Ok(Json(json!({"items": items})))

@@ -81,7 +81,7 @@ pub async fn register<S: Store + Clone>(
         created_at: state.engine.now(),
         created_by: caller.0.actor(),
         // What happens from now on: earlier notifications were not meant for it.
-        cursor: store.feed_end().await.map_err(ApiError::internal)?,
+        cursor: store.feed_end().await.map_err(ApiError::store)?,
         failures: 0,
         last_error: None,
         last_delivered_at: None,
@@ -160,14 +160,14 @@ pub async fn list<S: Store + Clone>(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Operation::ManageWebhooks)?;
     let store = state.engine.store();
-    let hooks = store.webhooks().await.map_err(ApiError::internal)?;
+    let hooks = store.webhooks().await.map_err(ApiError::store)?;
     let mut items = Vec::with_capacity(hooks.len());
     for hook in &hooks {
         let mut v = public(hook);
         let pending = store
             .feed_count(hook.cursor)
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(ApiError::store)?;
         v["pending"] = json!(pending);
         items.push(v);
     }
@@ -188,7 +188,7 @@ pub async fn delete<S: Store + Clone>(
     let Path(id) = path.map_err(ApiError::from_path)?;
     caller.require(Operation::ManageWebhooks)?;
     let store = state.engine.store();
-    let hooks = store.webhooks().await.map_err(ApiError::internal)?;
+    let hooks = store.webhooks().await.map_err(ApiError::store)?;
     if !hooks.iter().any(|h| h.id == id) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

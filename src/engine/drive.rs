@@ -111,7 +111,9 @@ impl<S: Store + Clone> Engine<S> {
             // The step had moved on (an operator, another node): the answer is not used.
             Ok(None) => "superseded",
             Err(e) => {
-                tracing::warn!(case_id = %call.case_id, trace_id = %call.case_id.simple(), step = %call.step, error = %e, "the reply could not be recorded; the watchdog timer will retry");
+                if !self.store_failures.absorbs("recording a reply", &e) {
+                    tracing::warn!(case_id = %call.case_id, trace_id = %call.case_id.simple(), step = %call.step, error = %e, "the reply could not be recorded; the watchdog timer will retry");
+                }
                 "not_recorded"
             }
         };

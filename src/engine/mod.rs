@@ -33,7 +33,7 @@ use crate::case::{
 use crate::circuits::Circuits;
 use crate::metrics::Metrics;
 use crate::registry::{PublishError, Registry};
-use crate::store::{Hook, Store, StoreError};
+use crate::store::{FailureLog, Hook, Store, StoreError};
 use crate::traces::{CaseSpan, Traces};
 use crate::workflow::definition::{Definitions, SchemaViolation, Workflow};
 use crate::workflow::expr::EvalError;
@@ -174,6 +174,8 @@ pub struct Engine<S> {
     watchers: Arc<watch::Watchers>,
     /// Agencies whose probe or release this node is running (one at a time per agency).
     outage_work: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Storage failures met by background work, logged at most once a minute.
+    store_failures: FailureLog,
     /// Cases whose record this node found damaged, with what is wrong: named in the incident
     /// list until a restart.
     damaged: std::sync::Mutex<BTreeMap<CaseId, String>>,
@@ -222,6 +224,7 @@ impl<S: Store + Clone> Engine<S> {
             traces,
             watchers,
             outage_work: std::sync::Mutex::default(),
+            store_failures: FailureLog::new(),
             damaged: std::sync::Mutex::default(),
         })
     }
@@ -330,7 +333,8 @@ impl<S: Store + Clone> Engine<S> {
         }
     }
 
-    fn stopping(&self) -> bool {
+    /// Whether this engine is shutting down: it takes no new work.
+    pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
 

@@ -52,7 +52,9 @@ impl<S: Store + Clone> Engine<S> {
     /// steps of closed ones; until the engine stops.
     pub async fn follow_circuits(self: Arc<Self>) {
         while !self.stopping() {
-            if let Err(e) = self.tend_circuits().await {
+            if let Err(e) = self.tend_circuits().await
+                && !self.store_failures.absorbs("following the circuits", &e)
+            {
                 tracing::error!(error = %e, "the agencies' circuits cannot be read");
             }
             tokio::time::sleep(CIRCUIT_POLL.mul_f64(0.75 + fastrand::f64() / 2.0)).await;
@@ -104,7 +106,9 @@ impl<S: Store + Clone> Engine<S> {
         let future = work(self.clone(), agency.to_owned());
         let (engine, agency) = (self.clone(), agency.to_owned());
         tokio::spawn(async move {
-            if let Err(e) = future.await {
+            if let Err(e) = future.await
+                && !engine.store_failures.absorbs("an agency's circuit", &e)
+            {
                 tracing::error!(agency = %agency, error = %e, "work on an agency's circuit stopped; it is taken up again within a second");
             }
             engine
@@ -144,6 +148,7 @@ impl<S: Store + Clone> Engine<S> {
                 "agency looks down: its circuit is open; calls to it are held and it is probed"
             ),
             Ok(None) => {}
+            Err(e) if self.store_failures.absorbs("opening a circuit", &e) => {}
             Err(e) => {
                 tracing::error!(agency = %agency, error = %e, "an agency's circuit cannot be opened")
             }
@@ -269,7 +274,9 @@ impl<S: Store + Clone> Engine<S> {
         let calls = match self.release_held(case_id, agency).await {
             Ok(calls) => calls,
             Err(e) => {
-                tracing::warn!(case_id = %case_id, agency = %agency, error = %e, "a held step could not be released; it is tried again");
+                if !self.store_failures.absorbs("releasing a held step", &e) {
+                    tracing::warn!(case_id = %case_id, agency = %agency, error = %e, "a held step could not be released; it is tried again");
+                }
                 return Vec::new();
             }
         };

@@ -22,7 +22,9 @@ impl<S: Store + Clone> Engine<S> {
             let claimed = match self.store.claim_timers(&self.node, now, lease, BATCH).await {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot claim due timers");
+                    if !self.store_failures.absorbs("claiming due timers", &e) {
+                        tracing::error!(error = %e, "cannot claim due timers");
+                    }
                     tokio::time::sleep(TICK).await;
                     continue;
                 }
@@ -35,7 +37,9 @@ impl<S: Store + Clone> Engine<S> {
                 let engine = self.clone();
                 tokio::spawn(async move {
                     let (case, kind) = (claim.timer.case_id, claim.timer.kind.clone());
-                    if let Err(e) = engine.on_timer(claim).await {
+                    if let Err(e) = engine.on_timer(claim).await
+                        && !engine.store_failures.absorbs("a timer", &e)
+                    {
                         tracing::warn!(case_id = %case, trace_id = %case.simple(), step = kind.step().unwrap_or("-"), timer = kind.label(), error = %e, "a timer could not be handled; it fires again when its claim lapses");
                     }
                 });

@@ -107,6 +107,13 @@ impl Metrics {
             "Groups those commits were made durable in (sled: disk syncs; PostgreSQL: transactions); commits per group is the group size",
             ConstCounter::new(groups.groups),
         );
+        let writable = Gauge::<i64>::default();
+        writable.set(i64::from(store.writable().await.is_ok()));
+        shared.register(
+            "store_writable",
+            "1 while the store takes writes; 0 while it cannot (a full disk, a failing device, a standby database): /v1/ready says not ready meanwhile",
+            writable,
+        );
         let due = store.due_timers(now, DUE_COUNTED).await?.len();
         let timers_due = Gauge::<i64>::default();
         timers_due.set(i64::try_from(due).unwrap_or(i64::MAX));

@@ -215,6 +215,11 @@ pub trait Store: Send + Sync + 'static {
     /// tools (PostgreSQL: `pg_dump`, see docs/operations.md).
     fn backup_to(&self, out: &mut dyn std::io::Write) -> Option<Result<Copied, StoreError>>;
 
+    /// `Ok` while this store takes writes; the condition that stops them otherwise
+    /// ([`StoreError::Unavailable`]: a full disk, a database that is a read-only standby), or
+    /// the error that stopped the check. What readiness (`/v1/ready`) answers from.
+    fn writable(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// The version of the shared configuration (definitions, webhooks, API tokens), as durable.
     fn config_version(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 

@@ -68,4 +68,19 @@ pub enum StoreError {
     CircuitChanged { agency: String, expected: u64 },
     #[error("storage I/O error in {path}: {detail}")]
     Io { path: String, detail: String },
+    /// The store takes no writes for now (a full disk, a failing device): every write is refused
+    /// at once, without touching the disk, until a write succeeds again. Nothing was written.
+    #[error(
+        "the store in {path} takes no writes for now ({detail}); civicflow resumes by itself when writes succeed again"
+    )]
+    Unavailable { path: String, detail: String },
+}
+
+impl StoreError {
+    /// Whether the storage itself failed (a write or read the disk or database refused), as
+    /// opposed to a request that lost a race or a record that is damaged: the caller can only
+    /// wait and try again.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(self, StoreError::Io { .. } | StoreError::Unavailable { .. })
+    }
 }

@@ -13,6 +13,7 @@
 mod claim;
 mod contract;
 mod error;
+mod failures;
 mod hook;
 pub mod postgres;
 pub mod query;
@@ -23,6 +24,7 @@ mod transaction;
 pub use claim::{Claimed, Fence, NodeId, Work};
 pub use contract::{Copied, Groups, IndexRange, Order, Page, Position, Store};
 pub use error::StoreError;
+pub use failures::FailureLog;
 pub use hook::{Committed, Hook, Preparing};
 pub use records::{
     ApiToken, Circuit, CircuitChange, CircuitState, Deprecation, Kind, Notification, Published,

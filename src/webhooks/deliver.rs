@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::{PublicOnly, Targets, Webhook, signature};
 use crate::metrics::Metrics;
-use crate::store::{Fence, Store, StoreError, Transaction, Work};
+use crate::store::{FailureLog, Fence, Store, StoreError, Transaction, Work};
 
 /// The longest wait between two tries of a failing receiver.
 const RETRY_CAP: Duration = Duration::from_secs(300);
@@ -50,6 +50,7 @@ pub struct Deliverer<S> {
     busy: HashSet<String>,
     /// The feed is trimmed up to here already: it is trimmed again only when this moves.
     trimmed: u64,
+    store_failures: FailureLog,
 }
 
 impl<S: Store + Clone> Deliverer<S> {
@@ -80,6 +81,7 @@ impl<S: Store + Clone> Deliverer<S> {
             turns: JoinSet::new(),
             busy: HashSet::new(),
             trimmed: 0,
+            store_failures: FailureLog::new(),
         }
     }
 
@@ -87,7 +89,9 @@ impl<S: Store + Clone> Deliverer<S> {
     pub fn spawn(mut self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             loop {
-                if let Err(e) = self.start_turns().await {
+                if let Err(e) = self.start_turns().await
+                    && !self.store_failures.absorbs("webhook delivery", &e)
+                {
                     tracing::error!(error = %e, "webhook delivery cannot read the store");
                 }
                 // Until a turn ends (its webhook may have more) or the idle interval passes.
@@ -142,7 +146,9 @@ impl<S: Store + Clone> Deliverer<S> {
         let Turn { id, next } = ended.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
         self.busy.remove(&id);
         let next = next.unwrap_or_else(|e| {
-            tracing::error!(webhook = %id, error = %e, "webhook delivery cannot use the store");
+            if !self.store_failures.absorbs("webhook delivery", &e) {
+                tracing::error!(webhook = %id, error = %e, "webhook delivery cannot use the store");
+            }
             Some(Instant::now() + IDLE)
         });
         match next {

@@ -142,6 +142,7 @@ async fn ids<S: Store>(store: &S, name: &str, value: &str) -> Vec<CaseId> {
 }
 
 pub async fn creates_and_reads_a_case<S: Store>(store: &S) {
+    store.writable().await.expect("a new store takes writes");
     let c = case("birth-registration", "001190123456");
     store.commit(&create(&c)).await.unwrap();
     let read = store.case(c.id).await.unwrap().unwrap();

@@ -141,6 +141,10 @@ fn copy(e: &StoreError) -> StoreError {
             path: path.clone(),
             detail: detail.clone(),
         },
+        StoreError::Unavailable { path, detail } => StoreError::Unavailable {
+            path: path.clone(),
+            detail: detail.clone(),
+        },
         other => StoreError::Io {
             path: "the database".to_owned(),
             detail: other.to_string(),

@@ -94,10 +94,22 @@ impl Place {
 
     pub(super) fn error(&self, e: tokio_postgres::Error) -> StoreError {
         // The server's own words (a constraint, a lost connection) are what helps.
-        let detail = match e.as_db_error() {
-            Some(db) => format!("{}: {}", db.code().code(), db.message()),
-            None => e.to_string(),
+        let Some(db) = e.as_db_error() else {
+            return StoreError::Io {
+                path: self.to_string(),
+                detail: e.to_string(),
+            };
         };
+        let detail = format!("{}: {}", db.code().code(), db.message());
+        // Insufficient resources (a full disk, no memory) and a read-only transaction: the
+        // server cannot write for now, and takes writes again by itself once it can.
+        let code = db.code().code();
+        if code.starts_with("53") || code == "25006" {
+            return StoreError::Unavailable {
+                path: self.to_string(),
+                detail,
+            };
+        }
         StoreError::Io {
             path: self.to_string(),
             detail,

@@ -68,6 +68,7 @@ const WEBHOOKS: &str = "SELECT record FROM webhooks ORDER BY id";
 const DEFINITIONS: &str = "SELECT record FROM definitions ORDER BY kind, id, version";
 const REGISTRY_CHANGES: &str = "SELECT record FROM registry_changes ORDER BY n";
 const CONFIG_VERSION: &str = "SELECT version FROM config WHERE id = 1";
+const IN_RECOVERY: &str = "SELECT pg_is_in_recovery()";
 const COUNTS: &str = "SELECT name, sum(value)::int8 FROM counters \
     WHERE name >= $1 AND name < $2 GROUP BY name ORDER BY name";
 
@@ -229,6 +230,20 @@ impl Store for PgStore {
             .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
             .filter(|(_, n)| *n != 0)
             .collect())
+    }
+
+    /// A database that answers and is not a standby takes writes; a full disk on the database
+    /// server shows in the commits themselves (SQLSTATE class 53), which PostgreSQL takes again
+    /// by itself once it has room.
+    async fn writable(&self) -> Result<(), StoreError> {
+        let rows = self.rows(IN_RECOVERY, &[]).await?;
+        if rows.first().is_some_and(|row| row.get::<_, bool>(0)) {
+            return Err(StoreError::Unavailable {
+                path: self.place.to_string(),
+                detail: "the database is a standby in recovery, which takes no writes".to_owned(),
+            });
+        }
+        Ok(())
     }
 
     async fn config_version(&self) -> Result<u64, StoreError> {

@@ -40,6 +40,9 @@ pub(super) struct Snapshot {
     /// Key → its value when the backup began (`None`: it did not exist), for keys written since
     /// and not copied yet.
     preimages: BTreeMap<Vec<u8>, Option<IVec>>,
+    /// Why the store stopped writing during the backup, which then ends with an error: it may
+    /// have copied writes that did not reach the disk.
+    broken_off: Option<String>,
 }
 
 /// Keys and values, in key order, as the backup copies them.
@@ -49,6 +52,10 @@ type Chunk = Vec<(Vec<u8>, IVec)>;
 pub(super) type Backups = Mutex<Option<Snapshot>>;
 
 impl Snapshot {
+    pub(super) fn break_off(&mut self, cause: &str) {
+        self.broken_off.get_or_insert_with(|| cause.to_owned());
+    }
+
     /// Keeps the value every key of `writes` has now, before the writer changes it, unless the
     /// backup copied that key already or kept its value before.
     pub(super) fn keep(&mut self, data: &Tree, writes: &[GroupWrite]) -> sled::Result<()> {
@@ -123,7 +130,7 @@ impl SledStore {
         out.write_all(&FORMAT_VERSION.to_le_bytes()).map_err(io)?;
         let mut records: u64 = 0;
         loop {
-            let (chunk, done) = self.next_chunk().map_err(|e| sled_error(path, e))?;
+            let (chunk, done) = self.next_chunk()?;
             for (key, value) in &chunk {
                 out.write_all(&[1]).map_err(io)?;
                 write_part(&mut out, key).map_err(io)?;
@@ -147,18 +154,27 @@ impl SledStore {
 
     /// The next keys in order, each with its value when the backup began; whether that was the
     /// last of them.
-    fn next_chunk(&self) -> sled::Result<(Chunk, bool)> {
+    fn next_chunk(&self) -> Result<(Chunk, bool), StoreError> {
+        let data = self.data()?;
         let mut guard = self.inner.backups.lock().expect("backup lock");
         let snapshot = guard.get_or_insert_with(Snapshot::default);
+        if let Some(cause) = &snapshot.broken_off {
+            return Err(StoreError::Unavailable {
+                path: self.inner.path.display().to_string(),
+                detail: format!(
+                    "the store stopped writing during the backup, which is abandoned: {cause}"
+                ),
+            });
+        }
         let from = match &snapshot.copied {
             Some(k) => Bound::Excluded(k.clone()),
             None => Bound::Unbounded,
         };
-        let found: Vec<(IVec, IVec)> = self
-            .data()
+        let found: Vec<(IVec, IVec)> = data
             .range::<Vec<u8>, _>((from.clone(), Bound::Unbounded))
             .take(CHUNK)
-            .collect::<sled::Result<_>>()?;
+            .collect::<sled::Result<_>>()
+            .map_err(|e| self.err(e))?;
         let done = found.len() < CHUNK;
         let until = match (done, found.last()) {
             (false, Some((k, _))) => Bound::Included(k.to_vec()),
@@ -216,7 +232,7 @@ impl SledStore {
 
     fn restore_into(input: impl Read, dir: &Path) -> Result<Copied, StoreError> {
         let store = SledStore::open(dir, 16 << 20)?;
-        let data = store.data();
+        let data = store.data()?;
         let mut failed = None;
         let copied = read_backup(input, |key, value| {
             if failed.is_none()
@@ -228,11 +244,7 @@ impl SledStore {
         if let Some(e) = failed {
             return Err(e);
         }
-        store
-            .inner
-            .db
-            .flush()
-            .map_err(|e| sled_error(&store.inner.path, e))?;
+        store.flush()?;
         tracing::info!(store = %dir.display(), records = copied.records, "store restored from a backup");
         Ok(copied)
     }

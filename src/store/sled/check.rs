@@ -61,7 +61,7 @@ impl SledStore {
             records: 0,
             damaged: Vec::new(),
         };
-        for entry in self.data().iter() {
+        for entry in self.data()?.iter() {
             let (key, value) = entry.map_err(|e| self.err(e))?;
             checked.records += 1;
             let (table, case_id, read): (&'static str, Option<CaseId>, Result<(), String>) =

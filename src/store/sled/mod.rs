@@ -20,8 +20,9 @@
 //! per table), [`record`] (how records are laid out as bytes), [`commit`] (a transaction
 //! encoded, and checked against the stored state), [`writer`] (the writer and syncer threads),
 //! [`journal`] (a group made atomic across crashes), [`claims`], [`reads`] (the contract's
-//! reads), [`backup`] (a consistent copy while serving, and a store built from one) and
-//! [`check`] (every record read, to find the damaged ones).
+//! reads), [`backup`] (a consistent copy while serving, and a store built from one),
+//! [`check`] (every record read, to find the damaged ones) and [`write_outage`] (a full disk:
+//! writes refused until they succeed again, without a restart).
 
 mod backup;
 mod check;
@@ -32,6 +33,7 @@ mod keys;
 mod open;
 mod reads;
 mod record;
+mod write_outage;
 mod writer;
 
 pub use backup::read_backup;

@@ -3,9 +3,8 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::mpsc;
+use std::sync::{Arc, RwLock, mpsc};
 use std::thread::JoinHandle;
 
 use serde::de::DeserializeOwned;
@@ -17,7 +16,8 @@ use super::commit::Tally;
 use super::journal;
 use super::keys::{CONFIG, FEED, feed_seq};
 use super::record::{corrupt, decode, sled_error};
-use super::writer::{Durable, Pending, sync_loop, write_loop};
+use super::write_outage::WriteOutage;
+use super::writer::{Durable, Pending, Writer, sync_loop};
 use crate::store::{FORMAT_VERSION, StoreError};
 
 /// The page cache `civicflow serve` gives sled unless told otherwise, in MiB. sled counts it in
@@ -30,8 +30,9 @@ const DATA_TREE: &str = "data";
 
 pub(super) struct Inner {
     pub(super) path: PathBuf,
-    pub(super) db: sled::Db,
-    data: Tree,
+    /// The open database; `None` only while the writer opens it again after writes failed
+    /// ([`super::write_outage`]).
+    live: Arc<RwLock<Option<Live>>>,
     /// `None` once the store is being dropped: the writer then finishes and exits.
     pub(super) writer: Option<mpsc::Sender<Pending>>,
     /// The last feed position and configuration version durable on disk: readers see nothing
@@ -40,10 +41,64 @@ pub(super) struct Inner {
     pub(super) claims: Arc<Claims>,
     /// The backup running, whose preimages the writer keeps.
     pub(super) backups: Arc<Backups>,
+    /// Whether the store takes writes.
+    pub(super) outage: Arc<WriteOutage>,
     /// The writer, then the syncer it feeds: joined in that order on drop.
     threads: Vec<JoinHandle<()>>,
     /// Held for the life of the store: a second server on the same directory cannot take it.
     _lock: File,
+}
+
+/// The handles on the open database.
+#[derive(Clone)]
+pub(super) struct Live {
+    pub(super) db: sled::Db,
+    pub(super) data: Tree,
+}
+
+/// A database opened: its handles, and where the writer's numbering goes on from.
+pub(super) struct Opened {
+    pub(super) live: Live,
+    pub(super) last_feed: u64,
+    pub(super) config: u64,
+}
+
+impl Opened {
+    /// Opens the database at `db_path` in the data directory `dir`: checks its format and
+    /// completes a group a crash interrupted.
+    pub(super) fn open(dir: &Path, db_path: &Path, cache_bytes: u64) -> Result<Opened, StoreError> {
+        let db = sled::Config::new()
+            .path(db_path)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| sled_error(db_path, e))?;
+        check_format(&db, dir)?;
+        let data = db
+            .open_tree(DATA_TREE)
+            .map_err(|e| sled_error(db_path, e))?;
+        if journal::recover(&data, db_path)? > 0 {
+            db.flush().map_err(|e| sled_error(db_path, e))?;
+        }
+        let last_feed = match data.scan_prefix([FEED]).next_back() {
+            Some(entry) => {
+                let (k, _) = entry.map_err(|e| sled_error(db_path, e))?;
+                feed_seq(&k).ok_or_else(|| corrupt(db_path, "a damaged feed key".to_owned()))?
+            }
+            None => 0,
+        };
+        let config = match data.get(CONFIG).map_err(|e| sled_error(db_path, e))? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                corrupt(db_path, "the configuration version is damaged".to_owned())
+            })?),
+            None => 0,
+        };
+        Ok(Opened {
+            live: Live { db, data },
+            last_feed,
+            config,
+        })
+    }
 }
 
 /// A sled store in a data directory. Cheap to clone.
@@ -75,77 +130,88 @@ impl SledStore {
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
         let db_path = dir.join("db");
-        let db = sled::Config::new()
-            .path(&db_path)
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| sled_error(&db_path, e))?;
-        check_format(&db, dir)?;
-        let data = db
-            .open_tree(DATA_TREE)
-            .map_err(|e| sled_error(&db_path, e))?;
-        if journal::recover(&data, &db_path)? > 0 {
-            db.flush().map_err(|e| sled_error(&db_path, e))?;
-        }
-        let last_feed = match data.scan_prefix([FEED]).next_back() {
-            Some(entry) => {
-                let (k, _) = entry.map_err(|e| sled_error(&db_path, e))?;
-                feed_seq(&k).ok_or_else(|| corrupt(&db_path, "a damaged feed key".to_owned()))?
-            }
-            None => 0,
-        };
-        let config = match data.get(CONFIG).map_err(|e| sled_error(&db_path, e))? {
-            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-                corrupt(&db_path, "the configuration version is damaged".to_owned())
-            })?),
-            None => 0,
-        };
+        let opened = Opened::open(dir, &db_path, cache_bytes)?;
         let durable = Arc::new(Durable {
-            feed: AtomicU64::new(last_feed),
-            config: AtomicU64::new(config),
+            feed: AtomicU64::new(opened.last_feed),
+            config: AtomicU64::new(opened.config),
             ..Durable::default()
         });
+        let live = Arc::new(RwLock::new(Some(opened.live)));
         let claims = Arc::new(Claims::default());
         let backups = Arc::new(Backups::default());
+        let outage = Arc::new(WriteOutage::new(&db_path));
         let (writer, queue) = mpsc::channel();
         let (to_sync, syncs) = mpsc::channel();
         let syncer = std::thread::Builder::new()
             .name("civicflow-store-sync".to_owned())
             .spawn({
-                let (db, path, durable) = (db.clone(), db_path.clone(), durable.clone());
-                move || sync_loop(&db, &path, &syncs, &durable)
+                let (path, durable) = (db_path.clone(), durable.clone());
+                let (outage, backups) = (outage.clone(), backups.clone());
+                move || sync_loop(&path, &syncs, &durable, (&outage, &backups))
             })
             .map_err(io)?;
         let writer_thread = std::thread::Builder::new()
             .name("civicflow-store-writer".to_owned())
             .spawn({
-                let (data, path, claims) = (data.clone(), db_path.clone(), claims.clone());
-                let backups = backups.clone();
-                let tally = Tally {
-                    next_feed: last_feed + 1,
-                    config,
+                let writer = Writer {
+                    dir: dir.to_owned(),
+                    path: db_path.clone(),
+                    cache_bytes,
+                    live: live.clone(),
+                    claims: claims.clone(),
+                    backups: backups.clone(),
+                    outage: outage.clone(),
+                    durable: durable.clone(),
+                    to_sync,
+                    tally: Tally {
+                        next_feed: opened.last_feed + 1,
+                        config: opened.config,
+                    },
                 };
-                move || write_loop(&data, &path, (&claims, &backups), &queue, &to_sync, tally)
+                move || writer.run(&queue)
             })
             .map_err(io)?;
         Ok(SledStore {
             inner: Arc::new(Inner {
                 path: db_path,
-                db,
-                data,
+                live,
                 writer: Some(writer),
                 durable,
                 claims,
                 backups,
+                outage,
                 threads: vec![writer_thread, syncer],
                 _lock: lock,
             }),
         })
     }
 
-    pub(super) fn data(&self) -> &Tree {
-        &self.inner.data
+    /// The tree that holds every table, or `Unavailable` for the moment the database is opened
+    /// again after writes failed.
+    pub(super) fn data(&self) -> Result<Tree, StoreError> {
+        match &*self.inner.live.read().expect("live lock") {
+            Some(live) => Ok(live.data.clone()),
+            None => {
+                Err(self
+                    .inner
+                    .outage
+                    .check()
+                    .err()
+                    .unwrap_or_else(|| StoreError::Unavailable {
+                        path: self.inner.path.display().to_string(),
+                        detail: "the store is being opened again".to_owned(),
+                    }))
+            }
+        }
+    }
+
+    /// Syncs everything written to the disk.
+    pub(super) fn flush(&self) -> Result<(), StoreError> {
+        let db = match &*self.inner.live.read().expect("live lock") {
+            Some(live) => live.db.clone(),
+            None => return Ok(()),
+        };
+        db.flush().map(drop).map_err(|e| self.err(e))
     }
 
     pub(super) fn err(&self, e: sled::Error) -> StoreError {
@@ -161,7 +227,7 @@ impl SledStore {
     }
 
     pub(super) fn get(&self, key: &[u8]) -> Result<Option<IVec>, StoreError> {
-        self.data().get(key).map_err(|e| self.err(e))
+        self.data()?.get(key).map_err(|e| self.err(e))
     }
 
     /// Every record of a small table (webhooks, tokens, definitions), in key order.
@@ -170,7 +236,7 @@ impl SledStore {
         table: u8,
         what: &str,
     ) -> Result<Vec<T>, StoreError> {
-        self.data()
+        self.data()?
             .scan_prefix([table])
             .map(|r| {
                 let (_, v) = r.map_err(|e| self.err(e))?;
@@ -228,6 +294,8 @@ impl Drop for Inner {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        let _ = self.db.flush();
+        if let Some(live) = &*self.live.read().expect("live lock") {
+            let _ = live.db.flush();
+        }
     }
 }

@@ -39,15 +39,19 @@ pub(super) fn case_from(id: CaseId, bytes: &[u8]) -> Result<Case, StoreError> {
 
 impl SledStore {
     /// The stored timers due at or before `until`, earliest first.
-    fn due(&self, until: Timestamp) -> impl Iterator<Item = Result<(IVec, IVec), StoreError>> + '_ {
+    fn due(
+        &self,
+        until: Timestamp,
+    ) -> Result<impl Iterator<Item = Result<(IVec, IVec), StoreError>> + '_, StoreError> {
         let start = [TIMERS];
         let end = keyed(
             TIMERS,
             &(until.as_millisecond().max(0) as u64 + 1).to_be_bytes(),
         );
-        self.data()
+        Ok(self
+            .data()?
             .range(start.as_slice()..end.as_slice())
-            .map(|r| r.map_err(|e| self.err(e)))
+            .map(|r| r.map_err(|e| self.err(e))))
     }
 }
 
@@ -55,6 +59,9 @@ impl Store for SledStore {
     async fn commit(&self, tx: &Transaction) -> Result<(), StoreError> {
         if tx.is_empty() {
             return Ok(());
+        }
+        if self.inner.outage.is_down() {
+            return Err(self.inner.outage.refuse());
         }
         let closed = || StoreError::Io {
             path: self.inner.path.display().to_string(),
@@ -81,14 +88,14 @@ impl Store for SledStore {
         // The run holding event `from` may start before it: begin at the last run starting at
         // or before `from`.
         let before = self
-            .data()
+            .data()?
             .range(event_key(id, 0)..=event_key(id, from))
             .next_back()
             .transpose()
             .map_err(|e| self.err(e))?;
         let start = before.map_or_else(|| event_key(id, from), |(k, _)| k.to_vec());
         let mut events = Vec::new();
-        for entry in self.data().range(start..=event_key(id, u64::MAX)) {
+        for entry in self.data()?.range(start..=event_key(id, u64::MAX)) {
             if events.len() >= limit {
                 break;
             }
@@ -105,7 +112,7 @@ impl Store for SledStore {
     }
 
     async fn due_timers(&self, until: Timestamp, limit: usize) -> Result<Vec<Timer>, StoreError> {
-        self.due(until)
+        self.due(until)?
             .take(limit)
             .map(|r| {
                 let (_, v) = r?;
@@ -126,7 +133,7 @@ impl Store for SledStore {
         let claimed = self
             .inner
             .claims
-            .claim_free(node, lease, limit, self.due(until))?;
+            .claim_free(node, lease, limit, self.due(until)?)?;
         claimed
             .into_iter()
             .map(|(v, epoch)| {
@@ -148,6 +155,11 @@ impl Store for SledStore {
         Ok(self.inner.claims.claim_or_renew(&key, node, lease))
     }
 
+    async fn writable(&self) -> Result<(), StoreError> {
+        self.inner.outage.check()?;
+        self.data().map(drop)
+    }
+
     async fn config_version(&self) -> Result<u64, StoreError> {
         Ok(self.inner.durable.config.load(Ordering::SeqCst))
     }
@@ -164,7 +176,7 @@ impl Store for SledStore {
         let low = keyed(COUNTERS, from.as_bytes());
         let high = keyed(COUNTERS, to.as_bytes());
         let mut out = Vec::new();
-        for r in self.data().range(low..high) {
+        for r in self.data()?.range(low..high) {
             let (k, v) = r.map_err(|e| self.err(e))?;
             let name = String::from_utf8_lossy(&k[1..]).into_owned();
             let n = <[u8; 8]>::try_from(v.as_ref())
@@ -201,7 +213,7 @@ impl Store for SledStore {
                 }
             }
         }
-        let range = self.data().range(low..high);
+        let range = self.data()?.range(low..high);
         let keys: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match order {
             Order::Ascending => Box::new(range),
             Order::Descending => Box::new(range.rev()),
@@ -244,7 +256,7 @@ impl Store for SledStore {
             return Ok(Vec::new());
         }
         let skip = name.len() + 2;
-        let entries = self.data().range(low..high);
+        let entries = self.data()?.range(low..high);
         let entries: Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>>> = match range.order {
             Order::Ascending => Box::new(entries),
             Order::Descending => Box::new(entries.rev()),
@@ -289,7 +301,7 @@ impl Store for SledStore {
         }
         let low = keyed(FEED, &(after + 1).to_be_bytes());
         let high = keyed(FEED, &(durable + 1).to_be_bytes());
-        self.data()
+        self.data()?
             .range(low..high)
             .take(limit)
             .map(|r| {
@@ -306,7 +318,7 @@ impl Store for SledStore {
         let low = keyed(FEED, &(after + 1).to_be_bytes());
         let high = keyed(FEED, &(durable + 1).to_be_bytes());
         let mut n = 0;
-        for r in self.data().range(low..high) {
+        for r in self.data()?.range(low..high) {
             r.map_err(|e| self.err(e))?;
             n += 1;
         }
@@ -319,9 +331,12 @@ impl Store for SledStore {
 
     async fn trim_feed(&self, upto: u64) -> Result<(), StoreError> {
         let high = keyed(FEED, &(upto.saturating_add(1)).to_be_bytes());
-        let data = self.data();
         // Neither atomic nor synced on its own: an entry that comes back after a crash is
-        // trimmed again.
+        // trimmed again, and one left while the store cannot write is trimmed by a later call.
+        if self.inner.outage.is_down() {
+            return Ok(());
+        }
+        let data = self.data()?;
         for r in data.range([FEED].as_slice()..high.as_slice()) {
             let (k, _) = r.map_err(|e| self.err(e))?;
             data.remove(k).map_err(|e| self.err(e))?;

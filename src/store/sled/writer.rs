@@ -1,17 +1,19 @@
 //! The writer and syncer threads: group commit.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, RwLock, mpsc};
+use std::time::{Duration, Instant};
 
-use sled::Tree;
 use tokio::sync::oneshot;
 
 use super::backup::Backups;
 use super::claims::Claims;
 use super::commit::{Prepared, Tally, add_counts};
 use super::journal;
+use super::open::{Live, Opened};
+use super::write_outage::{WriteOutage, probe};
 use crate::store::StoreError;
 
 /// A commit on its way to the writer, and where its outcome goes.
@@ -19,6 +21,11 @@ pub(super) type Pending = (Prepared, oneshot::Sender<Result<(), StoreError>>);
 
 /// At most this many commits share one group and sync, so that a busy queue still gets answers.
 const GROUP_MAX: usize = 1024;
+/// How often a store whose writes stopped tries to write again.
+const RETRY_EVERY: Duration = Duration::from_secs(2);
+/// How long the old database may take to be let go of before it is opened again.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+const CLOSE_POLL: Duration = Duration::from_millis(50);
 
 /// Answers waiting for the sync that makes their commits durable.
 pub(super) type Answers = Vec<oneshot::Sender<Result<(), StoreError>>>;
@@ -28,96 +35,192 @@ pub(super) type Answers = Vec<oneshot::Sender<Result<(), StoreError>>>;
 /// next group while the disk syncs. A commit that depends on a case or key an earlier waiting
 /// commit writes starts the next group instead, so that it is checked against that write.
 ///
-/// A group that fails half-way leaves its journal entry behind, to be completed at the next
-/// start; until then the tree may hold part of it, so every later commit is refused.
-pub(super) fn write_loop(
-    data: &Tree,
-    path: &Path,
-    (claims, backups): (&Claims, &Backups),
-    queue: &mpsc::Receiver<Pending>,
-    to_sync: &mpsc::Sender<(Answers, Tally)>,
-    mut tally: Tally,
-) {
-    let mut carried: Option<Pending> = None;
-    let mut broken: Option<String> = None;
-    let mut group: u64 = 0;
-    loop {
-        let first = match carried.take() {
-            Some(p) => p,
-            None => match queue.recv() {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let waiting = std::iter::once(first).chain(queue.try_iter().take(GROUP_MAX - 1));
-        if let Some(cause) = &broken {
-            let answers = waiting.map(|(_, answer)| answer).collect();
-            fail_all(answers, path, cause);
-            continue;
-        }
-        let mut writes = Vec::new();
-        let mut counts = BTreeMap::new();
-        let mut claimed: HashSet<Vec<u8>> = HashSet::new();
-        let mut passed = Vec::new();
-        for (prepared, answer) in waiting {
-            if prepared.depends_on().any(|c| claimed.contains(c)) {
-                carried = Some((prepared, answer));
-                break;
+/// A group that fails half-way, or a sync that fails, stops writes ([`write_outage`]): the
+/// writer refuses every commit until a probe write succeeds, then opens the database again, which
+/// completes the group from its journal entry if that reached the disk.
+pub(super) struct Writer {
+    /// The data directory, where the probe file is written.
+    pub(super) dir: PathBuf,
+    /// The database in it.
+    pub(super) path: PathBuf,
+    pub(super) cache_bytes: u64,
+    pub(super) live: Arc<RwLock<Option<Live>>>,
+    pub(super) claims: Arc<Claims>,
+    pub(super) backups: Arc<Backups>,
+    pub(super) outage: Arc<WriteOutage>,
+    pub(super) durable: Arc<Durable>,
+    pub(super) to_sync: mpsc::Sender<ToSync>,
+    pub(super) tally: Tally,
+}
+
+/// Groups written, for the syncer: their answers, the tally after them, and the database to
+/// sync (the one they were written to).
+pub(super) type ToSync = (Answers, Tally, sled::Db);
+
+impl Writer {
+    pub(super) fn run(mut self, queue: &mpsc::Receiver<Pending>) {
+        let mut carried: Option<Pending> = None;
+        let mut group: u64 = 0;
+        loop {
+            if self.outage.is_down() {
+                if let Some((_, answer)) = carried.take() {
+                    let _ = answer.send(Err(self.outage.refuse()));
+                }
+                if !self.until_writable(queue) {
+                    return;
+                }
+                continue;
             }
-            claimed.extend(prepared.depends_on().map(<[u8]>::to_vec));
-            match prepared.check_into(data, path, claims, &mut writes, &mut counts, &mut tally) {
-                Ok(()) => passed.push(answer),
+            // Waits a bounded time: a failed sync stops writes from the syncer's thread, and
+            // commits are then refused before they reach this queue, so the writer must look
+            // again by itself to start writing again.
+            let first = match carried.take() {
+                Some(p) => p,
+                None => match queue.recv_timeout(RETRY_EVERY) {
+                    Ok(p) => p,
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                },
+            };
+            let Some(live) = self.live.read().expect("live lock").clone() else {
+                // Only while the database is opened again, which this thread does.
+                let _ = first.1.send(Err(self.outage.refuse()));
+                continue;
+            };
+            let waiting = std::iter::once(first).chain(queue.try_iter().take(GROUP_MAX - 1));
+            let data = &live.data;
+            let path = self.path.as_path();
+            let mut writes = Vec::new();
+            let mut counts = BTreeMap::new();
+            let mut claimed: HashSet<Vec<u8>> = HashSet::new();
+            let mut passed = Vec::new();
+            for (prepared, answer) in waiting {
+                if prepared.depends_on().any(|c| claimed.contains(c)) {
+                    carried = Some((prepared, answer));
+                    break;
+                }
+                claimed.extend(prepared.depends_on().map(<[u8]>::to_vec));
+                let tally = &mut self.tally;
+                match prepared.check_into(data, path, &self.claims, &mut writes, &mut counts, tally)
+                {
+                    Ok(()) => passed.push(answer),
+                    Err(e) => {
+                        let _ = answer.send(Err(e));
+                    }
+                }
+            }
+            group += 1;
+            let applied = add_counts(data, path, counts, &mut writes)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    // Held while the group is written: a backup reading meanwhile sees it whole
+                    // or not at all, and keeps what the group replaces if it has not copied it.
+                    let mut backup = self.backups.lock().expect("backup lock");
+                    if let Some(snapshot) = backup.as_mut() {
+                        snapshot.keep(data, &writes).map_err(|e| e.to_string())?;
+                    }
+                    journal::apply(data, writes, group).map_err(|e| e.to_string())
+                });
+            match applied {
+                Ok(()) => {
+                    let written = Tally {
+                        next_feed: self.tally.next_feed,
+                        config: self.tally.config,
+                    };
+                    let sync = (passed, written, live.db);
+                    if let Err(mpsc::SendError((answers, ..))) = self.to_sync.send(sync) {
+                        fail_all(answers, path, "the store's syncer has stopped");
+                    }
+                }
                 Err(e) => {
-                    let _ = answer.send(Err(e));
+                    let cause = format!("a write failed: {e}");
+                    stop_writes(&self.outage, &self.backups, &cause);
+                    fail_all(passed, path, &cause);
                 }
             }
         }
-        group += 1;
-        let applied = add_counts(data, path, counts, &mut writes)
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                // Held while the group is written: a backup reading meanwhile sees it whole or
-                // not at all, and keeps what the group replaces if it has not copied it yet.
-                let mut backup = backups.lock().expect("backup lock");
-                if let Some(snapshot) = backup.as_mut() {
-                    snapshot.keep(data, &writes).map_err(|e| e.to_string())?;
+    }
+
+    /// While writes are stopped: refuses every commit at once, and tries to write again every
+    /// [`RETRY_EVERY`]. Returns `false` when the store is closing.
+    fn until_writable(&mut self, queue: &mpsc::Receiver<Pending>) -> bool {
+        let mut next_try = Instant::now() + RETRY_EVERY;
+        loop {
+            let now = Instant::now();
+            if now >= next_try {
+                match self.reopen() {
+                    Ok(()) => {
+                        self.outage.resume();
+                        return true;
+                    }
+                    Err(tried) => self.outage.remind(&tried),
                 }
-                journal::apply(data, writes, group).map_err(|e| e.to_string())
-            });
-        match applied {
-            Ok(()) => {
-                let written = Tally {
-                    next_feed: tally.next_feed,
-                    config: tally.config,
-                };
-                if let Err(mpsc::SendError((answers, _))) = to_sync.send((passed, written)) {
-                    fail_all(answers, path, "the store's syncer has stopped");
-                }
+                next_try = Instant::now() + RETRY_EVERY;
+                continue;
             }
-            Err(e) => {
-                let cause = format!(
-                    "a write failed ({e}); the store takes no more until civicflow restarts and completes it"
-                );
-                fail_all(passed, path, &cause);
-                broken = Some(cause);
+            match queue.recv_timeout(next_try - now) {
+                Ok((_, answer)) => {
+                    let _ = answer.send(Err(self.outage.refuse()));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
             }
         }
+    }
+
+    /// Opens the database again once a probe write succeeds: sled answers its first I/O error
+    /// to every later write of the same open database. Until it is open, reads are refused too.
+    fn reopen(&mut self) -> Result<(), String> {
+        probe(&self.dir).map_err(|e| format!("a probe write failed: {e}"))?;
+        drop(self.live.write().expect("live lock").take());
+        // Readers still reading, and the syncer answering its last groups, hold the old
+        // database for a moment: it can be opened again once they let it go.
+        let deadline = Instant::now() + CLOSE_WAIT;
+        let opened = loop {
+            match Opened::open(&self.dir, &self.path, self.cache_bytes) {
+                Ok(opened) => break opened,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(CLOSE_POLL),
+                Err(e) => return Err(format!("the store could not be opened again: {e}")),
+            }
+        };
+        self.tally = Tally {
+            next_feed: opened.last_feed + 1,
+            config: opened.config,
+        };
+        self.durable
+            .feed
+            .fetch_max(opened.last_feed, Ordering::SeqCst);
+        self.durable
+            .config
+            .fetch_max(opened.config, Ordering::SeqCst);
+        *self.live.write().expect("live lock") = Some(opened.live);
+        Ok(())
+    }
+}
+
+/// Writes stop, and a running backup ends with an error: it may have copied writes that will
+/// not reach the disk.
+fn stop_writes(outage: &WriteOutage, backups: &Backups, cause: &str) {
+    outage.stop(cause);
+    if let Some(snapshot) = backups.lock().expect("backup lock").as_mut() {
+        snapshot.break_off(cause);
     }
 }
 
 /// The syncer: one disk sync for every group written since the last one (group commit), then
 /// the answers. Everything applied before a sync starts is durable when it returns.
 pub(super) fn sync_loop(
-    db: &sled::Db,
     path: &Path,
-    syncs: &mpsc::Receiver<(Answers, Tally)>,
+    syncs: &mpsc::Receiver<ToSync>,
     durable: &Durable,
+    (outage, backups): (&WriteOutage, &Backups),
 ) {
-    while let Ok((first, mut tally)) = syncs.recv() {
+    while let Ok((first, mut tally, mut db)) = syncs.recv() {
         let mut answers = first;
-        for (more, t) in syncs.try_iter() {
+        for (more, t, d) in syncs.try_iter() {
             answers.extend(more);
             tally = t;
+            db = d;
         }
         match db.flush() {
             Ok(_) => {
@@ -133,7 +236,11 @@ pub(super) fn sync_loop(
                     let _ = answer.send(Ok(()));
                 }
             }
-            Err(e) => fail_all(answers, path, &e.to_string()),
+            Err(e) => {
+                let cause = format!("a disk sync failed: {e}");
+                stop_writes(outage, backups, &cause);
+                fail_all(answers, path, &cause);
+            }
         }
     }
 }
