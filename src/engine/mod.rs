@@ -579,13 +579,17 @@ impl<S: Store + Clone> Engine<S> {
                 return Ok(CallbackAck::Duplicate);
             }
             let workflow = self.workflow_for(&case).await?;
+            // Both answers tell the agency to stop sending: the state they come from must be
+            // durable first.
             if step.revision != target.revision {
+                self.store.settle().await?;
                 return Err(CallbackError::Superseded {
                     case_id: case.id,
                     step: target.step,
                 });
             }
             if step.status.is_final() {
+                self.store.settle().await?;
                 return Err(CallbackError::Finished {
                     case_id: case.id,
                     step: target.step,
@@ -611,8 +615,12 @@ impl<S: Store + Clone> Engine<S> {
             match self.finish_change(&workflow, change, &mut lock).await {
                 Ok(()) => {}
                 Err(e) if lost_race(&e, round) => continue,
-                // The same callback, recorded meanwhile through another node.
-                Err(StoreError::KeyTaken { .. }) => return Ok(CallbackAck::Duplicate),
+                // The same callback, recorded meanwhile through another node: answered as a
+                // duplicate once its record is durable.
+                Err(StoreError::KeyTaken { .. }) => {
+                    self.store.settle().await?;
+                    return Ok(CallbackAck::Duplicate);
+                }
                 Err(e) => return Err(e.into()),
             }
             self.overhead.record_step_overhead(began.elapsed());

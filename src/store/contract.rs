@@ -93,7 +93,9 @@ pub struct Groups {
 ///    [`Transaction::expect_config`] so that two nodes' changes cannot both pass (one
 ///    publication at a time across nodes).
 /// 7. **Reads see only committed writes**, and a read that finds a damaged record says so
-///    ([`StoreError::Corrupt`]) rather than panicking or guessing.
+///    ([`StoreError::Corrupt`]) rather than panicking or guessing. An idempotency record is
+///    durable when read, since a client is answered from it. A store whose writes failed
+///    refuses writes ([`StoreError::Unavailable`]) and reads only what is on disk.
 /// 8. **Counters add up.** [`Transaction::counts`] are added in the same commit as the rest, so
 ///    a counter is always the sum of what every applied commit added: concurrent commits lose no
 ///    addition, a refused commit adds nothing. Counters that every commit touches must not
@@ -144,6 +146,8 @@ pub trait Store: Send + Sync + 'static {
         token: &str,
     ) -> impl Future<Output = Result<Option<CallbackTarget>, StoreError>> + Send;
 
+    /// The idempotency record under `key`, durable when returned ([`Store::settle`]): its caller
+    /// tells a client the work is done.
     fn idempotency(
         &self,
         key: &str,
@@ -214,6 +218,12 @@ pub trait Store: Send + Sync + 'static {
     /// blocking the calling thread until it is done; `None` for a backend copied with its own
     /// tools (PostgreSQL: `pg_dump`, see docs/operations.md).
     fn backup_to(&self, out: &mut dyn std::io::Write) -> Option<Result<Copied, StoreError>>;
+
+    /// Returns once every write this store's reads may have shown is durable: what tells a
+    /// client that its request is already done, from a read rather than from its own commit,
+    /// waits for it (sled readers may see a group before its sync; PostgreSQL readers see only
+    /// committed transactions). Fails while the store cannot write.
+    fn settle(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// `Ok` while this store takes writes; the condition that stops them otherwise
     /// ([`StoreError::Unavailable`]: a full disk, a database that is a read-only standby), or

@@ -232,6 +232,11 @@ impl Store for PgStore {
             .collect())
     }
 
+    /// Readers see only committed transactions: nothing to wait for.
+    async fn settle(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// A database that answers and is not a standby takes writes; a full disk on the database
     /// server shows in the commits themselves (SQLSTATE class 53), which PostgreSQL takes again
     /// by itself once it has room.

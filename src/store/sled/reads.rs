@@ -60,9 +60,6 @@ impl Store for SledStore {
         if tx.is_empty() {
             return Ok(());
         }
-        if self.inner.outage.is_down() {
-            return Err(self.inner.outage.refuse());
-        }
         let closed = || StoreError::Io {
             path: self.inner.path.display().to_string(),
             detail: "the store is shutting down".to_owned(),
@@ -153,6 +150,18 @@ impl Store for SledStore {
     ) -> Result<Option<u64>, StoreError> {
         let key = work_key(&Work::Webhook(id.to_owned()));
         Ok(self.inner.claims.claim_or_renew(&key, node, lease))
+    }
+
+    /// A sync of everything written so far: a group written but not yet synced may be what a
+    /// read showed. On a database whose writes failed the sync fails too.
+    async fn settle(&self) -> Result<(), StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|e| StoreError::Io {
+                path: self.inner.path.display().to_string(),
+                detail: format!("the sync of what was read: {e}"),
+            })?
     }
 
     async fn writable(&self) -> Result<(), StoreError> {
@@ -281,10 +290,12 @@ impl Store for SledStore {
     }
 
     async fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
-        match self.get(&keyed(IDEMPOTENCY, key.as_bytes()))? {
-            Some(v) => Ok(Some(self.decode("an idempotency record", &v)?)),
-            None => Ok(None),
-        }
+        let Some(v) = self.get(&keyed(IDEMPOTENCY, key.as_bytes()))? else {
+            return Ok(None);
+        };
+        let record = self.decode("an idempotency record", &v)?;
+        self.settle().await?;
+        Ok(Some(record))
     }
 
     async fn api_token(&self, digest: &str) -> Result<Option<ApiToken>, StoreError> {

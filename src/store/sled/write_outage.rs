@@ -1,13 +1,19 @@
 //! A store that cannot write: a full disk, a failing device.
 //!
 //! sled keeps the first I/O error of a database and answers it to every later write, even once
-//! the disk has room again, so a store that hit one must be closed and opened again. The writer
-//! thread does that ([`super::writer`]): when a group or a sync fails, writes stop. Each commit
-//! is then refused at once with [`StoreError::Unavailable`] (the API answers 503
-//! `storage_unavailable`, `/v1/ready` says not ready), while reads go on from the open
-//! database. Every few seconds the writer writes and syncs a probe file beside the store; once
-//! one is written, it closes the database and opens it again (sled recovers what reached the
-//! disk, the journal completes an interrupted group) and takes writes again.
+//! the disk has room again, and its memory may hold writes that never reached the disk: a
+//! store that hit one must be closed and opened again, which sled cannot do on a full disk (it
+//! writes as it recovers). The writer thread ([`super::writer`]) stops writes when a group or a
+//! sync fails: each commit is refused with [`StoreError::Unavailable`] (the API answers 503
+//! `storage_unavailable`, `/v1/ready` says not ready) while reads go on from the open database.
+//! Every two seconds it writes and syncs a probe file beside the store; once one is written, it
+//! opens the database again (sled recovers what reached the disk, the journal completes or
+//! drops an interrupted group whole) and takes writes again.
+//!
+//! Reads meanwhile may see writes that never reach the disk. Whatever tells a client that its
+//! request is already done from a read (an idempotency record, a callback already taken) syncs
+//! first ([`crate::store::Store::settle`]); on this database the sync fails, and the client is
+//! told to retry.
 //!
 //! A commit refused while writes are stopped wrote nothing. A commit answered with the error
 //! that stopped them may have reached the disk or not, as after a crash: the engine reads the

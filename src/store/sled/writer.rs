@@ -23,6 +23,8 @@ pub(super) type Pending = (Prepared, oneshot::Sender<Result<(), StoreError>>);
 const GROUP_MAX: usize = 1024;
 /// How often a store whose writes stopped tries to write again.
 const RETRY_EVERY: Duration = Duration::from_secs(2);
+/// How long an idle writer waits before it looks whether the syncer stopped writes.
+const IDLE_LOOK: Duration = Duration::from_millis(100);
 /// How long the old database may take to be let go of before it is opened again.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 const CLOSE_POLL: Duration = Duration::from_millis(50);
@@ -36,8 +38,8 @@ pub(super) type Answers = Vec<oneshot::Sender<Result<(), StoreError>>>;
 /// commit writes starts the next group instead, so that it is checked against that write.
 ///
 /// A group that fails half-way, or a sync that fails, stops writes ([`write_outage`]): the
-/// writer refuses every commit until a probe write succeeds, then opens the database again, which
-/// completes the group from its journal entry if that reached the disk.
+/// writer refuses every commit until a probe write succeeds, then opens the database again,
+/// which completes the group from its journal entry if that reached the disk, or drops it whole.
 pub(super) struct Writer {
     /// The data directory, where the probe file is written.
     pub(super) dir: PathBuf,
@@ -71,12 +73,11 @@ impl Writer {
                 }
                 continue;
             }
-            // Waits a bounded time: a failed sync stops writes from the syncer's thread, and
-            // commits are then refused before they reach this queue, so the writer must look
-            // again by itself to start writing again.
+            // Waits a bounded time: a failed sync stops writes from the syncer's thread, and the
+            // writer must then open the database again soon, even with no commit coming.
             let first = match carried.take() {
                 Some(p) => p,
-                None => match queue.recv_timeout(RETRY_EVERY) {
+                None => match queue.recv_timeout(IDLE_LOOK) {
                     Ok(p) => p,
                     Err(mpsc::RecvTimeoutError::Timeout) => continue,
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -141,14 +142,21 @@ impl Writer {
         }
     }
 
-    /// While writes are stopped: refuses every commit at once, and tries to write again every
-    /// [`RETRY_EVERY`]. Returns `false` when the store is closing.
+    /// While writes are stopped: refuses every commit, and every [`RETRY_EVERY`] tries a probe
+    /// write; once one succeeds, opens the database again and takes writes. Reads go on from
+    /// the open database meanwhile (sled cannot open a store on a full disk: it writes as it
+    /// recovers), so they may see writes that never reach the disk: whatever tells a client
+    /// that something is already done syncs first ([`crate::store::Store::settle`]), which
+    /// fails here. Returns `false` when the store is closing.
     fn until_writable(&mut self, queue: &mpsc::Receiver<Pending>) -> bool {
         let mut next_try = Instant::now() + RETRY_EVERY;
         loop {
             let now = Instant::now();
             if now >= next_try {
-                match self.reopen() {
+                let tried = probe(&self.dir)
+                    .map_err(|e| format!("a probe write failed: {e}"))
+                    .and_then(|()| self.reopen());
+                match tried {
                     Ok(()) => {
                         self.outage.resume();
                         return true;
@@ -168,10 +176,10 @@ impl Writer {
         }
     }
 
-    /// Opens the database again once a probe write succeeds: sled answers its first I/O error
-    /// to every later write of the same open database. Until it is open, reads are refused too.
+    /// Closes the database and opens it again: sled answers its first I/O error to every later
+    /// write of the same open database, and its memory may hold writes that never reached the
+    /// disk. Until it is open again (moments), reads are refused too.
     fn reopen(&mut self) -> Result<(), String> {
-        probe(&self.dir).map_err(|e| format!("a probe write failed: {e}"))?;
         drop(self.live.write().expect("live lock").take());
         // Readers still reading, and the syncer answering its last groups, hold the old
         // database for a moment: it can be opened again once they let it go.
