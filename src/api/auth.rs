@@ -156,7 +156,7 @@ impl<S: Store + Clone> FromRequestParts<AppState<S>> for Caller {
             .api_token(&digest(secret))
             .await
             .map_err(ApiError::store)?
-            .filter(|t| t.is_active());
+            .filter(|t| t.is_active(state.engine.now()));
         let Some(token) = token else {
             return Err(refused("the token is unknown or has been revoked"));
         };

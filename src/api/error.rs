@@ -46,6 +46,23 @@ impl ApiError {
         self
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The offending fields of a validation error, each a JSON Pointer and what is wrong there.
+    pub fn fields(&self) -> &[SchemaViolation] {
+        &self.fields
+    }
+
     pub fn with_fields(mut self, fields: Vec<SchemaViolation>) -> ApiError {
         self.fields = fields;
         self

@@ -18,6 +18,7 @@ mod registry;
 mod server;
 mod store;
 mod tokens;
+mod ui;
 mod webhooks;
 
 use std::sync::Arc;
@@ -125,6 +126,7 @@ pub fn router<S: Store + Clone>(
             post(registry::publish_workflow::<S>).get(registry::list_workflows::<S>),
         )
         .route("/v1/registry/changes", get(registry::changes::<S>))
+        .merge(ui::routes::<S>())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

@@ -189,12 +189,15 @@ impl ApiToken {
             created_by: by.to_owned(),
             revoked_at: None,
             revoked_by: None,
+            expires_at: None,
+            session_of: None,
         };
         (token, secret)
     }
 
-    pub fn is_active(&self) -> bool {
-        self.revoked_at.is_none()
+    /// Neither revoked nor expired at `now`.
+    pub fn is_active(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| now < at)
     }
 
     /// The token's role; `None` if the stored text names none (a damaged record).
@@ -247,30 +250,72 @@ pub async fn issue<S: Store>(
     Ok((token, secret))
 }
 
-/// Revokes token `id`: it stops working at once; its record stays, for the audit trail.
+/// Revokes token `id`, and the operators' page sessions signed in with it: they stop working at
+/// once; their records stay, for the audit trail.
 pub async fn revoke<S: Store>(
     store: &S,
     id: &str,
     by: &str,
     now: Timestamp,
 ) -> Result<ApiToken, TokenError> {
-    let mut token = store
-        .api_tokens()
-        .await?
-        .into_iter()
+    let tokens = store.api_tokens().await?;
+    let token = tokens
+        .iter()
         .find(|t| t.id == id)
         .ok_or_else(|| TokenError::Unknown(id.to_owned()))?;
     if let Some(at) = token.revoked_at {
-        return Err(TokenError::AlreadyRevoked { id: token.id, at });
+        return Err(TokenError::AlreadyRevoked {
+            id: token.id.clone(),
+            at,
+        });
     }
-    token.revoked_at = Some(now);
-    token.revoked_by = Some(by.to_owned());
+    let sessions = tokens
+        .iter()
+        .filter(|t| t.session_of.as_deref() == Some(id) && t.is_active(now));
+    let revoked: Vec<ApiToken> = std::iter::once(token)
+        .chain(sessions)
+        .map(|t| ApiToken {
+            revoked_at: Some(now),
+            revoked_by: Some(by.to_owned()),
+            ..t.clone()
+        })
+        .collect();
     let tx = Transaction {
-        put_api_tokens: vec![token.clone()],
+        put_api_tokens: revoked.clone(),
         ..Transaction::default()
     };
     store.commit(&tx).await?;
-    Ok(token)
+    Ok(revoked.into_iter().next().expect("the token itself"))
+}
+
+/// How long a session of the operators' page lasts.
+pub const SESSION_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_hours(8);
+
+/// A session of the operators' page for the holder of `signed_in_with`: a token of the same
+/// role and holder that expires after [`SESSION_LIFETIME`], stored like any token so that every
+/// node knows it. The secret goes into the browser's cookie only.
+pub async fn open_session<S: Store>(
+    store: &S,
+    signed_in_with: &ApiToken,
+    now: Timestamp,
+) -> Result<(ApiToken, String), TokenError> {
+    let role = signed_in_with
+        .role()
+        .ok_or_else(|| TokenError::Unknown(signed_in_with.id.clone()))?;
+    let (mut session, secret) = ApiToken::issue(
+        role,
+        &signed_in_with.name,
+        &format!("sign-in with token {}", signed_in_with.id),
+        now,
+    );
+    session.expires_at = Some(now + SESSION_LIFETIME);
+    session.session_of = Some(signed_in_with.id.clone());
+    let tx = Transaction {
+        put_api_tokens: vec![session.clone()],
+        ..Transaction::default()
+    };
+    store.commit(&tx).await?;
+    Ok((session, secret))
 }
 
 /// The authenticated caller of a request.
@@ -307,6 +352,19 @@ pub fn random_hex(bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_is_inactive_once_revoked_or_expired() {
+        let now = Timestamp::now();
+        let (mut token, _) = ApiToken::issue(Role::Operator, "Lan", "admin", now);
+        assert!(token.is_active(now));
+        token.expires_at = Some(now + SESSION_LIFETIME);
+        assert!(token.is_active(now));
+        assert!(!token.is_active(now + SESSION_LIFETIME));
+        token.expires_at = None;
+        token.revoked_at = Some(now);
+        assert!(!token.is_active(now));
+    }
 
     #[test]
     fn roles_read_and_print_the_same() {

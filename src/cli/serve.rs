@@ -255,21 +255,18 @@ async fn serve<S: Store + Clone>(
 /// The token is committed only if the configuration has not changed since the check, so two
 /// nodes starting together on an empty store make one admin token, not two.
 async fn bootstrap_admin<S: Store>(store: &S, data: &Path) -> anyhow::Result<()> {
+    let now = Timestamp::now();
     let (token, secret) = loop {
         let version = store.config_version().await?;
         let tokens = store.api_tokens().await?;
         if tokens
             .iter()
-            .any(|t| t.is_active() && t.role() == Some(Role::Admin))
+            .any(|t| t.is_active(now) && t.session_of.is_none() && t.role() == Some(Role::Admin))
         {
             return Ok(());
         }
-        let (token, secret) = ApiToken::issue(
-            Role::Admin,
-            "bootstrap admin",
-            "civicflow serve",
-            Timestamp::now(),
-        );
+        let (token, secret) =
+            ApiToken::issue(Role::Admin, "bootstrap admin", "civicflow serve", now);
         let tx = Transaction {
             put_api_tokens: vec![token.clone()],
             expect_config: Some(version),
@@ -305,7 +302,7 @@ fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
 async fn mocks_token<S: Store>(store: &S) -> anyhow::Result<String> {
     let now = Timestamp::now();
     for old in store.api_tokens().await? {
-        if old.is_active() && old.name == MOCKS_TOKEN_NAME {
+        if old.is_active(now) && old.name == MOCKS_TOKEN_NAME {
             auth::revoke(store, &old.id, "civicflow serve", now).await?;
         }
     }

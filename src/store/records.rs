@@ -28,6 +28,13 @@ pub struct ApiToken {
     pub revoked_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_by: Option<String>,
+    /// A token that stops working by itself: the operators' page's sign-in sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// For a session: the id of the token it was signed in with. Revoking that token revokes
+    /// its sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_of: Option<String>,
 }
 
 /// A portal's endpoint for notifications.

@@ -1,0 +1,397 @@
+//! The operators' page in a real browser: Chromium driven over WebDriver (chromedriver), against
+//! `civicflow serve --with-mocks`. An operator signs in, finds the incident a mock fault made,
+//! opens the case, retries it with a reason and watches it complete, sees personal IDs masked
+//! and no bulk action; a supervisor retries every incident of a filter after a confirmation
+//! that says how many; no session, a forged cookie and a cross-site form are refused. The runs
+//! write the screenshots of `docs/operations.md` (`docs/screenshots/`).
+//!
+//! `scripts/test` installs Chromium and chromedriver (scripts/chromium.sh); without them these
+//! tests fail, never skip.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use support::{Server, birth_input, free_port};
+use thirtyfour::prelude::*;
+
+const BOUND: Duration = Duration::from_secs(60);
+
+/// chromedriver and a headless Chromium it drives; both end with the test.
+struct Browser {
+    driver: Child,
+    web: WebDriver,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let chromedriver = std::env::var("CIVICFLOW_CHROMEDRIVER").expect(
+            "CIVICFLOW_CHROMEDRIVER names chromedriver: run the tests with ./scripts/test, which installs it",
+        );
+        let chromium = std::env::var("CIVICFLOW_CHROMIUM").expect(
+            "CIVICFLOW_CHROMIUM names Chromium: run the tests with ./scripts/test, which installs it",
+        );
+        let port = free_port();
+        let driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < until,
+                "chromedriver never listened"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut caps = DesiredCapabilities::chrome();
+        caps.set_binary(&chromium).unwrap();
+        for arg in [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,1000",
+            "--lang=vi-VN",
+        ] {
+            caps.add_arg(arg).unwrap();
+        }
+        let web = WebDriver::new(format!("http://127.0.0.1:{port}"), caps)
+            .await
+            .expect("a Chromium session");
+        Browser { driver, web }
+    }
+
+    async fn goto(&self, url: &str) {
+        self.web.goto(url).await.unwrap();
+    }
+
+    async fn fill(&self, id: &str, text: &str) {
+        let field = self.web.find(By::Id(id)).await.unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(text).await.unwrap();
+    }
+
+    async fn click(&self, by: By) {
+        self.web.find(by).await.unwrap().click().await.unwrap();
+    }
+
+    async fn text(&self, id: &str) -> String {
+        self.web
+            .find(By::Id(id))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn source(&self) -> String {
+        self.web.source().await.unwrap()
+    }
+
+    async fn sign_in(&self, server: &Server, token: &str) {
+        self.goto(&format!("{}/ui/", server.url)).await;
+        assert!(
+            self.web.current_url().await.unwrap().path() == "/ui/sign-in",
+            "without a session the page asks to sign in"
+        );
+        self.fill("token", token).await;
+        self.click(By::Id("sign-in")).await;
+        assert_eq!(
+            self.web.current_url().await.unwrap().path(),
+            "/ui/incidents"
+        );
+    }
+
+    /// Waits until the element `id` says `text` (the page updates by itself).
+    async fn wait_for_text(&self, id: &str, text: &str) {
+        let until = tokio::time::Instant::now() + BOUND;
+        loop {
+            let found = match self.web.find(By::Id(id)).await {
+                Ok(e) => e.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if found == text {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "#{id} says `{found}`, not `{text}`"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Writes the page as it is now to `docs/screenshots/<name>.png`.
+    async fn screenshot(&self, name: &str) {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        self.web
+            .screenshot(&dir.join(format!("{name}.png")))
+            .await
+            .unwrap();
+    }
+
+    async fn quit(mut self) {
+        let web = self.web.clone();
+        web.quit().await.unwrap();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+    }
+}
+
+/// Starts a birth case while the civil-status mock garbles its answers: the case stops with an
+/// `unexpected_reply` incident. The fault is cleared afterwards, so a retry succeeds.
+async fn case_with_incident(server: &Server, certificate: &str) -> String {
+    let id = server
+        .start_case("birth-registration", birth_input(certificate))
+        .await;
+    let case = server.settled(&id, BOUND).await;
+    assert_eq!(
+        case["incidents"][0]["reason"], "unexpected_reply",
+        "{case:#}"
+    );
+    id
+}
+
+#[tokio::test]
+async fn an_operator_finds_an_incident_retries_it_and_watches_the_case_complete() {
+    let server = Server::start();
+    server
+        .set_faults("civil-status", json!({"rates": {"garbled": 1.0}}))
+        .await;
+    let id = case_with_incident(&server, "UI-OPERATOR-1").await;
+    server.set_faults("civil-status", json!({})).await;
+    let operator = server.token("operator").await;
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/ui/incidents", server.url)).await;
+    browser.screenshot("sign-in").await;
+    browser.sign_in(&server, &operator).await;
+    let row = format!("tr[data-case='{id}']");
+    let found = browser.web.find(By::Css(&row)).await.unwrap();
+    let said = found.text().await.unwrap();
+    assert!(
+        said.contains("civil-status answered something its adapter does not understand"),
+        "{said}"
+    );
+    assert!(
+        browser
+            .web
+            .find_all(By::Id("bulk-retry"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "an operator has no bulk action"
+    );
+    browser.screenshot("incidents").await;
+
+    browser
+        .click(By::Css(format!("tr[data-case='{id}'] a")))
+        .await;
+    assert_eq!(browser.text("case-status").await, "running");
+    let page = browser.source().await;
+    assert!(
+        !page.contains("001190123456") && page.contains("**********56"),
+        "an operator sees the requester's personal ID masked"
+    );
+    browser.screenshot("case").await;
+
+    browser
+        .click(By::XPath("//summary[text()='Retry a step']"))
+        .await;
+    browser
+        .click(By::XPath(
+            "//select[@id='retry-step']/option[text()='birth']",
+        ))
+        .await;
+    browser
+        .fill("retry-reason", "civil-status fixed its replies")
+        .await;
+    browser.click(By::Id("retry")).await;
+    assert!(browser.text("done").await.contains("retry"));
+    browser.wait_for_text("case-status", "completed").await;
+    let history = browser.text("timeline").await;
+    assert!(
+        history.contains("civil-status fixed its replies"),
+        "the reason is in the history: {history}"
+    );
+    browser.screenshot("case-completed").await;
+
+    browser.goto(&format!("{}/ui/search", server.url)).await;
+    browser.fill("s-value", "G01.123-UI-OPERATOR-1").await;
+    browser
+        .click(By::XPath("//select[@id='s-name']/option[text()='dossier']"))
+        .await;
+    browser.click(By::Id("search")).await;
+    let listed = browser.text("cases").await;
+    assert!(listed.contains(&id), "{listed}");
+    browser.screenshot("search").await;
+
+    browser
+        .click(By::XPath("//button[text()='Sign out']"))
+        .await;
+    browser.goto(&format!("{}/ui/incidents", server.url)).await;
+    assert_eq!(
+        browser.web.current_url().await.unwrap().path(),
+        "/ui/sign-in"
+    );
+    browser.quit().await;
+}
+
+#[tokio::test]
+async fn a_supervisor_retries_every_incident_of_a_filter_after_a_confirmation() {
+    let server = Server::start();
+    server
+        .set_faults("civil-status", json!({"rates": {"garbled": 1.0}}))
+        .await;
+    let ids = [
+        case_with_incident(&server, "UI-BULK-1").await,
+        case_with_incident(&server, "UI-BULK-2").await,
+    ];
+    server.set_faults("civil-status", json!({})).await;
+    let supervisor = server.token("supervisor").await;
+
+    let browser = Browser::start().await;
+    browser.sign_in(&server, &supervisor).await;
+    browser
+        .click(By::XPath(
+            "//select[@id='f-agency']/option[text()='civil-status']",
+        ))
+        .await;
+    browser.click(By::XPath("//button[text()='Show']")).await;
+    browser.click(By::Id("bulk-retry")).await;
+    let count = browser.text("bulk-count").await;
+    assert!(count.contains("This retries 2 incidents"), "{count}");
+    browser.fill("bulk-reason", "civil-status is back").await;
+    browser.screenshot("bulk-retry").await;
+    browser.click(By::Id("bulk-confirm")).await;
+    assert!(browser.text("bulk-done").await.contains("Retried 2 steps"));
+    for id in &ids {
+        let case = server.settled(id, BOUND).await;
+        assert_eq!(case["status"], "completed", "{case:#}");
+    }
+    // A supervisor sees personal data unmasked.
+    browser
+        .goto(&format!("{}/ui/cases/{}", server.url, ids[0]))
+        .await;
+    assert!(browser.source().await.contains("001190123456"));
+    browser.quit().await;
+}
+
+#[tokio::test]
+async fn no_session_a_forged_cookie_and_a_cross_site_form_are_refused() {
+    let server = Server::start();
+    server
+        .set_faults("civil-status", json!({"rates": {"garbled": 1.0}}))
+        .await;
+    let id = case_with_incident(&server, "UI-REFUSED-1").await;
+    let browser = Browser::start().await;
+
+    // No session: every page asks to sign in; a portal's token may not.
+    browser.goto(&format!("{}/ui/cases/{id}", server.url)).await;
+    assert_eq!(
+        browser.web.current_url().await.unwrap().path(),
+        "/ui/sign-in"
+    );
+    let portal = server.token("portal").await;
+    browser.fill("token", &portal).await;
+    browser.click(By::Id("sign-in")).await;
+    assert!(
+        browser
+            .text("message")
+            .await
+            .contains("may not sign in here")
+    );
+
+    // A forged cookie is no session.
+    browser
+        .web
+        .add_cookie(Cookie::new(
+            "civicflow_session",
+            "cf_00000000_000000000000000000000000000000000000000000000000",
+        ))
+        .await
+        .unwrap();
+    browser.goto(&format!("{}/ui/incidents", server.url)).await;
+    assert!(browser.text("message").await.contains("session has ended"));
+
+    // A form on another site posting to the page, in a browser signed in: the cookie is not
+    // sent with it (SameSite=Strict), and nothing happens to the case.
+    let operator = server.token("operator").await;
+    browser.web.delete_all_cookies().await.unwrap();
+    browser.sign_in(&server, &operator).await;
+    let before = server.get(&format!("/v1/cases/{id}/history")).await["events"]
+        .as_array()
+        .unwrap()
+        .len();
+    let attack = format!(
+        "data:text/html,<form id=f method=post action='{}/ui/cases/{id}/act'><input name=action value=cancel><input name=reason value=attack></form><script>document.getElementById('f').submit()</script>",
+        server.url
+    );
+    browser.goto(&attack).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = server.get(&format!("/v1/cases/{id}/history")).await["events"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(before, after, "the cross-site form did nothing");
+    let case = server.get(&format!("/v1/cases/{id}")).await;
+    assert_eq!(case["status"], "running", "{case:#}");
+
+    // The same form with the session's cookie but without its CSRF token, as a script on
+    // another site could send it where cookies were not strict: refused.
+    let secret = browser
+        .web
+        .get_named_cookie("civicflow_session")
+        .await
+        .unwrap()
+        .value
+        .clone();
+    let answer = reqwest::Client::new()
+        .post(format!("{}/ui/cases/{id}/act", server.url))
+        .header("cookie", format!("civicflow_session={secret}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("action=cancel&reason=attack")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 403);
+    let answer = reqwest::Client::new()
+        .post(format!("{}/ui/cases/{id}/act", server.url))
+        .header("cookie", format!("civicflow_session={secret}"))
+        .header("sec-fetch-site", "cross-site")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("action=cancel&reason=attack")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 403);
+    let case = server.get(&format!("/v1/cases/{id}")).await;
+    assert_eq!(case["status"], "running", "{case:#}");
+
+    // Revoking the token signed in with ends its sessions.
+    let token_id = operator.split('_').nth(1).unwrap();
+    let revoked = server
+        .http
+        .delete(format!("{}/v1/tokens/{token_id}", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success());
+    browser.goto(&format!("{}/ui/incidents", server.url)).await;
+    assert!(browser.text("message").await.contains("session has ended"));
+    browser.quit().await;
+}
