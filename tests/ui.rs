@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::{Server, birth_input, free_port};
+use thirtyfour::error::WebDriverErrorInner;
 use thirtyfour::prelude::*;
 
 const BOUND: Duration = Duration::from_secs(60);
@@ -27,7 +28,15 @@ struct Browser {
 }
 
 impl Browser {
-    async fn start() -> Browser {
+    /// One browser at a time: three Chromiums and three servers at once on a small machine make
+    /// every wait in these tests a race.
+    async fn start() -> (tokio::sync::MutexGuard<'static, ()>, Browser) {
+        static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let turn = ONE_AT_A_TIME.lock().await;
+        (turn, Browser::launch().await)
+    }
+
+    async fn launch() -> Browser {
         let chromedriver = std::env::var("CIVICFLOW_CHROMEDRIVER").expect(
             "CIVICFLOW_CHROMEDRIVER names chromedriver: run the tests with ./scripts/test, which installs it",
         );
@@ -71,24 +80,47 @@ impl Browser {
         self.web.goto(url).await.unwrap();
     }
 
+    /// The element `by` finds, once the page shows it: a click's navigation, or an htmx swap,
+    /// may still be under way.
+    async fn element(&self, by: By) -> WebElement {
+        let until = tokio::time::Instant::now() + BOUND;
+        loop {
+            match self.web.find(by.clone()).await {
+                Ok(element) => return element,
+                Err(e) if tokio::time::Instant::now() > until => panic!("{by:?}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
     async fn fill(&self, id: &str, text: &str) {
-        let field = self.web.find(By::Id(id)).await.unwrap();
+        let field = self.element(By::Id(id)).await;
         field.clear().await.unwrap();
         field.send_keys(text).await.unwrap();
     }
 
+    /// Clicks the element `by` finds; found again if the page replaced it meanwhile (htmx
+    /// swaps a part of the page when a filter changes).
     async fn click(&self, by: By) {
-        self.web.find(by).await.unwrap().click().await.unwrap();
+        let mut tries = 0;
+        loop {
+            let clicked = self.element(by.clone()).await.click().await;
+            match clicked {
+                Ok(()) => return,
+                Err(e)
+                    if matches!(*e, WebDriverErrorInner::StaleElementReference(..))
+                        && tries < 10 =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("clicking {by:?}: {e}"),
+            }
+        }
     }
 
     async fn text(&self, id: &str) -> String {
-        self.web
-            .find(By::Id(id))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.element(By::Id(id)).await.text().await.unwrap()
     }
 
     async fn source(&self) -> String {
@@ -103,10 +135,20 @@ impl Browser {
         );
         self.fill("token", token).await;
         self.click(By::Id("sign-in")).await;
-        assert_eq!(
-            self.web.current_url().await.unwrap().path(),
-            "/ui/incidents"
-        );
+        self.wait_for_path("/ui/incidents").await;
+    }
+
+    /// Waits until the browser is at `path` (a click's navigation may still be under way).
+    async fn wait_for_path(&self, path: &str) {
+        let until = tokio::time::Instant::now() + BOUND;
+        loop {
+            let at = self.web.current_url().await.unwrap();
+            if at.path() == path {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < until, "at {at}, not {path}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until the element `id` says `text` (the page updates by itself).
@@ -176,12 +218,12 @@ async fn an_operator_finds_an_incident_retries_it_and_watches_the_case_complete(
     server.set_faults("civil-status", json!({})).await;
     let operator = server.token("operator").await;
 
-    let browser = Browser::start().await;
+    let (_turn, browser) = Browser::start().await;
     browser.goto(&format!("{}/ui/incidents", server.url)).await;
     browser.screenshot("sign-in").await;
     browser.sign_in(&server, &operator).await;
     let row = format!("tr[data-case='{id}']");
-    let found = browser.web.find(By::Css(&row)).await.unwrap();
+    let found = browser.element(By::Css(&row)).await;
     let said = found.text().await.unwrap();
     assert!(
         said.contains("civil-status answered something its adapter does not understand"),
@@ -240,9 +282,24 @@ async fn an_operator_finds_an_incident_retries_it_and_watches_the_case_complete(
     assert!(listed.contains(&id), "{listed}");
     browser.screenshot("search").await;
 
+    browser.click(By::XPath("//a[text()='On time']")).await;
+    let table = browser.text("kpis").await;
+    assert!(table.contains("birth at civil-status"), "{table}");
+    let bars = browser
+        .web
+        .find_all(By::Css("svg#chart rect.on-time"))
+        .await
+        .unwrap();
+    assert!(
+        !bars.is_empty(),
+        "the chart shows the steps finished on time"
+    );
+    browser.screenshot("kpis").await;
+
     browser
         .click(By::XPath("//button[text()='Sign out']"))
         .await;
+    browser.wait_for_path("/ui/sign-in").await;
     browser.goto(&format!("{}/ui/incidents", server.url)).await;
     assert_eq!(
         browser.web.current_url().await.unwrap().path(),
@@ -264,14 +321,33 @@ async fn a_supervisor_retries_every_incident_of_a_filter_after_a_confirmation() 
     server.set_faults("civil-status", json!({})).await;
     let supervisor = server.token("supervisor").await;
 
-    let browser = Browser::start().await;
+    let (_turn, browser) = Browser::start().await;
     browser.sign_in(&server, &supervisor).await;
     browser
         .click(By::XPath(
             "//select[@id='f-agency']/option[text()='civil-status']",
         ))
         .await;
-    browser.click(By::XPath("//button[text()='Show']")).await;
+    // The list follows the filter by itself (htmx), and so does the bulk action under it.
+    let until = tokio::time::Instant::now() + BOUND;
+    loop {
+        let filtered = match browser
+            .web
+            .find(By::Css("#bulk input[name='agency']"))
+            .await
+        {
+            Ok(e) => e.value().await.ok().flatten().unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if filtered == "civil-status" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the filter never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     browser.click(By::Id("bulk-retry")).await;
     let count = browser.text("bulk-count").await;
     assert!(count.contains("This retries 2 incidents"), "{count}");
@@ -298,7 +374,7 @@ async fn no_session_a_forged_cookie_and_a_cross_site_form_are_refused() {
         .set_faults("civil-status", json!({"rates": {"garbled": 1.0}}))
         .await;
     let id = case_with_incident(&server, "UI-REFUSED-1").await;
-    let browser = Browser::start().await;
+    let (_turn, browser) = Browser::start().await;
 
     // No session: every page asks to sign in; a portal's token may not.
     browser.goto(&format!("{}/ui/cases/{id}", server.url)).await;

@@ -104,6 +104,7 @@ pub fn routes<S: Store + Clone>() -> Router<AppState<S>> {
         .route("/ui/incidents", get(pages::incidents::<S>))
         .route("/ui/bulk-retry", post(pages::bulk_retry::<S>))
         .route("/ui/search", get(pages::search::<S>))
+        .route("/ui/kpis", get(pages::kpis::<S>))
         .route("/ui/cases/{id}", get(pages::case::<S>))
         .route("/ui/cases/{id}/act", post(pages::act::<S>))
         .route("/ui/assets/{file}", get(assets::serve))
