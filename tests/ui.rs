@@ -251,18 +251,20 @@ async fn an_operator_finds_an_incident_retries_it_and_watches_the_case_complete(
     );
     browser.screenshot("case").await;
 
-    browser
-        .click(By::XPath("//summary[text()='Retry a step']"))
+    // By keyboard alone: the action opens with Enter, the first step is the stuck one, and
+    // Enter in the reason sends the form.
+    let retry = browser
+        .element(By::XPath("//summary[text()='Retry a step']"))
         .await;
-    browser
-        .click(By::XPath(
-            "//select[@id='retry-step']/option[text()='birth']",
-        ))
-        .await;
-    browser
-        .fill("retry-reason", "civil-status fixed its replies")
-        .await;
-    browser.click(By::Id("retry")).await;
+    retry.focus().await.unwrap();
+    retry.send_keys(Key::Enter).await.unwrap();
+    let step = browser.element(By::Id("retry-step")).await;
+    assert_eq!(step.value().await.unwrap().as_deref(), Some("birth"));
+    let reason = browser.element(By::Id("retry-reason")).await;
+    reason
+        .send_keys("civil-status fixed its replies" + Key::Enter)
+        .await
+        .unwrap();
     assert!(browser.text("done").await.contains("retry"));
     browser.wait_for_text("case-status", "completed").await;
     let history = browser.text("timeline").await;
@@ -271,6 +273,28 @@ async fn an_operator_finds_an_incident_retries_it_and_watches_the_case_complete(
         "the reason is in the history: {history}"
     );
     browser.screenshot("case-completed").await;
+
+    // On a phone's width the pages wrap instead of scrolling sideways (wide tables scroll
+    // inside their box).
+    browser.web.set_window_rect(0, 0, 390, 844).await.unwrap();
+    for page in ["/ui/incidents".to_owned(), format!("/ui/cases/{id}")] {
+        browser.goto(&format!("{}{page}", server.url)).await;
+        // The elements that reach past the screen's right edge, outside a scrolling box.
+        let wider = browser
+            .web
+            .execute(
+                r#"const w = window.innerWidth;
+                return [...document.querySelectorAll("body *")]
+                    .filter(e => e.getBoundingClientRect().right > w + 1 && !e.closest(".scroll"))
+                    .map(e => e.tagName + "." + e.className + " " + Math.round(e.getBoundingClientRect().right));"#,
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(wider.json(), &json!([]), "{page} is wider than a phone");
+    }
+    browser.screenshot("case-phone").await;
+    browser.web.set_window_rect(0, 0, 1280, 1000).await.unwrap();
 
     browser.goto(&format!("{}/ui/search", server.url)).await;
     browser.fill("s-value", "G01.123-UI-OPERATOR-1").await;
@@ -391,6 +415,19 @@ async fn no_session_a_forged_cookie_and_a_cross_site_form_are_refused() {
             .await
             .contains("may not sign in here")
     );
+
+    // No other site may frame the page, and no cache keeps it.
+    let page = reqwest::get(format!("{}/ui/sign-in", server.url))
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        page.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    assert!(header("content-security-policy").contains("frame-ancestors 'none'"));
+    assert_eq!(header("cache-control"), "no-store");
 
     // A forged cookie is no session.
     browser

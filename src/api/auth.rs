@@ -8,9 +8,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{Extensions, StatusCode};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -56,6 +56,29 @@ fn too_many(
         format!("{who}; retry in {} ms", wait.as_millis().max(1)),
     )
     .with_retry_after(wait)
+}
+
+/// Counts a request that presented no valid token (the API's, or a sign-in to the operators'
+/// page) against its client address's budget, the same as a token's, so that guessing tokens
+/// or flooding with bad ones is throttled like any caller: `Err` (429) once it is spent.
+pub fn without_token<S>(state: &AppState<S>, extensions: &Extensions) -> Result<(), ApiError> {
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "an unknown address".to_owned(), |c| c.0.ip().to_string());
+    // Keys of addresses that stopped sending are forgotten once there are many, so a flood
+    // from many addresses cannot grow the budgets without bound.
+    if state.limiter.len() > FORGET_ABOVE {
+        state.limiter.retain_recent();
+    }
+    state
+        .limiter
+        .check_key(&format!("unauthenticated {peer}"))
+        .map_err(|not_until| {
+            too_many(
+                format!("too many requests without a valid token from {peer}"),
+                not_until,
+            )
+        })
 }
 
 /// The authenticated caller of a request.
@@ -117,25 +140,10 @@ impl<S: Store + Clone> FromRequestParts<AppState<S>> for Caller {
                 message.to_owned(),
             )
         };
-        // Requests without a valid token share one budget per client address (the same as a
-        // token's), so guessing tokens or flooding with bad ones is throttled like any caller.
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| "an unknown address".to_owned(), |c| c.0.ip().to_string());
-        // Keys of addresses that stopped sending are forgotten once there are many, so a flood
-        // from many addresses cannot grow the budgets without bound.
-        if state.limiter.len() > FORGET_ABOVE {
-            state.limiter.retain_recent();
-        }
-        let refused =
-            |message: &str| match state.limiter.check_key(&format!("unauthenticated {peer}")) {
-                Ok(()) => unauthenticated(message),
-                Err(not_until) => too_many(
-                    format!("too many requests without a valid token from {peer}"),
-                    not_until,
-                ),
-            };
+        let refused = |message: &str| match without_token(state, &parts.extensions) {
+            Ok(()) => unauthenticated(message),
+            Err(too_many) => too_many,
+        };
         let Some(header) = parts.headers.get(AUTHORIZATION) else {
             return Err(refused("send the header `Authorization: Bearer <token>`"));
         };

@@ -14,7 +14,11 @@ mod views;
 
 use askama::Template;
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
+};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
@@ -108,4 +112,25 @@ pub fn routes<S: Store + Clone>() -> Router<AppState<S>> {
         .route("/ui/cases/{id}", get(pages::case::<S>))
         .route("/ui/cases/{id}/act", post(pages::act::<S>))
         .route("/ui/assets/{file}", get(assets::serve))
+        .layer(axum::middleware::map_response(protect))
+}
+
+/// Headers on every answer of the page: pages hold personal data, so no cache keeps them; no
+/// other site may frame them (clickjacking an action button), and the page loads scripts only
+/// from itself.
+async fn protect(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    if !headers.contains_key(CACHE_CONTROL) {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    response
 }

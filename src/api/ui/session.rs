@@ -10,20 +10,21 @@
 //!
 //! Every form carries a CSRF token derived from the session's secret, which another site can
 //! neither read nor guess; a POST without it, or one the browser says came from another site
-//! (`Sec-Fetch-Site`, `Origin`), is refused before anything happens.
+//! (`Sec-Fetch-Site`), is refused before anything happens. A refused sign-in spends the client
+//! address's budget of requests without a valid token, as the API's bad tokens do.
 
 use axum::Form;
 use axum::extract::{FromRequestParts, State};
-use axum::http::header::{COOKIE, HOST, ORIGIN, SET_COOKIE};
+use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{UiError, Who, render};
 use crate::api::AppState;
-use crate::api::auth::Caller;
+use crate::api::auth::{Caller, without_token};
 use crate::auth::{self, Operation, Principal, Role, digest};
 use crate::store::Store;
 
@@ -126,23 +127,15 @@ impl Session {
     }
 }
 
-/// Refuses a request the browser marks as sent from another site.
+/// Refuses a request the browser marks as sent from another site. (Not a comparison of
+/// `Origin` with `Host`: a reverse proxy may rewrite `Host`; the CSRF token is the check that
+/// holds everywhere.)
 fn same_site(headers: &HeaderMap) -> Result<(), UiError> {
     let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     if fetch_site.is_some_and(|s| s == "cross-site") {
         return Err(UiError::Forbidden(
             "A form sent from another site is refused.",
         ));
-    }
-    let origin = headers.get(ORIGIN).and_then(|v| v.to_str().ok());
-    let host = headers.get(HOST).and_then(|v| v.to_str().ok());
-    if let (Some(origin), Some(host)) = (origin, host) {
-        let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-        if origin != "null" && origin_host != host {
-            return Err(UiError::Forbidden(
-                "A form sent from another site is refused.",
-            ));
-        }
     }
     Ok(())
 }
@@ -170,10 +163,13 @@ pub struct SignInForm {
 pub async fn sign_in<S: Store + Clone>(
     State(state): State<AppState<S>>,
     headers: HeaderMap,
+    extensions: Extensions,
     form: Result<Form<SignInForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, UiError> {
     same_site(&headers)?;
+    // A refused sign-in spends the address's budget, as a request with a bad token does.
     let refused = |message: &str| {
+        without_token(&state, &extensions)?;
         let page = render(&SignInPage {
             who: None,
             message: Some(message.to_owned()),
