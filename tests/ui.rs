@@ -194,6 +194,15 @@ impl Drop for Browser {
     }
 }
 
+/// A server whose civil-status mock garbles every answer, until a test clears its faults.
+async fn garbling_server() -> Server {
+    let server = Server::start();
+    server
+        .set_faults("civil-status", json!({"rates": {"garbled": 1.0}}))
+        .await;
+    server
+}
+
 /// Starts a birth case while the civil-status mock garbles its answers: the case stops with an
 /// `unexpected_reply` incident. The fault is cleared afterwards, so a retry succeeds.
 async fn case_with_incident(server: &Server, certificate: &str) -> String {
@@ -210,10 +219,7 @@ async fn case_with_incident(server: &Server, certificate: &str) -> String {
 
 #[tokio::test]
 async fn an_operator_finds_an_incident_retries_it_and_watches_the_case_complete() {
-    let server = Server::start();
-    server
-        .set_faults("civil-status", json!({"rates": {"garbled": 1.0}}))
-        .await;
+    let server = garbling_server().await;
     let id = case_with_incident(&server, "UI-OPERATOR-1").await;
     server.set_faults("civil-status", json!({})).await;
     let operator = server.token("operator").await;
@@ -250,6 +256,44 @@ async fn an_operator_finds_an_incident_retries_it_and_watches_the_case_complete(
         "an operator sees the requester's personal ID masked"
     );
     browser.screenshot("case").await;
+
+    // Corrected data that breaks the workflow's input schema: refused, and the API's message is
+    // shown beside the data, which is kept as typed.
+    browser
+        .click(By::XPath(
+            "//summary[text()=\"Correct the case's data and re-run a step\"]",
+        ))
+        .await;
+    let input = browser.element(By::Id("fix-input")).await;
+    let corrected = input.value().await.unwrap().unwrap_or_default();
+    let mut corrected: serde_json::Value = serde_json::from_str(&corrected).unwrap();
+    corrected["child"]["sex"] = json!("unknown");
+    input.clear().await.unwrap();
+    input.send_keys(corrected.to_string()).await.unwrap();
+    browser.fill("fix-reason", "the sex was misread").await;
+    browser.click(By::Id("fix")).await;
+    browser.element(By::Id("form-error")).await;
+    let mut at_field = Vec::new();
+    for e in browser
+        .web
+        .find_all(By::XPath(
+            "//textarea[@id='fix-input']/../following-sibling::p[@class='field-error']",
+        ))
+        .await
+        .unwrap()
+    {
+        at_field.push(e.text().await.unwrap());
+    }
+    assert!(
+        at_field.iter().any(|e| e.starts_with("child/sex: ")),
+        "{at_field:?}"
+    );
+    // The personal IDs went back masked, as shown, and kept their stored values.
+    assert!(
+        at_field.iter().all(|e| !e.contains("personal_id")),
+        "{at_field:?}"
+    );
+    assert!(browser.text("fix-input").await.contains("unknown"));
 
     // By keyboard alone: the action opens with Enter, the first step is the stuck one, and
     // Enter in the reason sends the form.
@@ -334,10 +378,7 @@ async fn an_operator_finds_an_incident_retries_it_and_watches_the_case_complete(
 
 #[tokio::test]
 async fn a_supervisor_retries_every_incident_of_a_filter_after_a_confirmation() {
-    let server = Server::start();
-    server
-        .set_faults("civil-status", json!({"rates": {"garbled": 1.0}}))
-        .await;
+    let server = garbling_server().await;
     let ids = [
         case_with_incident(&server, "UI-BULK-1").await,
         case_with_incident(&server, "UI-BULK-2").await,
@@ -393,10 +434,7 @@ async fn a_supervisor_retries_every_incident_of_a_filter_after_a_confirmation() 
 
 #[tokio::test]
 async fn no_session_a_forged_cookie_and_a_cross_site_form_are_refused() {
-    let server = Server::start();
-    server
-        .set_faults("civil-status", json!({"rates": {"garbled": 1.0}}))
-        .await;
+    let server = garbling_server().await;
     let id = case_with_incident(&server, "UI-REFUSED-1").await;
     let (_turn, browser) = Browser::start().await;
 

@@ -18,7 +18,7 @@ use super::cases::{ListOrder, parse_id, query_error, seen_by, unknown_case};
 use super::{ApiError, AppState, ErrorBody};
 use crate::auth::Operation;
 use crate::case::IncidentReason;
-use crate::case::masking::{mask_all, mask_prose};
+use crate::case::masking::{kept_where_masked, mask_all, mask_prose};
 use crate::engine::{Action, ActionError};
 use crate::store::query::IncidentRow;
 use crate::store::query::{self, IncidentFilter, MAX_PAGE};
@@ -185,7 +185,8 @@ pub struct ActionRequest {
     /// `skip`: the output later steps need.
     #[serde(default, deserialize_with = "super::json::unique_keys_opt")]
     output: Option<Value>,
-    /// `fix`: the corrected case input, whole.
+    /// `fix`: the corrected case input, whole. A role that sees personal data masked may send
+    /// it back as shown: a value still masked keeps the stored one.
     #[serde(default, deserialize_with = "super::json::unique_keys_opt")]
     input: Option<Value>,
 }
@@ -288,16 +289,26 @@ pub async fn act<S: Store + Clone>(
             step: step()?,
             output: b.output.clone(),
         },
-        ActionName::Fix => Action::Fix {
-            step: step()?,
-            input: b.input.clone().ok_or_else(|| {
+        ActionName::Fix => {
+            let mut input = b.input.clone().ok_or_else(|| {
                 required(
                     "input_required",
                     "/input",
                     "`fix` needs the corrected case `input`, whole",
                 )
-            })?,
-        },
+            })?;
+            // A reader who sees personal data masked sends the input back as it was shown:
+            // what is still masked is the stored value.
+            if !caller.0.role.allows(Operation::Unmasked)
+                && let Some(case) = state.engine.case(id).await.map_err(ApiError::store)?
+            {
+                input = kept_where_masked(&input, &case.input);
+            }
+            Action::Fix {
+                step: step()?,
+                input,
+            }
+        }
         ActionName::Cancel => Action::Cancel,
     };
     let case = state

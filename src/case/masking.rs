@@ -93,6 +93,38 @@ impl Personal {
     }
 }
 
+/// What a reader who sees personal data masked sent back (a corrected input): each value still
+/// as it was shown, masked, is the `stored` value again, so that a correction changes only what
+/// its author changed. Anything else is taken as sent.
+pub fn kept_where_masked(sent: &Value, stored: &Value) -> Value {
+    match (sent, stored) {
+        (Value::Object(sent), Value::Object(stored)) => Value::Object(
+            sent.iter()
+                .map(|(k, v)| {
+                    let kept = stored
+                        .get(k)
+                        .map_or_else(|| v.clone(), |s| kept_where_masked(v, s));
+                    (k.clone(), kept)
+                })
+                .collect(),
+        ),
+        (Value::Array(sent), Value::Array(stored)) => Value::Array(
+            sent.iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    stored
+                        .get(i)
+                        .map_or_else(|| v.clone(), |s| kept_where_masked(v, s))
+                })
+                .collect(),
+        ),
+        (Value::String(_), Value::String(_) | Value::Number(_)) if *sent == mask_all(stored) => {
+            stored.clone()
+        }
+        _ => sent.clone(),
+    }
+}
+
 /// `value` with everything in it masked: each text as [`mask_text`], each number as `***`.
 pub fn mask_all(value: &Value) -> Value {
     match value {
@@ -163,6 +195,30 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_masked_value_sent_back_unchanged_is_the_stored_one() {
+        let stored = json!({
+            "requester_personal_id": "001190123456",
+            "fee": 120000,
+            "child": {"full_name": "Trần Minh An", "sex": "male"},
+            "parents": ["001089654321"]
+        });
+        let mut sent = json!({
+            "requester_personal_id": "**********56",
+            "fee": "***",
+            "child": {"full_name": "T***********", "sex": "male"},
+            "parents": ["**********21"]
+        });
+        sent["child"]["sex"] = json!("female");
+        sent["parents"][0] = json!("001089654322");
+        let kept = kept_where_masked(&sent, &stored);
+        assert_eq!(kept["requester_personal_id"], "001190123456");
+        assert_eq!(kept["fee"], 120000);
+        assert_eq!(kept["child"]["full_name"], "Trần Minh An");
+        assert_eq!(kept["child"]["sex"], "female");
+        assert_eq!(kept["parents"][0], "001089654322");
+    }
 
     fn card_schema() -> Value {
         json!({

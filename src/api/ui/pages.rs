@@ -262,17 +262,15 @@ pub struct FormState {
 }
 
 impl FormState {
-    /// The errors at `field` (`/reason`), and under it (`/input/child/...`).
+    /// The errors at `field` (`/reason`), and under it (`/input/child/date_of_birth`, said as
+    /// `child/date_of_birth: …`).
     pub fn at(&self, field: &str) -> Vec<String> {
         self.fields
             .iter()
-            .filter(|(f, _)| f == field || f.starts_with(&format!("{field}/")))
-            .map(|(f, m)| {
-                if f == field {
-                    m.clone()
-                } else {
-                    format!("{f}: {m}")
-                }
+            .filter_map(|(f, m)| match f.strip_prefix(field) {
+                Some("") => Some(m.clone()),
+                Some(rest) => rest.strip_prefix('/').map(|rest| format!("{rest}: {m}")),
+                None => None,
             })
             .collect()
     }
@@ -498,10 +496,16 @@ pub async fn act<S: Store + Clone>(
             }
             Err(e) if e.status().is_client_error() && e.status() != StatusCode::FORBIDDEN => {
                 form.error = e.message().to_owned();
+                // A schema's pointers are into the data checked: under the field it came in.
+                let under = match e.code() {
+                    "invalid_input" => "/input",
+                    "invalid_output" => "/output",
+                    _ => "",
+                };
                 form.fields = e
                     .fields()
                     .iter()
-                    .map(|v| (v.field.clone(), v.message.clone()))
+                    .map(|v| (format!("{under}{}", v.field), v.message.clone()))
                     .collect();
             }
             Err(e) => return Err(e.into()),
