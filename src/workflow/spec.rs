@@ -331,7 +331,7 @@ fn schema_for<T: JsonSchema>() -> Value {
 
 /// `value` with every object's keys in order: the committed schemas are byte-for-byte what
 /// `civicflow schema` prints whether or not a build keeps JSON objects in insertion order
-/// (serde_json's `preserve_order`, which a test dependency turns on).
+/// (serde_json's `preserve_order`, which any dependency may turn on).
 fn sorted(value: Value) -> Value {
     match value {
         Value::Object(fields) => {
