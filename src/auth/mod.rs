@@ -230,6 +230,19 @@ pub async fn issue<S: Store>(
     if name.trim().is_empty() {
         return Err(TokenError::NoName);
     }
+    store_new(store, role, name.trim(), by, now, |_| {}).await
+}
+
+/// Stores a new token for `role` under an id no stored token has, shaped by `shape` (an
+/// expiry, a parent): the record and the secret.
+async fn store_new<S: Store>(
+    store: &S,
+    role: Role,
+    name: &str,
+    by: &str,
+    now: Timestamp,
+    shape: impl Fn(&mut ApiToken),
+) -> Result<(ApiToken, String), TokenError> {
     let taken: Vec<String> = store
         .api_tokens()
         .await?
@@ -237,8 +250,9 @@ pub async fn issue<S: Store>(
         .map(|t| t.id)
         .collect();
     let (token, secret) = loop {
-        let (token, secret) = ApiToken::issue(role.clone(), name.trim(), by, now);
+        let (mut token, secret) = ApiToken::issue(role.clone(), name, by, now);
         if !taken.contains(&token.id) {
+            shape(&mut token);
             break (token, secret);
         }
     };
@@ -302,20 +316,12 @@ pub async fn open_session<S: Store>(
     let role = signed_in_with
         .role()
         .ok_or_else(|| TokenError::Unknown(signed_in_with.id.clone()))?;
-    let (mut session, secret) = ApiToken::issue(
-        role,
-        &signed_in_with.name,
-        &format!("sign-in with token {}", signed_in_with.id),
-        now,
-    );
-    session.expires_at = Some(now + SESSION_LIFETIME);
-    session.session_of = Some(signed_in_with.id.clone());
-    let tx = Transaction {
-        put_api_tokens: vec![session.clone()],
-        ..Transaction::default()
-    };
-    store.commit(&tx).await?;
-    Ok((session, secret))
+    let by = format!("sign-in with token {}", signed_in_with.id);
+    store_new(store, role, &signed_in_with.name, &by, now, |session| {
+        session.expires_at = Some(now + SESSION_LIFETIME);
+        session.session_of = Some(signed_in_with.id.clone());
+    })
+    .await
 }
 
 /// The authenticated caller of a request.

@@ -109,17 +109,20 @@ fn age(text: &str) -> Option<SignedDuration> {
     }
 }
 
+/// `text` as a URL's query value.
 fn urlencode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// The loaded workflows' names, once each, for a filter's choices.
+fn workflow_names<S: Store + Clone>(state: &AppState<S>) -> Vec<String> {
+    let names: BTreeSet<String> = state
+        .engine
+        .definitions()
+        .workflow_names()
+        .map(str::to_owned)
+        .collect();
+    names.into_iter().collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,15 +204,9 @@ pub async fn incidents<S: Store + Clone>(
             urlencode(&c)
         )
     });
-    let definitions = state.engine.definitions();
     let page = IncidentsPage {
         who: Some(session.who),
-        workflows: definitions
-            .workflow_names()
-            .map(str::to_owned)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
+        workflows: workflow_names(&state),
         agencies: state.engine.agencies().keys().cloned().collect(),
         reasons: IncidentReason::ALL.iter().map(|r| r.as_str()).collect(),
         filter: q.filter,
@@ -839,17 +836,11 @@ pub async fn kpis<S: Store + Clone>(
             }
         })
         .collect();
-    let definitions = state.engine.definitions();
     let page = KpiPage {
         who: Some(session.who),
         from: report.from.strftime("%d/%m/%Y").to_string(),
         to: report.to.strftime("%d/%m/%Y").to_string(),
-        workflows: definitions
-            .workflow_names()
-            .map(str::to_owned)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
+        workflows: workflow_names(&state),
         agencies: state.engine.agencies().keys().cloned().collect(),
         form: f,
         lines,

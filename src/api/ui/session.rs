@@ -23,8 +23,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{UiError, Who, render};
-use crate::api::AppState;
 use crate::api::auth::{Caller, without_token};
+use crate::api::{ApiError, AppState};
 use crate::auth::{self, Operation, Principal, Role, digest};
 use crate::store::Store;
 
@@ -75,7 +75,7 @@ impl<S: Store + Clone> FromRequestParts<AppState<S>> for Session {
             .store()
             .api_token(&digest(secret))
             .await
-            .map_err(|e| UiError::Api(crate::api::ApiError::store(e)))?
+            .map_err(ApiError::store)?
             .filter(|t| t.is_active(now) && t.session_of.is_some());
         let Some(token) = token else {
             return Err(UiError::SignIn(Some(
@@ -185,7 +185,7 @@ pub async fn sign_in<S: Store + Clone>(
         .store()
         .api_token(&digest(form.token.trim()))
         .await
-        .map_err(|e| UiError::Api(crate::api::ApiError::store(e)))?
+        .map_err(ApiError::store)?
         .filter(|t| t.is_active(now) && t.session_of.is_none());
     let Some(token) = token else {
         return refused("This token is unknown, revoked or expired.");
@@ -197,7 +197,7 @@ pub async fn sign_in<S: Store + Clone>(
     }
     let (session, secret) = auth::open_session(state.engine.store(), &token, now)
         .await
-        .map_err(|e| UiError::Api(crate::api::ApiError::internal(e)))?;
+        .map_err(ApiError::internal)?;
     tracing::info!(token = %token.id, session = %session.id, name = %token.name, "signed in to the operators' page");
     let secure = headers
         .get("x-forwarded-proto")
@@ -210,8 +210,7 @@ pub async fn sign_in<S: Store + Clone>(
     let mut response = Redirect::to("/ui/incidents").into_response();
     response.headers_mut().insert(
         SET_COOKIE,
-        HeaderValue::from_str(&cookie)
-            .map_err(|e| UiError::Api(crate::api::ApiError::internal(e)))?,
+        HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
     );
     Ok(response)
 }
@@ -238,7 +237,7 @@ pub async fn sign_out<S: Store + Clone>(
         now,
     )
     .await
-    .map_err(|e| UiError::Api(crate::api::ApiError::internal(e)))?;
+    .map_err(ApiError::internal)?;
     let mut response = Redirect::to("/ui/sign-in").into_response();
     response.headers_mut().insert(
         SET_COOKIE,
