@@ -6,7 +6,7 @@
 //!
 //! Several `App`s may share one store: each is a node. Nothing one node keeps in memory is
 //! needed by another: what they share goes through the store (claims for work, the
-//! configuration version for definitions and webhooks).
+//! configuration version for definitions; the store itself for whether a change notifies).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ use crate::workflow::catalog;
 use crate::workflow::diagnostic::Diagnostic;
 
 /// How often a node looks at the shared configuration's version, and so how soon a
-/// publication, a webhook or a deleted webhook made on another node is in force on this one.
+/// publication made on another node is in force on this one.
 pub const CONFIG_POLL: Duration = Duration::from_secs(1);
 
 /// What an application is built from, besides its store.
@@ -66,8 +66,7 @@ pub enum BuildError {
 pub struct App<S> {
     pub engine: Arc<Engine<S>>,
     pub registry: Arc<Registry<S>>,
-    pub feed: Arc<Feed>,
-    /// The configuration version the definitions and the feed were read at when built.
+    /// The configuration version the definitions were read at when built.
     built_at: u64,
     limits: Limits,
     webhook_targets: Targets,
@@ -107,12 +106,10 @@ impl<S: Store + Clone> App<S> {
         if !missing.is_empty() {
             return Err(BuildError::NoAgencyUrl(Vec::from_iter(missing).join(", ")));
         }
-        let feed = Arc::new(Feed::default());
-        feed.refresh(&store).await?;
         let built_at = loaded.0;
         let kpi = Arc::new(crate::kpi::Kpi::new(crate::calendar::Calendar::vietnam()));
         let metrics = Arc::new(Metrics::new());
-        let hooks: Vec<Arc<dyn crate::store::Hook>> = vec![feed.clone(), kpi, metrics.clone()];
+        let hooks: Vec<Arc<dyn crate::store::Hook>> = vec![Arc::new(Feed), kpi, metrics.clone()];
         let engine = Engine::new(
             store,
             registry.clone(),
@@ -124,7 +121,6 @@ impl<S: Store + Clone> App<S> {
         Ok(App {
             engine,
             registry,
-            feed,
             built_at,
             limits: settings.limits,
             webhook_targets: settings.webhook_targets,
@@ -137,7 +133,6 @@ impl<S: Store + Clone> App<S> {
         api::router(
             self.engine.clone(),
             self.registry.clone(),
-            self.feed.clone(),
             (self.limits, self.webhook_targets),
         )
     }
@@ -160,7 +155,6 @@ impl<S: Store + Clone> App<S> {
             .push(tokio::spawn(self.engine.clone().follow_circuits()));
         self.tasks.push(tokio::spawn(follow_config(
             self.engine.clone(),
-            self.feed.clone(),
             self.built_at,
         )));
     }
@@ -178,9 +172,8 @@ impl<S: Store + Clone> App<S> {
 }
 
 /// Follows the shared configuration from version `seen` (what the node was built from): when
-/// it moves on (a publication, a webhook or an API token changed on any node), reloads the
-/// definitions and whether any webhook is registered.
-async fn follow_config<S: Store + Clone>(engine: Arc<Engine<S>>, feed: Arc<Feed>, seen: u64) {
+/// it moves on (a publication on any node), reloads the definitions.
+async fn follow_config<S: Store + Clone>(engine: Arc<Engine<S>>, seen: u64) {
     let mut seen = Some(seen);
     loop {
         let poll = CONFIG_POLL.mul_f64(0.75 + fastrand::f64() / 2.0);
@@ -195,16 +188,11 @@ async fn follow_config<S: Store + Clone>(engine: Arc<Engine<S>>, feed: Arc<Feed>
         if seen == Some(version) {
             continue;
         }
-        let reloaded = engine.reload_definitions().await;
-        if let Err(e) = &reloaded {
-            tracing::error!(error = %e, "the published definitions cannot be loaded; this node keeps those it runs");
-        }
-        let refreshed = feed.refresh(engine.store()).await;
-        if let Err(e) = &refreshed {
-            tracing::error!(error = %e, "cannot read the webhooks");
-        }
-        if reloaded.is_ok() && refreshed.is_ok() {
-            seen = Some(version);
+        match engine.reload_definitions().await {
+            Ok(_) => seen = Some(version),
+            Err(e) => {
+                tracing::error!(error = %e, "the published definitions cannot be loaded; this node keeps those it runs");
+            }
         }
     }
 }

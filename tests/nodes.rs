@@ -189,7 +189,9 @@ async fn two_nodes_over_one_store_share_the_work_and_do_each_thing_once() {
     let social = &agencies["social-security"];
     assert_each_poll_answered_once(&admin, social, &a.url, &ids).await;
 
-    // The webhook registered on node A got every case's end, from both nodes' changes.
+    // The webhook registered on node A got every step's result and every case's end, from both
+    // nodes' changes, though the cases started at once after its registration (node B never
+    // had to learn of it).
     let until = tokio::time::Instant::now() + BOUND;
     loop {
         let done = {
@@ -215,6 +217,19 @@ async fn two_nodes_over_one_store_share_the_work_and_do_each_thing_once() {
             Some("case.finished"),
             "{id}: {got:?}"
         );
+        let mut steps: Vec<&str> = got
+            .iter()
+            .filter_map(|t| t.strip_prefix("step.finished "))
+            .collect();
+        steps.sort_unstable();
+        let mut expected: Vec<&str> = cases[id]["steps"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(steps, expected, "{id}: {got:?}");
     }
     drop(received);
     drop((a, b));

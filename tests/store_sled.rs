@@ -19,6 +19,33 @@ async fn fresh() -> SledStore {
 conformance_suite!(fresh());
 
 /// Opens the store in `dir`, commits one case, and closes the store.
+/// Opens the store in `dir` once the one closed before has let its files go: a dropped store's
+/// background threads (and sled's own) end a moment after the handle.
+fn reopen(dir: &std::path::Path) -> SledStore {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match SledStore::open(dir, 16 << 20) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => return opened.unwrap(),
+        }
+    }
+}
+
+/// The raw sled database of the store in `dir`, once the store closed before has let it go.
+fn raw_sled(dir: &std::path::Path) -> sled::Db {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(dir.join("db")) {
+            Err(_) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => return opened.unwrap(),
+        }
+    }
+}
+
 async fn commit_one_case(dir: &std::path::Path) -> civicflow::case::Case {
     let c = conformance::case("birth-registration", "001190123456");
     let store = SledStore::open(dir, 16 << 20).unwrap();
@@ -30,7 +57,7 @@ async fn commit_one_case(dir: &std::path::Path) -> civicflow::case::Case {
 async fn what_is_committed_is_there_after_reopening() {
     let dir = temp_dir();
     let c = commit_one_case(&dir).await;
-    let store = SledStore::open(&dir, 16 << 20).unwrap();
+    let store = reopen(&dir);
     assert_eq!(store.case(c.id).await.unwrap().unwrap().id, c.id);
 }
 
@@ -69,7 +96,7 @@ async fn a_damaged_record_is_an_error_not_a_panic() {
     let dir = temp_dir();
     let c = commit_one_case(&dir).await;
     {
-        let db = sled::open(dir.join("db")).unwrap();
+        let db = raw_sled(&dir);
         // The case table's key: its prefix byte and the case id.
         let key = [b"c".as_slice(), c.id.as_bytes()].concat();
         db.open_tree("data")
@@ -78,7 +105,7 @@ async fn a_damaged_record_is_an_error_not_a_panic() {
             .unwrap();
         db.flush().unwrap();
     }
-    let store = SledStore::open(&dir, 16 << 20).unwrap();
+    let store = reopen(&dir);
     let err = store.case(c.id).await.unwrap_err();
     assert!(
         matches!(err, StoreError::Damaged { case_id, table: "cases", .. } if case_id == c.id),

@@ -114,6 +114,10 @@ async fn a_portal_that_was_down_gets_every_notification_signed_and_in_order() {
     // civicflow dies while the portal is down; the portal comes back, flaky at first.
     server.kill();
     let server = Server::spawn(&data, &listen, &mocks);
+    let (_, list) = server
+        .call(Some(&portal), Method::GET, "/v1/webhooks", None)
+        .await;
+    let failures = list["items"][0]["failures"].as_u64().unwrap();
     let receiver = Arc::new(Mutex::new(Receiver {
         refuse: 2,
         ..Receiver::default()
@@ -124,7 +128,10 @@ async fn a_portal_that_was_down_gets_every_notification_signed_and_in_order() {
     let listener = receiver_socket.listen(64).unwrap();
     tokio::spawn(axum::serve(listener, app).into_future());
 
-    let until = tokio::time::Instant::now() + BOUND;
+    // The backoff goes on from the failures stored before the restart: the longer the portal
+    // was down (a loaded machine takes longer to finish the case), the longer the waits before
+    // the tries to come (one more refused connection at most, then the two refusals).
+    let until = tokio::time::Instant::now() + BOUND + backoff_ceilings(failures + 1..=failures + 3);
     let seen = loop {
         let seen = receiver.lock().unwrap().seen.clone();
         if seen
@@ -193,6 +200,14 @@ async fn a_portal_that_was_down_gets_every_notification_signed_and_in_order() {
         .call(Some(&portal), Method::DELETE, &path, None)
         .await;
     assert_eq!(status, 404);
+}
+
+/// The longest waits the deliverer may take after each of these failure counts: 0.5 s doubled
+/// per failure, at most 5 minutes.
+fn backoff_ceilings(failures: std::ops::RangeInclusive<u64>) -> Duration {
+    failures
+        .map(|n| Duration::from_millis(500 << n.min(16)).min(Duration::from_secs(300)))
+        .sum()
 }
 
 /// A receiver that takes each request and answers only once the test lets it.

@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 use crate::engine::Engine;
 use crate::registry::Registry;
 use crate::store::Store;
-use crate::webhooks::{Feed, Targets};
+use crate::webhooks::Targets;
 pub use auth::Limits;
 pub use cases::{Reader, view};
 pub use error::{ApiError, ErrorBody};
@@ -49,7 +49,6 @@ const MAX_BODY: usize = 1 << 20;
 pub struct AppState<S> {
     engine: Arc<Engine<S>>,
     registry: Arc<Registry<S>>,
-    feed: Arc<Feed>,
     limiter: auth::Limiter,
     webhook_targets: Targets,
 }
@@ -59,7 +58,6 @@ impl<S> Clone for AppState<S> {
         AppState {
             engine: self.engine.clone(),
             registry: self.registry.clone(),
-            feed: self.feed.clone(),
             limiter: self.limiter.clone(),
             webhook_targets: self.webhook_targets,
         }
@@ -71,13 +69,11 @@ impl<S> Clone for AppState<S> {
 pub fn router<S: Store + Clone>(
     engine: Arc<Engine<S>>,
     registry: Arc<Registry<S>>,
-    feed: Arc<Feed>,
     (limits, webhook_targets): (Limits, Targets),
 ) -> Router {
     let state = AppState {
         engine,
         registry,
-        feed,
         limiter: auth::limiter(limits),
         webhook_targets,
     };

@@ -115,7 +115,6 @@ pub async fn register<S: Store + Clone>(
         }
         Err(e) => return Err(ApiError::store(e)),
     }
-    state.feed.registered();
     Ok((StatusCode::CREATED, Json(with_secret(&hook))))
 }
 

@@ -32,7 +32,10 @@ pub struct Transaction {
     pub put_idempotency: Vec<(String, IdempotencyRecord)>,
     /// API tokens, keyed by digest: a new one, or a revoked one written over the old.
     pub put_api_tokens: Vec<ApiToken>,
-    /// Appended to the notification feed, each under the next sequence number, in commit order.
+    /// Appended to the notification feed, each under the next sequence number, in commit order,
+    /// if a webhook is registered when the commit is written (else dropped: nobody would take
+    /// them). Decided by the store at the commit, so a change committed after a webhook's
+    /// registration was acknowledged is in the feed, whichever node commits it.
     pub notify: Vec<Notification>,
     /// Registered (or replaced) unconditionally.
     pub put_webhooks: Vec<Webhook>,

@@ -44,6 +44,7 @@ macro_rules! conformance_suite {
             configuration_changes_move_a_version_every_reader_sees,
             concurrent_writers_of_one_case_each_win_once_or_are_told_to_retry,
             counts_the_notifications_after_a_position,
+            notifications_are_written_only_while_a_webhook_is_registered,
             concurrent_commits_with_one_key_are_all_answered_and_one_wins,
             counters_add_up_and_a_refused_commit_adds_nothing,
             circuits_are_written_by_version_and_two_writers_cannot_both_win,
@@ -581,7 +582,17 @@ fn notification(step: &str) -> Notification {
     }
 }
 
+/// Registers a webhook, so that notifications are written.
+async fn subscribe<S: Store>(store: &S) {
+    let tx = Transaction {
+        put_webhooks: vec![webhook("subscriber")],
+        ..Transaction::default()
+    };
+    store.commit(&tx).await.unwrap();
+}
+
 pub async fn appends_notifications_in_commit_order_and_trims_them<S: Store>(store: &S) {
+    subscribe(store).await;
     let start = store.feed_end().await.unwrap();
     for batch in [vec!["a", "b"], vec!["c"]] {
         let tx = Transaction {
@@ -874,6 +885,7 @@ pub async fn a_feed_reader_never_skips_a_position_under_concurrent_commits<S: St
 ) {
     const WRITERS: usize = 16;
     const EACH: usize = 25;
+    subscribe(store).await;
     let start = store.feed_end().await.unwrap();
     let mut writers = tokio::task::JoinSet::new();
     for w in 0..WRITERS {
@@ -1033,6 +1045,7 @@ pub async fn concurrent_writers_of_one_case_each_win_once_or_are_told_to_retry<S
 }
 
 pub async fn counts_the_notifications_after_a_position<S: Store>(store: &S) {
+    subscribe(store).await;
     let start = store.feed_end().await.unwrap();
     assert_eq!(store.feed_count(start).await.unwrap(), 0);
     let tx = Transaction {
@@ -1046,6 +1059,35 @@ pub async fn counts_the_notifications_after_a_position<S: Store>(store: &S) {
     assert_eq!(store.feed_count(feed[2].0).await.unwrap(), 0);
     store.trim_feed(feed[1].0).await.unwrap();
     assert_eq!(store.feed_count(start).await.unwrap(), 1);
+}
+
+pub async fn notifications_are_written_only_while_a_webhook_is_registered<S: Store>(store: &S) {
+    let notify = |step: &str| Transaction {
+        notify: vec![notification(step)],
+        ..Transaction::default()
+    };
+    let start = store.feed_end().await.unwrap();
+    store.commit(&notify("before")).await.unwrap();
+    assert_eq!(store.feed(start, 10).await.unwrap(), vec![]);
+    assert_eq!(store.feed_count(start).await.unwrap(), 0);
+    // Registered: the next commit's notifications are written, whoever commits them.
+    subscribe(store).await;
+    store.commit(&notify("during")).await.unwrap();
+    let feed = store.feed(start, 10).await.unwrap();
+    let steps: Vec<&str> = feed
+        .iter()
+        .map(|(_, n)| n.step.as_deref().unwrap())
+        .collect();
+    assert_eq!(steps, ["during"]);
+    // Deleted: nobody would take them.
+    let unsubscribe = Transaction {
+        delete_webhooks: vec!["subscriber".into()],
+        ..Transaction::default()
+    };
+    store.commit(&unsubscribe).await.unwrap();
+    let end = store.feed_end().await.unwrap();
+    store.commit(&notify("after")).await.unwrap();
+    assert_eq!(store.feed_count(end).await.unwrap(), 0);
 }
 
 pub async fn concurrent_commits_with_one_key_are_all_answered_and_one_wins<S: Store + Clone>(

@@ -116,10 +116,12 @@ const COUNTS: &str = "INSERT INTO counters (name, shard, value) \
 const REGISTRY_CHANGES: &str = "INSERT INTO registry_changes (record) \
     SELECT r FROM unnest($1::bytea[]) WITH ORDINALITY AS t(r, n) ORDER BY n";
 /// A notification's position: the writing transaction's id, then its place among the
-/// transaction's notifications (at most [`MAX_NOTIFICATIONS`]).
+/// transaction's notifications (at most [`MAX_NOTIFICATIONS`]). Written only while a webhook
+/// is registered: the statement sees every registration committed before it began.
 const FEED: &str = "INSERT INTO feed (pos, txid, record) \
     SELECT ((pg_current_xact_id()::text::int8) << 16) + n, pg_current_xact_id(), r \
-    FROM unnest($1::bytea[]) WITH ORDINALITY AS t(r, n)";
+    FROM unnest($1::bytea[]) WITH ORDINALITY AS t(r, n) \
+    WHERE EXISTS (SELECT 1 FROM webhooks)";
 
 /// The most notifications one commit may carry: their places take 16 bits of a position.
 const MAX_NOTIFICATIONS: usize = (1 << 16) - 1;

@@ -247,7 +247,14 @@ impl Prepared {
             }
         }
         inserts.extend(self.puts);
-        for notification in self.feed {
+        let notifying = !self.feed.is_empty()
+            && data
+                .scan_prefix([WEBHOOKS])
+                .next()
+                .transpose()
+                .map_err(|e| sled_error(path, e))?
+                .is_some();
+        for notification in self.feed.into_iter().filter(|_| notifying) {
             inserts.push((keyed(FEED, &tally.next_feed.to_be_bytes()), notification));
             tally.next_feed += 1;
         }
