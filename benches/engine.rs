@@ -16,6 +16,9 @@
 //! and reports the round trips and commits per case and PostgreSQL's share of the CPU.
 //! `-- --traces` exports every case's trace (to a receiver in this process), to measure what
 //! tracing costs.
+//! `-- --pinned` puts the engine (its API, engine and store threads) on core 0 and the mocks
+//! and this load generator on core 1, and reports the engine's own CPU time per case beside
+//! the throughput, and its step overhead at half load, so that neither measures the neighbours.
 //! `-- --outage 60` runs only an outage of the police of that many seconds while
 //! `--outage-cases` new cases are started, `--outage-rate` a second from 5 s before it, once
 //! with the agencies' circuits and once without, and reports the calls the outage met, the
@@ -36,6 +39,7 @@ use civicflow::traces::Traces;
 use clap::Parser;
 use serde_json::{Value, json};
 use support::{InProcess, Node, Server, birth_input, fetch, free_port, mocks_in_test, outage, pg};
+use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
 /// The allocator the `civicflow` binary uses, so the in-process figures are the server's.
@@ -88,6 +92,10 @@ struct Args {
     /// Birth cases started in the outage run.
     #[arg(long, default_value_t = 1_000)]
     outage_cases: usize,
+    /// The engine on core 0, the mocks and the load generator on core 1 (throughput and
+    /// overhead runs, sled).
+    #[arg(long)]
+    pinned: bool,
     /// Cargo passes `--bench`; nothing to do with it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -102,9 +110,48 @@ enum Backend {
 /// The household head whose consent the police mock waits for forever.
 const MANUAL_HEAD: &str = "001075111222";
 
+/// The core of the engine's threads, and the core of the mocks' and the load generator's, in
+/// the pinned mode.
+const ENGINE_CORE: usize = 0;
+const LOAD_CORE: usize = 1;
+
+/// Keeps the calling thread, and the threads it starts from now on, on `core`.
+fn pin_to(core: usize) -> std::io::Result<()> {
+    // SAFETY: `set` is a plain bit set the kernel reads; its size is passed with it.
+    let failed = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0
+    };
+    if failed {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Pinned: this thread (and so the engine's runtime and the store's threads, which it
+    // starts) on the engine's core; the load's runtime on the other.
+    if args.pinned {
+        pin_to(ENGINE_CORE).context("pinning the engine's threads")?;
+    }
     let runtime = tokio::runtime::Runtime::new()?;
+    let load_runtime = if args.pinned {
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("load")
+                .on_thread_start(|| pin_to(LOAD_CORE).expect("pinning a load thread"))
+                .enable_all()
+                .build()?,
+        )
+    } else {
+        None
+    };
+    let load = load_runtime
+        .as_ref()
+        .map_or_else(|| runtime.handle().clone(), |r| r.handle().clone());
     runtime.block_on(async {
         println!("# civicflow engine benchmark");
         if let Some(cases) = args.kpi_cases {
@@ -117,7 +164,7 @@ fn main() -> anyhow::Result<()> {
             Backend::Sled => {
                 let dir = std::env::temp_dir().join(format!("civicflow-bench-{}", std::process::id()));
                 let store = SledStore::open(&dir, DEFAULT_CACHE_MIB << 20)?;
-                let measured = throughput(&args, vec![store]).await?;
+                let measured = throughput(&args, &load, vec![store]).await?;
                 let _ = std::fs::remove_dir_all(&dir);
                 measured
             }
@@ -132,7 +179,7 @@ fn main() -> anyhow::Result<()> {
                     stores.push(PgStore::connect(&url, options).await?);
                 }
                 let before = postgres_cpu_seconds()?;
-                let measured = throughput(&args, stores.clone()).await?;
+                let measured = throughput(&args, &load, stores.clone()).await?;
                 let cases = args.cases as f64;
                 let (mut round_trips, mut transactions) = (0, 0);
                 for store in &stores {
@@ -157,7 +204,7 @@ fn main() -> anyhow::Result<()> {
         let half = args
             .half_rate
             .unwrap_or((measured / 2.0).round().max(1.0) as u64);
-        overhead(&args, half).await?;
+        overhead(&args, &load, half).await?;
         if args.waiting > 0 {
             memory(&args).await?;
         }
@@ -228,6 +275,33 @@ fn cpu_seconds() -> anyhow::Result<f64> {
     let after_name = stat.rsplit_once(')').context("a /proc stat line")?.1;
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+/// CPU seconds (user + system) of this process's threads kept on the engine's core: the
+/// engine's, in the pinned mode (none otherwise). A thread that ended meanwhile is not counted;
+/// the engine's threads live as long as the run.
+fn engine_cpu_seconds() -> anyhow::Result<f64> {
+    let mut ticks = 0.0;
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let task = task?.path();
+        let (Ok(status), Ok(stat)) = (
+            std::fs::read_to_string(task.join("status")),
+            std::fs::read_to_string(task.join("stat")),
+        ) else {
+            continue;
+        };
+        let on_engine_core = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .is_some_and(|cores| cores.trim() == ENGINE_CORE.to_string());
+        if !on_engine_core {
+            continue;
+        }
+        let after_name = stat.rsplit_once(')').context("a /proc stat line")?.1;
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        ticks += fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    }
     Ok(ticks / 100.0)
 }
 
@@ -398,9 +472,44 @@ async fn trace_sink() -> anyhow::Result<String> {
 
 /// The throughput run on one node per store in `stores` (all sharing one database, or one
 /// sled store): returns the cases/s measured.
-async fn throughput<S: Store + Clone>(args: &Args, stores: Vec<S>) -> anyhow::Result<f64> {
-    let (mocks, _) = mocks_in_test(1).await;
-    let agencies = support::agency_urls(&mocks);
+/// The mock agencies (fast mode), served by the load's runtime: the benchmark's own core in
+/// the pinned mode, the engine's runtime otherwise.
+async fn mocks_on(
+    load: &Handle,
+) -> anyhow::Result<(
+    civicflow_mocks::RunningMocks,
+    std::collections::BTreeMap<String, String>,
+)> {
+    Ok(load
+        .spawn(async {
+            let (mocks, _) = mocks_in_test(1).await;
+            let agencies = support::agency_urls(&mocks);
+            (mocks, agencies)
+        })
+        .await?)
+}
+
+/// Starts `n` cases as [`submit_all`] does, from the load's runtime, with a client of its own
+/// (a client's connections are driven by the runtime that opened them).
+async fn submit_on(
+    load: &Handle,
+    (token, urls): (&str, &[String]),
+    (run, n, concurrency, head): (&'static str, usize, usize, &'static str),
+) -> anyhow::Result<Vec<String>> {
+    let (token, urls) = (token.to_owned(), urls.to_vec());
+    load.spawn(async move {
+        let http = support::client_with(&token);
+        submit_all(&http, &urls, run, n, concurrency, head).await
+    })
+    .await?
+}
+
+async fn throughput<S: Store + Clone>(
+    args: &Args,
+    load: &Handle,
+    stores: Vec<S>,
+) -> anyhow::Result<f64> {
+    let (_mocks, agencies) = mocks_on(load).await?;
     let traces = if args.traces {
         Arc::new(Traces::from_config(Some(&trace_sink().await?))?)
     } else {
@@ -419,19 +528,18 @@ async fn throughput<S: Store + Clone>(args: &Args, stores: Vec<S>) -> anyhow::Re
     support::set_callback_token(&http, &agencies["police"], &police).await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     let (cpu_before, wall) = (cpu_seconds()?, Instant::now());
-    let ids = submit_all(
-        &http,
-        &urls,
-        "T",
-        args.cases,
-        args.concurrency,
-        "001089654321",
+    let engine_before = engine_cpu_seconds()?;
+    let ids = submit_on(
+        load,
+        (&admin, &urls),
+        ("T", args.cases, args.concurrency, "001089654321"),
     )
     .await?;
     while running(&store).await? {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let cores = (cpu_seconds()? - cpu_before) / wall.elapsed().as_secs_f64();
+    let engine_cpu = engine_cpu_seconds()? - engine_before;
     let mut latencies = Vec::with_capacity(ids.len());
     let (mut first, mut last) = (jiff::Timestamp::MAX, jiff::Timestamp::MIN);
     for id in &ids {
@@ -466,6 +574,12 @@ async fn throughput<S: Store + Clone>(args: &Args, stores: Vec<S>) -> anyhow::Re
         ids.len() as f64 / span,
         3.0 * ids.len() as f64 / span
     );
+    if args.pinned {
+        println!(
+            "engine CPU (its threads, on core {ENGINE_CORE}): {:.3} ms per case",
+            engine_cpu * 1000.0 / ids.len() as f64
+        );
+    }
     println!(
         "case latency: p50 {:.0} ms, p99 {:.0} ms (includes the card step's 2 s poll interval)",
         percentile(&latencies, 0.5),
@@ -483,33 +597,47 @@ async fn throughput<S: Store + Clone>(args: &Args, stores: Vec<S>) -> anyhow::Re
     Ok(ids.len() as f64 / span)
 }
 
-async fn overhead(args: &Args, rate: u64) -> anyhow::Result<()> {
-    let server = InProcess::start().await;
-    let http = server.http.clone();
-    let mut tasks = tokio::task::JoinSet::new();
+async fn overhead(args: &Args, load: &Handle, rate: u64) -> anyhow::Result<()> {
+    let (_mocks, agencies) = mocks_on(load).await?;
+    let dir = std::env::temp_dir().join(format!("civicflow-bench-half-{}", std::process::id()));
+    let store = SledStore::open(&dir, DEFAULT_CACHE_MIB << 20)?;
+    let node = Node::start(store.clone(), &agencies, Clock::system()).await;
+    let issue =
+        |role| civicflow::auth::issue(&store, role, "bench", "bench", jiff::Timestamp::now());
+    let (_, admin) = issue(civicflow::auth::Role::Admin).await?;
+    let (_, police) = issue(civicflow::auth::Role::Agency("police".into())).await?;
+    support::set_callback_token(&support::client_with(&admin), &agencies["police"], &police).await;
+    // The offered load, from the load's runtime; the overhead is reset after a second of it.
     let total = (args.half_secs + 1) * rate;
-    let started = Instant::now();
-    let mut reset = false;
-    for i in 0..total {
-        let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
-        tokio::time::sleep_until(due.into()).await;
-        if !reset && started.elapsed() >= Duration::from_secs(1) {
-            server.engine.overhead().reset();
-            reset = true;
-        }
-        let (http, url) = (http.clone(), server.url.clone());
-        tasks.spawn(async move {
-            start_case(&http, &url, &birth("H", i as usize, "001089654321")).await
-        });
-    }
-    while let Some(id) = tasks.join_next().await {
-        id??;
-    }
-    let sent_in = started.elapsed().as_secs_f64();
-    while running(server.engine.store()).await? {
+    let (url, engine) = (node.url.clone(), node.app.engine.clone());
+    let sent_in = load
+        .spawn(async move {
+            let http = support::client_with(&admin);
+            let mut tasks = tokio::task::JoinSet::new();
+            let started = Instant::now();
+            let mut reset = false;
+            for i in 0..total {
+                let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+                tokio::time::sleep_until(due.into()).await;
+                if !reset && started.elapsed() >= Duration::from_secs(1) {
+                    engine.overhead().reset();
+                    reset = true;
+                }
+                let (http, url) = (http.clone(), url.clone());
+                tasks.spawn(async move {
+                    start_case(&http, &url, &birth("H", i as usize, "001089654321")).await
+                });
+            }
+            while let Some(id) = tasks.join_next().await {
+                id??;
+            }
+            anyhow::Ok(started.elapsed().as_secs_f64())
+        })
+        .await??;
+    while running(&store).await? {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = server.engine.overhead();
+    let metrics = node.app.engine.overhead();
     println!(
         "\n## Engine overhead at half load ({} cases/s offered, {:.0} achieved, {} s after 1 s warm-up)",
         rate,
@@ -524,6 +652,8 @@ async fn overhead(args: &Args, rate: u64) -> anyhow::Result<()> {
         "of which each durable commit: {}",
         described(metrics.commit_latency(), "commits")
     );
+    drop((node, store));
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
