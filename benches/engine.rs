@@ -19,6 +19,10 @@
 //! `-- --pinned` puts the engine (its API, engine and store threads) on core 0 and the mocks
 //! and this load generator on core 1, and reports the engine's own CPU time per case beside
 //! the throughput, and its step overhead at half load, so that neither measures the neighbours.
+//! Under callgrind, `CIVICFLOW_BENCH_CALLGRIND=1` zeroes the counters when the throughput run
+//! starts and dumps them (`callgrind.out.<pid>.<n>`, "throughput") when its last case ends, so
+//! the figures leave out start-up (the definitions compiled, twice: a token issued moves the
+//! configuration version) and the drain.
 //! `-- --outage 60` runs only an outage of the police of that many seconds while
 //! `--outage-cases` new cases are started, `--outage-rate` a second from 5 s before it, once
 //! with the agencies' circuits and once without, and reports the calls the outage met, the
@@ -278,6 +282,24 @@ fn cpu_seconds() -> anyhow::Result<f64> {
     Ok(ticks / 100.0)
 }
 
+/// Sends `action` to the callgrind this process runs under, when `CIVICFLOW_BENCH_CALLGRIND`
+/// says it does.
+fn callgrind(action: &str) -> anyhow::Result<()> {
+    if std::env::var_os("CIVICFLOW_BENCH_CALLGRIND").is_none() {
+        return Ok(());
+    }
+    let status = std::process::Command::new("callgrind_control")
+        .arg(action)
+        .arg(std::process::id().to_string())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running callgrind_control")?;
+    if !status.success() {
+        bail!("callgrind_control {action} failed: {status}");
+    }
+    Ok(())
+}
+
 /// CPU seconds (user + system) of this process's threads kept on the engine's core: the
 /// engine's, in the pinned mode (none otherwise). A thread that ended meanwhile is not counted;
 /// the engine's threads live as long as the run.
@@ -527,6 +549,17 @@ async fn throughput<S: Store + Clone>(
     let http = support::client_with(&admin);
     support::set_callback_token(&http, &agencies["police"], &police).await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    // Issuing the tokens moved the configuration version: every node reloads its definitions
+    // within a poll. Out of the measured run.
+    tokio::time::sleep(civicflow::app::CONFIG_POLL * 2).await;
+    let committed = || -> u64 {
+        nodes
+            .iter()
+            .map(|n| n.app.engine.store().groups().commits)
+            .sum()
+    };
+    let commits_before = committed();
+    callgrind("--zero")?;
     let (cpu_before, wall) = (cpu_seconds()?, Instant::now());
     let engine_before = engine_cpu_seconds()?;
     let ids = submit_on(
@@ -538,8 +571,10 @@ async fn throughput<S: Store + Clone>(
     while running(&store).await? {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    callgrind("--dump=throughput")?;
     let cores = (cpu_seconds()? - cpu_before) / wall.elapsed().as_secs_f64();
     let engine_cpu = engine_cpu_seconds()? - engine_before;
+    let commits = committed() - commits_before;
     let mut latencies = Vec::with_capacity(ids.len());
     let (mut first, mut last) = (jiff::Timestamp::MAX, jiff::Timestamp::MIN);
     for id in &ids {
@@ -580,6 +615,10 @@ async fn throughput<S: Store + Clone>(
             engine_cpu * 1000.0 / ids.len() as f64
         );
     }
+    println!(
+        "durable commits: {:.2} per case",
+        commits as f64 / ids.len() as f64
+    );
     println!(
         "case latency: p50 {:.0} ms, p99 {:.0} ms (includes the card step's 2 s poll interval)",
         percentile(&latencies, 0.5),
