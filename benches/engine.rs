@@ -19,6 +19,11 @@
 //! `-- --pinned` puts the engine (its API, engine and store threads) on core 0 and the mocks
 //! and this load generator on core 1, and reports the engine's own CPU time per case beside
 //! the throughput, and its step overhead at half load, so that neither measures the neighbours.
+//! `-- --listings 1000000` runs only the listings: that many birth cases written to a fresh
+//! sled store (each a copy of a real one, with its history; one in fifty with an open
+//! incident), then the operators' and the portal's reads through the HTTP API, each filter of
+//! the incident list, a citizen's cases by business key and a case's history, 200 times each,
+//! and the disk bytes per case.
 //! Under callgrind, `CIVICFLOW_BENCH_CALLGRIND=1` zeroes the counters when the throughput run
 //! starts and dumps them (`callgrind.out.<pid>.<n>`, "throughput") when its last case ends, so
 //! the figures leave out start-up (the definitions compiled, twice: a token issued moves the
@@ -100,6 +105,9 @@ struct Args {
     /// overhead runs, sled).
     #[arg(long)]
     pinned: bool,
+    /// Only the listings, on a sled store holding this many birth cases.
+    #[arg(long)]
+    listings: Option<usize>,
     /// Cargo passes `--bench`; nothing to do with it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -163,6 +171,9 @@ fn main() -> anyhow::Result<()> {
         }
         if let Some(secs) = args.outage {
             return outage_runs(&args, secs).await;
+        }
+        if let Some(cases) = args.listings {
+            return listings(cases).await;
         }
         let measured = match args.backend {
             Backend::Sled => {
@@ -811,4 +822,240 @@ async fn outage_runs(args: &Args, secs: u64) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A real birth case, run to its end against the mocks: its record and its history, the model
+/// of the cases [`listings`] writes.
+async fn model_case() -> anyhow::Result<(civicflow::case::Case, Vec<civicflow::case::Event>)> {
+    let server = InProcess::start().await;
+    let id = server.start_birth(birth_input("LISTINGS-MODEL")).await;
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let case = server.case(&id).await;
+        if case["status"] == "completed" {
+            break;
+        }
+        if Instant::now() > until {
+            bail!("the model case did not complete: {case}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let store = server.engine.store();
+    let case = store.case(id.parse()?).await?.context("the model case")?;
+    let events = store.history(case.id, 0, 10_000).await?;
+    Ok((case, events))
+}
+
+/// Case `i` of the listings' store: the model under a new id, citizen and dossier, started on
+/// a day of the past year; one in fifty still running with an open incident (reasons, steps
+/// and ages spread).
+fn listed_case(
+    (model, events): &(civicflow::case::Case, Vec<civicflow::case::Event>),
+    i: usize,
+    now: jiff::Timestamp,
+) -> anyhow::Result<(civicflow::case::Case, Vec<civicflow::case::Event>)> {
+    use civicflow::case::{CaseId, CaseStatus, Incident, IncidentReason, StepStatus};
+    let mut case = model.clone();
+    case.id = CaseId::now_v7();
+    case.rev = 0;
+    case.timers.clear();
+    case.business_keys
+        .insert("requester".into(), format!("{:012}", 1_000_000_000 + i));
+    case.business_keys
+        .insert("dossier".into(), format!("G01.123-LIST-{i}"));
+    let age = jiff::SignedDuration::from_secs((i as i64 * 7_919) % (365 * 86_400));
+    let shift = (now - age).duration_since(model.started_at);
+    let moved = |t: jiff::Timestamp| t.checked_add(shift).unwrap_or(t);
+    case.started_at = moved(model.started_at);
+    case.finished_at = model.finished_at.map(moved);
+    if i.is_multiple_of(50) {
+        const REASONS: [IncidentReason; 3] = [
+            IncidentReason::RetriesExhausted,
+            IncidentReason::UnexpectedReply,
+            IncidentReason::DeadlineMissed,
+        ];
+        let steps: Vec<String> = case.steps.keys().cloned().collect();
+        let step = steps[(i / 50) % steps.len()].clone();
+        case.status = CaseStatus::Running;
+        case.finished_at = None;
+        if let Some(s) = case.steps.get_mut(&step) {
+            s.status = StepStatus::Failed;
+        }
+        case.incidents.push(Incident {
+            step: Some(step),
+            reason: REASONS[(i / 50) % REASONS.len()],
+            message: "the agency did not answer in time, three times".into(),
+            opened_at: now - jiff::SignedDuration::from_secs((i as i64 * 331) % (60 * 86_400)),
+        });
+    }
+    let events = events
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.at = moved(e.at);
+            e
+        })
+        .collect();
+    Ok((case, events))
+}
+
+/// A read the listings time: its label, and the path of its next request.
+type ListingRead = (String, Box<dyn FnMut(&mut fastrand::Rng) -> String>);
+
+/// The listings with `n` cases stored: see the module's comment.
+async fn listings(n: usize) -> anyhow::Result<()> {
+    use civicflow::store::{CaseWrite, Transaction};
+    let model = model_case().await?;
+    let dir = std::env::temp_dir().join(format!("civicflow-bench-list-{}", std::process::id()));
+    let store = SledStore::open(&dir, DEFAULT_CACHE_MIB << 20)?;
+    let now = jiff::Timestamp::now();
+    let loading = Instant::now();
+    let (mut ids, mut incidents) = (Vec::with_capacity(n), 0);
+    for chunk in (0..n).step_by(500) {
+        let mut tx = Transaction::default();
+        for i in chunk..(chunk + 500).min(n) {
+            let (case, events) = listed_case(&model, i, now)?;
+            incidents += case.incidents.len();
+            ids.push(case.id);
+            tx.events.extend(events.into_iter().map(|e| (case.id, e)));
+            tx.cases.push(CaseWrite {
+                case,
+                expected_rev: None,
+            });
+        }
+        store.commit(&tx).await?;
+        if chunk.is_multiple_of(100_000) && chunk > 0 {
+            eprintln!(
+                "{chunk} cases written in {:.0} s",
+                loading.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let loaded_in = loading.elapsed().as_secs_f64();
+    let bytes = directory_bytes(&dir)?;
+    println!(
+        "\n## Listings ({n} birth cases stored, {incidents} with an open incident, sled)\n\
+         written in {loaded_in:.0} s ({:.0} cases/s); {:.0} MiB on disk, {:.0} bytes per case",
+        n as f64 / loaded_in,
+        bytes as f64 / (1 << 20) as f64,
+        bytes as f64 / n as f64
+    );
+
+    let mut agencies = std::collections::BTreeMap::new();
+    for agency in ["civil-status", "police", "social-security"] {
+        agencies.insert(agency.to_owned(), "http://127.0.0.1:9".to_owned());
+    }
+    let node = Node::start(store.clone(), &agencies, Clock::system()).await;
+    let (_, admin) =
+        civicflow::auth::issue(&store, civicflow::auth::Role::Admin, "bench", "bench", now).await?;
+    let http = support::client_with(&admin);
+    let mut rng = fastrand::Rng::with_seed(21);
+    let day = move |days: i64| (now - jiff::SignedDuration::from_secs(days * 86_400)).to_string();
+    let mut reads: Vec<ListingRead> = vec![
+        (
+            "incidents, oldest first".into(),
+            Box::new(|_| "/v1/incidents".into()),
+        ),
+        (
+            "incidents, newest first".into(),
+            Box::new(|_| "/v1/incidents?order=newest".into()),
+        ),
+        (
+            "incidents of a workflow".into(),
+            Box::new(|_| "/v1/incidents?workflow=birth-registration".into()),
+        ),
+        (
+            "incidents of a step".into(),
+            Box::new(|_| "/v1/incidents?step=residence".into()),
+        ),
+        (
+            "incidents of a workflow's step".into(),
+            Box::new(|_| "/v1/incidents?workflow=birth-registration&step=residence".into()),
+        ),
+        (
+            "incidents at an agency".into(),
+            Box::new(|_| "/v1/incidents?agency=police".into()),
+        ),
+        (
+            "incidents for a reason".into(),
+            Box::new(|_| "/v1/incidents?reason=deadline_missed".into()),
+        ),
+        (
+            "incidents opened in a week, a month ago".into(),
+            Box::new(move |_| {
+                format!(
+                    "/v1/incidents?opened_after={}&opened_before={}",
+                    day(37),
+                    day(30)
+                )
+            }),
+        ),
+        (
+            "a citizen's cases by personal ID".into(),
+            Box::new(move |r| {
+                format!(
+                    "/v1/cases?key=requester={:012}",
+                    1_000_000_000 + r.usize(0..n)
+                )
+            }),
+        ),
+        (
+            "a dossier's case by number".into(),
+            Box::new(move |r| format!("/v1/cases?key=dossier=G01.123-LIST-{}", r.usize(0..n))),
+        ),
+    ];
+    let history_ids = ids.clone();
+    reads.push((
+        "a case's history".into(),
+        Box::new(move |r| {
+            format!(
+                "/v1/cases/{}/history",
+                history_ids[r.usize(0..history_ids.len())]
+            )
+        }),
+    ));
+    for (label, path) in &mut reads {
+        let mut took = Vec::with_capacity(200);
+        let mut items = 0;
+        for _ in 0..200 {
+            let url = format!("{}{}", node.url, path(&mut rng));
+            let began = Instant::now();
+            let reply = http.get(&url).send().await?;
+            let status = reply.status();
+            let body: Value = reply.json().await?;
+            took.push(began.elapsed().as_secs_f64() * 1000.0);
+            if !status.is_success() {
+                bail!("{url}: {status} {body}");
+            }
+            items += body["items"]
+                .as_array()
+                .or(body["events"].as_array())
+                .map_or(0, Vec::len);
+        }
+        took.sort_by(f64::total_cmp);
+        println!(
+            "{label}: p50 {:.2} ms, p99 {:.2} ms ({:.0} rows a read)",
+            percentile(&took, 0.5),
+            percentile(&took, 0.99),
+            items as f64 / 200.0
+        );
+    }
+    drop((node, store));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The bytes of every file under `dir`.
+fn directory_bytes(dir: &std::path::Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            directory_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
 }
