@@ -11,6 +11,7 @@
 //! not the engine, not auth, webhooks or the registry, whose records live here as plain data.
 
 mod claim;
+mod compress;
 mod contract;
 mod error;
 mod failures;
@@ -22,6 +23,7 @@ pub mod sled;
 mod transaction;
 
 pub use claim::{Claimed, Fence, NodeId, Work};
+pub(crate) use compress::compress;
 pub use contract::{Copied, Groups, IndexRange, Order, Page, Position, Store};
 pub use error::StoreError;
 pub use failures::FailureLog;

@@ -208,7 +208,7 @@ impl Encoded {
                 // Compressed here, where CPU is spare, so that the record (about 3.4 KB of
                 // JSON, 1.4 KB compressed) stays in its row: PostgreSQL would otherwise compress
                 // it with pglz on every update, on the database's CPU.
-                record: lz4_flex::block::compress_prepend_size(&json(&write.case)),
+                record: crate::store::compress(&json(&write.case)),
                 index_names,
                 index_values,
             });

@@ -11,7 +11,7 @@ use super::keys::{
     API_TOKENS, CASES, CIRCUITS, CONFIG, COUNTERS, FEED, IDEMPOTENCY, REGISTRY_CHANGES, TIMERS,
     TOKENS, WEBHOOKS, definition_key, event_key, index_key, keyed, timer_key,
 };
-use super::record::{CaseHead, compress, corrupt, encode, event_runs, sled_error};
+use super::record::{CaseHead, corrupt, encode, event_runs, sled_error};
 use crate::case::CaseId;
 use crate::store::{StoreError, Transaction, Work};
 
@@ -78,7 +78,7 @@ impl Prepared {
                     .iter()
                     .map(|e| index_key(e, id))
                     .collect(),
-                json: compress(&encode(&write.case)),
+                json: crate::store::compress(&encode(&write.case)),
             });
         }
         for (case, run) in event_runs(&tx.events) {

@@ -49,13 +49,6 @@ pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records are plain data and always serialize")
 }
 
-/// Case records are JSON compressed with LZ4: about 40% of the bytes for sled to log, cache and
-/// keep, for a few microseconds. Events are not: a commit's few events are a couple of hundred
-/// bytes, which LZ4 shrinks by under a tenth.
-pub(super) fn compress(json: &[u8]) -> Vec<u8> {
-    lz4_flex::block::compress_prepend_size(json)
-}
-
 /// A transaction's events as runs of one case with consecutive sequence numbers, in order: each
 /// run is stored as one record under its first event's key, so a transition that records three
 /// events costs the store one write, not three.
