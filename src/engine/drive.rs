@@ -290,16 +290,30 @@ impl<S: Store + Clone> Engine<S> {
                     self.store.commit(&tx).await
                 }
                 Some(case) => {
+                    let wf = self.workflow_for(&case).await;
+                    let poll = wf
+                        .as_ref()
+                        .ok()
+                        .and_then(|wf| self.decide.poll_call(wf, &case, timer, fired));
                     let rev = case.rev;
                     let mut change = Change::new(case, Some(rev), self.config.clock.now(), fired);
                     change.fence = Some(claimed.fence());
-                    change.clear_fired(timer);
-                    match self.workflow_for(&change.case).await {
-                        Ok(wf) => {
+                    match (wf, poll) {
+                        // A read of the agency's state: sent without a commit before it.
+                        (Ok(wf), Some(call)) => {
+                            lock.remember_if_busy(change.case, &wf, std::slice::from_ref(&call));
+                            self.dispatch(vec![call]);
+                            Ok(())
+                        }
+                        (Ok(wf), None) => {
+                            change.clear_fired(timer);
                             self.decide.on_timer(&wf, &mut change, timer);
                             self.finish_change(&wf, change, &mut lock).await
                         }
-                        Err(e) => self.park_orphan(change, timer.kind.clone(), &e).await,
+                        (Err(e), _) => {
+                            change.clear_fired(timer);
+                            self.park_orphan(change, timer.kind.clone(), &e).await
+                        }
                     }
                 }
             };
