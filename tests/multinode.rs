@@ -154,11 +154,16 @@ struct Balancer {
 }
 
 impl Balancer {
-    /// Serves on 127.0.0.1:`port`, in front of `nodes`.
-    async fn serve(port: u16, nodes: Vec<String>) {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
+    /// A balancer's socket, bound now so that its port is not taken meanwhile (a port found
+    /// free and let go is any outgoing connection's to take), and its URL.
+    async fn bind() -> (tokio::net::TcpListener, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        (listener, url)
+    }
+
+    /// Serves on `listener`, in front of `nodes`.
+    async fn serve(listener: tokio::net::TcpListener, nodes: Vec<String>) {
         let lb = Balancer {
             nodes: Arc::new(nodes),
             next: Arc::default(),
@@ -351,8 +356,7 @@ const KILLS: usize = 6;
 async fn three_nodes_lose_nothing_and_repeat_nothing_while_they_are_killed() {
     let store = pg::fresh_url().await;
     let (_mocks, agencies) = agencies(true).await;
-    let lb_port = free_port();
-    let lb_url = format!("http://127.0.0.1:{lb_port}");
+    let (lb, lb_url) = Balancer::bind().await;
     let args = shared_args(&store, &lb_url, &agencies);
     // The first node migrates the empty database and makes the first admin token.
     let first = {
@@ -367,7 +371,7 @@ async fn three_nodes_lose_nothing_and_repeat_nothing_while_they_are_killed() {
     );
     let mut nodes = [first, Node::start(args.clone()), Node::start(args)];
     let urls: Vec<String> = nodes.iter().map(Node::url).collect();
-    Balancer::serve(lb_port, urls.clone()).await;
+    Balancer::serve(lb, urls.clone()).await;
 
     let police = token(&admin, &urls[0], "agency:police").await;
     set_callback_token(&admin, &agencies["police"], &police).await;
@@ -582,8 +586,7 @@ async fn a_node_frozen_past_its_lease_commits_nothing_it_decided_under_it() {
         .unwrap();
     tokio::spawn(connection);
     let (_mocks, agencies) = agencies(false).await;
-    let lb_port = free_port();
-    let lb_url = format!("http://127.0.0.1:{lb_port}");
+    let (lb, lb_url) = Balancer::bind().await;
     let args = shared_args(&store, &lb_url, &agencies);
     let mut b_args = args.clone();
     b_args.push("--migrate".to_owned());
@@ -597,7 +600,7 @@ async fn a_node_frozen_past_its_lease_commits_nothing_it_decided_under_it() {
     let valve = Valve::default();
     let port = valve.proxy(upstream(&store)).await;
     let a = Node::start(shared_args(&through(&store, port), &lb_url, &agencies));
-    Balancer::serve(lb_port, vec![a.url(), b.url()]).await;
+    Balancer::serve(lb, vec![a.url(), b.url()]).await;
     let police = token(&admin, &b.url(), "agency:police").await;
     set_callback_token(&admin, &agencies["police"], &police).await;
     let portal = client_with(&token(&admin, &b.url(), "portal").await);
