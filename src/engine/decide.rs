@@ -674,7 +674,6 @@ impl Decider {
         }
     }
 
-    /// A timer of the case came due (the change has already cleared it).
     /// The status request a due poll timer sends, if it is the step's current poll and its
     /// agency is up. A poll only reads the agency's state, so nothing is committed before it:
     /// the timer stays due, held by the firing node's claim, until the reply's change moves or
@@ -714,6 +713,7 @@ impl Decider {
         })
     }
 
+    /// A timer of the case came due (the change has already cleared it).
     pub fn on_timer(&self, wf: &Workflow, change: &mut Change, timer: &Timer) {
         match &timer.kind {
             TimerKind::Retry { step } => {

@@ -291,29 +291,24 @@ impl<S: Store + Clone> Engine<S> {
                 }
                 Some(case) => {
                     let wf = self.workflow_for(&case).await;
-                    let poll = wf
-                        .as_ref()
-                        .ok()
-                        .and_then(|wf| self.decide.poll_call(wf, &case, timer, fired));
+                    // A read of the agency's state: sent without a commit before it.
+                    if let Ok(wf) = &wf
+                        && let Some(call) = self.decide.poll_call(wf, &case, timer, fired)
+                    {
+                        lock.remember_if_busy(case, wf, std::slice::from_ref(&call));
+                        self.dispatch(vec![call]);
+                        return Ok(());
+                    }
                     let rev = case.rev;
                     let mut change = Change::new(case, Some(rev), self.config.clock.now(), fired);
                     change.fence = Some(claimed.fence());
-                    match (wf, poll) {
-                        // A read of the agency's state: sent without a commit before it.
-                        (Ok(wf), Some(call)) => {
-                            lock.remember_if_busy(change.case, &wf, std::slice::from_ref(&call));
-                            self.dispatch(vec![call]);
-                            Ok(())
-                        }
-                        (Ok(wf), None) => {
-                            change.clear_fired(timer);
+                    change.clear_fired(timer);
+                    match wf {
+                        Ok(wf) => {
                             self.decide.on_timer(&wf, &mut change, timer);
                             self.finish_change(&wf, change, &mut lock).await
                         }
-                        (Err(e), _) => {
-                            change.clear_fired(timer);
-                            self.park_orphan(change, timer.kind.clone(), &e).await
-                        }
+                        Err(e) => self.park_orphan(change, timer.kind.clone(), &e).await,
                     }
                 }
             };
