@@ -286,11 +286,14 @@ async fn submit_all(
 
 /// CPU seconds this process has used (user + system), from /proc/self/stat.
 fn cpu_seconds() -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    stat_cpu_seconds(&std::fs::read_to_string("/proc/self/stat")?)
+}
+
+/// The CPU seconds (user + system) a `/proc/…/stat` line counts, in clock ticks of 1/100 s.
+fn stat_cpu_seconds(stat: &str) -> anyhow::Result<f64> {
     let after_name = stat.rsplit_once(')').context("a /proc stat line")?.1;
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / 100.0)
+    Ok((fields[11].parse::<f64>()? + fields[12].parse::<f64>()?) / 100.0)
 }
 
 /// Sends `action` to the callgrind this process runs under, when `CIVICFLOW_BENCH_CALLGRIND`
@@ -315,7 +318,7 @@ fn callgrind(action: &str) -> anyhow::Result<()> {
 /// engine's, in the pinned mode (none otherwise). A thread that ended meanwhile is not counted;
 /// the engine's threads live as long as the run.
 fn engine_cpu_seconds() -> anyhow::Result<f64> {
-    let mut ticks = 0.0;
+    let mut total = 0.0;
     for task in std::fs::read_dir("/proc/self/task")? {
         let task = task?.path();
         let (Ok(status), Ok(stat)) = (
@@ -331,11 +334,9 @@ fn engine_cpu_seconds() -> anyhow::Result<f64> {
         if !on_engine_core {
             continue;
         }
-        let after_name = stat.rsplit_once(')').context("a /proc stat line")?.1;
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        ticks += fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        total += stat_cpu_seconds(&stat)?;
     }
-    Ok(ticks / 100.0)
+    Ok(total)
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -350,16 +351,12 @@ fn postgres_cpu_seconds() -> anyhow::Result<f64> {
         let Ok(stat) = std::fs::read_to_string(entry?.path().join("stat")) else {
             continue;
         };
-        let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.split_once(") ")) else {
-            continue;
-        };
-        if name != "postgres" {
-            continue;
+        let name = stat.split_once(" (").and_then(|(_, r)| r.split_once(") "));
+        if name.is_some_and(|(name, _)| name == "postgres") {
+            total += stat_cpu_seconds(&stat)?;
         }
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        total += fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
     }
-    Ok(total / 100.0)
+    Ok(total)
 }
 
 /// The on-time report's time (a year, a month, a month for one agency) on a store holding the

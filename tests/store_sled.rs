@@ -18,34 +18,38 @@ async fn fresh() -> SledStore {
 
 conformance_suite!(fresh());
 
-/// Opens the store in `dir`, commits one case, and closes the store.
-/// Opens the store in `dir` once the one closed before has let its files go: a dropped store's
-/// background threads (and sled's own) end a moment after the handle.
+/// What `open` opens once the store closed before has let its files go (`held` says an error
+/// is that): a dropped store's background threads (and sled's own) end a moment after the
+/// handle.
+fn once_released<T, E: std::fmt::Debug>(
+    mut open: impl FnMut() -> Result<T, E>,
+    held: impl Fn(&E) -> bool,
+) -> T {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(e) if held(&e) && std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => return opened.unwrap(),
+        }
+    }
+}
+
+/// The store in `dir`, opened again.
 fn reopen(dir: &std::path::Path) -> SledStore {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match SledStore::open(dir, 16 << 20) {
-            Err(StoreError::Locked { .. }) if std::time::Instant::now() < until => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            opened => return opened.unwrap(),
-        }
-    }
+    once_released(
+        || SledStore::open(dir, 16 << 20),
+        |e| matches!(e, StoreError::Locked { .. }),
+    )
 }
 
-/// The raw sled database of the store in `dir`, once the store closed before has let it go.
+/// The raw sled database of the store in `dir`.
 fn raw_sled(dir: &std::path::Path) -> sled::Db {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match sled::open(dir.join("db")) {
-            Err(_) if std::time::Instant::now() < until => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            opened => return opened.unwrap(),
-        }
-    }
+    once_released(|| sled::open(dir.join("db")), |_| true)
 }
 
+/// Opens the store in `dir`, commits one case, and closes the store.
 async fn commit_one_case(dir: &std::path::Path) -> civicflow::case::Case {
     let c = conformance::case("birth-registration", "001190123456");
     let store = SledStore::open(dir, 16 << 20).unwrap();

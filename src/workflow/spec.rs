@@ -324,24 +324,13 @@ fn schema_for<T: JsonSchema>() -> Value {
     let generator = schemars::generate::SchemaSettings::draft07()
         .with_transform(schemars::transform::RecursiveTransform(drop_null))
         .into_generator();
-    let schema =
+    let mut schema =
         serde_json::to_value(generator.into_root_schema_for::<T>()).expect("a schema is JSON");
-    sorted(schema)
-}
-
-/// `value` with every object's keys in order: the committed schemas are byte-for-byte what
-/// `civicflow schema` prints whether or not a build keeps JSON objects in insertion order
-/// (serde_json's `preserve_order`, which any dependency may turn on).
-fn sorted(value: Value) -> Value {
-    match value {
-        Value::Object(fields) => {
-            let mut fields: Vec<_> = fields.into_iter().collect();
-            fields.sort_by(|(a, _), (b, _)| a.cmp(b));
-            Value::Object(fields.into_iter().map(|(k, v)| (k, sorted(v))).collect())
-        }
-        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
-        other => other,
-    }
+    // Every object's keys in order: the committed schemas are byte-for-byte what `civicflow
+    // schema` prints whether or not a build keeps JSON objects in insertion order (serde_json's
+    // `preserve_order`, which any dependency may turn on).
+    schema.sort_all_objects();
+    schema
 }
 
 fn drop_null(schema: &mut schemars::Schema) {
