@@ -127,3 +127,51 @@ async fn history_lands_in_the_partition_of_the_month_its_case_started() {
     assert_eq!(count("events_default".to_owned()).await, 0);
     assert_eq!(store.history(c.id, 0, 10).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_case_written_before_the_binary_record_reads_and_is_rewritten_binary() {
+    let url = pg::fresh_url().await;
+    let options = Options {
+        migrate: true,
+        ..Options::default()
+    };
+    let store = PgStore::connect(&url, options).await.unwrap();
+    let mut c = conformance::case("birth-registration", "001190123456");
+    store.commit(&conformance::create(&c)).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // The row as a civicflow of schema version 4 wrote it: compressed JSON, format 1.
+    let old = lz4_flex::block::compress_prepend_size(&serde_json::to_vec(&c).unwrap());
+    client
+        .execute(
+            "UPDATE cases SET record = $2, format = 1 WHERE id = $1",
+            &[&c.id, &old],
+        )
+        .await
+        .unwrap();
+    c.rev = 1;
+    assert_eq!(store.case(c.id).await.unwrap(), Some(c.clone()));
+    let format = || async {
+        let row = client
+            .query_one("SELECT format FROM cases WHERE id = $1", &[&c.id])
+            .await
+            .unwrap();
+        row.get::<_, i16>(0)
+    };
+    assert_eq!(format().await, 1);
+    c.next_seq = 1;
+    let mut tx = conformance::create(&c);
+    tx.cases[0].expected_rev = Some(1);
+    store.commit(&tx).await.unwrap();
+    assert_eq!(format().await, 2);
+    c.rev = 2;
+    assert_eq!(store.case(c.id).await.unwrap(), Some(c.clone()));
+    client
+        .execute("UPDATE cases SET format = 7 WHERE id = $1", &[&c.id])
+        .await
+        .unwrap();
+    let err = store.case(c.id).await.unwrap_err();
+    assert!(err.to_string().contains("unknown format 7"), "{err}");
+}

@@ -319,18 +319,11 @@ pub struct IndexEntry {
 pub mod index {
     pub const STATUS: &str = "status";
     pub const WORKFLOW: &str = "workflow";
-    /// `<workflow>/<step>` of every step at an agency and not finished.
-    pub const STEP: &str = "step";
-    /// The agency of every step at an agency and not finished.
-    pub const AGENCY: &str = "agency";
     /// `<name>=<value>` of each business key.
     pub const KEY: &str = "key";
     /// Each open incident, under one value per filter of the operators' list, ordered by when
     /// it opened: see [`incident_values`](super::incident_values).
     pub const INCIDENT: &str = "incident";
-    /// Zero-padded milliseconds of each unfinished step's due time, so that the order of values
-    /// is the order of time.
-    pub const DUE: &str = "due";
     /// `<agency>/<zero-padded milliseconds held since>/<step>` of each step waiting for its
     /// agency's circuit to close, so that the order of values is the order they were held in.
     pub const HELD: &str = "held";
@@ -345,7 +338,10 @@ impl Case {
     }
 
     /// The index entries this state puts the case under. The store keeps them in the same
-    /// transaction as the case, by difference with the previous state.
+    /// transaction as the case, by difference with the previous state. Each is read by a list
+    /// someone asks for (a citizen's cases, the incident list, the steps held for an agency):
+    /// an entry costs two writes of the store per change of its value, so there are none that
+    /// nothing reads.
     pub fn index_entries(&self) -> Vec<IndexEntry> {
         let mut out = vec![
             IndexEntry {
@@ -364,30 +360,12 @@ impl Case {
             });
         }
         for (id, step) in &self.steps {
-            if step.status.is_active() {
-                out.push(IndexEntry {
-                    name: index::STEP,
-                    value: format!("{}/{id}", self.workflow),
-                });
-                out.push(IndexEntry {
-                    name: index::AGENCY,
-                    value: step.agency.clone(),
-                });
-            }
             if let Some(since) = step.held_since
                 && step.status == StepStatus::WaitingForAgency
             {
                 out.push(IndexEntry {
                     name: index::HELD,
                     value: format!("{}/{}/{id}", step.agency, due_value(since)),
-                });
-            }
-            if let Some(due) = step.due_at
-                && !step.status.is_final()
-            {
-                out.push(IndexEntry {
-                    name: index::DUE,
-                    value: due_value(due),
                 });
             }
         }
@@ -471,7 +449,7 @@ pub fn parse_incident_value(value: &str) -> Option<(Timestamp, IncidentReason, O
     Some((Timestamp::from_millisecond(opened).ok()?, reason, step))
 }
 
-/// The `due` index value of a time: milliseconds since the epoch, zero-padded to sort as text.
+/// A time as an index value: milliseconds since the epoch, zero-padded to sort as text.
 pub fn due_value(at: Timestamp) -> String {
     format!("{:015}", at.as_millisecond().max(0))
 }

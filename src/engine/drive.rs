@@ -49,12 +49,15 @@ impl<S: Store + Clone> Engine<S> {
         for call in calls {
             self.in_flight.fetch_add(1, Ordering::SeqCst);
             let engine = self.clone();
-            tokio::spawn(async move {
+            // Boxed: the call's future (the exchange, then deciding and committing on its
+            // reply) is kilobytes, and tokio moves an unboxed one into its task, then writes
+            // over it as the task ends: three copies per call where one will do.
+            tokio::spawn(Box::pin(async move {
                 engine.run_call(call).await;
                 if engine.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
                     engine.idle.notify_waiters();
                 }
-            });
+            }));
         }
     }
 
@@ -290,11 +293,24 @@ impl<S: Store + Clone> Engine<S> {
                     self.store.commit(&tx).await
                 }
                 Some(case) => {
+                    let wf = self.workflow_for(&case).await;
+                    // A read of the agency's state: sent without a commit before it.
+                    if let Ok(wf) = &wf
+                        && let Some(call) = self.decide.poll_call(wf, &case, timer, fired)
+                    {
+                        // No commit goes before it, so no fence: the claim is checked instead.
+                        if !self.store.holds(&claimed.fence()).await? {
+                            return Ok(());
+                        }
+                        lock.remember_if_busy(case, wf, std::slice::from_ref(&call));
+                        self.dispatch(vec![call]);
+                        return Ok(());
+                    }
                     let rev = case.rev;
                     let mut change = Change::new(case, Some(rev), self.config.clock.now(), fired);
                     change.fence = Some(claimed.fence());
                     change.clear_fired(timer);
-                    match self.workflow_for(&change.case).await {
+                    match wf {
                         Ok(wf) => {
                             self.decide.on_timer(&wf, &mut change, timer);
                             self.finish_change(&wf, change, &mut lock).await

@@ -10,8 +10,8 @@
 //! **Architecture Invariant:** the store knows cases (`crate::case`) and nothing above itself:
 //! not the engine, not auth, webhooks or the registry, whose records live here as plain data.
 
+mod case_record;
 mod claim;
-mod compress;
 mod contract;
 mod error;
 mod failures;
@@ -22,8 +22,8 @@ mod records;
 pub mod sled;
 mod transaction;
 
+pub(crate) use case_record::{decode as decode_case, encode as encode_case};
 pub use claim::{Claimed, Fence, NodeId, Work};
-pub(crate) use compress::compress;
 pub use contract::{Copied, Groups, IndexRange, Order, Page, Position, Store};
 pub use error::StoreError;
 pub use failures::FailureLog;
@@ -35,4 +35,4 @@ pub use records::{
 pub use transaction::{CaseWrite, Transaction};
 
 /// The version of the on-disk format. A store written by another format version is refused.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;

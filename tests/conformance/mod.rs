@@ -354,12 +354,13 @@ pub async fn keeps_indexes_in_step_with_the_case<S: Store>(store: &S) {
         ids(store, index::KEY, "requester=001190123456").await,
         vec![c.id]
     );
-    assert!(ids(store, index::AGENCY, "civil-status").await.is_empty());
+    let held = format!("civil-status/{}/birth", due_value(at(40)));
+    assert!(ids(store, index::HELD, &held).await.is_empty());
 
     c.rev = 1;
     let step = c.steps.get_mut("birth").unwrap();
-    step.status = StepStatus::Failed;
-    step.due_at = Some(at(50));
+    step.status = StepStatus::WaitingForAgency;
+    step.held_since = Some(at(40));
     c.incidents.push(Incident {
         step: Some("birth".into()),
         reason: IncidentReason::RetriesExhausted,
@@ -367,18 +368,13 @@ pub async fn keeps_indexes_in_step_with_the_case<S: Store>(store: &S) {
         opened_at: at(1),
     });
     store.commit(&update(&c)).await.unwrap();
-    assert_eq!(ids(store, index::AGENCY, "civil-status").await, vec![c.id]);
-    assert_eq!(
-        ids(store, index::STEP, "birth-registration/birth").await,
-        vec![c.id]
-    );
+    assert_eq!(ids(store, index::HELD, &held).await, vec![c.id]);
     let incident = c.incidents[0].clone();
     let values = incident_values("birth-registration", Some("civil-status"), &incident);
     assert_eq!(values.len(), 5, "{values:?}");
     for value in &values {
         assert_eq!(ids(store, index::INCIDENT, value).await, vec![c.id]);
     }
-    assert_eq!(ids(store, index::DUE, &due_value(at(50))).await, vec![c.id]);
 
     c.rev = 2;
     c.status = CaseStatus::Completed;
@@ -387,11 +383,10 @@ pub async fn keeps_indexes_in_step_with_the_case<S: Store>(store: &S) {
     store.commit(&update(&c)).await.unwrap();
     assert!(ids(store, index::STATUS, "running").await.is_empty());
     assert_eq!(ids(store, index::STATUS, "completed").await, vec![c.id]);
-    assert!(ids(store, index::AGENCY, "civil-status").await.is_empty());
+    assert!(ids(store, index::HELD, &held).await.is_empty());
     for value in &values {
         assert!(ids(store, index::INCIDENT, value).await.is_empty());
     }
-    assert!(ids(store, index::DUE, &due_value(at(50))).await.is_empty());
     assert_eq!(
         ids(store, index::KEY, "requester=001190123456").await,
         vec![c.id]
@@ -431,48 +426,51 @@ pub async fn pages_through_an_index_both_ways<S: Store>(store: &S) {
 }
 
 pub async fn ranges_over_due_times<S: Store>(store: &S) {
+    let held = |ms| format!("civil-status/{}", due_value(at(ms)));
     let mut cases = Vec::new();
     for due in [300, 100, 200] {
         let mut c = case("birth-registration", "001190123456");
-        c.steps.get_mut("birth").unwrap().status = StepStatus::AwaitingCallback;
-        c.steps.get_mut("birth").unwrap().due_at = Some(at(due));
+        // Held for its agency since `due`: the `held` index orders by that time.
+        let step = c.steps.get_mut("birth").unwrap();
+        step.status = StepStatus::WaitingForAgency;
+        step.held_since = Some(at(due));
         store.commit(&create(&c)).await.unwrap();
         cases.push((due, c.id));
     }
     let mut range = IndexRange {
-        from: due_value(at(0)),
-        to: due_value(at(250)),
+        from: held(0),
+        to: held(250),
         after: None,
         order: Order::Ascending,
         limit: 10,
     };
-    let found = store.index_range(index::DUE, &range).await.unwrap();
-    let early = (due_value(at(100)), cases[1].1);
-    let late = (due_value(at(200)), cases[2].1);
+    let found = store.index_range(index::HELD, &range).await.unwrap();
+    let early = (format!("{}/birth", held(100)), cases[1].1);
+    let late = (format!("{}/birth", held(200)), cases[2].1);
     assert_eq!(found, vec![early.clone(), late.clone()]);
     // Paged one entry at a time, each way, from where the last page ended.
     range.limit = 1;
     range.after = Some(early.clone());
     assert_eq!(
-        store.index_range(index::DUE, &range).await.unwrap(),
+        store.index_range(index::HELD, &range).await.unwrap(),
         vec![late.clone()]
     );
     range.after = Some(late.clone());
     assert!(
         store
-            .index_range(index::DUE, &range)
+            .index_range(index::HELD, &range)
             .await
             .unwrap()
             .is_empty()
     );
     range.order = Order::Descending;
     assert_eq!(
-        store.index_range(index::DUE, &range).await.unwrap(),
+        store.index_range(index::HELD, &range).await.unwrap(),
         vec![early.clone()]
     );
     range.after = None;
     assert_eq!(
-        store.index_range(index::DUE, &range).await.unwrap(),
+        store.index_range(index::HELD, &range).await.unwrap(),
         vec![late]
     );
 }
@@ -801,9 +799,16 @@ pub async fn a_due_timer_is_claimed_by_one_claimant_while_its_lease_holds<S: Sto
 pub async fn a_commit_under_a_stale_claim_is_refused_and_writes_nothing<S: Store>(store: &S) {
     let (c, timers) = case_with_two_due_timers(store).await;
     let old = store.claim_timers("a", at(100), SHORT, 1).await.unwrap();
+    assert!(store.holds(&old[0].fence()).await.unwrap());
     lapse().await;
+    assert!(
+        store.holds(&old[0].fence()).await.unwrap(),
+        "a lapsed claim holds until someone claims the work"
+    );
     let new = store.claim_timers("b", at(100), LONG, 1).await.unwrap();
     assert_eq!(old[0].timer, new[0].timer);
+    assert!(!store.holds(&old[0].fence()).await.unwrap());
+    assert!(store.holds(&new[0].fence()).await.unwrap());
     // What "a" decided under its lapsed claim: the case moved on and the timer cleared.
     let fired = |claim: &civicflow::store::Claimed, status: CaseStatus| {
         let mut moved = c.clone();
@@ -831,6 +836,10 @@ pub async fn a_commit_under_a_stale_claim_is_refused_and_writes_nothing<S: Store
         .await
         .unwrap();
     assert_eq!(store.due_timers(at(100), 10).await.unwrap(), timers[1..]);
+    assert!(
+        !store.holds(&new[0].fence()).await.unwrap(),
+        "a claim on a cleared timer"
+    );
     let mut stale = fired(&new[0], CaseStatus::Rejected);
     stale.cases[0].expected_rev = Some(2);
     let err = store.commit(&stale).await.unwrap_err();
@@ -853,6 +862,12 @@ pub async fn a_webhook_delivery_is_held_by_one_node_and_renewed_by_it<S: Store>(
         .unwrap()
         .unwrap();
     assert_eq!(store.claim_webhook("b", "h1", LONG).await.unwrap(), None);
+    let fence = |epoch| civicflow::store::Fence {
+        work: civicflow::store::Work::Webhook("h1".into()),
+        epoch,
+    };
+    assert!(store.holds(&fence(a)).await.unwrap());
+    assert!(!store.holds(&fence(a + 1)).await.unwrap());
     assert_eq!(
         store.claim_webhook("a", "h1", SHORT).await.unwrap(),
         Some(a),

@@ -638,7 +638,13 @@ impl<S: civicflow::store::Store + Clone> Node<S> {
         };
         let mut app = App::build(store, settings).await.unwrap();
         app.start();
-        tokio::spawn(axum::serve(listener, app.router()).into_future());
+        // The production server, as `civicflow serve` runs it (`axum::serve` rebuilds the
+        // whole router for every connection).
+        tokio::spawn(civicflow::api::serve(
+            listener,
+            app.router(),
+            std::future::pending(),
+        ));
         Node { url, app }
     }
 }

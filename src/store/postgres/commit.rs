@@ -52,7 +52,7 @@ const CHECK_CONFIG: &str = "SELECT civicflow_check(EXISTS ( \
 const CONFIG: &str = "SELECT version FROM config WHERE id = 1";
 /// A new case and its index entries, unless the id is taken.
 const INSERT_CASE: &str = "WITH i AS ( \
-        INSERT INTO cases (id, rev, record) VALUES ($1, 1, $2) \
+        INSERT INTO cases (id, rev, record, format) VALUES ($1, 1, $2, 2) \
         ON CONFLICT (id) DO NOTHING RETURNING 1), \
     x AS ( \
         INSERT INTO case_index (name, value, case_id) \
@@ -61,7 +61,8 @@ const INSERT_CASE: &str = "WITH i AS ( \
     SELECT civicflow_check(EXISTS (SELECT 1 FROM i), 'exists')";
 /// A case at the revision it was read at, rewritten, and its index entries by difference.
 const UPDATE_CASE: &str = "WITH u AS ( \
-        UPDATE cases SET rev = rev + 1, record = $2 WHERE id = $1 AND rev = $3 RETURNING 1), \
+        UPDATE cases SET rev = rev + 1, record = $2, format = 2 \
+        WHERE id = $1 AND rev = $3 RETURNING 1), \
     k AS (SELECT * FROM unnest($4::text[], $5::text[]) AS k(name, value)), \
     gone AS ( \
         DELETE FROM case_index c WHERE c.case_id = $1 AND EXISTS (SELECT 1 FROM u) \
@@ -205,10 +206,7 @@ impl Encoded {
             e.cases.push(EncodedCase {
                 id: write.case.id,
                 expected_rev: write.expected_rev.map(|r| r as i64),
-                // Compressed here, where CPU is spare, so that the record (about 3.4 KB of
-                // JSON, 1.4 KB compressed) stays in its row: PostgreSQL would otherwise compress
-                // it with pglz on every update, on the database's CPU.
-                record: crate::store::compress(&json(&write.case)),
+                record: crate::store::encode_case(&write.case),
                 index_names,
                 index_values,
             });

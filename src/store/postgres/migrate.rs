@@ -13,6 +13,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (2, include_str!("schema/0002_checks.sql")),
     (3, include_str!("schema/0003_counters.sql")),
     (4, include_str!("schema/0004_circuits.sql")),
+    (5, include_str!("schema/0005_case_records.sql")),
 ];
 
 /// The schema version this civicflow reads and writes.

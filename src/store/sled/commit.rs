@@ -49,7 +49,7 @@ pub(super) struct PreparedCase {
     id: CaseId,
     expected_rev: Option<u64>,
     index_keys: Vec<Vec<u8>>,
-    json: Vec<u8>,
+    record: Vec<u8>,
 }
 
 impl Prepared {
@@ -78,7 +78,7 @@ impl Prepared {
                     .iter()
                     .map(|e| index_key(e, id))
                     .collect(),
-                json: crate::store::compress(&encode(&write.case)),
+                record: crate::store::encode_case(&write.case),
             });
         }
         for (case, run) in event_runs(&tx.events) {
@@ -217,7 +217,7 @@ impl Prepared {
             for new in case.index_keys.iter().filter(|k| !before.contains(k)) {
                 inserts.push((new.clone(), Vec::new()));
             }
-            inserts.push((key, CaseHead::write(rev, &case.index_keys, &case.json)));
+            inserts.push((key, CaseHead::write(rev, &case.index_keys, &case.record)));
         }
         for (given, key, record) in self.idempotency {
             if get(&key)?.is_some() {

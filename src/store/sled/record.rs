@@ -1,6 +1,6 @@
-//! How records are laid out as bytes: JSON for most, case records behind a binary head and
-//! compressed, a commit's events for a case as one run; and the store's errors for bytes that
-//! do not read.
+//! How records are laid out as bytes: JSON for most, case records binary
+//! ([`crate::store::encode_case`]) behind a head, a commit's events for a case as one run; and
+//! the store's errors for bytes that do not read.
 
 use std::path::Path;
 
@@ -72,22 +72,22 @@ pub(super) fn u32_len(len: usize) -> u32 {
 }
 
 /// The head of a case record: revision (8 bytes), number of index keys (4 bytes), each index key
-/// as length (4 bytes) and bytes; the case's compressed JSON follows.
+/// as length (4 bytes) and bytes; the case's record follows.
 pub(super) struct CaseHead {
     pub(super) rev: u64,
     pub(super) index_keys: Vec<Vec<u8>>,
 }
 
 impl CaseHead {
-    pub(super) fn write(rev: u64, index_keys: &[Vec<u8>], json: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(json.len() + 512);
+    pub(super) fn write(rev: u64, index_keys: &[Vec<u8>], record: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(record.len() + 512);
         out.extend_from_slice(&rev.to_be_bytes());
         out.extend_from_slice(&u32_len(index_keys.len()).to_be_bytes());
         for k in index_keys {
             out.extend_from_slice(&u32_len(k.len()).to_be_bytes());
             out.extend_from_slice(k);
         }
-        out.extend_from_slice(json);
+        out.extend_from_slice(record);
         out
     }
 
