@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::workflow::definition::{Adapter, Decision, Rules, Schema};
 use crate::workflow::expr::Input;
@@ -45,7 +45,8 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// The reply as reply rules see it: `{status, headers, body}`.
+    /// The reply as reply rules see it: `{status, headers, body}` (cloned, not through
+    /// `json!`, which copies by serializing).
     pub fn context(&self) -> Value {
         match self {
             Reply::Answered {
@@ -53,7 +54,11 @@ impl Reply {
                 headers,
                 body,
                 ..
-            } => json!({"status": status, "headers": headers, "body": body}),
+            } => Value::Object(Map::from_iter([
+                ("status".to_owned(), Value::from(*status)),
+                ("headers".to_owned(), Value::Object(headers.clone())),
+                ("body".to_owned(), body.clone()),
+            ])),
             Reply::NoAnswer { .. } => Value::Null,
         }
     }

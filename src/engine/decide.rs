@@ -56,17 +56,25 @@ fn case_meta(case: &Case) -> Value {
 
 /// What a step's `if` and `with` see: the input, the outputs of the steps that succeeded, and
 /// the case metadata.
+///
+/// Built by cloning, not with `json!`, which copies an interpolated value by serializing it.
 fn step_context(case: &Case) -> Value {
     let steps: Map<String, Value> = case
         .steps
         .iter()
         .filter_map(|(id, s)| {
-            s.output
-                .as_ref()
-                .map(|o| (id.clone(), json!({"output": o})))
+            let output = s.output.clone()?;
+            Some((
+                id.clone(),
+                Value::Object(Map::from_iter([("output".to_owned(), output)])),
+            ))
         })
         .collect();
-    json!({"input": case.input, "steps": steps, "case": case_meta(case)})
+    Value::Object(Map::from_iter([
+        ("input".to_owned(), case.input.clone()),
+        ("steps".to_owned(), Value::Object(steps)),
+        ("case".to_owned(), case_meta(case)),
+    ]))
 }
 
 /// Records that `call` failed and that no retry of it is scheduled (a poll asks again at its
@@ -328,11 +336,14 @@ impl Decider {
         let key = idempotency_key(&change.case, &step.id, revision);
         let message_id = uuid::Uuid::new_v4().to_string();
         let s = &change.case.steps[&step.id];
-        let mut ctx = json!({
-            "input": s.input,
-            "case": case_meta(&change.case),
-            "step": {"id": step.id, "attempt": n, "idempotency_key": key},
-        });
+        let mut ctx = Value::Object(Map::from_iter([
+            ("input".to_owned(), s.input.clone().unwrap_or_default()),
+            ("case".to_owned(), case_meta(&change.case)),
+            (
+                "step".to_owned(),
+                json!({"id": step.id, "attempt": n, "idempotency_key": key}),
+            ),
+        ]));
         if let Some(token) = &s.callback_token {
             ctx["callback"] = json!({"url": format!("{}/v1/callbacks/{token}", self.public_url)});
         }
@@ -621,7 +632,10 @@ impl Decider {
         let Some(rules) = &step.adapter.callback else {
             return CallbackAck::StillPending;
         };
-        let context = json!({"headers": headers, "body": body});
+        let context = Value::Object(Map::from_iter([
+            ("headers".to_owned(), headers),
+            ("body".to_owned(), body),
+        ]));
         let decision = rules.decide(&context);
         use crate::workflow::definition::Decision;
         match decision {

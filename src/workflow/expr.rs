@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use jaq_core::load::parse::{BinaryOp, Term};
 use jaq_core::load::{Arena, File, Loader};
-use jaq_core::ops::Cmp;
+use jaq_core::ops::{Cmp, Math};
 use jaq_core::path::Opt;
 use jaq_core::path::Part;
 use jaq_core::{Compiler, Ctx, Vars, data};
@@ -73,6 +73,14 @@ enum Fast {
     Or(Vec<String>, Value),
     /// `<fast> and <fast>`.
     And(Box<Fast>, Box<Fast>),
+    /// A number, a plain string, `true`, `false` or `null` (a rule's `when: ${ false }`).
+    Literal(Value),
+    /// `{a, b: <fast>}`: an object with literal keys, `{a}` standing for `{a: .a}`.
+    Object(Vec<(String, Fast)>),
+    /// `<fast> | <fast>`, as in `.body | {a, b}`.
+    Pipe(Box<Fast>, Box<Fast>),
+    /// `<fast> + <fast>` of two objects (or null): the right one's keys win.
+    Merge(Box<Fast>, Box<Fast>),
 }
 
 impl Fast {
@@ -86,7 +94,30 @@ impl Fast {
             Term::BinOp(l, BinaryOp::And, r) => {
                 Some(Fast::And(Box::new(Fast::of(l)?), Box::new(Fast::of(r)?)))
             }
-            other => keys_of(other).map(Fast::Lookup),
+            Term::BinOp(l, BinaryOp::Pipe(None), r) => {
+                Some(Fast::Pipe(Box::new(Fast::of(l)?), Box::new(Fast::of(r)?)))
+            }
+            Term::BinOp(l, BinaryOp::Math(Math::Add), r) => {
+                Some(Fast::Merge(Box::new(Fast::of(l)?), Box::new(Fast::of(r)?)))
+            }
+            Term::Obj(entries) => entries
+                .iter()
+                .map(|(key, value)| {
+                    let Term::Str(None, parts) = key else {
+                        return None;
+                    };
+                    let key = literal(parts)?.to_owned();
+                    let value = match value {
+                        None => Fast::Lookup(vec![key.clone()]),
+                        Some(v) => Fast::of(v)?,
+                    };
+                    Some((key, value))
+                })
+                .collect::<Option<_>>()
+                .map(Fast::Object),
+            other => literal_value(other)
+                .map(Fast::Literal)
+                .or_else(|| keys_of(other).map(Fast::Lookup)),
         }
     }
 
@@ -109,6 +140,29 @@ impl Fast {
                 }
                 Some(Value::Bool(truthy(r.eval(json)?)))
             }
+            Fast::Literal(value) => Some(value.clone()),
+            Fast::Object(entries) => {
+                // jq indexes its input for `{a}` only if it is an object or null.
+                if !matches!(json, Value::Object(_) | Value::Null) {
+                    return None;
+                }
+                entries
+                    .iter()
+                    .map(|(key, value)| Some((key.clone(), value.eval(json)?)))
+                    .collect::<Option<_>>()
+                    .map(Value::Object)
+            }
+            Fast::Pipe(l, r) => r.eval(&l.eval(json)?),
+            Fast::Merge(l, r) => match (l.eval(json)?, r.eval(json)?) {
+                (Value::Object(mut left), Value::Object(right)) => {
+                    left.extend(right);
+                    Some(Value::Object(left))
+                }
+                (Value::Null, other @ Value::Object(_))
+                | (other @ Value::Object(_), Value::Null) => Some(other),
+                // Numbers, strings, arrays: jq's own arithmetic.
+                _ => None,
+            },
         }
     }
 }
@@ -597,6 +651,9 @@ mod tests {
             r#".status == 200 and .body.state == "issued""#,
             r#".input.relationship_to_head // "con""#,
             ".a == null",
+            ".body | {a}",
+            "false",
+            ".input + {callback_url: .callback.url}",
         ] {
             assert!(fast(src), "{src}");
         }
@@ -605,8 +662,9 @@ mod tests {
             ".a[0]",
             r#".a == "x\n""#,
             ".a == .b",
-            ".body | {a}",
-            "false",
+            ".a | tostring",
+            "{(.k): 1}",
+            ".a - .b",
         ] {
             assert!(!fast(src), "{src}");
         }
@@ -620,6 +678,8 @@ mod tests {
             json!({"status": "201", "body": null}),
             json!({"status": 200, "body": {"state": false}}),
             json!({"body": "text"}),
+            json!({"body": [1], "status": {"a": 1}}),
+            json!({"body": {"status": 3, "x": {"y": 1}}, "status": {"a": 1}}),
             json!(null),
             json!([1, 2]),
         ];
@@ -636,6 +696,16 @@ mod tests {
             r#".body.state // "none""#,
             ".missing == null",
             ".body.list == 1",
+            "false",
+            "1.5",
+            r#""text""#,
+            ".body | {state, n}",
+            ".body | {}",
+            "{s: .status, body}",
+            ".body + {k: .status}",
+            ".status + .body",
+            ".missing + .body",
+            ".body | {x} + {status}",
         ];
         for src in exprs {
             let expr = Expr::compile(src).unwrap();
