@@ -291,9 +291,18 @@ fn cpu_seconds() -> anyhow::Result<f64> {
 
 /// The CPU seconds (user + system) a `/proc/…/stat` line counts, in clock ticks of 1/100 s.
 fn stat_cpu_seconds(stat: &str) -> anyhow::Result<f64> {
+    let (user, system) = stat_user_system(stat)?;
+    Ok(user + system)
+}
+
+/// The user and the system CPU seconds of a `/proc/…/stat` line.
+fn stat_user_system(stat: &str) -> anyhow::Result<(f64, f64)> {
     let after_name = stat.rsplit_once(')').context("a /proc stat line")?.1;
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    Ok((fields[11].parse::<f64>()? + fields[12].parse::<f64>()?) / 100.0)
+    Ok((
+        fields[11].parse::<f64>()? / 100.0,
+        fields[12].parse::<f64>()? / 100.0,
+    ))
 }
 
 /// Sends `action` to the callgrind this process runs under, when `CIVICFLOW_BENCH_CALLGRIND`
@@ -314,11 +323,12 @@ fn callgrind(action: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// CPU seconds (user + system) of this process's threads kept on the engine's core: the
+/// CPU seconds (user, system) of this process's threads kept on the engine's core: the
 /// engine's, in the pinned mode (none otherwise). A thread that ended meanwhile is not counted;
-/// the engine's threads live as long as the run.
-fn engine_cpu_seconds() -> anyhow::Result<f64> {
-    let mut total = 0.0;
+/// the engine's threads live as long as the run. The system part is the kernel's work for the
+/// engine (sockets, fsync, futexes), which instruction counts do not see.
+fn engine_cpu_seconds() -> anyhow::Result<(f64, f64)> {
+    let mut total = (0.0, 0.0);
     for task in std::fs::read_dir("/proc/self/task")? {
         let task = task?.path();
         let (Ok(status), Ok(stat)) = (
@@ -334,7 +344,8 @@ fn engine_cpu_seconds() -> anyhow::Result<f64> {
         if !on_engine_core {
             continue;
         }
-        total += stat_cpu_seconds(&stat)?;
+        let (user, system) = stat_user_system(&stat)?;
+        total = (total.0 + user, total.1 + system);
     }
     Ok(total)
 }
@@ -581,7 +592,11 @@ async fn throughput<S: Store + Clone>(
     }
     callgrind("--dump=throughput")?;
     let cores = (cpu_seconds()? - cpu_before) / wall.elapsed().as_secs_f64();
-    let engine_cpu = engine_cpu_seconds()? - engine_before;
+    let engine_after = engine_cpu_seconds()?;
+    let engine_cpu = (
+        engine_after.0 - engine_before.0,
+        engine_after.1 - engine_before.1,
+    );
     let commits = committed() - commits_before;
     let mut latencies = Vec::with_capacity(ids.len());
     let (mut first, mut last) = (jiff::Timestamp::MAX, jiff::Timestamp::MIN);
@@ -618,9 +633,12 @@ async fn throughput<S: Store + Clone>(
         3.0 * ids.len() as f64 / span
     );
     if args.pinned {
+        let per_case = |seconds: f64| seconds * 1000.0 / ids.len() as f64;
         println!(
-            "engine CPU (its threads, on core {ENGINE_CORE}): {:.3} ms per case",
-            engine_cpu * 1000.0 / ids.len() as f64
+            "engine CPU (its threads, on core {ENGINE_CORE}): {:.3} ms per case (user {:.3}, system {:.3})",
+            per_case(engine_cpu.0 + engine_cpu.1),
+            per_case(engine_cpu.0),
+            per_case(engine_cpu.1)
         );
     }
     println!(

@@ -181,7 +181,12 @@ async fn follow_config<S: Store + Clone>(engine: Arc<Engine<S>>, seen: u64) {
         let version = match engine.store().config_version().await {
             Ok(v) => v,
             Err(e) => {
-                tracing::error!(error = %e, "cannot read the configuration version");
+                if !engine
+                    .store_failures()
+                    .absorbs("reading the configuration version", &e)
+                {
+                    tracing::error!(error = %e, "cannot read the configuration version");
+                }
                 continue;
             }
         };
@@ -190,6 +195,12 @@ async fn follow_config<S: Store + Clone>(engine: Arc<Engine<S>>, seen: u64) {
         }
         match engine.reload_definitions().await {
             Ok(_) => seen = Some(version),
+            // A store that cannot be read or synced (a full disk): said once a minute, not at
+            // every poll.
+            Err(PublishError::Store(e))
+                if engine
+                    .store_failures()
+                    .absorbs("loading the published definitions", &e) => {}
             Err(e) => {
                 tracing::error!(error = %e, "the published definitions cannot be loaded; this node keeps those it runs");
             }

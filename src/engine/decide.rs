@@ -688,45 +688,6 @@ impl Decider {
         }
     }
 
-    /// The status request a due poll timer sends, if it is the step's current poll and its
-    /// agency is up. A poll only reads the agency's state, so nothing is committed before it:
-    /// the timer stays due, held by the firing node's claim, until the reply's change moves or
-    /// clears it. If the reply is lost or the process stops, the timer fires again when the
-    /// claim lapses (at once after a restart): the same read, asked again.
-    pub fn poll_call(
-        &self,
-        wf: &Workflow,
-        case: &Case,
-        timer: &Timer,
-        began: std::time::Instant,
-    ) -> Option<Call> {
-        let TimerKind::Poll { step } = &timer.kind else {
-            return None;
-        };
-        let (def, s) = (wf.step(step)?, case.steps.get(step)?);
-        let current = case.timers.get(&timer.kind.id()) == Some(&timer.due_at);
-        if !current || s.status != StepStatus::Polling || self.circuits.is_open(&s.agency) {
-            return None;
-        }
-        let key = idempotency_key(case, step, s.revision);
-        Some(Call {
-            case_id: case.id,
-            agency: s.agency.clone(),
-            adapter: s.adapter.clone(),
-            step: step.clone(),
-            revision: s.revision,
-            attempt: s.attempt,
-            poll: true,
-            method: Method::Get,
-            url: s.poll_url.clone()?,
-            headers: Vec::new(),
-            body: None,
-            meta: Metadata::new(case.id, key, uuid::Uuid::new_v4().to_string()),
-            timeout: def.timeout,
-            ready_at: began,
-        })
-    }
-
     /// A timer of the case came due (the change has already cleared it).
     pub fn on_timer(&self, wf: &Workflow, change: &mut Change, timer: &Timer) {
         match &timer.kind {
@@ -750,16 +711,45 @@ impl Decider {
                     _ => {}
                 }
             }
-            // A poll that is sent goes by `poll_call`, without a change; here, a poll timer
-            // that sends nothing: its agency is down (ask again at the next interval), or it is
-            // not the step's current poll (cleared).
             TimerKind::Poll { step } => {
                 let (Some(def), Some(s)) = (wf.step(step), change.case.steps.get(step)) else {
                     return;
                 };
-                if s.status == StepStatus::Polling && self.circuits.is_open(&s.agency) {
-                    self.schedule_poll(def, change);
+                if s.status != StepStatus::Polling {
+                    return;
                 }
+                // Its agency is down: ask again at the next interval, without a call.
+                if self.circuits.is_open(&s.agency) {
+                    self.schedule_poll(def, change);
+                    return;
+                }
+                let Some(url) = s.poll_url.clone() else {
+                    return;
+                };
+                let (revision, attempt) = (s.revision, s.attempt);
+                let (agency, adapter) = (s.agency.clone(), s.adapter.clone());
+                let key = idempotency_key(&change.case, step, revision);
+                // If the process stops mid-poll, this timer polls again.
+                change.set_timer(
+                    TimerKind::Poll { step: step.clone() },
+                    change.now + def.timeout + WATCHDOG_MARGIN,
+                );
+                change.calls.push(Call {
+                    case_id: change.case.id,
+                    agency,
+                    adapter,
+                    step: step.clone(),
+                    revision,
+                    attempt,
+                    poll: true,
+                    method: Method::Get,
+                    url,
+                    headers: Vec::new(),
+                    body: None,
+                    meta: Metadata::new(change.case.id, key, uuid::Uuid::new_v4().to_string()),
+                    timeout: def.timeout,
+                    ready_at: change.began,
+                });
             }
             TimerKind::StepDeadline { step } => {
                 let Some(s) = change.case.steps.get(step) else {
@@ -999,46 +989,6 @@ mod tests {
             s.error, None,
             "the 503 of attempt 1 is not the step's state now"
         );
-    }
-
-    #[test]
-    fn a_due_poll_is_a_call_without_a_change_and_only_the_current_poll_is_sent() {
-        let (d, wf) = (decider(), birth());
-        let change = registered_birth(&d, &wf);
-        let card = wf.step("health_insurance").unwrap();
-        let (mut change, calls) = next(change, 2);
-        let call = calls.iter().find(|c| c.step == "health_insurance").unwrap();
-        let accepted = json!({"status_url": "https://cards.example/v1/cards/1"});
-        d.apply_reply(card, &mut change, call, &reply(202, accepted));
-        let (change, _) = next(change, 3);
-        let poll = TimerKind::Poll {
-            step: "health_insurance".into(),
-        };
-        let due = Timer {
-            case_id: change.case.id,
-            due_at: change.case.timers[&poll.id()],
-            kind: poll,
-        };
-        let began = std::time::Instant::now();
-        let call = d.poll_call(&wf, &change.case, &due, began).unwrap();
-        assert!(call.poll);
-        assert_eq!(call.method, Method::Get);
-        assert_eq!(call.url, "https://cards.example/v1/cards/1");
-        assert_eq!(call.body, None);
-        // A poll timer the case no longer holds (moved or cleared by a change since) sends
-        // nothing; nor does a timer of another kind.
-        let stale = Timer {
-            due_at: due.due_at + SignedDuration::from_secs(1),
-            ..due.clone()
-        };
-        assert!(d.poll_call(&wf, &change.case, &stale, began).is_none());
-        let retry = Timer {
-            kind: TimerKind::Retry {
-                step: "health_insurance".into(),
-            },
-            ..due
-        };
-        assert!(d.poll_call(&wf, &change.case, &retry, began).is_none());
     }
 
     #[test]

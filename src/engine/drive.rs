@@ -293,24 +293,11 @@ impl<S: Store + Clone> Engine<S> {
                     self.store.commit(&tx).await
                 }
                 Some(case) => {
-                    let wf = self.workflow_for(&case).await;
-                    // A read of the agency's state: sent without a commit before it.
-                    if let Ok(wf) = &wf
-                        && let Some(call) = self.decide.poll_call(wf, &case, timer, fired)
-                    {
-                        // No commit goes before it, so no fence: the claim is checked instead.
-                        if !self.store.holds(&claimed.fence()).await? {
-                            return Ok(());
-                        }
-                        lock.remember_if_busy(case, wf, std::slice::from_ref(&call));
-                        self.dispatch(vec![call]);
-                        return Ok(());
-                    }
                     let rev = case.rev;
                     let mut change = Change::new(case, Some(rev), self.config.clock.now(), fired);
                     change.fence = Some(claimed.fence());
                     change.clear_fired(timer);
-                    match wf {
+                    match self.workflow_for(&change.case).await {
                         Ok(wf) => {
                             self.decide.on_timer(&wf, &mut change, timer);
                             self.finish_change(&wf, change, &mut lock).await

@@ -250,6 +250,12 @@ impl<S: Store + Clone> Engine<S> {
         &self.node
     }
 
+    /// Where background work on this node reports storage failures (logged at most once a
+    /// minute while the store fails).
+    pub fn store_failures(&self) -> &FailureLog {
+        &self.store_failures
+    }
+
     /// How long this node's claims last without renewal.
     pub fn claim_lease(&self) -> Duration {
         self.config.claim_lease

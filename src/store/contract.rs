@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::claim::{Claimed, Fence, NodeId};
+use super::claim::{Claimed, NodeId};
 use super::records::{ApiToken, Circuit, Notification, Published, RegistryChange, Webhook};
 use super::{StoreError, Transaction};
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
@@ -213,13 +213,6 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         lease: Duration,
     ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
-
-    /// Whether the claim `fence` names still holds: its work is held under that epoch (the
-    /// lease may have lapsed, as long as no one has claimed it since) and, for a timer, is still
-    /// stored. The same check a fenced commit makes, for an effect sent under a claim without a
-    /// commit before it (a poll, which only reads the agency's state): a node that stalled past
-    /// its lease sends nothing for work another node has taken over.
-    fn holds(&self, fence: &Fence) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Writes a consistent copy of the whole store to `out` while it serves (commits go on),
     /// blocking the calling thread until it is done; `None` for a backend copied with its own

@@ -12,11 +12,11 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::PgStore;
-use super::commit::{Encoded, timer_row};
+use super::commit::Encoded;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
 use crate::store::{
-    ApiToken, Circuit, Claimed, Copied, Fence, Groups, IndexRange, NodeId, Notification, Order,
-    Page, Position, Published, RegistryChange, Store, StoreError, Transaction, Webhook, Work,
+    ApiToken, Circuit, Claimed, Copied, Groups, IndexRange, NodeId, Notification, Order, Page,
+    Position, Published, RegistryChange, Store, StoreError, Transaction, Webhook,
 };
 
 const CASE: &str = "SELECT rev, record, format FROM cases WHERE id = $1";
@@ -40,10 +40,6 @@ const CLAIM_WEBHOOK: &str = "UPDATE webhooks SET \
     owner = $1, lease_until = now() + $2::float8 * interval '1 millisecond' \
     WHERE id = $3 AND (owner IS NULL OR owner = $1 OR lease_until < now()) \
     RETURNING epoch";
-/// A claim still held: the row under its epoch (a later claim takes a new one).
-const HOLDS_TIMER: &str = "SELECT 1 FROM timers \
-    WHERE case_id = $1 AND kind = $2 AND due_ms = $3 AND epoch = $4";
-const HOLDS_WEBHOOK: &str = "SELECT 1 FROM webhooks WHERE id = $1 AND epoch = $2";
 const CASES_UP: &str = "SELECT case_id FROM case_index \
     WHERE name = $1 AND value = $2 AND case_id > $3 ORDER BY case_id LIMIT $4";
 const CASES_DOWN: &str = "SELECT case_id FROM case_index \
@@ -230,19 +226,6 @@ impl Store for PgStore {
         let lease_ms = lease.as_secs_f64() * 1000.0;
         let rows = self.rows(CLAIM_WEBHOOK, &[&node, &lease_ms, &id]).await?;
         Ok(rows.first().map(|r| r.get::<_, i64>(0) as u64))
-    }
-
-    async fn holds(&self, fence: &Fence) -> Result<bool, StoreError> {
-        let epoch = fence.epoch as i64;
-        let rows = match &fence.work {
-            Work::Timer(timer) => {
-                let (case, kind, due) = timer_row(timer);
-                self.rows(HOLDS_TIMER, &[&case, &kind, &due, &epoch])
-                    .await?
-            }
-            Work::Webhook(id) => self.rows(HOLDS_WEBHOOK, &[id, &epoch]).await?,
-        };
-        Ok(!rows.is_empty())
     }
 
     fn groups(&self) -> Groups {

@@ -8,8 +8,8 @@ use sled::Tree;
 use super::claims::{Claims, work_key};
 use super::journal;
 use super::keys::{
-    API_TOKENS, CASES, CIRCUITS, CONFIG, COUNTERS, FEED, IDEMPOTENCY, REGISTRY_CHANGES, TIMERS,
-    TOKENS, WEBHOOKS, definition_key, event_key, index_key, keyed, timer_key,
+    API_TOKENS, CASES, CIRCUITS, CONFIG, COUNTERS, FEED, IDEMPOTENCY, REGISTRY_CHANGES, TOKENS,
+    WEBHOOKS, definition_key, event_key, index_key, keyed, timer_key,
 };
 use super::record::{CaseHead, corrupt, encode, event_runs, sled_error};
 use crate::case::CaseId;
@@ -265,13 +265,6 @@ impl Prepared {
         for (key, n) in self.counts {
             *counts.entry(key).or_default() += n;
         }
-        // The claims on timers this commit clears end with them.
-        claims.release(
-            removes
-                .iter()
-                .filter(|k| k.first() == Some(&TIMERS))
-                .map(Vec::as_slice),
-        );
         // Removals first: a timer replaced by one at the same key must stay.
         writes.extend(removes.into_iter().map(|key| (key, None)));
         writes.extend(inserts.into_iter().map(|(key, value)| (key, Some(value))));

@@ -17,8 +17,8 @@ use super::keys::{
 use super::record::CaseHead;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
 use crate::store::{
-    ApiToken, Circuit, Claimed, Copied, Fence, Groups, IndexRange, NodeId, Notification, Order,
-    Page, Position, Published, RegistryChange, Store, StoreError, Transaction, Webhook, Work,
+    ApiToken, Circuit, Claimed, Copied, Groups, IndexRange, NodeId, Notification, Order, Page,
+    Position, Published, RegistryChange, Store, StoreError, Transaction, Webhook, Work,
 };
 
 /// Case `id` from its stored record.
@@ -148,17 +148,6 @@ impl Store for SledStore {
     ) -> Result<Option<u64>, StoreError> {
         let key = work_key(&Work::Webhook(id.to_owned()));
         Ok(self.inner.claims.claim_or_renew(&key, node, lease))
-    }
-
-    async fn holds(&self, fence: &Fence) -> Result<bool, StoreError> {
-        let key = work_key(&fence.work);
-        if !self.inner.claims.holds(&key, fence.epoch) {
-            return Ok(false);
-        }
-        match fence.work {
-            Work::Timer(_) => Ok(self.data()?.contains_key(&key).map_err(|e| self.err(e))?),
-            Work::Webhook(_) => Ok(true),
-        }
     }
 
     /// A sync of everything written so far: a group written but not yet synced may be what a

@@ -12,6 +12,7 @@ use super::backup::Backups;
 use super::claims::Claims;
 use super::commit::{Prepared, Tally, add_counts};
 use super::journal;
+use super::keys::TIMERS;
 use super::open::{Live, Opened};
 use super::write_outage::{WriteOutage, probe};
 use crate::store::StoreError;
@@ -111,6 +112,14 @@ impl Writer {
                 }
             }
             group += 1;
+            // The claims on the timers the group clears end with them, once they are gone from
+            // the tree: released earlier, a timer still in the tree would look due and free to
+            // the timer loop, and be claimed and fired again.
+            let cleared: Vec<Vec<u8>> = writes
+                .iter()
+                .filter(|(key, value)| value.is_none() && key.first() == Some(&TIMERS))
+                .map(|(key, _)| key.clone())
+                .collect();
             let applied = add_counts(data, path, counts, &mut writes)
                 .map_err(|e| e.to_string())
                 .and_then(|()| {
@@ -124,6 +133,7 @@ impl Writer {
                 });
             match applied {
                 Ok(()) => {
+                    self.claims.release(cleared.iter().map(Vec::as_slice));
                     let written = Tally {
                         next_feed: self.tally.next_feed,
                         config: self.tally.config,
