@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
 use crate::calendar::{Calendar, vietnam_time};
@@ -36,7 +36,7 @@ use crate::registry::{PublishError, Registry};
 use crate::store::{FailureLog, Hook, Store, StoreError};
 use crate::traces::{CaseSpan, Traces};
 use crate::workflow::definition::{Definitions, SchemaViolation, Workflow};
-use crate::workflow::expr::EvalError;
+use crate::workflow::expr::{EvalError, Input};
 use opentelemetry::trace::SpanKind;
 
 pub use actions::{Action, ActionError};
@@ -474,13 +474,19 @@ impl<S: Store + Clone> Engine<S> {
         input: &Value,
     ) -> Result<BTreeMap<String, String>, StartError> {
         let mut keys = BTreeMap::new();
+        if workflow.business_keys.is_empty() {
+            return Ok(keys);
+        }
+        // Built once for every key, by cloning: `json!` would copy the input by serializing it.
+        let context = Value::Object(Map::from_iter([("input".to_owned(), input.clone())]));
+        let context = Input::new(&context);
         for (key, expr) in &workflow.business_keys {
-            let value =
-                expr.eval(&json!({"input": input}))
-                    .map_err(|error| StartError::BusinessKey {
-                        key: key.clone(),
-                        error,
-                    })?;
+            let value = expr
+                .eval_in(&context)
+                .map_err(|error| StartError::BusinessKey {
+                    key: key.clone(),
+                    error,
+                })?;
             let value = match value {
                 Value::String(s) => s,
                 Value::Null => continue,
@@ -693,17 +699,55 @@ impl<S: Store + Clone> Engine<S> {
 /// A stable digest of a request, to tell a retried request from a different one under the same
 /// key. Not a security boundary: FNV-1a over canonical JSON.
 fn fingerprint(name: &str, version: Option<u32>, input: &Value) -> String {
-    let text = format!("{name}\u{0}{version:?}\u{0}{input}");
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.as_bytes() {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut hash = Fnv1a(0xcbf2_9ce4_8422_2325);
+    // Hashed as it is written, the same bytes as `format!("{name}\0{version:?}\0{input}")`
+    // without the text in between.
+    use std::io::Write as _;
+    write!(hash, "{name}\u{0}{version:?}\u{0}").expect("hashing does not fail");
+    serde_json::to_writer(&mut hash, input).expect("JSON values serialize");
+    format!("{:016x}", hash.0)
+}
+
+/// FNV-1a over the bytes written to it.
+struct Fnv1a(u64);
+
+impl std::io::Write for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        Ok(bytes.len())
     }
-    format!("{hash:016x}")
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl<S> Drop for Engine<S> {
     fn drop(&mut self) {
         self.idle.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::fingerprint;
+
+    /// Stored idempotency records hold fingerprints: they must not change between versions.
+    #[test]
+    fn a_fingerprint_is_fnv1a_of_name_version_and_compact_json() {
+        let input = json!({"child": {"name": "An"}, "n": [1, 2.5, null]});
+        assert_eq!(
+            fingerprint("birth-registration", Some(1), &input),
+            "9bcda5019c4c2c85"
+        );
+        assert_eq!(
+            fingerprint("birth-registration", None, &json!({})),
+            "064cb03573333292"
+        );
     }
 }

@@ -96,19 +96,41 @@ pub enum State {
 }
 
 impl Tally {
+    /// Built by pushing its parts, not by `format!`: every commit names the counters its case
+    /// falls under, about forty names per case.
     pub fn name(&self) -> String {
         let (state, day, class, days) = match self.state {
             State::Done {
                 day,
                 class,
                 working_days,
-            } => (DONE, day, class.as_str(), format!("/{working_days}")),
-            State::Open { day, class } => (OPEN, day, class.as_str(), String::new()),
+            } => (DONE, day, class.as_str(), Some(working_days)),
+            State::Open { day, class } => (OPEN, day, class.as_str(), None),
         };
-        format!(
-            "{PREFIX}{state}/{day}/{}/{}/{}/{class}{days}",
-            self.workflow, self.agency, self.step
-        )
+        let mut name = String::with_capacity(
+            PREFIX.len() + 40 + self.workflow.len() + self.agency.len() + self.step.len(),
+        );
+        for part in [PREFIX, state, "/"] {
+            name.push_str(part);
+        }
+        push_day(&mut name, day);
+        for part in [
+            "/",
+            &self.workflow,
+            "/",
+            &self.agency,
+            "/",
+            &self.step,
+            "/",
+            class,
+        ] {
+            name.push_str(part);
+        }
+        if let Some(days) = days {
+            name.push('/');
+            push_number(&mut name, days);
+        }
+        name
     }
 
     /// The counter a name stands for, or `None` for a name not made by [`Tally::name`].
@@ -145,6 +167,35 @@ impl Tally {
             step,
             state,
         })
+    }
+}
+
+/// Appends `day` as `Display` writes it (`2026-12-01`), with the common years spelled out by
+/// hand.
+fn push_day(out: &mut String, day: Date) {
+    match u32::try_from(day.year()) {
+        Ok(year @ 0..=9999) => {
+            push_digits(out, year, 4);
+            out.push('-');
+            push_digits(out, u32::from(day.month().unsigned_abs()), 2);
+            out.push('-');
+            push_digits(out, u32::from(day.day().unsigned_abs()), 2);
+        }
+        _ => out.push_str(&day.to_string()),
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_number(out: &mut String, n: u32) {
+    let width = n.checked_ilog10().unwrap_or(0) + 1;
+    push_digits(out, n, width);
+}
+
+/// Appends the last `width` decimal digits of `n`, zero-padded.
+fn push_digits(out: &mut String, n: u32, width: u32) {
+    for place in (0..width).rev() {
+        let digit = n / 10u32.pow(place) % 10;
+        out.push(char::from(b'0' + digit as u8));
     }
 }
 
@@ -421,6 +472,32 @@ mod tests {
         assert_eq!(Tally::parse("kpi/done/2026-11-30/w/a/s/on_time"), None);
         assert_eq!(Tally::parse("kpi/open/2026-11-30/w/a/s/in_time/3"), None);
         assert_eq!(Tally::parse("kpi/later/2026-11-30/w/a/s/in_time"), None);
+    }
+
+    #[test]
+    fn names_spell_days_and_numbers_as_display_does() {
+        let tally = |day: Date, working_days| Tally {
+            workflow: "w".into(),
+            agency: "a".into(),
+            step: "s".into(),
+            state: State::Done {
+                day,
+                class: Finished::Late,
+                working_days,
+            },
+        };
+        for (day, n) in [
+            (jiff::civil::date(2026, 1, 9), 0),
+            (jiff::civil::date(2026, 12, 31), 7),
+            (jiff::civil::date(999, 10, 10), 10),
+            (jiff::civil::date(-5, 3, 4), 4_000_000_000),
+            (jiff::civil::date(9999, 12, 31), 123),
+        ] {
+            assert_eq!(
+                tally(day, n).name(),
+                format!("kpi/done/{day}/w/a/s/late/{n}")
+            );
+        }
     }
 
     #[test]
