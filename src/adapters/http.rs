@@ -35,9 +35,10 @@ impl Metadata {
 pub enum Reply {
     Answered {
         status: u16,
-        headers: Map<String, Value>,
-        /// The parsed JSON body, or the raw text when it is not JSON.
-        body: Value,
+        /// The reply as reply rules see it, `{status, headers, body}`, built once as it
+        /// arrives: the rules, the poll URL and a trial all read it, and each would otherwise
+        /// copy the body. The body is the parsed JSON, or the raw text when it is not JSON.
+        context: Value,
         retry_after: Option<Duration>,
     },
     /// A timeout, a refused or reset connection: the agency may or may not have acted.
@@ -45,21 +46,28 @@ pub enum Reply {
 }
 
 impl Reply {
-    /// The reply as reply rules see it: `{status, headers, body}` (cloned, not through
-    /// `json!`, which copies by serializing).
-    pub fn context(&self) -> Value {
-        match self {
-            Reply::Answered {
-                status,
-                headers,
-                body,
-                ..
-            } => Value::Object(Map::from_iter([
-                ("status".to_owned(), Value::from(*status)),
-                ("headers".to_owned(), Value::Object(headers.clone())),
-                ("body".to_owned(), body.clone()),
+    pub fn answered(
+        status: u16,
+        headers: Map<String, Value>,
+        body: Value,
+        retry_after: Option<Duration>,
+    ) -> Reply {
+        Reply::Answered {
+            status,
+            context: Value::Object(Map::from_iter([
+                ("status".to_owned(), Value::from(status)),
+                ("headers".to_owned(), Value::Object(headers)),
+                ("body".to_owned(), body),
             ])),
-            Reply::NoAnswer { .. } => Value::Null,
+            retry_after,
+        }
+    }
+
+    /// The reply as reply rules see it: `{status, headers, body}`; `null` for no answer.
+    pub fn context(&self) -> &Value {
+        match self {
+            Reply::Answered { context, .. } => context,
+            Reply::NoAnswer { .. } => &Value::Null,
         }
     }
 
@@ -115,10 +123,9 @@ pub fn classify(rules: &Rules, output: &Schema, reply: &Reply) -> Outcome {
         }
         Reply::Answered {
             status,
-            body,
+            context,
             retry_after,
-            ..
-        } => (*status, body, *retry_after),
+        } => (*status, &context["body"], *retry_after),
     };
     let excerpt = || {
         let text = match body {
@@ -127,7 +134,7 @@ pub fn classify(rules: &Rules, output: &Schema, reply: &Reply) -> Outcome {
         };
         text.chars().take(300).collect::<String>()
     };
-    match rules.decide(&reply.context()) {
+    match rules.decide(reply.context()) {
         Ok(Decision::Success(value)) => {
             let problems = output.violations(&value);
             if problems.is_empty() {
@@ -220,12 +227,7 @@ pub async fn send(
     };
     let body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    Reply::Answered {
-        status,
-        headers: head,
-        body,
-        retry_after,
-    }
+    Reply::answered(status, head, body, retry_after)
 }
 
 fn no_answer(url: &str, e: reqwest::Error) -> Reply {

@@ -539,7 +539,7 @@ impl Decider {
                 // The agency has the request: an earlier attempt's failure is history now.
                 change.step_mut(&step.id).error = None;
                 match (adapter.mode, &adapter.poll) {
-                    (Mode::Poll, Some(poll)) => match poll.url.eval(&reply.context()) {
+                    (Mode::Poll, Some(poll)) => match poll.url.eval(reply.context()) {
                         Ok(url) => {
                             let url = text(url);
                             let url = if url.starts_with("http://") || url.starts_with("https://") {
@@ -872,12 +872,7 @@ mod tests {
     }
 
     fn reply(status: u16, body: Value) -> Reply {
-        Reply::Answered {
-            status,
-            headers: Map::new(),
-            body,
-            retry_after: None,
-        }
+        Reply::answered(status, Map::new(), body, None)
     }
 
     fn kinds(events: &[(CaseId, Event)]) -> Vec<&'static str> {

@@ -91,7 +91,7 @@ impl<S: Store + Clone> Engine<S> {
             "url": request.url,
             "body": request.body,
         });
-        out["reply"] = reply.context();
+        out["reply"] = reply.context().clone();
         Ok(out)
     }
 }
