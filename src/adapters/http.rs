@@ -257,15 +257,14 @@ pub struct Request {
 }
 
 /// The URL, headers and body of a request to `base`, from the manifest's templates.
-pub fn build(adapter: &Adapter, base: &str, ctx: &Value) -> Result<Request, String> {
-    let ctx = Input::new(ctx);
-    let path = text(adapter.path.eval_in(&ctx).map_err(|e| e.to_string())?);
+pub fn build(adapter: &Adapter, base: &str, ctx: &Input) -> Result<Request, String> {
+    let path = text(adapter.path.eval_in(ctx).map_err(|e| e.to_string())?);
     let mut headers = Vec::new();
     for (k, t) in &adapter.headers {
-        headers.push((k.clone(), text(t.eval_in(&ctx).map_err(|e| e.to_string())?)));
+        headers.push((k.clone(), text(t.eval_in(ctx).map_err(|e| e.to_string())?)));
     }
     let body = match &adapter.body {
-        Some(t) => Some(t.eval_in(&ctx).map_err(|e| e.to_string())?),
+        Some(t) => Some(t.eval_in(ctx).map_err(|e| e.to_string())?),
         None => None,
     };
     Ok(Request {

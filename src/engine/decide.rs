@@ -20,7 +20,7 @@ use crate::case::{
 };
 use crate::circuits::Circuits;
 use crate::workflow::definition::{Adapter, Step, Workflow};
-use crate::workflow::expr::Input;
+use crate::workflow::expr::{EvalError, Input, Part};
 use crate::workflow::spec::{Method, Mode, OnRejection};
 
 /// How long after an attempt's timeout the engine decides its reply is lost (the process
@@ -55,25 +55,23 @@ fn case_meta(case: &Case) -> Value {
 }
 
 /// What a step's `if` and `with` see: the input, the outputs of the steps that succeeded, and
-/// the case metadata.
-///
-/// Built by cloning, not with `json!`, which copies an interpolated value by serializing it.
-fn step_context(case: &Case) -> Value {
-    let steps: Map<String, Value> = case
+/// the case metadata, read where they are in the case rather than copied into one value.
+fn step_context(case: &Case) -> Input<'_> {
+    let steps = case
         .steps
         .iter()
         .filter_map(|(id, s)| {
-            let output = s.output.clone()?;
+            let output = s.output.as_ref()?;
             Some((
-                id.clone(),
-                Value::Object(Map::from_iter([("output".to_owned(), output)])),
+                id.as_str(),
+                Part::Object(vec![("output", Part::Borrowed(output))]),
             ))
         })
         .collect();
-    Value::Object(Map::from_iter([
-        ("input".to_owned(), case.input.clone()),
-        ("steps".to_owned(), Value::Object(steps)),
-        ("case".to_owned(), case_meta(case)),
+    Input::of(Part::Object(vec![
+        ("input", Part::Borrowed(&case.input)),
+        ("steps", Part::Object(steps)),
+        ("case", Part::Owned(case_meta(case))),
     ]))
 }
 
@@ -206,22 +204,32 @@ impl Decider {
     }
 
     fn start_step(&self, step: &Step, change: &mut Change) {
-        let context = step_context(&change.case);
-        let ctx = Input::new(&context);
-        if let Some(condition) = &step.condition {
-            match condition.eval_bool_in(&ctx) {
-                Ok(true) => {}
-                Ok(false) => {
-                    let reason = format!("its condition is false: {}", condition.source());
-                    self.settle(change, &step.id, StepStatus::Skipped, reason);
-                    return;
-                }
-                Err(e) => {
-                    self.fail(change, &step.id, IncidentReason::InvalidData, e.to_string());
-                    return;
-                }
-            }
+        /// What the step's `if` and `with` make of the case as it stands.
+        enum Read {
+            Skipped(String),
+            Invalid(EvalError),
+            Input(Result<Value, EvalError>),
         }
+        let read = {
+            let ctx = step_context(&change.case);
+            match step.condition.as_ref().map(|c| (c, c.eval_bool_in(&ctx))) {
+                Some((c, Ok(false))) => Read::Skipped(c.source().to_owned()),
+                Some((_, Err(e))) => Read::Invalid(e),
+                None | Some((_, Ok(true))) => Read::Input(step.with.eval_in(&ctx)),
+            }
+        };
+        let with = match read {
+            Read::Skipped(condition) => {
+                let reason = format!("its condition is false: {condition}");
+                self.settle(change, &step.id, StepStatus::Skipped, reason);
+                return;
+            }
+            Read::Invalid(e) => {
+                self.fail(change, &step.id, IncidentReason::InvalidData, e.to_string());
+                return;
+            }
+            Read::Input(with) => with,
+        };
         let now = change.now;
         let due = self.calendar.due(now, step.deadline);
         {
@@ -239,7 +247,7 @@ impl Decider {
             ),
             Err(e) => change.note_calendar_error(Some(&step.id), &e),
         }
-        let input = match step.with.eval_in(&ctx) {
+        let input = match with {
             Ok(v) => v,
             Err(e) => {
                 self.fail(change, &step.id, IncidentReason::InvalidData, e.to_string());
@@ -336,19 +344,24 @@ impl Decider {
         let key = idempotency_key(&change.case, &step.id, revision);
         let message_id = uuid::Uuid::new_v4().to_string();
         let s = &change.case.steps[&step.id];
-        let mut ctx = Value::Object(Map::from_iter([
-            ("input".to_owned(), s.input.clone().unwrap_or_default()),
-            ("case".to_owned(), case_meta(&change.case)),
+        let input = s
+            .input
+            .as_ref()
+            .map_or(Part::Owned(Value::Null), Part::Borrowed);
+        let mut ctx = vec![
+            ("input", input),
+            ("case", Part::Owned(case_meta(&change.case))),
             (
-                "step".to_owned(),
-                json!({"id": step.id, "attempt": n, "idempotency_key": key}),
+                "step",
+                Part::Owned(json!({"id": step.id, "attempt": n, "idempotency_key": key})),
             ),
-        ]));
+        ];
         if let Some(token) = &s.callback_token {
-            ctx["callback"] = json!({"url": format!("{}/v1/callbacks/{token}", self.public_url)});
+            let url = format!("{}/v1/callbacks/{token}", self.public_url);
+            ctx.push(("callback", Part::Owned(json!({ "url": url }))));
         }
         let adapter = &step.adapter;
-        let built = self.build_request(adapter, &ctx);
+        let built = self.build_request(adapter, &Input::of(Part::Object(ctx)));
         change.event(EventKind::AttemptStarted {
             step: step.id.clone(),
             adapter: step.adapter.reference.clone(),
@@ -394,7 +407,7 @@ impl Decider {
     }
 
     /// The URL, headers and body of a request to the adapter's agency.
-    fn build_request(&self, adapter: &Adapter, ctx: &Value) -> Result<Request, String> {
+    fn build_request(&self, adapter: &Adapter, ctx: &Input) -> Result<Request, String> {
         let base = self.agencies.get(&adapter.agency).ok_or_else(|| {
             format!(
                 "agency `{}` has no base URL in the configuration",

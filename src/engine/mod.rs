@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::calendar::{Calendar, vietnam_time};
@@ -36,7 +36,7 @@ use crate::registry::{PublishError, Registry};
 use crate::store::{FailureLog, Hook, Store, StoreError};
 use crate::traces::{CaseSpan, Traces};
 use crate::workflow::definition::{Definitions, SchemaViolation, Workflow};
-use crate::workflow::expr::{EvalError, Input};
+use crate::workflow::expr::{EvalError, Input, Part};
 use opentelemetry::trace::SpanKind;
 
 pub use actions::{Action, ActionError};
@@ -477,9 +477,7 @@ impl<S: Store + Clone> Engine<S> {
         if workflow.business_keys.is_empty() {
             return Ok(keys);
         }
-        // Built once for every key, by cloning: `json!` would copy the input by serializing it.
-        let context = Value::Object(Map::from_iter([("input".to_owned(), input.clone())]));
-        let context = Input::new(&context);
+        let context = Input::of(Part::Object(vec![("input", Part::Borrowed(input))]));
         for (key, expr) in &workflow.business_keys {
             let value = expr
                 .eval_in(&context)

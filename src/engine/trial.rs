@@ -8,6 +8,7 @@ use super::Engine;
 use crate::adapters::http::{self, Metadata, Outcome, build};
 use crate::store::Store;
 use crate::workflow::definition::{Adapter, SchemaViolation};
+use crate::workflow::expr::Input;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrialError {
@@ -57,7 +58,7 @@ impl<S: Store + Clone> Engine<S> {
             "step": {"id": "trial", "attempt": 1, "idempotency_key": key},
             "callback": {"url": format!("{}/v1/callbacks/trial-{trial}", self.config.public_url)},
         });
-        let request = build(adapter, &base, &ctx).map_err(TrialError::Request)?;
+        let request = build(adapter, &base, &Input::new(&ctx)).map_err(TrialError::Request)?;
         let meta = Metadata::new(trial, key, uuid::Uuid::new_v4().to_string());
         let reply = http::send(
             &self.http,

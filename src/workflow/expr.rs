@@ -15,7 +15,7 @@ use jaq_core::load::parse::{BinaryOp, Term};
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::ops::{Cmp, Math};
 use jaq_core::path::Opt;
-use jaq_core::path::Part;
+use jaq_core::path::Part as PathPart;
 use jaq_core::{Compiler, Ctx, Vars, data};
 use jaq_json::{Num, Val};
 use serde::Deserialize;
@@ -38,16 +38,94 @@ const IMPURE: &[&str] = &[
 /// or comparisons of one with a literal (`.status == 201`); those read the JSON directly. The
 /// rest need jq's own values, converted from the JSON once, on first need, however many
 /// expressions read them.
+///
+/// The JSON may be assembled from [`Part`]s that live elsewhere (a step's context is the case's
+/// input, the steps' outputs and the case's metadata): a lookup reads them where they are, and
+/// only jq, or a read of a whole assembled object, makes one value of them.
 pub struct Input<'a> {
-    json: &'a Value,
+    root: Part<'a>,
+    /// The root as one value, when it is assembled and something needs it whole.
+    whole: OnceCell<Value>,
     val: OnceCell<Val>,
+}
+
+/// A JSON value read in place, or an object assembled from such values by name.
+pub enum Part<'a> {
+    Borrowed(&'a Value),
+    Owned(Value),
+    /// An object of these members; a name given twice means its last member, as in JSON.
+    Object(Vec<(&'a str, Part<'a>)>),
+}
+
+impl Part<'_> {
+    /// The value this part stands for, copied.
+    fn to_value(&self) -> Value {
+        match self {
+            Part::Borrowed(v) => (*v).clone(),
+            Part::Owned(v) => v.clone(),
+            Part::Object(members) => Value::Object(
+                members
+                    .iter()
+                    .map(|(name, part)| ((*name).to_owned(), part.to_value()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// What [`lookup`] gives on this part's value, without copying it; `Err(())` when the
+    /// keys end at an assembled object, which has no value of its own to point to.
+    fn lookup(&self, keys: &[String]) -> Result<Option<&Value>, ()> {
+        const NULL: &Value = &Value::Null;
+        match self {
+            Part::Borrowed(v) => Ok(lookup(v, keys)),
+            Part::Owned(v) => Ok(lookup(v, keys)),
+            Part::Object(members) => {
+                let (key, rest) = keys.split_first().ok_or(())?;
+                match members.iter().rfind(|(name, _)| name == key) {
+                    Some((_, part)) => part.lookup(rest),
+                    None => Ok(lookup(NULL, rest)),
+                }
+            }
+        }
+    }
 }
 
 impl<'a> Input<'a> {
     pub fn new(context: &'a Value) -> Input<'a> {
+        Input::of(Part::Borrowed(context))
+    }
+
+    /// An input assembled from parts.
+    pub fn of(root: Part<'a>) -> Input<'a> {
         Input {
-            json: context,
+            root,
+            whole: OnceCell::new(),
             val: OnceCell::new(),
+        }
+    }
+
+    /// The root as one JSON value.
+    fn json(&self) -> &Value {
+        match &self.root {
+            Part::Borrowed(v) => v,
+            Part::Owned(v) => v,
+            Part::Object(_) => self.whole.get_or_init(|| self.root.to_value()),
+        }
+    }
+
+    /// What `.k1.k2…` gives (see [`lookup`]), read in place where it can be.
+    fn lookup(&self, keys: &[String]) -> Option<&Value> {
+        self.root
+            .lookup(keys)
+            .unwrap_or_else(|()| lookup(self.json(), keys))
+    }
+
+    /// Whether the root is an object or null, which jq's `{a}` requires to index it.
+    fn indexable(&self) -> bool {
+        match &self.root {
+            Part::Object(_) => true,
+            Part::Borrowed(v) => matches!(v, Value::Object(_) | Value::Null),
+            Part::Owned(v) => matches!(v, Value::Object(_) | Value::Null),
         }
     }
 
@@ -55,7 +133,7 @@ impl<'a> Input<'a> {
         if let Some(val) = self.val.get() {
             return Ok(val);
         }
-        let val = Val::deserialize(self.json).map_err(|e| EvalError::Input {
+        let val = Val::deserialize(self.json()).map_err(|e| EvalError::Input {
             message: e.to_string(),
         })?;
         Ok(self.val.get_or_init(|| val))
@@ -123,37 +201,37 @@ impl Fast {
 
     /// `None` when jq must decide: a lookup into something that is neither an object nor null
     /// is an error, and jq words it.
-    fn eval(&self, json: &Value) -> Option<Value> {
+    fn eval(&self, input: &Input) -> Option<Value> {
         match self {
-            Fast::Lookup(keys) => lookup(json, keys).cloned(),
+            Fast::Lookup(keys) => input.lookup(keys).cloned(),
             Fast::Equals(keys, literal) => {
-                Some(Value::Bool(jq_equal(lookup(json, keys)?, literal)))
+                Some(Value::Bool(jq_equal(input.lookup(keys)?, literal)))
             }
-            Fast::Or(keys, fallback) => match lookup(json, keys)? {
+            Fast::Or(keys, fallback) => match input.lookup(keys)? {
                 Value::Null | Value::Bool(false) => Some(fallback.clone()),
                 found => Some(found.clone()),
             },
             Fast::And(l, r) => {
                 let truthy = |v: Value| !matches!(v, Value::Null | Value::Bool(false));
-                if !truthy(l.eval(json)?) {
+                if !truthy(l.eval(input)?) {
                     return Some(Value::Bool(false));
                 }
-                Some(Value::Bool(truthy(r.eval(json)?)))
+                Some(Value::Bool(truthy(r.eval(input)?)))
             }
             Fast::Literal(value) => Some(value.clone()),
             Fast::Object(entries) => {
                 // jq indexes its input for `{a}` only if it is an object or null.
-                if !matches!(json, Value::Object(_) | Value::Null) {
+                if !input.indexable() {
                     return None;
                 }
                 entries
                     .iter()
-                    .map(|(key, value)| Some((key.clone(), value.eval(json)?)))
+                    .map(|(key, value)| Some((key.clone(), value.eval(input)?)))
                     .collect::<Option<_>>()
                     .map(Value::Object)
             }
-            Fast::Pipe(l, r) => r.eval(&l.eval(json)?),
-            Fast::Merge(l, r) => match (l.eval(json)?, r.eval(json)?) {
+            Fast::Pipe(l, r) => r.eval(&Input::new(&l.eval(input)?)),
+            Fast::Merge(l, r) => match (l.eval(input)?, r.eval(input)?) {
                 (Value::Object(mut left), Value::Object(right)) => {
                     left.extend(right);
                     Some(Value::Object(left))
@@ -175,7 +253,7 @@ fn keys_of(term: &Term<&str>) -> Option<Vec<String>> {
             let mut keys = keys_of(base)?;
             for (part, opt) in &path.0 {
                 match (part, opt) {
-                    (Part::Index(Term::Str(None, parts)), Opt::Essential) => {
+                    (PathPart::Index(Term::Str(None, parts)), Opt::Essential) => {
                         keys.push(literal(parts)?.to_owned());
                     }
                     _ => return None,
@@ -347,7 +425,7 @@ impl Expr {
     /// Evaluates on an input shared by several expressions (a template's leaves, a reply's
     /// rules).
     pub fn eval_in(&self, input: &Input) -> Result<Value, EvalError> {
-        if let Some(value) = self.fast.as_ref().and_then(|f| f.eval(input.json)) {
+        if let Some(value) = self.fast.as_ref().and_then(|f| f.eval(input)) {
             return Ok(value);
         }
         self.eval_jq(input)
@@ -419,7 +497,7 @@ impl Expr {
             visit(&term, &mut |t| {
                 if let Term::Path(base, path) = t
                     && matches!(**base, Term::Id)
-                    && let Some((Part::Index(Term::Str(None, parts)), _)) = path.0.first()
+                    && let Some((PathPart::Index(Term::Str(None, parts)), _)) = path.0.first()
                     && literal(parts) == Some(root)
                 {
                     found = true;
@@ -444,11 +522,11 @@ fn walk(term: &Term<&str>, refs: &mut StepRefs) {
     visit(term, &mut |t| {
         if let Term::Path(base, path) = t
             && matches!(**base, Term::Id)
-            && let Some((Part::Index(Term::Str(None, parts)), _)) = path.0.first()
+            && let Some((PathPart::Index(Term::Str(None, parts)), _)) = path.0.first()
             && literal(parts) == Some("steps")
         {
             match path.0.get(1) {
-                Some((Part::Index(Term::Str(None, id)), _)) if literal(id).is_some() => {
+                Some((PathPart::Index(Term::Str(None, id)), _)) if literal(id).is_some() => {
                     refs.ids.insert(literal(id).unwrap_or_default().to_owned());
                 }
                 _ => refs.dynamic = true,
@@ -524,8 +602,8 @@ fn visit<'a>(term: &Term<&'a str>, f: &mut impl FnMut(&Term<&'a str>)) {
             visit(base, f);
             for (part, _) in &path.0 {
                 match part {
-                    Part::Index(i) => visit(i, f),
-                    Part::Range(a, b) => {
+                    PathPart::Index(i) => visit(i, f),
+                    PathPart::Range(a, b) => {
                         if let Some(a) = a {
                             visit(a, f);
                         }
@@ -667,6 +745,66 @@ mod tests {
             ".a - .b",
         ] {
             assert!(!fast(src), "{src}");
+        }
+    }
+
+    #[test]
+    fn an_assembled_input_answers_as_its_whole_value_does() {
+        let input = json!({"child": {"name": "An", "born": "2026-11-20"}, "n": [1, 2]});
+        let output = json!({"id": "079226000123"});
+        let contexts = || {
+            [
+                Part::Object(vec![
+                    ("input", Part::Borrowed(&input)),
+                    (
+                        "steps",
+                        Part::Object(vec![(
+                            "birth",
+                            Part::Object(vec![("output", Part::Borrowed(&output))]),
+                        )]),
+                    ),
+                    (
+                        "case",
+                        Part::Owned(json!({"id": "c1", "started_on": "2026-11-30"})),
+                    ),
+                ]),
+                Part::Object(vec![
+                    ("a", Part::Owned(json!(1))),
+                    ("a", Part::Owned(json!({"x": 2}))),
+                ]),
+                Part::Object(Vec::new()),
+                Part::Owned(json!("text")),
+                Part::Borrowed(&output),
+            ]
+        };
+        let exprs = [
+            ".",
+            ".input",
+            ".input.child.name",
+            ".input.child.name.deeper",
+            ".steps",
+            ".steps.birth",
+            ".steps.birth.output.id",
+            ".steps.residence.output",
+            r#".case.id == "c1""#,
+            ".a.x",
+            ".a",
+            "{input}",
+            ".steps | {birth}",
+            ".input + .case",
+            ".input | keys",
+            r#"(.input.child.born | split("-") | .[0] |= (tonumber + 6 | tostring) | join("-")) > .case.started_on"#,
+        ];
+        for src in exprs {
+            let expr = Expr::compile(src).unwrap();
+            for part in contexts() {
+                let whole = part.to_value();
+                let expected = expr.eval_in(&Input::new(&whole));
+                let assembled = Input::of(part);
+                assert_eq!(expr.eval_in(&assembled), expected, "{src} on {whole}");
+                // Read again: the whole value made on first need is kept, not made twice.
+                assert_eq!(expr.eval_in(&assembled), expected, "{src} on {whole}");
+            }
         }
     }
 
