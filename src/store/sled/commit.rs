@@ -37,12 +37,42 @@ pub(super) struct Prepared {
     fences: Vec<(Vec<u8>, u64, bool, String)>,
     expect_config: Option<u64>,
     changes_config: bool,
+    changes_webhooks: bool,
 }
 
-/// What the writer numbers as it goes: the next feed position and the configuration version.
+/// What the writer numbers as it goes: the next feed position and the configuration version;
+/// and what it knows of the tree without reading it again.
 pub(super) struct Tally {
     pub(super) next_feed: u64,
     pub(super) config: u64,
+    /// Whether a webhook is registered, as last read; `None` once a commit that registers or
+    /// deletes one has passed. Only the writer writes webhooks, so the answer holds until then,
+    /// and a change that notifies does not read through the webhooks at every commit.
+    pub(super) webhooks: Option<bool>,
+}
+
+impl Tally {
+    pub(super) fn new(next_feed: u64, config: u64) -> Tally {
+        Tally {
+            next_feed,
+            config,
+            webhooks: None,
+        }
+    }
+
+    fn webhooks(&mut self, data: &Tree, path: &Path) -> Result<bool, StoreError> {
+        if let Some(known) = self.webhooks {
+            return Ok(known);
+        }
+        let any = data
+            .scan_prefix([WEBHOOKS])
+            .next()
+            .transpose()
+            .map_err(|e| sled_error(path, e))?
+            .is_some();
+        self.webhooks = Some(any);
+        Ok(any)
+    }
 }
 
 pub(super) struct PreparedCase {
@@ -65,6 +95,7 @@ impl Prepared {
                 .collect(),
             expect_config: tx.expect_config,
             changes_config: tx.changes_config(),
+            changes_webhooks: !tx.put_webhooks.is_empty() || !tx.delete_webhooks.is_empty(),
             ..Prepared::default()
         };
         for write in &tx.cases {
@@ -247,16 +278,13 @@ impl Prepared {
             }
         }
         inserts.extend(self.puts);
-        let notifying = !self.feed.is_empty()
-            && data
-                .scan_prefix([WEBHOOKS])
-                .next()
-                .transpose()
-                .map_err(|e| sled_error(path, e))?
-                .is_some();
+        let notifying = !self.feed.is_empty() && tally.webhooks(data, path)?;
         for notification in self.feed.into_iter().filter(|_| notifying) {
             inserts.push((keyed(FEED, &tally.next_feed.to_be_bytes()), notification));
             tally.next_feed += 1;
+        }
+        if self.changes_webhooks {
+            tally.webhooks = None;
         }
         if self.changes_config {
             tally.config += 1;

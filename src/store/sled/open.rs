@@ -163,10 +163,7 @@ impl SledStore {
                     outage: outage.clone(),
                     durable: durable.clone(),
                     to_sync,
-                    tally: Tally {
-                        next_feed: opened.last_feed + 1,
-                        config: opened.config,
-                    },
+                    tally: Tally::new(opened.last_feed + 1, opened.config),
                 };
                 move || writer.run(&queue)
             })

@@ -134,10 +134,7 @@ impl Writer {
             match applied {
                 Ok(()) => {
                     self.claims.release(cleared.iter().map(Vec::as_slice));
-                    let written = Tally {
-                        next_feed: self.tally.next_feed,
-                        config: self.tally.config,
-                    };
+                    let written = Tally::new(self.tally.next_feed, self.tally.config);
                     let sync = (passed, written, live.db);
                     if let Err(mpsc::SendError((answers, ..))) = self.to_sync.send(sync) {
                         fail_all(answers, path, "the store's syncer has stopped");
@@ -201,10 +198,7 @@ impl Writer {
                 Err(e) => return Err(format!("the store could not be opened again: {e}")),
             }
         };
-        self.tally = Tally {
-            next_feed: opened.last_feed + 1,
-            config: opened.config,
-        };
+        self.tally = Tally::new(opened.last_feed + 1, opened.config);
         self.durable
             .feed
             .fetch_max(opened.last_feed, Ordering::SeqCst);
