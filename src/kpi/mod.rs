@@ -128,7 +128,7 @@ impl Tally {
         }
         if let Some(days) = days {
             name.push('/');
-            push_number(&mut name, days);
+            name.push_str(itoa::Buffer::new().format(days));
         }
         name
     }
@@ -170,32 +170,18 @@ impl Tally {
     }
 }
 
-/// Appends `day` as `Display` writes it (`2026-12-01`), with the common years spelled out by
-/// hand.
+/// Appends `day` as `Display` writes it (`2026-12-01`): the years of four digits through
+/// `itoa`, any other through `Display` itself.
 fn push_day(out: &mut String, day: Date) {
-    match u32::try_from(day.year()) {
-        Ok(year @ 0..=9999) => {
-            push_digits(out, year, 4);
-            out.push('-');
-            push_digits(out, u32::from(day.month().unsigned_abs()), 2);
-            out.push('-');
-            push_digits(out, u32::from(day.day().unsigned_abs()), 2);
-        }
-        _ => out.push_str(&day.to_string()),
+    if !(1000..=9999).contains(&day.year()) {
+        out.push_str(&day.to_string());
+        return;
     }
-}
-
-/// Appends `n` in decimal.
-fn push_number(out: &mut String, n: u32) {
-    let width = n.checked_ilog10().unwrap_or(0) + 1;
-    push_digits(out, n, width);
-}
-
-/// Appends the last `width` decimal digits of `n`, zero-padded.
-fn push_digits(out: &mut String, n: u32, width: u32) {
-    for place in (0..width).rev() {
-        let digit = n / 10u32.pow(place) % 10;
-        out.push(char::from(b'0' + digit as u8));
+    let mut digits = itoa::Buffer::new();
+    out.push_str(digits.format(day.year()));
+    for part in [day.month(), day.day()] {
+        out.push_str(if part < 10 { "-0" } else { "-" });
+        out.push_str(digits.format(part));
     }
 }
 

@@ -58,6 +58,15 @@ pub enum Part<'a> {
 }
 
 impl Part<'_> {
+    /// The value this part holds as it is; `None` for an assembled object.
+    fn value(&self) -> Option<&Value> {
+        match self {
+            Part::Borrowed(v) => Some(v),
+            Part::Owned(v) => Some(v),
+            Part::Object(_) => None,
+        }
+    }
+
     /// The value this part stands for, copied.
     fn to_value(&self) -> Value {
         match self {
@@ -76,16 +85,13 @@ impl Part<'_> {
     /// keys end at an assembled object, which has no value of its own to point to.
     fn lookup(&self, keys: &[String]) -> Result<Option<&Value>, ()> {
         const NULL: &Value = &Value::Null;
-        match self {
-            Part::Borrowed(v) => Ok(lookup(v, keys)),
-            Part::Owned(v) => Ok(lookup(v, keys)),
-            Part::Object(members) => {
-                let (key, rest) = keys.split_first().ok_or(())?;
-                match members.iter().rfind(|(name, _)| name == key) {
-                    Some((_, part)) => part.lookup(rest),
-                    None => Ok(lookup(NULL, rest)),
-                }
-            }
+        let Part::Object(members) = self else {
+            return Ok(self.value().and_then(|v| lookup(v, keys)));
+        };
+        let (key, rest) = keys.split_first().ok_or(())?;
+        match members.iter().rfind(|(name, _)| name == key) {
+            Some((_, part)) => part.lookup(rest),
+            None => Ok(lookup(NULL, rest)),
         }
     }
 }
@@ -106,11 +112,9 @@ impl<'a> Input<'a> {
 
     /// The root as one JSON value.
     fn json(&self) -> &Value {
-        match &self.root {
-            Part::Borrowed(v) => v,
-            Part::Owned(v) => v,
-            Part::Object(_) => self.whole.get_or_init(|| self.root.to_value()),
-        }
+        self.root
+            .value()
+            .unwrap_or_else(|| self.whole.get_or_init(|| self.root.to_value()))
     }
 
     /// What `.k1.k2…` gives (see [`lookup`]), read in place where it can be.
@@ -122,11 +126,9 @@ impl<'a> Input<'a> {
 
     /// Whether the root is an object or null, which jq's `{a}` requires to index it.
     fn indexable(&self) -> bool {
-        match &self.root {
-            Part::Object(_) => true,
-            Part::Borrowed(v) => matches!(v, Value::Object(_) | Value::Null),
-            Part::Owned(v) => matches!(v, Value::Object(_) | Value::Null),
-        }
+        self.root
+            .value()
+            .is_none_or(|v| matches!(v, Value::Object(_) | Value::Null))
     }
 
     fn val(&self) -> Result<&Val, EvalError> {
