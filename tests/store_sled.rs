@@ -96,6 +96,61 @@ async fn a_store_of_another_format_version_is_refused_by_name() {
 }
 
 #[tokio::test]
+async fn a_store_of_the_format_before_is_opened_and_moved_on() {
+    let dir = temp_dir();
+    let c = commit_one_case(&dir).await;
+    {
+        let db = raw_sled(&dir);
+        db.insert("format", "5").unwrap();
+        db.flush().unwrap();
+    }
+    let store = reopen(&dir);
+    assert_eq!(store.case(c.id).await.unwrap().unwrap().id, c.id);
+    drop(store);
+    let db = raw_sled(&dir);
+    let format = db.get("format").unwrap().unwrap();
+    assert_eq!(
+        format.as_ref(),
+        civicflow::store::FORMAT_VERSION.to_string().as_bytes()
+    );
+}
+
+#[tokio::test]
+async fn counter_changes_not_yet_folded_are_counted_and_outlive_a_restart() {
+    use civicflow::store::Transaction;
+
+    let dir = temp_dir();
+    let store = SledStore::open(&dir, 16 << 20).unwrap();
+    for n in [3, -1, 5] {
+        let tx = Transaction {
+            counts: vec![("kpi/a".to_owned(), n), ("kpi/b".to_owned(), 1)],
+            ..Transaction::default()
+        };
+        store.commit(&tx).await.unwrap();
+    }
+    let expected = vec![("kpi/a".to_owned(), 7), ("kpi/b".to_owned(), 3)];
+    assert_eq!(store.counts("kpi/", "kpi0").await.unwrap(), expected);
+    drop(store);
+    {
+        // Three groups are too few to fold: the changes are in their record, not the counters.
+        let data = raw_sled(&dir).open_tree("data").unwrap();
+        assert!(data.get("m").unwrap().is_some());
+        assert!(data.get("nkpi/a").unwrap().is_none());
+    }
+    let store = reopen(&dir);
+    assert_eq!(store.counts("kpi/", "kpi0").await.unwrap(), expected);
+    let tx = Transaction {
+        counts: vec![("kpi/a".to_owned(), -7)],
+        ..Transaction::default()
+    };
+    store.commit(&tx).await.unwrap();
+    assert_eq!(
+        store.counts("kpi/", "kpi0").await.unwrap(),
+        vec![("kpi/b".to_owned(), 3)]
+    );
+}
+
+#[tokio::test]
 async fn a_damaged_record_is_an_error_not_a_panic() {
     let dir = temp_dir();
     let c = commit_one_case(&dir).await;

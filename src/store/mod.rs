@@ -34,5 +34,12 @@ pub use records::{
 };
 pub use transaction::{CaseWrite, Transaction};
 
-/// The version of the on-disk format. A store written by another format version is refused.
-pub const FORMAT_VERSION: u32 = 5;
+/// The version of the on-disk format. A store written by another format version is refused,
+/// unless it is one of [`UPGRADES_FROM`].
+pub const FORMAT_VERSION: u32 = 6;
+
+/// Older format versions this one reads as they are: opening such a store (or restoring such a
+/// backup) moves its version on. Version 6 added the record of the counters' changes not yet
+/// folded into them, which a version-5 store simply does not have; a version-5 binary refuses a
+/// version-6 store rather than miss those changes.
+pub const UPGRADES_FROM: &[u32] = &[5];

@@ -21,9 +21,10 @@ use sha2::{Digest, Sha256};
 use sled::{IVec, Tree};
 
 use super::SledStore;
+use super::counters;
 use super::journal::{JOURNAL, Write as GroupWrite};
 use super::record::sled_error;
-use crate::store::{Copied, FORMAT_VERSION, StoreError};
+use crate::store::{Copied, FORMAT_VERSION, StoreError, UPGRADES_FROM};
 
 const MAGIC: &[u8] = b"CIVICFLOW-BACKUP\n";
 /// Keys copied per read of the tree.
@@ -244,6 +245,9 @@ impl SledStore {
         if let Some(e) = failed {
             return Err(e);
         }
+        // Nothing is served from the store yet: the counters' changes the backup holds unfolded
+        // are folded now, before the writer writes a record of its own over theirs.
+        counters::fold_left_over(&data, &store.inner.path)?;
         store.flush()?;
         tracing::info!(store = %dir.display(), records = copied.records, "store restored from a backup");
         Ok(copied)
@@ -273,7 +277,7 @@ pub fn read_backup(
         return Err(damaged("it is not a civicflow backup".to_owned()));
     }
     let version = u32::from_le_bytes(read_array(&mut input).map_err(|e| damaged(e.to_string()))?);
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && !UPGRADES_FROM.contains(&version) {
         return Err(StoreError::Incompatible {
             path: "the backup".to_owned(),
             found: version.to_string(),

@@ -4,10 +4,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::SledStore;
+use super::counters;
 use super::journal::JOURNAL;
 use super::keys::{
     API_TOKENS, CASES, CIRCUITS, CONFIG, COUNTERS, DEFINITIONS, EVENTS, FEED, IDEMPOTENCY, INDEX,
-    REGISTRY_CHANGES, TIMERS, TOKENS, WEBHOOKS,
+    PENDING, REGISTRY_CHANGES, TIMERS, TOKENS, WEBHOOKS,
 };
 use super::reads::case_from;
 use crate::case::{CallbackTarget, CaseId, Event, IdempotencyRecord, Timer};
@@ -100,6 +101,13 @@ impl SledStore {
                         Err("a group of writes left unfinished".to_owned()),
                     ),
                     _ if key.as_ref() == CONFIG => ("configuration", None, eight_bytes(&value)),
+                    _ if key.as_ref() == PENDING => (
+                        "counters",
+                        None,
+                        counters::decode(&value)
+                            .map(drop)
+                            .ok_or_else(|| "their unfolded changes cannot be read".to_owned()),
+                    ),
                     _ => ("unknown", None, Err("a key of no table".to_owned())),
                 };
             if let Err(detail) = read {

@@ -190,7 +190,7 @@ impl Prepared {
 
     /// Checks this commit against the stored state and the claims and adds its writes to
     /// `writes`, its notifications under the feed positions `tally` gives, its counts to the
-    /// group's `counts` (see [`add_counts`]); on a failed check, adds nothing and changes
+    /// group's `counts` (see [`super::counters`]); on a failed check, adds nothing and changes
     /// nothing. A case's record comes before anything that points to
     /// it (index entries aside, which are only hints to read the record), so no reader finds a
     /// token, timer or idempotency record whose case is not there yet.
@@ -304,35 +304,4 @@ impl Prepared {
 #[derive(serde::Deserialize)]
 struct Versioned {
     version: u64,
-}
-
-/// Adds a group's `counts` to the stored counters, as writes of the group: the writer is the
-/// only one to write counters, so what the tree holds is every earlier group's sum. A damaged
-/// counter starts again from 0, with an error logged: a figure is not worth refusing commits.
-pub(super) fn add_counts(
-    data: &Tree,
-    path: &Path,
-    counts: BTreeMap<Vec<u8>, i64>,
-    writes: &mut Vec<journal::Write>,
-) -> Result<(), StoreError> {
-    for (key, n) in counts {
-        if n == 0 {
-            continue;
-        }
-        let stored = data.get(&key).map_err(|e| sled_error(path, e))?;
-        let before = match stored.as_deref().map(<[u8; 8]>::try_from) {
-            None => 0,
-            Some(Ok(bytes)) => i64::from_be_bytes(bytes),
-            Some(Err(_)) => {
-                tracing::error!(
-                    counter = %String::from_utf8_lossy(&key[1..]),
-                    store = %path.display(),
-                    "a damaged counter starts again from 0"
-                );
-                0
-            }
-        };
-        writes.push((key, Some((before + n).to_be_bytes().to_vec())));
-    }
-    Ok(())
 }

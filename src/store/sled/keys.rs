@@ -19,6 +19,8 @@ pub(super) const COUNTERS: u8 = b'n';
 pub(super) const CIRCUITS: u8 = b'g';
 /// One key, not a table: the configuration version (`Store::config_version`).
 pub(super) const CONFIG: &[u8] = b"vconfig";
+/// One key, not a table: the counters' changes not yet folded into them ([`super::counters`]).
+pub(super) const PENDING: &[u8] = b"m";
 
 /// `prefix` followed by `rest`: a key of one table.
 pub(super) fn keyed(prefix: u8, rest: &[u8]) -> Vec<u8> {

@@ -18,7 +18,8 @@
 //!
 //! The files: [`open`] (the data directory, the format, the threads), [`keys`] (one key prefix
 //! per table), [`record`] (how records are laid out as bytes), [`commit`] (a transaction
-//! encoded, and checked against the stored state), [`writer`] (the writer and syncer threads),
+//! encoded, and checked against the stored state), [`counters`] (the named counters' changes,
+//! one record per group), [`writer`] (the writer and syncer threads),
 //! [`journal`] (a group made atomic across crashes), [`claims`], [`reads`] (the contract's
 //! reads), [`backup`] (a consistent copy while serving, and a store built from one),
 //! [`check`] (every record read, to find the damaged ones) and [`write_outage`] (a full disk:
@@ -28,6 +29,7 @@ mod backup;
 mod check;
 mod claims;
 mod commit;
+mod counters;
 mod journal;
 mod keys;
 mod open;

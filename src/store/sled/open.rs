@@ -13,12 +13,13 @@ use sled::{IVec, Tree};
 use super::backup::Backups;
 use super::claims::Claims;
 use super::commit::Tally;
+use super::counters;
 use super::journal;
 use super::keys::{CONFIG, FEED, feed_seq};
 use super::record::{corrupt, decode, sled_error};
 use super::write_outage::WriteOutage;
 use super::writer::{Durable, Pending, Writer, sync_loop};
-use crate::store::{FORMAT_VERSION, StoreError};
+use crate::store::{FORMAT_VERSION, StoreError, UPGRADES_FROM};
 
 /// The page cache `civicflow serve` gives sled unless told otherwise, in MiB. sled counts it in
 /// on-disk bytes and uses several times that in memory: 16 keeps 100,000 waiting cases well under
@@ -54,6 +55,8 @@ pub(super) struct Inner {
 pub(super) struct Live {
     pub(super) db: sled::Db,
     pub(super) data: Tree,
+    /// The counters' changes not yet folded, as the writer last wrote them.
+    pub(super) pending: counters::Shared,
 }
 
 /// A database opened: its handles, and where the writer's numbering goes on from.
@@ -77,7 +80,8 @@ impl Opened {
         let data = db
             .open_tree(DATA_TREE)
             .map_err(|e| sled_error(db_path, e))?;
-        if journal::recover(&data, db_path)? > 0 {
+        let recovered = journal::recover(&data, db_path)? > 0;
+        if counters::fold_left_over(&data, db_path)? || recovered {
             db.flush().map_err(|e| sled_error(db_path, e))?;
         }
         let last_feed = match data.scan_prefix([FEED]).next_back() {
@@ -94,7 +98,11 @@ impl Opened {
             None => 0,
         };
         Ok(Opened {
-            live: Live { db, data },
+            live: Live {
+                db,
+                data,
+                pending: counters::Shared::default(),
+            },
             last_feed,
             config,
         })
@@ -186,8 +194,13 @@ impl SledStore {
     /// The tree that holds every table, or `Unavailable` for the moment the database is opened
     /// again after writes failed.
     pub(super) fn data(&self) -> Result<Tree, StoreError> {
+        self.live().map(|live| live.data)
+    }
+
+    /// The open database's handles, or `Unavailable` as for [`SledStore::data`].
+    pub(super) fn live(&self) -> Result<Live, StoreError> {
         match &*self.inner.live.read().expect("live lock") {
-            Some(live) => Ok(live.data.clone()),
+            Some(live) => Ok(live.clone()),
             None => {
                 Err(self
                     .inner
@@ -268,6 +281,22 @@ fn check_format(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
             Ok(())
         }
         Some(v) if v.as_ref() == FORMAT_VERSION.to_string().as_bytes() => Ok(()),
+        Some(v)
+            if UPGRADES_FROM
+                .iter()
+                .any(|o| v.as_ref() == o.to_string().as_bytes()) =>
+        {
+            db.insert("format", FORMAT_VERSION.to_string().as_bytes())
+                .map_err(|e| sled_error(&db_path, e))?;
+            db.flush().map_err(|e| sled_error(&db_path, e))?;
+            tracing::info!(
+                store = %path,
+                from = %String::from_utf8_lossy(&v),
+                to = FORMAT_VERSION,
+                "the store's format version was moved on"
+            );
+            Ok(())
+        }
         Some(v) => Err(StoreError::Incompatible {
             path,
             found: String::from_utf8_lossy(&v).into_owned(),

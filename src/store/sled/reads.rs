@@ -1,5 +1,6 @@
 //! The contract's operations on sled: a commit goes to the writer; reads go to the tree.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use tokio::sync::oneshot;
 use super::SledStore;
 use super::claims::work_key;
 use super::commit::Prepared;
+use super::counters;
 use super::keys::{
     API_TOKENS, CASES, CIRCUITS, COUNTERS, DEFINITIONS, FEED, IDEMPOTENCY, INDEX, REGISTRY_CHANGES,
     TIMERS, TOKENS, WEBHOOKS, case_id_at_end, event_key, feed_seq, index_prefix, keyed,
@@ -182,18 +184,30 @@ impl Store for SledStore {
     async fn counts(&self, from: &str, to: &str) -> Result<Vec<(String, i64)>, StoreError> {
         let low = keyed(COUNTERS, from.as_bytes());
         let high = keyed(COUNTERS, to.as_bytes());
-        let mut out = Vec::new();
-        for r in self.data()?.range(low..high) {
+        let live = self.live()?;
+        // Locked while the counters are read: the writer holds it while it folds the changes
+        // into them (see `counters`).
+        let pending = counters::lock(&live.pending);
+        let mut sums: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+        for r in live.data.range(low.as_slice()..high.as_slice()) {
             let (k, v) = r.map_err(|e| self.err(e))?;
-            let name = String::from_utf8_lossy(&k[1..]).into_owned();
-            let n = <[u8; 8]>::try_from(v.as_ref())
-                .map_err(|_| self.corrupt(format!("counter {name} is damaged")))?;
-            let n = i64::from_be_bytes(n);
-            if n != 0 {
-                out.push((name, n));
-            }
+            let n = <[u8; 8]>::try_from(v.as_ref()).map_err(|_| {
+                self.corrupt(format!(
+                    "counter {} is damaged",
+                    String::from_utf8_lossy(&k[1..])
+                ))
+            })?;
+            sums.insert(k.to_vec(), i64::from_be_bytes(n));
         }
-        Ok(out)
+        for (k, n) in pending.in_range(&low, &high) {
+            *sums.entry(k.to_vec()).or_default() += n;
+        }
+        drop(pending);
+        Ok(sums
+            .into_iter()
+            .filter(|(_, n)| *n != 0)
+            .map(|(k, n)| (String::from_utf8_lossy(&k[1..]).into_owned(), n))
+            .collect())
     }
 
     async fn cases_by(

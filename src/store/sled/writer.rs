@@ -10,7 +10,8 @@ use tokio::sync::oneshot;
 
 use super::backup::Backups;
 use super::claims::Claims;
-use super::commit::{Prepared, Tally, add_counts};
+use super::commit::{Prepared, Tally};
+use super::counters;
 use super::journal;
 use super::keys::TIMERS;
 use super::open::{Live, Opened};
@@ -120,17 +121,27 @@ impl Writer {
                 .filter(|(key, value)| value.is_none() && key.first() == Some(&TIMERS))
                 .map(|(key, _)| key.clone())
                 .collect();
-            let applied = add_counts(data, path, counts, &mut writes)
+            // Held while the group is written: a reader of the counters sees the sum of their
+            // changes as it stands beside the counters the group may fold it into.
+            let mut pending = counters::lock(&live.pending);
+            let applied = counters::plan(&pending, counts, data, path, &mut writes)
                 .map_err(|e| e.to_string())
-                .and_then(|()| {
+                .and_then(|planned| {
                     // Held while the group is written: a backup reading meanwhile sees it whole
                     // or not at all, and keeps what the group replaces if it has not copied it.
                     let mut backup = self.backups.lock().expect("backup lock");
                     if let Some(snapshot) = backup.as_mut() {
                         snapshot.keep(data, &writes).map_err(|e| e.to_string())?;
                     }
-                    journal::apply(data, writes, group).map_err(|e| e.to_string())
+                    journal::apply(data, writes, group).map_err(|e| e.to_string())?;
+                    Ok(planned)
                 });
+            let applied = applied.map(|planned| {
+                if let Some(planned) = planned {
+                    counters::written(&mut pending, planned);
+                }
+            });
+            drop(pending);
             match applied {
                 Ok(()) => {
                     self.claims.release(cleared.iter().map(Vec::as_slice));
