@@ -97,15 +97,41 @@ async fn a_store_of_another_format_version_is_refused_by_name() {
 
 #[tokio::test]
 async fn a_store_of_the_format_before_is_opened_and_moved_on() {
+    use civicflow::case::{Timer, TimerKind};
+
     let dir = temp_dir();
     let c = commit_one_case(&dir).await;
+    // Version 5 wrote a timer's record as JSON, under the key of its due time, case and kind.
+    let timer = Timer {
+        case_id: c.id,
+        due_at: "2026-11-02T03:04:05.123456789Z".parse().unwrap(),
+        kind: TimerKind::Retry {
+            step: "birth".into(),
+        },
+    };
     {
         let db = raw_sled(&dir);
+        let due = timer.due_at.as_millisecond() as u64;
+        let key = [
+            b"t".as_slice(),
+            &due.to_be_bytes(),
+            c.id.as_bytes(),
+            b"retry/birth",
+        ]
+        .concat();
+        let data = db.open_tree("data").unwrap();
+        data.insert(key, serde_json::to_vec(&timer).unwrap())
+            .unwrap();
         db.insert("format", "5").unwrap();
         db.flush().unwrap();
     }
     let store = reopen(&dir);
     assert_eq!(store.case(c.id).await.unwrap().unwrap().id, c.id);
+    let due = store
+        .due_timers("2026-11-03T00:00:00Z".parse().unwrap(), 10)
+        .await
+        .unwrap();
+    assert_eq!(due, vec![timer]);
     drop(store);
     let db = raw_sled(&dir);
     let format = db.get("format").unwrap().unwrap();
@@ -113,6 +139,47 @@ async fn a_store_of_the_format_before_is_opened_and_moved_on() {
         format.as_ref(),
         civicflow::store::FORMAT_VERSION.to_string().as_bytes()
     );
+}
+
+#[tokio::test]
+async fn a_backup_of_the_format_before_restores_with_its_timers_readable() {
+    use civicflow::case::{Timer, TimerKind};
+    use sha2::Digest;
+
+    // A version-5 backup holding one timer, its record JSON as version 5 wrote it.
+    let timer = Timer {
+        case_id: uuid::Uuid::now_v7(),
+        due_at: "2026-11-02T03:04:05.5Z".parse().unwrap(),
+        kind: TimerKind::CaseDeadline,
+    };
+    let key = [
+        b"t".as_slice(),
+        &(timer.due_at.as_millisecond() as u64).to_be_bytes(),
+        timer.case_id.as_bytes(),
+        b"deadline",
+    ]
+    .concat();
+    let value = serde_json::to_vec(&timer).unwrap();
+    let mut file = b"CIVICFLOW-BACKUP\n".to_vec();
+    file.extend_from_slice(&5u32.to_le_bytes());
+    file.push(1);
+    for part in [&key, &value] {
+        file.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        file.extend_from_slice(part);
+    }
+    file.push(0);
+    file.extend_from_slice(&1u64.to_le_bytes());
+    let hash = sha2::Sha256::digest(&file);
+    file.extend_from_slice(&hash);
+
+    let dir = temp_dir().join("restored");
+    SledStore::restore_from(file.as_slice(), &dir).unwrap();
+    let store = SledStore::open(&dir, 16 << 20).unwrap();
+    let due = store
+        .due_timers("2026-11-03T00:00:00Z".parse().unwrap(), 10)
+        .await
+        .unwrap();
+    assert_eq!(due, vec![timer]);
 }
 
 #[tokio::test]

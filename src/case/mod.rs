@@ -626,6 +626,20 @@ impl TimerKind {
         id.push_str(step);
         id
     }
+
+    /// The kind whose [`TimerKind::id`] is `id`; `None` for an id no kind has.
+    pub fn from_id(id: &str) -> Option<TimerKind> {
+        let step = |rest: &str| (!rest.is_empty()).then(|| rest.to_owned());
+        if id == "deadline" {
+            Some(TimerKind::CaseDeadline)
+        } else if let Some(rest) = id.strip_prefix("retry/") {
+            step(rest).map(|step| TimerKind::Retry { step })
+        } else if let Some(rest) = id.strip_prefix("poll/") {
+            step(rest).map(|step| TimerKind::Poll { step })
+        } else {
+            step(id.strip_prefix("deadline/")?).map(|step| TimerKind::StepDeadline { step })
+        }
+    }
 }
 
 /// A durable wake-up of a case.
@@ -675,6 +689,22 @@ impl IdempotencyRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timer_kind_reads_back_from_its_id() {
+        let step = || "birth".to_owned();
+        for kind in [
+            TimerKind::Retry { step: step() },
+            TimerKind::Poll { step: step() },
+            TimerKind::StepDeadline { step: step() },
+            TimerKind::CaseDeadline,
+        ] {
+            assert_eq!(TimerKind::from_id(&kind.id()), Some(kind));
+        }
+        for bad in ["", "retry/", "poll", "deadline/", "other/birth"] {
+            assert_eq!(TimerKind::from_id(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn an_idempotency_record_stored_before_webhooks_had_keys_reads_as_a_case() {

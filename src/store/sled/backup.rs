@@ -23,6 +23,7 @@ use sled::{IVec, Tree};
 use super::SledStore;
 use super::counters;
 use super::journal::{JOURNAL, Write as GroupWrite};
+use super::keys::{TIMERS, timer_value_of_json};
 use super::record::sled_error;
 use crate::store::{Copied, FORMAT_VERSION, StoreError, UPGRADES_FROM};
 
@@ -236,6 +237,11 @@ impl SledStore {
         let data = store.data()?;
         let mut failed = None;
         let copied = read_backup(input, |key, value| {
+            // A backup of format version 5 holds its timers' records as JSON.
+            let value = match key.first() {
+                Some(&TIMERS) => timer_value_of_json(&value).unwrap_or(value),
+                _ => value,
+            };
             if failed.is_none()
                 && let Err(e) = data.insert(key, value)
             {

@@ -8,10 +8,10 @@ use super::counters;
 use super::journal::JOURNAL;
 use super::keys::{
     API_TOKENS, CASES, CIRCUITS, CONFIG, COUNTERS, DEFINITIONS, EVENTS, FEED, IDEMPOTENCY, INDEX,
-    PENDING, REGISTRY_CHANGES, TIMERS, TOKENS, WEBHOOKS,
+    PENDING, REGISTRY_CHANGES, TIMERS, TOKENS, WEBHOOKS, timer_from,
 };
 use super::reads::case_from;
-use crate::case::{CallbackTarget, CaseId, Event, IdempotencyRecord, Timer};
+use crate::case::{CallbackTarget, CaseId, Event, IdempotencyRecord};
 use crate::store::{
     ApiToken, Circuit, Notification, Published, RegistryChange, StoreError, Webhook,
 };
@@ -79,7 +79,13 @@ impl SledStore {
                         ("cases", id, read)
                     }
                     Some(EVENTS) => ("events", case_in(&key, 1), json::<Vec<Event>>(&value)),
-                    Some(TIMERS) => ("timers", case_in(&key, 9), json::<Timer>(&value)),
+                    Some(TIMERS) => (
+                        "timers",
+                        case_in(&key, 9),
+                        timer_from(&key, &value)
+                            .map(drop)
+                            .ok_or_else(|| "its kind or due time cannot be read".to_owned()),
+                    ),
                     // Index entries are keys alone.
                     Some(INDEX) => continue,
                     Some(TOKENS) => ("callback tokens", None, json::<CallbackTarget>(&value)),

@@ -9,7 +9,7 @@ use super::claims::{Claims, work_key};
 use super::journal;
 use super::keys::{
     API_TOKENS, CASES, CIRCUITS, CONFIG, COUNTERS, FEED, IDEMPOTENCY, REGISTRY_CHANGES, TOKENS,
-    WEBHOOKS, definition_key, event_key, index_key, keyed, timer_key,
+    WEBHOOKS, definition_key, event_key, index_key, keyed, timer_key, timer_value,
 };
 use super::record::{CaseHead, corrupt, encode, event_runs, sled_error};
 use crate::case::CaseId;
@@ -163,7 +163,7 @@ impl Prepared {
             p.removes.push(timer_key(timer));
         }
         for timer in &tx.set_timers {
-            p.puts.push((timer_key(timer), encode(timer)));
+            p.puts.push((timer_key(timer), timer_value(timer)));
         }
         for (key, record) in &tx.put_idempotency {
             p.idempotency.push((

@@ -29,7 +29,7 @@ use crate::store::StoreError;
 /// Groups between folds, at most.
 const FOLD_EVERY: u32 = 128;
 /// A record naming this many counters is folded at once: each group rewrites it whole.
-const FOLD_NAMES: usize = 64;
+const FOLD_NAMES: usize = 128;
 
 /// The changes not yet folded into the counters: counter key → amount, and how many groups
 /// wrote them. Shared by the writer and the readers of the store it belongs to.

@@ -1,6 +1,8 @@
 //! The key of every record: one prefix byte per table, then what orders the table.
 
-use crate::case::{CaseId, IndexEntry, Timer};
+use jiff::Timestamp;
+
+use crate::case::{CaseId, IndexEntry, Timer, TimerKind};
 use crate::store::{Kind, Published};
 
 /// Key prefixes, one per table.
@@ -44,6 +46,37 @@ pub(super) fn timer_key(timer: &Timer) -> Vec<u8> {
     k.extend_from_slice(timer.case_id.as_bytes());
     k.extend_from_slice(timer.kind.id().as_bytes());
     k
+}
+
+/// A timer's record: its due time to the nanosecond (seconds `i64` LE, nanoseconds `i32` LE);
+/// the case and the kind are in its key. Twelve bytes, nothing formatted: about nine timers are
+/// set per case, and each fired one is read back.
+pub(super) fn timer_value(timer: &Timer) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12);
+    v.extend_from_slice(&timer.due_at.as_second().to_le_bytes());
+    v.extend_from_slice(&timer.due_at.subsec_nanosecond().to_le_bytes());
+    v
+}
+
+/// A timer's record as format version 5 wrote it (JSON), as a [`timer_value`]; `None` for a
+/// record that is not one (one already rewritten).
+pub(super) fn timer_value_of_json(value: &[u8]) -> Option<Vec<u8>> {
+    serde_json::from_slice::<Timer>(value)
+        .ok()
+        .map(|timer| timer_value(&timer))
+}
+
+/// The timer stored under `key` with record `value`, or `None` if either is damaged.
+pub(super) fn timer_from(key: &[u8], value: &[u8]) -> Option<Timer> {
+    let case_id = CaseId::from_slice(key.get(9..25)?).ok()?;
+    let kind = TimerKind::from_id(std::str::from_utf8(key.get(25..)?).ok()?)?;
+    let second = i64::from_le_bytes(value.get(..8)?.try_into().ok()?);
+    let nanos = i32::from_le_bytes(value.get(8..)?.try_into().ok()?);
+    Some(Timer {
+        case_id,
+        due_at: Timestamp::new(second, nanos).ok()?,
+        kind,
+    })
 }
 
 pub(super) fn index_prefix(name: &str, value: &str) -> Vec<u8> {

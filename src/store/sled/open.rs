@@ -15,7 +15,7 @@ use super::claims::Claims;
 use super::commit::Tally;
 use super::counters;
 use super::journal;
-use super::keys::{CONFIG, FEED, feed_seq};
+use super::keys::{CONFIG, FEED, TIMERS, feed_seq, timer_value_of_json};
 use super::record::{corrupt, decode, sled_error};
 use super::write_outage::WriteOutage;
 use super::writer::{Durable, Pending, Writer, sync_loop};
@@ -76,10 +76,13 @@ impl Opened {
             .flush_every_ms(None)
             .open()
             .map_err(|e| sled_error(db_path, e))?;
-        check_format(&db, dir)?;
+        let older = check_format(&db, dir)?;
         let data = db
             .open_tree(DATA_TREE)
             .map_err(|e| sled_error(db_path, e))?;
+        if let Some(from) = older {
+            upgrade(&db, &data, db_path, &from)?;
+        }
         let recovered = journal::recover(&data, db_path)? > 0;
         if counters::fold_left_over(&data, db_path)? || recovered {
             db.flush().map_err(|e| sled_error(db_path, e))?;
@@ -260,7 +263,9 @@ impl SledStore {
     }
 }
 
-fn check_format(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
+/// Refuses a store of a format this one does not read; `Some(version)` for one of
+/// [`UPGRADES_FROM`], which [`upgrade`] moves on once the data tree is open.
+fn check_format(db: &sled::Db, dir: &Path) -> Result<Option<String>, StoreError> {
     let path = dir.display().to_string();
     let db_path = dir.join("db");
     let found = db.get("format").map_err(|e| sled_error(&db_path, e))?;
@@ -278,24 +283,15 @@ fn check_format(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
             db.insert("format", FORMAT_VERSION.to_string().as_bytes())
                 .map_err(|e| sled_error(&db_path, e))?;
             db.flush().map_err(|e| sled_error(&db_path, e))?;
-            Ok(())
+            Ok(None)
         }
-        Some(v) if v.as_ref() == FORMAT_VERSION.to_string().as_bytes() => Ok(()),
+        Some(v) if v.as_ref() == FORMAT_VERSION.to_string().as_bytes() => Ok(None),
         Some(v)
             if UPGRADES_FROM
                 .iter()
                 .any(|o| v.as_ref() == o.to_string().as_bytes()) =>
         {
-            db.insert("format", FORMAT_VERSION.to_string().as_bytes())
-                .map_err(|e| sled_error(&db_path, e))?;
-            db.flush().map_err(|e| sled_error(&db_path, e))?;
-            tracing::info!(
-                store = %path,
-                from = %String::from_utf8_lossy(&v),
-                to = FORMAT_VERSION,
-                "the store's format version was moved on"
-            );
-            Ok(())
+            Ok(Some(String::from_utf8_lossy(&v).into_owned()))
         }
         Some(v) => Err(StoreError::Incompatible {
             path,
@@ -303,6 +299,35 @@ fn check_format(db: &sled::Db, dir: &Path) -> Result<(), StoreError> {
             expected: FORMAT_VERSION,
         }),
     }
+}
+
+/// Moves a store of format version 5 on to this one: its timers' records, JSON in version 5,
+/// are rewritten as twelve-byte due times (`keys::timer_value`) (version 6 also added the counters' record of unfolded
+/// changes, which a version-5 store simply does not have). The version is written last, once
+/// every timer is rewritten and synced: a crash before it leaves a store that is upgraded again
+/// at the next start, and a record already rewritten is left as it is.
+fn upgrade(db: &sled::Db, data: &Tree, db_path: &Path, from: &str) -> Result<(), StoreError> {
+    let mut rewritten = 0usize;
+    for entry in data.scan_prefix([TIMERS]) {
+        let (key, value) = entry.map_err(|e| sled_error(db_path, e))?;
+        if let Some(rewritten_value) = timer_value_of_json(&value) {
+            data.insert(key, rewritten_value)
+                .map_err(|e| sled_error(db_path, e))?;
+            rewritten += 1;
+        }
+    }
+    db.flush().map_err(|e| sled_error(db_path, e))?;
+    db.insert("format", FORMAT_VERSION.to_string().as_bytes())
+        .map_err(|e| sled_error(db_path, e))?;
+    db.flush().map_err(|e| sled_error(db_path, e))?;
+    tracing::info!(
+        store = %db_path.display(),
+        from,
+        to = FORMAT_VERSION,
+        timers = rewritten,
+        "the store's format version was moved on"
+    );
+    Ok(())
 }
 
 impl std::fmt::Debug for SledStore {

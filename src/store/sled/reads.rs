@@ -14,7 +14,7 @@ use super::commit::Prepared;
 use super::counters;
 use super::keys::{
     API_TOKENS, CASES, CIRCUITS, COUNTERS, DEFINITIONS, FEED, IDEMPOTENCY, INDEX, REGISTRY_CHANGES,
-    TIMERS, TOKENS, WEBHOOKS, case_id_at_end, event_key, feed_seq, index_prefix, keyed,
+    TIMERS, TOKENS, WEBHOOKS, case_id_at_end, event_key, feed_seq, index_prefix, keyed, timer_from,
 };
 use super::record::CaseHead;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
@@ -52,6 +52,15 @@ impl SledStore {
             .data()?
             .range(start.as_slice()..end.as_slice())
             .map(|r| r.map_err(|e| self.err(e))))
+    }
+
+    fn timer(&self, key: &[u8], value: &[u8]) -> Result<Timer, StoreError> {
+        timer_from(key, value).ok_or_else(|| {
+            self.corrupt(format!(
+                "a timer cannot be read (key {})",
+                String::from_utf8_lossy(key)
+            ))
+        })
     }
 }
 
@@ -112,8 +121,8 @@ impl Store for SledStore {
         self.due(until)?
             .take(limit)
             .map(|r| {
-                let (_, v) = r?;
-                self.decode("a timer", &v)
+                let (k, v) = r?;
+                self.timer(&k, &v)
             })
             .collect()
     }
@@ -127,15 +136,18 @@ impl Store for SledStore {
     ) -> Result<Vec<Claimed>, StoreError> {
         // The scan skips the due timers held under a live lease: a few hundred at most, as
         // the timer loop claims no more at a time.
-        let claimed = self
-            .inner
-            .claims
-            .claim_free(node, lease, limit, self.due(until)?)?;
+        let claimed = self.inner.claims.claim_free(
+            node,
+            lease,
+            limit,
+            self.due(until)?
+                .map(|r| r.map(|(k, v)| (k.clone(), (k, v)))),
+        )?;
         claimed
             .into_iter()
-            .map(|(v, epoch)| {
+            .map(|((k, v), epoch)| {
                 Ok(Claimed {
-                    timer: self.decode("a timer", &v)?,
+                    timer: self.timer(&k, &v)?,
                     epoch,
                 })
             })
