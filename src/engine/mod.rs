@@ -214,7 +214,7 @@ impl<S: Store + Clone> Engine<S> {
                 .pool_max_idle_per_host(256)
                 .build()
                 .expect("the HTTP client builds with default TLS-less settings"),
-            locks: locks::Locks::new(4096),
+            locks: locks::Locks::new(locks::SLOTS),
             stopping: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
