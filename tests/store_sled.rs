@@ -102,36 +102,52 @@ async fn a_store_of_the_format_before_is_opened_and_moved_on() {
     let dir = temp_dir();
     let c = commit_one_case(&dir).await;
     // Version 5 wrote a timer's record as JSON, under the key of its due time, case and kind.
-    let timer = Timer {
+    let timer = |kind: TimerKind| Timer {
         case_id: c.id,
         due_at: "2026-11-02T03:04:05.123456789Z".parse().unwrap(),
-        kind: TimerKind::Retry {
-            step: "birth".into(),
-        },
+        kind,
     };
-    {
-        let db = raw_sled(&dir);
-        let due = timer.due_at.as_millisecond() as u64;
-        let key = [
+    let key = |t: &Timer| {
+        let due = t.due_at.as_millisecond() as u64;
+        [
             b"t".as_slice(),
             &due.to_be_bytes(),
             c.id.as_bytes(),
-            b"retry/birth",
+            t.kind.id().as_bytes(),
         ]
-        .concat();
+        .concat()
+    };
+    let stored = timer(TimerKind::Retry {
+        step: "birth".into(),
+    });
+    // And one in a group a crash interrupted: its journal entry (`[key length: u32 LE][key]
+    // [1][value length: u32 LE][value]` per write) is completed before the store moves on.
+    let journaled = timer(TimerKind::CaseDeadline);
+    {
+        let db = raw_sled(&dir);
         let data = db.open_tree("data").unwrap();
-        data.insert(key, serde_json::to_vec(&timer).unwrap())
+        data.insert(key(&stored), serde_json::to_vec(&stored).unwrap())
+            .unwrap();
+        let (k, v) = (key(&journaled), serde_json::to_vec(&journaled).unwrap());
+        let mut entry = Vec::new();
+        entry.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        entry.extend_from_slice(&k);
+        entry.push(1);
+        entry.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        entry.extend_from_slice(&v);
+        data.insert([b"j".as_slice(), &7u64.to_be_bytes()].concat(), entry)
             .unwrap();
         db.insert("format", "5").unwrap();
         db.flush().unwrap();
     }
     let store = reopen(&dir);
     assert_eq!(store.case(c.id).await.unwrap().unwrap().id, c.id);
-    let due = store
+    let mut due = store
         .due_timers("2026-11-03T00:00:00Z".parse().unwrap(), 10)
         .await
         .unwrap();
-    assert_eq!(due, vec![timer]);
+    due.sort_by_key(|t| t.kind.id());
+    assert_eq!(due, vec![journaled, stored]);
     drop(store);
     let db = raw_sled(&dir);
     let format = db.get("format").unwrap().unwrap();

@@ -12,8 +12,9 @@
 //! store folds a record left over.
 //!
 //! The writer keeps the sum in memory as well ([`Pending`]), so that a reader adds it to the
-//! stored counters without reading the record; the writer holds it locked while it writes a
-//! group, so a reader never sees a fold's counters beside the sum they already hold.
+//! stored counters without reading the record; it holds the sum locked while it writes a group
+//! that folds, so a reader never sees a fold's counters beside the sum they already hold
+//! ([`with_group`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -98,8 +99,31 @@ pub(super) fn plan(
     Ok(Some(Planned { sums, folded }))
 }
 
-/// After the group is written (with `pending` held locked throughout): the sum as it now is.
-pub(super) fn written(pending: &mut Pending, planned: Planned) {
+/// Writes a group (`apply`), then makes its `planned` sum the one readers add. A group that
+/// folds changes the stored counters, so readers wait from before it is written until the sum
+/// it folded is gone from memory too, and never count it twice; other groups leave the stored
+/// counters alone, and readers wait only for the sum to be replaced.
+pub(super) fn with_group<E>(
+    shared: &Shared,
+    planned: Option<Planned>,
+    apply: impl FnOnce() -> Result<(), E>,
+) -> Result<(), E> {
+    let Some(planned) = planned else {
+        return apply();
+    };
+    if planned.folded {
+        let mut pending = lock(shared);
+        apply()?;
+        written(&mut pending, planned);
+    } else {
+        apply()?;
+        written(&mut lock(shared), planned);
+    }
+    Ok(())
+}
+
+/// After the group is written: the sum as it now is.
+fn written(pending: &mut Pending, planned: Planned) {
     if planned.folded {
         *pending = Pending::default();
     } else {

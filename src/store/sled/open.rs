@@ -80,10 +80,12 @@ impl Opened {
         let data = db
             .open_tree(DATA_TREE)
             .map_err(|e| sled_error(db_path, e))?;
+        // An interrupted group is completed as the version that wrote it wrote it, then the
+        // store moved on: its writes may hold records of the older format.
+        let recovered = journal::recover(&data, db_path)? > 0;
         if let Some(from) = older {
             upgrade(&db, &data, db_path, &from)?;
         }
-        let recovered = journal::recover(&data, db_path)? > 0;
         if counters::fold_left_over(&data, db_path)? || recovered {
             db.flush().map_err(|e| sled_error(db_path, e))?;
         }
@@ -302,10 +304,11 @@ fn check_format(db: &sled::Db, dir: &Path) -> Result<Option<String>, StoreError>
 }
 
 /// Moves a store of format version 5 on to this one: its timers' records, JSON in version 5,
-/// are rewritten as twelve-byte due times (`keys::timer_value`) (version 6 also added the counters' record of unfolded
-/// changes, which a version-5 store simply does not have). The version is written last, once
-/// every timer is rewritten and synced: a crash before it leaves a store that is upgraded again
-/// at the next start, and a record already rewritten is left as it is.
+/// are rewritten as twelve-byte due times (`keys::timer_value`); version 6 also added the
+/// counters' record of unfolded changes, which a version-5 store simply does not have. The
+/// version is written last, once every timer is rewritten and synced: a crash before it leaves
+/// a store that is upgraded again at the next start, and a record already rewritten is left as
+/// it is.
 fn upgrade(db: &sled::Db, data: &Tree, db_path: &Path, from: &str) -> Result<(), StoreError> {
     let mut rewritten = 0usize;
     for entry in data.scan_prefix([TIMERS]) {

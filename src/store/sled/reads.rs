@@ -57,8 +57,8 @@ impl SledStore {
     fn timer(&self, key: &[u8], value: &[u8]) -> Result<Timer, StoreError> {
         timer_from(key, value).ok_or_else(|| {
             self.corrupt(format!(
-                "a timer cannot be read (key {})",
-                String::from_utf8_lossy(key)
+                "the timer under key {} cannot be read",
+                hex::encode(key)
             ))
         })
     }

@@ -121,27 +121,24 @@ impl Writer {
                 .filter(|(key, value)| value.is_none() && key.first() == Some(&TIMERS))
                 .map(|(key, _)| key.clone())
                 .collect();
-            // Held while the group is written: a reader of the counters sees the sum of their
-            // changes as it stands beside the counters the group may fold it into.
-            let mut pending = counters::lock(&live.pending);
-            let applied = counters::plan(&pending, counts, data, path, &mut writes)
-                .map_err(|e| e.to_string())
-                .and_then(|planned| {
+            let planned = counters::plan(
+                &counters::lock(&live.pending),
+                counts,
+                data,
+                path,
+                &mut writes,
+            );
+            let applied = planned.map_err(|e| e.to_string()).and_then(|planned| {
+                counters::with_group(&live.pending, planned, || {
                     // Held while the group is written: a backup reading meanwhile sees it whole
                     // or not at all, and keeps what the group replaces if it has not copied it.
                     let mut backup = self.backups.lock().expect("backup lock");
                     if let Some(snapshot) = backup.as_mut() {
                         snapshot.keep(data, &writes).map_err(|e| e.to_string())?;
                     }
-                    journal::apply(data, writes, group).map_err(|e| e.to_string())?;
-                    Ok(planned)
-                });
-            let applied = applied.map(|planned| {
-                if let Some(planned) = planned {
-                    counters::written(&mut pending, planned);
-                }
+                    journal::apply(data, writes, group).map_err(|e| e.to_string())
+                })
             });
-            drop(pending);
             match applied {
                 Ok(()) => {
                     self.claims.release(cleared.iter().map(Vec::as_slice));
