@@ -2,9 +2,10 @@
 //! record per group, folded into the counters now and then.
 //!
 //! A counter moves at nearly every commit (each step's open and done counts, by day, workflow,
-//! agency and step): added to the stored counters group by group, a birth case read and
-//! rewrote about eighteen counter keys on the benchmark's small groups, a third of the sled
-//! writes a case costs. Instead, each group writes one record under [`PENDING`]: the sum of
+//! agency and step): added to the stored counters group by group, every counter a group moved
+//! was a sled read and a sled write (about five per birth case on the benchmark's groups under
+//! callgrind, beside some thirty other writes). Instead, each group writes one record under
+//! [`PENDING`]: the sum of
 //! every change since the counters were last folded. Every [`FOLD_EVERY`] groups (or sooner,
 //! once the record names [`FOLD_NAMES`] counters) a group adds that sum to the counters and
 //! removes the record, in the same group. Either way the change is in the group that made it,
