@@ -9,6 +9,23 @@ use civicflow::store::{Store, StoreError};
 
 conformance_suite!(pg::fresh_store());
 
+/// A fresh store, and how to restart it: a new pool on the same database.
+async fn restartable() -> (PgStore, impl AsyncFn(PgStore) -> PgStore) {
+    let url = pg::fresh_url().await;
+    let options = || Options {
+        migrate: true,
+        ..Options::default()
+    };
+    let store = PgStore::connect(&url, options()).await.unwrap();
+    let reopen = async move |store: PgStore| {
+        drop(store);
+        PgStore::connect(&url, options()).await.unwrap()
+    };
+    (store, reopen)
+}
+
+restart_suite!(restartable());
+
 #[tokio::test]
 async fn a_database_is_refused_until_migrated_and_migrating_again_changes_nothing() {
     let url = pg::fresh_url().await;

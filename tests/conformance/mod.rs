@@ -48,6 +48,8 @@ macro_rules! conformance_suite {
             concurrent_commits_with_one_key_are_all_answered_and_one_wins,
             counters_add_up_and_a_refused_commit_adds_nothing,
             circuits_are_written_by_version_and_two_writers_cannot_both_win,
+            a_webhook_registered_among_notifying_commits_gets_every_later_notification,
+            a_cursor_update_racing_a_delete_never_brings_the_webhook_back,
         );
     };
     (@tests $fresh:expr; $($name:ident),* $(,)?) => {
@@ -56,6 +58,27 @@ macro_rules! conformance_suite {
             async fn $name() {
                 let store = $fresh.await;
                 conformance::$name(&store).await;
+            }
+        )*
+    };
+}
+
+/// The promises a store keeps across a restart: `$fresh` is an async block that gives a fresh
+/// store and an async closure that closes a store and opens it again on the same data.
+#[macro_export]
+macro_rules! restart_suite {
+    ($fresh:expr) => {
+        $crate::restart_suite!(@tests $fresh;
+            feed_positions_never_decrease_across_a_restart_after_a_trim,
+            feed_positions_are_never_reused_once_every_webhook_is_gone,
+        );
+    };
+    (@tests $fresh:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, reopen) = $fresh.await;
+                conformance::$name(store, reopen).await;
             }
         )*
     };
@@ -581,7 +604,7 @@ fn notification(step: &str) -> Notification {
 }
 
 /// Registers a webhook, so that notifications are written.
-async fn subscribe<S: Store>(store: &S) {
+pub async fn subscribe<S: Store>(store: &S) {
     let tx = Transaction {
         put_webhooks: vec![webhook("subscriber")],
         ..Transaction::default()
@@ -1236,4 +1259,199 @@ pub async fn circuits_are_written_by_version_and_two_writers_cannot_both_win<S: 
         1,
         "{results:?}"
     );
+}
+
+/// Commits one notification per step in `steps`, one commit each.
+pub async fn notify_each<S: Store>(store: &S, steps: &[&str]) {
+    for step in steps {
+        let tx = Transaction {
+            notify: vec![notification(step)],
+            ..Transaction::default()
+        };
+        store.commit(&tx).await.unwrap();
+    }
+}
+
+/// What a deliverer does once its receiver took everything after `cursor`: the webhook's
+/// cursor moves there and the feed is trimmed below it.
+pub async fn delivered_up_to<S: Store>(store: &S, hook: &str, cursor: u64) {
+    let mut moved = store
+        .webhooks()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|h| h.id == hook)
+        .unwrap();
+    moved.cursor = cursor;
+    let tx = Transaction {
+        update_webhooks: vec![moved],
+        ..Transaction::default()
+    };
+    store.commit(&tx).await.unwrap();
+    store.trim_feed(cursor).await.unwrap();
+}
+
+pub fn steps_of(feed: &[(u64, Notification)]) -> Vec<&str> {
+    feed.iter()
+        .map(|(_, n)| n.step.as_deref().unwrap())
+        .collect()
+}
+
+/// Issue 33: an idle system trims its feed empty; a restart must not number from 1 again while
+/// the webhook's cursor stays where it was, or the webhook is never fed again.
+pub async fn feed_positions_never_decrease_across_a_restart_after_a_trim<S: Store>(
+    store: S,
+    reopen: impl AsyncFn(S) -> S,
+) {
+    subscribe(&store).await;
+    let start = store.feed_end().await.unwrap();
+    notify_each(&store, &["a", "b", "c"]).await;
+    let feed = store.feed(start, 10).await.unwrap();
+    assert_eq!(steps_of(&feed), ["a", "b", "c"]);
+    let last = feed[2].0;
+    delivered_up_to(&store, "subscriber", last).await;
+    assert_eq!(store.feed(last, 10).await.unwrap(), vec![]);
+    let store = reopen(store).await;
+    assert!(
+        store.feed_end().await.unwrap() >= last,
+        "the feed's end moved back"
+    );
+    notify_each(&store, &["d"]).await;
+    let after = store.feed(last, 10).await.unwrap();
+    assert_eq!(
+        steps_of(&after),
+        ["d"],
+        "the webhook is fed after the restart"
+    );
+    assert!(after[0].0 > last, "{} after {last}", after[0].0);
+    // Twice over: a second restart on a trimmed feed goes on from there too.
+    delivered_up_to(&store, "subscriber", after[0].0).await;
+    let store = reopen(store).await;
+    notify_each(&store, &["e"]).await;
+    let again = store.feed(after[0].0, 10).await.unwrap();
+    assert_eq!(steps_of(&again), ["e"]);
+}
+
+/// A notification's position is its delivery id (`Civicflow-Event-Id`), by which receivers drop
+/// repeats: a position once handed out is never handed out again, even after every webhook was
+/// deleted, the feed trimmed and the store restarted.
+pub async fn feed_positions_are_never_reused_once_every_webhook_is_gone<S: Store>(
+    store: S,
+    reopen: impl AsyncFn(S) -> S,
+) {
+    subscribe(&store).await;
+    let start = store.feed_end().await.unwrap();
+    notify_each(&store, &["a", "b"]).await;
+    let used = store.feed(start, 10).await.unwrap()[1].0;
+    let unsubscribe = Transaction {
+        delete_webhooks: vec!["subscriber".into()],
+        ..Transaction::default()
+    };
+    store.commit(&unsubscribe).await.unwrap();
+    // What the deliverer trims with no webhook left.
+    let end = store.feed_end().await.unwrap();
+    store.trim_feed(end).await.unwrap();
+    let store = reopen(store).await;
+    subscribe(&store).await;
+    let from = store.feed_end().await.unwrap();
+    notify_each(&store, &["c"]).await;
+    let feed = store.feed(from, 10).await.unwrap();
+    assert_eq!(steps_of(&feed), ["c"]);
+    assert!(feed[0].0 > used, "position {} handed out again", feed[0].0);
+}
+
+/// Issue 33: a registration written in the same group as notifying commits must not leave the
+/// store believing no webhook is registered: every notification committed after the
+/// registration was answered is in the feed.
+pub async fn a_webhook_registered_among_notifying_commits_gets_every_later_notification<
+    S: Store + Clone,
+>(
+    store: &S,
+) {
+    for round in 0..20 {
+        let hook = format!("h{round}");
+        let start = store.feed_end().await.unwrap();
+        let mut commits = tokio::task::JoinSet::new();
+        let mut busy = |commits: &mut tokio::task::JoinSet<()>, i: usize| {
+            let store = store.clone();
+            commits.spawn(async move { notify_each(&store, &[&format!("busy-{i}")]).await });
+        };
+        // Notifying commits waiting before the registration and after it, in one group if the
+        // store groups them.
+        for i in 0..8 {
+            busy(&mut commits, i);
+        }
+        tokio::task::yield_now().await;
+        for i in 8..16 {
+            busy(&mut commits, i);
+        }
+        let register = Transaction {
+            put_webhooks: vec![webhook(&hook)],
+            ..Transaction::default()
+        };
+        let registered = store.commit(&register);
+        let (registered, ()) = tokio::join!(registered, async {
+            commits.join_all().await;
+        });
+        registered.unwrap();
+        let after = format!("after-{round}");
+        notify_each(store, &[&after]).await;
+        let feed = store.feed(start, 100).await.unwrap();
+        assert!(
+            steps_of(&feed).contains(&after.as_str()),
+            "round {round}: a notification committed after the registration is missing"
+        );
+        let unsubscribe = Transaction {
+            delete_webhooks: vec![hook],
+            ..Transaction::default()
+        };
+        store.commit(&unsubscribe).await.unwrap();
+    }
+}
+
+/// Issue 33: a delivery's cursor update checked in the same group as the webhook's delete, after
+/// it, must not write the deleted webhook back.
+pub async fn a_cursor_update_racing_a_delete_never_brings_the_webhook_back<S: Store + Clone>(
+    store: &S,
+) {
+    for round in 0..30 {
+        let hook = webhook(&format!("h{round}"));
+        let put = Transaction {
+            put_webhooks: vec![hook.clone()],
+            ..Transaction::default()
+        };
+        store.commit(&put).await.unwrap();
+        // Commits that keep the store busy, so that the next two wait together.
+        let mut busy = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let store = store.clone();
+            busy.spawn(async move {
+                let c = case("birth-registration", &format!("00119{round:03}{i:04}"));
+                store.commit(&create(&c)).await.unwrap();
+            });
+        }
+        let delete = Transaction {
+            delete_webhooks: vec![hook.id.clone()],
+            ..Transaction::default()
+        };
+        let mut moved = hook.clone();
+        moved.cursor = 7;
+        let update = Transaction {
+            update_webhooks: vec![moved],
+            ..Transaction::default()
+        };
+        let (deleted, updated) = tokio::join!(store.commit(&delete), store.commit(&update));
+        deleted.unwrap();
+        updated.unwrap();
+        busy.join_all().await;
+        assert!(
+            store
+                .webhooks()
+                .await
+                .unwrap()
+                .iter()
+                .all(|h| h.id != hook.id),
+            "round {round}: the deleted webhook came back"
+        );
+    }
 }

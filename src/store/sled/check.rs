@@ -7,8 +7,8 @@ use super::SledStore;
 use super::counters;
 use super::journal::JOURNAL;
 use super::keys::{
-    API_TOKENS, CASES, CIRCUITS, CONFIG, COUNTERS, DEFINITIONS, EVENTS, FEED, IDEMPOTENCY, INDEX,
-    PENDING, REGISTRY_CHANGES, TIMERS, TOKENS, WEBHOOKS, timer_from,
+    API_TOKENS, CASES, CIRCUITS, CONFIG, COUNTERS, DEFINITIONS, EVENTS, FEED, FEED_FLOOR,
+    IDEMPOTENCY, INDEX, PENDING, REGISTRY_CHANGES, TIMERS, TOKENS, WEBHOOKS, timer_from,
 };
 use super::reads::case_from;
 use crate::case::{CallbackTarget, CaseId, Event, IdempotencyRecord};
@@ -107,6 +107,7 @@ impl SledStore {
                         Err("a group of writes left unfinished".to_owned()),
                     ),
                     _ if key.as_ref() == CONFIG => ("configuration", None, eight_bytes(&value)),
+                    _ if key.as_ref() == FEED_FLOOR => ("notifications", None, eight_bytes(&value)),
                     _ if key.as_ref() == PENDING => (
                         "counters",
                         None,

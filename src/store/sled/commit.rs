@@ -1,6 +1,6 @@
 //! A transaction encoded for the writer, and its checks against the stored state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use sled::Tree;
@@ -29,6 +29,9 @@ pub(super) struct Prepared {
     feed: Vec<Vec<u8>>,
     /// (key, record) of webhooks written only if still registered.
     webhook_updates: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Keys of the webhooks this commit registers, and of those it deletes.
+    webhooks_put: Vec<Vec<u8>>,
+    webhooks_deleted: Vec<Vec<u8>>,
     /// (agency, key, version replaced, record) of circuits written by version.
     circuits: Vec<(String, Vec<u8>, u64, Vec<u8>)>,
     /// (counter key, amount) to add.
@@ -37,42 +40,24 @@ pub(super) struct Prepared {
     fences: Vec<(Vec<u8>, u64, bool, String)>,
     expect_config: Option<u64>,
     changes_config: bool,
-    changes_webhooks: bool,
 }
 
-/// What the writer numbers as it goes: the next feed position and the configuration version;
-/// and what it knows of the tree without reading it again.
-pub(super) struct Tally {
+/// What the writer numbers as it goes: the next feed position and the configuration version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Numbers {
     pub(super) next_feed: u64,
     pub(super) config: u64,
-    /// Whether a webhook is registered, as last read; `None` once a commit that registers or
-    /// deletes one has passed. Only the writer writes webhooks, so the answer holds until then,
-    /// and a change that notifies does not read through the webhooks at every commit.
-    pub(super) webhooks: Option<bool>,
 }
 
-impl Tally {
-    pub(super) fn new(next_feed: u64, config: u64) -> Tally {
-        Tally {
-            next_feed,
-            config,
-            webhooks: None,
-        }
-    }
-
-    fn webhooks(&mut self, data: &Tree, path: &Path) -> Result<bool, StoreError> {
-        if let Some(known) = self.webhooks {
-            return Ok(known);
-        }
-        let any = data
-            .scan_prefix([WEBHOOKS])
-            .next()
-            .transpose()
-            .map_err(|e| sled_error(path, e))?
-            .is_some();
-        self.webhooks = Some(any);
-        Ok(any)
-    }
+/// What the writer keeps as it goes: its numbering, and the webhooks registered.
+pub(super) struct Tally {
+    pub(super) numbers: Numbers,
+    /// The keys of the registered webhooks, read when the database is opened and kept in step
+    /// by every commit the writer checks (only the writer writes webhooks). A commit is checked
+    /// against the commits before it in its group, whose writes are not in the tree yet: a
+    /// notification after a registration in the same group is written, and a cursor update
+    /// after a delete in the same group writes nothing.
+    pub(super) webhooks: BTreeSet<Vec<u8>>,
 }
 
 pub(super) struct PreparedCase {
@@ -95,7 +80,6 @@ impl Prepared {
                 .collect(),
             expect_config: tx.expect_config,
             changes_config: tx.changes_config(),
-            changes_webhooks: !tx.put_webhooks.is_empty() || !tx.delete_webhooks.is_empty(),
             ..Prepared::default()
         };
         for write in &tx.cases {
@@ -120,15 +104,18 @@ impl Prepared {
                 .push((keyed(TOKENS, token.as_bytes()), encode(target)));
         }
         for hook in &tx.put_webhooks {
-            p.puts
-                .push((keyed(WEBHOOKS, hook.id.as_bytes()), encode(hook)));
+            let key = keyed(WEBHOOKS, hook.id.as_bytes());
+            p.webhooks_put.push(key.clone());
+            p.puts.push((key, encode(hook)));
         }
         for hook in &tx.update_webhooks {
             p.webhook_updates
                 .push((keyed(WEBHOOKS, hook.id.as_bytes()), encode(hook)));
         }
         for id in &tx.delete_webhooks {
-            p.removes.push(keyed(WEBHOOKS, id.as_bytes()));
+            let key = keyed(WEBHOOKS, id.as_bytes());
+            p.webhooks_deleted.push(key.clone());
+            p.removes.push(key);
         }
         for circuit in &tx.put_circuits {
             p.circuits.push((
@@ -213,11 +200,11 @@ impl Prepared {
             }
         }
         if let Some(expected) = self.expect_config
-            && expected != tally.config
+            && expected != tally.numbers.config
         {
             return Err(StoreError::ConfigChanged {
                 expected,
-                found: tally.config,
+                found: tally.numbers.config,
             });
         }
         let mut inserts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
@@ -272,23 +259,26 @@ impl Prepared {
             }
             inserts.push((key, record));
         }
+        // Every check passed: from here on the commit is written, and the tally follows it.
         for (key, hook) in self.webhook_updates {
-            if get(&key)?.is_some() {
+            if tally.webhooks.contains(&key) {
                 inserts.push((key, hook));
             }
         }
         inserts.extend(self.puts);
-        let notifying = !self.feed.is_empty() && tally.webhooks(data, path)?;
-        for notification in self.feed.into_iter().filter(|_| notifying) {
-            inserts.push((keyed(FEED, &tally.next_feed.to_be_bytes()), notification));
-            tally.next_feed += 1;
+        for key in self.webhooks_deleted {
+            tally.webhooks.remove(&key);
         }
-        if self.changes_webhooks {
-            tally.webhooks = None;
+        tally.webhooks.extend(self.webhooks_put);
+        let notifying = !self.feed.is_empty() && !tally.webhooks.is_empty();
+        let numbers = &mut tally.numbers;
+        for notification in self.feed.into_iter().filter(|_| notifying) {
+            inserts.push((keyed(FEED, &numbers.next_feed.to_be_bytes()), notification));
+            numbers.next_feed += 1;
         }
         if self.changes_config {
-            tally.config += 1;
-            inserts.push((CONFIG.to_vec(), tally.config.to_be_bytes().to_vec()));
+            numbers.config += 1;
+            inserts.push((CONFIG.to_vec(), numbers.config.to_be_bytes().to_vec()));
         }
         for (key, n) in self.counts {
             *counts.entry(key).or_default() += n;

@@ -21,6 +21,10 @@ pub(super) const COUNTERS: u8 = b'n';
 pub(super) const CIRCUITS: u8 = b'g';
 /// One key, not a table: the configuration version (`Store::config_version`).
 pub(super) const CONFIG: &[u8] = b"vconfig";
+/// One key, not a table: the feed is trimmed up to this position (`Store::trim_feed`). The
+/// writer numbers on from the largest of it, the last notification kept and every webhook's
+/// cursor, so that a position is never handed out twice.
+pub(super) const FEED_FLOOR: &[u8] = b"vfeed";
 /// One key, not a table: the counters' changes not yet folded into them ([`super::counters`]).
 pub(super) const PENDING: &[u8] = b"m";
 

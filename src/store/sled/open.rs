@@ -1,6 +1,7 @@
 //! Opening a store: the data directory and its lock, the format version, recovery of an
 //! interrupted group, and the writer and syncer threads.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -12,14 +13,14 @@ use sled::{IVec, Tree};
 
 use super::backup::Backups;
 use super::claims::Claims;
-use super::commit::Tally;
+use super::commit::{Numbers, Tally};
 use super::counters;
 use super::journal;
-use super::keys::{CONFIG, FEED, TIMERS, feed_seq, timer_value_of_json};
+use super::keys::{CONFIG, FEED, FEED_FLOOR, TIMERS, WEBHOOKS, feed_seq, timer_value_of_json};
 use super::record::{corrupt, decode, sled_error};
 use super::write_outage::WriteOutage;
 use super::writer::{Durable, Pending, Writer, sync_loop};
-use crate::store::{FORMAT_VERSION, StoreError, UPGRADES_FROM};
+use crate::store::{FORMAT_VERSION, StoreError, UPGRADES_FROM, Webhook};
 
 /// The page cache `civicflow serve` gives sled unless told otherwise, in MiB. sled counts it in
 /// on-disk bytes and uses several times that in memory: 16 keeps 100,000 waiting cases well under
@@ -59,11 +60,12 @@ pub(super) struct Live {
     pub(super) pending: counters::Shared,
 }
 
-/// A database opened: its handles, and where the writer's numbering goes on from.
+/// A database opened: its handles, what is durable in it, and what the writer goes on from.
 pub(super) struct Opened {
     pub(super) live: Live,
     pub(super) last_feed: u64,
     pub(super) config: u64,
+    pub(super) tally: Tally,
 }
 
 impl Opened {
@@ -89,19 +91,37 @@ impl Opened {
         if counters::fold_left_over(&data, db_path)? || recovered {
             db.flush().map_err(|e| sled_error(db_path, e))?;
         }
-        let last_feed = match data.scan_prefix([FEED]).next_back() {
+        let eight = |key: &[u8], what: &str| -> Result<u64, StoreError> {
+            match data.get(key).map_err(|e| sled_error(db_path, e))? {
+                Some(v) => {
+                    Ok(u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                        corrupt(db_path, format!("{what} is damaged"))
+                    })?))
+                }
+                None => Ok(0),
+            }
+        };
+        let config = eight(CONFIG, "the configuration version")?;
+        let last_kept = match data.scan_prefix([FEED]).next_back() {
             Some(entry) => {
                 let (k, _) = entry.map_err(|e| sled_error(db_path, e))?;
                 feed_seq(&k).ok_or_else(|| corrupt(db_path, "a damaged feed key".to_owned()))?
             }
             None => 0,
         };
-        let config = match data.get(CONFIG).map_err(|e| sled_error(db_path, e))? {
-            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-                corrupt(db_path, "the configuration version is damaged".to_owned())
-            })?),
-            None => 0,
-        };
+        let mut webhooks = BTreeSet::new();
+        let mut cursors = 0;
+        for entry in data.scan_prefix([WEBHOOKS]) {
+            let (key, value) = entry.map_err(|e| sled_error(db_path, e))?;
+            let hook: Webhook = decode(db_path, "a webhook", &value)?;
+            cursors = cursors.max(hook.cursor);
+            webhooks.insert(key.to_vec());
+        }
+        // The feed may be trimmed empty: numbering goes on past what was trimmed, and past every
+        // cursor (a store written before the floor was kept has only those to tell).
+        let last_feed = last_kept
+            .max(eight(FEED_FLOOR, "the feed's trimmed position")?)
+            .max(cursors);
         Ok(Opened {
             live: Live {
                 db,
@@ -110,6 +130,13 @@ impl Opened {
             },
             last_feed,
             config,
+            tally: Tally {
+                numbers: Numbers {
+                    next_feed: last_feed + 1,
+                    config,
+                },
+                webhooks,
+            },
         })
     }
 }
@@ -176,7 +203,7 @@ impl SledStore {
                     outage: outage.clone(),
                     durable: durable.clone(),
                     to_sync,
-                    tally: Tally::new(opened.last_feed + 1, opened.config),
+                    tally: opened.tally,
                 };
                 move || writer.run(&queue)
             })

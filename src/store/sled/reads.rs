@@ -13,8 +13,9 @@ use super::claims::work_key;
 use super::commit::Prepared;
 use super::counters;
 use super::keys::{
-    API_TOKENS, CASES, CIRCUITS, COUNTERS, DEFINITIONS, FEED, IDEMPOTENCY, INDEX, REGISTRY_CHANGES,
-    TIMERS, TOKENS, WEBHOOKS, case_id_at_end, event_key, feed_seq, index_prefix, keyed, timer_from,
+    API_TOKENS, CASES, CIRCUITS, COUNTERS, DEFINITIONS, FEED, FEED_FLOOR, IDEMPOTENCY, INDEX,
+    REGISTRY_CHANGES, TIMERS, TOKENS, WEBHOOKS, case_id_at_end, event_key, feed_seq, index_prefix,
+    keyed, timer_from,
 };
 use super::record::CaseHead;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
@@ -372,6 +373,15 @@ impl Store for SledStore {
             return Ok(());
         }
         let data = self.data()?;
+        // The floor first: sled recovers a prefix of its log, so no removal below survives a
+        // crash without it, and the writer never numbers again from below what was trimmed.
+        data.fetch_and_update(FEED_FLOOR, |old| {
+            let old = old
+                .and_then(|v| v.try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            Some(old.max(upto).to_be_bytes().to_vec())
+        })
+        .map_err(|e| self.err(e))?;
         for r in data.range([FEED].as_slice()..high.as_slice()) {
             let (k, _) = r.map_err(|e| self.err(e))?;
             data.remove(k).map_err(|e| self.err(e))?;

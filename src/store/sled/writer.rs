@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::backup::Backups;
 use super::claims::Claims;
-use super::commit::{Prepared, Tally};
+use super::commit::{Numbers, Prepared, Tally};
 use super::counters;
 use super::journal;
 use super::keys::TIMERS;
@@ -57,9 +57,9 @@ pub(super) struct Writer {
     pub(super) tally: Tally,
 }
 
-/// Groups written, for the syncer: their answers, the tally after them, and the database to
-/// sync (the one they were written to).
-pub(super) type ToSync = (Answers, Tally, sled::Db);
+/// Groups written, for the syncer: their answers, the numbering after them, and the database
+/// to sync (the one they were written to).
+pub(super) type ToSync = (Answers, Numbers, sled::Db);
 
 impl Writer {
     pub(super) fn run(mut self, queue: &mpsc::Receiver<Pending>) {
@@ -142,8 +142,7 @@ impl Writer {
             match applied {
                 Ok(()) => {
                     self.claims.release(cleared.iter().map(Vec::as_slice));
-                    let written = Tally::new(self.tally.next_feed, self.tally.config);
-                    let sync = (passed, written, live.db);
+                    let sync = (passed, self.tally.numbers, live.db);
                     if let Err(mpsc::SendError((answers, ..))) = self.to_sync.send(sync) {
                         fail_all(answers, path, "the store's syncer has stopped");
                     }
@@ -206,13 +205,10 @@ impl Writer {
                 Err(e) => return Err(format!("the store could not be opened again: {e}")),
             }
         };
-        self.tally = Tally::new(opened.last_feed + 1, opened.config);
-        self.durable
-            .feed
-            .fetch_max(opened.last_feed, Ordering::SeqCst);
-        self.durable
-            .config
-            .fetch_max(opened.config, Ordering::SeqCst);
+        let durable = &self.durable;
+        durable.feed.fetch_max(opened.last_feed, Ordering::SeqCst);
+        durable.config.fetch_max(opened.config, Ordering::SeqCst);
+        self.tally = opened.tally;
         *self.live.write().expect("live lock") = Some(opened.live);
         Ok(())
     }
@@ -235,11 +231,11 @@ pub(super) fn sync_loop(
     durable: &Durable,
     (outage, backups): (&WriteOutage, &Backups),
 ) {
-    while let Ok((first, mut tally, mut db)) = syncs.recv() {
+    while let Ok((first, mut numbers, mut db)) = syncs.recv() {
         let mut answers = first;
-        for (more, t, d) in syncs.try_iter() {
+        for (more, n, d) in syncs.try_iter() {
             answers.extend(more);
-            tally = t;
+            numbers = n;
             db = d;
         }
         match db.flush() {
@@ -250,8 +246,8 @@ pub(super) fn sync_loop(
                     .fetch_add(answers.len() as u64, Ordering::Relaxed);
                 durable
                     .feed
-                    .fetch_max(tally.next_feed - 1, Ordering::SeqCst);
-                durable.config.fetch_max(tally.config, Ordering::SeqCst);
+                    .fetch_max(numbers.next_feed - 1, Ordering::SeqCst);
+                durable.config.fetch_max(numbers.config, Ordering::SeqCst);
                 for answer in answers {
                     let _ = answer.send(Ok(()));
                 }
