@@ -1372,7 +1372,7 @@ pub async fn a_webhook_registered_among_notifying_commits_gets_every_later_notif
         let hook = format!("h{round}");
         let start = store.feed_end().await.unwrap();
         let mut commits = tokio::task::JoinSet::new();
-        let mut busy = |commits: &mut tokio::task::JoinSet<()>, i: usize| {
+        let busy = |commits: &mut tokio::task::JoinSet<()>, i: usize| {
             let store = store.clone();
             commits.spawn(async move { notify_each(&store, &[&format!("busy-{i}")]).await });
         };
