@@ -192,3 +192,120 @@ async fn a_case_written_before_the_binary_record_reads_and_is_rewritten_binary()
     let err = store.case(c.id).await.unwrap_err();
     assert!(err.to_string().contains("unknown format 7"), "{err}");
 }
+
+/// A client of its own on the store's database, beside the store's pool.
+async fn raw_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// Issue 33: a commit whose notifications were weighed before a registration committed, and
+/// which itself commits after the registration was answered, would be missing from the new
+/// webhook's feed. Here the commit is held between its feed statement and its end (its counter
+/// waits on a row another transaction holds) while the webhook registers: every commit that ends
+/// after the registration was answered must be in the feed.
+#[tokio::test]
+async fn a_registration_is_answered_only_once_no_commit_weighed_before_it_can_end_after_it() {
+    let url = pg::fresh_url().await;
+    let options = Options {
+        migrate: true,
+        ..Options::default()
+    };
+    let store = PgStore::connect(&url, options).await.unwrap();
+    let holder = raw_client(&url).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .batch_execute(
+            "INSERT INTO counters (name, shard, value) \
+             SELECT 'held', s, 0 FROM generate_series(0, 1023) AS s",
+        )
+        .await
+        .unwrap();
+    let start = store.feed_end().await.unwrap();
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let held = {
+        let (store, order) = (store.clone(), order.clone());
+        tokio::spawn(async move {
+            let tx = civicflow::store::Transaction {
+                notify: vec![conformance::notification("held")],
+                counts: vec![("held".to_owned(), 1)],
+                ..Default::default()
+            };
+            store.commit(&tx).await.unwrap();
+            order.lock().unwrap().push("held");
+        })
+    };
+    // Until the commit waits on the held counter rows, past its feed statement.
+    let waiting = raw_client(&url).await;
+    loop {
+        let row = waiting
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%INTO counters%'",
+                &[],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, i64>(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let registered = {
+        let (store, order) = (store.clone(), order.clone());
+        tokio::spawn(async move {
+            let tx = civicflow::store::Transaction {
+                put_webhooks: vec![conformance::webhook("late")],
+                ..Default::default()
+            };
+            store.commit(&tx).await.unwrap();
+            order.lock().unwrap().push("registered");
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    held.await.unwrap();
+    registered.await.unwrap();
+    conformance::notify_each(&store, &["after"]).await;
+    let feed = store.feed(start, 10).await.unwrap();
+    let steps = conformance::steps_of(&feed);
+    let order = order.lock().unwrap().clone();
+    if order == ["registered", "held"] {
+        assert_eq!(
+            steps,
+            ["held", "after"],
+            "a commit that ended after the registration was answered is missing"
+        );
+    } else {
+        assert_eq!(steps, ["after"]);
+    }
+}
+
+/// Issue 33: a transaction that runs long anywhere on the database server (a report, a
+/// `pg_dump`, a forgotten session) must not hold back the feed.
+#[tokio::test]
+async fn a_long_transaction_elsewhere_does_not_hold_back_the_feed() {
+    let url = pg::fresh_url().await;
+    let options = Options {
+        migrate: true,
+        ..Options::default()
+    };
+    let store = PgStore::connect(&url, options).await.unwrap();
+    conformance::subscribe(&store).await;
+    let start = store.feed_end().await.unwrap();
+    let elsewhere = raw_client(&pg::database()).await;
+    elsewhere.batch_execute("BEGIN").await.unwrap();
+    elsewhere
+        .batch_execute("SELECT pg_current_xact_id()")
+        .await
+        .unwrap();
+    conformance::notify_each(&store, &["a", "b"]).await;
+    let feed = store.feed(start, 10).await.unwrap();
+    assert_eq!(conformance::steps_of(&feed), ["a", "b"]);
+    assert_eq!(store.feed_count(start).await.unwrap(), 2);
+    assert!(store.feed_end().await.unwrap() > start);
+    elsewhere.batch_execute("ROLLBACK").await.unwrap();
+}

@@ -53,7 +53,11 @@ fn once_released<T, E: std::fmt::Debug>(
 fn reopen(dir: &std::path::Path) -> SledStore {
     once_released(
         || SledStore::open(dir, 16 << 20),
-        |e| matches!(e, StoreError::Locked { .. }),
+        // Ours, or sled's own on its files, which its threads let go a moment after ours.
+        |e| {
+            matches!(e, StoreError::Locked { .. })
+                || matches!(e, StoreError::Io { detail, .. } if detail.contains("could not acquire lock"))
+        },
     )
 }
 

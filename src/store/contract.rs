@@ -79,14 +79,19 @@ pub struct Groups {
 ///    `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING`, the epoch and lease in
 ///    the row, and checks the fence in the committing transaction; sled, which one process
 ///    owns, keeps claims in memory.
-/// 5. **A gapless change feed.** Notifications get positions in the order their commits became
-///    visible, and [`Store::feed`] never returns a position while a smaller one may still
-///    appear: a reader that moves its cursor over what it read never skips one. sled numbers
-///    them on its one writer thread and shows only what is synced. A backend with concurrent
-///    transactions must not number with a plain sequence (a higher value can commit before a
-///    lower one); it orders by transaction id and reads only below the oldest transaction
-///    still running (PostgreSQL: `pg_current_xact_id()` on the row, read below
-///    `pg_snapshot_xmin(pg_current_snapshot())`), or has one sealer number committed rows.
+/// 5. **A gapless change feed whose positions never move back.** Notifications get positions
+///    in the order their commits became visible, and [`Store::feed`] never returns a position
+///    while a smaller one may still appear: a reader that moves its cursor over what it read
+///    never skips one. A position is a notification's delivery id, so it is never handed out
+///    twice: positions grow across a restart, a trim of the whole feed, a reopen after writes
+///    failed, a restore, and (PostgreSQL) across nodes; a commit that ends after a webhook's
+///    registration was answered writes its notifications. sled numbers them on its one writer
+///    thread, shows only what is synced, and keeps the position it trimmed up to. A backend
+///    with concurrent transactions must not number with a plain sequence (a higher value can
+///    commit before a lower one) nor by transaction id (every reader would wait for the
+///    oldest transaction on the server, and a restore into another server starts ids again
+///    low): PostgreSQL writes them unnumbered and numbers them as a reader seals them, one
+///    sealer at a time.
 /// 6. **Shared configuration has a version.** Every commit that changes definitions, webhooks
 ///    or API tokens moves [`Store::config_version`] on by one, visible once durable; nodes watch
 ///    it to reload what they keep in memory, and a change checked against what it read carries

@@ -590,7 +590,7 @@ pub async fn idempotency_records_are_insert_only<S: Store>(store: &S) {
     );
 }
 
-fn notification(step: &str) -> Notification {
+pub fn notification(step: &str) -> Notification {
     Notification {
         kind: "step.finished".into(),
         case_id: CaseId::now_v7(),
@@ -639,7 +639,7 @@ pub async fn appends_notifications_in_commit_order_and_trims_them<S: Store>(stor
 }
 
 /// A webhook that has delivered nothing yet.
-fn webhook(id: &str) -> Webhook {
+pub fn webhook(id: &str) -> Webhook {
     Webhook {
         id: id.into(),
         url: "http://127.0.0.1:9/x".into(),

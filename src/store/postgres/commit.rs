@@ -116,16 +116,18 @@ const COUNTS: &str = "INSERT INTO counters (name, shard, value) \
     ON CONFLICT (name, shard) DO UPDATE SET value = counters.value + EXCLUDED.value";
 const REGISTRY_CHANGES: &str = "INSERT INTO registry_changes (record) \
     SELECT r FROM unnest($1::bytea[]) WITH ORDINALITY AS t(r, n) ORDER BY n";
-/// A notification's position: the writing transaction's id, then its place among the
-/// transaction's notifications (at most [`MAX_NOTIFICATIONS`]). Written only while a webhook
-/// is registered: the statement sees every registration committed before it began.
-const FEED: &str = "INSERT INTO feed (pos, txid, record) \
-    SELECT ((pg_current_xact_id()::text::int8) << 16) + n, pg_current_xact_id(), r \
-    FROM unnest($1::bytea[]) WITH ORDINALITY AS t(r, n) \
-    WHERE EXISTS (SELECT 1 FROM webhooks)";
-
-/// The most notifications one commit may carry: their places take 16 bits of a position.
-const MAX_NOTIFICATIONS: usize = (1 << 16) - 1;
+/// Notifications, unnumbered: a reader numbers them as it seals them (`feed.rs`). Written only
+/// while a webhook is registered: the statement sees every registration committed before it
+/// began, and a registration waits for every transaction that ran it before
+/// ([`REGISTERING`]).
+const FEED: &str = "INSERT INTO feed_unsealed (record) \
+    SELECT r FROM unnest($1::bytea[]) WITH ORDINALITY AS t(r, n) \
+    WHERE EXISTS (SELECT 1 FROM webhooks) ORDER BY n";
+/// First in a transaction that registers a webhook: it waits for every transaction that
+/// weighed whether to write notifications before the registration was visible, and holds
+/// back those that would weigh it now until it commits. So every commit that ends after the
+/// registration was answered wrote its notifications.
+const REGISTERING: &str = "LOCK TABLE feed_unsealed IN SHARE ROW EXCLUSIVE MODE";
 
 /// A transaction as statement parameters, owned, so that it can be applied on a task of its
 /// own (a commit runs to its end even if its caller goes away).
@@ -266,15 +268,6 @@ impl Encoded {
         e.registry_changes = tx.registry_changes.iter().map(json).collect();
         e.notify = tx.notify.iter().map(json).collect();
         e.counts = tx.counts.clone();
-        if e.notify.len() > MAX_NOTIFICATIONS {
-            return Err(StoreError::Io {
-                path: "the store".to_owned(),
-                detail: format!(
-                    "a commit of {} notifications; at most {MAX_NOTIFICATIONS} fit one commit",
-                    e.notify.len()
-                ),
-            });
-        }
         Ok(e)
     }
 }
@@ -387,13 +380,10 @@ pub(super) async fn apply(
     batch: &[&Encoded],
 ) -> Result<(), Failed> {
     let err = |x| place.error(x);
-    if batch.iter().map(|e| e.notify.len()).sum::<usize>() > MAX_NOTIFICATIONS {
-        return Err(Failed::Other(StoreError::Io {
-            path: place.to_string(),
-            detail: format!("more than {MAX_NOTIFICATIONS} notifications in one transaction"),
-        }));
-    }
     let mut statements: Vec<Statement<'_>> = vec![(BEGIN, vec![], None)];
+    if batch.iter().any(|e| !e.put_webhooks.0.is_empty()) {
+        statements.push((REGISTERING, vec![], None));
+    }
     for (at, e) in batch.iter().enumerate() {
         for (case, kind, due, epoch, work) in &e.fenced_timers {
             let check = Check::Fence(work.clone(), *epoch as u64);

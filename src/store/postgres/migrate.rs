@@ -14,6 +14,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("schema/0003_counters.sql")),
     (4, include_str!("schema/0004_circuits.sql")),
     (5, include_str!("schema/0005_case_records.sql")),
+    (6, include_str!("schema/0006_feed_sealed.sql")),
 ];
 
 /// The schema version this civicflow reads and writes.

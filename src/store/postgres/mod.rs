@@ -4,15 +4,15 @@
 //! `synchronous_commit` on and every statement pipelined in one round trip ([`commit`]). Claims are
 //! rows: a due timer or a webhook carries its holder, its lease and its epoch, claimed with
 //! `FOR UPDATE SKIP LOCKED`, and a fenced commit locks and checks the row in its own
-//! transaction. Notifications are positioned by the writing transaction's id and read only
-//! below the oldest transaction still running. The schema is versioned migrations
+//! transaction. Notifications are numbered as readers seal them ([`feed`]). The schema is versioned migrations
 //! ([`migrate`]), applied by `civicflow migrate` or `serve --migrate`.
 //!
 //! The files: [`open`] (the pool, the schema check), [`migrate`] (and `schema/*.sql`),
-//! [`commit`], [`reads`].
+//! [`commit`], [`reads`], [`feed`].
 
 mod batch;
 mod commit;
+mod feed;
 mod migrate;
 mod open;
 mod reads;

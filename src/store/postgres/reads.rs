@@ -55,14 +55,10 @@ const CIRCUITS: &str = "SELECT record FROM circuits ORDER BY agency";
 const IDEMPOTENCY: &str = "SELECT record FROM idempotency WHERE key = $1";
 const API_TOKEN: &str = "SELECT record FROM api_tokens WHERE digest = $1";
 const API_TOKENS: &str = "SELECT record FROM api_tokens ORDER BY digest";
-/// Positions after `$1`, each with whether every transaction that could still write a smaller
-/// one has ended (`sealed`): the sealed rows come first, in position order.
-const FEED: &str = "SELECT pos, record, txid < pg_snapshot_xmin(pg_current_snapshot()) \
-    FROM feed WHERE pos > $1 ORDER BY pos LIMIT $2";
-const FEED_END: &str = "SELECT coalesce(max(pos), 0) FROM feed \
-    WHERE txid < pg_snapshot_xmin(pg_current_snapshot())";
-const FEED_COUNT: &str = "SELECT count(*) FROM feed \
-    WHERE pos > $1 AND txid < pg_snapshot_xmin(pg_current_snapshot())";
+/// Sealed positions after `$1` ([`super::feed`]).
+const FEED: &str = "SELECT pos, record FROM feed WHERE pos > $1 ORDER BY pos LIMIT $2";
+const FEED_END: &str = "SELECT last FROM feed_sealed WHERE id = 1";
+const FEED_COUNT: &str = "SELECT count(*) FROM feed WHERE pos > $1";
 const TRIM_FEED: &str = "DELETE FROM feed WHERE pos <= $1";
 const WEBHOOKS: &str = "SELECT record FROM webhooks ORDER BY id";
 const DEFINITIONS: &str = "SELECT record FROM definitions ORDER BY kind, id, version";
@@ -72,16 +68,12 @@ const IN_RECOVERY: &str = "SELECT pg_is_in_recovery()";
 const COUNTS: &str = "SELECT name, sum(value)::int8 FROM counters \
     WHERE name >= $1 AND name < $2 GROUP BY name ORDER BY name";
 
-/// How long a feed read waits for the transactions that hold back a notification it can see
-/// (ones that began before its writer and are still running), before answering without it.
-const FEED_WAIT: Duration = Duration::from_millis(250);
-
 fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl PgStore {
-    async fn rows(
+    pub(super) async fn rows(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
@@ -353,33 +345,25 @@ impl Store for PgStore {
         after: u64,
         limit_n: usize,
     ) -> Result<Vec<(u64, Notification)>, StoreError> {
+        self.seal().await?;
         let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let waited = tokio::time::Instant::now();
-        loop {
-            let rows = self.rows(FEED, &[&after, &limit(limit_n)]).await?;
-            let sealed: Vec<&Row> = rows.iter().take_while(|r| r.get::<_, bool>(2)).collect();
-            // A row it can see but may not show yet: a transaction that began before its
-            // writer is still running. Such transactions are short; wait for them a little.
-            if sealed.len() < rows.len() && waited.elapsed() < FEED_WAIT {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                continue;
-            }
-            return sealed
-                .into_iter()
-                .map(|r| {
-                    let n = self.decode("a notification", r.get::<_, &[u8]>(1))?;
-                    Ok((r.get::<_, i64>(0) as u64, n))
-                })
-                .collect();
-        }
+        let rows = self.rows(FEED, &[&after, &limit(limit_n)]).await?;
+        rows.iter()
+            .map(|r| {
+                let n = self.decode("a notification", r.get::<_, &[u8]>(1))?;
+                Ok((r.get::<_, i64>(0) as u64, n))
+            })
+            .collect()
     }
 
     async fn feed_end(&self) -> Result<u64, StoreError> {
+        self.seal().await?;
         let rows = self.rows(FEED_END, &[]).await?;
         Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
     }
 
     async fn feed_count(&self, after: u64) -> Result<u64, StoreError> {
+        self.seal().await?;
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let rows = self.rows(FEED_COUNT, &[&after]).await?;
         Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
