@@ -351,6 +351,28 @@ async fn assert_done_once(
 
 const CASES: usize = 500;
 const KILLS: usize = 6;
+/// Cases started once every node was restarted on an idle, trimmed feed.
+const AFTER_IDLE: usize = 30;
+
+/// Waits (at most two minutes) until the webhook has taken the ends of `cases` cases.
+async fn wait_for_ends(inbox: &Inbox, cases: usize) {
+    let until = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut ends: Vec<u64> = inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, n)| n["type"] == "case.finished")
+            .map(|(id, _)| *id)
+            .collect();
+        ends.sort_unstable();
+        ends.dedup();
+        if ends.len() >= cases || tokio::time::Instant::now() > until {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_lose_nothing_and_repeat_nothing_while_they_are_killed() {
@@ -457,26 +479,39 @@ async fn three_nodes_lose_nothing_and_repeat_nothing_while_they_are_killed() {
 
     let cases = settle(&admin, &lb_url, &ids, Duration::from_secs(240)).await;
     assert_done_once(&admin, &lb_url, &agencies, &cases).await;
+    wait_for_ends(&inbox, ids.len()).await;
 
-    // The webhook got every case's three step results and its end, first deliveries in order.
-    let until = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let finished = inbox
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, n)| n["type"] == "case.finished")
-            .count();
-        if finished >= CASES || tokio::time::Instant::now() > until {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    // Idle: the feed is trimmed below what the webhook took. Then every node dies and comes
+    // back, and the next cases' notifications still reach the webhook (issue 33).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for node in &mut nodes {
+        node.kill();
+        tokio::task::block_in_place(|| node.restart());
     }
+    let mut after = tokio::task::JoinSet::new();
+    for i in 0..AFTER_IDLE {
+        let (portal, urls) = (portal.clone(), urls.clone());
+        after.spawn(async move {
+            let input = birth_input(&format!("MN-IDLE-{i}"));
+            start_case(&portal, &urls, &format!("mn-idle-{i}"), input).await
+        });
+    }
+    let later = after.join_all().await;
+    let cases = settle(&admin, &lb_url, &later, Duration::from_secs(120)).await;
+    assert_done_once(&admin, &lb_url, &agencies, &cases).await;
+    let mut ids = ids;
+    ids.extend(later);
+    wait_for_ends(&inbox, ids.len()).await;
+
+    // The webhook got every case's three step results and its end, first deliveries in order,
+    // and a delivery id never carried two notifications.
     let inbox = inbox.lock().unwrap();
     let mut first_seen = Vec::new();
+    let mut bodies: HashMap<u64, &Value> = HashMap::new();
     let mut by_case: HashMap<String, Vec<String>> = HashMap::new();
     for (id, n) in inbox.iter() {
-        if first_seen.contains(id) {
+        if let Some(before) = bodies.insert(*id, n) {
+            assert_eq!(before, n, "delivery id {id} carried two notifications");
             continue;
         }
         first_seen.push(*id);

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -421,4 +422,162 @@ async fn a_registration_retried_under_its_idempotency_key_registers_one_webhook(
         (409, &json!("idempotency_key_reused")),
         "{body}"
     );
+}
+
+/// Starts a birth case as the portal does while the server may be down: the same request,
+/// under the same Idempotency-Key, until a node answers. Returns the case id.
+async fn start_retrying(portal: &reqwest::Client, url: &str, key: &str) -> String {
+    let body = json!({"workflow": "birth-registration", "input": birth_input(key)});
+    loop {
+        let sent = portal
+            .post(format!("{url}/v1/cases"))
+            .header("idempotency-key", key)
+            .json(&body)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if let Ok(r) = sent
+            && r.status().is_success()
+        {
+            let case: Value = r.json().await.unwrap();
+            return case["id"].as_str().unwrap().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many distinct cases' ends the receiver has taken.
+fn ends_seen(receiver: &Mutex<Receiver>) -> usize {
+    let seen = &receiver.lock().unwrap().seen;
+    let mut ends: Vec<&str> = seen
+        .iter()
+        .filter(|(_, _, b)| b.contains("\"case.finished\""))
+        .map(|(id, _, _)| id.as_str())
+        .collect();
+    ends.sort_unstable();
+    ends.dedup();
+    ends.len()
+}
+
+/// Issue 33: the portal must hear of every case, whatever happens to the node. Cases run in
+/// rounds; the node is killed with SIGKILL under load, and stopped or killed again after an idle
+/// while in which the deliverer took everything and trimmed the feed empty, and restarted each
+/// time. Every
+/// case's step results and end arrive, each delivery id always carries the same notification,
+/// and ids only grow from one delivery to the next new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_notification_arrives_across_kills_under_load_and_after_idle_trims() {
+    const ROUNDS: usize = 4;
+    const PER_ROUND: usize = 12;
+    let (mocks, args) = support::mocks_in_test(33).await;
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.push("--allow-internal-webhooks");
+    let data = std::env::temp_dir().join(format!("civicflow-hooks-{}", uuid::Uuid::new_v4()));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let url = format!("http://{listen}");
+    let mut server = Server::spawn(&data, &listen, &args);
+    server.connect_mocks(&mocks.agencies[0].base_url).await;
+    let portal_token = server.token("portal").await;
+    let portal = client_with(&portal_token);
+    let receiver = Arc::new(Mutex::new(Receiver::default()));
+    let hook_url = serve(
+        axum::Router::new()
+            .route("/events", axum::routing::post(receive))
+            .with_state(receiver.clone()),
+    )
+    .await;
+    register(&server, &portal_token, &hook_url).await;
+
+    let mut ids = Vec::new();
+    for round in 0..ROUNDS {
+        let starts: Vec<_> = (0..PER_ROUND)
+            .map(|i| {
+                let (portal, url) = (portal.clone(), url.clone());
+                tokio::spawn(async move {
+                    start_retrying(&portal, &url, &format!("HOOK-KILL-{round}-{i}")).await
+                })
+            })
+            .collect();
+        if round % 2 == 1 {
+            // Under load: the cases of this round are being started and run.
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(100..600))).await;
+            server.kill();
+            server = Server::spawn(&data, &listen, &args);
+        }
+        for start in starts {
+            ids.push(start.await.unwrap());
+        }
+        for id in &ids {
+            let case = server.settled(id, BOUND).await;
+            assert_eq!(case["status"], "completed", "{case:#}");
+        }
+        let until = tokio::time::Instant::now() + BOUND;
+        while ends_seen(&receiver) < ids.len() {
+            assert!(
+                tokio::time::Instant::now() < until,
+                "round {round}: {} of {} cases' ends arrived",
+                ends_seen(&receiver),
+                ids.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Idle: the deliverer trims what the webhook took (it looks every 200 ms); then the
+        // node stops, as an operator stops it or killed, and comes back on a feed trimmed
+        // empty (a trim is made durable by the next sync: a stop's or a later commit's).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if round % 2 == 0 {
+            assert!(server.terminate(BOUND).is_some(), "the server did not stop");
+        } else {
+            server.kill();
+        }
+        server = Server::spawn(&data, &listen, &args);
+    }
+
+    let seen = receiver.lock().unwrap().seen.clone();
+    let mut bodies: BTreeMap<u64, Value> = BTreeMap::new();
+    let mut first_seen: Vec<u64> = Vec::new();
+    let mut by_case: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, _, body) in &seen {
+        let id: u64 = id.parse().unwrap();
+        let mut n: Value = serde_json::from_str(body).unwrap();
+        n.as_object_mut().unwrap().remove("id");
+        if let Some(before) = bodies.get(&id) {
+            assert_eq!(before, &n, "delivery id {id} carried two notifications");
+            continue;
+        }
+        first_seen.push(id);
+        let kind = format!(
+            "{} {}",
+            n["type"].as_str().unwrap(),
+            n["step"].as_str().unwrap_or("")
+        );
+        by_case
+            .entry(n["case_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(kind);
+        bodies.insert(id, n);
+    }
+    assert!(
+        first_seen.windows(2).all(|w| w[0] < w[1]),
+        "delivery ids move back: {first_seen:?}"
+    );
+    for id in &ids {
+        let got = by_case.get(id).cloned().unwrap_or_default();
+        assert_eq!(got.len(), 4, "{id}: {got:?}");
+        assert_eq!(
+            got[3], "case.finished ",
+            "{id}: the end comes last: {got:?}"
+        );
+        let mut steps = got[..3].to_vec();
+        steps.sort();
+        assert_eq!(
+            steps,
+            [
+                "step.finished birth",
+                "step.finished health_insurance",
+                "step.finished residence"
+            ],
+            "{id}"
+        );
+    }
 }
