@@ -30,6 +30,11 @@ impl Metadata {
     }
 }
 
+/// The longest wait an agency's `Retry-After` can ask for: an agency's value is any number,
+/// and a wait beyond every deadline and retry window would only overflow the engine's clock
+/// arithmetic. A day: longer maintenance is what circuits are for.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// What came back: an HTTP answer, or no answer at all.
 #[derive(Debug, Clone)]
 pub enum Reply {
@@ -46,12 +51,14 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// An answer; a `Retry-After` beyond [`MAX_RETRY_AFTER`] counts as that long.
     pub fn answered(
         status: u16,
         headers: Map<String, Value>,
         body: Value,
         retry_after: Option<Duration>,
     ) -> Reply {
+        let retry_after = retry_after.map(|r| r.min(MAX_RETRY_AFTER));
         Reply::Answered {
             status,
             context: Value::Object(Map::from_iter([
@@ -219,8 +226,7 @@ pub async fn send(
         .headers()
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(retry_after_secs);
     let bytes = match response.bytes().await {
         Ok(b) => b,
         Err(e) => return no_answer(url, e),
@@ -228,6 +234,16 @@ pub async fn send(
     let body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     Reply::answered(status, head, body, retry_after)
+}
+
+/// A `Retry-After` in seconds; a number too large for any integer is as long as can be (and
+/// capped by [`Reply::answered`]). An HTTP date is not read: the agencies send seconds.
+fn retry_after_secs(value: &str) -> Option<Duration> {
+    let digits = value.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(Duration::from_secs(digits.parse().unwrap_or(u64::MAX)))
 }
 
 fn no_answer(url: &str, e: reqwest::Error) -> Reply {
@@ -279,5 +295,27 @@ pub fn text(v: Value) -> String {
     match v {
         Value::String(s) => s,
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_after_is_seconds_and_at_most_a_day() {
+        let capped = |v: &str| {
+            let reply = Reply::answered(503, Map::new(), Value::Null, retry_after_secs(v));
+            match reply {
+                Reply::Answered { retry_after, .. } => retry_after,
+                Reply::NoAnswer { .. } => unreachable!(),
+            }
+        };
+        assert_eq!(capped(" 5 "), Some(Duration::from_secs(5)));
+        assert_eq!(capped("18446744073709551615"), Some(MAX_RETRY_AFTER));
+        assert_eq!(capped("99999999999999999999999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(capped("-1"), None);
+        assert_eq!(capped("Wed, 21 Oct 2026 07:28:00 GMT"), None);
+        assert_eq!(capped(""), None);
     }
 }

@@ -417,7 +417,13 @@ impl Decider {
         build(adapter, base, ctx)
     }
 
-    fn fail(&self, change: &mut Change, step: &str, reason: IncidentReason, message: String) {
+    pub(super) fn fail(
+        &self,
+        change: &mut Change,
+        step: &str,
+        reason: IncidentReason,
+        message: String,
+    ) {
         let s = change.step_mut(step);
         s.status = StepStatus::Failed;
         s.error = Some(message.clone());
@@ -479,7 +485,9 @@ impl Decider {
         let jitter = Duration::from_secs_f64(fastrand::f64() * ceiling.as_secs_f64());
         let delay = retry_after.map_or(jitter, |r| r.max(jitter));
         let spent = next.saturating_sub(s.budget_from);
-        if spent > step.retry.max_attempts || elapsed + delay > step.retry.max_duration {
+        if spent > step.retry.max_attempts
+            || elapsed.saturating_add(delay) > step.retry.max_duration
+        {
             change.event(EventKind::AttemptFailed {
                 step: step.id.clone(),
                 attempt,
@@ -964,6 +972,44 @@ mod tests {
         assert_eq!(
             kinds(&change.tx.events),
             ["step_succeeded", "attempt_started", "attempt_started"]
+        );
+    }
+
+    /// Issue 33: an agency's `Retry-After` of any size neither panics (the reply task died,
+    /// the case stuck with no incident) nor wraps to zero (a tight poll loop).
+    #[test]
+    fn a_huge_retry_after_neither_panics_nor_polls_at_once() {
+        let (d, wf) = (decider(), birth());
+        let change = registered_birth(&d, &wf);
+        let card = wf.step("health_insurance").unwrap();
+        let forever = Some(std::time::Duration::from_secs(u64::MAX));
+        let unavailable = Reply::answered(503, Map::new(), json!({}), forever);
+
+        let (mut change, calls) = next(change, 2);
+        let call = calls.iter().find(|c| c.step == "health_insurance").unwrap();
+        d.apply_reply(card, &mut change, call, &unavailable);
+        let s = &change.case.steps["health_insurance"];
+        let retry = change.case.timers.get("retry/health_insurance");
+        assert!(
+            s.status == StepStatus::Failed || retry.is_some_and(|t| *t > change.now),
+            "{:?} {retry:?}",
+            s.status
+        );
+
+        let change = registered_birth(&d, &wf);
+        let (mut change, calls) = next(change, 2);
+        let call = calls.iter().find(|c| c.step == "health_insurance").unwrap();
+        let accepted = json!({"status_url": "/v1/cards/1"});
+        d.apply_reply(card, &mut change, call, &reply(202, accepted));
+        let (mut change, _) = next(change, 3);
+        let mut poll = call.clone();
+        poll.poll = true;
+        d.apply_reply(card, &mut change, &poll, &unavailable);
+        let at = change.case.timers["poll/health_insurance"];
+        assert!(
+            at >= change.now + jiff::SignedDuration::from_secs(5),
+            "the next poll at {at}, now {}",
+            change.now
         );
     }
 

@@ -6,17 +6,19 @@
 //! commit fails with a conflict and the change is decided again from a fresh read, at most
 //! [`REDECIDE`] times: a lost race is re-decided, never dropped.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::FutureExt;
 use opentelemetry::trace::SpanKind;
 
 use super::change::{Call, Change};
 use super::locks::CaseLock;
 use super::{Engine, MissingWorkflow};
 use crate::adapters::http::{self, Reply};
-use crate::case::{Case, CaseId, IncidentReason, StepStatus, TimerKind};
+use crate::case::{Case, CaseId, IncidentReason, StepState, StepStatus, TimerKind};
 use crate::circuits::Seen;
 use crate::store::{Claimed, Store, StoreError, Transaction};
 use crate::traces::{CaseSpan, parse_traceparent};
@@ -32,6 +34,46 @@ const DAMAGED_RECHECK: Duration = Duration::from_secs(3600);
 /// again after losing a race for the case. Each loss means another writer moved the case on,
 /// so this bounds a burst, not a steady state.
 pub(super) const REDECIDE: u32 = 8;
+
+/// Which try of which step a call is: what its reply may change, while the step is still at it.
+struct Attempt {
+    case_id: CaseId,
+    step: String,
+    revision: u32,
+    attempt: u32,
+    poll: bool,
+}
+
+impl Attempt {
+    fn of(call: &Call) -> Attempt {
+        Attempt {
+            case_id: call.case_id,
+            step: call.step.clone(),
+            revision: call.revision,
+            attempt: call.attempt,
+            poll: call.poll,
+        }
+    }
+
+    /// Whether the step is still at this try: a reply to an earlier one is not used.
+    fn is_current(&self, s: &StepState) -> bool {
+        let expected = if self.poll {
+            StepStatus::Polling
+        } else {
+            StepStatus::Calling
+        };
+        s.revision == self.revision && s.attempt == self.attempt && s.status == expected
+    }
+}
+
+/// The message a panic carried, as text.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
 
 /// Whether a failed commit is worth deciding again: the case moved on under us.
 pub(super) fn lost_race(e: &StoreError, round: u32) -> bool {
@@ -53,11 +95,57 @@ impl<S: Store + Clone> Engine<S> {
             // reply) is kilobytes, and tokio moves an unboxed one into its task, then writes
             // over it as the task ends: three copies per call where one will do.
             tokio::spawn(Box::pin(async move {
-                engine.run_call(call).await;
+                let attempt = Attempt::of(&call);
+                let ran = AssertUnwindSafe(engine.run_call(call)).catch_unwind().await;
+                if let Err(panic) = ran {
+                    engine.call_panicked(&attempt, panic_text(&*panic)).await;
+                }
                 if engine.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
                     engine.idle.notify_waiters();
                 }
             }));
+        }
+    }
+
+    /// A call's task panicked while it sent the call or recorded the reply: a fault of
+    /// civicflow's own, which the step's watchdog would only meet again. The step fails with
+    /// an incident that names it, so that an operator sees the case and can retry it, instead
+    /// of a case that waits on nothing.
+    async fn call_panicked(self: &Arc<Self>, attempt: &Attempt, panic: String) {
+        tracing::error!(case_id = %attempt.case_id, step = %attempt.step, panic = %panic, "recording an agency's reply failed");
+        let message = format!("civicflow failed while it recorded the agency's reply: {panic}");
+        let mut lock = self.locks.lock(attempt.case_id).await;
+        for round in 1.. {
+            let Ok(Some(case)) = lock.load(&self.store).await else {
+                return;
+            };
+            let Ok(wf) = self.workflow_for(&case).await else {
+                return;
+            };
+            if !case
+                .steps
+                .get(&attempt.step)
+                .is_some_and(|s| attempt.is_current(s))
+            {
+                return;
+            }
+            let rev = case.rev;
+            let now = self.config.clock.now();
+            let mut change = Change::new(case, Some(rev), now, Instant::now());
+            self.decide.fail(
+                &mut change,
+                &attempt.step,
+                IncidentReason::UnexpectedReply,
+                message.clone(),
+            );
+            match self.finish_change(&wf, change, &mut lock).await {
+                Err(e) if lost_race(&e, round) => continue,
+                Err(e) => {
+                    tracing::error!(case_id = %attempt.case_id, error = %e, "the failed step could not be recorded; its watchdog timer stays");
+                    return;
+                }
+                Ok(()) => return,
+            }
         }
     }
 
@@ -167,12 +255,7 @@ impl<S: Store + Clone> Engine<S> {
             let Some(s) = case.steps.get(&call.step) else {
                 return Ok(None);
             };
-            let expected = if call.poll {
-                StepStatus::Polling
-            } else {
-                StepStatus::Calling
-            };
-            if s.revision != call.revision || s.attempt != call.attempt || s.status != expected {
+            if !Attempt::of(call).is_current(s) {
                 return Ok(None);
             }
             let rev = case.rev;
