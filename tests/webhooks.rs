@@ -581,3 +581,58 @@ async fn every_notification_arrives_across_kills_under_load_and_after_idle_trims
         );
     }
 }
+
+/// Issue 33: a registered receiver may answer with a redirect to an address the server would
+/// never register (loopback, the cloud's metadata service): the notification is not posted
+/// there, and the redirect counts as a failure of the receiver.
+#[tokio::test]
+async fn a_receiver_redirect_is_a_failure_not_followed() {
+    let server = Server::start_with(&["--allow-internal-webhooks"]);
+    let portal = server.token("portal").await;
+    let followed = Arc::new(Mutex::new(Receiver::default()));
+    let target = serve(
+        axum::Router::new()
+            .route("/events", axum::routing::post(receive))
+            .with_state(followed.clone()),
+    )
+    .await;
+    let redirecting = serve(axum::Router::new().route(
+        "/events",
+        axum::routing::post(move || {
+            let target = target.clone();
+            async move { (StatusCode::TEMPORARY_REDIRECT, [("location", target)]) }
+        }),
+    ))
+    .await;
+    let hook = register(&server, &portal, &redirecting).await;
+    server
+        .start_case("birth-registration", birth_input("HOOK-REDIRECT"))
+        .await;
+    let until = tokio::time::Instant::now() + BOUND;
+    loop {
+        let (_, list) = server
+            .call(Some(&portal), Method::GET, "/v1/webhooks", None)
+            .await;
+        let h = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["id"] == hook["id"])
+            .unwrap()
+            .clone();
+        if h["last_error"].is_string() {
+            assert!(h["last_error"].as_str().unwrap().contains("307"), "{h:#}");
+            break;
+        }
+        assert!(
+            followed.lock().unwrap().seen.is_empty(),
+            "the redirect was followed"
+        );
+        assert!(tokio::time::Instant::now() < until, "{list:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        followed.lock().unwrap().seen.is_empty(),
+        "the redirect was followed"
+    );
+}

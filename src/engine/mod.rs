@@ -210,8 +210,11 @@ impl<S: Store + Clone> Engine<S> {
             },
             config,
             hooks,
+            // No redirects: a redirect would carry the adapter's credentials to another host;
+            // an agency's 3xx is an answer its reply rules classify (issue 33).
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(256)
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("the HTTP client builds with default TLS-less settings"),
             locks: locks::Locks::new(locks::SLOTS),

@@ -64,7 +64,12 @@ impl<S: Store + Clone> Deliverer<S> {
         metrics: Arc<Metrics>,
         targets: Targets,
     ) -> Deliverer<S> {
-        let mut http = reqwest::Client::builder().timeout(TIMEOUT);
+        // No redirects: a receiver's redirect could point the POST at an address a
+        // registration is refused (loopback, the metadata service), past the resolver's check;
+        // a 3xx is a failure of the receiver like any other non-2xx.
+        let mut http = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none());
         if !targets.allow_internal {
             http = http.dns_resolver(Arc::new(PublicOnly));
         }
