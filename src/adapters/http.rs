@@ -290,6 +290,32 @@ pub fn build(adapter: &Adapter, base: &str, ctx: &Input) -> Result<Request, Stri
     })
 }
 
+/// The URL a step's status is polled at, from what the agency's reply gave (`url`, relative
+/// to its `base` or absolute): only at the agency's own address (scheme, host, port, and
+/// under its base path), since a poll carries the adapter's credentials.
+pub fn status_url(base: &str, url: &str) -> Result<String, String> {
+    let base_url = reqwest::Url::parse(base)
+        .map_err(|e| format!("the agency's base URL `{base}` cannot be read: {e}"))?;
+    let relative = !url.starts_with("//") && url.starts_with('/');
+    let resolved = if relative {
+        reqwest::Url::parse(&format!("{}{url}", base.trim_end_matches('/')))
+    } else {
+        base_url.join(url)
+    }
+    .map_err(|e| format!("the status URL `{url}` cannot be read: {e}"))?;
+    let prefix = base_url.path().trim_end_matches('/');
+    let same_place = resolved.scheme() == base_url.scheme()
+        && resolved.host_str() == base_url.host_str()
+        && resolved.port_or_known_default() == base_url.port_or_known_default()
+        && resolved.path().starts_with(prefix);
+    if !same_place {
+        return Err(format!(
+            "the status URL `{url}` is not at the agency's address `{base}`: it is not polled"
+        ));
+    }
+    Ok(resolved.into())
+}
+
 /// A template's value as text: strings bare, anything else as JSON.
 pub fn text(v: Value) -> String {
     match v {

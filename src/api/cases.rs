@@ -79,13 +79,13 @@ pub async fn start<S: Store + Clone>(
                 "the input does not match the workflow's input schema",
             )
             .with_fields(violations),
-            StartError::BusinessKey { .. } | StartError::BusinessKeyTooLong { .. } => {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_input",
-                    e.to_string(),
-                )
-            }
+            StartError::BusinessKey { .. }
+            | StartError::BusinessKeyTooLong { .. }
+            | StartError::BusinessKeyControl { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_input",
+                e.to_string(),
+            ),
             StartError::KeyReused { .. } => ApiError::new(
                 StatusCode::CONFLICT,
                 "idempotency_key_reused",
@@ -249,6 +249,14 @@ pub async fn list<S: Store + Clone>(
         return Err(ApiError::bad_request(
             "invalid_query",
             format!("key `{key}` must be `name=value`, e.g. `requester=001190123456`"),
+        ));
+    }
+    if let Some(key) = &filter.key
+        && key.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("key {key:?} holds a control character; no business key does"),
         ));
     }
     let page = query::cases(

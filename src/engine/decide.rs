@@ -560,33 +560,38 @@ impl Decider {
                 // The agency has the request: an earlier attempt's failure is history now.
                 change.step_mut(&step.id).error = None;
                 match (adapter.mode, &adapter.poll) {
-                    (Mode::Poll, Some(poll)) => match poll.url.eval(reply.context()) {
-                        Ok(url) => {
-                            let url = text(url);
-                            let url = if url.starts_with("http://") || url.starts_with("https://") {
-                                url
-                            } else {
-                                let base = self
-                                    .agencies
-                                    .get(&adapter.agency)
-                                    .map(|b| b.trim_end_matches('/').to_owned())
-                                    .unwrap_or_default();
-                                format!("{base}{url}")
-                            };
-                            let s = change.step_mut(&step.id);
-                            s.poll_url = Some(url);
-                            s.status = StepStatus::Polling;
-                            change.clear_timer(TimerKind::Retry {
-                                step: step.id.clone(),
-                            });
-                            self.schedule_poll(step, change);
+                    (Mode::Poll, Some(poll)) => {
+                        let base = self
+                            .agencies
+                            .get(&adapter.agency)
+                            .map_or("", String::as_str);
+                        let url = poll
+                            .url
+                            .eval(reply.context())
+                            .map_err(|e| {
+                                format!("the status URL cannot be read from the reply: {e}")
+                            })
+                            .and_then(|url| http::status_url(base, &text(url)));
+                        match url {
+                            Ok(url) => {
+                                let s = change.step_mut(&step.id);
+                                s.poll_url = Some(url);
+                                s.status = StepStatus::Polling;
+                                change.clear_timer(TimerKind::Retry {
+                                    step: step.id.clone(),
+                                });
+                                self.schedule_poll(step, change);
+                            }
+                            Err(message) => {
+                                self.fail(
+                                    change,
+                                    &step.id,
+                                    IncidentReason::UnexpectedReply,
+                                    message,
+                                );
+                            }
                         }
-                        Err(e) => {
-                            let message =
-                                format!("the status URL cannot be read from the reply: {e}");
-                            self.fail(change, &step.id, IncidentReason::UnexpectedReply, message);
-                        }
-                    },
+                    }
                     _ => {
                         let s = change.step_mut(&step.id);
                         s.status = StepStatus::AwaitingCallback;
@@ -973,6 +978,45 @@ mod tests {
             kinds(&change.tx.events),
             ["step_succeeded", "attempt_started", "attempt_started"]
         );
+    }
+
+    /// Issue 33: a status URL is polled with the adapter's credentials, so only at the
+    /// agency's own address; an absolute URL elsewhere, or a scheme-relative one, is an
+    /// unexpected reply.
+    #[test]
+    fn a_status_url_away_from_the_agency_is_never_polled() {
+        let (d, wf) = (decider(), birth());
+        let card = wf.step("health_insurance").unwrap();
+        let polled = |status_url: &str| {
+            let (mut change, calls) = next(registered_birth(&d, &wf), 2);
+            let call = calls.iter().find(|c| c.step == "health_insurance").unwrap();
+            let accepted = json!({"status_url": status_url});
+            d.apply_reply(card, &mut change, call, &reply(202, accepted));
+            let s = &change.case.steps["health_insurance"];
+            (s.status, s.poll_url.clone())
+        };
+        assert_eq!(
+            polled("/v1/cards/1"),
+            (
+                StepStatus::Polling,
+                Some("http://social-security.test/v1/cards/1".into())
+            )
+        );
+        assert_eq!(
+            polled("http://social-security.test/v1/cards/2"),
+            (
+                StepStatus::Polling,
+                Some("http://social-security.test/v1/cards/2".into())
+            )
+        );
+        for away in [
+            "http://169.254.169.254/latest/meta-data/",
+            "//elsewhere.test/v1/cards/1",
+            "https://social-security.test/v1/cards/1",
+            "http://social-security.test:8080/v1/cards/1",
+        ] {
+            assert_eq!(polled(away), (StepStatus::Failed, None), "{away}");
+        }
     }
 
     /// Issue 33: an agency's `Retry-After` of any size neither panics (the reply task died,

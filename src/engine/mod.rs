@@ -82,6 +82,10 @@ pub enum StartError {
         "business key `{key}` is {len} bytes long; at most {MAX_KEY_BYTES} are kept in the index"
     )]
     BusinessKeyTooLong { key: String, len: usize },
+    #[error(
+        "business key `{key}` holds a control character (U+{code:04X}); a key is printable text"
+    )]
+    BusinessKeyControl { key: String, code: u32 },
     #[error("the Idempotency-Key was already used with a different request, for case {case_id}")]
     KeyReused { case_id: CaseId },
     #[error("the server is shutting down")]
@@ -497,6 +501,12 @@ impl<S: Store + Clone> Engine<S> {
                 return Err(StartError::BusinessKeyTooLong {
                     key: key.clone(),
                     len: value.len(),
+                });
+            }
+            if let Some(c) = value.chars().find(|c| c.is_control()) {
+                return Err(StartError::BusinessKeyControl {
+                    key: key.clone(),
+                    code: u32::from(c),
                 });
             }
             keys.insert(key.clone(), value);

@@ -452,6 +452,48 @@ async fn an_overlong_business_key_is_refused_naming_the_key() {
     assert!(message.contains("`dossier` is 300 bytes"), "{message}");
 }
 
+/// Issue 33: a control character (NUL above all, which PostgreSQL's text cannot hold) in a
+/// business key is the client's mistake, named, not a failure of the store.
+#[tokio::test]
+async fn a_business_key_with_a_control_character_is_refused_naming_the_key() {
+    let server = Server::start_on(BACKEND);
+    for (n, dossier) in ["D-\u{0}-1", "D-\n-2", "D-\u{7f}-3"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut input = birth_input(&format!("GCS-NUL-{n}"));
+        input["dossier_number"] = json!(dossier);
+        let (status, body) = server
+            .post(
+                "/v1/cases",
+                &json!({"workflow": "birth-registration", "input": input}),
+                None,
+            )
+            .await;
+        assert_eq!(status, 422, "{dossier:?}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_input");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("`dossier`") && message.contains("control character"),
+            "{message}"
+        );
+    }
+    // Nor may a list ask for one.
+    let (status, body) = server
+        .call(
+            Some(&server.admin),
+            reqwest::Method::GET,
+            "/v1/cases?key=dossier%3DD-%00-1",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("invalid_query")),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn a_read_with_wait_answers_when_the_case_ends() {
     let server = Server::start_on(BACKEND);
