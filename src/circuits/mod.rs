@@ -329,6 +329,17 @@ pub fn close(by: String, reason: String, now: Timestamp) -> impl Fn(&mut Circuit
     }
 }
 
+/// A probe was answered: closes the circuit, unless someone opened it by hand while the probe
+/// was out (a maintenance announced meanwhile outranks what one call showed).
+pub fn probe_answered(now: Timestamp) -> impl Fn(&mut Circuit) -> bool {
+    let close = close(
+        CIVICFLOW.to_owned(),
+        "a probe call was answered".to_owned(),
+        now,
+    );
+    move |c| c.opened_by.is_none() && close(c)
+}
+
 /// Takes the turn to probe an open circuit whose probe is due, for `lease` (a node that dies
 /// mid-probe gives the turn up when it lapses).
 pub fn take_probe(now: Timestamp, lease: Duration) -> impl Fn(&mut Circuit) -> bool {
@@ -427,6 +438,30 @@ mod tests {
             trail,
             [("alice", CircuitState::Open), ("bob", CircuitState::Closed)]
         );
+    }
+
+    /// Issue 33: an operator opens the circuit by hand while a probe is out; the probe's
+    /// answer leaves it open.
+    #[test]
+    fn a_probe_answer_does_not_close_a_circuit_opened_by_hand_meanwhile() {
+        let mut c = closed("police");
+        assert!(open_on_failures(Policy::default(), "503".into(), at(0))(
+            &mut c
+        ));
+        assert!(take_probe(at(1), Duration::from_secs(10))(&mut c));
+        assert!(open_by_hand("alice".into(), "maintenance".into(), at(2))(
+            &mut c
+        ));
+        assert!(!probe_answered(at(3))(&mut c));
+        assert_eq!(c.state, CircuitState::Open);
+        assert_eq!(c.opened_by.as_deref(), Some("alice"));
+        // Without a hand on it, the answer closes it.
+        let mut c = closed("police");
+        assert!(open_on_failures(Policy::default(), "503".into(), at(0))(
+            &mut c
+        ));
+        assert!(probe_answered(at(3))(&mut c));
+        assert_eq!(c.state, CircuitState::Closed);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::Engine;
 use super::change::{Call, Change};
 use super::drive::lost_race;
 use crate::case::{CaseId, StepStatus, index};
-use crate::circuits::{self, CIVICFLOW, Circuit, CircuitState};
+use crate::circuits::{self, Circuit, CircuitState};
 use crate::store::{IndexRange, Order, Position, Store, StoreError};
 
 /// How often a node reads the circuits: how soon it follows one opened or closed elsewhere,
@@ -205,19 +205,17 @@ impl<S: Store + Clone> Engine<S> {
             matches!(*class, "succeeded" | "rejected" | "pending" | "unexpected")
         });
         if answered {
-            let close = circuits::close(
-                CIVICFLOW.to_owned(),
-                "a probe call was answered".to_owned(),
-                self.now(),
-            );
+            let close = circuits::probe_answered(self.now());
             if self
                 .circuits()
                 .change(&self.store, agency, close)
                 .await?
-                .is_some()
+                .is_none()
             {
-                tracing::warn!(agency = %agency, "agency answers again: its circuit is closed; held steps are released");
+                // Opened by hand while the probe was out: it stays open.
+                return Ok(());
             }
+            tracing::warn!(agency = %agency, "agency answers again: its circuit is closed; held steps are released");
             return self.release(agency).await;
         }
         // Nothing sent (nothing held, or the case moved on) waits the shortest time again.
