@@ -307,6 +307,37 @@ async fn retry_now_after_retries_ran_out_and_an_outage_ended_completes_the_case(
         (status, &refused["error"]["code"]),
         (403, &json!("forbidden"))
     );
+    // Issue 33: the supervisor confirmed two, and three match now: nothing is retried until
+    // the new count is confirmed.
+    let mut stale = body.clone();
+    stale["confirmed"] = json!(2);
+    let (status, changed) = desk
+        .server
+        .call(
+            Some(&desk.supervisor),
+            Method::POST,
+            "/v1/bulk/retry",
+            Some(&stale),
+        )
+        .await;
+    assert_eq!(
+        (status, &changed["error"]["code"]),
+        (409, &json!("bulk_count_changed")),
+        "{changed}"
+    );
+    assert!(
+        changed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("3 incidents match"),
+        "{changed}"
+    );
+    for id in &ids {
+        let case = desk.server.get(&format!("/v1/cases/{id}")).await;
+        assert!(has_incident(&case, "retries_exhausted"), "{case:#}");
+    }
+    let mut body = body;
+    body["confirmed"] = json!(3);
     let (status, report) = desk
         .server
         .call(

@@ -326,6 +326,10 @@ pub struct BulkRetry {
     #[serde(default)]
     filter: Filter,
     reason: Option<String>,
+    /// How many matching incidents the caller was shown and confirmed: if more match now,
+    /// nothing is retried (`409 bulk_count_changed`, with the count now) until the new count
+    /// is confirmed. Without it, whatever matches is retried.
+    confirmed: Option<usize>,
 }
 
 /// Retries every step with an open incident that matches the filter: "every case stuck at the
@@ -333,6 +337,7 @@ pub struct BulkRetry {
 #[utoipa::path(post, path = "/v1/bulk/retry", tag = "operators", request_body = BulkRetry,
     responses(
         (status = 200, description = "`matched`, `retried`, `refused` (each with why), `more`", body = Object),
+        (status = 409, description = "More incidents match than were `confirmed` (`bulk_count_changed`): nothing was retried", body = ErrorBody),
         (status = 422, description = "No reason", body = ErrorBody),
     ))]
 pub async fn bulk_retry<S: Store + Clone>(
@@ -375,6 +380,18 @@ pub async fn bulk_retry<S: Store + Clone>(
             None => break false,
         }
     };
+    if let Some(confirmed) = b.confirmed
+        && matched > confirmed
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "bulk_count_changed",
+            format!(
+                "{matched}{} incidents match the filter now, {confirmed} were confirmed: nothing was retried; confirm the new count",
+                if more { " or more" } else { "" }
+            ),
+        ));
+    }
     let by = caller.0.actor();
     let mut retried = 0;
     let mut refused = Vec::new();

@@ -653,7 +653,11 @@ pub async fn bulk_retry<S: Store + Clone>(
     };
     if let Some(count) = f.confirmed.as_deref().and_then(|c| c.parse().ok()) {
         page.count = count;
-        let body = json!({"filter": Value::Object(fields.clone()), "reason": f.bulk_reason});
+        let body = json!({
+            "filter": Value::Object(fields.clone()),
+            "reason": f.bulk_reason,
+            "confirmed": count,
+        });
         let done = operators::bulk_retry(
             State(state.clone()),
             session.caller(),
@@ -677,8 +681,15 @@ pub async fn bulk_retry<S: Store + Clone>(
                     .collect();
                 return Ok(render(&page));
             }
-            Err(e) if e.status() == StatusCode::UNPROCESSABLE_ENTITY => {
+            // No reason, or more match than were shown: shown again, counted afresh.
+            Err(e)
+                if matches!(
+                    e.status(),
+                    StatusCode::UNPROCESSABLE_ENTITY | StatusCode::CONFLICT
+                ) =>
+            {
                 page.error = e.message().to_owned();
+                page.count = 0;
             }
             Err(e) => return Err(e.into()),
         }
