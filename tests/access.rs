@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::Server;
@@ -462,4 +464,91 @@ async fn oversized_headers_get_a_json_431() {
         .call(Some(&server.admin), Method::GET, "/v1/incidents", None)
         .await;
     assert_eq!(status, 200);
+}
+
+/// Reads what the server sends on `stream` until it closes the connection (or `bound` passes:
+/// then `None`).
+async fn until_closed(stream: &mut tokio::net::TcpStream, bound: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    match tokio::time::timeout(bound, stream.read_to_end(&mut got)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&got).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// Issue 33: slow clients cannot pin the server's memory. A request head that never ends
+/// loses its connection; a body that never ends gets a JSON 408; connections beyond the cap
+/// wait until one of those being served ends.
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_connections_are_capped() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let server = Server::start_with(&[
+        "--header-read-timeout",
+        "1s",
+        "--request-timeout",
+        "2s",
+        "--max-connections",
+        "3",
+    ]);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    // Connections the test's client kept open are cut off by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let mut head = TcpStream::connect(&addr).await.unwrap();
+    head.write_all(b"GET /v1/health HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let closed = until_closed(&mut head, Duration::from_secs(20)).await;
+    assert!(closed.is_some(), "an unfinished head kept its connection");
+
+    let mut body = TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "POST /v1/cases HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"workflow\"",
+        server.admin
+    );
+    body.write_all(request.as_bytes()).await.unwrap();
+    let answer = until_closed(&mut body, Duration::from_secs(20))
+        .await
+        .expect("an unfinished body kept its connection");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+
+    // Three stalled connections take every place; a fourth request waits for one to end.
+    let began = tokio::time::Instant::now();
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /v1/health HTTP/1.1\r\n").await.unwrap();
+        stalled.push(s);
+    }
+    let ends: Vec<_> = stalled
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                until_closed(&mut s, Duration::from_secs(20)).await;
+                began.elapsed()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut fourth = TcpStream::connect(&addr).await.unwrap();
+    fourth
+        .write_all(b"GET /v1/health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = until_closed(&mut fourth, Duration::from_secs(20))
+        .await
+        .expect("the fourth connection was never served");
+    let answered = began.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut first_end = Duration::MAX;
+    for end in ends {
+        first_end = first_end.min(end.await.unwrap());
+    }
+    assert!(
+        answered >= first_end,
+        "the fourth was served at {answered:?}, before a place was free at {first_end:?}"
+    );
 }

@@ -40,7 +40,7 @@ pub use auth::Limits;
 pub use cases::{Reader, view};
 pub use error::{ApiError, ErrorBody};
 pub use openapi::openapi_json;
-pub use server::serve;
+pub use server::{Connections, serve};
 
 /// The largest request body accepted (a portal dossier is a few kilobytes).
 const MAX_BODY: usize = 1 << 20;

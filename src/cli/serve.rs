@@ -103,6 +103,16 @@ pub struct ServeArgs {
     /// Requests each API token may make in a burst above the sustained rate.
     #[arg(long, default_value_t = NonZeroU32::new(400).expect("non-zero"))]
     pub rate_burst: NonZeroU32,
+    /// Connections served at once; more wait in the listen backlog until one ends.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// How long a client may take to send a request's head before its connection is closed.
+    #[arg(long, default_value = "10s")]
+    pub header_read_timeout: String,
+    /// How long a request may take to be received and answered (a streamed answer has only
+    /// to start) before it is answered 408; above the longest `?wait=` (60 s).
+    #[arg(long, default_value = "120s")]
+    pub request_timeout: String,
 }
 
 /// The file, in the data directory, that holds the first admin token.
@@ -148,6 +158,16 @@ async fn serve<S: Store + Clone>(
 ) -> anyhow::Result<()> {
     let drain_timeout = duration(&args.drain_timeout).map_err(anyhow::Error::msg)?;
     let claim_lease = duration(&args.claim_lease).map_err(anyhow::Error::msg)?;
+    if args.max_connections == 0 {
+        anyhow::bail!("--max-connections must be at least 1");
+    }
+    let connections = crate::api::Connections {
+        max: args.max_connections,
+        header_read: duration(&args.header_read_timeout)
+            .map_err(|e| anyhow::anyhow!("--header-read-timeout: {e}"))?,
+        request: duration(&args.request_timeout)
+            .map_err(|e| anyhow::anyhow!("--request-timeout: {e}"))?,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -232,7 +252,7 @@ async fn serve<S: Store + Clone>(
     }
     println!("civicflow node {}", app.engine.node());
     println!("civicflow listening on http://{addr} ({place})");
-    crate::api::serve(listener, app.router(), stop_signal())
+    crate::api::serve(listener, app.router(), connections, stop_signal())
         .await
         .context("the HTTP server failed")?;
     let parked = app.shutdown().await;

@@ -643,6 +643,7 @@ impl<S: civicflow::store::Store + Clone> Node<S> {
         tokio::spawn(civicflow::api::serve(
             listener,
             app.router(),
+            civicflow::api::Connections::default(),
             std::future::pending(),
         ));
         Node { url, app }
