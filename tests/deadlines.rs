@@ -147,3 +147,44 @@ async fn a_timer_whose_case_or_step_is_gone_is_cleared_not_fired_for_ever() {
     // The case itself was not touched by a timer of a step it does not have.
     assert_eq!(fetch(&harness.http, &history).await, before);
 }
+
+/// Issue 33: after downtime, thousands of timers are due at once. A node fires at most a
+/// bounded number at a time and claims no more than it can start, so that its claims do not
+/// lapse unfired; every timer is still handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_of_due_timers_is_fired_a_bounded_number_at_a_time() {
+    const DUE: usize = 3000;
+    let harness = InProcess::start().await;
+    let store = harness.engine.store();
+    let now = harness.clock.now();
+    let backlog: Vec<Timer> = (0..DUE)
+        .map(|_| Timer {
+            case_id: CaseId::now_v7(),
+            due_at: now,
+            kind: TimerKind::Retry {
+                step: "birth".into(),
+            },
+        })
+        .collect();
+    let tx = Transaction {
+        set_timers: backlog,
+        ..Transaction::default()
+    };
+    store.commit(&tx).await.unwrap();
+    let mut most = 0;
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        most = most.max(harness.engine.timers_firing());
+        let due = store
+            .due_timers(now + SignedDuration::from_hours(1), 1)
+            .await
+            .unwrap();
+        if due.is_empty() && harness.engine.timers_firing() == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "timers still due");
+        tokio::task::yield_now().await;
+    }
+    assert!(most > 0, "no timer was seen firing");
+    assert!(most <= 256, "{most} timers fired at once");
+}

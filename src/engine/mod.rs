@@ -171,6 +171,8 @@ pub struct Engine<S> {
     in_flight: AtomicUsize,
     idle: Notify,
     timers_changed: Notify,
+    /// Places for timers firing at once ([`timers::MAX_FIRING`]).
+    firing: Arc<tokio::sync::Semaphore>,
     overhead: Overhead,
     metrics: Arc<Metrics>,
     traces: Arc<Traces>,
@@ -226,6 +228,7 @@ impl<S: Store + Clone> Engine<S> {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             timers_changed: Notify::new(),
+            firing: Arc::new(tokio::sync::Semaphore::new(timers::MAX_FIRING)),
             overhead: Overhead::default(),
             metrics,
             traces,

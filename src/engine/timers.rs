@@ -13,13 +13,34 @@ use crate::store::Store;
 const TICK: Duration = Duration::from_millis(100);
 /// Timers claimed at a time. A full batch is followed by another at once.
 const BATCH: usize = 512;
+/// Timers one node fires at once. A node claims only what it can start now: after downtime
+/// (100,000 timers due) it would otherwise claim them all within seconds, hold a task for each,
+/// and let most claims lapse before it got to them, for another node to claim again.
+pub(super) const MAX_FIRING: usize = 256;
 
 impl<S: Store + Clone> Engine<S> {
+    /// How many timers this node is firing now (at most [`MAX_FIRING`]).
+    pub fn timers_firing(&self) -> usize {
+        MAX_FIRING - self.firing.available_permits()
+    }
+
     pub(super) async fn timer_loop(self: Arc<Self>) {
         while !self.stopping() {
+            let first = Arc::clone(&self.firing)
+                .acquire_owned()
+                .await
+                .expect("the firing semaphore is never closed");
+            let mut places = vec![first];
+            while places.len() < BATCH {
+                match Arc::clone(&self.firing).try_acquire_owned() {
+                    Ok(place) => places.push(place),
+                    Err(_) => break,
+                }
+            }
+            let limit = places.len();
             let now = self.config.clock.now();
             let lease = self.config.claim_lease;
-            let claimed = match self.store.claim_timers(&self.node, now, lease, BATCH).await {
+            let claimed = match self.store.claim_timers(&self.node, now, lease, limit).await {
                 Ok(c) => c,
                 Err(e) => {
                     if !self.store_failures.absorbs("claiming due timers", &e) {
@@ -29,13 +50,14 @@ impl<S: Store + Clone> Engine<S> {
                     continue;
                 }
             };
-            let full = claimed.len() == BATCH;
-            for claim in claimed {
+            let full = claimed.len() == limit;
+            for (claim, place) in claimed.into_iter().zip(places) {
                 let late = now.duration_since(claim.timer.due_at);
                 self.metrics
                     .timer_fired(claim.timer.kind.label(), late.unsigned_abs());
                 let engine = self.clone();
                 tokio::spawn(async move {
+                    let _place = place;
                     let (case, kind) = (claim.timer.case_id, claim.timer.kind.clone());
                     if let Err(e) = engine.on_timer(claim).await
                         && !engine.store_failures.absorbs("a timer", &e)
