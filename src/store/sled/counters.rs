@@ -13,12 +13,14 @@
 //! store folds a record left over.
 //!
 //! The writer keeps the sum in memory as well ([`Pending`]), so that a reader adds it to the
-//! stored counters without reading the record; it holds the sum locked while it writes a group
-//! that folds, so a reader never sees a fold's counters beside the sum they already hold
-//! ([`with_group`]).
+//! stored counters without reading the record. A reader never holds the writer back while it
+//! reads (a year's on-time table is thousands of counters): it copies the sum, reads the stored
+//! counters, and reads again if a group folded meanwhile, which each fold announces by moving
+//! a number before and after it is written ([`with_group`], [`read`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use sled::Tree;
@@ -41,11 +43,60 @@ pub(super) struct Pending {
     groups: u32,
 }
 
-pub(super) type Shared = Arc<Mutex<Pending>>;
+/// The sum, and how many times a fold started or ended: odd while a fold is being written.
+#[derive(Default)]
+pub(super) struct Counted {
+    pending: Mutex<Pending>,
+    folds: AtomicU64,
+}
+
+pub(super) type Shared = Arc<Counted>;
 
 pub(super) fn lock(shared: &Shared) -> MutexGuard<'_, Pending> {
     // A panic while locked leaves a sum no worse than a figure: read on.
-    shared.lock().unwrap_or_else(|e| e.into_inner())
+    shared.pending.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How many times a reader reads again after folds before it reads under the writer's lock.
+const READ_TRIES: u32 = 4;
+
+/// The counters whose keys are in `low..high`: what `stored` reads from the tree, plus the sum
+/// not yet folded, as of one moment. The writer is not held back while `stored` reads, unless
+/// folds kept coming through [`READ_TRIES`] reads.
+pub(super) fn read<E>(
+    shared: &Shared,
+    low: &[u8],
+    high: &[u8],
+    mut stored: impl FnMut() -> Result<BTreeMap<Vec<u8>, i64>, E>,
+) -> Result<BTreeMap<Vec<u8>, i64>, E> {
+    let add = |mut sums: BTreeMap<Vec<u8>, i64>, pending: Vec<(Vec<u8>, i64)>| {
+        for (k, n) in pending {
+            *sums.entry(k).or_default() += n;
+        }
+        sums
+    };
+    let copy = |pending: &Pending| -> Vec<(Vec<u8>, i64)> {
+        pending
+            .in_range(low, high)
+            .map(|(k, n)| (k.to_vec(), n))
+            .collect()
+    };
+    for _ in 0..READ_TRIES {
+        let before = shared.folds.load(Ordering::SeqCst);
+        if before % 2 == 1 {
+            // A fold is being written: its lock is held until it is done.
+            drop(lock(shared));
+            continue;
+        }
+        let pending = copy(&lock(shared));
+        let sums = stored()?;
+        if shared.folds.load(Ordering::SeqCst) == before {
+            return Ok(add(sums, pending));
+        }
+    }
+    let pending = lock(shared);
+    let sums = stored()?;
+    Ok(add(sums, copy(&pending)))
 }
 
 impl Pending {
@@ -114,8 +165,13 @@ pub(super) fn with_group<E>(
     };
     if planned.folded {
         let mut pending = lock(shared);
-        apply()?;
-        written(&mut pending, planned);
+        shared.folds.fetch_add(1, Ordering::SeqCst);
+        let applied = apply();
+        if applied.is_ok() {
+            written(&mut pending, planned);
+        }
+        shared.folds.fetch_add(1, Ordering::SeqCst);
+        applied?;
     } else {
         apply()?;
         written(&mut lock(shared), planned);
@@ -287,6 +343,51 @@ mod tests {
         run(&data, &mut pending, &pairs[FOLD_NAMES - 1..]);
         assert_eq!(stored(&data, "k000"), Some(2));
         assert!(pending.sums.is_empty());
+    }
+
+    /// Issue 33: a reader of the counters (the on-time table, `/metrics`) does not hold the
+    /// writer back while it reads; a fold written meanwhile is read again, never counted twice.
+    #[test]
+    fn a_reader_does_not_hold_the_writer_back_and_a_fold_meanwhile_is_read_again() {
+        let (_db, data) = tree();
+        let shared = Shared::default();
+        run(&data, &mut lock(&shared), &[("a", 10)]);
+        let (low, high) = (b"n".to_vec(), b"o".to_vec());
+        let scan = |data: &Tree| -> Result<BTreeMap<Vec<u8>, i64>, sled::Error> {
+            data.range(low.as_slice()..high.as_slice())
+                .map(|r| {
+                    let (k, v) = r?;
+                    Ok((
+                        k.to_vec(),
+                        i64::from_be_bytes(v.as_ref().try_into().unwrap()),
+                    ))
+                })
+                .collect()
+        };
+        let mut scans = 0;
+        let read = read(&shared, &low, &high, || {
+            scans += 1;
+            if scans == 1 {
+                // A group that folds, written by another thread while this read goes on.
+                let (shared, data) = (shared.clone(), data.clone());
+                let (done, wait) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    lock(&shared).groups = FOLD_EVERY - 1;
+                    let mut writes = Vec::new();
+                    let counts = counts(&[("a", 1)]);
+                    let planned =
+                        plan(&lock(&shared), counts, &data, Path::new("t"), &mut writes).unwrap();
+                    with_group(&shared, planned, || journal::apply(&data, writes, 2)).unwrap();
+                    done.send(()).unwrap();
+                });
+                wait.recv_timeout(std::time::Duration::from_secs(10))
+                    .expect("the writer waited for a reader");
+            }
+            scan(&data)
+        })
+        .unwrap();
+        assert_eq!(read, counts(&[("a", 11)]));
+        assert_eq!(scans, 2, "the fold made the reader read again");
     }
 
     #[test]

@@ -198,24 +198,20 @@ impl Store for SledStore {
         let low = keyed(COUNTERS, from.as_bytes());
         let high = keyed(COUNTERS, to.as_bytes());
         let live = self.live()?;
-        // Locked while the counters are read: the writer holds it while it folds the changes
-        // into them (see `counters`).
-        let pending = counters::lock(&live.pending);
-        let mut sums: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
-        for r in live.data.range(low.as_slice()..high.as_slice()) {
-            let (k, v) = r.map_err(|e| self.err(e))?;
-            let n = <[u8; 8]>::try_from(v.as_ref()).map_err(|_| {
-                self.corrupt(format!(
-                    "counter {} is damaged",
-                    String::from_utf8_lossy(&k[1..])
-                ))
-            })?;
-            sums.insert(k.to_vec(), i64::from_be_bytes(n));
-        }
-        for (k, n) in pending.in_range(&low, &high) {
-            *sums.entry(k.to_vec()).or_default() += n;
-        }
-        drop(pending);
+        let sums = counters::read(&live.pending, &low, &high, || {
+            let mut sums = BTreeMap::new();
+            for r in live.data.range(low.as_slice()..high.as_slice()) {
+                let (k, v) = r.map_err(|e| self.err(e))?;
+                let n = <[u8; 8]>::try_from(v.as_ref()).map_err(|_| {
+                    self.corrupt(format!(
+                        "counter {} is damaged",
+                        String::from_utf8_lossy(&k[1..])
+                    ))
+                })?;
+                sums.insert(k.to_vec(), i64::from_be_bytes(n));
+            }
+            Ok::<_, StoreError>(sums)
+        })?;
         Ok(sums
             .into_iter()
             .filter(|(_, n)| *n != 0)
