@@ -309,3 +309,158 @@ async fn a_long_transaction_elsewhere_does_not_hold_back_the_feed() {
     assert!(store.feed_end().await.unwrap() > start);
     elsewhere.batch_execute("ROLLBACK").await.unwrap();
 }
+
+/// The test database's URL with its host and port replaced by `addr`, and the schema of `url`.
+fn through(url: &str, addr: std::net::SocketAddr) -> String {
+    url.replacen("127.0.0.1:5432", &addr.to_string(), 1)
+}
+
+/// Issue 33: a database that accepts connections and never answers (a hung server, a black
+/// hole on the way) is an error after the store's timeout, not a wait for ever.
+#[tokio::test]
+async fn a_database_that_never_answers_is_an_error_in_bounded_time() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let url = through(&pg::fresh_url().await, addr);
+    let options = Options {
+        timeout: std::time::Duration::from_secs(1),
+        ..Options::default()
+    };
+    let connected = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        PgStore::connect(&url, options),
+    )
+    .await
+    .expect("connecting waited for ever");
+    let err = connected
+        .err()
+        .expect("a silent server cannot be connected to");
+    assert!(matches!(err, StoreError::Io { .. }), "{err}");
+}
+
+/// Issue 33: a statement that waits on another transaction's lock (a session left open on the
+/// database) is cut off after the store's timeout, and the commit answered with an error.
+#[tokio::test]
+async fn a_commit_waiting_on_a_lock_is_cut_off_after_the_timeout() {
+    let url = pg::fresh_url().await;
+    let options = Options {
+        migrate: true,
+        timeout: std::time::Duration::from_secs(1),
+        ..Options::default()
+    };
+    let store = PgStore::connect(&url, options).await.unwrap();
+    let mut c = conformance::case("birth-registration", "001190123456");
+    store.commit(&conformance::create(&c)).await.unwrap();
+    let holder = raw_client(&url).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .execute("SELECT 1 FROM cases WHERE id = $1 FOR UPDATE", &[&c.id])
+        .await
+        .unwrap();
+    c.rev = 1;
+    let mut tx = conformance::create(&c);
+    tx.cases[0].expected_rev = Some(1);
+    let committed = tokio::time::timeout(std::time::Duration::from_secs(30), store.commit(&tx))
+        .await
+        .expect("the commit waited on the lock for ever");
+    assert!(committed.is_err(), "the commit went through a held lock");
+    holder.batch_execute("ROLLBACK").await.unwrap();
+}
+
+/// A TCP proxy to the test database that, once `cut` is set, swallows what the database
+/// answers on the next request and closes that connection half a second later: the database
+/// ran and committed what it was sent, and the client never hears of it.
+async fn cutting_proxy(cut: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::net::SocketAddr {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect("127.0.0.1:5432")
+                .await
+                .unwrap();
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            let cut = cut.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let Ok(n) = client_read.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 || server_write.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let Ok(n) = server_read.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    if cut.swap(false, Ordering::SeqCst) {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        return;
+                    }
+                    if client_write.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Issue 33: when the connection is lost after a batch's COMMIT was sent, whether it was
+/// applied is unknown: its commits are answered with an error, never applied again one by one
+/// (a counter would count twice, a notification be written twice).
+#[tokio::test]
+async fn a_batch_whose_commit_answer_is_lost_is_not_applied_again() {
+    let url = pg::fresh_url().await;
+    PgStore::migrate(&url).await.unwrap();
+    let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let proxy = cutting_proxy(cut.clone()).await;
+    let options = Options {
+        pool_size: 1,
+        ..Options::default()
+    };
+    let store = PgStore::connect(&through(&url, proxy), options)
+        .await
+        .unwrap();
+    let counted = |name: &str| civicflow::store::Transaction {
+        counts: vec![(format!("lost/{name}"), 1)],
+        ..Default::default()
+    };
+    let (a, b) = (counted("a"), counted("b"));
+    // The store makes the history's partitions as it connects, on its one connection; and a
+    // first commit prepares the statements, so that the next answer the database sends is
+    // the batch's.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    store.commit(&counted("warm")).await.unwrap();
+    cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (a, b) = tokio::join!(store.commit(&a), store.commit(&b));
+    assert!(a.is_err() && b.is_err(), "{a:?} {b:?}");
+    let direct = PgStore::connect(&url, Options::default()).await.unwrap();
+    let counts = direct.counts("lost/", "lost0").await.unwrap();
+    assert_eq!(
+        counts,
+        vec![
+            ("lost/a".to_owned(), 1),
+            ("lost/b".to_owned(), 1),
+            ("lost/warm".to_owned(), 1)
+        ],
+        "the batch was applied, and applied again"
+    );
+}

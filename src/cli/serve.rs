@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Connections to PostgreSQL this node keeps.
     #[arg(long, default_value_t = 16)]
     pub pool_size: usize,
+    /// The longest this node waits for PostgreSQL: to connect, for a pooled connection, for
+    /// one statement.
+    #[arg(long, default_value = "30s")]
+    pub store_timeout: String,
     /// Where the API listens.
     #[arg(long, env = "CIVICFLOW_LISTEN", default_value = "127.0.0.1:7100")]
     pub listen: SocketAddr,
@@ -127,6 +131,8 @@ pub async fn run(args: ServeArgs, traces: Arc<Traces>) -> anyhow::Result<()> {
             let options = Options {
                 pool_size: args.pool_size,
                 migrate: args.migrate,
+                timeout: duration(&args.store_timeout)
+                    .map_err(|e| anyhow::anyhow!("--store-timeout: {e}"))?,
             };
             let store = PgStore::connect(url, options).await?;
             std::fs::create_dir_all(&args.data)

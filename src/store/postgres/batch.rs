@@ -20,6 +20,8 @@ use crate::store::StoreError;
 
 /// The most commits one transaction carries.
 const MAX_BATCH: usize = 64;
+/// The most commits waiting for a worker; more wait to be queued.
+pub(super) const QUEUE: usize = 4096;
 
 /// A commit waiting for a worker, and where its outcome goes.
 pub(super) type Pending = (Encoded, oneshot::Sender<Result<(), StoreError>>);
@@ -34,8 +36,8 @@ pub(super) struct Workers {
 
 impl Workers {
     /// Starts `n` workers on the queue; they stop when every sender is gone.
-    pub(super) fn start(self, n: usize) -> mpsc::UnboundedSender<Pending> {
-        let (sender, queue) = mpsc::unbounded_channel();
+    pub(super) fn start(self, n: usize) -> mpsc::Sender<Pending> {
+        let (sender, queue) = mpsc::channel(QUEUE);
         let queue = Arc::new(Mutex::new(queue));
         for _ in 0..n.max(1) {
             let (workers, queue) = (self.clone(), queue.clone());
@@ -44,7 +46,7 @@ impl Workers {
         sender
     }
 
-    async fn work(&self, queue: &Mutex<mpsc::UnboundedReceiver<Pending>>) {
+    async fn work(&self, queue: &Mutex<mpsc::Receiver<Pending>>) {
         let mut carried: Option<Pending> = None;
         loop {
             let (batch, next) = match carried.take() {
@@ -98,6 +100,13 @@ impl Workers {
                     let (_, answer) = batch.remove(at);
                     let _ = answer.send(Err(e));
                 }
+                // Never applied again: the batch may be in the database already.
+                Err(Failed::Unknown(e)) => {
+                    for (_, answer) in batch {
+                        let _ = answer.send(Err(copy(&e)));
+                    }
+                    return;
+                }
                 Err(Failed::Other(e)) if batch.len() == 1 => {
                     let (_, answer) = batch.remove(0);
                     let _ = answer.send(Err(e));
@@ -116,10 +125,7 @@ impl Workers {
 
 /// A batch starting with `first`, and the commits waiting that may join it: up to the first
 /// that may not (returned apart, for the next batch).
-fn gather(
-    first: Pending,
-    queue: &mut mpsc::UnboundedReceiver<Pending>,
-) -> (Vec<Pending>, Option<Pending>) {
+fn gather(first: Pending, queue: &mut mpsc::Receiver<Pending>) -> (Vec<Pending>, Option<Pending>) {
     let alone = first.0.alone();
     let mut taken: Vec<String> = first.0.depends_on().collect();
     let mut batch = vec![first];

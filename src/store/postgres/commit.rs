@@ -305,9 +305,12 @@ impl Encoded {
 pub(super) enum Failed {
     /// The commit at this position failed its check; the others may be tried again without it.
     Check(usize, StoreError),
-    /// The database failed the batch (or the connection broke): which commit caused it, if
-    /// any, is not known.
+    /// The database refused the batch, or it was never sent: it was not applied, and which
+    /// commit caused it, if any, is not known.
     Other(StoreError),
+    /// The connection broke once the batch was sent, COMMIT included: it may or may not have
+    /// been applied, so it must not be applied again.
+    Unknown(StoreError),
 }
 
 /// The unconditional writes of every commit of a batch, as one statement per table.
@@ -506,8 +509,17 @@ pub(super) async fn apply(
                 failed = Some(check);
                 break;
             }
-            // The first error stops the transaction; any later one only says so.
-            _ => return Err(Failed::Other(err(e))),
+            // The server's own error aborts the transaction (any later one only says so).
+            _ if e.as_db_error().is_some() => return Err(Failed::Other(err(e))),
+            // No word from the server: the connection broke with everything sent.
+            _ => {
+                return Err(Failed::Unknown(StoreError::Io {
+                    path: place.to_string(),
+                    detail: format!(
+                        "the connection was lost once the commit was sent ({e}): it may or may not have been applied"
+                    ),
+                }));
+            }
         }
     }
     let Some((at, check)) = failed else {

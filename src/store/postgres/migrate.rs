@@ -51,6 +51,10 @@ pub(super) async fn schema_version(client: &Client, place: &Place) -> Result<u32
 /// Applies the migrations the database lacks, in one transaction: the versions applied.
 pub(super) async fn migrate(client: &mut Client, place: &Place) -> Result<Vec<u32>, StoreError> {
     let tx = client.transaction().await.map_err(|e| place.error(e))?;
+    // A migration may wait for another node's and rewrite many rows: no statement timeout.
+    tx.batch_execute("SET LOCAL statement_timeout = 0")
+        .await
+        .map_err(|e| place.error(e))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
         .await
         .map_err(|e| place.error(e))?;

@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::mpsc;
@@ -27,6 +28,10 @@ pub struct Options {
     pub pool_size: usize,
     /// Apply the migrations the database lacks before anything else.
     pub migrate: bool,
+    /// The longest the store waits for the database: to open a connection, for a connection
+    /// of the pool, for one statement (`statement_timeout`). A hung server or a lock held
+    /// elsewhere is then an error that says so, not a request that never ends.
+    pub timeout: Duration,
 }
 
 impl Default for Options {
@@ -34,6 +39,7 @@ impl Default for Options {
         Options {
             pool_size: 16,
             migrate: false,
+            timeout: Duration::from_secs(30),
         }
     }
 }
@@ -46,7 +52,7 @@ pub struct PgStore {
     pub(super) place: Place,
     pub(super) exchanges: Arc<Counters>,
     /// Where commits go to be applied, batched, by the workers.
-    pub(super) commits: mpsc::UnboundedSender<Pending>,
+    pub(super) commits: mpsc::Sender<Pending>,
 }
 
 /// What this node has asked of the database, counted as it goes.
@@ -144,13 +150,17 @@ impl fmt::Display for Place {
 /// `synchronous_commit` on, whatever the server's default or the URL's options, since a commit
 /// must be on disk before civicflow acts on it; and a transaction left idle for
 /// [`IDLE_IN_TRANSACTION`] ended by the server, so a node frozen in the middle of a commit does
-/// not hold its rows from the other nodes (the URL's `options` may set another value).
-fn config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+/// not hold its rows from the other nodes, and a statement cut off after the store's timeout
+/// (the URL's `options` may set other values).
+fn config(url: &str, timeout: Duration) -> Result<tokio_postgres::Config, StoreError> {
     let mut config = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Io {
         path: "the --store URL".to_owned(),
         detail: format!("not a PostgreSQL connection URL: {e}"),
     })?;
-    let idle = format!("-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION}");
+    let idle = format!(
+        "-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION} -c statement_timeout={}",
+        timeout.as_millis().max(1)
+    );
     let options = match config.get_options() {
         Some(o) => format!("{idle} {o} -c synchronous_commit=on"),
         None => format!("{idle} -c synchronous_commit=on"),
@@ -166,7 +176,7 @@ impl PgStore {
     /// Connects to the database at `url`, checks its schema version (applying the migrations
     /// it lacks if `options.migrate`), and keeps a pool of connections.
     pub async fn connect(url: &str, options: Options) -> Result<PgStore, StoreError> {
-        let store = PgStore::pool(url, options.pool_size)?;
+        let store = PgStore::pool(url, options.pool_size, options.timeout)?;
         let mut client = store.client().await?;
         if options.migrate {
             migrate::migrate(&mut client, &store.place).await?;
@@ -193,14 +203,15 @@ impl PgStore {
     /// Applies the migrations the database at `url` lacks: the versions applied (none if it
     /// was up to date).
     pub async fn migrate(url: &str) -> Result<Vec<u32>, StoreError> {
-        let store = PgStore::pool(url, 1)?;
+        let store = PgStore::pool(url, 1, Options::default().timeout)?;
         let mut client = store.client().await?;
         migrate::migrate(&mut client, &store.place).await
     }
 
-    /// A pool of at most `size` connections to `url`, none opened yet.
-    fn pool(url: &str, size: usize) -> Result<PgStore, StoreError> {
-        let config = config(url)?;
+    /// A pool of at most `size` connections to `url`, none opened yet, each wait on the
+    /// database at most `timeout`.
+    fn pool(url: &str, size: usize, timeout: Duration) -> Result<PgStore, StoreError> {
+        let config = config(url, timeout)?;
         let place = Place::of(&config);
         let manager = Manager::from_config(
             config,
@@ -211,6 +222,10 @@ impl PgStore {
         );
         let pool = Pool::builder(manager)
             .max_size(size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
             .build()
             .map_err(|e| StoreError::Io {
                 path: place.to_string(),

@@ -128,6 +128,7 @@ impl Store for PgStore {
         };
         self.commits
             .send((Encoded::new(tx)?, answer))
+            .await
             .map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
     }
