@@ -338,9 +338,7 @@ async fn a_database_that_never_answers_is_an_error_in_bounded_time() {
     )
     .await
     .expect("connecting waited for ever");
-    let err = connected
-        .err()
-        .expect("a silent server cannot be connected to");
+    let err = connected.expect_err("a silent server cannot be connected to");
     assert!(matches!(err, StoreError::Io { .. }), "{err}");
 }
 
