@@ -188,6 +188,7 @@ fn main() -> anyhow::Result<()> {
                 let options = Options {
                     migrate: true,
                     pool_size: args.pool_size,
+                    ..Options::default()
                 };
                 let mut stores = Vec::new();
                 for _ in 0..args.nodes.max(1) {
@@ -491,6 +492,7 @@ async fn kpi_report(args: &Args, cases: usize) -> anyhow::Result<()> {
                 Options {
                     migrate: true,
                     pool_size: args.pool_size,
+                    ..Options::default()
                 },
             )
             .await?;
