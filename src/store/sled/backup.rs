@@ -34,17 +34,36 @@ const CHUNK: usize = 1024;
 /// damaged length is an error, not an allocation of gigabytes.
 const MAX_PART: u32 = 64 << 20;
 
+/// The most bytes of preimages a backup may hold. A backup whose reader stalls (a client that
+/// stopped reading the stream) would otherwise keep every value the writer changes: past this,
+/// the backup is broken off and its memory let go.
+const MAX_PREIMAGE_BYTES: usize = 256 << 20;
+
 /// What a running backup has copied so far, and the values it must copy instead of the tree's.
-#[derive(Default)]
 pub(super) struct Snapshot {
     /// The last key copied; `None` before the first chunk.
     copied: Option<Vec<u8>>,
     /// Key → its value when the backup began (`None`: it did not exist), for keys written since
     /// and not copied yet.
     preimages: BTreeMap<Vec<u8>, Option<IVec>>,
-    /// Why the store stopped writing during the backup, which then ends with an error: it may
-    /// have copied writes that did not reach the disk.
+    /// Why the backup cannot go on, which then ends with an error: the store stopped writing
+    /// (it may have copied writes that did not reach the disk), or it fell too far behind.
     broken_off: Option<String>,
+    /// The bytes of the preimages kept, and the most it may keep.
+    kept: usize,
+    most: usize,
+}
+
+impl Default for Snapshot {
+    fn default() -> Snapshot {
+        Snapshot {
+            copied: None,
+            preimages: BTreeMap::new(),
+            broken_off: None,
+            kept: 0,
+            most: MAX_PREIMAGE_BYTES,
+        }
+    }
 }
 
 /// Keys and values, in key order, as the backup copies them.
@@ -60,14 +79,26 @@ impl Snapshot {
 
     /// Keeps the value every key of `writes` has now, before the writer changes it, unless the
     /// backup copied that key already or kept its value before.
+    /// Past [`MAX_PREIMAGE_BYTES`], the backup is broken off instead, and what it kept let go.
     pub(super) fn keep(&mut self, data: &Tree, writes: &[GroupWrite]) -> sled::Result<()> {
+        if self.broken_off.is_some() {
+            return Ok(());
+        }
         for (key, _) in writes {
             let copied = self.copied.as_deref().is_some_and(|c| key.as_slice() <= c);
             if copied || self.preimages.contains_key(key) {
                 continue;
             }
             let before = data.get(key)?;
+            self.kept += key.len() + before.as_ref().map_or(0, |v| v.len());
             self.preimages.insert(key.clone(), before);
+        }
+        if self.kept > self.most {
+            self.break_off(&format!(
+                "it fell behind the writes by more than {} MiB (is its reader still reading?)",
+                self.most >> 20
+            ));
+            self.preimages = BTreeMap::new();
         }
         Ok(())
     }
@@ -111,6 +142,8 @@ impl SledStore {
             detail: e.to_string(),
         };
         let backups = &self.inner.backups;
+        // A store that takes no writes may hold in memory writes that never reach the disk.
+        self.inner.outage.check()?;
         {
             let mut running = backups.lock().expect("backup lock");
             if running.is_some() {
@@ -143,6 +176,9 @@ impl SledStore {
                 break;
             }
         }
+        // Finished only if the store wrote throughout: a stop at the last moment is caught
+        // here, not only at the next chunk.
+        self.inner.outage.check()?;
         out.write_all(&[0]).map_err(io)?;
         out.write_all(&records.to_le_bytes()).map_err(io)?;
         let digest = out.hash.clone().finalize();
@@ -364,4 +400,63 @@ fn read_part(input: &mut impl Read) -> std::io::Result<Vec<u8>> {
         std::io::Error::other("it ends in the middle of a record: the file was cut short")
     })?;
     Ok(part)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> SledStore {
+        let dir = std::env::temp_dir().join(format!("civicflow-bk-{}", uuid::Uuid::new_v4()));
+        SledStore::open(&dir, 1 << 20).unwrap()
+    }
+
+    /// Issue 33: a backup neither starts nor finishes while the store takes no writes (after a
+    /// full disk): what it would copy may never reach the disk.
+    #[test]
+    fn no_backup_is_made_of_a_store_that_takes_no_writes() {
+        let store = store();
+        store.inner.outage.stop("No space left on device");
+        let err = store.copy_to(Vec::new()).unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+        assert!(store.inner.backups.lock().unwrap().is_none());
+        store.inner.outage.resume();
+        assert!(store.copy_to(Vec::new()).is_ok());
+    }
+
+    /// Issue 33: a backup whose reader stalls is broken off once its preimages pass their
+    /// bound, instead of keeping every value the writer changes.
+    #[test]
+    fn a_backup_that_falls_too_far_behind_is_broken_off_and_lets_go() {
+        let (db, data) = {
+            let db = sled::Config::new().temporary(true).open().unwrap();
+            let data = db.open_tree("data").unwrap();
+            (db, data)
+        };
+        for i in 0..10u8 {
+            data.insert([b'c', i], vec![i; 100]).unwrap();
+        }
+        let mut snapshot = Snapshot {
+            most: 500,
+            ..Snapshot::default()
+        };
+        let write = |i: u8| vec![(vec![b'c', i], Some(vec![0u8; 100]))];
+        for i in 0..4 {
+            snapshot.keep(&data, &write(i)).unwrap();
+        }
+        assert!(snapshot.broken_off.is_none());
+        assert_eq!(snapshot.preimages.len(), 4);
+        for i in 4..6 {
+            snapshot.keep(&data, &write(i)).unwrap();
+        }
+        let why = snapshot
+            .broken_off
+            .clone()
+            .expect("the backup was broken off");
+        assert!(why.contains("fell behind"), "{why}");
+        assert!(snapshot.preimages.is_empty());
+        snapshot.keep(&data, &write(7)).unwrap();
+        assert!(snapshot.preimages.is_empty());
+        drop(db);
+    }
 }

@@ -34,7 +34,7 @@ pub(super) struct Inner {
     pub(super) path: PathBuf,
     /// The open database; `None` only while the writer opens it again after writes failed
     /// ([`super::write_outage`]).
-    live: Arc<RwLock<Option<Live>>>,
+    pub(super) live: Arc<RwLock<Option<Live>>>,
     /// `None` once the store is being dropped: the writer then finishes and exits.
     pub(super) writer: Option<mpsc::Sender<Pending>>,
     /// The last feed position and configuration version durable on disk: readers see nothing
@@ -247,12 +247,10 @@ impl SledStore {
         }
     }
 
-    /// Syncs everything written to the disk.
+    /// Syncs everything written to the disk; `Unavailable` while the database is opened again
+    /// after writes failed (what readers saw before may not be on disk).
     pub(super) fn flush(&self) -> Result<(), StoreError> {
-        let db = match &*self.inner.live.read().expect("live lock") {
-            Some(live) => live.db.clone(),
-            None => return Ok(()),
-        };
+        let db = self.live()?.db;
         db.flush().map(drop).map_err(|e| self.err(e))
     }
 

@@ -409,3 +409,22 @@ impl Store for SledStore {
         self.all(API_TOKENS, "an API token")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 33: while the database is being opened again after writes failed, what a reader
+    /// saw before may not be on disk: `settle` says so instead of answering that all is durable.
+    #[tokio::test]
+    async fn settle_fails_while_the_database_is_opened_again() {
+        let dir = std::env::temp_dir().join(format!("civicflow-settle-{}", uuid::Uuid::new_v4()));
+        let store = SledStore::open(&dir, 1 << 20).unwrap();
+        store.settle().await.unwrap();
+        let live = store.inner.live.write().unwrap().take();
+        let err = store.settle().await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+        *store.inner.live.write().unwrap() = live;
+        store.settle().await.unwrap();
+    }
+}
