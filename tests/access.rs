@@ -552,3 +552,42 @@ async fn slow_clients_are_cut_off_and_connections_are_capped() {
         "the fourth was served at {answered:?}, before a place was free at {first_end:?}"
     );
 }
+
+/// Issue 33: the operators' page spends the rate budget of the token its session was signed
+/// in with, as the API does.
+#[tokio::test]
+async fn the_operators_page_spends_the_rate_budget_of_its_token() {
+    let server = Server::start_with(&["--rate-limit", "1", "--rate-burst", "3"]);
+    let operator = server.token("operator").await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = browser
+        .post(format!("{}/ui/sign-in", server.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={operator}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let page = browser
+            .get(format!("{}/ui/incidents", server.url))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(page.status().as_u16());
+    }
+    assert_eq!(statuses[0], 200, "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+}

@@ -15,7 +15,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::{ApiError, AppState};
-use crate::auth::{Operation, Principal, digest};
+use crate::auth::{self, ApiToken, Operation, Principal};
 use crate::store::Store;
 
 /// Requests each token may make: a sustained rate and a burst above it.
@@ -79,6 +79,17 @@ pub fn without_token<S>(state: &AppState<S>, extensions: &Extensions) -> Result<
                 not_until,
             )
         })
+}
+
+/// Counts a request made with `token` against its holder's budget: a session of the
+/// operators' page spends the budget of the token it was signed in with, so the page and the
+/// API share one. `Err` (429) once it is spent.
+pub fn spend<S>(state: &AppState<S>, token: &ApiToken) -> Result<(), ApiError> {
+    let holder = token.session_of.as_deref().unwrap_or(&token.id);
+    state
+        .limiter
+        .check_key(&holder.to_owned())
+        .map_err(|not_until| too_many(format!("too many requests with token {holder}"), not_until))
 }
 
 /// The authenticated caller of a request.
@@ -158,13 +169,9 @@ impl<S: Store + Clone> FromRequestParts<AppState<S>> for Caller {
         let Some(secret) = secret else {
             return Err(refused("the Authorization header must be `Bearer <token>`"));
         };
-        let token = state
-            .engine
-            .store()
-            .api_token(&digest(secret))
+        let token = auth::authenticate(state.engine.store(), secret, state.engine.now())
             .await
-            .map_err(ApiError::store)?
-            .filter(|t| t.is_active(state.engine.now()));
+            .map_err(ApiError::store)?;
         let Some(token) = token else {
             return Err(refused("the token is unknown or has been revoked"));
         };
@@ -174,12 +181,7 @@ impl<S: Store + Clone> FromRequestParts<AppState<S>> for Caller {
                 token.id, token.role
             ))
         })?;
-        if let Err(not_until) = state.limiter.check_key(&token.id) {
-            return Err(too_many(
-                format!("too many requests with token {}", token.id),
-                not_until,
-            ));
-        }
+        spend(state, &token)?;
         Ok(Caller(Principal {
             token_id: token.id,
             name: token.name,

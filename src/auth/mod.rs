@@ -191,6 +191,7 @@ impl ApiToken {
             revoked_by: None,
             expires_at: None,
             session_of: None,
+            parent_digest: None,
         };
         (token, secret)
     }
@@ -243,21 +244,25 @@ async fn store_new<S: Store>(
     now: Timestamp,
     shape: impl Fn(&mut ApiToken),
 ) -> Result<(ApiToken, String), TokenError> {
-    let taken: Vec<String> = store
-        .api_tokens()
-        .await?
-        .into_iter()
-        .map(|t| t.id)
+    let tokens = store.api_tokens().await?;
+    let taken: Vec<&str> = tokens.iter().map(|t| t.id.as_str()).collect();
+    // Sessions that ended long ago are forgotten as new tokens are made, instead of piling up
+    // in the list every issue and revocation reads.
+    let forgotten: Vec<String> = tokens
+        .iter()
+        .filter(|t| t.session_of.is_some() && ended_before(t, now - SESSION_KEPT))
+        .map(|t| t.digest.clone())
         .collect();
     let (token, secret) = loop {
         let (mut token, secret) = ApiToken::issue(role.clone(), name, by, now);
-        if !taken.contains(&token.id) {
+        if !taken.contains(&token.id.as_str()) {
             shape(&mut token);
             break (token, secret);
         }
     };
     let tx = Transaction {
         put_api_tokens: vec![token.clone()],
+        delete_api_tokens: forgotten,
         ..Transaction::default()
     };
     store.commit(&tx).await?;
@@ -305,6 +310,44 @@ pub async fn revoke<S: Store>(
 /// How long a session of the operators' page lasts.
 pub const SESSION_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_hours(8);
 
+/// How long a session's record is kept once it ended (expired or revoked): the audit trail
+/// of recent sign-ins, then forgotten.
+pub const SESSION_KEPT: jiff::SignedDuration = jiff::SignedDuration::from_hours(7 * 24);
+
+/// Whether `token` stopped working before `at`.
+fn ended_before(token: &ApiToken, at: Timestamp) -> bool {
+    token.revoked_at.is_some_and(|r| r < at) || token.expires_at.is_some_and(|e| e < at)
+}
+
+/// The token whose secret is `secret`, if it works at `now`: neither revoked nor expired, and,
+/// for a session of the operators' page, signed in with a token that still works (read at
+/// every request: a session opened while its token was being revoked dies with it).
+pub async fn authenticate<S: Store>(
+    store: &S,
+    secret: &str,
+    now: Timestamp,
+) -> Result<Option<ApiToken>, StoreError> {
+    let Some(token) = store
+        .api_token(&digest(secret))
+        .await?
+        .filter(|t| t.is_active(now))
+    else {
+        return Ok(None);
+    };
+    if token.session_of.is_none() {
+        return Ok(Some(token));
+    }
+    // A session from before parents were recorded is refused: sessions last hours.
+    let Some(parent) = &token.parent_digest else {
+        return Ok(None);
+    };
+    let parent_works = store
+        .api_token(parent)
+        .await?
+        .is_some_and(|p| p.is_active(now) && token.session_of.as_deref() == Some(&*p.id));
+    Ok(parent_works.then_some(token))
+}
+
 /// A session of the operators' page for the holder of `signed_in_with`: a token of the same
 /// role and holder that expires after [`SESSION_LIFETIME`], stored like any token so that every
 /// node knows it. The secret goes into the browser's cookie only.
@@ -320,6 +363,7 @@ pub async fn open_session<S: Store>(
     store_new(store, role, &signed_in_with.name, &by, now, |session| {
         session.expires_at = Some(now + SESSION_LIFETIME);
         session.session_of = Some(signed_in_with.id.clone());
+        session.parent_digest = Some(signed_in_with.digest.clone());
     })
     .await
 }
@@ -406,6 +450,60 @@ mod tests {
         assert!(!Role::Operator.allows(Operation::Unmasked));
         assert!(!Role::Operator.allows(Operation::BulkAct));
         assert!(Role::Supervisor.allows(Operation::BulkAct));
+    }
+
+    fn store() -> crate::store::sled::SledStore {
+        let dir = std::env::temp_dir().join(format!("civicflow-auth-{}", uuid::Uuid::new_v4()));
+        crate::store::sled::SledStore::open(&dir, 1 << 20).unwrap()
+    }
+
+    /// Issue 33: a sign-in that read its token just before the token was revoked opens a
+    /// session after the revocation listed the sessions to revoke; the session is refused all
+    /// the same, since every request reads the token it was signed in with.
+    #[tokio::test]
+    async fn a_session_opened_while_its_token_was_revoked_does_not_work() {
+        let store = store();
+        let now = Timestamp::now();
+        let (token, _) = issue(&store, Role::Operator, "Lan", "admin", now)
+            .await
+            .unwrap();
+        let (_, before) = open_session(&store, &token, now).await.unwrap();
+        assert!(authenticate(&store, &before, now).await.unwrap().is_some());
+        revoke(&store, &token.id, "admin", now).await.unwrap();
+        // The sign-in read `token` while it still worked.
+        let (_, late) = open_session(&store, &token, now).await.unwrap();
+        assert!(authenticate(&store, &before, now).await.unwrap().is_none());
+        assert!(authenticate(&store, &late, now).await.unwrap().is_none());
+    }
+
+    /// Issue 33: signing in and issuing tokens do not move the configuration version (every
+    /// node would reload and recompile its definitions), and sessions long ended are forgotten.
+    #[tokio::test]
+    async fn sign_ins_leave_the_configuration_alone_and_old_sessions_are_forgotten() {
+        let store = store();
+        let long_ago = Timestamp::now() - SESSION_KEPT - SESSION_LIFETIME - SESSION_LIFETIME;
+        let (token, _) = issue(&store, Role::Operator, "Lan", "admin", long_ago)
+            .await
+            .unwrap();
+        let version = store.config_version().await.unwrap();
+        let (old, _) = open_session(&store, &token, long_ago).await.unwrap();
+        assert_eq!(store.config_version().await.unwrap(), version);
+        let now = Timestamp::now();
+        let (recent, _) = open_session(&store, &token, now).await.unwrap();
+        let kept: Vec<String> = store
+            .api_tokens()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert!(!kept.contains(&old.id), "{kept:?}");
+        assert!(
+            kept.contains(&recent.id) && kept.contains(&token.id),
+            "{kept:?}"
+        );
+        revoke(&store, &token.id, "admin", now).await.unwrap();
+        assert_eq!(store.config_version().await.unwrap(), version);
     }
 
     #[test]

@@ -92,8 +92,9 @@ pub struct Groups {
 ///    oldest transaction on the server, and a restore into another server starts ids again
 ///    low): PostgreSQL writes them unnumbered and numbers them as a reader seals them, one
 ///    sealer at a time.
-/// 6. **Shared configuration has a version.** Every commit that changes definitions, webhooks
-///    or API tokens moves [`Store::config_version`] on by one, visible once durable; nodes watch
+/// 6. **Shared configuration has a version.** Every commit that changes definitions or
+///    webhooks moves [`Store::config_version`] on by one (API tokens do not: every request
+///    reads its token), visible once durable; nodes watch
 ///    it to reload what they keep in memory, and a change checked against what it read carries
 ///    [`Transaction::expect_config`] so that two nodes' changes cannot both pass (one
 ///    publication at a time across nodes).

@@ -35,6 +35,10 @@ pub struct ApiToken {
     /// its sessions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_of: Option<String>,
+    /// For a session: the digest of the token it was signed in with, read at every request,
+    /// so that a session never outlives that token (a revocation racing a sign-in included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_digest: Option<String>,
 }
 
 /// A portal's endpoint for notifications.

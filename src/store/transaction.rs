@@ -32,6 +32,8 @@ pub struct Transaction {
     pub put_idempotency: Vec<(String, IdempotencyRecord)>,
     /// API tokens, keyed by digest: a new one, or a revoked one written over the old.
     pub put_api_tokens: Vec<ApiToken>,
+    /// API tokens to forget, by digest: sessions of the operators' page long ended.
+    pub delete_api_tokens: Vec<String>,
     /// Appended to the notification feed, each under the next sequence number, in commit order,
     /// if a webhook is registered when the commit is written (else dropped: nobody would take
     /// them). Decided by the store at the commit, so a change committed after a webhook's
@@ -73,6 +75,7 @@ impl Transaction {
             && self.delete_tokens.is_empty()
             && self.put_idempotency.is_empty()
             && self.put_api_tokens.is_empty()
+            && self.delete_api_tokens.is_empty()
             && self.notify.is_empty()
             && self.put_webhooks.is_empty()
             && self.update_webhooks.is_empty()
@@ -86,11 +89,12 @@ impl Transaction {
     }
 
     /// Whether this commit changes the configuration every node follows (definitions,
-    /// webhooks, API tokens), and so moves its version on.
+    /// webhooks), and so moves its version on. API tokens do not: every request reads its
+    /// token from the store, so no node keeps one to reload (a sign-in made every node
+    /// recompile its definitions).
     pub fn changes_config(&self) -> bool {
         !self.put_definitions.is_empty()
             || !self.put_webhooks.is_empty()
             || !self.delete_webhooks.is_empty()
-            || !self.put_api_tokens.is_empty()
     }
 }

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{UiError, Who, render};
-use crate::api::auth::{Caller, without_token};
+use crate::api::auth::{Caller, spend, without_token};
 use crate::api::{ApiError, AppState};
 use crate::auth::{self, Operation, Principal, Role, digest};
 use crate::store::Store;
@@ -70,18 +70,17 @@ impl<S: Store + Clone> FromRequestParts<AppState<S>> for Session {
             return Err(UiError::SignIn(None));
         };
         let now = state.engine.now();
-        let token = state
-            .engine
-            .store()
-            .api_token(&digest(secret))
+        let token = auth::authenticate(state.engine.store(), secret, now)
             .await
             .map_err(ApiError::store)?
-            .filter(|t| t.is_active(now) && t.session_of.is_some());
+            .filter(|t| t.session_of.is_some());
         let Some(token) = token else {
             return Err(UiError::SignIn(Some(
                 "Your session has ended: sign in again.",
             )));
         };
+        // The page spends its holder's budget, as the API does.
+        spend(state, &token)?;
         let Some(role) = token.role().filter(may_sign_in) else {
             return Err(UiError::SignIn(None));
         };

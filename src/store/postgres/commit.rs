@@ -88,6 +88,7 @@ const UPDATE_CIRCUIT: &str = "WITH u AS ( \
 const CLEAR_TIMERS: &str = "DELETE FROM timers WHERE (case_id, kind, due_ms) IN ( \
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[]))";
 const DELETE_TOKENS: &str = "DELETE FROM callback_tokens WHERE token = ANY($1)";
+const DELETE_API_TOKENS: &str = "DELETE FROM api_tokens WHERE digest = ANY($1)";
 const DELETE_WEBHOOKS: &str = "DELETE FROM webhooks WHERE id = ANY($1)";
 const EVENTS: &str = "INSERT INTO events (case_id, seq, record) \
     SELECT * FROM unnest($1::uuid[], $2::int8[], $3::bytea[]) \
@@ -146,6 +147,7 @@ pub(super) struct Encoded {
     set_timers: (Vec<Uuid>, Vec<String>, Vec<i64>, Vec<Vec<u8>>),
     put_tokens: (Vec<String>, Vec<Vec<u8>>),
     delete_tokens: Vec<String>,
+    delete_api_tokens: Vec<String>,
     put_api_tokens: (Vec<String>, Vec<Vec<u8>>),
     put_webhooks: (Vec<String>, Vec<Vec<u8>>),
     update_webhooks: (Vec<String>, Vec<Vec<u8>>),
@@ -246,6 +248,7 @@ impl Encoded {
             e.put_tokens.1.push(json(target));
         }
         e.delete_tokens = tx.delete_tokens.clone();
+        e.delete_api_tokens = tx.delete_api_tokens.clone();
         for token in &tx.put_api_tokens {
             e.put_api_tokens.0.push(token.digest.clone());
             e.put_api_tokens.1.push(json(token));
@@ -318,6 +321,7 @@ pub(super) enum Failed {
 struct Merged<'a> {
     clear_timers: (Vec<Uuid>, Vec<&'a str>, Vec<i64>),
     delete_tokens: Vec<&'a str>,
+    delete_api_tokens: Vec<&'a str>,
     delete_webhooks: Vec<&'a str>,
     events: (Vec<Uuid>, Vec<i64>, Vec<&'a [u8]>),
     set_timers: TimerRows<'a>,
@@ -346,6 +350,7 @@ impl<'a> Merged<'a> {
         borrow_into(&mut self.clear_timers.1, &e.clear_timers.1);
         self.clear_timers.2.extend(&e.clear_timers.2);
         borrow_into(&mut self.delete_tokens, &e.delete_tokens);
+        borrow_into(&mut self.delete_api_tokens, &e.delete_api_tokens);
         borrow_into(&mut self.delete_webhooks, &e.delete_webhooks);
         self.events.0.extend(&e.events.0);
         self.events.1.extend(&e.events.1);
@@ -443,6 +448,9 @@ pub(super) async fn apply(
     }
     if !m.delete_tokens.is_empty() {
         statements.push((DELETE_TOKENS, vec![&m.delete_tokens], None));
+    }
+    if !m.delete_api_tokens.is_empty() {
+        statements.push((DELETE_API_TOKENS, vec![&m.delete_api_tokens], None));
     }
     if !m.delete_webhooks.is_empty() {
         statements.push((DELETE_WEBHOOKS, vec![&m.delete_webhooks], None));

@@ -143,6 +143,9 @@ impl Prepared {
             p.puts
                 .push((keyed(API_TOKENS, token.digest.as_bytes()), encode(token)));
         }
+        for digest in &tx.delete_api_tokens {
+            p.removes.push(keyed(API_TOKENS, digest.as_bytes()));
+        }
         for token in &tx.delete_tokens {
             p.removes.push(keyed(TOKENS, token.as_bytes()));
         }
