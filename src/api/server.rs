@@ -50,7 +50,9 @@ impl Default for Connections {
     fn default() -> Connections {
         Connections {
             max: 10_000,
-            header_read: Duration::from_secs(10),
+            // hyper's own default once a timer is set; it also closes idle kept-alive
+            // connections, so a client's pool should let go of them sooner.
+            header_read: Duration::from_secs(30),
             // Above the longest wait a read may ask for (`?wait=`, 60 s).
             request: Duration::from_secs(120),
         }

@@ -110,8 +110,10 @@ pub struct ServeArgs {
     /// Connections served at once; more wait in the listen backlog until one ends.
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
-    /// How long a client may take to send a request's head before its connection is closed.
-    #[arg(long, default_value = "10s")]
+    /// How long a client may take to send a request's head before its connection is closed;
+    /// an idle kept-alive connection is closed after as long. Keep clients' idle connections
+    /// shorter.
+    #[arg(long, default_value = "30s")]
     pub header_read_timeout: String,
     /// How long a request may take to be received and answered (a streamed answer has only
     /// to start) before it is answered 408; above the longest `?wait=` (60 s).
