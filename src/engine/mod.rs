@@ -6,16 +6,16 @@
 //! (for a timer, a callback or an operator) is only on disk: the engine holds nothing for it.
 
 mod actions;
+mod adapter_test;
+mod agency_outages;
 mod change;
 mod clock;
 mod decide;
 mod drive;
+mod end_watch;
 mod locks;
-mod outages;
-mod overhead;
+mod step_overhead;
 mod timers;
-mod trial;
-mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,10 +40,10 @@ use crate::workflow::expr::{EvalError, Input, Part};
 use opentelemetry::trace::SpanKind;
 
 pub use actions::{Action, ActionError};
+pub use adapter_test::TrialError;
 pub use change::Call;
 pub use clock::Clock;
-pub use overhead::{Overhead, Percentiles};
-pub use trial::TrialError;
+pub use step_overhead::{Overhead, Percentiles};
 
 use change::Change;
 use decide::Decider;
@@ -177,7 +177,7 @@ pub struct Engine<S> {
     metrics: Arc<Metrics>,
     traces: Arc<Traces>,
     /// Who waits for which case to end.
-    watchers: Arc<watch::Watchers>,
+    watchers: Arc<end_watch::Watchers>,
     /// Agencies whose probe or release this node is running (one at a time per agency).
     outage_work: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Storage failures met by background work, logged at most once a minute.
@@ -198,7 +198,7 @@ impl<S: Store + Clone> Engine<S> {
         mut hooks: Vec<Arc<dyn Hook>>,
         (metrics, traces): (Arc<Metrics>, Arc<Traces>),
     ) -> Arc<Engine<S>> {
-        let watchers = Arc::new(watch::Watchers::default());
+        let watchers = Arc::new(end_watch::Watchers::default());
         hooks.push(watchers.clone());
         Arc::new(Engine {
             store,

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::claim::{Claimed, NodeId};
-use super::records::{ApiToken, Circuit, Notification, Published, RegistryChange, Webhook};
+use super::claimed_work::{Claimed, NodeId};
+use super::shared_records::{ApiToken, Circuit, Notification, Published, RegistryChange, Webhook};
 use super::{StoreError, Transaction};
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
 
@@ -69,7 +69,7 @@ pub struct Groups {
 ///    Idempotency records are insert-only ([`StoreError::KeyTaken`]). An agency's circuit is
 ///    written by version the same way ([`StoreError::CircuitChanged`]).
 /// 3. **Indexes follow the case** in the same commit, by difference with the previous record.
-/// 4. **Work is claimed under a lease and fenced** ([`claim`](super::claim)): a due timer is
+/// 4. **Work is claimed under a lease and fenced** ([`claimed_work`](super::claimed_work)): a due timer is
 ///    handed to one claimant at a time ([`Store::claim_timers`]); no other claimant gets it while
 ///    the lease holds, anyone may after it lapses, and every claim has a new, larger epoch.
 ///    A commit carrying a [`Fence`](super::Fence) applies only if the work is still held under

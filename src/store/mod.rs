@@ -10,25 +10,25 @@
 //! **Architecture Invariant:** the store knows cases (`crate::case`) and nothing above itself:
 //! not the engine, not auth, webhooks or the registry, whose records live here as plain data.
 
-mod case_record;
-mod claim;
+mod case_encoding;
+mod claimed_work;
+mod commit_hook;
 mod contract;
 mod error;
-mod failures;
-mod hook;
+mod failure_log;
 pub mod postgres;
 pub mod query;
-mod records;
+mod shared_records;
 pub mod sled;
 mod transaction;
 
-pub(crate) use case_record::{decode as decode_case, encode as encode_case};
-pub use claim::{Claimed, Fence, NodeId, Work};
+pub(crate) use case_encoding::{decode as decode_case, encode as encode_case};
+pub use claimed_work::{Claimed, Fence, NodeId, Work};
+pub use commit_hook::{Committed, Hook, Preparing};
 pub use contract::{Copied, Groups, IndexRange, Order, Page, Position, Store};
 pub use error::StoreError;
-pub use failures::FailureLog;
-pub use hook::{Committed, Hook, Preparing};
-pub use records::{
+pub use failure_log::FailureLog;
+pub use shared_records::{
     ApiToken, Circuit, CircuitChange, CircuitState, Deprecation, Kind, Notification, Published,
     RegistryChange, Webhook,
 };

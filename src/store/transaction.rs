@@ -3,8 +3,8 @@
 
 #[cfg(doc)]
 use super::StoreError;
-use super::claim::Fence;
-use super::records::{ApiToken, Circuit, Notification, Published, RegistryChange, Webhook};
+use super::claimed_work::Fence;
+use super::shared_records::{ApiToken, Circuit, Notification, Published, RegistryChange, Webhook};
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
 
 /// A write to the case record. `expected_rev` is the revision read before the change (`None`

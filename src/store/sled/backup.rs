@@ -22,9 +22,9 @@ use sled::{IVec, Tree};
 
 use super::SledStore;
 use super::counters;
+use super::encoding::sled_error;
 use super::journal::{JOURNAL, Write as GroupWrite};
 use super::keys::{TIMERS, timer_value_of_json};
-use super::record::sled_error;
 use crate::store::{Copied, FORMAT_VERSION, StoreError, UPGRADES_FROM};
 
 const MAGIC: &[u8] = b"CIVICFLOW-BACKUP\n";
@@ -143,7 +143,7 @@ impl SledStore {
         };
         let backups = &self.inner.backups;
         // A store that takes no writes may hold in memory writes that never reach the disk.
-        self.inner.outage.check()?;
+        self.inner.writes.check()?;
         {
             let mut running = backups.lock().expect("backup lock");
             if running.is_some() {
@@ -178,7 +178,7 @@ impl SledStore {
         }
         // Finished only if the store wrote throughout: a stop at the last moment is caught
         // here, not only at the next chunk.
-        self.inner.outage.check()?;
+        self.inner.writes.check()?;
         out.write_all(&[0]).map_err(io)?;
         out.write_all(&records.to_le_bytes()).map_err(io)?;
         let digest = out.hash.clone().finalize();
@@ -416,11 +416,11 @@ mod tests {
     #[test]
     fn no_backup_is_made_of_a_store_that_takes_no_writes() {
         let store = store();
-        store.inner.outage.stop("No space left on device");
+        store.inner.writes.stop("No space left on device");
         let err = store.copy_to(Vec::new()).unwrap_err();
         assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
         assert!(store.inner.backups.lock().unwrap().is_none());
-        store.inner.outage.resume();
+        store.inner.writes.resume();
         assert!(store.copy_to(Vec::new()).is_ok());
     }
 

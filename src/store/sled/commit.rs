@@ -5,13 +5,13 @@ use std::path::Path;
 
 use sled::Tree;
 
-use super::claims::{Claims, work_key};
+use super::claim_table::{Claims, work_key};
+use super::encoding::{CaseHead, corrupt, encode, event_runs, sled_error};
 use super::journal;
 use super::keys::{
     API_TOKENS, CASES, CIRCUITS, CONFIG, COUNTERS, FEED, IDEMPOTENCY, REGISTRY_CHANGES, TOKENS,
     WEBHOOKS, definition_key, event_key, index_key, keyed, timer_key, timer_value,
 };
-use super::record::{CaseHead, corrupt, encode, event_runs, sled_error};
 use crate::case::CaseId;
 use crate::store::{StoreError, Transaction, Work};
 

@@ -25,9 +25,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use sled::Tree;
 
+use super::encoding::sled_error;
 use super::journal;
 use super::keys::PENDING;
-use super::record::sled_error;
 use crate::store::StoreError;
 
 /// Groups between folds, at most.

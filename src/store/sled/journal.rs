@@ -21,8 +21,8 @@ use std::path::Path;
 
 use sled::Tree;
 
+use super::encoding::{corrupt, sled_error, u32_len};
 use super::keys::keyed;
-use super::record::{corrupt, sled_error, u32_len};
 use crate::store::StoreError;
 
 /// Key prefix of the journal.

@@ -14,28 +14,28 @@
 //! and maintains the indexes without decoding the previous JSON.
 //!
 //! One process owns a sled store (a `LOCK` file refuses a second), so the nodes that share it
-//! are engines in that process: claims and their leases live in memory ([`claims`]).
+//! are engines in that process: claims and their leases live in memory ([`claim_table`]).
 //!
 //! The files: [`open`] (the data directory, the format, the threads), [`keys`] (one key prefix
-//! per table), [`record`] (how records are laid out as bytes), [`commit`] (a transaction
+//! per table), [`encoding`] (how records are laid out as bytes), [`commit`] (a transaction
 //! encoded, and checked against the stored state), [`counters`] (the named counters' changes,
 //! one record per group), [`writer`] (the writer and syncer threads),
-//! [`journal`] (a group made atomic across crashes), [`claims`], [`reads`] (the contract's
+//! [`journal`] (a group made atomic across crashes), [`claim_table`], [`reads`] (the contract's
 //! reads), [`backup`] (a consistent copy while serving, and a store built from one),
-//! [`check`] (every record read, to find the damaged ones) and [`write_outage`] (a full disk:
+//! [`check`] (every record read, to find the damaged ones) and [`write_stop`] (a full disk:
 //! writes refused until they succeed again, without a restart).
 
 mod backup;
 mod check;
-mod claims;
+mod claim_table;
 mod commit;
 mod counters;
+mod encoding;
 mod journal;
 mod keys;
 mod open;
 mod reads;
-mod record;
-mod write_outage;
+mod write_stop;
 mod writer;
 
 pub use backup::read_backup;

@@ -12,13 +12,13 @@ use serde::de::DeserializeOwned;
 use sled::{IVec, Tree};
 
 use super::backup::Backups;
-use super::claims::Claims;
+use super::claim_table::Claims;
 use super::commit::{Numbers, Tally};
 use super::counters;
+use super::encoding::{corrupt, decode, sled_error};
 use super::journal;
 use super::keys::{CONFIG, FEED, FEED_FLOOR, TIMERS, WEBHOOKS, feed_seq, timer_value_of_json};
-use super::record::{corrupt, decode, sled_error};
-use super::write_outage::WriteOutage;
+use super::write_stop::WriteStop;
 use super::writer::{Durable, Pending, Writer, sync_loop};
 use crate::store::{FORMAT_VERSION, StoreError, UPGRADES_FROM, Webhook};
 
@@ -33,7 +33,7 @@ const DATA_TREE: &str = "data";
 pub(super) struct Inner {
     pub(super) path: PathBuf,
     /// The open database; `None` only while the writer opens it again after writes failed
-    /// ([`super::write_outage`]).
+    /// ([`super::write_stop`]).
     pub(super) live: Arc<RwLock<Option<Live>>>,
     /// `None` once the store is being dropped: the writer then finishes and exits.
     pub(super) writer: Option<mpsc::Sender<Pending>>,
@@ -44,7 +44,7 @@ pub(super) struct Inner {
     /// The backup running, whose preimages the writer keeps.
     pub(super) backups: Arc<Backups>,
     /// Whether the store takes writes.
-    pub(super) outage: Arc<WriteOutage>,
+    pub(super) writes: Arc<WriteStop>,
     /// The writer, then the syncer it feeds: joined in that order on drop.
     threads: Vec<JoinHandle<()>>,
     /// Held for the life of the store: a second server on the same directory cannot take it.
@@ -179,15 +179,15 @@ impl SledStore {
         let live = Arc::new(RwLock::new(Some(opened.live)));
         let claims = Arc::new(Claims::default());
         let backups = Arc::new(Backups::default());
-        let outage = Arc::new(WriteOutage::new(&db_path));
+        let writes = Arc::new(WriteStop::new(&db_path));
         let (writer, queue) = mpsc::channel();
         let (to_sync, syncs) = mpsc::channel();
         let syncer = std::thread::Builder::new()
             .name("civicflow-store-sync".to_owned())
             .spawn({
                 let (path, durable) = (db_path.clone(), durable.clone());
-                let (outage, backups) = (outage.clone(), backups.clone());
-                move || sync_loop(&path, &syncs, &durable, (&outage, &backups))
+                let (writes, backups) = (writes.clone(), backups.clone());
+                move || sync_loop(&path, &syncs, &durable, (&writes, &backups))
             })
             .map_err(io)?;
         let writer_thread = std::thread::Builder::new()
@@ -200,7 +200,7 @@ impl SledStore {
                     live: live.clone(),
                     claims: claims.clone(),
                     backups: backups.clone(),
-                    outage: outage.clone(),
+                    writes: writes.clone(),
                     durable: durable.clone(),
                     to_sync,
                     tally: opened.tally,
@@ -216,7 +216,7 @@ impl SledStore {
                 durable,
                 claims,
                 backups,
-                outage,
+                writes,
                 threads: vec![writer_thread, syncer],
                 _lock: lock,
             }),
@@ -236,7 +236,7 @@ impl SledStore {
             None => {
                 Err(self
                     .inner
-                    .outage
+                    .writes
                     .check()
                     .err()
                     .unwrap_or_else(|| StoreError::Unavailable {

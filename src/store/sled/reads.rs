@@ -9,15 +9,15 @@ use sled::IVec;
 use tokio::sync::oneshot;
 
 use super::SledStore;
-use super::claims::work_key;
+use super::claim_table::work_key;
 use super::commit::Prepared;
 use super::counters;
+use super::encoding::CaseHead;
 use super::keys::{
     API_TOKENS, CASES, CIRCUITS, COUNTERS, DEFINITIONS, FEED, FEED_FLOOR, IDEMPOTENCY, INDEX,
     REGISTRY_CHANGES, TIMERS, TOKENS, WEBHOOKS, case_id_at_end, event_key, feed_seq, index_prefix,
     keyed, timer_from,
 };
-use super::record::CaseHead;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
 use crate::store::{
     ApiToken, Circuit, Claimed, Copied, Groups, IndexRange, NodeId, Notification, Order, Page,
@@ -178,7 +178,7 @@ impl Store for SledStore {
     }
 
     async fn writable(&self) -> Result<(), StoreError> {
-        self.inner.outage.check()?;
+        self.inner.writes.check()?;
         self.data().map(drop)
     }
 
@@ -365,7 +365,7 @@ impl Store for SledStore {
         let high = keyed(FEED, &(upto.saturating_add(1)).to_be_bytes());
         // Neither atomic nor synced on its own: an entry that comes back after a crash is
         // trimmed again, and one left while the store cannot write is trimmed by a later call.
-        if self.inner.outage.is_down() {
+        if self.inner.writes.is_down() {
             return Ok(());
         }
         let data = self.data()?;

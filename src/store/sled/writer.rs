@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::backup::Backups;
-use super::claims::Claims;
+use super::claim_table::Claims;
 use super::commit::{Numbers, Prepared, Tally};
 use super::counters;
 use super::journal;
 use super::keys::TIMERS;
 use super::open::{Live, Opened};
-use super::write_outage::{WriteOutage, probe};
+use super::write_stop::{WriteStop, probe};
 use crate::store::StoreError;
 
 /// A commit on its way to the writer, and where its outcome goes.
@@ -39,7 +39,7 @@ pub(super) type Answers = Vec<oneshot::Sender<Result<(), StoreError>>>;
 /// next group while the disk syncs. A commit that depends on a case or key an earlier waiting
 /// commit writes starts the next group instead, so that it is checked against that write.
 ///
-/// A group that fails half-way, or a sync that fails, stops writes ([`write_outage`]): the
+/// A group that fails half-way, or a sync that fails, stops writes ([`write_stop`]): the
 /// writer refuses every commit until a probe write succeeds, then opens the database again,
 /// which completes the group from its journal entry if that reached the disk, or drops it whole.
 pub(super) struct Writer {
@@ -51,7 +51,7 @@ pub(super) struct Writer {
     pub(super) live: Arc<RwLock<Option<Live>>>,
     pub(super) claims: Arc<Claims>,
     pub(super) backups: Arc<Backups>,
-    pub(super) outage: Arc<WriteOutage>,
+    pub(super) writes: Arc<WriteStop>,
     pub(super) durable: Arc<Durable>,
     pub(super) to_sync: mpsc::Sender<ToSync>,
     pub(super) tally: Tally,
@@ -66,9 +66,9 @@ impl Writer {
         let mut carried: Option<Pending> = None;
         let mut group: u64 = 0;
         loop {
-            if self.outage.is_down() {
+            if self.writes.is_down() {
                 if let Some((_, answer)) = carried.take() {
-                    let _ = answer.send(Err(self.outage.refuse()));
+                    let _ = answer.send(Err(self.writes.refuse()));
                 }
                 if !self.until_writable(queue) {
                     return;
@@ -87,7 +87,7 @@ impl Writer {
             };
             let Some(live) = self.live.read().expect("live lock").clone() else {
                 // Only while the database is opened again, which this thread does.
-                let _ = first.1.send(Err(self.outage.refuse()));
+                let _ = first.1.send(Err(self.writes.refuse()));
                 continue;
             };
             let waiting = std::iter::once(first).chain(queue.try_iter().take(GROUP_MAX - 1));
@@ -149,7 +149,7 @@ impl Writer {
                 }
                 Err(e) => {
                     let cause = format!("a write failed: {e}");
-                    stop_writes(&self.outage, &self.backups, &cause);
+                    stop_writes(&self.writes, &self.backups, &cause);
                     fail_all(passed, path, &cause);
                 }
             }
@@ -172,17 +172,17 @@ impl Writer {
                     .and_then(|()| self.reopen());
                 match tried {
                     Ok(()) => {
-                        self.outage.resume();
+                        self.writes.resume();
                         return true;
                     }
-                    Err(tried) => self.outage.remind(&tried),
+                    Err(tried) => self.writes.remind(&tried),
                 }
                 next_try = Instant::now() + RETRY_EVERY;
                 continue;
             }
             match queue.recv_timeout(next_try - now) {
                 Ok((_, answer)) => {
-                    let _ = answer.send(Err(self.outage.refuse()));
+                    let _ = answer.send(Err(self.writes.refuse()));
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return false,
@@ -216,8 +216,8 @@ impl Writer {
 
 /// Writes stop, and a running backup ends with an error: it may have copied writes that will
 /// not reach the disk.
-fn stop_writes(outage: &WriteOutage, backups: &Backups, cause: &str) {
-    outage.stop(cause);
+fn stop_writes(writes: &WriteStop, backups: &Backups, cause: &str) {
+    writes.stop(cause);
     if let Some(snapshot) = backups.lock().expect("backup lock").as_mut() {
         snapshot.break_off(cause);
     }
@@ -229,7 +229,7 @@ pub(super) fn sync_loop(
     path: &Path,
     syncs: &mpsc::Receiver<ToSync>,
     durable: &Durable,
-    (outage, backups): (&WriteOutage, &Backups),
+    (writes, backups): (&WriteStop, &Backups),
 ) {
     while let Ok((first, mut numbers, mut db)) = syncs.recv() {
         let mut answers = first;
@@ -254,7 +254,7 @@ pub(super) fn sync_loop(
             }
             Err(e) => {
                 let cause = format!("a disk sync failed: {e}");
-                stop_writes(outage, backups, &cause);
+                stop_writes(writes, backups, &cause);
                 fail_all(answers, path, &cause);
             }
         }

@@ -41,7 +41,7 @@ const PROBE_BYTES: usize = 1 << 20;
 const PROBE_FILE: &str = "write-probe";
 
 /// Whether the store takes writes, and since when it has not.
-pub(super) struct WriteOutage {
+pub(super) struct WriteStop {
     path: String,
     down: Mutex<Option<Down>>,
     /// `down.is_some()`, read without the lock on every commit.
@@ -57,9 +57,9 @@ struct Down {
     refused_when_told: u64,
 }
 
-impl WriteOutage {
-    pub(super) fn new(path: &Path) -> WriteOutage {
-        WriteOutage {
+impl WriteStop {
+    pub(super) fn new(path: &Path) -> WriteStop {
+        WriteStop {
             path: path.display().to_string(),
             down: Mutex::new(None),
             is_down: AtomicBool::new(false),
@@ -73,7 +73,7 @@ impl WriteOutage {
     /// Writes stop because of `cause`. The first cause is kept and logged; a later one while
     /// they are stopped is the same condition seen again.
     pub(super) fn stop(&self, cause: &str) {
-        let mut down = self.down.lock().expect("outage lock");
+        let mut down = self.down.lock().expect("write stop lock");
         if down.is_some() {
             return;
         }
@@ -96,7 +96,7 @@ impl WriteOutage {
 
     /// A write refused while writes are stopped: counted, and the error its committer gets.
     pub(super) fn refuse(&self) -> StoreError {
-        let mut down = self.down.lock().expect("outage lock");
+        let mut down = self.down.lock().expect("write stop lock");
         if let Some(d) = down.as_mut() {
             d.refused += 1;
         }
@@ -108,7 +108,7 @@ impl WriteOutage {
         if !self.is_down() {
             return Ok(());
         }
-        let down = self.down.lock().expect("outage lock");
+        let down = self.down.lock().expect("write stop lock");
         match down.as_ref() {
             Some(_) => Err(self.error(down.as_ref())),
             None => Ok(()),
@@ -118,7 +118,7 @@ impl WriteOutage {
     /// Logs the condition again if it has lasted a minute since it was last logged; `tried`
     /// is why the last attempt to write again failed.
     pub(super) fn remind(&self, tried: &str) {
-        let mut down = self.down.lock().expect("outage lock");
+        let mut down = self.down.lock().expect("write stop lock");
         let Some(d) = down.as_mut() else { return };
         if d.told_at.elapsed() < REMIND_EVERY {
             return;
@@ -137,7 +137,7 @@ impl WriteOutage {
 
     /// Writes succeed again.
     pub(super) fn resume(&self) {
-        let mut down = self.down.lock().expect("outage lock");
+        let mut down = self.down.lock().expect("write stop lock");
         if let Some(d) = down.take() {
             tracing::warn!(
                 store = %self.path,
@@ -180,20 +180,20 @@ mod tests {
 
     #[test]
     fn writes_are_refused_with_the_cause_until_they_resume() {
-        let outage = WriteOutage::new(Path::new("/srv/civicflow/db"));
-        assert!(outage.check().is_ok());
-        outage.stop("No space left on device");
-        outage.stop("a second failure of the same condition");
-        let refused = outage.refuse().to_string();
+        let writes = WriteStop::new(Path::new("/srv/civicflow/db"));
+        assert!(writes.check().is_ok());
+        writes.stop("No space left on device");
+        writes.stop("a second failure of the same condition");
+        let refused = writes.refuse().to_string();
         assert!(refused.contains("No space left on device"), "{refused}");
         assert!(refused.contains("/srv/civicflow/db"), "{refused}");
         assert!(matches!(
-            outage.check(),
+            writes.check(),
             Err(StoreError::Unavailable { .. })
         ));
-        outage.resume();
-        assert!(!outage.is_down());
-        assert!(outage.check().is_ok());
+        writes.resume();
+        assert!(!writes.is_down());
+        assert!(writes.check().is_ok());
     }
 
     #[test]
