@@ -1,0 +1,17 @@
+//! The pages: the incident list, a case, a citizen's cases, the bulk retry and the on-time
+//! table, one file each, and the forms they share. Each asks the API's handler as the
+//! signed-in token and renders what it answers.
+
+mod bulk;
+mod case;
+mod chart;
+mod forms;
+mod incidents;
+mod kpis;
+mod search;
+
+pub use bulk::bulk_retry;
+pub use case::{act, case};
+pub use incidents::incidents;
+pub use kpis::kpis;
+pub use search::search;
