@@ -1,0 +1,288 @@
+//! Starting a case: its input checked against the workflow's schema, its business keys,
+//! and the Idempotency-Key that makes a retried start return the same case.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use serde_json::Value;
+
+use crate::calendar::vietnam_time;
+use crate::case::{
+    Case, CaseId, CaseStatus, EventKind, IdempotencyRecord, Made, StepState, TimerKind,
+};
+use crate::store::{Store, StoreError};
+use crate::workflow::definition::{SchemaViolation, Workflow};
+use crate::workflow::expr::{EvalError, Input, Part};
+
+use super::Engine;
+use super::change::Change;
+
+/// The longest business-key value a case may have: it is an index key, and a citizen's ID or a
+/// dossier number is far shorter.
+pub const MAX_KEY_BYTES: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no workflow named `{name}`{}", version.map(|v| format!(" in version {v}")).unwrap_or_default())]
+    UnknownWorkflow { name: String, version: Option<u32> },
+    #[error("the input does not match the workflow's input schema")]
+    InvalidInput(Vec<SchemaViolation>),
+    #[error("business key `{key}` cannot be computed: {error}")]
+    BusinessKey { key: String, error: EvalError },
+    #[error(
+        "business key `{key}` is {len} bytes long; at most {MAX_KEY_BYTES} are kept in the index"
+    )]
+    BusinessKeyTooLong { key: String, len: usize },
+    #[error(
+        "business key `{key}` holds a control character (U+{code:04X}); a key is printable text"
+    )]
+    BusinessKeyControl { key: String, code: u32 },
+    #[error("the Idempotency-Key was already used with a different request, for case {case_id}")]
+    KeyReused { case_id: CaseId },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl<S: Store + Clone> Engine<S> {
+    /// Starts a case: checks the input, writes the case and its first events in one
+    /// transaction, then starts the steps that are ready.
+    pub async fn start(
+        self: &Arc<Self>,
+        name: &str,
+        version: Option<u32>,
+        input: Value,
+        idempotency_key: Option<&str>,
+        traceparent: Option<&str>,
+    ) -> Result<(Case, bool), StartError> {
+        let began = Instant::now();
+        let from = SystemTime::now();
+        if self.stopping() {
+            return Err(StartError::ShuttingDown);
+        }
+        let workflow = match self.definitions().workflow(name, version) {
+            Some(wf) => wf,
+            // Perhaps published on another node since this one last looked.
+            None => {
+                if let Err(e) = self.reload_definitions().await {
+                    tracing::error!(error = %e, "the definitions cannot be loaded again");
+                }
+                self.definitions().workflow(name, version).ok_or_else(|| {
+                    StartError::UnknownWorkflow {
+                        name: name.to_owned(),
+                        version,
+                    }
+                })?
+            }
+        };
+        let fingerprint = fingerprint(name, version, &input);
+        let idem_key = idempotency_key.map(|k| format!("start:{k}"));
+        if let Some(key) = &idem_key
+            && let Some(found) = self.store.idempotency(key).await?
+        {
+            return self.replay_start(found, &fingerprint).await;
+        }
+        let violations = workflow.input.violations(&input);
+        if !violations.is_empty() {
+            return Err(StartError::InvalidInput(violations));
+        }
+        let keys = self.business_keys(&workflow, &input)?;
+        let now = self.config.clock.now();
+        let id = CaseId::now_v7();
+        let case = Case {
+            id,
+            workflow: workflow.name.clone(),
+            version: workflow.version,
+            status: CaseStatus::Running,
+            input,
+            business_keys: keys,
+            started_at: now,
+            started_on: now.to_zoned(vietnam_time()).date(),
+            due_at: None,
+            finished_at: None,
+            reason: None,
+            steps: workflow
+                .steps
+                .iter()
+                .map(|s| {
+                    (
+                        s.id.clone(),
+                        StepState::new(&s.adapter.reference, &s.adapter.agency),
+                    )
+                })
+                .collect(),
+            incidents: Vec::new(),
+            timers: BTreeMap::new(),
+            next_seq: 0,
+            tallies: Vec::new(),
+            // Kept only when well formed: it is the portal's, and it is stored.
+            traceparent: traceparent
+                .filter(|t| crate::traces::parse_traceparent(t).is_some())
+                .map(str::to_owned),
+            rev: 0,
+        };
+        let mut lock = self.locks.lock(id).await;
+        let mut change = Change::new(case, None, now, began);
+        change.event(EventKind::CaseStarted {
+            workflow: workflow.name.clone(),
+            version: workflow.version,
+        });
+        if let Some(deadline) = workflow.deadline {
+            match self.decide.calendar.due(now, deadline) {
+                Ok(due) => {
+                    change.case.due_at = Some(due);
+                    change.set_timer(TimerKind::CaseDeadline, due);
+                }
+                Err(e) => change.note_calendar_error(None, &e),
+            }
+        }
+        if let Some(key) = idem_key {
+            change
+                .tx
+                .put_idempotency
+                .push((key, IdempotencyRecord::case(fingerprint.clone(), id)));
+        }
+        self.decide.progress(&workflow, &mut change);
+        let (case, calls) = match self.commit(change).await {
+            Ok(done) => done,
+            // Another request with the same key won the race: answer as its replay.
+            Err(StoreError::KeyTaken { key }) => {
+                let found = self
+                    .store
+                    .idempotency(&key)
+                    .await?
+                    .ok_or_else(|| StoreError::KeyTaken { key: key.clone() })?;
+                return self.replay_start(found, &fingerprint).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        lock.remember_if_busy(case.clone(), &workflow, &calls);
+        self.traces.case_started(
+            case.id,
+            &case.workflow,
+            case.version,
+            from,
+            case.traceparent.as_deref(),
+        );
+        self.dispatch(calls);
+        Ok((case, true))
+    }
+
+    /// The business keys of a case with this input, as the workflow computes them.
+    pub(super) fn business_keys(
+        &self,
+        workflow: &Workflow,
+        input: &Value,
+    ) -> Result<BTreeMap<String, String>, StartError> {
+        let mut keys = BTreeMap::new();
+        if workflow.business_keys.is_empty() {
+            return Ok(keys);
+        }
+        let context = Input::of(Part::Object(vec![("input", Part::Borrowed(input))]));
+        for (key, expr) in &workflow.business_keys {
+            let value = expr
+                .eval_in(&context)
+                .map_err(|error| StartError::BusinessKey {
+                    key: key.clone(),
+                    error,
+                })?;
+            let value = match value {
+                Value::String(s) => s,
+                Value::Null => continue,
+                other => other.to_string(),
+            };
+            if value.len() > MAX_KEY_BYTES {
+                return Err(StartError::BusinessKeyTooLong {
+                    key: key.clone(),
+                    len: value.len(),
+                });
+            }
+            if let Some(c) = value.chars().find(|c| c.is_control()) {
+                return Err(StartError::BusinessKeyControl {
+                    key: key.clone(),
+                    code: u32::from(c),
+                });
+            }
+            keys.insert(key.clone(), value);
+        }
+        Ok(keys)
+    }
+
+    async fn replay_start(
+        &self,
+        found: IdempotencyRecord,
+        fingerprint: &str,
+    ) -> Result<(Case, bool), StartError> {
+        let Made::Case { case_id } = found.made else {
+            return Err(StoreError::Corrupt {
+                path: "the store".into(),
+                detail: "a start's idempotency record names no case".into(),
+            }
+            .into());
+        };
+        if found.fingerprint != fingerprint {
+            return Err(StartError::KeyReused { case_id });
+        }
+        let case = self
+            .store
+            .case(case_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt {
+                path: "the store".into(),
+                detail: format!("an idempotency record names case {case_id}, which does not exist"),
+            })?;
+        Ok((case, false))
+    }
+}
+
+/// A stable digest of a request, to tell a retried request from a different one under the same
+/// key. Not a security boundary: FNV-1a over canonical JSON.
+pub(super) fn fingerprint(name: &str, version: Option<u32>, input: &Value) -> String {
+    let mut hash = Fnv1a(0xcbf2_9ce4_8422_2325);
+    // Hashed as it is written, the same bytes as `format!("{name}\0{version:?}\0{input}")`
+    // without the text in between.
+    use std::io::Write as _;
+    write!(hash, "{name}\u{0}{version:?}\u{0}").expect("hashing does not fail");
+    serde_json::to_writer(&mut hash, input).expect("JSON values serialize");
+    format!("{:016x}", hash.0)
+}
+
+/// FNV-1a over the bytes written to it.
+struct Fnv1a(u64);
+
+impl std::io::Write for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::fingerprint;
+
+    /// Stored idempotency records hold fingerprints: they must not change between versions.
+    #[test]
+    fn a_fingerprint_is_fnv1a_of_name_version_and_compact_json() {
+        let input = json!({"child": {"name": "An"}, "n": [1, 2.5, null]});
+        assert_eq!(
+            fingerprint("birth-registration", Some(1), &input),
+            "9bcda5019c4c2c85"
+        );
+        assert_eq!(
+            fingerprint("birth-registration", None, &json!({})),
+            "064cb03573333292"
+        );
+    }
+}
