@@ -1,0 +1,16 @@
+//! The step decisions: what a case does next, given its state and what just happened (a start,
+//! a reply, a callback, a timer). Pure: they read the case and the workflow and write into the
+//! [`Change`]; no store, no network, no clock but the change's `now`.
+//!
+//! [`progress`] moves a case on, [`attempt`] is one try of a step, [`reply`] what an answer or a
+//! callback means for it, [`timer`] what a timer that came due means.
+
+mod attempt;
+mod progress;
+mod reply;
+mod timer;
+
+pub use progress::Decider;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,381 @@
+//! The decisions driven with the shipped workflows, no store, no network.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use serde_json::{Map, Value, json};
+
+use crate::adapters::http::Reply;
+use crate::calendar::Calendar;
+use crate::case::{
+    Case, CaseId, CaseStatus, Event, EventKind, IncidentReason, StepStatus, Timer, TimerKind,
+};
+use crate::circuits::Circuits;
+use crate::engine::change::{Call, Change};
+use crate::workflow::definition::{Definitions, Workflow};
+
+use super::Decider;
+use super::progress::idempotency_key;
+
+/// Tuesday 1 December 2026, 09:00 in Hanoi: a working day.
+fn now() -> Timestamp {
+    "2026-12-01T02:00:00Z".parse().unwrap()
+}
+
+fn decider() -> Decider {
+    let agencies = [
+        ("civil-status", "http://civil-status.test"),
+        ("police", "http://police.test"),
+        ("social-security", "http://social-security.test"),
+    ];
+    Decider {
+        calendar: Calendar::vietnam(),
+        public_url: "http://civicflow.test".into(),
+        agencies: agencies
+            .iter()
+            .map(|(a, u)| ((*a).to_owned(), (*u).to_owned()))
+            .collect(),
+        circuits: Arc::new(Circuits::new(crate::circuits::Settings::default())),
+    }
+}
+
+fn birth() -> Arc<Workflow> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows");
+    Definitions::load(&[dir])
+        .unwrap()
+        .workflow("birth-registration", Some(1))
+        .unwrap()
+}
+
+/// A birth case as the engine starts it, moved on as far as it goes.
+fn started(d: &Decider, wf: &Workflow) -> Change {
+    let input: Value = serde_json::from_str(include_str!("../../../examples/birth-input.json"))
+        .expect("the example input is JSON");
+    let case = Case {
+        id: CaseId::now_v7(),
+        workflow: wf.name.clone(),
+        version: wf.version,
+        status: CaseStatus::Running,
+        input,
+        business_keys: BTreeMap::new(),
+        started_at: now(),
+        started_on: "2026-12-01".parse().unwrap(),
+        due_at: None,
+        finished_at: None,
+        reason: None,
+        steps: wf
+            .steps
+            .iter()
+            .map(|s| {
+                let state = crate::case::StepState::new(&s.adapter.reference, &s.adapter.agency);
+                (s.id.clone(), state)
+            })
+            .collect(),
+        incidents: Vec::new(),
+        timers: BTreeMap::new(),
+        next_seq: 0,
+        tallies: Vec::new(),
+        traceparent: None,
+        rev: 0,
+    };
+    let mut change = Change::new(case, None, now(), Instant::now());
+    d.progress(wf, &mut change);
+    change
+}
+
+/// The next change of a case, `secs` after the last, as if the last was committed.
+fn next(change: Change, secs: i64) -> (Change, Vec<Call>) {
+    let mut case = change.case;
+    case.rev += 1;
+    let rev = case.rev;
+    let at = now() + jiff::SignedDuration::from_secs(secs);
+    (
+        Change::new(case, Some(rev), at, Instant::now()),
+        change.calls,
+    )
+}
+
+fn reply(status: u16, body: Value) -> Reply {
+    Reply::answered(status, Map::new(), body, None)
+}
+
+fn kinds(events: &[(CaseId, Event)]) -> Vec<&'static str> {
+    events
+        .iter()
+        .map(|(_, e)| match e.kind {
+            EventKind::AttemptStarted { .. } => "attempt_started",
+            EventKind::AttemptFailed { .. } => "attempt_failed",
+            EventKind::StepSucceeded { .. } => "step_succeeded",
+            EventKind::StepRejected { .. } => "step_rejected",
+            EventKind::StepStopped { .. } => "step_stopped",
+            EventKind::CaseFinished { .. } => "case_finished",
+            EventKind::IncidentOpened { .. } => "incident_opened",
+            _ => "other",
+        })
+        .collect()
+}
+
+fn registered() -> Value {
+    json!({
+        "child_personal_id": "001226123456",
+        "birth_extract_number": "TK-1",
+        "registration_number": "123/2026",
+        "registered_on": "2026-12-01"
+    })
+}
+
+#[test]
+fn a_new_case_calls_only_the_step_that_needs_nothing_with_its_watchdog_and_deadline() {
+    let (d, wf) = (decider(), birth());
+    let change = started(&d, &wf);
+    let steps: Vec<&str> = change.calls.iter().map(|c| c.step.as_str()).collect();
+    assert_eq!(steps, ["birth"]);
+    let call = &change.calls[0];
+    assert_eq!(call.url, "http://civil-status.test/v1/birth-registrations");
+    assert_eq!(
+        call.meta.idempotency_key,
+        idempotency_key(&change.case, "birth", 1)
+    );
+    assert_eq!(change.case.steps["birth"].status, StepStatus::Calling);
+    assert_eq!(change.case.steps["residence"].status, StepStatus::Pending);
+    let watchdog = change.case.timers["retry/birth"];
+    assert_eq!(watchdog, now() + jiff::SignedDuration::from_secs(15));
+    assert!(change.case.timers["deadline/birth"] > now());
+    assert_eq!(kinds(&change.tx.events), ["attempt_started"]);
+}
+
+/// A case whose birth the civil status registered a second after it started, moved on.
+fn registered_birth(d: &Decider, wf: &Arc<Workflow>) -> Change {
+    let (mut change, calls) = next(started(d, wf), 1);
+    d.apply_reply(
+        wf.step("birth").unwrap(),
+        &mut change,
+        &calls[0],
+        &reply(201, registered()),
+    );
+    d.progress(wf, &mut change);
+    change
+}
+
+#[test]
+fn a_registered_birth_starts_residence_and_card_together() {
+    let (d, wf) = (decider(), birth());
+    let change = registered_birth(&d, &wf);
+    let mut steps: Vec<&str> = change.calls.iter().map(|c| c.step.as_str()).collect();
+    steps.sort();
+    assert_eq!(steps, ["health_insurance", "residence"]);
+    assert_eq!(change.case.steps["birth"].status, StepStatus::Succeeded);
+    assert_eq!(
+        change.case.steps["birth"].output.as_ref().unwrap()["child_personal_id"],
+        "001226123456"
+    );
+    assert!(!change.case.timers.contains_key("retry/birth"));
+    let cleared: Vec<String> = change.tx.clear_timers.iter().map(|t| t.kind.id()).collect();
+    assert!(cleared.contains(&"retry/birth".to_owned()), "{cleared:?}");
+    assert_eq!(
+        kinds(&change.tx.events),
+        ["step_succeeded", "attempt_started", "attempt_started"]
+    );
+}
+
+/// Issue 33: a status URL is polled with the adapter's credentials, so only at the
+/// agency's own address; an absolute URL elsewhere, or a scheme-relative one, is an
+/// unexpected reply.
+#[test]
+fn a_status_url_away_from_the_agency_is_never_polled() {
+    let (d, wf) = (decider(), birth());
+    let card = wf.step("health_insurance").unwrap();
+    let polled = |status_url: &str| {
+        let (mut change, calls) = next(registered_birth(&d, &wf), 2);
+        let call = calls.iter().find(|c| c.step == "health_insurance").unwrap();
+        let accepted = json!({"status_url": status_url});
+        d.apply_reply(card, &mut change, call, &reply(202, accepted));
+        let s = &change.case.steps["health_insurance"];
+        (s.status, s.poll_url.clone())
+    };
+    assert_eq!(
+        polled("/v1/cards/1"),
+        (
+            StepStatus::Polling,
+            Some("http://social-security.test/v1/cards/1".into())
+        )
+    );
+    assert_eq!(
+        polled("http://social-security.test/v1/cards/2"),
+        (
+            StepStatus::Polling,
+            Some("http://social-security.test/v1/cards/2".into())
+        )
+    );
+    for away in [
+        "http://169.254.169.254/latest/meta-data/",
+        "//elsewhere.test/v1/cards/1",
+        "https://social-security.test/v1/cards/1",
+        "http://social-security.test:8080/v1/cards/1",
+    ] {
+        assert_eq!(polled(away), (StepStatus::Failed, None), "{away}");
+    }
+}
+
+/// Issue 33: an agency's `Retry-After` of any size neither panics (the reply task died,
+/// the case stuck with no incident) nor wraps to zero (a tight poll loop).
+#[test]
+fn a_huge_retry_after_neither_panics_nor_polls_at_once() {
+    let (d, wf) = (decider(), birth());
+    let change = registered_birth(&d, &wf);
+    let card = wf.step("health_insurance").unwrap();
+    let forever = Some(std::time::Duration::from_secs(u64::MAX));
+    let unavailable = Reply::answered(503, Map::new(), json!({}), forever);
+
+    let (mut change, calls) = next(change, 2);
+    let call = calls.iter().find(|c| c.step == "health_insurance").unwrap();
+    d.apply_reply(card, &mut change, call, &unavailable);
+    let s = &change.case.steps["health_insurance"];
+    let retry = change.case.timers.get("retry/health_insurance");
+    assert!(
+        s.status == StepStatus::Failed || retry.is_some_and(|t| *t > change.now),
+        "{:?} {retry:?}",
+        s.status
+    );
+
+    let change = registered_birth(&d, &wf);
+    let (mut change, calls) = next(change, 2);
+    let call = calls.iter().find(|c| c.step == "health_insurance").unwrap();
+    let accepted = json!({"status_url": "/v1/cards/1"});
+    d.apply_reply(card, &mut change, call, &reply(202, accepted));
+    let (mut change, _) = next(change, 3);
+    let mut poll = call.clone();
+    poll.poll = true;
+    d.apply_reply(card, &mut change, &poll, &unavailable);
+    let at = change.case.timers["poll/health_insurance"];
+    assert!(
+        at >= change.now + jiff::SignedDuration::from_secs(5),
+        "the next poll at {at}, now {}",
+        change.now
+    );
+}
+
+#[test]
+fn an_accepted_attempt_no_longer_shows_the_error_of_the_one_before() {
+    let (d, wf) = (decider(), birth());
+    let change = registered_birth(&d, &wf);
+    let card = wf.step("health_insurance").unwrap();
+    let (mut change, calls) = next(change, 2);
+    let call = calls.iter().find(|c| c.step == "health_insurance").unwrap();
+    d.apply_reply(card, &mut change, call, &reply(503, json!({})));
+    assert!(change.case.steps["health_insurance"].error.is_some());
+
+    let (mut change, _) = next(change, 3);
+    let retry = TimerKind::Retry {
+        step: "health_insurance".into(),
+    };
+    let timer = Timer {
+        case_id: change.case.id,
+        due_at: change.case.timers[&retry.id()],
+        kind: retry,
+    };
+    change.clear_fired(&timer);
+    d.on_timer(&wf, &mut change, &timer);
+    let (mut change, calls) = next(change, 4);
+    let accepted = json!({"status_url": "/v1/cards/1"});
+    d.apply_reply(card, &mut change, &calls[0], &reply(202, accepted));
+    let s = &change.case.steps["health_insurance"];
+    assert_eq!(s.status, StepStatus::Polling);
+    assert_eq!(
+        s.error, None,
+        "the 503 of attempt 1 is not the step's state now"
+    );
+}
+
+#[test]
+fn a_failure_backs_off_and_a_refusal_stops_the_case_with_the_steps_after_it() {
+    let (d, wf) = (decider(), birth());
+    let step = wf.step("birth").unwrap();
+    let (mut change, calls) = next(started(&d, &wf), 1);
+    d.apply_reply(step, &mut change, &calls[0], &reply(503, json!({})));
+    d.progress(&wf, &mut change);
+    assert_eq!(change.case.steps["birth"].status, StepStatus::Backoff);
+    assert!(change.calls.is_empty());
+    let retry_at = change.case.timers["retry/birth"];
+    assert!(retry_at >= change.now, "{retry_at}");
+    assert_eq!(kinds(&change.tx.events), ["attempt_failed"]);
+
+    // The retry timer comes due: attempt 2, same idempotency key.
+    let (mut change, _) = next(change, 2);
+    let timer = Timer {
+        case_id: change.case.id,
+        due_at: retry_at,
+        kind: TimerKind::Retry {
+            step: "birth".into(),
+        },
+    };
+    change.clear_fired(&timer);
+    d.on_timer(&wf, &mut change, &timer);
+    assert_eq!(change.calls.len(), 1);
+    assert_eq!(change.calls[0].attempt, 2);
+    assert_eq!(
+        change.calls[0].meta.idempotency_key,
+        calls[0].meta.idempotency_key
+    );
+
+    let (mut change, calls) = next(change, 3);
+    let refusal = json!({"reason_code": "PARENT_UNKNOWN", "message": "no such parent"});
+    d.apply_reply(step, &mut change, &calls[0], &reply(422, refusal));
+    d.progress(&wf, &mut change);
+    assert_eq!(change.case.status, CaseStatus::Rejected);
+    assert_eq!(change.case.steps["residence"].status, StepStatus::Stopped);
+    assert_eq!(
+        change.case.steps["health_insurance"].status,
+        StepStatus::Stopped
+    );
+    assert!(change.calls.is_empty());
+    assert!(change.case.timers.is_empty(), "{:?}", change.case.timers);
+    assert_eq!(
+        kinds(&change.tx.events),
+        [
+            "step_rejected",
+            "step_stopped",
+            "step_stopped",
+            "case_finished"
+        ]
+    );
+}
+
+#[test]
+fn a_missed_deadline_opens_an_incident_and_a_timer_of_an_unknown_step_changes_nothing() {
+    let (d, wf) = (decider(), birth());
+    let (mut change, _) = next(started(&d, &wf), 1);
+    let due = change.case.timers["deadline/birth"];
+    let timer = |kind| Timer {
+        case_id: change.case.id,
+        due_at: due,
+        kind,
+    };
+    let missed = timer(TimerKind::StepDeadline {
+        step: "birth".into(),
+    });
+    let unknown = [
+        timer(TimerKind::Retry {
+            step: "gone".into(),
+        }),
+        timer(TimerKind::Poll {
+            step: "gone".into(),
+        }),
+        timer(TimerKind::StepDeadline {
+            step: "gone".into(),
+        }),
+    ];
+    for t in &unknown {
+        d.on_timer(&wf, &mut change, t);
+    }
+    assert!(change.tx.events.is_empty() && change.calls.is_empty());
+    d.on_timer(&wf, &mut change, &missed);
+    assert_eq!(kinds(&change.tx.events), ["incident_opened"]);
+    assert_eq!(
+        change.case.incidents[0].reason,
+        IncidentReason::DeadlineMissed
+    );
+    assert_eq!(change.case.steps["birth"].status, StepStatus::Calling);
+}

@@ -1,0 +1,103 @@
+//! What a timer that came due means for a case: a retry, a poll, a watchdog, a deadline.
+
+use crate::adapters::http::Metadata;
+use crate::case::{CaseStatus, IncidentReason, StepStatus, Timer, TimerKind};
+use crate::engine::change::{Call, Change};
+use crate::workflow::definition::Workflow;
+use crate::workflow::spec::Method;
+
+use super::attempt::WATCHDOG_MARGIN;
+use super::progress::{Decider, idempotency_key};
+
+impl Decider {
+    /// A timer of the case came due (the change has already cleared it).
+    pub fn on_timer(&self, wf: &Workflow, change: &mut Change, timer: &Timer) {
+        match &timer.kind {
+            TimerKind::Retry { step } => {
+                let (Some(def), Some(s)) = (wf.step(step), change.case.steps.get(step)) else {
+                    return;
+                };
+                match s.status {
+                    StepStatus::Backoff => {
+                        let n = s.attempt + 1;
+                        self.attempt_or_hold(def, change, n);
+                    }
+                    StepStatus::WaitingForAgency if self.circuits.is_open(&s.agency) => {
+                        self.hold(def, change, false);
+                    }
+                    StepStatus::WaitingForAgency => self.release(def, change),
+                    StepStatus::Calling => {
+                        let error = "no reply was recorded within the timeout: the server stopped or the reply was lost".to_owned();
+                        self.retry_or_fail(def, change, error, None, None);
+                    }
+                    _ => {}
+                }
+            }
+            TimerKind::Poll { step } => {
+                let (Some(def), Some(s)) = (wf.step(step), change.case.steps.get(step)) else {
+                    return;
+                };
+                if s.status != StepStatus::Polling {
+                    return;
+                }
+                // Its agency is down: ask again at the next interval, without a call.
+                if self.circuits.is_open(&s.agency) {
+                    self.schedule_poll(def, change);
+                    return;
+                }
+                let Some(url) = s.poll_url.clone() else {
+                    return;
+                };
+                let (revision, attempt) = (s.revision, s.attempt);
+                let (agency, adapter) = (s.agency.clone(), s.adapter.clone());
+                let key = idempotency_key(&change.case, step, revision);
+                // If the process stops mid-poll, this timer polls again.
+                change.set_timer(
+                    TimerKind::Poll { step: step.clone() },
+                    change.now + def.timeout + WATCHDOG_MARGIN,
+                );
+                change.calls.push(Call {
+                    case_id: change.case.id,
+                    agency,
+                    adapter,
+                    step: step.clone(),
+                    revision,
+                    attempt,
+                    poll: true,
+                    method: Method::Get,
+                    url,
+                    headers: Vec::new(),
+                    body: None,
+                    meta: Metadata::new(change.case.id, key, uuid::Uuid::new_v4().to_string()),
+                    timeout: def.timeout,
+                    ready_at: change.began,
+                });
+            }
+            TimerKind::StepDeadline { step } => {
+                let Some(s) = change.case.steps.get(step) else {
+                    return;
+                };
+                if !s.status.is_final() {
+                    let message = format!(
+                        "step `{step}` missed its statutory deadline ({})",
+                        s.due_at.map(|d| d.to_string()).unwrap_or_default()
+                    );
+                    change.open_incident(Some(step), IncidentReason::DeadlineMissed, message);
+                }
+            }
+            TimerKind::CaseDeadline => {
+                if change.case.status == CaseStatus::Running {
+                    let message = format!(
+                        "the case missed its statutory deadline ({})",
+                        change
+                            .case
+                            .due_at
+                            .map(|d| d.to_string())
+                            .unwrap_or_default()
+                    );
+                    change.open_incident(None, IncidentReason::DeadlineMissed, message);
+                }
+            }
+        }
+    }
+}
