@@ -32,7 +32,7 @@ pub use shared_records::{
     ApiToken, Circuit, CircuitChange, CircuitState, Deprecation, Kind, Notification, Published,
     RegistryChange, Webhook,
 };
-pub use transaction::{CaseWrite, Transaction};
+pub use transaction::{CaseWrite, Checked, Grouping, Transaction};
 
 /// The version of the on-disk format. A store written by another format version is refused,
 /// unless it is one of [`UPGRADES_FROM`].

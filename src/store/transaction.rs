@@ -98,3 +98,157 @@ impl Transaction {
             || !self.delete_webhooks.is_empty()
     }
 }
+
+/// What a commit's checks read: a case's revision, an idempotency key, a claim, a circuit's
+/// version, the configuration version. Both backends group the commits waiting into one write
+/// (sled: one group of the writer; PostgreSQL: one transaction), checking each against the
+/// state before the group; two commits may share a group only if they read nothing in common,
+/// or the second would be checked against a state the first is changing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Checked {
+    Case(CaseId),
+    Key(String),
+    /// Claimed work, as named in a `Fenced` error.
+    Claim(String),
+    Circuit(String),
+    Config,
+}
+
+impl Transaction {
+    /// What this commit's checks read ([`Checked`]).
+    pub fn checked(&self) -> Vec<Checked> {
+        let config =
+            (self.changes_config() || self.expect_config.is_some()).then_some(Checked::Config);
+        self.cases
+            .iter()
+            .map(|c| Checked::Case(c.case.id))
+            .chain(
+                self.put_idempotency
+                    .iter()
+                    .map(|(k, _)| Checked::Key(k.clone())),
+            )
+            .chain(
+                self.fences
+                    .iter()
+                    .map(|f| Checked::Claim(f.work.to_string())),
+            )
+            .chain(
+                self.put_circuits
+                    .iter()
+                    .map(|c| Checked::Circuit(c.agency.clone())),
+            )
+            .chain(config)
+            .collect()
+    }
+}
+
+/// Commits grouped into one write as they wait, in order: each joins the group unless it reads
+/// what a commit already in it reads ([`Transaction::checked`]); the first that does ends the
+/// group and starts the next. What sled's writer and PostgreSQL's batches both follow.
+#[derive(Debug, Default)]
+pub struct Grouping {
+    taken: std::collections::HashSet<Checked>,
+}
+
+impl Grouping {
+    /// Whether a commit that reads `checked` may join the group; if so, it has joined.
+    pub fn join(&mut self, checked: &[Checked]) -> bool {
+        if checked.iter().any(|c| self.taken.contains(c)) {
+            return false;
+        }
+        self.taken.extend(checked.iter().cloned());
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::{CaseStatus, Timer, TimerKind};
+
+    fn case(id: CaseId) -> CaseWrite {
+        CaseWrite {
+            case: Case {
+                id,
+                workflow: "w".into(),
+                version: 1,
+                status: CaseStatus::Running,
+                input: serde_json::Value::Null,
+                business_keys: Default::default(),
+                started_at: jiff::Timestamp::UNIX_EPOCH,
+                started_on: "2026-12-01".parse().unwrap(),
+                due_at: None,
+                finished_at: None,
+                reason: None,
+                steps: Default::default(),
+                incidents: Vec::new(),
+                timers: Default::default(),
+                next_seq: 0,
+                tallies: Vec::new(),
+                traceparent: None,
+                rev: 0,
+            },
+            expected_rev: Some(1),
+        }
+    }
+
+    /// The rule both backends' group commit follows, stated once.
+    #[test]
+    fn commits_that_read_the_same_case_key_claim_circuit_or_configuration_go_apart() {
+        let (a, b) = (CaseId::now_v7(), CaseId::now_v7());
+        let timer = Timer {
+            case_id: a,
+            due_at: jiff::Timestamp::UNIX_EPOCH,
+            kind: TimerKind::Retry { step: "s".into() },
+        };
+        let fenced = Transaction {
+            fences: vec![Fence {
+                work: crate::store::Work::Timer(timer),
+                epoch: 3,
+            }],
+            ..Transaction::default()
+        };
+        let of_case = |id| Transaction {
+            cases: vec![case(id)],
+            ..Transaction::default()
+        };
+        let keyed = Transaction {
+            put_idempotency: vec![(
+                "k".into(),
+                IdempotencyRecord {
+                    fingerprint: "f".into(),
+                    made: crate::case::Made::Case { case_id: b },
+                },
+            )],
+            ..Transaction::default()
+        };
+        let registers = Transaction {
+            delete_webhooks: vec!["h".into()],
+            ..Transaction::default()
+        };
+        let checks_config = Transaction {
+            expect_config: Some(4),
+            ..Transaction::default()
+        };
+        let counts_only = Transaction {
+            counts: vec![("n".into(), 1)],
+            ..Transaction::default()
+        };
+        let mut group = Grouping::default();
+        for (tx, joins) in [
+            (&of_case(a), true),
+            (&of_case(b), true),
+            (&fenced, true),
+            (&keyed, true),
+            (&registers, true),
+            (&counts_only, true),
+            (&counts_only, true),
+            (&of_case(a), false),
+            (&fenced, false),
+            (&keyed, false),
+            (&checks_config, false),
+        ] {
+            assert_eq!(group.join(&tx.checked()), joins, "{:?}", tx.checked());
+        }
+    }
+}

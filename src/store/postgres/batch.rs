@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::commit::{Encoded, Failed, apply};
 use super::open::{Counters, Place};
-use crate::store::StoreError;
+use crate::store::{Grouping, StoreError};
 
 /// The most commits one transaction carries.
 const MAX_BATCH: usize = 64;
@@ -127,14 +127,14 @@ impl Workers {
 /// that may not (returned apart, for the next batch).
 fn gather(first: Pending, queue: &mut mpsc::Receiver<Pending>) -> (Vec<Pending>, Option<Pending>) {
     let alone = first.0.alone();
-    let mut taken: Vec<String> = first.0.depends_on().collect();
+    let mut grouping = Grouping::default();
+    grouping.join(&first.0.checked);
     let mut batch = vec![first];
     while !alone && batch.len() < MAX_BATCH {
         let Ok(next) = queue.try_recv() else { break };
-        if next.0.alone() || next.0.depends_on().any(|d| taken.contains(&d)) {
+        if next.0.alone() || !grouping.join(&next.0.checked) {
             return (batch, Some(next));
         }
-        taken.extend(next.0.depends_on());
         batch.push(next);
     }
     (batch, None)

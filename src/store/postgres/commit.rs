@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::open::Place;
 use crate::case::CaseId;
-use crate::store::{StoreError, Transaction, Work};
+use crate::store::{Checked, StoreError, Transaction, Work};
 
 /// A statement parameter.
 type Param<'a> = &'a (dyn ToSql + Sync);
@@ -134,6 +134,8 @@ const REGISTERING: &str = "LOCK TABLE feed_unsealed IN SHARE ROW EXCLUSIVE MODE"
 /// own (a commit runs to its end even if its caller goes away).
 #[derive(Default)]
 pub(super) struct Encoded {
+    /// What its checks read: what decides which commits share a transaction.
+    pub(super) checked: Vec<Checked>,
     fenced_timers: Vec<(Uuid, String, i64, i64, String)>,
     fenced_webhooks: Vec<(String, i64, String)>,
     expect_config: Option<i64>,
@@ -184,6 +186,7 @@ impl Encoded {
         let mut e = Encoded {
             expect_config: tx.expect_config.map(|v| v as i64),
             changes_config: tx.changes_config(),
+            checked: tx.checked(),
             ..Encoded::default()
         };
         for fence in &tx.fences {
@@ -290,17 +293,6 @@ impl Encoded {
     /// against the one version, so two cannot share a transaction.
     pub(super) fn alone(&self) -> bool {
         self.changes_config || self.expect_config.is_some()
-    }
-
-    /// What this commit's checks depend on (its cases, keys and claims): two commits that share
-    /// none may be checked in one transaction.
-    pub(super) fn depends_on(&self) -> impl Iterator<Item = String> + '_ {
-        let cases = self.cases.iter().map(|c| c.id.to_string());
-        let keys = self.idempotency.iter().map(|(k, _)| format!("key {k}"));
-        let timers = self.fenced_timers.iter().map(|f| f.4.clone());
-        let hooks = self.fenced_webhooks.iter().map(|f| f.2.clone());
-        let circuits = self.circuits.iter().map(|c| format!("circuit {}", c.0));
-        cases.chain(keys).chain(timers).chain(hooks).chain(circuits)
     }
 }
 

@@ -13,7 +13,7 @@ use super::keys::{
     WEBHOOKS, definition_key, event_key, index_key, keyed, timer_key, timer_value,
 };
 use crate::case::CaseId;
-use crate::store::{StoreError, Transaction, Work};
+use crate::store::{Checked, StoreError, Transaction, Work};
 
 /// A commit encoded and ready for the writer: everything but the checks, which need the
 /// stored state at the moment of writing.
@@ -40,6 +40,8 @@ pub(super) struct Prepared {
     fences: Vec<(Vec<u8>, u64, bool, String)>,
     expect_config: Option<u64>,
     changes_config: bool,
+    /// What its checks read: what decides which commits share a group.
+    pub(super) checked: Vec<Checked>,
 }
 
 /// What the writer numbers as it goes: the next feed position and the configuration version.
@@ -80,6 +82,7 @@ impl Prepared {
                 .collect(),
             expect_config: tx.expect_config,
             changes_config: tx.changes_config(),
+            checked: tx.checked(),
             ..Prepared::default()
         };
         for write in &tx.cases {
@@ -163,19 +166,6 @@ impl Prepared {
             ));
         }
         p
-    }
-
-    /// The case ids, idempotency keys, claimed work, circuits and configuration this commit's
-    /// checks depend on: two commits that share none can be checked against the same stored
-    /// state and written in one batch.
-    pub(super) fn depends_on(&self) -> impl Iterator<Item = &[u8]> {
-        let cases = self.cases.iter().map(|c| c.id.as_bytes().as_slice());
-        let config = (self.changes_config || self.expect_config.is_some()).then_some(CONFIG);
-        cases
-            .chain(self.idempotency.iter().map(|(_, key, _)| key.as_slice()))
-            .chain(self.fences.iter().map(|(key, ..)| key.as_slice()))
-            .chain(self.circuits.iter().map(|(_, key, ..)| key.as_slice()))
-            .chain(config)
     }
 
     /// Checks this commit against the stored state and the claims and adds its writes to

@@ -1,6 +1,6 @@
 //! The writer and syncer threads: group commit.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, mpsc};
@@ -16,7 +16,7 @@ use super::journal;
 use super::keys::TIMERS;
 use super::open::{Live, Opened};
 use super::write_stop::{WriteStop, probe};
-use crate::store::StoreError;
+use crate::store::{Grouping, StoreError};
 
 /// A commit on its way to the writer, and where its outcome goes.
 pub(super) type Pending = (Prepared, oneshot::Sender<Result<(), StoreError>>);
@@ -95,14 +95,13 @@ impl Writer {
             let path = self.path.as_path();
             let mut writes = Vec::new();
             let mut counts = BTreeMap::new();
-            let mut claimed: HashSet<Vec<u8>> = HashSet::new();
+            let mut grouping = Grouping::default();
             let mut passed = Vec::new();
             for (prepared, answer) in waiting {
-                if prepared.depends_on().any(|c| claimed.contains(c)) {
+                if !grouping.join(&prepared.checked) {
                     carried = Some((prepared, answer));
                     break;
                 }
-                claimed.extend(prepared.depends_on().map(<[u8]>::to_vec));
                 let tally = &mut self.tally;
                 match prepared.check_into(data, path, &self.claims, &mut writes, &mut counts, tally)
                 {
