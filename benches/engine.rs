@@ -108,6 +108,10 @@ struct Args {
     /// Only the listings, on a sled store holding this many birth cases.
     #[arg(long)]
     listings: Option<usize>,
+    /// A portal's webhook registered for the throughput run (a receiver in this process that
+    /// acknowledges each notification): the feed written, sealed and delivered as cases run.
+    #[arg(long)]
+    webhook: bool,
     /// Cargo passes `--bench`; nothing to do with it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -547,6 +551,25 @@ async fn submit_on(
     .await?
 }
 
+/// A portal's webhook receiver on the load's runtime that acknowledges every notification and
+/// counts them; its URL.
+async fn webhook_receiver(
+    load: &Handle,
+    delivered: Arc<std::sync::atomic::AtomicUsize>,
+) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/events", listener.local_addr()?);
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move || {
+            delivered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { axum::http::StatusCode::NO_CONTENT }
+        }),
+    );
+    load.spawn(axum::serve(listener, app).into_future());
+    Ok(url)
+}
+
 async fn throughput<S: Store + Clone>(
     args: &Args,
     load: &Handle,
@@ -570,6 +593,18 @@ async fn throughput<S: Store + Clone>(
     let http = support::client_with(&admin);
     support::set_callback_token(&http, &agencies["police"], &police).await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let delivered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    if args.webhook {
+        let receiver = webhook_receiver(load, delivered.clone()).await?;
+        let reply = http
+            .post(format!("{}/v1/webhooks", urls[0]))
+            .json(&json!({"url": receiver}))
+            .send()
+            .await?;
+        if reply.status().as_u16() != 201 {
+            bail!("registering the webhook: {}", reply.status());
+        }
+    }
     // Issuing the tokens moved the configuration version: every node reloads its definitions
     // within a poll. Out of the measured run.
     tokio::time::sleep(civicflow::app::CONFIG_POLL * 2).await;
@@ -594,6 +629,24 @@ async fn throughput<S: Store + Clone>(
     }
     callgrind("--dump=throughput")?;
     let cores = (cpu_seconds()? - cpu_before) / wall.elapsed().as_secs_f64();
+    let ended = Instant::now();
+    if args.webhook {
+        // Three step results and the end of every case.
+        let expected = 4 * args.cases;
+        while delivered.load(std::sync::atomic::Ordering::SeqCst) < expected {
+            if ended.elapsed() > Duration::from_secs(300) {
+                bail!(
+                    "the webhook took {} of {expected} notifications",
+                    delivered.load(std::sync::atomic::Ordering::SeqCst)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!(
+            "webhook: {expected} notifications delivered, the last {:.2} s after the last case ended",
+            ended.elapsed().as_secs_f64()
+        );
+    }
     let engine_after = engine_cpu_seconds()?;
     let engine_cpu = (
         engine_after.0 - engine_before.0,
