@@ -48,27 +48,10 @@ async fn kill_9_loses_nothing_and_repeats_nothing() {
         tokio::spawn(async move {
             let mut accepted = BTreeMap::new();
             for i in 0..CASES {
-                let body = json!({
-                    "workflow": "birth-registration",
-                    "input": birth_input(&format!("GCS-CRASH-{i}"))
-                });
-                loop {
-                    let sent = http
-                        .post(format!("{url}/v1/cases"))
-                        .header("idempotency-key", format!("crash-{i}"))
-                        .json(&body)
-                        .timeout(Duration::from_secs(5))
-                        .send()
-                        .await;
-                    if let Ok(r) = sent
-                        && r.status().is_success()
-                    {
-                        let case: Value = r.json().await.unwrap();
-                        accepted.insert(i, case["id"].as_str().unwrap().to_owned());
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                let input = birth_input(&format!("GCS-CRASH-{i}"));
+                let key = format!("crash-{i}");
+                let id = support::start_retrying(&http, &url, &key, input).await;
+                accepted.insert(i, id);
                 if i % 4 == 0 {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }

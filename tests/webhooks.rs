@@ -424,28 +424,6 @@ async fn a_registration_retried_under_its_idempotency_key_registers_one_webhook(
     );
 }
 
-/// Starts a birth case as the portal does while the server may be down: the same request,
-/// under the same Idempotency-Key, until a node answers. Returns the case id.
-async fn start_retrying(portal: &reqwest::Client, url: &str, key: &str) -> String {
-    let body = json!({"workflow": "birth-registration", "input": birth_input(key)});
-    loop {
-        let sent = portal
-            .post(format!("{url}/v1/cases"))
-            .header("idempotency-key", key)
-            .json(&body)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await;
-        if let Ok(r) = sent
-            && r.status().is_success()
-        {
-            let case: Value = r.json().await.unwrap();
-            return case["id"].as_str().unwrap().to_owned();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// How many distinct cases' ends the receiver has taken.
 fn ends_seen(receiver: &Mutex<Receiver>) -> usize {
     let seen = &receiver.lock().unwrap().seen;
@@ -494,7 +472,8 @@ async fn every_notification_arrives_across_kills_under_load_and_after_idle_trims
             .map(|i| {
                 let (portal, url) = (portal.clone(), url.clone());
                 tokio::spawn(async move {
-                    start_retrying(&portal, &url, &format!("HOOK-KILL-{round}-{i}")).await
+                    let key = format!("HOOK-KILL-{round}-{i}");
+                    support::start_retrying(&portal, &url, &key, birth_input(&key)).await
                 })
             })
             .collect();

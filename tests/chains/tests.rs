@@ -434,11 +434,11 @@ async fn a_repeated_callback_is_acknowledged_once_and_changes_nothing() {
     assert_eq!(event_types(&server, &id).await, before);
 }
 
-#[tokio::test]
-async fn an_overlong_business_key_is_refused_naming_the_key() {
-    let server = Server::start_on(BACKEND);
-    let mut input = birth_input("GCS-LONG");
-    input["dossier_number"] = json!("G".repeat(300));
+/// Starts a birth case of certificate `certificate` with dossier number `dossier`, which must
+/// be refused as invalid input: the refusal's message.
+async fn refused_dossier(server: &Server, certificate: &str, dossier: &str) -> String {
+    let mut input = birth_input(certificate);
+    input["dossier_number"] = json!(dossier);
     let (status, body) = server
         .post(
             "/v1/cases",
@@ -446,9 +446,15 @@ async fn an_overlong_business_key_is_refused_naming_the_key() {
             None,
         )
         .await;
-    assert_eq!(status, 422, "{body}");
+    assert_eq!(status, 422, "{dossier:?}: {body}");
     assert_eq!(body["error"]["code"], "invalid_input");
-    let message = body["error"]["message"].as_str().unwrap();
+    body["error"]["message"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_overlong_business_key_is_refused_naming_the_key() {
+    let server = Server::start_on(BACKEND);
+    let message = refused_dossier(&server, "GCS-LONG", &"G".repeat(300)).await;
     assert!(message.contains("`dossier` is 300 bytes"), "{message}");
 }
 
@@ -461,18 +467,7 @@ async fn a_business_key_with_a_control_character_is_refused_naming_the_key() {
         .into_iter()
         .enumerate()
     {
-        let mut input = birth_input(&format!("GCS-NUL-{n}"));
-        input["dossier_number"] = json!(dossier);
-        let (status, body) = server
-            .post(
-                "/v1/cases",
-                &json!({"workflow": "birth-registration", "input": input}),
-                None,
-            )
-            .await;
-        assert_eq!(status, 422, "{dossier:?}: {body}");
-        assert_eq!(body["error"]["code"], "invalid_input");
-        let message = body["error"]["message"].as_str().unwrap();
+        let message = refused_dossier(&server, &format!("GCS-NUL-{n}"), dossier).await;
         assert!(
             message.contains("`dossier`") && message.contains("control character"),
             "{message}"

@@ -449,6 +449,28 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Starts a birth case with `input` as a portal does while the server may be down or
+/// restarting: the same request, under Idempotency-Key `key`, until it is accepted. The case id.
+pub async fn start_retrying(http: &reqwest::Client, url: &str, key: &str, input: Value) -> String {
+    let body = json!({"workflow": "birth-registration", "input": input});
+    loop {
+        let sent = http
+            .post(format!("{url}/v1/cases"))
+            .header("idempotency-key", key)
+            .json(&body)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if let Ok(r) = sent
+            && r.status().is_success()
+        {
+            let case: Value = r.json().await.unwrap();
+            return case["id"].as_str().unwrap().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The mock agencies in the test's own process, so their records and effect counters outlive
 /// every stop of the server; and the `--agency NAME=URL` arguments that point a server at them.
 pub async fn mocks_in_test(seed: u64) -> (civicflow_mocks::RunningMocks, Vec<String>) {
