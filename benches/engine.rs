@@ -26,8 +26,7 @@
 //! and the disk bytes per case.
 //! Under callgrind, `CIVICFLOW_BENCH_CALLGRIND=1` zeroes the counters when the throughput run
 //! starts and dumps them (`callgrind.out.<pid>.<n>`, "throughput") when its last case ends, so
-//! the figures leave out start-up (the definitions compiled, twice: a token issued moves the
-//! configuration version) and the drain.
+//! the figures leave out start-up (the definitions compiled) and the drain.
 //! `-- --outage 60` runs only an outage of the police of that many seconds while
 //! `--outage-cases` new cases are started, `--outage-rate` a second from 5 s before it, once
 //! with the agencies' circuits and once without, and reports the calls the outage met, the
@@ -605,8 +604,8 @@ async fn throughput<S: Store + Clone>(
             bail!("registering the webhook: {}", reply.status());
         }
     }
-    // Issuing the tokens moved the configuration version: every node reloads its definitions
-    // within a poll. Out of the measured run.
+    // A webhook's registration moves the configuration version: every node reloads its
+    // definitions within a poll. Out of the measured run.
     tokio::time::sleep(civicflow::app::CONFIG_POLL * 2).await;
     let committed = || -> u64 {
         nodes
