@@ -505,26 +505,8 @@ async fn three_nodes_lose_nothing_and_repeat_nothing_while_they_are_killed() {
 
     // The webhook got every case's three step results and its end, first deliveries in order,
     // and a delivery id never carried two notifications.
-    let inbox = inbox.lock().unwrap();
-    let mut first_seen = Vec::new();
-    let mut bodies: HashMap<u64, &Value> = HashMap::new();
-    let mut by_case: HashMap<String, Vec<String>> = HashMap::new();
-    for (id, n) in inbox.iter() {
-        if let Some(before) = bodies.insert(*id, n) {
-            assert_eq!(before, n, "delivery id {id} carried two notifications");
-            continue;
-        }
-        first_seen.push(*id);
-        let kind = format!(
-            "{} {}",
-            n["type"].as_str().unwrap(),
-            n["step"].as_str().unwrap_or("")
-        );
-        by_case
-            .entry(n["case_id"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(kind);
-    }
+    let taken = inbox.lock().unwrap().clone();
+    let (first_seen, by_case) = support::first_deliveries(taken);
     assert!(
         first_seen.windows(2).all(|w| w[0] < w[1]),
         "notifications in feed order"

@@ -62,10 +62,7 @@ async fn nodes_migrating_at_once_take_turns() {
 async fn a_database_migrated_by_a_newer_civicflow_is_refused_by_name() {
     let url = pg::fresh_url().await;
     PgStore::migrate(&url).await.unwrap();
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = raw_client(&url).await;
     let newer = i32::try_from(SCHEMA_VERSION + 1).unwrap();
     client
         .execute(
@@ -125,10 +122,7 @@ async fn history_lands_in_the_partition_of_the_month_its_case_started() {
         },
     ));
     store.commit(&tx).await.unwrap();
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = raw_client(&url).await;
     let month = jiff::Timestamp::now().strftime("events_%Y_%m").to_string();
     let count = |table: String| {
         let client = &client;
@@ -155,10 +149,7 @@ async fn a_case_written_before_the_binary_record_reads_and_is_rewritten_binary()
     let store = PgStore::connect(&url, options).await.unwrap();
     let mut c = conformance::case("birth-registration", "001190123456");
     store.commit(&conformance::create(&c)).await.unwrap();
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = raw_client(&url).await;
     // The row as a civicflow of schema version 4 wrote it: compressed JSON, format 1.
     let old = lz4_flex::block::compress_prepend_size(&serde_json::to_vec(&c).unwrap());
     client

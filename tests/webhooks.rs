@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -513,29 +512,10 @@ async fn every_notification_arrives_across_kills_under_load_and_after_idle_trims
     }
 
     let seen = receiver.lock().unwrap().seen.clone();
-    let mut bodies: BTreeMap<u64, Value> = BTreeMap::new();
-    let mut first_seen: Vec<u64> = Vec::new();
-    let mut by_case: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (id, _, body) in &seen {
-        let id: u64 = id.parse().unwrap();
-        let mut n: Value = serde_json::from_str(body).unwrap();
-        n.as_object_mut().unwrap().remove("id");
-        if let Some(before) = bodies.get(&id) {
-            assert_eq!(before, &n, "delivery id {id} carried two notifications");
-            continue;
-        }
-        first_seen.push(id);
-        let kind = format!(
-            "{} {}",
-            n["type"].as_str().unwrap(),
-            n["step"].as_str().unwrap_or("")
-        );
-        by_case
-            .entry(n["case_id"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(kind);
-        bodies.insert(id, n);
-    }
+    let (first_seen, by_case) = support::first_deliveries(
+        seen.iter()
+            .map(|(id, _, body)| (id.parse().unwrap(), serde_json::from_str(body).unwrap())),
+    );
     assert!(
         first_seen.windows(2).all(|w| w[0] < w[1]),
         "delivery ids move back: {first_seen:?}"

@@ -85,10 +85,10 @@ pub fn without_token<S>(state: &AppState<S>, extensions: &Extensions) -> Result<
 /// operators' page spends the budget of the token it was signed in with, so the page and the
 /// API share one. `Err` (429) once it is spent.
 pub fn spend<S>(state: &AppState<S>, token: &ApiToken) -> Result<(), ApiError> {
-    let holder = token.session_of.as_deref().unwrap_or(&token.id);
+    let holder = token.session_of.as_ref().unwrap_or(&token.id);
     state
         .limiter
-        .check_key(&holder.to_owned())
+        .check_key(holder)
         .map_err(|not_until| too_many(format!("too many requests with token {holder}"), not_until))
 }
 

@@ -55,15 +55,20 @@ impl Attempt {
         }
     }
 
-    /// Whether the step is still at this try: a reply to an earlier one is not used.
     fn is_current(&self, s: &StepState) -> bool {
-        let expected = if self.poll {
-            StepStatus::Polling
-        } else {
-            StepStatus::Calling
-        };
-        s.revision == self.revision && s.attempt == self.attempt && s.status == expected
+        is_current(s, self.revision, self.attempt, self.poll)
     }
+}
+
+/// Whether step `s` is still at the try a call made (`revision`, `attempt`, a poll or not): a
+/// reply to an earlier one is not used.
+fn is_current(s: &StepState, revision: u32, attempt: u32, poll: bool) -> bool {
+    let expected = if poll {
+        StepStatus::Polling
+    } else {
+        StepStatus::Calling
+    };
+    s.revision == revision && s.attempt == attempt && s.status == expected
 }
 
 /// The message a panic carried, as text.
@@ -255,7 +260,7 @@ impl<S: Store + Clone> Engine<S> {
             let Some(s) = case.steps.get(&call.step) else {
                 return Ok(None);
             };
-            if !Attempt::of(call).is_current(s) {
+            if !is_current(s, call.revision, call.attempt, call.poll) {
                 return Ok(None);
             }
             let rev = case.rev;

@@ -449,6 +449,37 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The notifications a portal's receiver took, `(delivery id, body)` in arrival order, read as
+/// their first deliveries: the ids in the order they first came, and each case's notifications
+/// (`type step`) in that order. A delivery id that carried two notifications fails the test.
+pub fn first_deliveries(
+    taken: impl IntoIterator<Item = (u64, Value)>,
+) -> (Vec<u64>, BTreeMap<String, Vec<String>>) {
+    let mut bodies: BTreeMap<u64, Value> = BTreeMap::new();
+    let mut first_seen = Vec::new();
+    let mut by_case: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, mut n) in taken {
+        // The body carries its id as well; a repeat is the same notification under it.
+        n.as_object_mut().unwrap().remove("id");
+        if let Some(before) = bodies.get(&id) {
+            assert_eq!(before, &n, "delivery id {id} carried two notifications");
+            continue;
+        }
+        first_seen.push(id);
+        let kind = format!(
+            "{} {}",
+            n["type"].as_str().unwrap(),
+            n["step"].as_str().unwrap_or("")
+        );
+        by_case
+            .entry(n["case_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(kind);
+        bodies.insert(id, n);
+    }
+    (first_seen, by_case)
+}
+
 /// Starts a birth case with `input` as a portal does while the server may be down or
 /// restarting: the same request, under Idempotency-Key `key`, until it is accepted. The case id.
 pub async fn start_retrying(http: &reqwest::Client, url: &str, key: &str, input: Value) -> String {
