@@ -134,6 +134,7 @@ fn describe(op: Operation) -> &'static str {
         Operation::ReadAgencies => "read the agencies' circuits",
         Operation::SetCircuit => "open or close an agency's circuit",
         Operation::Backup => "take a backup of the store",
+        Operation::Extend => "give a case a new date",
     }
 }
 

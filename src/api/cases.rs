@@ -17,7 +17,9 @@ use super::auth::Caller;
 use super::{ApiError, AppState, ErrorBody};
 use crate::auth::Operation;
 use crate::case::masking::{Personal, mask_all, mask_numbers, mask_prose, mask_text};
-use crate::case::{Case, CaseId, CaseStatus, Event, Incident, Rejection, StepStatus};
+use crate::case::{
+    Case, CaseId, CaseStatus, Event, Extension, Incident, LifeEvent, Rejection, StepStatus,
+};
 use crate::engine::StartError;
 use crate::store::query::{self, CaseFilter, QueryError};
 use crate::store::{Order, Store};
@@ -81,7 +83,8 @@ pub async fn start<S: Store + Clone>(
             .with_fields(violations),
             StartError::BusinessKey { .. }
             | StartError::BusinessKeyTooLong { .. }
-            | StartError::BusinessKeyControl { .. } => ApiError::new(
+            | StartError::BusinessKeyControl { .. }
+            | StartError::LifeEvent(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_input",
                 e.to_string(),
@@ -337,6 +340,8 @@ fn summary(case: &Case, unmasked: bool) -> Value {
         "business_keys": business_keys(case, unmasked),
         "started_at": case.started_at,
         "due_at": case.due_at,
+        "extended": case.deadlines.extension.is_some(),
+        "tier": case.deadlines.life_event.as_ref().map(|l| l.tier),
         "finished_at": case.finished_at,
         "incidents": case.incidents.len(),
     })
@@ -359,11 +364,20 @@ pub struct CaseView {
     business_keys: BTreeMap<String, String>,
     #[schema(value_type = String, format = DateTime)]
     started_at: Timestamp,
-    /// The case's statutory due time.
+    /// The case's statutory due time in force: the new date's close once extended.
     #[schema(value_type = Option<String>, format = DateTime)]
     due_at: Option<Timestamp>,
     #[schema(value_type = Option<String>, format = DateTime)]
     finished_at: Option<Timestamp>,
+    /// The life event's date, the legal limit from it, and the case's tier (`on_time`, `late`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    life_event: Option<LifeEvent>,
+    /// The apology and new date the case was given (once), with its reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extension: Option<Extension>,
+    /// Overdue steps (`*`: the case) and to whom each was escalated.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    escalated: BTreeMap<String, String>,
     steps: BTreeMap<String, StepView>,
     /// Open incidents: what needs a person.
     incidents: Vec<Incident>,
@@ -503,6 +517,12 @@ pub fn view(case: &Case, reader: Reader<'_>) -> Value {
         started_at: case.started_at,
         due_at: case.due_at,
         finished_at: case.finished_at,
+        life_event: case.deadlines.life_event.clone(),
+        extension: case.deadlines.extension.as_ref().map(|e| Extension {
+            reason: reader.prose(&e.reason),
+            ..e.clone()
+        }),
+        escalated: case.deadlines.escalated.clone(),
         steps,
         incidents,
     })

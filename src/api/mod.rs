@@ -7,6 +7,7 @@
 mod agencies;
 mod auth;
 mod callbacks;
+mod deadlines;
 mod cases;
 mod error;
 mod json;
@@ -84,8 +85,10 @@ pub fn router<S: Store + Clone>(
         .route("/v1/cases", post(cases::start::<S>).get(cases::list::<S>))
         .route("/v1/cases/{id}", get(cases::show::<S>))
         .route("/v1/cases/{id}/history", get(cases::history::<S>))
+        .route("/v1/cases/{id}/extension", post(deadlines::extend::<S>))
         .route("/v1/cases/{id}/{action}", post(operators::act::<S>))
         .route("/v1/incidents", get(operators::incidents::<S>))
+        .route("/v1/deadlines", get(deadlines::list::<S>))
         .route("/v1/bulk/retry", post(operators::bulk_retry::<S>))
         .route("/v1/kpis", get(kpis::read::<S>))
         .route("/v1/store/backup", get(store::backup::<S>))

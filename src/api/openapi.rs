@@ -6,7 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    agencies, callbacks, cases, error, kpis, metrics, operators, registry, store, tokens, webhooks,
+    agencies, callbacks, cases, deadlines, error, kpis, metrics, operators, registry, store, tokens,
+    webhooks,
 };
 
 #[derive(OpenApi)]
@@ -21,6 +22,7 @@ use super::{
         cases::start, cases::list, cases::show, cases::history,
         operators::incidents, operators::act,
         operators::bulk_retry,
+        deadlines::extend, deadlines::list,
         kpis::read, metrics::read,
         agencies::list, agencies::show, agencies::set,
         store::backup,

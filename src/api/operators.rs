@@ -211,7 +211,7 @@ fn required(code: &'static str, field: &str, message: &str) -> ApiError {
     ])
 }
 
-fn action_error(e: ActionError) -> ApiError {
+pub fn action_error(e: ActionError) -> ApiError {
     match e {
         ActionError::UnknownCase(id) => unknown_case(id),
         ActionError::UnknownStep { .. } => {
@@ -237,6 +237,7 @@ fn action_error(e: ActionError) -> ApiError {
             "invalid_data",
             e.to_string(),
         ),
+        ActionError::Extension(e) => super::deadlines::extension_error(e),
         ActionError::ShuttingDown => ApiError::unavailable(),
         ActionError::Missing(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -62,6 +62,9 @@ pub enum Operation {
     SetCircuit,
     /// Take a copy of the whole store (admin).
     Backup,
+    /// Give a case its apology and new date; the workflow says which of these roles may
+    /// (`extension.granted_by`, supervisors by default), an admin always may.
+    Extend,
 }
 
 impl Role {
@@ -89,6 +92,7 @@ impl Role {
                     | ReadKpis
                     | ReadAgencies
                     | SetCircuit
+                    | Extend
             ),
             Role::Supervisor => matches!(
                 op,
@@ -103,8 +107,12 @@ impl Role {
                     | ReadKpis
                     | ReadAgencies
                     | SetCircuit
+                    | Extend
             ),
-            Role::Agency(_) => matches!(op, Callback | ReadRegistry | Publish | TestAdapter),
+            Role::Agency(_) => matches!(
+                op,
+                Callback | ReadRegistry | Publish | TestAdapter | Extend
+            ),
             Role::Admin => op != Callback,
             Role::Metrics => op == ReadMetrics,
         }

@@ -53,6 +53,22 @@ pub fn vietnam_time() -> TimeZone {
     TimeZone::fixed(Offset::constant(7))
 }
 
+/// The last day still in time for a due time: a deadline of working days closes at midnight,
+/// which is the start of the next day.
+pub fn due_day(due: Timestamp) -> Date {
+    (due - jiff::SignedDuration::from_nanos(1))
+        .to_zoned(vietnam_time())
+        .date()
+}
+
+/// The close (midnight, Vietnam time) of `day`: a new date's due time.
+pub fn close_of(day: Date) -> Result<Timestamp, CalendarError> {
+    day.tomorrow()
+        .and_then(|d| d.to_zoned(vietnam_time()))
+        .map(|z| z.timestamp())
+        .map_err(|e| CalendarError::Invalid(e.to_string()))
+}
+
 impl Calendar {
     pub fn parse(text: &str) -> Result<Calendar, CalendarError> {
         let file: File =
@@ -125,6 +141,37 @@ impl Calendar {
             }
         }
         Ok(n)
+    }
+
+    /// When the reminder `n` working days before `due` goes out: at the start (midnight,
+    /// Vietnam time) of the n-th working day before the due day, so that the day before the due
+    /// day, the last on which the decree still allows an apology and a new date, is among
+    /// those the reminder leaves.
+    pub fn reminder(&self, due: Timestamp, n: u32) -> Result<Timestamp, CalendarError> {
+        let tz = vietnam_time();
+        let mut day = due_day(due);
+        let mut left = n;
+        while left > 0 {
+            day = day
+                .yesterday()
+                .map_err(|e| CalendarError::Invalid(e.to_string()))?;
+            if self.is_working_day(day)? {
+                left -= 1;
+            }
+        }
+        day.to_zoned(tz)
+            .map(|z| z.timestamp())
+            .map_err(|e| CalendarError::Invalid(e.to_string()))
+    }
+
+    /// The close of the `n`-th working day after the day `due` closes: how far an extension of
+    /// `n` working days may reach.
+    pub fn after_due(&self, due: Timestamp, n: u32) -> Result<Timestamp, CalendarError> {
+        let last = due_day(due)
+            .to_zoned(vietnam_time())
+            .map_err(|e| CalendarError::Invalid(e.to_string()))?
+            .timestamp();
+        self.due(last, Deadline::WorkingDays(n))
     }
 
     /// When a deadline that starts running at `start` expires. `n working days` ends at the
@@ -221,6 +268,24 @@ mod tests {
         assert_eq!(days("2026-04-29T03:00:00Z", "2026-05-04T03:00:00Z"), 1);
         // An end before the start took none.
         assert_eq!(days("2026-11-30T03:00:00Z", "2026-11-27T03:00:00Z"), 0);
+    }
+
+    #[test]
+    fn a_reminder_goes_out_at_the_start_of_a_working_day_before_the_due_day() {
+        let c = Calendar::vietnam();
+        // Due at the close of Tuesday 4 May 2027. 30 April (a Friday) is a holiday, and so is
+        // Monday 3 May, in compensation for 1 May on a Saturday: one working day before the
+        // due day is Thursday 29 April, two are Wednesday 28.
+        let due = at("2027-05-04T17:00:00Z");
+        assert_eq!(due_day(due), jiff::civil::date(2027, 5, 4));
+        assert_eq!(c.reminder(due, 1).unwrap(), at("2027-04-28T17:00:00Z"));
+        assert_eq!(c.reminder(due, 2).unwrap(), at("2027-04-27T17:00:00Z"));
+        // An extension of two working days from there reaches Thursday 6 May's close.
+        assert_eq!(c.after_due(due, 2).unwrap(), at("2027-05-06T17:00:00Z"));
+        assert_eq!(
+            close_of(jiff::civil::date(2027, 5, 6)).unwrap(),
+            at("2027-05-06T17:00:00Z")
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! one record; [`Event`]s are its append-only history; [`Timer`]s are its durable wake-ups. The
 //! engine changes all three together, in one store transaction.
 
+pub mod deadlines;
 pub mod masking;
 
 use std::collections::BTreeMap;
@@ -11,6 +12,8 @@ use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
+
+pub use deadlines::{Deadlines, Extension, LifeEvent, Tier};
 
 pub type CaseId = Uuid;
 
@@ -304,6 +307,9 @@ pub struct Case {
     /// committed: a change adds to the counters only the difference.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tallies: Vec<String>,
+    /// The life event's tier, the extension, the escalations.
+    #[serde(default, skip_serializing_if = "Deadlines::is_empty")]
+    pub deadlines: Deadlines,
     /// Bumped by the store on every write: optimistic concurrency between writers.
     pub rev: u64,
 }
@@ -327,6 +333,10 @@ pub mod index {
     /// `<agency>/<zero-padded milliseconds held since>/<step>` of each step waiting for its
     /// agency's circuit to close, so that the order of values is the order they were held in.
     pub const HELD: &str = "held";
+    /// Each open due time (a step at its agency, a running case), under one value per filter
+    /// of the operators' deadline list, ordered by the due time: see
+    /// [`due_values`](super::due_values).
+    pub const DUE: &str = "due";
 }
 
 impl Case {
@@ -367,6 +377,23 @@ impl Case {
                     name: index::HELD,
                     value: format!("{}/{}/{id}", step.agency, due_value(since)),
                 });
+            }
+        }
+        if self.status == CaseStatus::Running {
+            let open = self
+                .steps
+                .iter()
+                .filter(|(_, s)| !s.status.is_final() && s.status != StepStatus::Pending)
+                .filter_map(|(id, s)| Some((id.as_str(), Some(s.agency.as_str()), s.due_at?)));
+            let whole = self.due_at.map(|due| (deadlines::WHOLE_CASE, None, due));
+            for (step, agency, due) in open.chain(whole) {
+                let escalated = self.deadlines.escalated.get(step).map(String::as_str);
+                for value in due_values(step, agency, escalated, due) {
+                    out.push(IndexEntry {
+                        name: index::DUE,
+                        value,
+                    });
+                }
             }
         }
         for incident in &self.incidents {
@@ -447,6 +474,50 @@ pub fn parse_incident_value(value: &str) -> Option<(Timestamp, IncidentReason, O
     let opened: i64 = parts.next()?.parse().ok()?;
     let step = (step != "-").then(|| step.to_owned());
     Some((Timestamp::from_millisecond(opened).ok()?, reason, step))
+}
+
+/// The dimensions a due time is indexed under: every filter of the deadline list reads the
+/// range of one. A value is `<dimension>/<due>/<step or *>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DueDimension {
+    All,
+    Agency(String),
+    /// Escalated to this party (`supervisor`, `operator`, `agency:<id>`).
+    Escalated(String),
+}
+
+impl DueDimension {
+    pub fn prefix(&self) -> String {
+        match self {
+            DueDimension::All => "all/".to_owned(),
+            DueDimension::Agency(a) => format!("agency:{a}/"),
+            DueDimension::Escalated(to) => format!("escalated:{to}/"),
+        }
+    }
+}
+
+/// The `due` index values of one open due time.
+pub fn due_values(
+    step: &str,
+    agency: Option<&str>,
+    escalated: Option<&str>,
+    due: Timestamp,
+) -> Vec<String> {
+    let mut dims = vec![DueDimension::All];
+    dims.extend(agency.map(|a| DueDimension::Agency(a.to_owned())));
+    dims.extend(escalated.map(|to| DueDimension::Escalated(to.to_owned())));
+    let tail = format!("{}/{step}", due_value(due));
+    dims.iter()
+        .map(|d| format!("{}{tail}", d.prefix()))
+        .collect()
+}
+
+/// The due time and step (`*`: the case) a `due` index value names.
+pub fn parse_due_value(value: &str) -> Option<(Timestamp, String)> {
+    let mut parts = value.rsplitn(3, '/');
+    let step = parts.next()?;
+    let due: i64 = parts.next()?.parse().ok()?;
+    Some((Timestamp::from_millisecond(due).ok()?, step.to_owned()))
 }
 
 /// A time as an index value: milliseconds since the epoch, zero-padded to sort as text.
@@ -553,6 +624,35 @@ pub enum EventKind {
     },
     /// A case that had finished runs again: an operator re-ran a refused step.
     CaseReopened,
+    /// The due time of a step (or, without `step`, of the case) is near.
+    Reminded {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        due_at: Timestamp,
+    },
+    /// The due time passed unfinished: the dossier is escalated.
+    Escalated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        to: String,
+        due_at: Timestamp,
+    },
+    /// An apology and a new date were given.
+    Extended {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        reason_code: String,
+        reason: String,
+        by: String,
+        previous_due: Timestamp,
+        due_at: Timestamp,
+    },
+    /// The agency was silent past the due time, and a law gives silence a meaning.
+    SilenceDeemed {
+        step: String,
+        outcome: crate::workflow::spec::SilenceOutcome,
+        legal_basis: String,
+    },
     CaseFinished {
         status: CaseStatus,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -567,6 +667,7 @@ pub enum OperatorActionKind {
     Skip,
     Fix,
     Cancel,
+    Extend,
 }
 
 impl OperatorActionKind {
@@ -576,6 +677,7 @@ impl OperatorActionKind {
             OperatorActionKind::Skip => "skip",
             OperatorActionKind::Fix => "fix",
             OperatorActionKind::Cancel => "cancel",
+            OperatorActionKind::Extend => "extend",
         }
     }
 }
@@ -587,6 +689,8 @@ pub enum TimerKind {
     Poll { step: String },
     StepDeadline { step: String },
     CaseDeadline,
+    Reminder { step: String },
+    CaseReminder,
 }
 
 impl TimerKind {
@@ -595,8 +699,9 @@ impl TimerKind {
         match self {
             TimerKind::Retry { step }
             | TimerKind::Poll { step }
-            | TimerKind::StepDeadline { step } => Some(step),
-            TimerKind::CaseDeadline => None,
+            | TimerKind::StepDeadline { step }
+            | TimerKind::Reminder { step } => Some(step),
+            TimerKind::CaseDeadline | TimerKind::CaseReminder => None,
         }
     }
 
@@ -607,6 +712,8 @@ impl TimerKind {
             TimerKind::Poll { .. } => "poll",
             TimerKind::StepDeadline { .. } => "step_deadline",
             TimerKind::CaseDeadline => "case_deadline",
+            TimerKind::Reminder { .. } => "reminder",
+            TimerKind::CaseReminder => "case_reminder",
         }
     }
 
@@ -619,7 +726,9 @@ impl TimerKind {
             TimerKind::Retry { step } => ("retry/", step),
             TimerKind::Poll { step } => ("poll/", step),
             TimerKind::StepDeadline { step } => ("deadline/", step),
+            TimerKind::Reminder { step } => ("remind/", step),
             TimerKind::CaseDeadline => return "deadline".to_owned(),
+            TimerKind::CaseReminder => return "remind".to_owned(),
         };
         let mut id = String::with_capacity(kind.len() + step.len());
         id.push_str(kind);
@@ -632,6 +741,10 @@ impl TimerKind {
         let step = |rest: &str| (!rest.is_empty()).then(|| rest.to_owned());
         if id == "deadline" {
             Some(TimerKind::CaseDeadline)
+        } else if id == "remind" {
+            Some(TimerKind::CaseReminder)
+        } else if let Some(rest) = id.strip_prefix("remind/") {
+            step(rest).map(|step| TimerKind::Reminder { step })
         } else if let Some(rest) = id.strip_prefix("retry/") {
             step(rest).map(|step| TimerKind::Retry { step })
         } else if let Some(rest) = id.strip_prefix("poll/") {
@@ -698,10 +811,12 @@ mod tests {
             TimerKind::Poll { step: step() },
             TimerKind::StepDeadline { step: step() },
             TimerKind::CaseDeadline,
+            TimerKind::Reminder { step: step() },
+            TimerKind::CaseReminder,
         ] {
             assert_eq!(TimerKind::from_id(&kind.id()), Some(kind));
         }
-        for bad in ["", "retry/", "poll", "deadline/", "other/birth"] {
+        for bad in ["", "retry/", "poll", "deadline/", "remind/", "other/birth"] {
             assert_eq!(TimerKind::from_id(bad), None, "{bad}");
         }
     }

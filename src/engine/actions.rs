@@ -11,6 +11,7 @@ use opentelemetry::trace::SpanKind;
 use serde_json::{Value, json};
 
 use super::change::Change;
+use super::decide::{ExtensionError, ExtensionRequest};
 use super::drive::lost_race;
 use super::{Engine, MissingWorkflow, StartError};
 use crate::case::{
@@ -39,6 +40,8 @@ pub enum Action {
         input: Value,
     },
     Cancel,
+    /// The one apology and new date of the case (the reason is the apology's).
+    Extend(ExtensionRequest),
 }
 
 impl Action {
@@ -48,6 +51,7 @@ impl Action {
             Action::Skip { .. } => OperatorActionKind::Skip,
             Action::Fix { .. } => OperatorActionKind::Fix,
             Action::Cancel => OperatorActionKind::Cancel,
+            Action::Extend(_) => OperatorActionKind::Extend,
         }
     }
 
@@ -56,6 +60,7 @@ impl Action {
             Action::Retry { step } | Action::Skip { step, .. } | Action::Fix { step, .. } => {
                 Some(step)
             }
+            Action::Extend(ask) => ask.step.as_deref(),
             Action::Cancel => None,
         }
     }
@@ -80,6 +85,8 @@ pub enum ActionError {
     InvalidInput(Vec<SchemaViolation>),
     #[error("{0}")]
     InvalidData(String),
+    #[error(transparent)]
+    Extension(#[from] ExtensionError),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error(transparent)]
@@ -97,6 +104,7 @@ impl ActionError {
             ActionError::Conflict(_) => "conflict",
             ActionError::InvalidOutput(_) | ActionError::InvalidInput(_) => "invalid",
             ActionError::InvalidData(_) => "invalid_data",
+            ActionError::Extension(_) => "extension_refused",
             ActionError::ShuttingDown => "shutting_down",
             ActionError::Missing(_) => "workflow_not_loaded",
             ActionError::Store(_) => "store_error",
@@ -182,6 +190,10 @@ impl<S: Store + Clone> Engine<S> {
                 }
                 Action::Fix { step, input } => self.fix(&wf, &mut change, step, input.clone())?,
                 Action::Cancel => self.cancel(&mut change, by, reason)?,
+                Action::Extend(ask) => {
+                    self.decide.extend(&wf, &mut change, ask)?;
+                    json!({"until": ask.until.to_string(), "reason_code": ask.reason_code})
+                }
             };
             if let EventKind::OperatorAction { details: d, .. } =
                 &mut change.tx.events[recorded].1.kind

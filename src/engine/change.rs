@@ -235,11 +235,12 @@ impl Change {
     }
 }
 
-pub(super) fn step_timers(step: &str) -> [TimerKind; 3] {
+pub(super) fn step_timers(step: &str) -> [TimerKind; 4] {
     [
         TimerKind::Retry { step: step.into() },
         TimerKind::Poll { step: step.into() },
         TimerKind::StepDeadline { step: step.into() },
+        TimerKind::Reminder { step: step.into() },
     ]
 }
 
@@ -272,6 +273,7 @@ mod tests {
             timers: timers.iter().map(|(k, due)| (k.id(), at(*due))).collect(),
             next_seq: 0,
             tallies: Vec::new(),
+            deadlines: Default::default(),
             traceparent: None,
             rev: 1,
         };

@@ -37,6 +37,7 @@ use crate::traces::Traces;
 use crate::workflow::definition::Definitions;
 
 pub use actions::{Action, ActionError};
+pub use decide::{ExtensionError, ExtensionRequest};
 pub use adapter_test::TrialError;
 pub use callbacks::{CallbackAck, CallbackError};
 pub use definitions::MissingWorkflow;

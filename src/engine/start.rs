@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use crate::calendar::vietnam_time;
 use crate::case::{
-    Case, CaseId, CaseStatus, EventKind, IdempotencyRecord, Made, StepState, TimerKind,
+    Case, CaseId, CaseStatus, Deadlines, EventKind, IdempotencyRecord, LifeEvent, Made, StepState,
+    Tier,
 };
 use crate::store::{Store, StoreError};
 use crate::workflow::definition::{SchemaViolation, Workflow};
@@ -38,6 +39,8 @@ pub enum StartError {
         "business key `{key}` holds a control character (U+{code:04X}); a key is printable text"
     )]
     BusinessKeyControl { key: String, code: u32 },
+    #[error("the life event's date cannot be read from the input: {0}")]
+    LifeEvent(String),
     #[error("the Idempotency-Key was already used with a different request, for case {case_id}")]
     KeyReused { case_id: CaseId },
     #[error("the server is shutting down")]
@@ -90,6 +93,8 @@ impl<S: Store + Clone> Engine<S> {
         }
         let keys = self.business_keys(&workflow, &input)?;
         let now = self.config.clock.now();
+        let started_on = now.to_zoned(vietnam_time()).date();
+        let life_event = life_event(&workflow, &input, started_on)?;
         let id = CaseId::now_v7();
         let case = Case {
             id,
@@ -99,7 +104,7 @@ impl<S: Store + Clone> Engine<S> {
             input,
             business_keys: keys,
             started_at: now,
-            started_on: now.to_zoned(vietnam_time()).date(),
+            started_on,
             due_at: None,
             finished_at: None,
             reason: None,
@@ -117,6 +122,10 @@ impl<S: Store + Clone> Engine<S> {
             timers: BTreeMap::new(),
             next_seq: 0,
             tallies: Vec::new(),
+            deadlines: Deadlines {
+                life_event,
+                ..Deadlines::default()
+            },
             // Kept only when well formed: it is the portal's, and it is stored.
             traceparent: traceparent
                 .filter(|t| crate::traces::parse_traceparent(t).is_some())
@@ -133,7 +142,8 @@ impl<S: Store + Clone> Engine<S> {
             match self.decide.calendar.due(now, deadline) {
                 Ok(due) => {
                     change.case.due_at = Some(due);
-                    change.set_timer(TimerKind::CaseDeadline, due);
+                    self.decide
+                        .schedule_due(&mut change, None, due, &workflow.consequences);
                 }
                 Err(e) => change.note_calendar_error(None, &e),
             }
@@ -235,6 +245,45 @@ impl<S: Store + Clone> Engine<S> {
             })?;
         Ok((case, false))
     }
+}
+
+/// The case's standing against its life event's legal time limit: on time if it starts on the
+/// limit's last day or before.
+fn life_event(
+    workflow: &Workflow,
+    input: &Value,
+    started_on: jiff::civil::Date,
+) -> Result<Option<LifeEvent>, StartError> {
+    let Some(rule) = &workflow.life_event else {
+        return Ok(None);
+    };
+    let context = Input::of(Part::Object(vec![("input", Part::Borrowed(input))]));
+    let date = match rule.date.eval_in(&context) {
+        Ok(Value::Null) => return Ok(None),
+        Ok(Value::String(text)) => text
+            .parse::<jiff::civil::Date>()
+            .map_err(|e| StartError::LifeEvent(format!("`{text}` is not a date: {e}")))?,
+        Ok(other) => {
+            return Err(StartError::LifeEvent(format!(
+                "{other} is not a date (`YYYY-MM-DD`)"
+            )));
+        }
+        Err(e) => return Err(StartError::LifeEvent(e.to_string())),
+    };
+    if date > started_on {
+        return Err(StartError::LifeEvent(format!(
+            "{date} is after today ({started_on}): the event has not happened yet"
+        )));
+    }
+    let limit = rule
+        .limit(date)
+        .ok_or_else(|| StartError::LifeEvent(format!("{date} is out of range")))?;
+    let tier = if started_on <= limit {
+        Tier::OnTime
+    } else {
+        Tier::Late
+    };
+    Ok(Some(LifeEvent { date, limit, tier }))
 }
 
 /// A stable digest of a request, to tell a retried request from a different one under the same

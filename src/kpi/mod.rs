@@ -34,11 +34,18 @@ const DONE: &str = "done";
 const OPEN: &str = "open";
 /// The agency and step of a case counted as a whole.
 pub const WHOLE_CASE: &str = "*";
+/// `kpi/tier/<day started>/<workflow>/<tier>`: cases by their life event's tier.
+pub const TIER: &str = "tier";
+/// `kpi/extension/<day granted>/<workflow>/<agency>/<step>/<reason code>`: apologies and new
+/// dates, by reason.
+pub const EXTENSION: &str = "extension";
 
 /// How a step or case that finished stands against its statutory due time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finished {
     OnTime,
+    /// After its first due time, by the new date of the case's apology.
+    Extended,
     Late,
     /// It had no due time (no deadline in its definition, or one the calendar could not
     /// count).
@@ -58,6 +65,7 @@ impl Finished {
     fn as_str(self) -> &'static str {
         match self {
             Finished::OnTime => "on_time",
+            Finished::Extended => "extended",
             Finished::Late => "late",
             Finished::NoDeadline => "no_deadline",
         }
@@ -145,7 +153,12 @@ impl Tally {
         let state = match state {
             DONE => State::Done {
                 day,
-                class: [Finished::OnTime, Finished::Late, Finished::NoDeadline]
+                class: [
+                    Finished::OnTime,
+                    Finished::Extended,
+                    Finished::Late,
+                    Finished::NoDeadline,
+                ]
                     .into_iter()
                     .find(|c| c.as_str() == class)?,
                 working_days: parts.next()?.parse().ok()?,
@@ -190,15 +203,18 @@ fn day_of(at: Timestamp) -> Date {
     at.to_zoned(vietnam_time()).date()
 }
 
-/// How a step or case that ran from `started` to `finished`, due at `due`, is counted.
+/// How a step or case that ran from `started` to `finished`, due at `due` (and before an
+/// extension at `due_before`), is counted.
 fn done(
     calendar: &Calendar,
     started: Timestamp,
     finished: Timestamp,
-    due: Option<Timestamp>,
+    (due, due_before): (Option<Timestamp>, Option<Timestamp>),
 ) -> State {
     let class = match due {
         None => Finished::NoDeadline,
+        Some(_) if due_before.is_some_and(|first| finished <= first) => Finished::OnTime,
+        Some(due) if finished <= due && due_before.is_some() => Finished::Extended,
         Some(due) if finished <= due => Finished::OnTime,
         Some(_) => Finished::Late,
     };
@@ -253,7 +269,7 @@ pub fn tallies(case: &Case, calendar: &Calendar) -> Vec<Tally> {
         };
         let state = match (s.status, s.finished_at) {
             (StepStatus::Succeeded | StepStatus::Rejected, Some(finished)) => {
-                done(calendar, started, finished, s.due_at)
+                done(calendar, started, finished, (s.due_at, due_before(case, Some(id))))
             }
             (StepStatus::Skipped | StepStatus::Stopped, _) => continue,
             _ => open(
@@ -278,7 +294,12 @@ pub fn tallies(case: &Case, calendar: &Calendar) -> Vec<Tally> {
             case.due_at,
             TimerKind::CaseDeadline,
         )),
-        (_, Some(finished)) => Some(done(calendar, case.started_at, finished, case.due_at)),
+        (_, Some(finished)) => Some(done(
+            calendar,
+            case.started_at,
+            finished,
+            (case.due_at, due_before(case, None)),
+        )),
     };
     out.extend(whole.map(|state| Tally {
         workflow: case.workflow.clone(),
@@ -287,6 +308,39 @@ pub fn tallies(case: &Case, calendar: &Calendar) -> Vec<Tally> {
         state,
     }));
     out
+}
+
+/// The due time a step (`None`: the case) had before the case's extension moved it.
+fn due_before(case: &Case, step: Option<&str>) -> Option<Timestamp> {
+    case.deadlines.extension.as_ref()?.due_before(step)
+}
+
+/// The counters of what the law's time limits made of `case`: its life event's tier, under the
+/// day it started, and its extension's reason, under the day it was granted.
+pub fn deadline_tallies(case: &Case) -> impl Iterator<Item = String> + '_ {
+    let tier = case.deadlines.life_event.as_ref().map(|l| {
+        format!(
+            "{PREFIX}{TIER}/{}/{}/{}",
+            case.started_on,
+            case.workflow,
+            l.tier.as_str()
+        )
+    });
+    let extension = case.deadlines.extension.as_ref().map(|e| {
+        let agency = e
+            .step
+            .as_ref()
+            .and_then(|s| case.steps.get(s))
+            .map_or(WHOLE_CASE, |s| s.agency.as_str());
+        format!(
+            "{PREFIX}{EXTENSION}/{}/{}/{agency}/{}/{}",
+            day_of(e.at),
+            case.workflow,
+            e.step.as_deref().unwrap_or(WHOLE_CASE),
+            e.reason_code
+        )
+    });
+    tier.into_iter().chain(extension)
 }
 
 /// The open-incident counters `case` falls under: one per open incident.
@@ -326,6 +380,7 @@ impl Hook for Kpi {
             .iter()
             .map(Tally::name)
             .chain(incident_tallies(change.case))
+            .chain(deadline_tallies(change.case))
             .collect();
         if *change.tallies == now {
             return;
@@ -389,6 +444,7 @@ mod tests {
             ]),
             next_seq: 0,
             tallies: Vec::new(),
+            deadlines: Default::default(),
             traceparent: None,
             rev: 1,
         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use jiff::civil::Date;
 use serde::Serialize;
 
-use super::{Finished, Open, PREFIX, State, Tally, WHOLE_CASE};
+use super::{EXTENSION, Finished, Open, PREFIX, State, TIER, Tally, WHOLE_CASE};
 use crate::store::{Store, StoreError};
 
 /// The longest period one report covers: a year, leap or not.
@@ -37,6 +37,9 @@ pub enum ReportError {
 pub struct Figures {
     /// Finished in the period, by their due time.
     pub finished_on_time: u64,
+    /// Finished after their first due time, by the new date the case's apology gave.
+    pub finished_extended: u64,
+    /// Finished after the due time in force.
     pub finished_late: u64,
     /// Finished in the period with no statutory due time.
     pub finished_without_deadline: u64,
@@ -45,7 +48,8 @@ pub struct Figures {
     /// Started in the period, not finished, due time passed.
     pub open_overdue: u64,
     pub open_without_deadline: u64,
-    /// Finished on time among those finished with a due time, from 0 to 1; `null` when none.
+    /// Finished by their first due time among those finished with a due time, from 0 to 1;
+    /// `null` when none.
     pub on_time_rate: Option<f64>,
     /// Working days taken by those finished in the period (nearest rank); `null` when none.
     pub working_days_median: Option<u32>,
@@ -70,6 +74,13 @@ pub struct WorkflowFigures {
     pub cases: Option<Figures>,
     /// Its steps, by agency then step.
     pub steps: Vec<StepFigures>,
+    /// Cases started in the period by their life event's tier (`on_time`, `late`); empty for
+    /// a workflow without one.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tiers: BTreeMap<String, u64>,
+    /// Apologies with a new date given in the period, by reason code.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extensions: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -85,6 +96,7 @@ pub struct Report {
 #[derive(Debug, Default)]
 struct Sums {
     on_time: i64,
+    extended: i64,
     late: i64,
     finished_without: i64,
     in_time: i64,
@@ -104,6 +116,7 @@ impl Sums {
             } => {
                 match class {
                     Finished::OnTime => self.on_time += n,
+                    Finished::Extended => self.extended += n,
                     Finished::Late => self.late += n,
                     Finished::NoDeadline => self.finished_without += n,
                 }
@@ -119,10 +132,15 @@ impl Sums {
 
     fn figures(&self) -> Figures {
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
-        let (on_time, late) = (count(self.on_time), count(self.late));
-        let timed = on_time + late;
+        let (on_time, extended, late) = (
+            count(self.on_time),
+            count(self.extended),
+            count(self.late),
+        );
+        let timed = on_time + extended + late;
         Figures {
             finished_on_time: on_time,
+            finished_extended: extended,
             finished_late: late,
             finished_without_deadline: count(self.finished_without),
             open_in_time: count(self.in_time),
@@ -158,6 +176,26 @@ fn nearest_rank(counts: &BTreeMap<u32, i64>, percent: u64) -> Option<u32> {
 /// The first counter name of `state` on `day` or later.
 fn bound(state: &str, day: Date) -> String {
     format!("{PREFIX}{state}/{day}")
+}
+
+/// The workflow, agency (`None` for a tier, which is the case's) and class (tier or reason
+/// code) of a tier or extension counter.
+fn parse_law(name: &str) -> Option<(&str, Option<&str>, &str)> {
+    let rest = name.strip_prefix(PREFIX)?;
+    let (kind, rest) = rest.split_once('/')?;
+    let mut parts = rest.split('/');
+    let _day = parts.next()?;
+    let workflow = parts.next()?;
+    let found = match kind {
+        TIER => (workflow, None, parts.next()?),
+        EXTENSION => {
+            let agency = parts.next()?;
+            let _step = parts.next()?;
+            (workflow, Some(agency), parts.next()?)
+        }
+        _ => return None,
+    };
+    parts.next().is_none().then_some(found)
 }
 
 /// The on-time table of `period`: the counters of its days, summed.
@@ -196,16 +234,47 @@ pub async fn read<S: Store>(store: &S, period: &Period) -> Result<Report, Report
                 .add(t.state, n);
         }
     }
-    let mut workflows: Vec<WorkflowFigures> = Vec::new();
-    for ((workflow, agency, step), s) in sums {
-        if workflows.last().is_none_or(|w| w.workflow != workflow) {
-            workflows.push(WorkflowFigures {
-                workflow: workflow.clone(),
-                cases: None,
-                steps: Vec::new(),
-            });
+    // workflow → (tiers, extension reasons)
+    let mut by_law: BTreeMap<String, [BTreeMap<String, u64>; 2]> = BTreeMap::new();
+    for (which, kind) in [(0, TIER), (1, EXTENSION)] {
+        let counts = store.counts(&bound(kind, from), &bound(kind, after)).await?;
+        for (name, n) in counts {
+            let Some((workflow, agency, class)) = parse_law(&name) else {
+                tracing::warn!(counter = %name, "a counter of a name this civicflow does not make is left out");
+                continue;
+            };
+            let agency_kept = match (&period.agency, agency) {
+                (None, _) => true,
+                (Some(a), Some(b)) => a == b,
+                (Some(_), None) => false,
+            };
+            if period.workflow.as_ref().is_some_and(|w| w != workflow) || !agency_kept {
+                continue;
+            }
+            let entry = by_law.entry(workflow.to_owned()).or_default();
+            *entry[which].entry(class.to_owned()).or_default() += u64::try_from(n).unwrap_or(0);
         }
-        let w = workflows.last_mut().expect("pushed above");
+    }
+    let mut workflows: Vec<WorkflowFigures> = Vec::new();
+    let names: std::collections::BTreeSet<String> = sums
+        .keys()
+        .map(|(w, _, _)| w.clone())
+        .chain(by_law.keys().cloned())
+        .collect();
+    for name in names {
+        let [tiers, extensions] = by_law.remove(&name).unwrap_or_default();
+        workflows.push(WorkflowFigures {
+            workflow: name,
+            cases: None,
+            steps: Vec::new(),
+            tiers: tiers.into_iter().filter(|(_, n)| *n > 0).collect(),
+            extensions: extensions.into_iter().filter(|(_, n)| *n > 0).collect(),
+        });
+    }
+    for ((workflow, agency, step), s) in sums {
+        let Some(w) = workflows.iter_mut().find(|w| w.workflow == workflow) else {
+            continue;
+        };
         if agency == WHOLE_CASE {
             w.cases = Some(s.figures());
         } else {

@@ -104,6 +104,9 @@ pub struct Metrics {
     step_results: Family<ResultLabels, Counter>,
     retries: Family<StepLabels, Counter>,
     incidents_opened: Family<ReasonLabels, Counter>,
+    reminders: Family<StepLabels, Counter>,
+    escalations: Family<StepLabels, Counter>,
+    extensions: Family<StepLabels, Counter>,
     calls: Histograms<CallLabels>,
     timers: Histograms<TimerLabels>,
     commits: Histogram,
@@ -126,6 +129,9 @@ impl Metrics {
             step_results: Family::default(),
             retries: Family::default(),
             incidents_opened: Family::default(),
+            reminders: Family::default(),
+            escalations: Family::default(),
+            extensions: Family::default(),
             calls: Family::new_with_constructor(seconds),
             timers: Family::new_with_constructor(long_seconds),
             commits: seconds(),
@@ -157,6 +163,21 @@ impl Metrics {
             "incidents_opened",
             "Incidents opened, by reason",
             m.incidents_opened.clone(),
+        );
+        r.register(
+            "deadline_reminders",
+            "Reminders that a due time is near, by workflow, agency and step (`*`: the case as a whole)",
+            m.reminders.clone(),
+        );
+        r.register(
+            "deadline_escalations",
+            "Overdue dossiers escalated, by workflow, agency and step (`*`: the case as a whole)",
+            m.escalations.clone(),
+        );
+        r.register(
+            "deadline_extensions",
+            "Apologies with a new date given, by workflow, agency and step (`*`: the case as a whole)",
+            m.extensions.clone(),
         );
         r.register_with_unit(
             "agency_call_duration",
@@ -273,6 +294,15 @@ impl Hook for Metrics {
                 outcome: outcome.to_owned(),
             }
         };
+        // A step's, or the case's as a whole (`*`).
+        let labels_of = |step: &Option<String>| match step {
+            Some(step) => step_labels(step),
+            None => StepLabels {
+                workflow: case.workflow.clone(),
+                agency: "*".to_owned(),
+                step: "*".to_owned(),
+            },
+        };
         for (_, event) in change.events {
             match &event.kind {
                 EventKind::CaseStarted { workflow, .. } => {
@@ -306,6 +336,15 @@ impl Hook for Metrics {
                     ..
                 } => {
                     self.retries.get_or_create(&step_labels(step)).inc();
+                }
+                EventKind::Reminded { step, .. } => {
+                    self.reminders.get_or_create(&labels_of(step)).inc();
+                }
+                EventKind::Escalated { step, .. } => {
+                    self.escalations.get_or_create(&labels_of(step)).inc();
+                }
+                EventKind::Extended { step, .. } => {
+                    self.extensions.get_or_create(&labels_of(step)).inc();
                 }
                 EventKind::IncidentOpened { reason, .. } => {
                     self.incidents_opened

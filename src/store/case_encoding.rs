@@ -6,6 +6,10 @@
 //! (the case's input, each step's input and output) is carried as tagged values rather than
 //! text, so nothing is formatted, escaped or parsed.
 //!
+//! What the law's time limits made of a case ([`crate::case::Deadlines`]: a life event's tier,
+//! an extension, escalations) follows the record as JSON, only when there is any: it is small,
+//! changed seldom, and records written before it existed read as they are.
+//!
 //! The layout is the order of the fields below and the order of the variants of the enums they
 //! hold (postcard numbers a variant by its position): changing either changes the store's
 //! format, and `FORMAT_VERSION` must move with it. The test `the_layout_is_pinned` holds one
@@ -29,7 +33,12 @@ pub(crate) fn encode(case: &Case) -> Vec<u8> {
     // Room for a finished birth case's record from the start, rather than five or six
     // doublings and copies on the way there.
     let out = Vec::with_capacity(RECORD_CAPACITY);
-    postcard::to_extend(&CaseOut::of(case), out).expect("a case always serializes to postcard")
+    let mut out = postcard::to_extend(&CaseOut::of(case), out)
+        .expect("a case always serializes to postcard");
+    if !case.deadlines.is_empty() {
+        serde_json::to_writer(&mut out, &case.deadlines).expect("deadlines serialize to JSON");
+    }
+    out
 }
 
 /// What an encoded record's buffer starts with: a finished birth case's record is a few
@@ -38,8 +47,14 @@ const RECORD_CAPACITY: usize = 4096;
 
 /// The case a record holds, with revision 0 (the store sets it); why the bytes are not one.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Case, String> {
-    let record: CaseIn = postcard::from_bytes(bytes).map_err(|e| format!("{e}"))?;
-    record.into_case()
+    let (record, rest): (CaseIn, &[u8]) =
+        postcard::take_from_bytes(bytes).map_err(|e| format!("{e}"))?;
+    let mut case = record.into_case()?;
+    if !rest.is_empty() {
+        case.deadlines = serde_json::from_slice(rest)
+            .map_err(|e| format!("the deadlines after the record do not read: {e}"))?;
+    }
+    Ok(case)
 }
 
 /// A timestamp as seconds and nanoseconds since the epoch.
@@ -270,6 +285,7 @@ impl CaseIn {
             next_seq: self.next_seq,
             traceparent: self.traceparent,
             tallies: self.tallies,
+            deadlines: Default::default(),
             rev: 0,
         })
     }
@@ -468,6 +484,7 @@ mod tests {
             next_seq: 17,
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
             tallies: vec!["birth/open".into()],
+            deadlines: Default::default(),
             rev: 0,
         }
     }
@@ -483,6 +500,35 @@ mod tests {
         bare.traceparent = None;
         bare.input = Value::Null;
         assert_eq!(decode(&encode(&bare)).unwrap(), bare);
+    }
+
+    #[test]
+    fn deadlines_follow_the_record_and_a_record_without_them_reads_as_before() {
+        use crate::case::{Extension, LifeEvent, Tier};
+        let mut case = case();
+        let plain = encode(&case);
+        case.deadlines.life_event = Some(LifeEvent {
+            date: Date::new(2026, 9, 1).unwrap(),
+            limit: Date::new(2026, 10, 31).unwrap(),
+            tier: Tier::Late,
+        });
+        case.deadlines.extension = Some(Extension {
+            step: Some("residence".into()),
+            reason_code: "verification".into(),
+            reason: "the address is being verified".into(),
+            by: "supervisor:Lan".into(),
+            at: "2026-12-01T02:00:00Z".parse().unwrap(),
+            previous_due: "2026-12-02T17:00:00Z".parse().unwrap(),
+            due: "2026-12-07T17:00:00Z".parse().unwrap(),
+            case_due_before: None,
+        });
+        case.deadlines
+            .escalated
+            .insert("residence".into(), "agency:police".into());
+        let bytes = encode(&case);
+        assert!(bytes.starts_with(&plain));
+        assert_eq!(decode(&bytes).unwrap(), case);
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::{IndexRange, Order, Position, Store, StoreError};
 use crate::case::{
-    Case, CaseId, CaseStatus, IncidentDimension, IncidentReason, due_value, index,
-    parse_incident_value,
+    Case, CaseId, CaseStatus, DueDimension, Extension, IncidentDimension, IncidentReason, Tier,
+    due_value, index, parse_due_value, parse_incident_value,
 };
 
 /// The most entries one request reads from an index to fill a page: filters the index cannot
@@ -196,6 +196,147 @@ pub async fn incidents<S: Store>(
             return Ok(Listing {
                 items,
                 next: range.after.as_ref().map(encode_cursor),
+                damaged,
+            });
+        }
+    }
+}
+
+/// Which open due times the deadline list shows; every field given narrows.
+#[derive(Debug, Clone, Default)]
+pub struct DueFilter {
+    pub workflow: Option<String>,
+    pub agency: Option<String>,
+    /// Escalated to this party (`supervisor`, `operator`, `agency:<id>`).
+    pub escalated_to: Option<String>,
+    /// Due before this time: `now` lists the overdue only.
+    pub due_before: Option<Timestamp>,
+}
+
+/// One open due time: a step at its agency, or a running case as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct DueRow {
+    #[schema(value_type = String, format = Uuid)]
+    pub case_id: CaseId,
+    pub workflow: String,
+    pub version: u32,
+    /// The step; absent for the case as a whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agency: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub due_at: Timestamp,
+    /// Its due time has passed.
+    pub overdue: bool,
+    /// To whom it was escalated when it became overdue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escalated_to: Option<String>,
+    /// The case's apology and new date, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extension: Option<Extension>,
+    /// The case's tier against its life event's legal time limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+}
+
+impl DueFilter {
+    fn dimension(&self) -> DueDimension {
+        match (&self.escalated_to, &self.agency) {
+            (Some(to), _) => DueDimension::Escalated(to.clone()),
+            (_, Some(agency)) => DueDimension::Agency(agency.clone()),
+            _ => DueDimension::All,
+        }
+    }
+}
+
+/// Open due times matching `filter`, the earliest first: the most overdue lead.
+pub async fn deadlines<S: Store>(
+    store: &S,
+    filter: &DueFilter,
+    now: Timestamp,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Listing<DueRow>, QueryError> {
+    let prefix = filter.dimension().prefix();
+    let to = match filter.due_before {
+        Some(t) => format!("{prefix}{}", due_value(t)),
+        None => prefix_end(&prefix),
+    };
+    let mut range = IndexRange {
+        from: prefix,
+        to,
+        after: cursor.map(decode_cursor).transpose()?,
+        order: Order::Ascending,
+        limit: limit.clamp(1, MAX_PAGE),
+    };
+    let limit = range.limit;
+    let mut items = Vec::new();
+    let mut damaged = Vec::new();
+    let mut scanned = 0;
+    loop {
+        let entries = store.index_range(index::DUE, &range).await?;
+        let exhausted = entries.len() < range.limit;
+        for (value, case_id) in entries {
+            scanned += 1;
+            range.after = Some((value.clone(), case_id));
+            let Some((due_at, step)) = parse_due_value(&value) else {
+                continue;
+            };
+            let Some(case) = listed(store, case_id, &mut damaged).await? else {
+                continue;
+            };
+            let whole = step == crate::case::deadlines::WHOLE_CASE;
+            // The case may have changed since the index was read: its record is the truth.
+            let current = if whole {
+                case.due_at
+            } else {
+                case.steps
+                    .get(&step)
+                    .filter(|s| !s.status.is_final())
+                    .and_then(|s| s.due_at)
+            };
+            if case.status != CaseStatus::Running
+                || current.map(|d| d.as_millisecond()) != Some(due_at.as_millisecond())
+                || filter.workflow.as_ref().is_some_and(|w| *w != case.workflow)
+            {
+                continue;
+            }
+            let agency = (!whole)
+                .then(|| case.steps.get(&step).map(|s| s.agency.clone()))
+                .flatten();
+            if filter
+                .agency
+                .as_ref()
+                .is_some_and(|a| agency.as_ref() != Some(a))
+            {
+                continue;
+            }
+            items.push(DueRow {
+                case_id,
+                workflow: case.workflow.clone(),
+                version: case.version,
+                escalated_to: case.deadlines.escalated.get(&step).cloned(),
+                extension: case.deadlines.extension.clone(),
+                tier: case.deadlines.life_event.as_ref().map(|l| l.tier),
+                step: (!whole).then_some(step),
+                agency,
+                due_at,
+                overdue: due_at <= now,
+            });
+            if items.len() == limit {
+                return Ok(Listing {
+                    items,
+                    next: range.after.as_ref().map(encode_cursor),
+                    damaged,
+                });
+            }
+        }
+        if exhausted || scanned >= SCAN_BUDGET {
+            let next = (!exhausted).then(|| range.after.as_ref().map(encode_cursor)).flatten();
+            return Ok(Listing {
+                items,
+                next,
                 damaged,
             });
         }

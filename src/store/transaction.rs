@@ -185,6 +185,7 @@ mod tests {
                 timers: Default::default(),
                 next_seq: 0,
                 tallies: Vec::new(),
+                deadlines: Default::default(),
                 traceparent: None,
                 rev: 0,
             },

@@ -1,4 +1,5 @@
-//! Notifications to the portal: each step result and each case's end, posted to every
+//! Notifications to the portal: each step result, each case's end, and what its deadlines
+//! bring (a reminder, an escalation, an apology with a new date), posted to every
 //! registered webhook, signed, in order, and retried until acknowledged.
 //!
 //! Durability comes from the store, not from memory: the engine appends a [`Notification`] to
@@ -72,6 +73,45 @@ impl Notification {
                 data: reason
                     .as_ref()
                     .map_or(Value::Null, |r| serde_json::json!({"reason": r})),
+            }),
+            EventKind::Reminded { step: s, due_at } => Some(Notification {
+                kind: if s.is_some() { "step.reminder" } else { "case.reminder" }.to_owned(),
+                step: s.clone(),
+                ..step("", "due_soon", serde_json::json!({"due_at": due_at}))
+            }),
+            EventKind::Escalated {
+                step: s,
+                to,
+                due_at,
+            } => Some(Notification {
+                kind: if s.is_some() { "step.escalated" } else { "case.escalated" }.to_owned(),
+                step: s.clone(),
+                ..step(
+                    "",
+                    "overdue",
+                    serde_json::json!({"escalated_to": to, "due_at": due_at}),
+                )
+            }),
+            EventKind::Extended {
+                step: s,
+                reason_code,
+                reason,
+                previous_due,
+                due_at,
+                ..
+            } => Some(Notification {
+                kind: "case.extended".to_owned(),
+                step: s.clone(),
+                ..step(
+                    "",
+                    "extended",
+                    serde_json::json!({
+                        "previous_due": previous_due,
+                        "due_at": due_at,
+                        "reason_code": reason_code,
+                        "reason": reason,
+                    }),
+                )
             }),
             _ => None,
         }

@@ -1,4 +1,12 @@
-//! Statutory deadlines as the law writes them: in working days or in hours.
+//! Statutory deadlines as the law writes them (in working days or in hours) and what follows
+//! from them: a reminder before the due time, an escalation when it passes, one apology with a
+//! new date, the meaning of an agency's silence, and the legal time limit of a life event.
+
+use jiff::civil::Date;
+
+use crate::workflow::definition::Template;
+use crate::workflow::expr::Expr;
+use crate::workflow::spec::{Party, SilenceOutcome};
 
 /// A deadline as written in a definition file. Working days are counted by the engine against a
 /// holiday calendar; hours are wall-clock.
@@ -33,6 +41,75 @@ impl Deadline {
     }
 }
 
+/// What a due time brings with it, for a step or for a case as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consequences {
+    /// Working days before the due time that the reminder goes out.
+    pub remind_before: Option<u32>,
+    /// Whom an overdue dossier is escalated to.
+    pub escalate_to: Option<Party>,
+    pub extension: ExtensionRule,
+}
+
+/// Who may give an apology and a new date, and how far the new date may be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionRule {
+    pub granted_by: Vec<Party>,
+    /// In working days after the due time it replaces.
+    pub at_most: Option<u32>,
+}
+
+impl Default for ExtensionRule {
+    fn default() -> ExtensionRule {
+        ExtensionRule {
+            granted_by: crate::workflow::spec::default_granters(),
+            at_most: None,
+        }
+    }
+}
+
+/// What an agency's silence past the due time means, by a law's provision.
+#[derive(Debug, Clone)]
+pub struct Silence {
+    pub outcome: SilenceOutcome,
+    pub legal_basis: String,
+    /// For a deemed approval: the step's output, over the case.
+    pub output: Option<Template>,
+}
+
+/// The legal time limit of the life event a case registers.
+#[derive(Debug, Clone)]
+pub struct LifeEventRule {
+    /// The event's date, over `.input`.
+    pub date: Expr,
+    /// Calendar days from the event.
+    pub within_days: u32,
+    pub legal_basis: String,
+}
+
+impl LifeEventRule {
+    /// The last day a case may start on to be on time for an event on `date`.
+    pub fn limit(&self, date: Date) -> Option<Date> {
+        date.checked_add(jiff::Span::new().days(i64::from(self.within_days)))
+            .ok()
+    }
+}
+
+/// Parses `<n> working days` (a reminder, an extension's reach).
+pub fn working_days(text: &str) -> Option<u32> {
+    match Deadline::parse(text)? {
+        Deadline::WorkingDays(n) => Some(n),
+        Deadline::Hours(_) => None,
+    }
+}
+
+/// Parses `<n> days` (calendar days, as the law counts a life event's time limit).
+pub fn calendar_days(text: &str) -> Option<u32> {
+    let (n, unit) = text.trim().split_once(' ')?;
+    let n: u32 = n.parse().ok()?;
+    (matches!(unit, "day" | "days") && n > 0).then_some(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +130,15 @@ mod tests {
         for text in ["3 working days", "1 working day", "48 hours", "1 hour"] {
             assert_eq!(Deadline::parse(text).unwrap().to_string(), text);
         }
+    }
+
+    #[test]
+    fn reminders_are_in_working_days_and_life_events_in_calendar_days() {
+        assert_eq!(working_days("2 working days"), Some(2));
+        assert_eq!(working_days("2 hours"), None);
+        assert_eq!(calendar_days("60 days"), Some(60));
+        assert_eq!(calendar_days("1 day"), Some(1));
+        assert_eq!(calendar_days("0 days"), None);
+        assert_eq!(calendar_days("60 working days"), None);
     }
 }

@@ -11,11 +11,14 @@ use serde_json::{Map, Value};
 
 use crate::case::masking::Personal;
 use crate::workflow::catalog::{self, Catalog};
-use crate::workflow::deadline::Deadline;
+use crate::workflow::deadline::{
+    self as terms, Consequences, Deadline, ExtensionRule, LifeEventRule, Silence,
+};
 use crate::workflow::diagnostic::Diagnostic;
 use crate::workflow::expr::{self, EvalError, Expr, Input};
 use crate::workflow::spec::{
-    AdapterSpec, Method, Mode, OnRejection, OutcomesSpec, RetrySpec, WorkflowSpec,
+    AdapterSpec, BreachSpec, ExtensionSpec, Method, Mode, OnRejection, OutcomesSpec, RetrySpec,
+    WorkflowSpec,
 };
 
 /// Why a directory of definitions cannot be run.
@@ -192,6 +195,30 @@ fn deadline(text: &str) -> Result<Deadline, String> {
     Deadline::parse(text).ok_or_else(|| format!("`{text}` is not a deadline"))
 }
 
+fn working_days(text: &Option<String>) -> Result<Option<u32>, String> {
+    text.as_deref()
+        .map(|t| terms::working_days(t).ok_or_else(|| format!("`{t}` is not in working days")))
+        .transpose()
+}
+
+fn consequences(
+    remind_before: &Option<String>,
+    on_breach: &Option<BreachSpec>,
+    extension: &Option<ExtensionSpec>,
+) -> Result<Consequences, String> {
+    Ok(Consequences {
+        remind_before: working_days(remind_before)?,
+        escalate_to: on_breach.as_ref().map(|b| b.escalate_to),
+        extension: match extension {
+            Some(e) => ExtensionRule {
+                granted_by: e.granted_by.clone(),
+                at_most: working_days(&e.at_most)?,
+            },
+            None => ExtensionRule::default(),
+        },
+    })
+}
+
 /// What a reply rule decided.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -355,6 +382,8 @@ pub struct Step {
     pub timeout: Duration,
     pub retry: Retry,
     pub on_rejection: OnRejection,
+    pub consequences: Consequences,
+    pub on_silence: Option<Silence>,
 }
 
 #[derive(Debug)]
@@ -365,6 +394,8 @@ pub struct Workflow {
     pub input: Schema,
     pub business_keys: Vec<(String, Expr)>,
     pub deadline: Option<Deadline>,
+    pub consequences: Consequences,
+    pub life_event: Option<LifeEventRule>,
     /// In dependency order: a step comes after every step it needs.
     pub steps: Vec<Step>,
 }
@@ -416,6 +447,19 @@ impl Workflow {
                     None => adapter.retry,
                 },
                 on_rejection: s.on_rejection,
+                consequences: consequences(&s.remind_before, &s.on_breach, &s.extension)
+                    .map_err(fail(&at))?,
+                on_silence: match &s.on_silence {
+                    Some(silence) => Some(Silence {
+                        outcome: silence.outcome,
+                        legal_basis: silence.legal_basis.clone().unwrap_or_default(),
+                        output: match &silence.output {
+                            Some(o) => Some(Template::compile(o).map_err(fail(&at))?),
+                            None => None,
+                        },
+                    }),
+                    None => None,
+                },
                 adapter,
             });
         }
@@ -432,6 +476,18 @@ impl Workflow {
                 .map_err(fail("business_keys"))?,
             deadline: match &spec.deadline {
                 Some(d) => Some(deadline(d).map_err(fail("deadline"))?),
+                None => None,
+            },
+            consequences: consequences(&spec.remind_before, &spec.on_breach, &spec.extension)
+                .map_err(fail("workflow"))?,
+            life_event: match &spec.life_event {
+                Some(l) => Some(LifeEventRule {
+                    date: compile(&l.date).map_err(fail("life_event.date"))?,
+                    within_days: terms::calendar_days(&l.within)
+                        .ok_or_else(|| format!("`{}` is not in days", l.within))
+                        .map_err(fail("life_event.within"))?,
+                    legal_basis: l.legal_basis.clone(),
+                }),
                 None => None,
             },
             steps: in_dependency_order(steps),

@@ -32,7 +32,11 @@ pub mod code {
     pub const DEPRECATED_ADAPTER: &str = "CF062";
     pub const DURATION: &str = "CF070";
     pub const DEADLINE_BEYOND_CASE: &str = "CF071";
+    pub const REMINDER: &str = "CF072";
+    pub const ESCALATION: &str = "CF073";
     pub const JSON_SCHEMA: &str = "CF080";
+    pub const SILENCE_WITHOUT_LEGAL_BASIS: &str = "CF090";
+    pub const SILENCE_OUTPUT: &str = "CF091";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

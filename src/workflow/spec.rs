@@ -15,6 +15,8 @@ pub const ADAPTER_REF_PATTERN: &str = r"^[a-z][a-z0-9-]*/[a-z][a-z0-9-]*@([1-9][
 pub const EXPR_PATTERN: &str = r"^\s*\$\{[\s\S]*\}\s*$";
 pub const DURATION_PATTERN: &str = r"^[0-9]+(ms|s|m|h)( [0-9]+(ms|s|m|h))*$";
 pub const DEADLINE_PATTERN: &str = r"^[0-9]+ (working days?|hours?)$";
+pub const WORKING_DAYS_PATTERN: &str = r"^[0-9]+ working days?$";
+pub const DAYS_PATTERN: &str = r"^[0-9]+ days?$";
 
 /// What each pattern means, for messages.
 pub const PATTERN_HELP: &[(&str, &str)] = &[
@@ -45,6 +47,14 @@ pub const PATTERN_HELP: &[(&str, &str)] = &[
     (
         DEADLINE_PATTERN,
         "a deadline is `<n> working days` or `<n> hours`, e.g. `3 working days`",
+    ),
+    (
+        WORKING_DAYS_PATTERN,
+        "a time here is `<n> working days`, e.g. `1 working day`",
+    ),
+    (
+        DAYS_PATTERN,
+        "a legal time limit is `<n> days`, calendar days as the law counts them, e.g. `60 days`",
     ),
 ];
 
@@ -80,6 +90,21 @@ pub struct WorkflowSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DEADLINE_PATTERN))]
     pub deadline: Option<String>,
+    /// A working-day notice before the case's due time: the portal and the agencies are told
+    /// the dossier is due soon, while an apology and a new date may still be given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = WORKING_DAYS_PATTERN))]
+    pub remind_before: Option<String>,
+    /// What happens when the case's due time passes unfinished, besides the overdue incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_breach: Option<BreachSpec>,
+    /// Who may give the citizen an apology and one new date for the whole case, and how far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<ExtensionSpec>,
+    /// The life event the procedure registers, and the legal time limit counted from it (a
+    /// birth within 60 days, a death within 15): a case started after the limit is `late`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub life_event: Option<LifeEventSpec>,
     /// JSON Schema of the input the portal submits.
     pub input_schema: BTreeMap<String, Value>,
     /// Names and expressions (over `.input`) of the keys a case is found by.
@@ -127,6 +152,110 @@ pub struct StepSpec {
     /// What an agency's refusal of this step stops.
     #[serde(default)]
     pub on_rejection: OnRejection,
+    /// A working-day notice before the step's due time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = WORKING_DAYS_PATTERN))]
+    pub remind_before: Option<String>,
+    /// What happens when the step's due time passes unanswered, besides the overdue incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_breach: Option<BreachSpec>,
+    /// Who may give an apology and one new date for this step, and how far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<ExtensionSpec>,
+    /// What the agency's silence past the due time means, where a law says so: off unless
+    /// declared, with the law's text in `legal_basis`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_silence: Option<SilenceSpec>,
+}
+
+/// Who is meant: operators, supervisors, or the step's own agency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Party {
+    Operator,
+    Supervisor,
+    /// The agency the step is at (its supervisors, through its token and the feed).
+    Agency,
+}
+
+impl SilenceOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SilenceOutcome::Approved => "approved",
+            SilenceOutcome::Refused => "refused",
+        }
+    }
+}
+
+impl Party {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Party::Operator => "operator",
+            Party::Supervisor => "supervisor",
+            Party::Agency => "agency",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreachSpec {
+    /// Whom the overdue dossier is escalated to: it is listed as theirs, and the feed says so.
+    pub escalate_to: Party,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionSpec {
+    /// Who may grant it, besides an admin. Default: supervisors.
+    #[serde(default = "default_granters")]
+    #[schemars(length(min = 1))]
+    pub granted_by: Vec<Party>,
+    /// The furthest the new date may be from the due time it replaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = WORKING_DAYS_PATTERN))]
+    pub at_most: Option<String>,
+}
+
+pub fn default_granters() -> Vec<Party> {
+    vec![Party::Supervisor]
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SilenceOutcome {
+    /// Deemed approved: the step succeeds with `output`.
+    Approved,
+    /// Deemed refused: the step is refused, as `on_rejection` says.
+    Refused,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceSpec {
+    pub outcome: SilenceOutcome,
+    /// The law that gives the agency's silence this meaning; required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legal_basis: Option<String>,
+    /// For `approved`: the step's output, any JSON where a string `${ … }` is an expression
+    /// over the case (`.input`, `.steps`, `.case`); checked against the adapter's output schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LifeEventSpec {
+    /// The event's date (`YYYY-MM-DD`), an expression over `.input`.
+    #[schemars(regex(pattern = EXPR_PATTERN))]
+    pub date: ExprText,
+    /// The legal time limit from the event, in calendar days, e.g. `60 days`.
+    #[schemars(regex(pattern = DAYS_PATTERN))]
+    pub within: String,
+    /// The law that sets the limit.
+    pub legal_basis: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -117,6 +117,7 @@ pub fn case(workflow: &str, requester: &str) -> Case {
         timers: BTreeMap::new(),
         next_seq: 0,
         tallies: Vec::new(),
+        deadlines: Default::default(),
         traceparent: None,
         rev: 0,
     }

@@ -704,17 +704,17 @@ impl<S: civicflow::store::Store + Clone> Node<S> {
 }
 
 /// The engine, its HTTP API and the mock agencies (fast mode) in this process, on a fresh
-/// store, with a clock the caller may skip forward.
-pub struct InProcess {
+/// store (sled by default, or PostgreSQL), with a clock the caller may skip forward.
+pub struct InProcess<S: civicflow::store::Store + Clone = civicflow::store::sled::SledStore> {
     pub url: String,
-    pub engine: std::sync::Arc<civicflow::engine::Engine<civicflow::store::sled::SledStore>>,
+    pub engine: std::sync::Arc<civicflow::engine::Engine<S>>,
     pub clock: civicflow::engine::Clock,
     /// Agency id → base URL.
     pub agencies: BTreeMap<String, String>,
     pub http: reqwest::Client,
-    data: std::path::PathBuf,
+    data: Option<std::path::PathBuf>,
     /// Keeps the node's background work running.
-    _node: Node,
+    _node: Node<S>,
     _mocks: civicflow_mocks::RunningMocks,
 }
 
@@ -725,14 +725,32 @@ impl InProcess {
 
     /// With the agencies' circuits under `circuits`.
     pub async fn start_with(circuits: civicflow::circuits::Settings) -> InProcess {
-        let (mocks, _) = mocks_in_test(1).await;
-        let agencies = agency_urls(&mocks);
         let data = std::env::temp_dir().join(format!("civicflow-in-{}", uuid::Uuid::new_v4()));
         let store = civicflow::store::sled::SledStore::open(
             &data,
             civicflow::store::sled::DEFAULT_CACHE_MIB << 20,
         )
         .unwrap();
+        InProcess::on(store, Some(data), circuits).await
+    }
+}
+
+impl InProcess<civicflow::store::postgres::PgStore> {
+    /// On a fresh schema of the test database.
+    pub async fn start_postgres() -> InProcess<civicflow::store::postgres::PgStore> {
+        let store = pg::fresh_store().await;
+        InProcess::on(store, None, civicflow::circuits::Settings::default()).await
+    }
+}
+
+impl<S: civicflow::store::Store + Clone> InProcess<S> {
+    async fn on(
+        store: S,
+        data: Option<std::path::PathBuf>,
+        circuits: civicflow::circuits::Settings,
+    ) -> InProcess<S> {
+        let (mocks, _) = mocks_in_test(1).await;
+        let agencies = agency_urls(&mocks);
         let clock = civicflow::engine::Clock::system();
         let off = Arc::new(civicflow::traces::Traces::off());
         let node = Node::start_with(store, &agencies, clock.clone(), off, circuits).await;
@@ -792,8 +810,10 @@ impl InProcess {
     }
 }
 
-impl Drop for InProcess {
+impl<S: civicflow::store::Store + Clone> Drop for InProcess<S> {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.data);
+        if let Some(data) = &self.data {
+            let _ = std::fs::remove_dir_all(data);
+        }
     }
 }

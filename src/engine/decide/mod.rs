@@ -3,13 +3,16 @@
 //! [`Change`]; no store, no network, no clock but the change's `now`.
 //!
 //! [`progress`] moves a case on, [`attempt`] is one try of a step, [`reply`] what an answer or a
-//! callback means for it, [`timer`] what a timer that came due means.
+//! callback means for it, [`timer`] what a timer that came due means, [`deadline`] what a due
+//! time brings: a reminder, an escalation, a deemed outcome, an extension.
 
 mod attempt;
+mod deadline;
 mod progress;
 mod reply;
 mod timer;
 
+pub use deadline::{ExtensionError, ExtensionRequest};
 pub use progress::Decider;
 
 #[cfg(test)]

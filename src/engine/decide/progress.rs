@@ -179,6 +179,7 @@ impl Decider {
         change.case.finished_at = Some(change.now);
         change.close_incidents(|_| true);
         change.clear_timer(TimerKind::CaseDeadline);
+        change.clear_timer(TimerKind::CaseReminder);
         change.event(EventKind::CaseFinished { status, reason });
     }
 
@@ -218,12 +219,7 @@ impl Decider {
             s.due_at = due.as_ref().ok().copied();
         }
         match due {
-            Ok(at) => change.set_timer(
-                TimerKind::StepDeadline {
-                    step: step.id.clone(),
-                },
-                at,
-            ),
+            Ok(at) => self.schedule_due(change, Some(&step.id), at, &step.consequences),
             Err(e) => change.note_calendar_error(Some(&step.id), &e),
         }
         let input = match with {

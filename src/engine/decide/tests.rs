@@ -77,6 +77,7 @@ fn started(d: &Decider, wf: &Workflow) -> Change {
         timers: BTreeMap::new(),
         next_seq: 0,
         tallies: Vec::new(),
+        deadlines: Default::default(),
         traceparent: None,
         rev: 0,
     };

@@ -1,7 +1,7 @@
 //! What a timer that came due means for a case: a retry, a poll, a watchdog, a deadline.
 
 use crate::adapters::http::Metadata;
-use crate::case::{CaseStatus, IncidentReason, StepStatus, Timer, TimerKind};
+use crate::case::{StepStatus, Timer, TimerKind};
 use crate::engine::change::{Call, Change};
 use crate::workflow::definition::Workflow;
 use crate::workflow::spec::Method;
@@ -73,31 +73,10 @@ impl Decider {
                     ready_at: change.began,
                 });
             }
-            TimerKind::StepDeadline { step } => {
-                let Some(s) = change.case.steps.get(step) else {
-                    return;
-                };
-                if !s.status.is_final() {
-                    let message = format!(
-                        "step `{step}` missed its statutory deadline ({})",
-                        s.due_at.map(|d| d.to_string()).unwrap_or_default()
-                    );
-                    change.open_incident(Some(step), IncidentReason::DeadlineMissed, message);
-                }
-            }
-            TimerKind::CaseDeadline => {
-                if change.case.status == CaseStatus::Running {
-                    let message = format!(
-                        "the case missed its statutory deadline ({})",
-                        change
-                            .case
-                            .due_at
-                            .map(|d| d.to_string())
-                            .unwrap_or_default()
-                    );
-                    change.open_incident(None, IncidentReason::DeadlineMissed, message);
-                }
-            }
+            TimerKind::StepDeadline { step } => self.step_due(wf, change, step),
+            TimerKind::CaseDeadline => self.case_due(wf, change),
+            TimerKind::Reminder { step } => self.remind(change, Some(step)),
+            TimerKind::CaseReminder => self.remind(change, None),
         }
     }
 }

@@ -25,6 +25,22 @@ pub fn workflow(
     if let Some(d) = &spec.deadline {
         deadline(file, located, "/deadline", d, &mut out);
     }
+    consequences(
+        file,
+        located,
+        "",
+        Terms {
+            whose: "the case",
+            deadline: spec.deadline.as_deref(),
+            remind_before: spec.remind_before.as_deref(),
+            on_breach: spec.on_breach.as_ref(),
+            extension: spec.extension.as_ref(),
+        },
+        &mut out,
+    );
+    if let Some(life) = &spec.life_event {
+        life_event(file, located, life, &mut out);
+    }
     for (name, text) in &spec.business_keys {
         let pointer = format!("/business_keys/{}", escape(name));
         if let Some(e) = expression(file, located, &pointer, text, &mut out) {
@@ -143,6 +159,23 @@ pub fn workflow(
         if let Some(t) = &step.timeout {
             duration(file, located, &at("timeout"), t, &mut out);
         }
+        let adapter_deadline = adapter_spec(&step.adapter, adapters).map(|a| a.deadline.as_str());
+        consequences(
+            file,
+            located,
+            &format!("/steps/{i}"),
+            Terms {
+                whose: &format!("step `{}`", step.id),
+                deadline: step.deadline.as_deref().or(adapter_deadline),
+                remind_before: step.remind_before.as_deref(),
+                on_breach: step.on_breach.as_ref(),
+                extension: step.extension.as_ref(),
+            },
+            &mut out,
+        );
+        if let Some(silence) = &step.on_silence {
+            on_silence(file, located, &at("on_silence"), &step.id, silence, &mut out);
+        }
         if let Some(r) = &step.retry {
             retry(file, located, &at("retry"), r, &mut out);
         }
@@ -203,6 +236,186 @@ fn beyond_case(
             )
             .help("shorten the step's deadline, or lengthen the case's"),
         );
+    }
+}
+
+/// The deadline consequences of a step or of the whole case, as written.
+struct Terms<'a> {
+    /// `the case` or `` step `x` ``, for messages.
+    whose: &'a str,
+    /// The deadline in force: the step's own, or its adapter's.
+    deadline: Option<&'a str>,
+    remind_before: Option<&'a str>,
+    on_breach: Option<&'a spec::BreachSpec>,
+    extension: Option<&'a spec::ExtensionSpec>,
+}
+
+fn consequences(
+    file: &str,
+    located: &Located,
+    at: &str,
+    terms: Terms<'_>,
+    out: &mut Vec<Diagnostic>,
+) {
+    use crate::workflow::deadline::{Deadline, working_days};
+    let whose = terms.whose;
+    if let Some(text) = terms.remind_before {
+        let pointer = format!("{at}/remind_before");
+        let pos = located.value_pos(&pointer);
+        match (working_days(text), terms.deadline.and_then(Deadline::parse)) {
+            (None, _) => out.push(
+                Diagnostic::new(file, pos, code::DURATION, format!("`{text}` is not a time in working days"))
+                    .help("write `<n> working days`, e.g. `1 working day`"),
+            ),
+            (Some(0), _) => out.push(
+                Diagnostic::new(file, pos, code::REMINDER, format!("a reminder `{text}` before the due time is the due time itself"))
+                    .help("remind at least `1 working day` before"),
+            ),
+            (Some(_), None) => out.push(
+                Diagnostic::new(file, pos, code::REMINDER, format!("{whose} has no deadline to remind before"))
+                    .help("give it a `deadline`, or remove `remind_before`"),
+            ),
+            (Some(_), Some(Deadline::Hours(_))) => out.push(
+                Diagnostic::new(file, pos, code::REMINDER, format!("{whose}'s deadline is in hours; a reminder in working days cannot be placed before it"))
+                    .help("give it a deadline in working days, or remove `remind_before`"),
+            ),
+            (Some(n), Some(Deadline::WorkingDays(d))) if n >= d => out.push(
+                Diagnostic::new(file, pos, code::REMINDER, format!("{whose} may take {d} working day(s); a reminder {n} working day(s) before its due time would come at or before its start"))
+                    .help(format!("remind fewer than {d} working day(s) before")),
+            ),
+            _ => {}
+        }
+    }
+    if terms.on_breach.is_some_and(|b| b.escalate_to == spec::Party::Agency) && at.is_empty() {
+        out.push(
+            Diagnostic::new(
+                file,
+                located.value_pos("/on_breach/escalate_to"),
+                code::ESCALATION,
+                "the case as a whole is at no one agency: it cannot be escalated to `agency`",
+            )
+            .help("escalate the case to `supervisor` or `operator`, and a step to its `agency`"),
+        );
+    }
+    if let Some(e) = terms.extension {
+        if let Some(text) = &e.at_most
+            && working_days(text).is_none_or(|n| n == 0)
+        {
+            out.push(
+                Diagnostic::new(
+                    file,
+                    located.value_pos(&format!("{at}/extension/at_most")),
+                    code::DURATION,
+                    format!("`{text}` is not a reach for a new date"),
+                )
+                .help("write `<n> working days`, at least 1"),
+            );
+        }
+        if at.is_empty()
+            && let Some(j) = e.granted_by.iter().position(|p| *p == spec::Party::Agency)
+        {
+            out.push(
+                Diagnostic::new(
+                    file,
+                    located.value_pos(&format!("/extension/granted_by/{j}")),
+                    code::ESCALATION,
+                    "the case as a whole is at no one agency: `agency` cannot grant its extension",
+                )
+                .help("let an agency extend its own step, under the step's `extension`"),
+            );
+        }
+    }
+}
+
+/// A deemed outcome is off unless a law gives silence that meaning: the basis is required, and
+/// an approval needs the output later steps read.
+fn on_silence(
+    file: &str,
+    located: &Located,
+    pointer: &str,
+    step: &str,
+    silence: &spec::SilenceSpec,
+    out: &mut Vec<Diagnostic>,
+) {
+    if silence.legal_basis.as_deref().is_none_or(|b| b.trim().is_empty()) {
+        out.push(
+            Diagnostic::new(
+                file,
+                located.key_pos(pointer),
+                code::SILENCE_WITHOUT_LEGAL_BASIS,
+                format!("step `{step}` gives the agency's silence a meaning without a `legal_basis`"),
+            )
+            .help("silence is neither approval nor refusal unless a law says so: cite the provision in `legal_basis`, or remove `on_silence`"),
+        );
+    }
+    match (silence.outcome, &silence.output) {
+        (spec::SilenceOutcome::Approved, None) => out.push(
+            Diagnostic::new(
+                file,
+                located.key_pos(pointer),
+                code::SILENCE_OUTPUT,
+                format!("step `{step}` is deemed approved on silence, but gives no `output` for the steps that follow"),
+            )
+            .help("add `output:` as the adapter's output schema asks, mapped from the case data"),
+        ),
+        (spec::SilenceOutcome::Refused, Some(_)) => out.push(
+            Diagnostic::new(
+                file,
+                located.value_pos(&format!("{pointer}/output")),
+                code::SILENCE_OUTPUT,
+                format!("step `{step}` is deemed refused on silence: a refusal has no `output`"),
+            )
+            .help("remove `output`"),
+        ),
+        (_, Some(output)) => {
+            template(file, located, &format!("{pointer}/output"), output, out);
+        }
+        _ => {}
+    }
+}
+
+/// The life event's date is read from the input alone, at the start, and its time limit is in
+/// calendar days.
+fn life_event(
+    file: &str,
+    located: &Located,
+    life: &spec::LifeEventSpec,
+    out: &mut Vec<Diagnostic>,
+) {
+    if let Some(e) = expression(file, located, "/life_event/date", &life.date, out) {
+        let refs = e.step_refs();
+        if refs.dynamic || !refs.ids.is_empty() {
+            out.push(
+                Diagnostic::new(
+                    file,
+                    located.value_pos("/life_event/date"),
+                    code::NOT_AN_ANCESTOR,
+                    "the life event's date reads step data, but its tier is set when the case starts",
+                )
+                .help("read the date from `.input` only"),
+            );
+        }
+    }
+    if crate::workflow::deadline::calendar_days(&life.within).is_none() {
+        out.push(
+            Diagnostic::new(
+                file,
+                located.value_pos("/life_event/within"),
+                code::DURATION,
+                format!("`{}` is not a time limit in days", life.within),
+            )
+            .help("write `<n> days`, calendar days as the law counts them, e.g. `60 days`"),
+        );
+    }
+}
+
+/// The adapter a step's reference names, if it is known.
+fn adapter_spec<'a>(reference: &str, adapters: &'a AdapterIndex) -> Option<&'a AdapterSpec> {
+    let (id, version) = reference.split_once('@')?;
+    let versions = adapters.get(id)?;
+    match version {
+        LATEST => versions.values().next_back(),
+        v => versions.get(&v.parse::<u32>().ok()?),
     }
 }
 
