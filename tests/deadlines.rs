@@ -188,3 +188,253 @@ async fn a_backlog_of_due_timers_is_fired_a_bounded_number_at_a_time() {
     assert!(most > 0, "no timer was seen firing");
     assert!(most <= 256, "{most} timers fired at once");
 }
+
+/// The birth chain with a police step of six working days, reminded five before: started on
+/// Wednesday 14 April 2027 at 10:00 in Hanoi, the step is due at the close of Friday 23 April
+/// (Friday 16 April is Hung Kings' day), and five working days before that is Thursday 15.
+fn six_day_residence() -> std::path::PathBuf {
+    support::workflows_copy(|name, text| {
+        if name != "birth-registration.yaml" {
+            return text;
+        }
+        text.replace("deadline: 3 working days", "deadline: 15 working days")
+            .replace(
+                "    remind_before: 1 working day",
+                "    deadline: 6 working days\n    remind_before: 5 working days",
+            )
+    })
+}
+
+async fn feed_kinds<S: Store>(store: &S, case_id: &str) -> Vec<(String, Option<String>, Value)> {
+    store
+        .feed(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, n)| n.case_id.to_string() == case_id)
+        .map(|(_, n)| (n.kind, n.step, n.data))
+        .collect()
+}
+
+fn events_of(history: &Value, kind: &str) -> Vec<Value> {
+    history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .cloned()
+        .collect()
+}
+
+/// Issue 34: a reminder on the right working day, once; one apology and new date, a second
+/// refused; the escalation to the police's supervisors when even the new date passes, once.
+async fn reminders_extension_and_escalation<S: Store + Clone>(h: InProcess<S>) {
+    let (status, _) = post(&h, "/v1/webhooks", &json!({"url": "http://127.0.0.1:9/hook"})).await;
+    assert_eq!(status, 201);
+    h.skip_to("2027-04-14T03:00:00Z");
+    let mut input = birth_input("GCS-REMIND");
+    input["household_head_personal_id"] = json!(MANUAL_HEAD);
+    let id = h.start_birth(input).await;
+    let case = h
+        .wait_for(&id, |c| {
+            c["steps"]["residence"]["status"] == "awaiting_callback" || c["status"] != "running"
+        })
+        .await;
+    assert_eq!(
+        case["steps"]["residence"]["due_at"], "2027-04-23T17:00:00Z",
+        "{case:#}"
+    );
+    // Born three days before today's real date (the mock registry checks it), registered in
+    // April 2027: more than 60 days later.
+    assert_eq!(case["life_event"]["tier"], "late", "{case:#}");
+    let history_url = format!("{}/v1/cases/{id}/history", h.url);
+
+    // Not before its time: the evening before Thursday 15 April, nothing.
+    h.skip_to("2027-04-14T16:59:00Z");
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let history = fetch(&h.http, &history_url).await;
+    assert!(events_of(&history, "reminded").is_empty(), "{history:#}");
+
+    // Thursday 15 April, 00:00 in Hanoi: the reminder, once.
+    h.skip_to("2027-04-14T17:00:01Z");
+    let mut reminded = Vec::new();
+    for _ in 0..100 {
+        reminded = events_of(&fetch(&h.http, &history_url).await, "reminded");
+        if !reminded.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(reminded.len(), 1, "{reminded:?}");
+    assert_eq!(reminded[0]["step"], "residence");
+    assert_eq!(reminded[0]["due_at"], "2027-04-23T17:00:00Z");
+
+    // Monday 19 April: the police apologise and give a new date, Thursday 29 April. Five
+    // working days from the 23rd reach Tuesday 4 May (30 April and 3 May are holidays), so
+    // the 5th is too far.
+    h.skip_to("2027-04-19T03:00:00Z");
+    let police = h
+        .token(civicflow::auth::Role::Agency("police".into()), "police")
+        .await;
+    let police = support::client_with(&police);
+    let extend = |until: &str| {
+        json!({"step": "residence", "until": until, "reason_code": "verification",
+               "reason": "the household's address is being verified on site"})
+    };
+    let url = format!("{}/v1/cases/{id}/extension", h.url);
+    let too_far = police.post(&url).json(&extend("2027-05-05")).send().await.unwrap();
+    assert_eq!(too_far.status(), 422);
+    let body: Value = too_far.json().await.unwrap();
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("2027-05-04"),
+        "{body:#}"
+    );
+    let holiday = police.post(&url).json(&extend("2027-04-30")).send().await.unwrap();
+    assert_eq!(holiday.status(), 422);
+    let granted = police.post(&url).json(&extend("2027-04-29")).send().await.unwrap();
+    assert_eq!(granted.status(), 200);
+    let case: Value = granted.json().await.unwrap();
+    assert_eq!(case["steps"]["residence"]["due_at"], "2027-04-29T17:00:00Z");
+    assert_eq!(case["extension"]["previous_due"], "2027-04-23T17:00:00Z");
+    assert_eq!(
+        case["extension"]["reason"],
+        "the household's address is being verified on site"
+    );
+    // A new date is given once.
+    let again = police.post(&url).json(&extend("2027-04-28")).send().await.unwrap();
+    assert_eq!(again.status(), 409);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "already_extended", "{body:#}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("once"), "{body:#}");
+
+    // The new date passes: escalated to the police's supervisors, once, and listed as theirs.
+    h.skip_to("2027-04-29T17:00:01Z");
+    let case = h
+        .wait_for(&id, |c| c["escalated"]["residence"].is_string())
+        .await;
+    assert_eq!(case["escalated"]["residence"], "agency:police", "{case:#}");
+    h.skip_to("2027-05-06T03:00:00Z");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let history = fetch(&h.http, &history_url).await;
+    let escalated = events_of(&history, "escalated");
+    assert_eq!(escalated.len(), 1, "{history:#}");
+    assert_eq!(escalated[0]["due_at"], "2027-04-29T17:00:00Z");
+    let listed = fetch(
+        &h.http,
+        &format!("{}/v1/deadlines?escalated_to=agency:police&overdue=true", h.url),
+    )
+    .await;
+    let rows = listed["items"].as_array().unwrap();
+    assert!(
+        rows.iter()
+            .any(|r| r["case_id"] == id.as_str() && r["step"] == "residence" && r["overdue"] == true),
+        "{listed:#}"
+    );
+
+    // The portal heard each of them.
+    let kinds = feed_kinds(h.engine.store(), &id).await;
+    let count = |kind: &str| kinds.iter().filter(|(k, _, _)| k == kind).count();
+    // A reminder before each due time: the first, and the new date's.
+    let reminders: Vec<&Value> = kinds
+        .iter()
+        .filter(|(k, _, _)| k == "step.reminder")
+        .map(|(_, _, d)| &d["due_at"])
+        .collect();
+    assert_eq!(
+        reminders,
+        [&json!("2027-04-23T17:00:00Z"), &json!("2027-04-29T17:00:00Z")],
+        "{kinds:?}"
+    );
+    assert_eq!(count("case.extended"), 1, "{kinds:?}");
+    assert_eq!(count("step.escalated"), 1, "{kinds:?}");
+    let (_, step, data) = kinds.iter().find(|(k, _, _)| k == "case.extended").unwrap();
+    assert_eq!(step.as_deref(), Some("residence"));
+    assert_eq!(data["due_at"], "2027-04-29T17:00:00Z");
+}
+
+async fn post<S: Store + Clone>(h: &InProcess<S>, path: &str, body: &Value) -> (u16, Value) {
+    let reply = h
+        .http
+        .post(format!("{}{path}", h.url))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (reply.status().as_u16(), reply.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn reminders_one_extension_and_escalation_fall_on_working_days_on_sled() {
+    reminders_extension_and_escalation(InProcess::with_workflows(six_day_residence()).await).await;
+}
+
+#[tokio::test]
+async fn reminders_one_extension_and_escalation_fall_on_working_days_on_postgres() {
+    let h = InProcess::postgres_with_workflows(six_day_residence()).await;
+    reminders_extension_and_escalation(h).await;
+}
+
+/// A residence step that the law deems approved when the police stay silent past its due time.
+fn deemed_residence(outcome: &str) -> std::path::PathBuf {
+    let outcome = outcome.to_owned();
+    support::workflows_copy(move |name, text| {
+        if name != "birth-registration.yaml" {
+            return text;
+        }
+        let output = if outcome == "approved" {
+            "\n      output:\n        registration_id: ${ \"DEEMED-\" + .input.dossier_number }\n        household_number: ${ .input.household_head_personal_id }\n        registered_on: ${ .case.started_on }"
+        } else {
+            ""
+        };
+        text.replace(
+            "    remind_before: 1 working day\n",
+            &format!("    remind_before: 1 working day\n    on_silence:\n      outcome: {outcome}\n      legal_basis: Test provision on deemed decisions, Art. 1{output}\n"),
+        )
+    })
+}
+
+async fn silence_is_deemed<S: Store + Clone>(h: InProcess<S>, outcome: &str) {
+    let mut input = birth_input(&format!("GCS-SILENT-{outcome}"));
+    input["household_head_personal_id"] = json!(MANUAL_HEAD);
+    let id = h.start_birth(input).await;
+    h.wait_for(&id, |c| c["steps"]["residence"]["status"] == "awaiting_callback")
+        .await;
+    h.clock.skip(SignedDuration::from_hours(24 * 10));
+    // A refusal of this step waits for an operator (`on_rejection: hold`); an approval lets
+    // the case complete.
+    let case = h
+        .wait_for(&id, |c| {
+            c["steps"]["residence"]["status"] == "rejected" || c["status"] != "running"
+        })
+        .await;
+    let history = fetch(&h.http, &format!("{}/v1/cases/{id}/history", h.url)).await;
+    let deemed = events_of(&history, "silence_deemed");
+    assert_eq!(deemed.len(), 1, "{history:#}");
+    assert!(
+        deemed[0]["legal_basis"]
+            .as_str()
+            .unwrap()
+            .contains("Test provision")
+    );
+    if outcome == "approved" {
+        assert_eq!(case["steps"]["residence"]["status"], "succeeded", "{case:#}");
+        assert_eq!(case["status"], "completed", "{case:#}");
+    } else {
+        assert_eq!(case["steps"]["residence"]["status"], "rejected", "{case:#}");
+        assert_eq!(
+            case["steps"]["residence"]["rejection"]["reason_code"],
+            "deemed_refusal"
+        );
+    }
+}
+
+#[tokio::test]
+async fn silence_past_the_due_time_is_deemed_as_the_law_declared_on_sled() {
+    silence_is_deemed(InProcess::with_workflows(deemed_residence("refused")).await, "refused").await;
+}
+
+#[tokio::test]
+async fn silence_past_the_due_time_is_deemed_as_the_law_declared_on_postgres() {
+    let h = InProcess::postgres_with_workflows(deemed_residence("approved")).await;
+    silence_is_deemed(h, "approved").await;
+}

@@ -666,11 +666,23 @@ impl<S: civicflow::store::Store + Clone> Node<S> {
         traces: Arc<civicflow::traces::Traces>,
         circuits: civicflow::circuits::Settings,
     ) -> Node<S> {
+        Node::start_in(store, agencies, clock, traces, circuits, workflows_dir()).await
+    }
+
+    /// A node running the definitions under `workflows`.
+    pub async fn start_in(
+        store: S,
+        agencies: &BTreeMap<String, String>,
+        clock: civicflow::engine::Clock,
+        traces: Arc<civicflow::traces::Traces>,
+        circuits: civicflow::circuits::Settings,
+        workflows: std::path::PathBuf,
+    ) -> Node<S> {
         use civicflow::app::{App, Settings};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let settings = Settings {
-            workflows: workflows_dir(),
+            workflows,
             engine: civicflow::engine::Config {
                 public_url: url.clone(),
                 agencies: agencies.clone(),
@@ -731,15 +743,30 @@ impl InProcess {
             civicflow::store::sled::DEFAULT_CACHE_MIB << 20,
         )
         .unwrap();
-        InProcess::on(store, Some(data), circuits).await
+        InProcess::on(store, Some(data), circuits, workflows_dir()).await
+    }
+
+    /// Running the definitions under `workflows`, on sled.
+    pub async fn with_workflows(workflows: std::path::PathBuf) -> InProcess {
+        let data = std::env::temp_dir().join(format!("civicflow-in-{}", uuid::Uuid::new_v4()));
+        let store = civicflow::store::sled::SledStore::open(
+            &data,
+            civicflow::store::sled::DEFAULT_CACHE_MIB << 20,
+        )
+        .unwrap();
+        let circuits = civicflow::circuits::Settings::default();
+        InProcess::on(store, Some(data), circuits, workflows).await
     }
 }
 
 impl InProcess<civicflow::store::postgres::PgStore> {
-    /// On a fresh schema of the test database.
-    pub async fn start_postgres() -> InProcess<civicflow::store::postgres::PgStore> {
+    /// Running the definitions under `workflows`, on a fresh schema of the test database.
+    pub async fn postgres_with_workflows(
+        workflows: std::path::PathBuf,
+    ) -> InProcess<civicflow::store::postgres::PgStore> {
         let store = pg::fresh_store().await;
-        InProcess::on(store, None, civicflow::circuits::Settings::default()).await
+        let circuits = civicflow::circuits::Settings::default();
+        InProcess::on(store, None, circuits, workflows).await
     }
 }
 
@@ -748,12 +775,13 @@ impl<S: civicflow::store::Store + Clone> InProcess<S> {
         store: S,
         data: Option<std::path::PathBuf>,
         circuits: civicflow::circuits::Settings,
+        workflows: std::path::PathBuf,
     ) -> InProcess<S> {
         let (mocks, _) = mocks_in_test(1).await;
         let agencies = agency_urls(&mocks);
         let clock = civicflow::engine::Clock::system();
         let off = Arc::new(civicflow::traces::Traces::off());
-        let node = Node::start_with(store, &agencies, clock.clone(), off, circuits).await;
+        let node = Node::start_in(store, &agencies, clock.clone(), off, circuits, workflows).await;
         let (url, engine) = (node.url.clone(), node.app.engine.clone());
         let admin = issue_token(engine.store(), civicflow::auth::Role::Admin, "test").await;
         let police = civicflow::auth::Role::Agency("police".into());
