@@ -229,7 +229,12 @@ fn events_of(history: &Value, kind: &str) -> Vec<Value> {
 /// Issue 34: a reminder on the right working day, once; one apology and new date, a second
 /// refused; the escalation to the police's supervisors when even the new date passes, once.
 async fn reminders_extension_and_escalation<S: Store + Clone>(h: InProcess<S>) {
-    let (status, _) = post(&h, "/v1/webhooks", &json!({"url": "http://127.0.0.1:9/hook"})).await;
+    let (status, _) = post(
+        &h,
+        "/v1/webhooks",
+        &json!({"url": "http://127.0.0.1:9/hook"}),
+    )
+    .await;
     assert_eq!(status, 201);
     h.skip_to("2027-04-14T03:00:00Z");
     let mut input = birth_input("GCS-REMIND");
@@ -282,16 +287,34 @@ async fn reminders_extension_and_escalation<S: Store + Clone>(h: InProcess<S>) {
                "reason": "the household's address is being verified on site"})
     };
     let url = format!("{}/v1/cases/{id}/extension", h.url);
-    let too_far = police.post(&url).json(&extend("2027-05-05")).send().await.unwrap();
+    let too_far = police
+        .post(&url)
+        .json(&extend("2027-05-05"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(too_far.status(), 422);
     let body: Value = too_far.json().await.unwrap();
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("2027-05-04"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2027-05-04"),
         "{body:#}"
     );
-    let holiday = police.post(&url).json(&extend("2027-04-30")).send().await.unwrap();
+    let holiday = police
+        .post(&url)
+        .json(&extend("2027-04-30"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(holiday.status(), 422);
-    let granted = police.post(&url).json(&extend("2027-04-29")).send().await.unwrap();
+    let granted = police
+        .post(&url)
+        .json(&extend("2027-04-29"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(granted.status(), 200);
     let case: Value = granted.json().await.unwrap();
     assert_eq!(case["steps"]["residence"]["due_at"], "2027-04-29T17:00:00Z");
@@ -301,11 +324,19 @@ async fn reminders_extension_and_escalation<S: Store + Clone>(h: InProcess<S>) {
         "the household's address is being verified on site"
     );
     // A new date is given once.
-    let again = police.post(&url).json(&extend("2027-04-28")).send().await.unwrap();
+    let again = police
+        .post(&url)
+        .json(&extend("2027-04-28"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 409);
     let body: Value = again.json().await.unwrap();
     assert_eq!(body["error"]["code"], "already_extended", "{body:#}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("once"), "{body:#}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("once"),
+        "{body:#}"
+    );
 
     // The new date passes: escalated to the police's supervisors, once, and listed as theirs.
     h.skip_to("2027-04-29T17:00:01Z");
@@ -321,13 +352,17 @@ async fn reminders_extension_and_escalation<S: Store + Clone>(h: InProcess<S>) {
     assert_eq!(escalated[0]["due_at"], "2027-04-29T17:00:00Z");
     let listed = fetch(
         &h.http,
-        &format!("{}/v1/deadlines?escalated_to=agency:police&overdue=true", h.url),
+        &format!(
+            "{}/v1/deadlines?escalated_to=agency:police&overdue=true",
+            h.url
+        ),
     )
     .await;
     let rows = listed["items"].as_array().unwrap();
     assert!(
-        rows.iter()
-            .any(|r| r["case_id"] == id.as_str() && r["step"] == "residence" && r["overdue"] == true),
+        rows.iter().any(|r| r["case_id"] == id.as_str()
+            && r["step"] == "residence"
+            && r["overdue"] == true),
         "{listed:#}"
     );
 
@@ -342,7 +377,10 @@ async fn reminders_extension_and_escalation<S: Store + Clone>(h: InProcess<S>) {
         .collect();
     assert_eq!(
         reminders,
-        [&json!("2027-04-23T17:00:00Z"), &json!("2027-04-29T17:00:00Z")],
+        [
+            &json!("2027-04-23T17:00:00Z"),
+            &json!("2027-04-29T17:00:00Z")
+        ],
         "{kinds:?}"
     );
     assert_eq!(count("case.extended"), 1, "{kinds:?}");
@@ -397,8 +435,10 @@ async fn silence_is_deemed<S: Store + Clone>(h: InProcess<S>, outcome: &str) {
     let mut input = birth_input(&format!("GCS-SILENT-{outcome}"));
     input["household_head_personal_id"] = json!(MANUAL_HEAD);
     let id = h.start_birth(input).await;
-    h.wait_for(&id, |c| c["steps"]["residence"]["status"] == "awaiting_callback")
-        .await;
+    h.wait_for(&id, |c| {
+        c["steps"]["residence"]["status"] == "awaiting_callback"
+    })
+    .await;
     h.clock.skip(SignedDuration::from_hours(24 * 10));
     // A refusal of this step waits for an operator (`on_rejection: hold`); an approval lets
     // the case complete.
@@ -417,7 +457,10 @@ async fn silence_is_deemed<S: Store + Clone>(h: InProcess<S>, outcome: &str) {
             .contains("Test provision")
     );
     if outcome == "approved" {
-        assert_eq!(case["steps"]["residence"]["status"], "succeeded", "{case:#}");
+        assert_eq!(
+            case["steps"]["residence"]["status"], "succeeded",
+            "{case:#}"
+        );
         assert_eq!(case["status"], "completed", "{case:#}");
     } else {
         assert_eq!(case["steps"]["residence"]["status"], "rejected", "{case:#}");
@@ -430,11 +473,99 @@ async fn silence_is_deemed<S: Store + Clone>(h: InProcess<S>, outcome: &str) {
 
 #[tokio::test]
 async fn silence_past_the_due_time_is_deemed_as_the_law_declared_on_sled() {
-    silence_is_deemed(InProcess::with_workflows(deemed_residence("refused")).await, "refused").await;
+    silence_is_deemed(
+        InProcess::with_workflows(deemed_residence("refused")).await,
+        "refused",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn silence_past_the_due_time_is_deemed_as_the_law_declared_on_postgres() {
     let h = InProcess::postgres_with_workflows(deemed_residence("approved")).await;
     silence_is_deemed(h, "approved").await;
+}
+
+/// Issue 34: an escalation is decided once, at its due time, even when the node is killed as
+/// the time comes. The real binary, its clock started just before the due time again and
+/// again (`--clock-start`), killed with SIGKILL a little later each time.
+async fn escalation_once_across_kills(backend: support::Backend) {
+    let workflows = support::workflows_copy(|name, text| {
+        if name != "birth-registration.yaml" {
+            return text;
+        }
+        text.replace("    remind_before: 1 working day", "    deadline: 2 hours")
+    });
+    let data = std::env::temp_dir().join(format!("civicflow-kill-{}", uuid::Uuid::new_v4()));
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let store = backend.serve_args();
+    let spawn = |clock: &str| {
+        let mut args = vec![
+            "--workflows",
+            workflows.to_str().unwrap(),
+            "--clock-start",
+            clock,
+        ];
+        args.extend(store.iter().map(String::as_str));
+        support::Server::spawn(&data, &listen, &support::with_mocks(&args))
+    };
+    let mut server = spawn("2027-04-14T03:00:00Z");
+    let mut input = birth_input("GCS-KILLED");
+    input["household_head_personal_id"] = json!(MANUAL_HEAD);
+    let id = server.start_case("birth-registration", input).await;
+    let path = format!("/v1/cases/{id}");
+    let mut case = server.get(&path).await;
+    for _ in 0..200 {
+        if case["steps"]["residence"]["status"] == "awaiting_callback" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        case = server.get(&path).await;
+    }
+    let due: jiff::Timestamp = case["steps"]["residence"]["due_at"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{case:#}"))
+        .parse()
+        .unwrap();
+    server.kill();
+    // Each start puts the clock a second before the due time; each kill comes a little later.
+    let mut clock = due - SignedDuration::from_secs(1);
+    for wait_ms in [600u64, 900, 1000, 1100, 1300] {
+        clock += SignedDuration::from_millis(1);
+        let mut s = spawn(&clock.to_string());
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        s.kill();
+    }
+    server = spawn(&(due + SignedDuration::from_secs(60)).to_string());
+    let mut case = server.get(&path).await;
+    for _ in 0..200 {
+        if case["escalated"]["residence"].is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        case = server.get(&path).await;
+    }
+    assert_eq!(case["escalated"]["residence"], "agency:police", "{case:#}");
+    let history = server.get(&format!("{path}/history")).await;
+    let escalated = events_of(&history, "escalated");
+    assert_eq!(escalated.len(), 1, "{history:#}");
+    let at: jiff::Timestamp = escalated[0]["at"].as_str().unwrap().parse().unwrap();
+    assert!(at >= due, "escalated at {at}, before its due time {due}");
+    let missed: Vec<Value> = events_of(&history, "incident_opened")
+        .into_iter()
+        .filter(|e| e["reason"] == "deadline_missed" && e["step"] == "residence")
+        .collect();
+    assert_eq!(missed.len(), 1, "{history:#}");
+    server.kill();
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test]
+async fn an_escalation_fires_once_at_its_time_across_kills_on_sled() {
+    escalation_once_across_kills(support::Backend::Sled).await;
+}
+
+#[tokio::test]
+async fn an_escalation_fires_once_at_its_time_across_kills_on_postgres() {
+    escalation_once_across_kills(support::Backend::Postgres).await;
 }

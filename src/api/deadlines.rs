@@ -63,7 +63,9 @@ fn reason_code(given: Option<String>) -> Result<String, ApiError> {
         Err(invalid(
             "invalid_reason_code",
             "/reason_code",
-            format!("`{code}` is not a reason code: lowercase letters, digits and `_`, starting with a letter, at most 40"),
+            format!(
+                "`{code}` is not a reason code: lowercase letters, digits and `_`, starting with a letter, at most 40"
+            ),
         ))
     }
 }
@@ -142,9 +144,13 @@ pub async fn extend<S: Store + Clone>(
             format!("the reason is {} bytes; at most {MAX_REASON}", reason.len()),
         ));
     }
-    let until = b
-        .until
-        .ok_or_else(|| invalid("until_required", "/until", "give the new return date, `until`"))?;
+    let until = b.until.ok_or_else(|| {
+        invalid(
+            "until_required",
+            "/until",
+            "give the new return date, `until`",
+        )
+    })?;
     let ask = ExtensionRequest {
         step: b.step,
         until,

@@ -7,8 +7,8 @@
 mod agencies;
 mod auth;
 mod callbacks;
-mod deadlines;
 mod cases;
+mod deadlines;
 mod error;
 mod json;
 mod kpis;

@@ -6,8 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    agencies, callbacks, cases, deadlines, error, kpis, metrics, operators, registry, store, tokens,
-    webhooks,
+    agencies, callbacks, cases, deadlines, error, kpis, metrics, operators, registry, store,
+    tokens, webhooks,
 };
 
 #[derive(OpenApi)]

@@ -109,10 +109,9 @@ impl Role {
                     | SetCircuit
                     | Extend
             ),
-            Role::Agency(_) => matches!(
-                op,
-                Callback | ReadRegistry | Publish | TestAdapter | Extend
-            ),
+            Role::Agency(_) => {
+                matches!(op, Callback | ReadRegistry | Publish | TestAdapter | Extend)
+            }
             Role::Admin => op != Callback,
             Role::Metrics => op == ReadMetrics,
         }

@@ -119,6 +119,11 @@ pub struct ServeArgs {
     /// to start) before it is answered 408; above the longest `?wait=` (60 s).
     #[arg(long, default_value = "120s")]
     pub request_timeout: String,
+    /// Start the engine's clock at this time (RFC 3339, later than now) and let it run on from
+    /// there: a rehearsal of the deadlines a future date brings (a holiday, a month's end).
+    /// Never in production: every due time and every record's time follows this clock.
+    #[arg(long, value_name = "TIME")]
+    pub clock_start: Option<jiff::Timestamp>,
 }
 
 /// The file, in the data directory, that holds the first admin token.
@@ -212,6 +217,16 @@ async fn serve<S: Store + Clone>(
         agencies.insert(name.to_owned(), url.to_owned());
     }
     let circuits = circuit_settings(&args)?;
+    let clock = Clock::system();
+    if let Some(start) = args.clock_start {
+        let by = start.duration_since(clock.now());
+        anyhow::ensure!(
+            by > jiff::SignedDuration::ZERO,
+            "--clock-start {start} is not later than now: the engine's clock only moves forward"
+        );
+        clock.skip(by);
+        tracing::warn!(clock = %clock.now(), "the engine's clock was moved forward by --clock-start: a rehearsal, not production");
+    }
     let settings = Settings {
         workflows: args.workflows.clone(),
         engine: Config {
@@ -219,7 +234,7 @@ async fn serve<S: Store + Clone>(
             agencies,
             drain_timeout,
             claim_lease,
-            clock: Clock::system(),
+            clock,
             circuits,
         },
         limits: Limits {

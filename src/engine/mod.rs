@@ -37,9 +37,9 @@ use crate::traces::Traces;
 use crate::workflow::definition::Definitions;
 
 pub use actions::{Action, ActionError};
-pub use decide::{ExtensionError, ExtensionRequest};
 pub use adapter_test::TrialError;
 pub use callbacks::{CallbackAck, CallbackError};
+pub use decide::{ExtensionError, ExtensionRequest};
 pub use definitions::MissingWorkflow;
 pub use start::{MAX_KEY_BYTES, StartError};
 

@@ -159,8 +159,8 @@ impl Tally {
                     Finished::Late,
                     Finished::NoDeadline,
                 ]
-                    .into_iter()
-                    .find(|c| c.as_str() == class)?,
+                .into_iter()
+                .find(|c| c.as_str() == class)?,
                 working_days: parts.next()?.parse().ok()?,
             },
             OPEN => State::Open {
@@ -268,9 +268,12 @@ pub fn tallies(case: &Case, calendar: &Calendar) -> Vec<Tally> {
             continue;
         };
         let state = match (s.status, s.finished_at) {
-            (StepStatus::Succeeded | StepStatus::Rejected, Some(finished)) => {
-                done(calendar, started, finished, (s.due_at, due_before(case, Some(id))))
-            }
+            (StepStatus::Succeeded | StepStatus::Rejected, Some(finished)) => done(
+                calendar,
+                started,
+                finished,
+                (s.due_at, due_before(case, Some(id))),
+            ),
             (StepStatus::Skipped | StepStatus::Stopped, _) => continue,
             _ => open(
                 case,

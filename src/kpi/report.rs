@@ -132,11 +132,8 @@ impl Sums {
 
     fn figures(&self) -> Figures {
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
-        let (on_time, extended, late) = (
-            count(self.on_time),
-            count(self.extended),
-            count(self.late),
-        );
+        let (on_time, extended, late) =
+            (count(self.on_time), count(self.extended), count(self.late));
         let timed = on_time + extended + late;
         Figures {
             finished_on_time: on_time,
@@ -237,7 +234,9 @@ pub async fn read<S: Store>(store: &S, period: &Period) -> Result<Report, Report
     // workflow → (tiers, extension reasons)
     let mut by_law: BTreeMap<String, [BTreeMap<String, u64>; 2]> = BTreeMap::new();
     for (which, kind) in [(0, TIER), (1, EXTENSION)] {
-        let counts = store.counts(&bound(kind, from), &bound(kind, after)).await?;
+        let counts = store
+            .counts(&bound(kind, from), &bound(kind, after))
+            .await?;
         for (name, n) in counts {
             let Some((workflow, agency, class)) = parse_law(&name) else {
                 tracing::warn!(counter = %name, "a counter of a name this civicflow does not make is left out");

@@ -33,8 +33,8 @@ pub(crate) fn encode(case: &Case) -> Vec<u8> {
     // Room for a finished birth case's record from the start, rather than five or six
     // doublings and copies on the way there.
     let out = Vec::with_capacity(RECORD_CAPACITY);
-    let mut out = postcard::to_extend(&CaseOut::of(case), out)
-        .expect("a case always serializes to postcard");
+    let mut out =
+        postcard::to_extend(&CaseOut::of(case), out).expect("a case always serializes to postcard");
     if !case.deadlines.is_empty() {
         serde_json::to_writer(&mut out, &case.deadlines).expect("deadlines serialize to JSON");
     }

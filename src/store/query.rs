@@ -298,7 +298,10 @@ pub async fn deadlines<S: Store>(
             };
             if case.status != CaseStatus::Running
                 || current.map(|d| d.as_millisecond()) != Some(due_at.as_millisecond())
-                || filter.workflow.as_ref().is_some_and(|w| *w != case.workflow)
+                || filter
+                    .workflow
+                    .as_ref()
+                    .is_some_and(|w| *w != case.workflow)
             {
                 continue;
             }
@@ -333,7 +336,9 @@ pub async fn deadlines<S: Store>(
             }
         }
         if exhausted || scanned >= SCAN_BUDGET {
-            let next = (!exhausted).then(|| range.after.as_ref().map(encode_cursor)).flatten();
+            let next = (!exhausted)
+                .then(|| range.after.as_ref().map(encode_cursor))
+                .flatten();
             return Ok(Listing {
                 items,
                 next,

@@ -75,7 +75,12 @@ impl Notification {
                     .map_or(Value::Null, |r| serde_json::json!({"reason": r})),
             }),
             EventKind::Reminded { step: s, due_at } => Some(Notification {
-                kind: if s.is_some() { "step.reminder" } else { "case.reminder" }.to_owned(),
+                kind: if s.is_some() {
+                    "step.reminder"
+                } else {
+                    "case.reminder"
+                }
+                .to_owned(),
                 step: s.clone(),
                 ..step("", "due_soon", serde_json::json!({"due_at": due_at}))
             }),
@@ -84,7 +89,12 @@ impl Notification {
                 to,
                 due_at,
             } => Some(Notification {
-                kind: if s.is_some() { "step.escalated" } else { "case.escalated" }.to_owned(),
+                kind: if s.is_some() {
+                    "step.escalated"
+                } else {
+                    "case.escalated"
+                }
+                .to_owned(),
                 step: s.clone(),
                 ..step(
                     "",

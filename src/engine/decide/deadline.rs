@@ -59,7 +59,10 @@ pub enum ExtensionError {
         limit: Date,
     },
     #[error("a {party} may not grant this extension; the workflow lets {allowed} grant it")]
-    NotAllowed { party: &'static str, allowed: String },
+    NotAllowed {
+        party: &'static str,
+        allowed: String,
+    },
     #[error("an agency may extend only its own steps; step `{step}` is at {agency}")]
     OtherAgency { step: String, agency: String },
     #[error("the new date {0} is not a working day: the citizen could not collect the result")]
@@ -190,14 +193,20 @@ impl Decider {
                                 .iter()
                                 .map(|v| format!("{} {}", v.field, v.message))
                                 .collect();
-                            let message = format!("the step is deemed approved on silence, but its `on_silence.output` does not match {}'s output schema: {}", step.adapter.reference, list.join("; "));
+                            let message = format!(
+                                "the step is deemed approved on silence, but its `on_silence.output` does not match {}'s output schema: {}",
+                                step.adapter.reference,
+                                list.join("; ")
+                            );
                             self.fail(change, id, IncidentReason::InvalidData, message);
                             return;
                         }
                         Some(output)
                     }
                     Err(e) => {
-                        let message = format!("the step is deemed approved on silence, but its `on_silence.output` cannot be built: {e}");
+                        let message = format!(
+                            "the step is deemed approved on silence, but its `on_silence.output` cannot be built: {e}"
+                        );
                         self.fail(change, id, IncidentReason::InvalidData, message);
                         return;
                     }

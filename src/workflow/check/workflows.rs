@@ -174,7 +174,14 @@ pub fn workflow(
             &mut out,
         );
         if let Some(silence) = &step.on_silence {
-            on_silence(file, located, &at("on_silence"), &step.id, silence, &mut out);
+            on_silence(
+                file,
+                located,
+                &at("on_silence"),
+                &step.id,
+                silence,
+                &mut out,
+            );
         }
         if let Some(r) = &step.retry {
             retry(file, located, &at("retry"), r, &mut out);
@@ -286,7 +293,11 @@ fn consequences(
             _ => {}
         }
     }
-    if terms.on_breach.is_some_and(|b| b.escalate_to == spec::Party::Agency) && at.is_empty() {
+    if terms
+        .on_breach
+        .is_some_and(|b| b.escalate_to == spec::Party::Agency)
+        && at.is_empty()
+    {
         out.push(
             Diagnostic::new(
                 file,
@@ -337,7 +348,11 @@ fn on_silence(
     silence: &spec::SilenceSpec,
     out: &mut Vec<Diagnostic>,
 ) {
-    if silence.legal_basis.as_deref().is_none_or(|b| b.trim().is_empty()) {
+    if silence
+        .legal_basis
+        .as_deref()
+        .is_none_or(|b| b.trim().is_empty())
+    {
         out.push(
             Diagnostic::new(
                 file,
