@@ -72,6 +72,10 @@ struct BirthRequest {
     #[serde(default)]
     father: Option<Parent>,
     permanent_address: Address,
+    /// Registered after the 60 days the Civil Status Law gives (Art. 15): the office takes it
+    /// as a late registration, with the checks that go with one, instead of refusing it.
+    #[serde(default)]
+    late_registration: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,11 +167,11 @@ impl CivilStatus {
             )
             .on_field("child.date_of_birth"));
         }
-        if days_between(born, today) > BIRTH_REGISTRATION_WINDOW_DAYS {
+        if days_between(born, today) > BIRTH_REGISTRATION_WINDOW_DAYS && !req.late_registration {
             return Err(Refusal::new(
                 "BIRTH_TOO_OLD",
                 format!(
-                    "the child was born on {born}, more than {BIRTH_REGISTRATION_WINDOW_DAYS} days ago: this needs a late birth registration"
+                    "the child was born on {born}, more than {BIRTH_REGISTRATION_WINDOW_DAYS} days ago: this needs a late birth registration (`late_registration: true`)"
                 ),
             )
             .on_field("child.date_of_birth"));

@@ -85,6 +85,62 @@ async fn a_death_runs_deregistration_and_the_funeral_allowance_in_parallel() {
     assert_eq!(step(&case, "deregistration")["status"], "succeeded");
 }
 
+/// Issue 34: a birth registered 70 days after it is `late` from its first step (the civil
+/// status office takes it as a late registration), for the portal, the operators and the
+/// on-time table; a death within its 15 days is on time.
+#[tokio::test]
+async fn a_birth_registered_seventy_days_late_is_late_from_its_first_step() {
+    let server = Server::start_on(BACKEND);
+    let mut input = birth_input("GCS-LATE-70");
+    input["child"]["date_of_birth"] = json!(support::days_ago(70));
+    let (status, started) = server
+        .post(
+            "/v1/cases",
+            &json!({"workflow": "birth-registration", "input": input}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{started}");
+    assert_eq!(started["life_event"]["tier"], "late", "{started:#}");
+    assert_eq!(
+        started["life_event"]["limit"].as_str(),
+        Some(support::days_ago(10).as_str())
+    );
+    let id = started["id"].as_str().unwrap();
+    let case = server.settled(id, BOUND).await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    assert_eq!(case["life_event"]["tier"], "late");
+    let listed = server
+        .get("/v1/cases?key=dossier%3DG01.123-GCS-LATE-70")
+        .await;
+    assert_eq!(listed["items"][0]["tier"], "late", "{listed:#}");
+
+    let death = server
+        .start_case(
+            "death-registration",
+            death_input("001045333444", "Lê Văn Thọ"),
+        )
+        .await;
+    let death = server.settled(&death, BOUND).await;
+    assert_eq!(death["life_event"]["tier"], "on_time", "{death:#}");
+    let kpis = server.get("/v1/kpis").await;
+    let tiers = |name: &str| {
+        kpis["workflows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["workflow"] == name)
+            .map(|w| w["tiers"].clone())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(tiers("birth-registration"), json!({"late": 1}), "{kpis:#}");
+    assert_eq!(
+        tiers("death-registration"),
+        json!({"on_time": 1}),
+        "{kpis:#}"
+    );
+}
+
 #[tokio::test]
 async fn a_refused_birth_stops_the_case_and_nothing_else_is_called() {
     let server = Server::start_on(BACKEND);

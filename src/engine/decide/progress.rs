@@ -30,13 +30,23 @@ pub struct Decider {
 }
 
 pub(super) fn case_meta(case: &Case) -> Value {
-    json!({
+    let mut meta = json!({
         "id": case.id.to_string(),
         "workflow": case.workflow,
         "version": case.version,
         "started_on": case.started_on.to_string(),
         "started_at": case.started_at.to_string(),
-    })
+    });
+    // What the life event's legal limit made of the case, from its first step on: a late
+    // registration is sent as one.
+    if let Some(life) = &case.deadlines.life_event {
+        meta["life_event"] = json!({
+            "date": life.date.to_string(),
+            "limit": life.limit.to_string(),
+            "tier": life.tier.as_str(),
+        });
+    }
+    meta
 }
 
 /// What a step's `if` and `with` see: the input, the outputs of the steps that succeeded, and
