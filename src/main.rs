@@ -53,7 +53,8 @@ enum Command {
         #[command(flatten)]
         connection: Connection,
     },
-    /// Act on one case: retry, skip or fix a step, or cancel the case.
+    /// Act on one case: retry, skip or fix a step, cancel the case, or give it its apology and
+    /// new date.
     Case {
         #[command(subcommand)]
         command: cli::cases::CaseCommand,
@@ -67,6 +68,19 @@ enum Command {
         /// Newest first.
         #[arg(long)]
         newest: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Where the previous page ended.
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Open dossiers by due time, the most overdue first: each step still at its agency and
+    /// each running case, with its escalation, extension and tier.
+    Deadlines {
+        #[command(flatten)]
+        filter: cli::deadlines::Filter,
         #[arg(long, default_value_t = 50)]
         limit: usize,
         /// Where the previous page ended.
@@ -199,6 +213,14 @@ fn main() -> anyhow::Result<ExitCode> {
             connection,
         } => client(&connection, |c| async move {
             cli::incidents::incidents(&c, &filter, newest, limit, cursor).await
+        }),
+        Command::Deadlines {
+            filter,
+            limit,
+            cursor,
+            connection,
+        } => client(&connection, |c| async move {
+            cli::deadlines::deadlines(&c, &filter, limit, cursor).await
         }),
         Command::Bulk {
             command,

@@ -565,3 +565,89 @@ async fn no_session_a_forged_cookie_and_a_cross_site_form_are_refused() {
     assert!(browser.text("message").await.contains("session has ended"));
     browser.quit().await;
 }
+
+/// Issue 34: a supervisor finds a dossier on the deadline list, gives it its apology and one
+/// new date from the case page, and the page shows the extended date and why.
+#[tokio::test]
+async fn a_supervisor_gives_a_late_dossier_a_new_date_and_the_page_shows_it() {
+    let server = Server::start();
+    let mut input = birth_input("UI-EXTEND");
+    input["household_head_personal_id"] = json!(support::MANUAL_HEAD);
+    let id = server.start_case("birth-registration", input).await;
+    let mut case = server.get(&format!("/v1/cases/{id}")).await;
+    let until = tokio::time::Instant::now() + BOUND;
+    while case["steps"]["residence"]["status"] != "awaiting_callback" {
+        assert!(tokio::time::Instant::now() < until, "{case:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        case = server.get(&format!("/v1/cases/{id}")).await;
+    }
+    let due: jiff::Timestamp = case["steps"]["residence"]["due_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let calendar = civicflow::calendar::Calendar::vietnam();
+    let new_day = civicflow::calendar::due_day(calendar.after_due(due, 2).unwrap());
+    let supervisor = server.token("supervisor").await;
+
+    let (_turn, browser) = Browser::start().await;
+    browser.sign_in(&server, &supervisor).await;
+    browser.goto(&format!("{}/ui/deadlines", server.url)).await;
+    let row = format!("//tr[@data-case='{id}']");
+    browser.element(By::XPath(&row)).await;
+    let listed = browser.text("deadlines").await;
+    assert!(listed.contains("residence"), "{listed}");
+    browser.screenshot("deadlines").await;
+
+    browser.goto(&format!("{}/ui/cases/{id}", server.url)).await;
+    browser
+        .click(By::XPath(
+            "//summary[text()='Apologise and set one new date']",
+        ))
+        .await;
+    browser
+        .click(By::XPath(
+            "//select[@id='extend-step']/option[text()='residence']",
+        ))
+        .await;
+    browser
+        .web
+        .execute(
+            "document.getElementById('extend-until').value = arguments[0];",
+            vec![json!(new_day.to_string())],
+        )
+        .await
+        .unwrap();
+    browser.fill("extend-reason-code", "verification").await;
+    browser
+        .fill("extend-reason", "the household's address is being verified")
+        .await;
+    browser.click(By::Id("extend")).await;
+    let shown = new_day.strftime("%d/%m/%Y").to_string();
+    let until = tokio::time::Instant::now() + BOUND;
+    loop {
+        let due = browser.text("case-due").await;
+        if due.contains(&shown) && due.contains("being verified") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the page says `{due}`, not the new date {shown}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let extended = browser.text("case-extended").await;
+    assert!(extended.contains("verification"), "{extended}");
+    browser.screenshot("case-extended").await;
+    // Once given, the form is gone: a new date is set once.
+    assert!(
+        !browser
+            .source()
+            .await
+            .contains("Apologise and set one new date"),
+        "the extension form is still offered"
+    );
+    let case = server.get(&format!("/v1/cases/{id}")).await;
+    assert_eq!(case["extension"]["reason_code"], "verification", "{case:#}");
+    browser.quit().await;
+}

@@ -1,5 +1,5 @@
 //! `civicflow cases start|show|list|history` for the portal's view, and `civicflow case
-//! retry|skip|fix|cancel` for an operator acting on one case.
+//! retry|skip|fix|cancel|extend` for an operator acting on one case.
 
 use std::path::PathBuf;
 
@@ -92,6 +92,23 @@ pub enum CaseCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Give the case its one apology and new return date (Decree 61/2018, Art. 19(9)), at
+    /// least a day before the due day.
+    Extend {
+        id: String,
+        /// The late step; without it, the case as a whole.
+        #[arg(long)]
+        step: Option<String>,
+        /// The new return date, `YYYY-MM-DD`: due at its close.
+        #[arg(long)]
+        until: String,
+        /// The apology's reason, as the citizen reads it.
+        #[arg(long)]
+        reason: String,
+        /// A short code the on-time table counts reasons by (default `other`).
+        #[arg(long)]
+        reason_code: Option<String>,
+    },
 }
 
 pub async fn cases(client: &Client, command: CasesCommand) -> Result<(), ClientError> {
@@ -180,6 +197,17 @@ pub async fn case(client: &Client, command: CaseCommand) -> Result<(), ClientErr
             (id, "fix", body)
         }
         CaseCommand::Cancel { id, reason } => (id, "cancel", json!({"reason": reason})),
+        CaseCommand::Extend {
+            id,
+            step,
+            until,
+            reason,
+            reason_code,
+        } => {
+            let body =
+                json!({"step": step, "until": until, "reason": reason, "reason_code": reason_code});
+            (id, "extension", body)
+        }
     };
     let case = client
         .post(&format!("/v1/cases/{id}/{action}"), &body, None)
@@ -205,11 +233,36 @@ fn show(case: &Value) -> String {
         .map(|m| m.iter().map(|(k, v)| format!("{k}={}", cell(v))).collect())
         .unwrap_or_default();
     out.push_str(&format!(
-        "keys      {}\nstarted   {}\ndue       {}\n\n",
+        "keys      {}\nstarted   {}\ndue       {}\n",
         keys.join(" "),
         time(&case["started_at"]),
         time(&case["due_at"]),
     ));
+    if let Some(e) = case.get("extension") {
+        out.push_str(&format!(
+            "extended  from {} by {}: {} ({})\n",
+            time(&e["previous_due"]),
+            cell(&e["by"]),
+            cell(&e["reason"]),
+            cell(&e["reason_code"]),
+        ));
+    }
+    if let Some(l) = case.get("life_event") {
+        out.push_str(&format!(
+            "tier      {} (event {}, limit {})\n",
+            cell(&l["tier"]),
+            cell(&l["date"]),
+            cell(&l["limit"]),
+        ));
+    }
+    if let Some(escalated) = case["escalated"].as_object() {
+        let list: Vec<String> = escalated
+            .iter()
+            .map(|(step, to)| format!("{step} to {}", cell(to)))
+            .collect();
+        out.push_str(&format!("escalated {}\n", list.join(", ")));
+    }
+    out.push('\n');
     let mut steps = table(&[
         "step", "status", "agency", "rev", "attempts", "due", "result",
     ]);

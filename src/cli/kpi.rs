@@ -45,6 +45,7 @@ pub async fn kpi(client: &Client, period: &Period) -> Result<(), ClientError> {
             "agency",
             "step",
             "on time",
+            "extended",
             "late",
             "open in time",
             "open overdue",
@@ -69,6 +70,7 @@ pub async fn kpi(client: &Client, period: &Period) -> Result<(), ClientError> {
                     agency,
                     step,
                     cell(&f["finished_on_time"]),
+                    cell(&f["finished_extended"]),
                     cell(&f["finished_late"]),
                     cell(&f["open_in_time"]),
                     cell(&f["open_overdue"]),
@@ -78,8 +80,35 @@ pub async fn kpi(client: &Client, period: &Period) -> Result<(), ClientError> {
                 ]);
             }
         }
+        let mut law = table(&["workflow", "started by tier", "new dates by reason"]);
+        let counted = |v: &serde_json::Value| {
+            v.as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, n)| format!("{k} {}", cell(n)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default()
+        };
+        let mut any = false;
+        for w in r["workflows"].as_array().into_iter().flatten() {
+            if w["tiers"].is_object() || w["extensions"].is_object() {
+                any = true;
+                law.add_row([
+                    cell(&w["workflow"]),
+                    counted(&w["tiers"]),
+                    counted(&w["extensions"]),
+                ]);
+            }
+        }
+        let law = if any {
+            format!("\n\n{law}")
+        } else {
+            String::new()
+        };
         format!(
-            "{} to {} (finished in the period by their due time; open: started in it)\n\n{t}",
+            "{} to {} (finished in the period by their due time, extended: by the apology's new date; open: started in it)\n\n{t}{law}",
             cell(&r["from"]),
             cell(&r["to"])
         )

@@ -5,6 +5,7 @@ pub mod adapters;
 pub mod agencies;
 pub mod cases;
 pub mod client;
+pub mod deadlines;
 pub mod incidents;
 pub mod kpi;
 pub mod schema;

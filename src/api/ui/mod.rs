@@ -111,6 +111,8 @@ pub fn routes<S: Store + Clone>() -> Router<AppState<S>> {
         .route("/ui/kpis", get(pages::kpis::<S>))
         .route("/ui/cases/{id}", get(pages::case::<S>))
         .route("/ui/cases/{id}/act", post(pages::act::<S>))
+        .route("/ui/cases/{id}/extend", post(pages::extend::<S>))
+        .route("/ui/deadlines", get(pages::deadlines::<S>))
         .route("/ui/assets/{file}", get(assets::serve))
         .layer(axum::middleware::map_response(protect))
 }

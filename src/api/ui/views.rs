@@ -16,9 +16,12 @@ pub fn local(at: &Timestamp) -> String {
         .to_string()
 }
 
-/// A statutory due date: the day it falls on in Vietnam.
+/// A statutory due date: the last day still in time, in Vietnam (a due time is the close of
+/// that day, which is the next day's midnight).
 pub fn local_date(at: &Timestamp) -> String {
-    at.to_zoned(vietnam_time()).strftime("%d/%m/%Y").to_string()
+    crate::calendar::due_day(*at)
+        .strftime("%d/%m/%Y")
+        .to_string()
 }
 
 /// How long from `since` to `now`, in the largest two units: `3 days 4 h`, `25 min`.
@@ -118,6 +121,10 @@ pub struct Case {
     pub steps: BTreeMap<String, Step>,
     #[serde(default)]
     pub incidents: Vec<CaseIncident>,
+    pub life_event: Option<crate::case::LifeEvent>,
+    pub extension: Option<crate::case::Extension>,
+    #[serde(default)]
+    pub escalated: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -49,6 +49,9 @@ pub struct FormState {
     pub reason: String,
     pub output: String,
     pub input: String,
+    /// The extension's new date and reason code.
+    pub until: String,
+    pub reason_code: String,
     /// The API's message for the whole form.
     pub error: String,
     /// JSON Pointer → what is wrong there.
@@ -83,6 +86,12 @@ struct CasePage {
     due: String,
     finished_at: String,
     business_keys: Vec<(String, String)>,
+    /// The apology's new date: `from <first due> — <reason> (<by>)`; empty if none.
+    extended: String,
+    /// The life event's tier and its legal limit.
+    tier: String,
+    /// Escalated steps (`the case` for the whole) and to whom.
+    escalated: Vec<(String, String)>,
     incidents: Vec<(String, String, String)>,
     steps: Vec<StepLine>,
     lanes: Vec<String>,
@@ -199,8 +208,53 @@ async fn case_page<S: Store + Clone>(
     } else {
         form.input.clone()
     };
+    let extended = case
+        .extension
+        .as_ref()
+        .map(|e| {
+            let whose = e
+                .step
+                .as_ref()
+                .map(|s| format!(" for step {s}"))
+                .unwrap_or_default();
+            format!(
+                "extended{whose} from {} — {} ({}; granted by {})",
+                local_date(&e.previous_due),
+                e.reason,
+                e.reason_code,
+                e.by
+            )
+        })
+        .unwrap_or_default();
+    let tier = case
+        .life_event
+        .as_ref()
+        .map(|l| {
+            format!(
+                "registered {}: the event on {}, its legal limit {}",
+                l.tier.as_str().replace('_', " "),
+                l.date.strftime("%d/%m/%Y"),
+                l.limit.strftime("%d/%m/%Y")
+            )
+        })
+        .unwrap_or_default();
+    let escalated = case
+        .escalated
+        .iter()
+        .map(|(step, to)| {
+            let step = if step == crate::case::deadlines::WHOLE_CASE {
+                "the case".to_owned()
+            } else {
+                step.clone()
+            };
+            (step, to.clone())
+        })
+        .collect();
     Ok(CasePage {
         who: Some(session.who),
+        extended,
+        tier,
+        escalated,
         workflow: format!("{}@{}", case.workflow, case.version),
         running: case.status == "running",
         reason: case.reason.unwrap_or_default(),
@@ -300,6 +354,83 @@ pub async fn act<S: Store + Clone>(
                     .fields()
                     .iter()
                     .map(|v| (format!("{under}{}", v.field), v.message.clone()))
+                    .collect();
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        form.error = "The form has errors: see each field.".to_owned();
+    }
+    let page = case_page(&state, session, &id, form, String::new()).await?;
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ExtendForm {
+    #[serde(default)]
+    csrf: String,
+    /// Empty: the case as a whole.
+    #[serde(default)]
+    step: String,
+    #[serde(default)]
+    until: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    reason_code: String,
+}
+
+/// The apology and new date, through the API's extension; on a refusal the case page again,
+/// with the API's message (a role the workflow does not let grant it included).
+pub async fn extend<S: Store + Clone>(
+    State(state): State<AppState<S>>,
+    session: Session,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<ExtendForm>,
+) -> Result<Response, UiError> {
+    session.check_form(&headers, &f.csrf)?;
+    let mut form = FormState {
+        action: "extend".to_owned(),
+        step: f.step.clone(),
+        reason: f.reason.clone(),
+        until: f.until.clone(),
+        reason_code: f.reason_code.clone(),
+        ..FormState::default()
+    };
+    let mut body = json!({"reason": f.reason});
+    if !f.step.is_empty() {
+        body["step"] = json!(f.step);
+    }
+    if !f.reason_code.trim().is_empty() {
+        body["reason_code"] = json!(f.reason_code.trim());
+    }
+    match f.until.trim().parse::<jiff::civil::Date>() {
+        Ok(until) => body["until"] = json!(until),
+        Err(_) if f.until.trim().is_empty() => {}
+        Err(e) => form
+            .fields
+            .push(("/until".to_owned(), format!("not a date (YYYY-MM-DD): {e}"))),
+    }
+    if form.fields.is_empty() {
+        let done = crate::api::deadlines::extend(
+            State(state.clone()),
+            session.caller(),
+            Ok(Path(id.clone())),
+            Ok(Json(typed(body)?)),
+        )
+        .await;
+        match done {
+            Ok(_) => {
+                let to = format!("/ui/cases/{id}?done=extend");
+                return Ok(Redirect::to(&to).into_response());
+            }
+            Err(e) if e.status().is_client_error() => {
+                form.error = e.message().to_owned();
+                form.fields = e
+                    .fields()
+                    .iter()
+                    .map(|v| (v.field.clone(), v.message.clone()))
                     .collect();
             }
             Err(e) => return Err(e.into()),

@@ -22,6 +22,11 @@ pub fn bar(figures: &Figures, longest: u64) -> Vec<BarPart> {
     let mut bar = Vec::new();
     for (class, n, label) in [
         ("on-time", figures.finished_on_time, "finished on time"),
+        (
+            "extended",
+            figures.finished_extended,
+            "finished by the apology's new date",
+        ),
         ("late", figures.finished_late, "finished late"),
         ("open", figures.open_in_time, "open, in time"),
         ("overdue", figures.open_overdue, "open, overdue"),

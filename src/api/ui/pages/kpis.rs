@@ -44,6 +44,8 @@ struct KpiPage {
     from: String,
     to: String,
     lines: Vec<KpiLine>,
+    /// Per workflow: cases started by their life event's tier, new dates by reason.
+    law: Vec<(String, String, String)>,
     workflows: Vec<String>,
     agencies: Vec<String>,
 }
@@ -73,6 +75,24 @@ pub async fn kpis<S: Store + Clone>(
     )
     .await?;
     let mut lines = Vec::new();
+    let counted = |m: &std::collections::BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(k, n)| format!("{} {n}", k.replace('_', " ")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let law: Vec<(String, String, String)> = report
+        .workflows
+        .iter()
+        .filter(|w| !w.tiers.is_empty() || !w.extensions.is_empty())
+        .map(|w| {
+            (
+                w.workflow.clone(),
+                counted(&w.tiers),
+                counted(&w.extensions),
+            )
+        })
+        .collect();
     for wf in report.workflows {
         if let Some(cases) = wf.cases {
             lines.push((
@@ -87,7 +107,7 @@ pub async fn kpis<S: Store + Clone>(
         }
     }
     let total = |f: &crate::kpi::report::Figures| {
-        f.finished_on_time + f.finished_late + f.open_in_time + f.open_overdue
+        f.finished_on_time + f.finished_extended + f.finished_late + f.open_in_time + f.open_overdue
     };
     let longest = lines
         .iter()
@@ -119,6 +139,7 @@ pub async fn kpis<S: Store + Clone>(
         agencies: state.engine.agencies().keys().cloned().collect(),
         form: f,
         lines,
+        law,
     };
     Ok(render(&page))
 }
