@@ -69,8 +69,8 @@ struct KpiLabels {
     /// `*` for the cases as a whole.
     agency: String,
     step: String,
-    /// `finished_on_time`, `finished_late`, `finished_without_deadline`, `open_in_time`,
-    /// `open_overdue` or `open_without_deadline`.
+    /// `finished_on_time`, `finished_extended`, `finished_late`, `finished_without_deadline`,
+    /// `open_in_time`, `open_overdue` or `open_without_deadline`.
     state: String,
 }
 
@@ -220,9 +220,10 @@ impl Metrics {
 }
 
 /// The counts of a row of the on-time table, by state.
-fn counts(f: &Figures) -> [(&'static str, u64); 6] {
+fn counts(f: &Figures) -> [(&'static str, u64); 7] {
     [
         ("finished_on_time", f.finished_on_time),
+        ("finished_extended", f.finished_extended),
         ("finished_late", f.finished_late),
         ("finished_without_deadline", f.finished_without_deadline),
         ("open_in_time", f.open_in_time),
