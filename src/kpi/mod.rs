@@ -498,6 +498,43 @@ mod tests {
     }
 
     #[test]
+    fn a_step_finished_by_its_new_date_is_extended_and_counted_with_its_reason() {
+        let mut c = case();
+        let first = at("2026-11-30T17:00:00Z");
+        let new = at("2026-12-02T17:00:00Z");
+        c.deadlines.extension = Some(crate::case::Extension {
+            step: Some("birth".into()),
+            reason_code: "verification".into(),
+            reason: "checking".into(),
+            by: "test".into(),
+            at: at("2026-11-27T08:00:00Z"),
+            previous_due: first,
+            due: new,
+            case_due_before: None,
+        });
+        let birth = c.steps.get_mut("birth").unwrap();
+        birth.due_at = Some(new);
+        birth.status = StepStatus::Succeeded;
+        // Tuesday 1 December: after the first due time, by the new one.
+        birth.finished_at = Some(at("2026-12-01T03:00:00Z"));
+        assert_eq!(
+            names(&c)[0],
+            "kpi/done/2026-12-01/birth-registration/civil-status/birth/extended/2"
+        );
+        // By the first due time it is on time, extension or not.
+        c.steps.get_mut("birth").unwrap().finished_at = Some(at("2026-11-30T03:00:00Z"));
+        assert!(names(&c)[0].ends_with("/on_time/1"), "{:?}", names(&c));
+        // After the new one it is late.
+        c.steps.get_mut("birth").unwrap().finished_at = Some(at("2026-12-03T03:00:00Z"));
+        assert!(names(&c)[0].ends_with("/late/4"), "{:?}", names(&c));
+        let law: Vec<String> = deadline_tallies(&c).collect();
+        assert_eq!(
+            law,
+            ["kpi/extension/2026-11-27/birth-registration/civil-status/birth/verification"]
+        );
+    }
+
+    #[test]
     fn a_cancelled_case_and_a_skipped_step_are_not_counted() {
         let mut c = case();
         c.steps.get_mut("birth").unwrap().status = StepStatus::Skipped;

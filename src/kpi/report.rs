@@ -296,6 +296,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tier_and_extension_counters_read_back_their_workflow_agency_and_class() {
+        assert_eq!(
+            parse_law("kpi/tier/2026-12-01/birth-registration/late"),
+            Some(("birth-registration", None, "late"))
+        );
+        assert_eq!(
+            parse_law("kpi/extension/2026-12-01/birth-registration/police/residence/verification"),
+            Some(("birth-registration", Some("police"), "verification"))
+        );
+        for bad in [
+            "kpi/tier/2026-12-01/birth-registration",
+            "kpi/tier/2026-12-01/w/late/more",
+            "kpi/done/2026-12-01/w/a/s/late/1",
+            "kpi/extension/2026-12-01/w/a/s",
+        ] {
+            assert_eq!(parse_law(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn percentiles_are_nearest_rank() {
         let counts = BTreeMap::from([(0, 2), (1, 5), (2, 2), (7, 1)]);
         assert_eq!(nearest_rank(&counts, 50), Some(1));

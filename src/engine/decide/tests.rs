@@ -380,3 +380,140 @@ fn a_missed_deadline_opens_an_incident_and_a_timer_of_an_unknown_step_changes_no
     );
     assert_eq!(change.case.steps["birth"].status, StepStatus::Calling);
 }
+
+/// An extension request for the residence step of a registered birth.
+fn extension(
+    until: &str,
+    party: Option<(crate::workflow::spec::Party, Option<&str>)>,
+) -> super::ExtensionRequest {
+    super::ExtensionRequest {
+        step: Some("residence".into()),
+        until: until.parse().unwrap(),
+        reason_code: "verification".into(),
+        reason: "the address is being verified".into(),
+        by: "test".into(),
+        party: party.map(|(p, a)| (p, a.map(str::to_owned))),
+    }
+}
+
+#[test]
+fn an_extension_is_checked_against_the_decree_and_the_workflow_and_moves_the_timers() {
+    use super::ExtensionError;
+    use crate::workflow::spec::Party;
+    let (d, wf) = (decider(), birth());
+    // Residence started Tuesday 1 December 2026: due at the close of Thursday 3 December, its
+    // reminder at the start of Wednesday 2.
+    let (mut change, _) = next(registered_birth(&d, &wf), 2);
+    let due: Timestamp = "2026-12-03T17:00:00Z".parse().unwrap();
+    assert_eq!(change.case.steps["residence"].due_at, Some(due));
+    assert_eq!(
+        change.case.timers["remind/residence"],
+        "2026-12-01T17:00:00Z".parse::<Timestamp>().unwrap()
+    );
+
+    let refused = |change: &mut Change, ask| d.extend(&wf, change, &ask).unwrap_err();
+    let operator = Some((Party::Operator, None));
+    assert!(matches!(
+        refused(&mut change, extension("2026-12-07", operator)),
+        ExtensionError::NotAllowed { .. }
+    ));
+    let other = Some((Party::Agency, Some("civil-status")));
+    assert!(matches!(
+        refused(&mut change, extension("2026-12-07", other)),
+        ExtensionError::OtherAgency { .. }
+    ));
+    let police = Some((Party::Agency, Some("police")));
+    // Five working days past Thursday 3 December reach Thursday 10.
+    assert_eq!(
+        refused(&mut change, extension("2026-12-11", police)),
+        ExtensionError::TooFar {
+            until: "2026-12-11".parse().unwrap(),
+            at_most: 5,
+            due_day: "2026-12-03".parse().unwrap(),
+            limit: "2026-12-10".parse().unwrap(),
+        }
+    );
+    assert!(matches!(
+        refused(&mut change, extension("2026-12-05", police)),
+        ExtensionError::NotWorkingDay(_)
+    ));
+    assert!(change.tx.events.is_empty(), "a refusal records nothing");
+
+    // On the due day itself it is too late: the dossier is reported late instead.
+    let mut on_the_day = Change::new(
+        change.case.clone(),
+        Some(change.case.rev),
+        "2026-12-03T02:00:00Z".parse().unwrap(),
+        Instant::now(),
+    );
+    assert!(matches!(
+        refused(&mut on_the_day, extension("2026-12-07", police)),
+        ExtensionError::NoticeTooLate { .. }
+    ));
+
+    d.extend(&wf, &mut change, &extension("2026-12-07", police))
+        .unwrap();
+    let new_due: Timestamp = "2026-12-07T17:00:00Z".parse().unwrap();
+    assert_eq!(change.case.steps["residence"].due_at, Some(new_due));
+    assert_eq!(change.case.timers["deadline/residence"], new_due);
+    // The new date's reminder: a working day before Monday 7 is Friday 4.
+    assert_eq!(
+        change.case.timers["remind/residence"],
+        "2026-12-03T17:00:00Z".parse::<Timestamp>().unwrap()
+    );
+    assert_eq!(
+        change
+            .case
+            .deadlines
+            .extension
+            .as_ref()
+            .unwrap()
+            .previous_due,
+        due
+    );
+    assert!(matches!(
+        refused(&mut change, extension("2026-12-08", police)),
+        ExtensionError::AlreadyExtended { .. }
+    ));
+}
+
+#[test]
+fn an_overdue_step_is_escalated_to_its_agency_once_with_its_incident() {
+    let (d, wf) = (decider(), birth());
+    let (mut change, _) = next(registered_birth(&d, &wf), 2);
+    let kind = TimerKind::StepDeadline {
+        step: "residence".into(),
+    };
+    let timer = Timer {
+        case_id: change.case.id,
+        due_at: change.case.timers[&kind.id()],
+        kind,
+    };
+    change.clear_fired(&timer);
+    d.on_timer(&wf, &mut change, &timer);
+    assert_eq!(
+        change
+            .case
+            .deadlines
+            .escalated
+            .get("residence")
+            .map(String::as_str),
+        Some("agency:police")
+    );
+    let escalations = change
+        .tx
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e.kind, EventKind::Escalated { .. }))
+        .count();
+    assert_eq!(escalations, 1);
+    assert_eq!(
+        change.case.incidents[0].reason,
+        IncidentReason::DeadlineMissed
+    );
+    assert!(
+        change.case.incidents[0]
+            .message
+            .contains("escalated to agency:police")
+    );
+}
