@@ -25,23 +25,31 @@ pub use feed::Feed;
 pub use target::{PublicOnly, TargetError, Targets, is_internal};
 
 impl Notification {
-    /// The notification an event of a case gives rise to, if any: a step's result, or the
-    /// case's end.
+    /// The notification an event of a case gives rise to, if any: a step's result, the
+    /// case's end, or what a deadline brought (a reminder, an escalation, a new date).
     pub fn of(
         case_id: CaseId,
         workflow: &str,
         version: u32,
         event: &Event,
     ) -> Option<Notification> {
-        let step = |step: &str, status: &str, data: Value| Notification {
-            kind: "step.finished".to_owned(),
+        let notice = |kind: &str, step: Option<&str>, status: &str, data: Value| Notification {
+            kind: kind.to_owned(),
             case_id,
             workflow: workflow.to_owned(),
             version,
             at: event.at,
-            step: Some(step.to_owned()),
+            step: step.map(str::to_owned),
             status: status.to_owned(),
             data,
+        };
+        let step = |step: &str, status: &str, data: Value| {
+            notice("step.finished", Some(step), status, data)
+        };
+        // `step.<what>` for a step, `case.<what>` for the case as a whole.
+        let whose = |step: &Option<String>, what: &str| {
+            let of = if step.is_some() { "step" } else { "case" };
+            format!("{of}.{what}")
         };
         match &event.kind {
             EventKind::StepSucceeded { step: s, output } => {
@@ -74,34 +82,22 @@ impl Notification {
                     .as_ref()
                     .map_or(Value::Null, |r| serde_json::json!({"reason": r})),
             }),
-            EventKind::Reminded { step: s, due_at } => Some(Notification {
-                kind: if s.is_some() {
-                    "step.reminder"
-                } else {
-                    "case.reminder"
-                }
-                .to_owned(),
-                step: s.clone(),
-                ..step("", "due_soon", serde_json::json!({"due_at": due_at}))
-            }),
+            EventKind::Reminded { step: s, due_at } => Some(notice(
+                &whose(s, "reminder"),
+                s.as_deref(),
+                "due_soon",
+                serde_json::json!({"due_at": due_at}),
+            )),
             EventKind::Escalated {
                 step: s,
                 to,
                 due_at,
-            } => Some(Notification {
-                kind: if s.is_some() {
-                    "step.escalated"
-                } else {
-                    "case.escalated"
-                }
-                .to_owned(),
-                step: s.clone(),
-                ..step(
-                    "",
-                    "overdue",
-                    serde_json::json!({"escalated_to": to, "due_at": due_at}),
-                )
-            }),
+            } => Some(notice(
+                &whose(s, "escalated"),
+                s.as_deref(),
+                "overdue",
+                serde_json::json!({"escalated_to": to, "due_at": due_at}),
+            )),
             EventKind::Extended {
                 step: s,
                 reason_code,
@@ -109,20 +105,17 @@ impl Notification {
                 previous_due,
                 due_at,
                 ..
-            } => Some(Notification {
-                kind: "case.extended".to_owned(),
-                step: s.clone(),
-                ..step(
-                    "",
-                    "extended",
-                    serde_json::json!({
-                        "previous_due": previous_due,
-                        "due_at": due_at,
-                        "reason_code": reason_code,
-                        "reason": reason,
-                    }),
-                )
-            }),
+            } => Some(notice(
+                "case.extended",
+                s.as_deref(),
+                "extended",
+                serde_json::json!({
+                    "previous_due": previous_due,
+                    "due_at": due_at,
+                    "reason_code": reason_code,
+                    "reason": reason,
+                }),
+            )),
             _ => None,
         }
     }

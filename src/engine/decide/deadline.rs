@@ -338,7 +338,10 @@ impl Decider {
         }
         let case_due = change.case.due_at;
         let mut case_due_before = None;
-        if ask.step.is_none() || case_due.is_some_and(|d| d < new_due) {
+        // A step's new date moves the case's due time when it is later, unless the case's day
+        // has already come: then the case is late whatever the step's apology says.
+        let case_in_time = case_due.is_some_and(|d| today < due_day(d) && d < new_due);
+        if ask.step.is_none() || case_in_time {
             if ask.step.is_some() {
                 case_due_before = case_due;
             }
