@@ -4,9 +4,17 @@
 # certificate numbered N, so that each dossier is a new one (a certificate is registered once).
 #
 #   examples/birth-input.sh N > birth-N.json
+#   examples/birth-input.sh N incomplete > birth-N.json
+#
+# With `incomplete`, the mother's personal ID is left out: the civil-status office asks for it
+# (a supplement), and the case waits for the citizen until the portal sends it.
 set -eu
-n=$(printf %04d "${1:?usage: examples/birth-input.sh N}")
+n=$(printf %04d "${1:?usage: examples/birth-input.sh N [incomplete]}")
 born=$(date -d '7 days ago' +%Y-%m-%d)
+mother_id='
+    "personal_id": "001190123456"'
+[ "${2:-}" = incomplete ] && mother_id=''
+mother_id=${mother_id:+,$mother_id}
 cat <<JSON
 {
   "dossier_number": "G01.123-$(date +%y%m%d)-$n",
@@ -22,8 +30,7 @@ cat <<JSON
   },
   "birth_certificate_number": "GCS-$(date +%Y%m%d)-$n",
   "mother": {
-    "full_name": "Nguyễn Thị Lan",
-    "personal_id": "001190123456"
+    "full_name": "Nguyễn Thị Lan"$mother_id
   },
   "father": {
     "full_name": "Trần Văn Minh",

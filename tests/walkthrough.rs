@@ -13,10 +13,11 @@ use support::Server;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// `examples/birth-input.sh n`, as the README runs it.
-fn dossier(n: u32) -> Value {
+/// `examples/birth-input.sh n [more]`, as the README runs it.
+fn dossier_with(n: u32, more: &[&str]) -> Value {
     let out = Command::new(format!("{ROOT}/examples/birth-input.sh"))
         .arg(n.to_string())
+        .args(more)
         .output()
         .expect("the example script runs");
     assert!(
@@ -25,6 +26,10 @@ fn dossier(n: u32) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("the script prints JSON")
+}
+
+fn dossier(n: u32) -> Value {
+    dossier_with(n, &[])
 }
 
 fn civicflow(server: &Server, args: &[&str]) -> String {
@@ -54,6 +59,9 @@ async fn the_readme_walkthrough_works_as_written() {
         "-H 'idempotency-key: demo-2'",
         "cases show <id>",
         "cases history <id>",
+        "examples/birth-input.sh 3 incomplete > birth-3.json",
+        "/v1/cases/<id>/supplements",
+        r#"-d '{"request_id": "birth-1", "input": {"mother": {"personal_id": "001190123456"}}}'"#,
     ] {
         assert!(readme.contains(step), "the README no longer says `{step}`");
     }
@@ -110,5 +118,48 @@ async fn the_readme_walkthrough_works_as_written() {
             "{history}"
         );
     }
+
+    // The incomplete dossier: asked for, supplemented, completed.
+    let http = reqwest::Client::new();
+    let bearer = format!("Bearer {}", server.admin);
+    let response = http
+        .post(format!("{}/v1/cases", server.url))
+        .header("authorization", &bearer)
+        .header("idempotency-key", "demo-3")
+        .json(&json!({"workflow": "birth-registration", "input": dossier_with(3, &["incomplete"])}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut case = server.get(&format!("/v1/cases/{id}")).await;
+    for _ in 0..200 {
+        if case["steps"]["birth"]["status"] == "awaiting_supplement" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        case = server.get(&format!("/v1/cases/{id}")).await;
+    }
+    assert_eq!(case["supplements"][0]["id"], "birth-1", "{case:#}");
+    assert_eq!(
+        case["supplements"][0]["missing"][0]["name"],
+        "mother.personal_id"
+    );
+    let response = http
+        .post(format!("{}/v1/cases/{id}/supplements", server.url))
+        .header("authorization", &bearer)
+        .header("idempotency-key", "demo-3-supplement")
+        .json(
+            &json!({"request_id": "birth-1", "input": {"mother": {"personal_id": "001190123456"}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let case = server.settled(&id, Duration::from_secs(60)).await;
+    assert_eq!(case["status"], "completed", "{case:#}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

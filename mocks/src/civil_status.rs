@@ -187,32 +187,44 @@ impl CivilStatus {
             )
             .on_field("requester_personal_id"));
         }
+        // A parent with neither a personal ID nor a passport number is a missing paper, not a
+        // refusal: the office asks for every such part at once, and registers the birth when
+        // the dossier comes back complete.
+        let mut missing = Vec::new();
+        for (field, parent) in [
+            ("mother", Some(&req.mother)),
+            ("father", req.father.as_ref()),
+        ] {
+            let Some(parent) = parent else { continue };
+            let no_passport = parent
+                .passport_number
+                .as_deref()
+                .is_none_or(|p| p.trim().is_empty());
+            if parent.personal_id.is_none() && no_passport {
+                missing.push((
+                    format!("{field}.personal_id"),
+                    format!("the {field}'s identity document: a personal ID, or a passport number for a foreign parent"),
+                ));
+            }
+        }
+        if !missing.is_empty() {
+            return Ok(Reply::incomplete(missing));
+        }
         for (field, parent) in [
             ("mother", Some(&req.mother)),
             ("father", req.father.as_ref()),
         ] {
             let Some(parent) = parent else { continue };
             named(&format!("{field}.full_name"), &parent.full_name)?;
-            match (&parent.personal_id, &parent.passport_number) {
-                (Some(id), _) => {
-                    if population.get(id).is_none_or(|c| c.deceased_on.is_some()) {
-                        return Err(Refusal::new(
-                            "PARENT_UNKNOWN",
-                            format!(
-                                "the {field}'s personal ID {id} is not in the population database"
-                            ),
-                        )
-                        .on_field(format!("{field}.personal_id")));
-                    }
-                }
-                (None, Some(passport)) if !passport.trim().is_empty() => {}
-                _ => {
-                    return Err(Refusal::new(
-                        "MISSING_FIELD",
-                        format!("the {field} needs a personal ID, or a passport number for a foreign parent"),
-                    )
-                    .on_field(format!("{field}.personal_id")));
-                }
+            // A foreign parent's passport is not checked against the population database.
+            if let Some(id) = &parent.personal_id
+                && population.get(id).is_none_or(|c| c.deceased_on.is_some())
+            {
+                return Err(Refusal::new(
+                    "PARENT_UNKNOWN",
+                    format!("the {field}'s personal ID {id} is not in the population database"),
+                )
+                .on_field(format!("{field}.personal_id")));
             }
         }
         let mut records = self.records.lock().expect("records lock");

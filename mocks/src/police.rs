@@ -167,7 +167,15 @@ impl Police {
         traceparent: Option<String>,
     ) -> Result<Reply, Refusal> {
         named("full_name", &req.full_name)?;
-        named("relationship_to_head", &req.relationship_to_head)?;
+        // The child's relationship to the household head is a part of the form the desk asks
+        // the family for, not a reason to refuse.
+        if req.relationship_to_head.trim().is_empty() {
+            return Ok(Reply::incomplete(vec![(
+                "relationship_to_head".to_owned(),
+                "the child's relationship to the household head, as the residence form (CT01) asks"
+                    .to_owned(),
+            )]));
+        }
         named("birth_extract_number", &req.birth_extract_number)?;
         if !(req.callback_url.starts_with("http://") || req.callback_url.starts_with("https://")) {
             return Err(

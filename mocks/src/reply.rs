@@ -42,6 +42,25 @@ impl Reply {
         }
     }
 
+    /// The dossier is incomplete (Decree 61/2018, Art. 15(3)): every missing part at once,
+    /// each with the dossier's field and why, as form 02 lists them. Nothing is recorded.
+    pub fn incomplete(missing: Vec<(String, String)>) -> Reply {
+        let list: Vec<Value> = missing
+            .iter()
+            .map(|(name, reason)| json!({"name": name, "reason": reason}))
+            .collect();
+        let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
+        Reply {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: json!({
+                "reason_code": "DOSSIER_INCOMPLETE",
+                "message": format!("the dossier is incomplete: {}", names.join(", ")),
+                "missing": list,
+            }),
+            effect: false,
+        }
+    }
+
     pub fn not_found(what: &str) -> Reply {
         Refusal::new("NOT_FOUND", format!("{what} does not exist"))
             .with_status(StatusCode::NOT_FOUND)

@@ -255,9 +255,6 @@ async fn birth_registration_refusals() {
         ("PARENT_UNKNOWN", "father.personal_id", |b| {
             set(b, "/father/personal_id", json!("001089000000"))
         }),
-        ("MISSING_FIELD", "mother.personal_id", |b| {
-            remove(b, "/mother/personal_id")
-        }),
         (
             "BIRTH_ALREADY_REGISTERED",
             "birth_certificate_number",
@@ -329,6 +326,45 @@ async fn birth_registration_refusals() {
         answer(keyless).await.body["reason_code"],
         "IDEMPOTENCY_KEY_REQUIRED"
     );
+}
+
+/// Issue 35: a parent without an identity document is a missing paper, asked for with every
+/// other at once (form 02), not a refusal; the same dossier completed is registered.
+#[tokio::test]
+async fn an_incomplete_birth_dossier_lists_every_missing_part_and_records_nothing() {
+    let mocks = Mocks::start().await;
+    let mut body = birth();
+    remove(&mut body, "/mother/personal_id");
+    set(&mut body, "/father", json!({"full_name": "Trần Văn Minh"}));
+    let answer = mocks
+        .post(CIVIL_STATUS, "/v1/birth-registrations", "incomplete", &body)
+        .await;
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    assert_eq!(answer.body["reason_code"], "DOSSIER_INCOMPLETE");
+    let names: Vec<&str> = answer.body["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["mother.personal_id", "father.personal_id"]);
+    assert!(
+        answer.body["missing"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("identity")
+    );
+    assert_eq!(mocks.effects_of(CIVIL_STATUS, "incomplete").await, (0, 0));
+    let complete = birth();
+    let answer = mocks
+        .post(
+            CIVIL_STATUS,
+            "/v1/birth-registrations",
+            "complete",
+            &complete,
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.body);
 }
 
 #[tokio::test]
@@ -620,6 +656,15 @@ async fn residence_registration_refusals() {
         );
         assert_eq!(answer.body["field"], field, "{}", answer.body);
     }
+    // A blank relationship to the household head is a part the desk asks the family for.
+    let mut body = registration(&other, "001190123456", &url);
+    set(&mut body, "/relationship_to_head", json!(" "));
+    let answer = mocks
+        .post(POLICE, "/v1/residence-registrations", "r-incomplete", &body)
+        .await;
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    assert_eq!(answer.body["reason_code"], "DOSSIER_INCOMPLETE");
+    assert_eq!(answer.body["missing"][0]["name"], "relationship_to_head");
     let again = mocks
         .post(
             POLICE,

@@ -96,6 +96,8 @@ pub enum Outcome {
     },
     /// The agency took the request in; the result comes later.
     Pending,
+    /// The dossier is incomplete: what is missing, to ask the citizen for.
+    NeedsSupplement(Vec<crate::case::Missing>),
     Retryable {
         error: String,
         retry_after: Option<Duration>,
@@ -105,13 +107,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome's class, as traces name it: `succeeded`, `rejected`, `pending`, `retryable`
-    /// or `unexpected`.
+    /// The outcome's class, as traces name it: `succeeded`, `rejected`, `pending`,
+    /// `needs_supplement`, `retryable` or `unexpected`.
     pub fn class(&self) -> &'static str {
         match self {
             Outcome::Success(_) => "succeeded",
             Outcome::Rejected { .. } => "rejected",
             Outcome::Pending => "pending",
+            Outcome::NeedsSupplement(_) => "needs_supplement",
             Outcome::Retryable { .. } => "retryable",
             Outcome::Unexpected(_) => "unexpected",
         }
@@ -165,6 +168,10 @@ pub fn classify(rules: &Rules, output: &Schema, reply: &Reply) -> Outcome {
             message,
         },
         Ok(Decision::Pending) => Outcome::Pending,
+        Ok(Decision::NeedsSupplement(missing)) => match crate::case::missing_of(&missing) {
+            Ok(missing) => Outcome::NeedsSupplement(missing),
+            Err(e) => Outcome::Unexpected(format!("HTTP {status}: {e}")),
+        },
         Ok(Decision::NoMatch) if status == 429 || status >= 500 => Outcome::Retryable {
             error: format!("HTTP {status}: {}", excerpt()),
             retry_after,

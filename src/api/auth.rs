@@ -135,6 +135,7 @@ fn describe(op: Operation) -> &'static str {
         Operation::SetCircuit => "open or close an agency's circuit",
         Operation::Backup => "take a backup of the store",
         Operation::Extend => "give a case a new date",
+        Operation::Supplement => "supplement a dossier",
     }
 }
 

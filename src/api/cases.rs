@@ -19,6 +19,7 @@ use crate::auth::Operation;
 use crate::case::masking::{Personal, mask_all, mask_numbers, mask_prose, mask_text};
 use crate::case::{
     Case, CaseId, CaseStatus, Event, Extension, Incident, LifeEvent, Rejection, StepStatus,
+    SupplementRequest,
 };
 use crate::engine::StartError;
 use crate::store::query::{self, CaseFilter, QueryError};
@@ -342,6 +343,7 @@ fn summary(case: &Case, unmasked: bool) -> Value {
         "due_at": case.due_at,
         "extended": case.deadlines.extension.is_some(),
         "tier": case.deadlines.life_event.as_ref().map(|l| l.tier),
+        "awaiting_supplement": case.steps.values().any(|s| s.status == StepStatus::AwaitingSupplement),
         "finished_at": case.finished_at,
         "incidents": case.incidents.len(),
     })
@@ -378,6 +380,10 @@ pub struct CaseView {
     /// Overdue steps (`*`: the case) and to whom each was escalated.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     escalated: BTreeMap<String, String>,
+    /// The agencies' requests for a supplement of the dossier, oldest first: what is missing,
+    /// by when, and whether it was answered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    supplements: Vec<SupplementRequest>,
     steps: BTreeMap<String, StepView>,
     /// Open incidents: what needs a person.
     incidents: Vec<Incident>,
@@ -523,6 +529,22 @@ pub fn view(case: &Case, reader: Reader<'_>) -> Value {
             ..e.clone()
         }),
         escalated: case.deadlines.escalated.clone(),
+        supplements: case
+            .deadlines
+            .supplements
+            .iter()
+            .map(|r| SupplementRequest {
+                missing: r
+                    .missing
+                    .iter()
+                    .map(|m| crate::case::Missing {
+                        name: m.name.clone(),
+                        reason: reader.prose(&m.reason),
+                    })
+                    .collect(),
+                ..r.clone()
+            })
+            .collect(),
         steps,
         incidents,
     })

@@ -18,6 +18,7 @@ mod operators;
 mod registry;
 mod server;
 mod store;
+mod supplements;
 mod tokens;
 mod ui;
 mod webhooks;
@@ -86,6 +87,7 @@ pub fn router<S: Store + Clone>(
         .route("/v1/cases/{id}", get(cases::show::<S>))
         .route("/v1/cases/{id}/history", get(cases::history::<S>))
         .route("/v1/cases/{id}/extension", post(deadlines::extend::<S>))
+        .route("/v1/cases/{id}/supplements", post(supplements::post::<S>))
         .route("/v1/cases/{id}/{action}", post(operators::act::<S>))
         .route("/v1/incidents", get(operators::incidents::<S>))
         .route("/v1/deadlines", get(deadlines::list::<S>))

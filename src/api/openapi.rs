@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     agencies, callbacks, cases, deadlines, error, kpis, metrics, operators, registry, store,
-    tokens, webhooks,
+    supplements, tokens, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -23,6 +23,7 @@ use super::{
         operators::incidents, operators::act,
         operators::bulk_retry,
         deadlines::extend, deadlines::list,
+        supplements::post,
         kpis::read, metrics::read,
         agencies::list, agencies::show, agencies::set,
         store::backup,

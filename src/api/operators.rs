@@ -238,6 +238,7 @@ pub fn action_error(e: ActionError) -> ApiError {
             e.to_string(),
         ),
         ActionError::Extension(e) => super::deadlines::extension_error(e),
+        ActionError::Supplement(e) => super::supplements::supplement_error(e),
         ActionError::ShuttingDown => ApiError::unavailable(),
         ActionError::Missing(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

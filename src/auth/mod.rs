@@ -65,6 +65,8 @@ pub enum Operation {
     /// Give a case its apology and new date; the workflow says which of these roles may
     /// (`extension.granted_by`, supervisors by default), an admin always may.
     Extend,
+    /// Supplement an incomplete dossier (the citizen's answer, through the portal).
+    Supplement,
 }
 
 impl Role {
@@ -80,6 +82,7 @@ impl Role {
                     | ManageWebhooks
                     | ReadRegistry
                     | ReadKpis
+                    | Supplement
             ),
             Role::Operator => matches!(
                 op,

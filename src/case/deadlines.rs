@@ -7,6 +7,8 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
+use super::supplements::{RequestState, SupplementRequest};
+
 /// The step key of [`Deadlines::escalated`] that stands for the case as a whole.
 pub const WHOLE_CASE: &str = "*";
 
@@ -20,11 +22,25 @@ pub struct Deadlines {
     /// `operator`, `agency:<id>`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub escalated: BTreeMap<String, String>,
+    /// Every request for a supplement the case's agencies made, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supplements: Vec<SupplementRequest>,
 }
 
 impl Deadlines {
     pub fn is_empty(&self) -> bool {
-        self.life_event.is_none() && self.extension.is_none() && self.escalated.is_empty()
+        self.life_event.is_none()
+            && self.extension.is_none()
+            && self.escalated.is_empty()
+            && self.supplements.is_empty()
+    }
+
+    /// The request step `step` waits on, if it waits for the citizen.
+    pub fn open_request(&self, step: &str) -> Option<&SupplementRequest> {
+        self.supplements
+            .iter()
+            .rev()
+            .find(|r| r.step == step && r.state == RequestState::Open)
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod deadlines;
 pub mod masking;
+pub mod supplements;
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use deadlines::{Deadlines, Extension, LifeEvent, Tier};
+pub use supplements::{Missing, RequestState, SupplementRequest, missing_of};
 
 pub type CaseId = Uuid;
 
@@ -64,6 +66,9 @@ pub enum StepStatus {
     Skipped,
     /// A step it needs was rejected, or the case stopped.
     Stopped,
+    /// The agency found the dossier incomplete: it waits for the citizen's supplement (last
+    /// of the variants: the store numbers them by position).
+    AwaitingSupplement,
 }
 
 impl StepStatus {
@@ -80,6 +85,7 @@ impl StepStatus {
             StepStatus::Rejected => "rejected",
             StepStatus::Skipped => "skipped",
             StepStatus::Stopped => "stopped",
+            StepStatus::AwaitingSupplement => "awaiting_supplement",
         }
     }
 
@@ -104,6 +110,7 @@ impl StepStatus {
                 | StepStatus::Backoff
                 | StepStatus::WaitingForAgency
                 | StepStatus::Failed
+                | StepStatus::AwaitingSupplement
         )
     }
 }
@@ -340,6 +347,18 @@ pub mod index {
 }
 
 impl Case {
+    /// The due time step `id` is open under: its statutory one while at its agency, the
+    /// citizen's while it waits for a supplement; `None` once it has its outcome.
+    pub fn open_due(&self, id: &str) -> Option<Timestamp> {
+        let s = self.steps.get(id)?;
+        match s.status {
+            StepStatus::AwaitingSupplement => self.deadlines.open_request(id).map(|r| r.due_at),
+            StepStatus::Pending => None,
+            status if status.is_final() => None,
+            _ => s.due_at,
+        }
+    }
+
     /// Whether step `id` was refused and waits for an operator (`on_rejection: hold`).
     pub fn is_held(&self, id: &str) -> bool {
         self.incidents.iter().any(|i| {
@@ -380,11 +399,9 @@ impl Case {
             }
         }
         if self.status == CaseStatus::Running {
-            let open = self
-                .steps
-                .iter()
-                .filter(|(_, s)| !s.status.is_final() && s.status != StepStatus::Pending)
-                .filter_map(|(id, s)| Some((id.as_str(), Some(s.agency.as_str()), s.due_at?)));
+            let open = self.steps.iter().filter_map(|(id, s)| {
+                Some((id.as_str(), Some(s.agency.as_str()), self.open_due(id)?))
+            });
             let whole = self.due_at.map(|due| (deadlines::WHOLE_CASE, None, due));
             for (step, agency, due) in open.chain(whole) {
                 let escalated = self.deadlines.escalated.get(step).map(String::as_str);
@@ -647,6 +664,27 @@ pub enum EventKind {
         previous_due: Timestamp,
         due_at: Timestamp,
     },
+    /// The agency found the dossier incomplete and asked the citizen for what is missing.
+    SupplementRequested {
+        step: String,
+        request_id: String,
+        number: u32,
+        missing: Vec<Missing>,
+        due_at: Timestamp,
+    },
+    /// The citizen supplemented the dossier: the step runs again.
+    Supplemented {
+        step: String,
+        request_id: String,
+        /// The dotted paths of the input the supplement gave.
+        fields: Vec<String>,
+        by: String,
+    },
+    /// The citizen's deadline passed unanswered.
+    SupplementExpired {
+        step: String,
+        request_id: String,
+    },
     /// The agency was silent past the due time, and a law gives silence a meaning.
     SilenceDeemed {
         step: String,
@@ -668,6 +706,8 @@ pub enum OperatorActionKind {
     Fix,
     Cancel,
     Extend,
+    /// The portal's supplement of an incomplete dossier.
+    Supplement,
 }
 
 impl OperatorActionKind {
@@ -678,6 +718,7 @@ impl OperatorActionKind {
             OperatorActionKind::Fix => "fix",
             OperatorActionKind::Cancel => "cancel",
             OperatorActionKind::Extend => "extend",
+            OperatorActionKind::Supplement => "supplement",
         }
     }
 }
@@ -685,12 +726,24 @@ impl OperatorActionKind {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TimerKind {
-    Retry { step: String },
-    Poll { step: String },
-    StepDeadline { step: String },
+    Retry {
+        step: String,
+    },
+    Poll {
+        step: String,
+    },
+    StepDeadline {
+        step: String,
+    },
     CaseDeadline,
-    Reminder { step: String },
+    Reminder {
+        step: String,
+    },
     CaseReminder,
+    /// The citizen's deadline to supplement a step's dossier.
+    SupplementDue {
+        step: String,
+    },
 }
 
 impl TimerKind {
@@ -700,7 +753,8 @@ impl TimerKind {
             TimerKind::Retry { step }
             | TimerKind::Poll { step }
             | TimerKind::StepDeadline { step }
-            | TimerKind::Reminder { step } => Some(step),
+            | TimerKind::Reminder { step }
+            | TimerKind::SupplementDue { step } => Some(step),
             TimerKind::CaseDeadline | TimerKind::CaseReminder => None,
         }
     }
@@ -714,6 +768,7 @@ impl TimerKind {
             TimerKind::CaseDeadline => "case_deadline",
             TimerKind::Reminder { .. } => "reminder",
             TimerKind::CaseReminder => "case_reminder",
+            TimerKind::SupplementDue { .. } => "supplement_due",
         }
     }
 
@@ -727,6 +782,7 @@ impl TimerKind {
             TimerKind::Poll { step } => ("poll/", step),
             TimerKind::StepDeadline { step } => ("deadline/", step),
             TimerKind::Reminder { step } => ("remind/", step),
+            TimerKind::SupplementDue { step } => ("supplement/", step),
             TimerKind::CaseDeadline => return "deadline".to_owned(),
             TimerKind::CaseReminder => return "remind".to_owned(),
         };
@@ -745,6 +801,8 @@ impl TimerKind {
             Some(TimerKind::CaseReminder)
         } else if let Some(rest) = id.strip_prefix("remind/") {
             step(rest).map(|step| TimerKind::Reminder { step })
+        } else if let Some(rest) = id.strip_prefix("supplement/") {
+            step(rest).map(|step| TimerKind::SupplementDue { step })
         } else if let Some(rest) = id.strip_prefix("retry/") {
             step(rest).map(|step| TimerKind::Retry { step })
         } else if let Some(rest) = id.strip_prefix("poll/") {
@@ -813,6 +871,7 @@ mod tests {
             TimerKind::CaseDeadline,
             TimerKind::Reminder { step: step() },
             TimerKind::CaseReminder,
+            TimerKind::SupplementDue { step: step() },
         ] {
             assert_eq!(TimerKind::from_id(&kind.id()), Some(kind));
         }

@@ -1,4 +1,4 @@
-//! `civicflow cases start|show|list|history` for the portal's view, and `civicflow case
+//! `civicflow cases start|show|list|history|supplement` for the portal's view, and `civicflow case
 //! retry|skip|fix|cancel|extend` for an operator acting on one case.
 
 use std::path::PathBuf;
@@ -50,6 +50,20 @@ pub enum CasesCommand {
     },
     /// Every event of a case's history.
     History { id: String },
+    /// Supplement an incomplete dossier: answer an agency's request with what it asked for.
+    Supplement {
+        id: String,
+        /// The request answered (`birth-1`), as `cases show` lists it.
+        #[arg(long)]
+        request: String,
+        /// What was missing, shaped as the case's input, a JSON file (`-` for standard input),
+        /// e.g. `{"mother": {"personal_id": "001190123456"}}`.
+        #[arg(long)]
+        input: PathBuf,
+        /// Makes a retried supplement answer the case again instead of a conflict.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -166,6 +180,22 @@ pub async fn cases(client: &Client, command: CasesCommand) -> Result<(), ClientE
             let history = client.get(&format!("/v1/cases/{id}/history"), &[]).await?;
             print(client.json, &history, events);
         }
+        CasesCommand::Supplement {
+            id,
+            request,
+            input,
+            idempotency_key,
+        } => {
+            let body = json!({"request_id": request, "input": read_json(&input)?});
+            let case = client
+                .post(
+                    &format!("/v1/cases/{id}/supplements"),
+                    &body,
+                    idempotency_key.as_deref(),
+                )
+                .await?;
+            print(client.json, &case, show);
+        }
     }
     Ok(())
 }
@@ -253,6 +283,21 @@ fn show(case: &Value) -> String {
             cell(&l["tier"]),
             cell(&l["date"]),
             cell(&l["limit"]),
+        ));
+    }
+    for r in case["supplements"].as_array().into_iter().flatten() {
+        let missing: Vec<String> = r["missing"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| cell(&m["name"]))
+            .collect();
+        out.push_str(&format!(
+            "supplement {} {} by {}: {}\n",
+            cell(&r["id"]),
+            cell(&r["state"]),
+            time(&r["due_at"]),
+            missing.join(", "),
         ));
     }
     if let Some(escalated) = case["escalated"].as_object() {

@@ -87,6 +87,9 @@ fn rows(page: &Value) -> String {
             cell(&r["escalated_to"]),
             extended,
             cell(&r["tier"]),
+            r.get("supplement")
+                .map(|s| format!("the citizen ({})", cell(&s["id"])))
+                .unwrap_or_default(),
         ]);
     }
     with_next(t.to_string(), page)

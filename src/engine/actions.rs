@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use super::change::Change;
 use super::decide::{ExtensionError, ExtensionRequest};
 use super::drive::lost_race;
+use super::supplements::{SupplementAsk, SupplementError};
 use super::{Engine, MissingWorkflow, StartError};
 use crate::case::{
     Case, CaseId, CaseStatus, EventKind, IncidentReason, OperatorActionKind, StepStatus, TimerKind,
@@ -42,6 +43,8 @@ pub enum Action {
     Cancel,
     /// The one apology and new date of the case (the reason is the apology's).
     Extend(ExtensionRequest),
+    /// The portal's supplement of an incomplete dossier.
+    Supplement(SupplementAsk),
 }
 
 impl Action {
@@ -52,6 +55,7 @@ impl Action {
             Action::Fix { .. } => OperatorActionKind::Fix,
             Action::Cancel => OperatorActionKind::Cancel,
             Action::Extend(_) => OperatorActionKind::Extend,
+            Action::Supplement(_) => OperatorActionKind::Supplement,
         }
     }
 
@@ -61,7 +65,7 @@ impl Action {
                 Some(step)
             }
             Action::Extend(ask) => ask.step.as_deref(),
-            Action::Cancel => None,
+            Action::Supplement(_) | Action::Cancel => None,
         }
     }
 }
@@ -87,6 +91,8 @@ pub enum ActionError {
     InvalidData(String),
     #[error(transparent)]
     Extension(#[from] ExtensionError),
+    #[error(transparent)]
+    Supplement(#[from] SupplementError),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error(transparent)]
@@ -105,6 +111,7 @@ impl ActionError {
             ActionError::InvalidOutput(_) | ActionError::InvalidInput(_) => "invalid",
             ActionError::InvalidData(_) => "invalid_data",
             ActionError::Extension(_) => "extension_refused",
+            ActionError::Supplement(_) => "supplement_refused",
             ActionError::ShuttingDown => "shutting_down",
             ActionError::Missing(_) => "workflow_not_loaded",
             ActionError::Store(_) => "store_error",
@@ -194,6 +201,7 @@ impl<S: Store + Clone> Engine<S> {
                     self.decide.extend(&wf, &mut change, ask)?;
                     json!({"until": ask.until.to_string(), "reason_code": ask.reason_code})
                 }
+                Action::Supplement(ask) => self.supplement(&wf, &mut change, ask, by)?,
             };
             if let EventKind::OperatorAction { details: d, .. } =
                 &mut change.tx.events[recorded].1.kind
@@ -341,7 +349,8 @@ impl<S: Store + Clone> Engine<S> {
             | StepStatus::Backoff
             | StepStatus::WaitingForAgency
             | StepStatus::AwaitingCallback
-            | StepStatus::Polling => {}
+            | StepStatus::Polling
+            | StepStatus::AwaitingSupplement => {}
             StepStatus::Pending => {
                 return Err(conflict(format!(
                     "step `{id}` has not run yet: it waits for {}; correct the data when it needs it",
@@ -373,6 +382,19 @@ impl<S: Store + Clone> Engine<S> {
             StartError::InvalidInput(v) => ActionError::InvalidInput(v),
             other => ActionError::InvalidData(other.to_string()),
         })?;
+        // An operator's correction answers the citizen's request too (the paper came to the
+        // desk): it is no longer open.
+        let now = change.now;
+        if let Some(r) = change
+            .case
+            .deadlines
+            .supplements
+            .iter_mut()
+            .find(|r| r.step == id && r.state == crate::case::RequestState::Open)
+        {
+            r.state = crate::case::RequestState::Answered;
+            r.answered_at = Some(now);
+        }
         let previous = std::mem::replace(&mut change.case.input, input);
         change.case.business_keys = keys;
         let reopen = change.case.status != CaseStatus::Running;
@@ -389,7 +411,7 @@ impl<S: Store + Clone> Engine<S> {
         }
         change.close_step(id);
         let revision = change.case.steps[id].revision + 1;
-        reset_step(change, id, revision);
+        change.reset_step(id, revision);
         // What stopped or was skipped because of this step runs again once it has succeeded;
         // in a reopened case, so does every step the end stopped (a stopped step never acted).
         let later = dependants(wf, id);
@@ -403,7 +425,7 @@ impl<S: Store + Clone> Engine<S> {
             };
             if waiting {
                 let revision = s.revision;
-                reset_step(change, &other, revision);
+                change.reset_step(&other, revision);
             }
         }
         Ok(json!({"revision": revision, "previous_input": previous}))
@@ -443,13 +465,6 @@ impl<S: Store + Clone> Engine<S> {
 }
 
 /// Puts a step back to pending, in `revision`: a new revision gets a new idempotency key.
-fn reset_step(change: &mut Change, id: &str, revision: u32) {
-    let s = change.step_mut(id);
-    let (adapter, agency) = (s.adapter.clone(), s.agency.clone());
-    *s = crate::case::StepState::new(&adapter, &agency);
-    s.revision = revision;
-}
-
 fn conflict(message: String) -> ActionError {
     ActionError::Conflict(message)
 }

@@ -83,6 +83,9 @@ impl<S: Store + Clone> Engine<S> {
                     _ => "accepted; a case would wait for the agency's callback",
                 },
             }),
+            Outcome::NeedsSupplement(missing) => {
+                json!({"outcome": "needs_supplement", "missing": missing})
+            }
             Outcome::Retryable { error, .. } => json!({"outcome": "retryable", "error": error}),
             Outcome::Unexpected(error) => json!({"outcome": "unexpected", "error": error}),
         };

@@ -105,6 +105,15 @@ impl Change {
         self.close_incidents(|i| i.step.as_deref() == Some(step));
     }
 
+    /// Makes a step new again, under `revision`: what an operator's re-run and a supplement
+    /// start from.
+    pub(super) fn reset_step(&mut self, id: &str, revision: u32) {
+        let s = self.step_mut(id);
+        let (adapter, agency) = (s.adapter.clone(), s.agency.clone());
+        *s = StepState::new(&adapter, &agency);
+        s.revision = revision;
+    }
+
     /// Closes the open incidents of a step whose reason passes `which`.
     pub(super) fn clear_incidents_of(
         &mut self,
@@ -235,12 +244,13 @@ impl Change {
     }
 }
 
-pub(super) fn step_timers(step: &str) -> [TimerKind; 4] {
+pub(super) fn step_timers(step: &str) -> [TimerKind; 5] {
     [
         TimerKind::Retry { step: step.into() },
         TimerKind::Poll { step: step.into() },
         TimerKind::StepDeadline { step: step.into() },
         TimerKind::Reminder { step: step.into() },
+        TimerKind::SupplementDue { step: step.into() },
     ]
 }
 

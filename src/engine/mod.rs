@@ -18,6 +18,7 @@ mod end_watch;
 mod locks;
 mod start;
 mod step_overhead;
+mod supplements;
 mod timers;
 
 use std::collections::BTreeMap;
@@ -42,6 +43,7 @@ pub use callbacks::{CallbackAck, CallbackError};
 pub use decide::{ExtensionError, ExtensionRequest};
 pub use definitions::MissingWorkflow;
 pub use start::{MAX_KEY_BYTES, StartError};
+pub use supplements::{SupplementAsk, SupplementError};
 
 pub use change::Call;
 pub use clock::Clock;

@@ -59,6 +59,8 @@ pub enum Open {
     /// Its due time passed: its deadline timer fired while it was open.
     Overdue,
     NoDeadline,
+    /// Waiting for the citizen's supplement: the agency's clock is stopped.
+    AwaitingCitizen,
 }
 
 impl Finished {
@@ -78,6 +80,7 @@ impl Open {
             Open::InTime => "in_time",
             Open::Overdue => "overdue",
             Open::NoDeadline => "no_deadline",
+            Open::AwaitingCitizen => "awaiting_citizen",
         }
     }
 }
@@ -165,9 +168,14 @@ impl Tally {
             },
             OPEN => State::Open {
                 day,
-                class: [Open::InTime, Open::Overdue, Open::NoDeadline]
-                    .into_iter()
-                    .find(|c| c.as_str() == class)?,
+                class: [
+                    Open::InTime,
+                    Open::Overdue,
+                    Open::NoDeadline,
+                    Open::AwaitingCitizen,
+                ]
+                .into_iter()
+                .find(|c| c.as_str() == class)?,
             },
             _ => return None,
         };
@@ -275,6 +283,10 @@ pub fn tallies(case: &Case, calendar: &Calendar) -> Vec<Tally> {
                 (s.due_at, due_before(case, Some(id))),
             ),
             (StepStatus::Skipped | StepStatus::Stopped, _) => continue,
+            (StepStatus::AwaitingSupplement, _) => State::Open {
+                day: day_of(started),
+                class: Open::AwaitingCitizen,
+            },
             _ => open(
                 case,
                 started,
@@ -289,8 +301,16 @@ pub fn tallies(case: &Case, calendar: &Calendar) -> Vec<Tally> {
             state,
         });
     }
+    let waiting = case
+        .steps
+        .values()
+        .any(|s| s.status == StepStatus::AwaitingSupplement);
     let whole = match (case.status, case.finished_at) {
         (CaseStatus::Cancelled, _) => None,
+        (CaseStatus::Running, _) if waiting => Some(State::Open {
+            day: day_of(case.started_at),
+            class: Open::AwaitingCitizen,
+        }),
         (CaseStatus::Running, _) | (_, None) => Some(open(
             case,
             case.started_at,

@@ -48,6 +48,9 @@ pub struct Figures {
     /// Started in the period, not finished, due time passed.
     pub open_overdue: u64,
     pub open_without_deadline: u64,
+    /// Started in the period, not finished, waiting for the citizen's supplement: the
+    /// agency's clock is stopped.
+    pub open_awaiting_citizen: u64,
     /// Finished by their first due time among those finished with a due time, from 0 to 1;
     /// `null` when none.
     pub on_time_rate: Option<f64>,
@@ -102,6 +105,7 @@ struct Sums {
     in_time: i64,
     overdue: i64,
     open_without: i64,
+    awaiting_citizen: i64,
     /// Working days taken → how many finished took them.
     days: BTreeMap<u32, i64>,
 }
@@ -126,6 +130,7 @@ impl Sums {
                 Open::InTime => self.in_time += n,
                 Open::Overdue => self.overdue += n,
                 Open::NoDeadline => self.open_without += n,
+                Open::AwaitingCitizen => self.awaiting_citizen += n,
             },
         }
     }
@@ -143,6 +148,7 @@ impl Sums {
             open_in_time: count(self.in_time),
             open_overdue: count(self.overdue),
             open_without_deadline: count(self.open_without),
+            open_awaiting_citizen: count(self.awaiting_citizen),
             on_time_rate: (timed > 0).then(|| on_time as f64 / timed as f64),
             working_days_median: nearest_rank(&self.days, 50),
             working_days_p90: nearest_rank(&self.days, 90),

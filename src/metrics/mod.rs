@@ -107,6 +107,7 @@ pub struct Metrics {
     reminders: Family<StepLabels, Counter>,
     escalations: Family<StepLabels, Counter>,
     extensions: Family<StepLabels, Counter>,
+    supplements: Family<StepLabels, Counter>,
     calls: Histograms<CallLabels>,
     timers: Histograms<TimerLabels>,
     commits: Histogram,
@@ -132,6 +133,7 @@ impl Metrics {
             reminders: Family::default(),
             escalations: Family::default(),
             extensions: Family::default(),
+            supplements: Family::default(),
             calls: Family::new_with_constructor(seconds),
             timers: Family::new_with_constructor(long_seconds),
             commits: seconds(),
@@ -178,6 +180,11 @@ impl Metrics {
             "deadline_extensions",
             "Apologies with a new date given, by workflow, agency and step (`*`: the case as a whole)",
             m.extensions.clone(),
+        );
+        r.register(
+            "supplements_requested",
+            "Requests to the citizen to supplement an incomplete dossier, by workflow, agency and step",
+            m.supplements.clone(),
         );
         r.register_with_unit(
             "agency_call_duration",
@@ -345,6 +352,9 @@ impl Hook for Metrics {
                 }
                 EventKind::Extended { step, .. } => {
                     self.extensions.get_or_create(&labels_of(step)).inc();
+                }
+                EventKind::SupplementRequested { step, .. } => {
+                    self.supplements.get_or_create(&step_labels(step)).inc();
                 }
                 EventKind::IncidentOpened { reason, .. } => {
                     self.incidents_opened

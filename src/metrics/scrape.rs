@@ -70,7 +70,7 @@ struct KpiLabels {
     agency: String,
     step: String,
     /// `finished_on_time`, `finished_extended`, `finished_late`, `finished_without_deadline`,
-    /// `open_in_time`, `open_overdue` or `open_without_deadline`.
+    /// `open_in_time`, `open_overdue`, `open_without_deadline` or `open_awaiting_citizen`.
     state: String,
 }
 
@@ -220,7 +220,7 @@ impl Metrics {
 }
 
 /// The counts of a row of the on-time table, by state.
-fn counts(f: &Figures) -> [(&'static str, u64); 7] {
+fn counts(f: &Figures) -> [(&'static str, u64); 8] {
     [
         ("finished_on_time", f.finished_on_time),
         ("finished_extended", f.finished_extended),
@@ -229,6 +229,7 @@ fn counts(f: &Figures) -> [(&'static str, u64); 7] {
         ("open_in_time", f.open_in_time),
         ("open_overdue", f.open_overdue),
         ("open_without_deadline", f.open_without_deadline),
+        ("open_awaiting_citizen", f.open_awaiting_citizen),
     ]
 }
 

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::{IndexRange, Order, Position, Store, StoreError};
 use crate::case::{
-    Case, CaseId, CaseStatus, DueDimension, Extension, IncidentDimension, IncidentReason, Tier,
-    due_value, index, parse_due_value, parse_incident_value,
+    Case, CaseId, CaseStatus, DueDimension, Extension, IncidentDimension, IncidentReason,
+    SupplementRequest, Tier, due_value, index, parse_due_value, parse_incident_value,
 };
 
 /// The most entries one request reads from an index to fill a page: filters the index cannot
@@ -238,6 +238,10 @@ pub struct DueRow {
     /// The case's tier against its life event's legal time limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tier: Option<Tier>,
+    /// The request the step waits on, when it waits for the citizen's supplement: `due_at`
+    /// is then the citizen's deadline, not the agency's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supplement: Option<SupplementRequest>,
 }
 
 impl DueFilter {
@@ -291,10 +295,7 @@ pub async fn deadlines<S: Store>(
             let current = if whole {
                 case.due_at
             } else {
-                case.steps
-                    .get(&step)
-                    .filter(|s| !s.status.is_final())
-                    .and_then(|s| s.due_at)
+                case.open_due(&step)
             };
             if case.status != CaseStatus::Running
                 || current.map(|d| d.as_millisecond()) != Some(due_at.as_millisecond())
@@ -322,6 +323,13 @@ pub async fn deadlines<S: Store>(
                 escalated_to: case.deadlines.escalated.get(&step).cloned(),
                 extension: case.deadlines.extension.clone(),
                 tier: case.deadlines.life_event.as_ref().map(|l| l.tier),
+                supplement: (!whole)
+                    .then(|| case.deadlines.open_request(&step).cloned())
+                    .flatten()
+                    .filter(|_| {
+                        case.steps.get(&step).map(|s| s.status)
+                            == Some(crate::case::StepStatus::AwaitingSupplement)
+                    }),
                 step: (!whole).then_some(step),
                 agency,
                 due_at,

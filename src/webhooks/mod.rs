@@ -1,5 +1,6 @@
 //! Notifications to the portal: each step result, each case's end, and what its deadlines
-//! bring (a reminder, an escalation, an apology with a new date), posted to every
+//! bring (a reminder, an escalation, an apology with a new date), and an agency's request for
+//! a supplement of an incomplete dossier, posted to every
 //! registered webhook, signed, in order, and retried until acknowledged.
 //!
 //! Durability comes from the store, not from memory: the engine appends a [`Notification`] to
@@ -97,6 +98,23 @@ impl Notification {
                 s.as_deref(),
                 "overdue",
                 serde_json::json!({"escalated_to": to, "due_at": due_at}),
+            )),
+            EventKind::SupplementRequested {
+                step: s,
+                request_id,
+                number,
+                missing,
+                due_at,
+            } => Some(notice(
+                "step.supplement_requested",
+                Some(s),
+                "awaiting_supplement",
+                serde_json::json!({
+                    "request_id": request_id,
+                    "number": number,
+                    "missing": missing,
+                    "due_at": due_at,
+                }),
             )),
             EventKind::Extended {
                 step: s,

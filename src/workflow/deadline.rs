@@ -6,7 +6,7 @@ use jiff::civil::Date;
 
 use crate::workflow::definition::Template;
 use crate::workflow::expr::Expr;
-use crate::workflow::spec::{Party, SilenceOutcome};
+use crate::workflow::spec::{Party, SilenceOutcome, SupplementClock, SupplementSpec};
 
 /// A deadline as written in a definition file. Working days are counted by the engine against a
 /// holiday calendar; hours are wall-clock.
@@ -92,6 +92,47 @@ impl LifeEventRule {
     pub fn limit(&self, date: Date) -> Option<Date> {
         date.checked_add(jiff::Span::new().days(i64::from(self.within_days)))
             .ok()
+    }
+}
+
+/// How a step's incomplete dossier is supplemented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupplementRule {
+    /// The citizen's working days.
+    pub within: u32,
+    pub clock: SupplementClock,
+    pub max_requests: u32,
+}
+
+impl SupplementRule {
+    /// The citizen's time when no definition says: ten working days.
+    pub const DEFAULT_WITHIN: u32 = 10;
+
+    /// The step's rule: its own fields, else the workflow's, else the defaults.
+    pub fn of(
+        step: Option<&SupplementSpec>,
+        workflow: Option<&SupplementSpec>,
+    ) -> Result<SupplementRule, String> {
+        let within = step
+            .and_then(|s| s.within.as_ref())
+            .or_else(|| workflow.and_then(|w| w.within.as_ref()));
+        Ok(SupplementRule {
+            within: match within {
+                Some(text) => working_days(text)
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("`{text}` is not a time in working days"))?,
+                None => SupplementRule::DEFAULT_WITHIN,
+            },
+            clock: step
+                .and_then(|s| s.clock)
+                .or_else(|| workflow.and_then(|w| w.clock))
+                .unwrap_or_default(),
+            max_requests: step
+                .and_then(|s| s.max_requests)
+                .or_else(|| workflow.and_then(|w| w.max_requests))
+                .unwrap_or(1)
+                .max(1),
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use crate::case::masking::Personal;
 use crate::workflow::catalog::{self, Catalog};
 use crate::workflow::deadline::{
-    self as terms, Consequences, Deadline, ExtensionRule, LifeEventRule, Silence,
+    self as terms, Consequences, Deadline, ExtensionRule, LifeEventRule, Silence, SupplementRule,
 };
 use crate::workflow::diagnostic::Diagnostic;
 use crate::workflow::expr::{self, EvalError, Expr, Input};
@@ -228,6 +228,8 @@ pub enum Decision {
         message: String,
     },
     Pending,
+    /// The dossier is incomplete; the agency's list of what is missing, as its rule read it.
+    NeedsSupplement(Value),
     /// No rule matched.
     NoMatch,
 }
@@ -236,6 +238,7 @@ pub enum Decision {
 pub struct Rules {
     success_when: Expr,
     success_output: Template,
+    needs_supplement: Option<(Expr, Expr)>,
     rejection: Option<(Expr, Expr, Expr)>,
     pending: Option<Expr>,
 }
@@ -246,6 +249,10 @@ impl Rules {
         Ok(Rules {
             success_when: compile(&spec.success.when)?,
             success_output: Template::compile(&spec.success.output)?,
+            needs_supplement: match &spec.needs_supplement {
+                Some(n) => Some((compile(&n.when)?, compile(&n.missing)?)),
+                None => None,
+            },
             rejection: match &spec.rejection {
                 Some(r) => Some((
                     compile(&r.when)?,
@@ -261,11 +268,17 @@ impl Rules {
         })
     }
 
-    /// Tries success, rejection, pending, in that order, on a reply `{status, headers, body}`.
+    /// Tries success, needs_supplement, rejection, pending, in that order, on a reply
+    /// `{status, headers, body}`.
     pub fn decide(&self, reply: &Value) -> Result<Decision, EvalError> {
         let reply = &Input::new(reply);
         if self.success_when.eval_bool_in(reply)? {
             return Ok(Decision::Success(self.success_output.eval_in(reply)?));
+        }
+        if let Some((when, missing)) = &self.needs_supplement
+            && when.eval_bool_in(reply)?
+        {
+            return Ok(Decision::NeedsSupplement(missing.eval_in(reply)?));
         }
         if let Some((when, code, message)) = &self.rejection
             && when.eval_bool_in(reply)?
@@ -384,6 +397,7 @@ pub struct Step {
     pub on_rejection: OnRejection,
     pub consequences: Consequences,
     pub on_silence: Option<Silence>,
+    pub supplement: SupplementRule,
 }
 
 #[derive(Debug)]
@@ -448,6 +462,8 @@ impl Workflow {
                 },
                 on_rejection: s.on_rejection,
                 consequences: consequences(&s.remind_before, &s.on_breach, &s.extension)
+                    .map_err(fail(&at))?,
+                supplement: SupplementRule::of(s.supplement.as_ref(), spec.supplement.as_ref())
                     .map_err(fail(&at))?,
                 on_silence: match &s.on_silence {
                     Some(silence) => Some(Silence {

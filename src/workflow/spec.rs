@@ -105,6 +105,10 @@ pub struct WorkflowSpec {
     /// birth within 60 days, a death within 15): a case started after the limit is `late`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub life_event: Option<LifeEventSpec>,
+    /// When an agency finds the dossier incomplete: the citizen's time, the clock, how many
+    /// requests; each step's own `supplement` overrides it field by field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supplement: Option<SupplementSpec>,
     /// JSON Schema of the input the portal submits.
     pub input_schema: BTreeMap<String, Value>,
     /// Names and expressions (over `.input`) of the keys a case is found by.
@@ -166,6 +170,35 @@ pub struct StepSpec {
     /// declared, with the law's text in `legal_basis`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_silence: Option<SilenceSpec>,
+    /// When this step's agency finds the dossier incomplete; the workflow's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supplement: Option<SupplementSpec>,
+}
+
+/// How a supplement of an incomplete dossier goes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SupplementSpec {
+    /// The citizen's time to supplement, e.g. `10 working days` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = WORKING_DAYS_PATTERN))]
+    pub within: Option<String>,
+    /// How the step's statutory clock counts once the dossier is complete: `restart` from zero,
+    /// as the decree says (the default), or `resume` where it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<SupplementClock>,
+    /// How many requests the step may make (default 1: the decree asks for one, complete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_requests: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SupplementClock {
+    #[default]
+    Restart,
+    Resume,
 }
 
 /// Who is meant: operators, supervisors, or the step's own agency.
@@ -362,13 +395,17 @@ pub struct RequestSpec {
     pub body: Option<Value>,
 }
 
-/// Rules over a reply `{status, headers, body}`, tried in order: success, rejection, pending.
+/// Rules over a reply `{status, headers, body}`, tried in order: success, needs_supplement,
+/// rejection, pending.
 /// Connection errors, timeouts, 429 and 5xx are retryable failures without a rule; anything
 /// else is an unexpected reply, a technical failure that is not retried.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutcomesSpec {
     pub success: SuccessSpec,
+    /// The dossier is incomplete: the agency says what is missing, and the citizen is asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_supplement: Option<NeedsSupplementSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejection: Option<RejectionSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -393,6 +430,17 @@ pub struct RejectionSpec {
     pub reason_code: ExprText,
     #[schemars(regex(pattern = EXPR_PATTERN))]
     pub message: ExprText,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NeedsSupplementSpec {
+    #[schemars(regex(pattern = EXPR_PATTERN))]
+    pub when: ExprText,
+    /// What is missing: a list of `{name, reason}`, `name` a dotted path into the case's input
+    /// (`mother.personal_id`), or of such names alone.
+    #[schemars(regex(pattern = EXPR_PATTERN))]
+    pub missing: ExprText,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

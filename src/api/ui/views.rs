@@ -125,6 +125,8 @@ pub struct Case {
     pub extension: Option<crate::case::Extension>,
     #[serde(default)]
     pub escalated: BTreeMap<String, String>,
+    #[serde(default)]
+    pub supplements: Vec<crate::case::SupplementRequest>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,12 +4,14 @@
 //!
 //! [`progress`] moves a case on, [`attempt`] is one try of a step, [`reply`] what an answer or a
 //! callback means for it, [`timer`] what a timer that came due means, [`deadline`] what a due
-//! time brings: a reminder, an escalation, a deemed outcome, an extension.
+//! time brings: a reminder, an escalation, a deemed outcome, an extension; [`supplement`] an
+//! incomplete dossier, its request to the citizen and the step run again.
 
 mod attempt;
 mod deadline;
 mod progress;
 mod reply;
+mod supplement;
 mod timer;
 
 pub use deadline::{ExtensionError, ExtensionRequest};

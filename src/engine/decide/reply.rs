@@ -38,6 +38,7 @@ impl Decider {
                 reason_code,
                 message,
             } => self.reject(step, change, reason_code, message),
+            Outcome::NeedsSupplement(missing) => self.ask_supplement(step, change, missing),
             Outcome::Pending if call.poll => {
                 change.event(EventKind::PollAnswered {
                     step: step.id.clone(),
@@ -196,6 +197,20 @@ impl Decider {
                     result: Some("rejected".to_owned()),
                 });
                 self.reject(step, change, reason_code, message);
+                CallbackAck::Recorded
+            }
+            Ok(Decision::NeedsSupplement(missing)) => {
+                change.event(EventKind::CallbackReceived {
+                    step: step_id.into(),
+                    result: Some("needs_supplement".to_owned()),
+                });
+                match crate::case::missing_of(&missing) {
+                    Ok(missing) => self.ask_supplement(step, change, missing),
+                    Err(e) => {
+                        let message = format!("the agency's callback cannot be understood: {e}");
+                        self.fail(change, step_id, IncidentReason::UnexpectedReply, message);
+                    }
+                }
                 CallbackAck::Recorded
             }
             Ok(Decision::NoMatch) | Err(_) => {

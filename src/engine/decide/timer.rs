@@ -77,6 +77,7 @@ impl Decider {
             TimerKind::CaseDeadline => self.case_due(wf, change),
             TimerKind::Reminder { step } => self.remind(change, Some(step)),
             TimerKind::CaseReminder => self.remind(change, None),
+            TimerKind::SupplementDue { step } => self.supplement_due(wf, change, step),
         }
     }
 }

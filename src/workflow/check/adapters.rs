@@ -124,6 +124,17 @@ fn outcomes(
         &rules.success.output,
         out,
     );
+    if let Some(n) = &rules.needs_supplement {
+        for (field, text) in [("when", &n.when), ("missing", &n.missing)] {
+            expression(
+                file,
+                located,
+                &format!("{pointer}/needs_supplement/{field}"),
+                text,
+                out,
+            );
+        }
+    }
     if let Some(r) = &rules.rejection {
         expression(
             file,

@@ -41,6 +41,9 @@ pub fn workflow(
     if let Some(life) = &spec.life_event {
         life_event(file, located, life, &mut out);
     }
+    if let Some(s) = &spec.supplement {
+        supplement(file, located, "/supplement", s, &mut out);
+    }
     for (name, text) in &spec.business_keys {
         let pointer = format!("/business_keys/{}", escape(name));
         if let Some(e) = expression(file, located, &pointer, text, &mut out) {
@@ -420,6 +423,29 @@ fn life_event(
                 format!("`{}` is not a time limit in days", life.within),
             )
             .help("write `<n> days`, calendar days as the law counts them, e.g. `60 days`"),
+        );
+    }
+}
+
+/// The citizen's time to supplement is at least a working day.
+fn supplement(
+    file: &str,
+    located: &Located,
+    pointer: &str,
+    spec: &spec::SupplementSpec,
+    out: &mut Vec<Diagnostic>,
+) {
+    if let Some(text) = &spec.within
+        && crate::workflow::deadline::working_days(text).is_none_or(|n| n == 0)
+    {
+        out.push(
+            Diagnostic::new(
+                file,
+                located.value_pos(&format!("{pointer}/within")),
+                code::DURATION,
+                format!("`{text}` gives the citizen no time to supplement the dossier"),
+            )
+            .help("write `<n> working days`, at least 1"),
         );
     }
 }

@@ -92,6 +92,9 @@ struct CasePage {
     tier: String,
     /// Escalated steps (`the case` for the whole) and to whom.
     escalated: Vec<(String, String)>,
+    /// The agencies' requests for a supplement: id, state, the citizen's deadline, what is
+    /// missing and why.
+    supplements: Vec<(String, String, String, String)>,
     incidents: Vec<(String, String, String)>,
     steps: Vec<StepLine>,
     lanes: Vec<String>,
@@ -250,9 +253,38 @@ async fn case_page<S: Store + Clone>(
             (step, to.clone())
         })
         .collect();
+    let supplements = case
+        .supplements
+        .iter()
+        .map(|r| {
+            let missing: Vec<String> = r
+                .missing
+                .iter()
+                .map(|m| {
+                    if m.reason.is_empty() {
+                        m.name.clone()
+                    } else {
+                        format!("{} ({})", m.name, m.reason)
+                    }
+                })
+                .collect();
+            let state = match r.state {
+                crate::case::RequestState::Open => "waiting for the citizen",
+                crate::case::RequestState::Answered => "supplemented",
+                crate::case::RequestState::Expired => "not supplemented in time",
+            };
+            (
+                r.id.clone(),
+                state.to_owned(),
+                local_date(&r.due_at),
+                missing.join("; "),
+            )
+        })
+        .collect();
     Ok(CasePage {
         who: Some(session.who),
         extended,
+        supplements,
         tier,
         escalated,
         workflow: format!("{}@{}", case.workflow, case.version),

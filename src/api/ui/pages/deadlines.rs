@@ -57,6 +57,8 @@ pub struct DueLine {
     pub escalated_to: String,
     pub extended: String,
     pub tier: String,
+    /// The citizen's supplement it waits for: the request and what is missing.
+    pub waiting: String,
 }
 
 #[derive(Template)]
@@ -127,6 +129,13 @@ pub async fn deadlines<S: Store + Clone>(
             tier: r
                 .tier
                 .map(|t| t.as_str().replace('_', " "))
+                .unwrap_or_default(),
+            waiting: r
+                .supplement
+                .map(|s| {
+                    let names: Vec<String> = s.missing.into_iter().map(|m| m.name).collect();
+                    format!("the citizen ({}): {}", s.id, names.join(", "))
+                })
                 .unwrap_or_default(),
         })
         .collect();
