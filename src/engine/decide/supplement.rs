@@ -48,10 +48,12 @@ impl Decider {
                 return;
             }
         };
+        // Counted to the due time's last day, not the midnight after it.
         let left = |until: Option<Timestamp>| {
-            until
-                .filter(|d| *d > now)
-                .and_then(|d| self.calendar.working_days_between(now, d).ok())
+            until.filter(|d| *d > now).and_then(|d| {
+                let last = d - jiff::SignedDuration::from_nanos(1);
+                self.calendar.working_days_between(now, last).ok()
+            })
         };
         let step_left = left(change.case.steps[id].due_at);
         // The case's clock stops too, unless its time is already up or another step stopped it.

@@ -517,3 +517,50 @@ fn an_overdue_step_is_escalated_to_its_agency_once_with_its_incident() {
             .contains("escalated to agency:police")
     );
 }
+
+fn incomplete() -> Reply {
+    reply(
+        422,
+        json!({"reason_code": "DOSSIER_INCOMPLETE", "message": "incomplete",
+               "missing": [{"name": "mother.personal_id", "reason": "no ID"}]}),
+    )
+}
+
+#[test]
+fn an_incomplete_dossier_stops_the_agencys_clock_and_a_second_request_is_an_incident() {
+    let (d, wf) = (decider(), birth());
+    let step = wf.step("birth").unwrap();
+    let (mut change, calls) = next(started(&d, &wf), 1);
+    change.case.due_at = Some("2026-12-04T17:00:00Z".parse().unwrap());
+    change.set_timer(TimerKind::CaseDeadline, change.case.due_at.unwrap());
+    d.apply_reply(step, &mut change, &calls[0], &incomplete());
+    let s = &change.case.steps["birth"];
+    assert_eq!(s.status, StepStatus::AwaitingSupplement);
+    assert_eq!(s.due_at, None, "the agency's clock is stopped");
+    assert_eq!(change.case.due_at, None, "and so is the case's");
+    assert!(!change.case.timers.contains_key("deadline/birth"));
+    assert!(!change.case.timers.contains_key("deadline"));
+    // Ten working days from Tuesday 1 December 2026: the close of Tuesday 15.
+    let due: Timestamp = "2026-12-15T17:00:00Z".parse().unwrap();
+    assert_eq!(change.case.timers["supplement/birth"], due);
+    let request = &change.case.deadlines.supplements[0];
+    assert_eq!((request.id.as_str(), request.number), ("birth-1", 1));
+    assert_eq!(request.step_left, Some(1));
+    assert_eq!(request.case_left, Some(3));
+
+    // The agency asks again where the workflow allows one request: an operator settles it.
+    let request = request.clone();
+    change.case.deadlines.supplements[0].state = crate::case::RequestState::Answered;
+    change.reset_step("birth", 2);
+    d.rerun_supplemented(&wf, &mut change, step, &request);
+    let (mut change, calls) = next(change, 2);
+    assert_eq!(calls.len(), 1, "the step is sent again");
+    d.apply_reply(step, &mut change, &calls[0], &incomplete());
+    assert_eq!(change.case.steps["birth"].status, StepStatus::Failed);
+    assert_eq!(change.case.deadlines.supplements.len(), 1);
+    assert!(
+        change.case.incidents[0].message.contains("may ask 1 time"),
+        "{:?}",
+        change.case.incidents
+    );
+}
