@@ -150,13 +150,9 @@ pub fn classify(rules: &Rules, output: &Schema, reply: &Reply) -> Outcome {
             if problems.is_empty() {
                 Outcome::Success(value)
             } else {
-                let list: Vec<String> = problems
-                    .iter()
-                    .map(|p| format!("{} {}", p.field, p.message))
-                    .collect();
                 Outcome::Unexpected(format!(
                     "HTTP {status}: the output does not match the adapter's output schema: {}",
-                    list.join("; ")
+                    crate::workflow::definition::SchemaViolation::prose(&problems)
                 ))
             }
         }

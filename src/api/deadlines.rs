@@ -40,16 +40,6 @@ pub struct ExtensionBody {
     reason_code: Option<String>,
 }
 
-fn invalid(code: &'static str, field: &str, message: impl Into<String>) -> ApiError {
-    let message = message.into();
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message.clone()).with_fields(vec![
-        crate::workflow::definition::SchemaViolation {
-            field: field.to_owned(),
-            message,
-        },
-    ])
-}
-
 fn reason_code(given: Option<String>) -> Result<String, ApiError> {
     let code = given.unwrap_or_else(|| "other".to_owned());
     let fits = code.len() <= 40
@@ -60,7 +50,7 @@ fn reason_code(given: Option<String>) -> Result<String, ApiError> {
     if fits {
         Ok(code)
     } else {
-        Err(invalid(
+        Err(ApiError::invalid_field(
             "invalid_reason_code",
             "/reason_code",
             format!(
@@ -97,7 +87,7 @@ pub fn extension_error(e: ExtensionError) -> ApiError {
         ExtensionError::NotLater { .. }
         | ExtensionError::TooFar { .. }
         | ExtensionError::NotWorkingDay(_)
-        | ExtensionError::Calendar(_) => invalid("invalid_date", "/until", message),
+        | ExtensionError::Calendar(_) => ApiError::invalid_field("invalid_date", "/until", message),
         ExtensionError::NotAllowed { .. } | ExtensionError::OtherAgency { .. } => {
             ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
         }
@@ -131,21 +121,21 @@ pub async fn extend<S: Store + Clone>(
         .map(|r| r.trim().to_owned())
         .filter(|r| !r.is_empty())
         .ok_or_else(|| {
-            invalid(
+            ApiError::invalid_field(
                 "reason_required",
                 "/reason",
                 "say why: the apology states the reason for the delay",
             )
         })?;
     if reason.len() > MAX_REASON {
-        return Err(invalid(
+        return Err(ApiError::invalid_field(
             "reason_too_long",
             "/reason",
             format!("the reason is {} bytes; at most {MAX_REASON}", reason.len()),
         ));
     }
     let until = b.until.ok_or_else(|| {
-        invalid(
+        ApiError::invalid_field(
             "until_required",
             "/until",
             "give the new return date, `until`",

@@ -92,6 +92,17 @@ impl ApiError {
         )
     }
 
+    /// A 422 about one field of the request, with the message said there too.
+    pub fn invalid_field(code: &'static str, field: &str, message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message.clone()).with_fields(vec![
+            crate::workflow::definition::SchemaViolation {
+                field: field.to_owned(),
+                message,
+            },
+        ])
+    }
+
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }

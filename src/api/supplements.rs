@@ -30,16 +30,6 @@ pub struct SupplementBody {
     input: Option<Value>,
 }
 
-fn invalid(code: &'static str, field: &str, message: impl Into<String>) -> ApiError {
-    let message = message.into();
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message.clone()).with_fields(vec![
-        crate::workflow::definition::SchemaViolation {
-            field: field.to_owned(),
-            message,
-        },
-    ])
-}
-
 pub fn supplement_error(e: SupplementError) -> ApiError {
     let message = e.to_string();
     match e {
@@ -55,12 +45,12 @@ pub fn supplement_error(e: SupplementError) -> ApiError {
         SupplementError::KeyReused => {
             ApiError::new(StatusCode::CONFLICT, "idempotency_key_reused", message)
         }
-        SupplementError::NotRequested { ref field, .. } => invalid(
+        SupplementError::NotRequested { ref field, .. } => ApiError::invalid_field(
             "not_requested",
             &format!("/input/{}", field.replace('.', "/")),
             message,
         ),
-        SupplementError::Empty(_) => invalid("input_required", "/input", message),
+        SupplementError::Empty(_) => ApiError::invalid_field("input_required", "/input", message),
     }
 }
 
@@ -94,7 +84,7 @@ pub async fn post<S: Store + Clone>(
         .request_id
         .filter(|r| !r.trim().is_empty())
         .ok_or_else(|| {
-            invalid(
+            ApiError::invalid_field(
                 "request_id_required",
                 "/request_id",
                 "name the request this supplement answers, `request_id`",
@@ -103,14 +93,14 @@ pub async fn post<S: Store + Clone>(
     let input = match b.input {
         Some(input @ Value::Object(_)) => input,
         Some(_) => {
-            return Err(invalid(
+            return Err(ApiError::invalid_field(
                 "invalid_input",
                 "/input",
                 "`input` is an object shaped as the case's input",
             ));
         }
         None => {
-            return Err(invalid(
+            return Err(ApiError::invalid_field(
                 "input_required",
                 "/input",
                 "send what the request asks for under `input`",

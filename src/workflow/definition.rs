@@ -119,6 +119,17 @@ pub struct SchemaViolation {
     pub message: String,
 }
 
+impl SchemaViolation {
+    /// Violations as one line of prose: `/field message; /other message`.
+    pub fn prose(violations: &[SchemaViolation]) -> String {
+        violations
+            .iter()
+            .map(|v| format!("{} {}", v.field, v.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
 impl Schema {
     fn compile(schema: &BTreeMap<String, Value>) -> Result<Schema, String> {
         let document = Value::Object(schema.clone().into_iter().collect());

@@ -11,7 +11,7 @@ use crate::case::deadlines::WHOLE_CASE;
 use crate::case::{CaseStatus, EventKind, Extension, IncidentReason, StepStatus, TimerKind};
 use crate::engine::change::Change;
 use crate::workflow::deadline::Consequences;
-use crate::workflow::definition::{Step, Workflow};
+use crate::workflow::definition::{SchemaViolation, Step, Workflow};
 use crate::workflow::spec::{Party, SilenceOutcome};
 
 use super::progress::{Decider, step_context};
@@ -189,14 +189,10 @@ impl Decider {
                     Ok(output) => {
                         let violations = step.adapter.output.violations(&output);
                         if !violations.is_empty() {
-                            let list: Vec<String> = violations
-                                .iter()
-                                .map(|v| format!("{} {}", v.field, v.message))
-                                .collect();
                             let message = format!(
                                 "the step is deemed approved on silence, but its `on_silence.output` does not match {}'s output schema: {}",
                                 step.adapter.reference,
-                                list.join("; ")
+                                SchemaViolation::prose(&violations)
                             );
                             self.fail(change, id, IncidentReason::InvalidData, message);
                             return;

@@ -13,7 +13,7 @@ use crate::case::{
 };
 use crate::circuits::Circuits;
 use crate::engine::change::Change;
-use crate::workflow::definition::{Step, Workflow};
+use crate::workflow::definition::{SchemaViolation, Step, Workflow};
 use crate::workflow::expr::{EvalError, Input, Part};
 use crate::workflow::spec::{Mode, OnRejection};
 
@@ -241,14 +241,10 @@ impl Decider {
         };
         let violations = step.adapter.input.violations(&input);
         if !violations.is_empty() {
-            let list: Vec<String> = violations
-                .iter()
-                .map(|v| format!("{} {}", v.field, v.message))
-                .collect();
             let message = format!(
                 "the step's input does not match {}'s input schema: {}",
                 step.adapter.reference,
-                list.join("; ")
+                SchemaViolation::prose(&violations)
             );
             self.fail(change, &step.id, IncidentReason::InvalidData, message);
             return;

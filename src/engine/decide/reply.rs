@@ -176,13 +176,9 @@ impl Decider {
                 if problems.is_empty() {
                     self.succeed(change, step_id, output);
                 } else {
-                    let list: Vec<String> = problems
-                        .iter()
-                        .map(|p| format!("{} {}", p.field, p.message))
-                        .collect();
                     let message = format!(
                         "the callback's output does not match the adapter's output schema: {}",
-                        list.join("; ")
+                        crate::workflow::definition::SchemaViolation::prose(&problems)
                     );
                     self.fail(change, step_id, IncidentReason::UnexpectedReply, message);
                 }
