@@ -64,7 +64,7 @@ async fn asked_once_then_completed<S: Store + Clone>(h: InProcess<S>) {
     // The agency's clock is stopped: no due time for the step or the case meanwhile.
     assert!(case["steps"]["birth"]["due_at"].is_null(), "{case:#}");
     assert!(case["due_at"].is_null(), "{case:#}");
-    let first_due = {
+    let first_attempt = {
         let history = fetch(&h.http, &format!("{}/v1/cases/{id}/history", h.url)).await;
         let started = history["events"]
             .as_array()
@@ -104,11 +104,19 @@ async fn asked_once_then_completed<S: Store + Clone>(h: InProcess<S>) {
         .unwrap()
         .parse()
         .unwrap();
-    let first: jiff::Timestamp = first_due.parse().unwrap();
+    let first: jiff::Timestamp = first_attempt.parse().unwrap();
     assert!(
         restarted.duration_since(first) >= SignedDuration::from_hours(72),
         "{first} → {restarted}"
     );
+    // Its due time is one working day from the supplement, counted from zero again.
+    let due = civicflow::calendar::Calendar::vietnam()
+        .due(
+            restarted,
+            civicflow::workflow::deadline::Deadline::WorkingDays(1),
+        )
+        .unwrap();
+    assert_eq!(case["steps"]["birth"]["due_at"], json!(due), "{case:#}");
 
     // The same supplement again under its key answers the case; without it, or another, no.
     let (status, _) = post(&h, &path, &good, Some("supp-1")).await;
