@@ -42,6 +42,9 @@ pub fn supplement_error(e: SupplementError) -> ApiError {
         SupplementError::Expired(..) => {
             ApiError::new(StatusCode::CONFLICT, "request_expired", message)
         }
+        SupplementError::Closed(_) => {
+            ApiError::new(StatusCode::CONFLICT, "request_closed", message)
+        }
         SupplementError::KeyReused => {
             ApiError::new(StatusCode::CONFLICT, "idempotency_key_reused", message)
         }

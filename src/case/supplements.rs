@@ -25,6 +25,9 @@ pub enum RequestState {
     Answered,
     /// Its deadline passed unanswered: the step was refused, `not_supplemented`.
     Expired,
+    /// The step ended otherwise meanwhile: the agency answered after all, or the case was
+    /// cancelled.
+    Closed,
 }
 
 /// An agency's request for a supplement (form 02).

@@ -246,6 +246,17 @@ impl<S: Store + Clone> Engine<S> {
                 "step `{id}` has already {}; there is nothing to retry",
                 finished_as(status)
             ))),
+            StepStatus::AwaitingSupplement => {
+                let asked = change
+                    .case
+                    .deadlines
+                    .open_request(id)
+                    .map(|r| format!(" (request {}, by {})", r.id, r.due_at))
+                    .unwrap_or_default();
+                Err(conflict(format!(
+                    "step `{id}` waits for the citizen's supplement{asked}: the same dossier gets the same answer; it is sent again when the portal supplies what is missing, or when you correct the data with `fix`"
+                )))
+            }
             StepStatus::Polling => {
                 // Ask the agency now instead of at the next poll; what the last poll met is
                 // no longer the step's state.

@@ -11,7 +11,9 @@ use serde_json::Value;
 use super::Overhead;
 use crate::adapters::http::Metadata;
 use crate::calendar::CalendarError;
-use crate::case::{Case, Event, EventKind, Incident, IncidentReason, StepState, Timer, TimerKind};
+use crate::case::{
+    Case, Event, EventKind, Incident, IncidentReason, RequestState, StepState, Timer, TimerKind,
+};
 use crate::metrics::Metrics;
 use crate::store::{CaseWrite, Committed, Fence, Hook, Preparing, Store, StoreError, Transaction};
 use crate::workflow::spec::Method;
@@ -96,13 +98,19 @@ impl Change {
             .expect("step ids come from the case's own workflow version")
     }
 
-    /// Ends a step's time at the agency: its timers go, and so do its open incidents.
+    /// Ends a step's time at the agency: its timers go, and so do its open incidents and any
+    /// request to the citizen it still waits on.
     pub(super) fn close_step(&mut self, step: &str) {
         self.step_mut(step).finished_at = Some(self.now);
         for kind in step_timers(step) {
             self.clear_timer(kind);
         }
         self.close_incidents(|i| i.step.as_deref() == Some(step));
+        for r in &mut self.case.deadlines.supplements {
+            if r.step == step && r.state == RequestState::Open {
+                r.state = RequestState::Closed;
+            }
+        }
     }
 
     /// Makes a step new again, under `revision`: what an operator's re-run and a supplement

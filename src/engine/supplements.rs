@@ -39,6 +39,10 @@ pub enum SupplementError {
         "request `{0}` expired at {1}: the dossier was not supplemented in time, and the step was refused"
     )]
     Expired(String, jiff::Timestamp),
+    #[error(
+        "request `{0}` is closed: its step ended without it (the agency answered, or the case was cancelled)"
+    )]
+    Closed(String),
     #[error("`{field}` was not asked for: request `{request_id}` asks for {asked}")]
     NotRequested {
         field: String,
@@ -187,6 +191,9 @@ impl<S: Store + Clone> Engine<S> {
             }
             RequestState::Expired => {
                 return Err(SupplementError::Expired(request.id, request.due_at).into());
+            }
+            RequestState::Closed => {
+                return Err(SupplementError::Closed(request.id).into());
             }
             // Its deadline passed and its timer has not fired yet: too late all the same.
             RequestState::Open if change.now >= request.due_at => {

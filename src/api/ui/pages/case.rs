@@ -272,6 +272,7 @@ async fn case_page<S: Store + Clone>(
                 crate::case::RequestState::Open => "waiting for the citizen",
                 crate::case::RequestState::Answered => "supplemented",
                 crate::case::RequestState::Expired => "not supplemented in time",
+                crate::case::RequestState::Closed => "closed: the step ended without it",
             };
             (
                 r.id.clone(),
