@@ -215,7 +215,7 @@ fn working_days(text: &Option<String>) -> Result<Option<u32>, String> {
 fn consequences(
     remind_before: &Option<String>,
     on_breach: &Option<BreachSpec>,
-    extension: &Option<ExtensionSpec>,
+    extension: Option<&ExtensionSpec>,
 ) -> Result<Consequences, String> {
     Ok(Consequences {
         remind_before: working_days(remind_before)?,
@@ -472,8 +472,14 @@ impl Workflow {
                     None => adapter.retry,
                 },
                 on_rejection: s.on_rejection,
-                consequences: consequences(&s.remind_before, &s.on_breach, &s.extension)
-                    .map_err(fail(&at))?,
+                // Who may give a new date is the step's own rule, else the case's: a reminder
+                // and an escalation are the step's alone (the case's are about its own time).
+                consequences: consequences(
+                    &s.remind_before,
+                    &s.on_breach,
+                    s.extension.as_ref().or(spec.extension.as_ref()),
+                )
+                .map_err(fail(&at))?,
                 supplement: SupplementRule::of(s.supplement.as_ref(), spec.supplement.as_ref())
                     .map_err(fail(&at))?,
                 on_silence: match &s.on_silence {
@@ -505,8 +511,12 @@ impl Workflow {
                 Some(d) => Some(deadline(d).map_err(fail("deadline"))?),
                 None => None,
             },
-            consequences: consequences(&spec.remind_before, &spec.on_breach, &spec.extension)
-                .map_err(fail("workflow"))?,
+            consequences: consequences(
+                &spec.remind_before,
+                &spec.on_breach,
+                spec.extension.as_ref(),
+            )
+            .map_err(fail("workflow"))?,
             life_event: match &spec.life_event {
                 Some(l) => Some(LifeEventRule {
                     date: compile(&l.date).map_err(fail("life_event.date"))?,
@@ -697,6 +707,37 @@ mod tests {
             Mode::Callback
         );
         assert!(defs.workflow("birth-registration", Some(2)).is_none());
+    }
+
+    #[test]
+    fn a_step_without_its_own_extension_rule_takes_the_workflows() {
+        use crate::workflow::spec::{ExtensionSpec, Party};
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let (mut catalog, problems) = catalog::load(&[root.join("workflows")]);
+        assert!(problems.is_empty(), "{problems:?}");
+        let spec = catalog
+            .workflows
+            .get_mut("birth-registration")
+            .and_then(|v| v.get_mut(&1))
+            .unwrap();
+        spec.extension = Some(ExtensionSpec {
+            granted_by: vec![Party::Operator],
+            at_most: Some("3 working days".into()),
+        });
+        let defs = Definitions::compile(&catalog).unwrap();
+        let birth = defs.workflow("birth-registration", Some(1)).unwrap();
+        let inherited = &birth.step("birth").unwrap().consequences.extension;
+        assert_eq!(
+            (inherited.granted_by.as_slice(), inherited.at_most),
+            (&[Party::Operator][..], Some(3))
+        );
+        // A step's own rule stands, and a reminder is never inherited.
+        let own = &birth.step("residence").unwrap().consequences;
+        assert_eq!(own.extension.granted_by, [Party::Supervisor, Party::Agency]);
+        assert_eq!(
+            birth.step("birth").unwrap().consequences.remind_before,
+            None
+        );
     }
 
     #[test]
