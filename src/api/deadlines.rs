@@ -141,17 +141,18 @@ pub async fn extend<S: Store + Clone>(
             "give the new return date, `until`",
         )
     })?;
+    let by = caller.0.actor();
     let ask = ExtensionRequest {
         step: b.step,
         until,
         reason_code: reason_code(b.reason_code)?,
         reason: reason.clone(),
-        by: caller.0.actor(),
+        by: by.clone(),
         party: party(&caller.0.role),
     };
     let case = state
         .engine
-        .act(id, Action::Extend(ask), &caller.0.actor(), &reason)
+        .act(id, Action::Extend(ask), &by, &reason)
         .await
         .map_err(super::operators::action_error)?;
     Ok(Json(seen_by(&state, &caller, &case)))

@@ -35,6 +35,21 @@ impl Deadlines {
             && self.supplements.is_empty()
     }
 
+    /// Settles the request step `step` waits on, if any: answered (at `at`) or expired.
+    pub fn settle_open_request(&mut self, step: &str, state: RequestState, at: Timestamp) {
+        if let Some(r) = self
+            .supplements
+            .iter_mut()
+            .rev()
+            .find(|r| r.step == step && r.state == RequestState::Open)
+        {
+            r.state = state;
+            if state == RequestState::Answered {
+                r.answered_at = Some(at);
+            }
+        }
+    }
+
     /// The request step `step` waits on, if it waits for the citizen.
     pub fn open_request(&self, step: &str) -> Option<&SupplementRequest> {
         self.supplements

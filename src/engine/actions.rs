@@ -385,27 +385,14 @@ impl<S: Store + Clone> Engine<S> {
                 )));
             }
         }
-        let violations = wf.input.violations(&input);
-        if !violations.is_empty() {
-            return Err(ActionError::InvalidInput(violations));
-        }
-        let keys = self.business_keys(wf, &input).map_err(|e| match e {
-            StartError::InvalidInput(v) => ActionError::InvalidInput(v),
-            other => ActionError::InvalidData(other.to_string()),
-        })?;
+        let keys = self.checked_input(wf, &input)?;
         // An operator's correction answers the citizen's request too (the paper came to the
         // desk): it is no longer open.
         let now = change.now;
-        if let Some(r) = change
+        change
             .case
             .deadlines
-            .supplements
-            .iter_mut()
-            .find(|r| r.step == id && r.state == crate::case::RequestState::Open)
-        {
-            r.state = crate::case::RequestState::Answered;
-            r.answered_at = Some(now);
-        }
+            .settle_open_request(id, crate::case::RequestState::Answered, now);
         let previous = std::mem::replace(&mut change.case.input, input);
         change.case.business_keys = keys;
         let reopen = change.case.status != CaseStatus::Running;
@@ -440,6 +427,23 @@ impl<S: Store + Clone> Engine<S> {
             }
         }
         Ok(json!({"revision": revision, "previous_input": previous}))
+    }
+
+    /// A corrected or supplemented case input, checked against the workflow's schema: the
+    /// business keys it gives the case.
+    pub(super) fn checked_input(
+        &self,
+        wf: &Workflow,
+        input: &Value,
+    ) -> Result<std::collections::BTreeMap<String, String>, ActionError> {
+        let violations = wf.input.violations(input);
+        if !violations.is_empty() {
+            return Err(ActionError::InvalidInput(violations));
+        }
+        self.business_keys(wf, input).map_err(|e| match e {
+            StartError::InvalidInput(v) => ActionError::InvalidInput(v),
+            other => ActionError::InvalidData(other.to_string()),
+        })
     }
 
     fn cancel(&self, change: &mut Change, by: &str, reason: &str) -> Result<Value, ActionError> {

@@ -106,11 +106,10 @@ impl Change {
             self.clear_timer(kind);
         }
         self.close_incidents(|i| i.step.as_deref() == Some(step));
-        for r in &mut self.case.deadlines.supplements {
-            if r.step == step && r.state == RequestState::Open {
-                r.state = RequestState::Closed;
-            }
-        }
+        let now = self.now;
+        self.case
+            .deadlines
+            .settle_open_request(step, RequestState::Closed, now);
     }
 
     /// Makes a step new again, under `revision`: what an operator's re-run and a supplement

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
 use super::change::Change;
-use super::{Action, ActionError, Engine, StartError};
+use super::{Action, ActionError, Engine};
 use crate::case::{Case, CaseId, IdempotencyRecord, Made, RequestState, StepStatus};
 use crate::store::{Store, StoreError};
 use crate::workflow::definition::Workflow;
@@ -228,14 +228,7 @@ impl<S: Store + Clone> Engine<S> {
             .into());
         }
         let input = merged(&case.input, &ask.input);
-        let violations = wf.input.violations(&input);
-        if !violations.is_empty() {
-            return Err(ActionError::InvalidInput(violations));
-        }
-        let keys = self.business_keys(wf, &input).map_err(|e| match e {
-            StartError::InvalidInput(v) => ActionError::InvalidInput(v),
-            other => ActionError::InvalidData(other.to_string()),
-        })?;
+        let keys = self.checked_input(wf, &input)?;
         let step = wf.step(&request.step).ok_or_else(|| {
             ActionError::InvalidData(format!(
                 "step `{}` is not in the case's workflow",
@@ -245,16 +238,10 @@ impl<S: Store + Clone> Engine<S> {
         change.case.input = input;
         change.case.business_keys = keys;
         let now = change.now;
-        if let Some(r) = change
+        change
             .case
             .deadlines
-            .supplements
-            .iter_mut()
-            .find(|r| r.id == request.id)
-        {
-            r.state = RequestState::Answered;
-            r.answered_at = Some(now);
-        }
+            .settle_open_request(&request.step, RequestState::Answered, now);
         if let Some((key, record)) = &ask.idempotency {
             change
                 .tx

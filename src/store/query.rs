@@ -129,53 +129,64 @@ pub async fn incidents<S: Store>(
         Some(t) => format!("{prefix}{}", due_value(t)),
         None => prefix_end(&prefix),
     };
-    let mut range = IndexRange {
+    let range = IndexRange {
         from,
         to,
         after: cursor.map(decode_cursor).transpose()?,
         order,
         limit: limit.clamp(1, MAX_PAGE),
     };
+    scan(store, index::INCIDENT, range, |value, case_id, case| {
+        let (opened_at, reason, step) = parse_incident_value(value)?;
+        let incident = case.incidents.iter().find(|i| {
+            i.reason == reason
+                && i.step == step
+                && i.opened_at.as_millisecond() == opened_at.as_millisecond()
+        })?;
+        let row = IncidentRow {
+            case_id,
+            workflow: case.workflow.clone(),
+            version: case.version,
+            agency: step
+                .as_ref()
+                .and_then(|s| case.steps.get(s))
+                .map(|s| s.agency.clone()),
+            step,
+            reason,
+            message: incident.message.clone(),
+            opened_at: incident.opened_at,
+            case_status: case.status,
+        };
+        filter.admits(case, &row).then_some(row)
+    })
+    .await
+}
+
+/// Reads index `name` over `range` a page at a time, each entry's case from its record (the
+/// case may have changed since the index was read: its record is the truth), until the page
+/// has `range.limit` rows, the range ends, or the scan budget is spent. `row` makes an entry's
+/// row, or `None` to step over it.
+async fn scan<S: Store, T>(
+    store: &S,
+    name: &'static str,
+    mut range: IndexRange,
+    mut row: impl FnMut(&str, CaseId, &Case) -> Option<T>,
+) -> Result<Listing<T>, QueryError> {
     let limit = range.limit;
     let mut items = Vec::new();
     let mut damaged = Vec::new();
     let mut scanned = 0;
     loop {
-        let entries = store.index_range(index::INCIDENT, &range).await?;
+        let entries = store.index_range(name, &range).await?;
         let exhausted = entries.len() < range.limit;
         for (value, case_id) in entries {
             scanned += 1;
             range.after = Some((value.clone(), case_id));
-            let Some((opened_at, reason, step)) = parse_incident_value(&value) else {
-                continue;
-            };
-            // The case may have changed since the index was read: its record is the truth.
             let Some(case) = listed(store, case_id, &mut damaged).await? else {
                 continue;
             };
-            let Some(incident) = case.incidents.iter().find(|i| {
-                i.reason == reason
-                    && i.step == step
-                    && i.opened_at.as_millisecond() == opened_at.as_millisecond()
-            }) else {
-                continue;
-            };
-            let row = IncidentRow {
-                case_id,
-                workflow: case.workflow.clone(),
-                version: case.version,
-                agency: step
-                    .as_ref()
-                    .and_then(|s| case.steps.get(s))
-                    .map(|s| s.agency.clone()),
-                step,
-                reason,
-                message: incident.message.clone(),
-                opened_at: incident.opened_at,
-                case_status: case.status,
-            };
-            if filter.admits(&case, &row) {
-                items.push(row);
+            if let Some(found) = row(&value, case_id, &case) {
+                items.push(found);
                 if items.len() == limit {
                     return Ok(Listing {
                         items,
@@ -185,17 +196,15 @@ pub async fn incidents<S: Store>(
                 }
             }
         }
-        if exhausted {
+        if exhausted || scanned >= SCAN_BUDGET {
+            let next = if exhausted {
+                None
+            } else {
+                range.after.as_ref().map(encode_cursor)
+            };
             return Ok(Listing {
                 items,
-                next: None,
-                damaged,
-            });
-        }
-        if scanned >= SCAN_BUDGET {
-            return Ok(Listing {
-                items,
-                next: range.after.as_ref().map(encode_cursor),
+                next,
                 damaged,
             });
         }
@@ -267,93 +276,58 @@ pub async fn deadlines<S: Store>(
         Some(t) => format!("{prefix}{}", due_value(t)),
         None => prefix_end(&prefix),
     };
-    let mut range = IndexRange {
+    let range = IndexRange {
         from: prefix,
         to,
         after: cursor.map(decode_cursor).transpose()?,
         order: Order::Ascending,
         limit: limit.clamp(1, MAX_PAGE),
     };
-    let limit = range.limit;
-    let mut items = Vec::new();
-    let mut damaged = Vec::new();
-    let mut scanned = 0;
-    loop {
-        let entries = store.index_range(index::DUE, &range).await?;
-        let exhausted = entries.len() < range.limit;
-        for (value, case_id) in entries {
-            scanned += 1;
-            range.after = Some((value.clone(), case_id));
-            let Some((due_at, step)) = parse_due_value(&value) else {
-                continue;
-            };
-            let Some(case) = listed(store, case_id, &mut damaged).await? else {
-                continue;
-            };
-            let whole = step == crate::case::deadlines::WHOLE_CASE;
-            // The case may have changed since the index was read: its record is the truth.
-            let current = if whole {
-                case.due_at
-            } else {
-                case.open_due(&step)
-            };
-            if case.status != CaseStatus::Running
-                || current.map(|d| d.as_millisecond()) != Some(due_at.as_millisecond())
-                || filter
-                    .workflow
-                    .as_ref()
-                    .is_some_and(|w| *w != case.workflow)
-            {
-                continue;
-            }
-            let agency = (!whole)
-                .then(|| case.steps.get(&step).map(|s| s.agency.clone()))
-                .flatten();
-            if filter
-                .agency
+    scan(store, index::DUE, range, |value, case_id, case| {
+        let (due_at, step) = parse_due_value(value)?;
+        let whole = step == crate::case::deadlines::WHOLE_CASE;
+        let current = if whole {
+            case.due_at
+        } else {
+            case.open_due(&step)
+        };
+        if case.status != CaseStatus::Running
+            || current.map(|d| d.as_millisecond()) != Some(due_at.as_millisecond())
+            || filter
+                .workflow
                 .as_ref()
-                .is_some_and(|a| agency.as_ref() != Some(a))
-            {
-                continue;
-            }
-            items.push(DueRow {
-                case_id,
-                workflow: case.workflow.clone(),
-                version: case.version,
-                escalated_to: case.deadlines.escalated.get(&step).cloned(),
-                extension: case.deadlines.extension.clone(),
-                tier: case.deadlines.life_event.as_ref().map(|l| l.tier),
-                supplement: (!whole)
-                    .then(|| case.deadlines.open_request(&step).cloned())
-                    .flatten()
-                    .filter(|_| {
-                        case.steps.get(&step).map(|s| s.status)
-                            == Some(crate::case::StepStatus::AwaitingSupplement)
-                    }),
-                step: (!whole).then_some(step),
-                agency,
-                due_at,
-                overdue: due_at <= now,
-            });
-            if items.len() == limit {
-                return Ok(Listing {
-                    items,
-                    next: range.after.as_ref().map(encode_cursor),
-                    damaged,
-                });
-            }
+                .is_some_and(|w| *w != case.workflow)
+        {
+            return None;
         }
-        if exhausted || scanned >= SCAN_BUDGET {
-            let next = (!exhausted)
-                .then(|| range.after.as_ref().map(encode_cursor))
-                .flatten();
-            return Ok(Listing {
-                items,
-                next,
-                damaged,
-            });
+        let agency = (!whole)
+            .then(|| case.steps.get(&step).map(|s| s.agency.clone()))
+            .flatten();
+        if filter
+            .agency
+            .as_ref()
+            .is_some_and(|a| agency.as_ref() != Some(a))
+        {
+            return None;
         }
-    }
+        Some(DueRow {
+            case_id,
+            workflow: case.workflow.clone(),
+            version: case.version,
+            escalated_to: case.deadlines.escalated.get(&step).cloned(),
+            extension: case.deadlines.extension.clone(),
+            tier: case.deadlines.life_event.as_ref().map(|l| l.tier),
+            // A request is open only while its step waits for it (`Change::close_step`).
+            supplement: (!whole)
+                .then(|| case.deadlines.open_request(&step).cloned())
+                .flatten(),
+            step: (!whole).then_some(step),
+            agency,
+            due_at,
+            overdue: due_at <= now,
+        })
+    })
+    .await
 }
 
 #[derive(Debug, Clone, Default)]

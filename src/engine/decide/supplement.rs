@@ -112,15 +112,11 @@ impl Decider {
         let Some(open) = change.case.deadlines.open_request(step).cloned() else {
             return;
         };
-        if let Some(r) = change
+        let now = change.now;
+        change
             .case
             .deadlines
-            .supplements
-            .iter_mut()
-            .find(|r| r.id == open.id)
-        {
-            r.state = RequestState::Expired;
-        }
+            .settle_open_request(step, RequestState::Expired, now);
         change.event(EventKind::SupplementExpired {
             step: step.to_owned(),
             request_id: open.id.clone(),

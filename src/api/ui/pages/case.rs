@@ -59,6 +59,17 @@ pub struct FormState {
 }
 
 impl FormState {
+    /// The API's refusal, said for the whole form and beside each field (its pointers put
+    /// `under` the field the data came in).
+    fn refused_by(&mut self, e: &crate::api::ApiError, under: &str) {
+        self.error = e.message().to_owned();
+        self.fields = e
+            .fields()
+            .iter()
+            .map(|v| (format!("{under}{}", v.field), v.message.clone()))
+            .collect();
+    }
+
     /// The errors at `field` (`/reason`), and under it (`/input/child/date_of_birth`, said as
     /// `child/date_of_birth: …`).
     pub fn at(&self, field: &str) -> Vec<String> {
@@ -376,25 +387,30 @@ pub async fn act<S: Store + Clone>(
                 return Ok(Redirect::to(&to).into_response());
             }
             Err(e) if e.status().is_client_error() && e.status() != StatusCode::FORBIDDEN => {
-                form.error = e.message().to_owned();
                 // A schema's pointers are into the data checked: under the field it came in.
                 let under = match e.code() {
                     "invalid_input" => "/input",
                     "invalid_output" => "/output",
                     _ => "",
                 };
-                form.fields = e
-                    .fields()
-                    .iter()
-                    .map(|v| (format!("{under}{}", v.field), v.message.clone()))
-                    .collect();
+                form.refused_by(&e, under);
             }
             Err(e) => return Err(e.into()),
         }
     } else {
         form.error = "The form has errors: see each field.".to_owned();
     }
-    let page = case_page(&state, session, &id, form, String::new()).await?;
+    refused(&state, session, &id, form).await
+}
+
+/// The case page again, with the refused form and what was wrong.
+async fn refused<S: Store + Clone>(
+    state: &AppState<S>,
+    session: Session,
+    id: &str,
+    form: FormState,
+) -> Result<Response, UiError> {
+    let page = case_page(state, session, id, form, String::new()).await?;
     Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
 }
 
@@ -458,19 +474,11 @@ pub async fn extend<S: Store + Clone>(
                 let to = format!("/ui/cases/{id}?done=extend");
                 return Ok(Redirect::to(&to).into_response());
             }
-            Err(e) if e.status().is_client_error() => {
-                form.error = e.message().to_owned();
-                form.fields = e
-                    .fields()
-                    .iter()
-                    .map(|v| (v.field.clone(), v.message.clone()))
-                    .collect();
-            }
+            Err(e) if e.status().is_client_error() => form.refused_by(&e, ""),
             Err(e) => return Err(e.into()),
         }
     } else {
         form.error = "The form has errors: see each field.".to_owned();
     }
-    let page = case_page(&state, session, &id, form, String::new()).await?;
-    Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
+    refused(&state, session, &id, form).await
 }
