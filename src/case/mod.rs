@@ -2,7 +2,9 @@
 //! one record; [`Event`]s are its append-only history; [`Timer`]s are its durable wake-ups. The
 //! engine changes all three together, in one store transaction.
 
+pub mod cloud_event;
 pub mod deadlines;
+pub mod inbox;
 pub mod masking;
 pub mod supplements;
 
@@ -14,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+pub use cloud_event::CloudEvent;
 pub use deadlines::{Deadlines, Extension, LifeEvent, Tier};
+pub use inbox::{Inbox, Origin};
 pub use supplements::{Missing, RequestState, SupplementRequest, missing_of};
 
 pub type CaseId = Uuid;
@@ -69,6 +73,9 @@ pub enum StepStatus {
     /// The agency found the dossier incomplete: it waits for the citizen's supplement (last
     /// of the variants: the store numbers them by position).
     AwaitingSupplement,
+    /// It waits for a CloudEvent (`wait_for`) before it calls its agency (appended after the
+    /// others, for the same reason).
+    AwaitingEvent,
 }
 
 impl StepStatus {
@@ -86,6 +93,7 @@ impl StepStatus {
             StepStatus::Skipped => "skipped",
             StepStatus::Stopped => "stopped",
             StepStatus::AwaitingSupplement => "awaiting_supplement",
+            StepStatus::AwaitingEvent => "awaiting_event",
         }
     }
 
@@ -317,6 +325,12 @@ pub struct Case {
     /// The life event's tier, the extension, the escalations.
     #[serde(default, skip_serializing_if = "Deadlines::is_empty")]
     pub deadlines: Deadlines,
+    /// The event or the case that started it, when the portal did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    /// CloudEvents it received, and what its waiting steps expect.
+    #[serde(default, skip_serializing_if = "Inbox::is_empty")]
+    pub inbox: Inbox,
     /// Bumped by the store on every write: optimistic concurrency between writers.
     pub rev: u64,
 }
@@ -344,6 +358,9 @@ pub mod index {
     /// of the operators' deadline list, ordered by the due time: see
     /// [`due_values`](super::due_values).
     pub const DUE: &str = "due";
+    /// `<event type> <value>` of each step of a running case that will wait, or waits, for an
+    /// event: how an event finds the cases it is for ([`inbox::Expect`]).
+    pub const AWAITS: &str = "awaits";
 }
 
 impl Case {
@@ -399,6 +416,14 @@ impl Case {
             }
         }
         if self.status == CaseStatus::Running {
+            for (step, expect) in &self.inbox.expects {
+                if self.steps.get(step).is_some_and(|s| !s.status.is_final()) {
+                    out.push(IndexEntry {
+                        name: index::AWAITS,
+                        value: expect.index_value(),
+                    });
+                }
+            }
             let open = self.steps.iter().filter_map(|(id, s)| {
                 Some((id.as_str(), Some(s.agency.as_str()), self.open_due(id)?))
             });
@@ -696,6 +721,31 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// A step waits for a CloudEvent before it calls its agency.
+    EventAwaited {
+        step: String,
+        event_type: String,
+        /// The value the event's `match.from` must give; `None` if the input had none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+        due_at: Option<Timestamp>,
+    },
+    /// A CloudEvent reached the case: a waiting step took it, or the case keeps it for a step
+    /// that does not wait yet.
+    EventReceived {
+        source: String,
+        id: String,
+        event_type: String,
+        /// The step that took it; `None` while it is kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+    },
+    /// Events kept for steps that never waited for them passed their time to live.
+    EventsExpired { ids: Vec<String> },
+    /// The case's end started another workflow's case (a chain).
+    ChainStarted { workflow: String, case_id: String },
+    /// A chain did not start: its input did not fit, or the chain was too long.
+    ChainNotStarted { workflow: String, reason: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -744,6 +794,10 @@ pub enum TimerKind {
     SupplementDue {
         step: String,
     },
+    /// The earliest time an event kept for a step that does not wait yet expires.
+    InboxExpiry,
+    /// The case ended and workflows follow it: start them.
+    Chain,
 }
 
 impl TimerKind {
@@ -755,7 +809,10 @@ impl TimerKind {
             | TimerKind::StepDeadline { step }
             | TimerKind::Reminder { step }
             | TimerKind::SupplementDue { step } => Some(step),
-            TimerKind::CaseDeadline | TimerKind::CaseReminder => None,
+            TimerKind::CaseDeadline
+            | TimerKind::CaseReminder
+            | TimerKind::InboxExpiry
+            | TimerKind::Chain => None,
         }
     }
 
@@ -769,6 +826,8 @@ impl TimerKind {
             TimerKind::Reminder { .. } => "reminder",
             TimerKind::CaseReminder => "case_reminder",
             TimerKind::SupplementDue { .. } => "supplement_due",
+            TimerKind::InboxExpiry => "inbox_expiry",
+            TimerKind::Chain => "chain",
         }
     }
 
@@ -785,6 +844,8 @@ impl TimerKind {
             TimerKind::SupplementDue { step } => ("supplement/", step),
             TimerKind::CaseDeadline => return "deadline".to_owned(),
             TimerKind::CaseReminder => return "remind".to_owned(),
+            TimerKind::InboxExpiry => return "inbox".to_owned(),
+            TimerKind::Chain => return "chain".to_owned(),
         };
         let mut id = String::with_capacity(kind.len() + step.len());
         id.push_str(kind);
@@ -799,6 +860,11 @@ impl TimerKind {
             Some(TimerKind::CaseDeadline)
         } else if id == "remind" {
             Some(TimerKind::CaseReminder)
+        } else if id == "inbox" {
+            Some(TimerKind::InboxExpiry)
+        } else if id == "chain" {
+            Some(TimerKind::Chain)
+
         } else if let Some(rest) = id.strip_prefix("remind/") {
             step(rest).map(|step| TimerKind::Reminder { step })
         } else if let Some(rest) = id.strip_prefix("supplement/") {
@@ -846,6 +912,8 @@ pub struct IdempotencyRecord {
 pub enum Made {
     Case { case_id: CaseId },
     Webhook { webhook_id: String },
+    /// What a CloudEvent did: the same event again is answered the same.
+    Event { routed: Vec<cloud_event::Routed> },
 }
 
 impl IdempotencyRecord {
@@ -872,6 +940,8 @@ mod tests {
             TimerKind::Reminder { step: step() },
             TimerKind::CaseReminder,
             TimerKind::SupplementDue { step: step() },
+            TimerKind::InboxExpiry,
+            TimerKind::Chain,
         ] {
             assert_eq!(TimerKind::from_id(&kind.id()), Some(kind));
         }

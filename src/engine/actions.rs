@@ -257,6 +257,18 @@ impl<S: Store + Clone> Engine<S> {
                     "step `{id}` waits for the citizen's supplement{asked}: the same dossier gets the same answer; it is sent again when the portal supplies what is missing, or when you correct the data with `fix`"
                 )))
             }
+            StepStatus::AwaitingEvent => {
+                let expected = change
+                    .case
+                    .inbox
+                    .expects
+                    .get(id)
+                    .map(|e| format!(" `{}` for `{}`", e.event_type, e.value))
+                    .unwrap_or_default();
+                Err(conflict(format!(
+                    "step `{id}` waits for the event{expected}; it runs when the event arrives, or skip it, or correct the data with `fix`"
+                )))
+            }
             StepStatus::Polling => {
                 // Ask the agency now instead of at the next poll; what the last poll met is
                 // no longer the step's state.
@@ -361,7 +373,8 @@ impl<S: Store + Clone> Engine<S> {
             | StepStatus::WaitingForAgency
             | StepStatus::AwaitingCallback
             | StepStatus::Polling
-            | StepStatus::AwaitingSupplement => {}
+            | StepStatus::AwaitingSupplement
+            | StepStatus::AwaitingEvent => {}
             StepStatus::Pending => {
                 return Err(conflict(format!(
                     "step `{id}` has not run yet: it waits for {}; correct the data when it needs it",

@@ -291,6 +291,8 @@ mod tests {
             next_seq: 0,
             tallies: Vec::new(),
             deadlines: Default::default(),
+            origin: None,
+            inbox: Default::default(),
             traceparent: None,
             rev: 1,
         };

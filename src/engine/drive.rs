@@ -298,8 +298,10 @@ impl<S: Store + Clone> Engine<S> {
         self.commit(change).await
     }
 
-    /// Commits a change with the engine's hooks.
-    pub(super) async fn commit(&self, change: Change) -> Result<(Case, Vec<Call>), StoreError> {
+    /// Commits a change with the engine's hooks (and, when it ends the case, the timer that
+    /// starts the workflows chained to its end).
+    pub(super) async fn commit(&self, mut change: Change) -> Result<(Case, Vec<Call>), StoreError> {
+        self.mark_chain(&mut change);
         change
             .commit(&self.store, (&self.overhead, &self.metrics), &self.hooks)
             .await
@@ -386,6 +388,12 @@ impl<S: Store + Clone> Engine<S> {
                     change.fence = Some(claimed.fence());
                     change.clear_fired(timer);
                     match self.workflow_for(&change.case).await {
+                        Ok(_) if timer.kind == TimerKind::Chain => {
+                            if !self.run_chains(&mut change).await? {
+                                return Ok(());
+                            }
+                            self.commit(change).await.map(drop)
+                        }
                         Ok(wf) => {
                             self.decide.on_timer(&wf, &mut change, timer);
                             self.finish_change(&wf, change, &mut lock).await

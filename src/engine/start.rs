@@ -9,12 +9,15 @@ use serde_json::Value;
 
 use crate::calendar::vietnam_time;
 use crate::case::{
-    Case, CaseId, CaseStatus, Deadlines, EventKind, IdempotencyRecord, LifeEvent, Made, StepState,
-    Tier,
+    Case, CaseId, CaseStatus, CloudEvent, Deadlines, EventKind, IdempotencyRecord, Inbox,
+    LifeEvent, Made, Origin, StepState, Tier, TimerKind,
 };
 use crate::store::{Store, StoreError};
 use crate::workflow::definition::{SchemaViolation, Workflow};
+use crate::case::inbox::{Expect, Kept};
+use crate::workflow::deadline::Deadline;
 use crate::workflow::expr::{EvalError, Input, Part};
+use crate::workflow::triggers::{match_value, source_taken};
 
 use super::Engine;
 use super::change::Change;
@@ -49,6 +52,14 @@ pub enum StartError {
     Store(#[from] StoreError),
 }
 
+/// What started a case when the portal did not: the event or the case behind it, and the
+/// event itself, which the case keeps for a step that waits for it.
+#[derive(Debug, Clone)]
+pub struct Caused {
+    pub origin: Origin,
+    pub event: Option<CloudEvent>,
+}
+
 impl<S: Store + Clone> Engine<S> {
     /// Starts a case: checks the input, writes the case and its first events in one
     /// transaction, then starts the steps that are ready.
@@ -59,6 +70,20 @@ impl<S: Store + Clone> Engine<S> {
         input: Value,
         idempotency_key: Option<&str>,
         traceparent: Option<&str>,
+    ) -> Result<(Case, bool), StartError> {
+        self.start_caused(name, version, input, idempotency_key, traceparent, None)
+            .await
+    }
+
+    /// [`Engine::start`] for a case an event or another case started.
+    pub async fn start_caused(
+        self: &Arc<Self>,
+        name: &str,
+        version: Option<u32>,
+        input: Value,
+        idempotency_key: Option<&str>,
+        traceparent: Option<&str>,
+        caused: Option<Caused>,
     ) -> Result<(Case, bool), StartError> {
         let began = Instant::now();
         let from = SystemTime::now();
@@ -96,6 +121,8 @@ impl<S: Store + Clone> Engine<S> {
         let started_on = now.to_zoned(vietnam_time()).date();
         let life_event = life_event(&workflow, &input, started_on)?;
         let id = CaseId::now_v7();
+        let (origin, event) = caused.map_or((None, None), |c| (Some(c.origin), c.event));
+        let inbox = self.inbox_at_start(&workflow, &input, event, now);
         let case = Case {
             id,
             workflow: workflow.name.clone(),
@@ -126,6 +153,8 @@ impl<S: Store + Clone> Engine<S> {
                 life_event,
                 ..Deadlines::default()
             },
+            origin,
+            inbox,
             // Kept only when well formed: it is the portal's, and it is stored.
             traceparent: traceparent
                 .filter(|t| crate::traces::parse_traceparent(t).is_some())
@@ -138,6 +167,9 @@ impl<S: Store + Clone> Engine<S> {
             workflow: workflow.name.clone(),
             version: workflow.version,
         });
+        if let Some(expiry) = change.case.inbox.next_expiry() {
+            change.set_timer(TimerKind::InboxExpiry, expiry);
+        }
         if let Some(deadline) = workflow.deadline {
             match self.decide.calendar.due(now, deadline) {
                 Ok(due) => {
@@ -178,6 +210,49 @@ impl<S: Store + Clone> Engine<S> {
         );
         self.dispatch(calls);
         Ok((case, true))
+    }
+
+    /// A new case's inbox: what each waiting step expects, from the input, and the event that
+    /// started it, kept for the step that waits for it.
+    fn inbox_at_start(
+        &self,
+        workflow: &Workflow,
+        input: &Value,
+        event: Option<CloudEvent>,
+        now: jiff::Timestamp,
+    ) -> Inbox {
+        let mut inbox = Inbox::default();
+        let context = Input::of(Part::Object(vec![("input", Part::Borrowed(input))]));
+        let mut keep_days = None;
+        for step in &workflow.steps {
+            let Some(wait) = &step.wait_for else { continue };
+            let value = wait.expect.eval_in(&context).ok();
+            if let Some(value) = value.as_ref().and_then(match_value) {
+                inbox.expects.insert(
+                    step.id.clone(),
+                    Expect {
+                        event_type: wait.event_type.clone(),
+                        value,
+                    },
+                );
+            }
+            if let Some(e) = &event
+                && e.event_type == wait.event_type
+                && source_taken(&wait.sources, &e.source)
+            {
+                keep_days = keep_days.max(Some(wait.keep_early));
+            }
+        }
+        if let (Some(event), Some(days)) = (event, keep_days)
+            && let Ok(expires_at) = self.decide.calendar.due(now, Deadline::WorkingDays(days))
+        {
+            inbox.kept.push(Kept {
+                event,
+                received_at: now,
+                expires_at,
+            });
+        }
+        inbox
     }
 
     /// The business keys of a case with this input, as the workflow computes them.

@@ -282,7 +282,8 @@ pub fn tallies(case: &Case, calendar: &Calendar) -> Vec<Tally> {
                 finished,
                 (s.due_at, due_before(case, Some(id))),
             ),
-            (StepStatus::Skipped | StepStatus::Stopped, _) => continue,
+            // Not at its agency yet: the agency's time starts when the event comes.
+            (StepStatus::Skipped | StepStatus::Stopped | StepStatus::AwaitingEvent, _) => continue,
             (StepStatus::AwaitingSupplement, _) => State::Open {
                 day: day_of(started),
                 class: Open::AwaitingCitizen,
@@ -468,6 +469,8 @@ mod tests {
             next_seq: 0,
             tallies: Vec::new(),
             deadlines: Default::default(),
+            origin: None,
+            inbox: Default::default(),
             traceparent: None,
             rev: 1,
         }

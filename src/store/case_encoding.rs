@@ -7,8 +7,10 @@
 //! text, so nothing is formatted, escaped or parsed.
 //!
 //! What the law's time limits made of a case ([`crate::case::Deadlines`]: a life event's tier,
-//! an extension, escalations) follows the record as JSON, only when there is any: it is small,
-//! changed seldom, and records written before it existed read as they are.
+//! an extension, escalations), where it came from ([`crate::case::Origin`]) and the CloudEvents
+//! it received ([`crate::case::Inbox`]) follow the record as one JSON object, only when there is
+//! any: it is small, changed seldom, and records written before it existed read as they are
+//! (the deadlines' fields are the object's own, as they were written before the others).
 //!
 //! The layout is the order of the fields below and the order of the variants of the enums they
 //! hold (postcard numbers a variant by its position): changing either changes the store's
@@ -35,10 +37,36 @@ pub(crate) fn encode(case: &Case) -> Vec<u8> {
     let out = Vec::with_capacity(RECORD_CAPACITY);
     let mut out =
         postcard::to_extend(&CaseOut::of(case), out).expect("a case always serializes to postcard");
-    if !case.deadlines.is_empty() {
-        serde_json::to_writer(&mut out, &case.deadlines).expect("deadlines serialize to JSON");
+    if !case.deadlines.is_empty() || case.origin.is_some() || !case.inbox.is_empty() {
+        let trailer = TrailerOut {
+            deadlines: &case.deadlines,
+            origin: case.origin.as_ref(),
+            inbox: &case.inbox,
+        };
+        serde_json::to_writer(&mut out, &trailer).expect("the trailer serializes to JSON");
     }
     out
+}
+
+/// What follows the binary record, as JSON.
+#[derive(Serialize)]
+struct TrailerOut<'a> {
+    #[serde(flatten)]
+    deadlines: &'a crate::case::Deadlines,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<&'a crate::case::Origin>,
+    #[serde(skip_serializing_if = "crate::case::Inbox::is_empty")]
+    inbox: &'a crate::case::Inbox,
+}
+
+#[derive(Deserialize)]
+struct TrailerIn {
+    #[serde(flatten)]
+    deadlines: crate::case::Deadlines,
+    #[serde(default)]
+    origin: Option<crate::case::Origin>,
+    #[serde(default)]
+    inbox: crate::case::Inbox,
 }
 
 /// What an encoded record's buffer starts with: a finished birth case's record is a few
@@ -51,8 +79,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Case, String> {
         postcard::take_from_bytes(bytes).map_err(|e| format!("{e}"))?;
     let mut case = record.into_case()?;
     if !rest.is_empty() {
-        case.deadlines = serde_json::from_slice(rest)
-            .map_err(|e| format!("the deadlines after the record do not read: {e}"))?;
+        let trailer: TrailerIn = serde_json::from_slice(rest)
+            .map_err(|e| format!("the trailer after the record does not read: {e}"))?;
+        case.deadlines = trailer.deadlines;
+        case.origin = trailer.origin;
+        case.inbox = trailer.inbox;
     }
     Ok(case)
 }
@@ -286,6 +317,8 @@ impl CaseIn {
             traceparent: self.traceparent,
             tallies: self.tallies,
             deadlines: Default::default(),
+            origin: None,
+            inbox: Default::default(),
             rev: 0,
         })
     }
@@ -485,6 +518,8 @@ mod tests {
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
             tallies: vec!["birth/open".into()],
             deadlines: Default::default(),
+            origin: None,
+            inbox: Default::default(),
             rev: 0,
         }
     }
@@ -529,6 +564,53 @@ mod tests {
         assert!(bytes.starts_with(&plain));
         assert_eq!(decode(&bytes).unwrap(), case);
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn an_origin_and_an_inbox_follow_the_record_beside_the_deadlines() {
+        use crate::case::inbox::{Cause, Expect, Kept};
+        use crate::case::{CloudEvent, Origin};
+        let mut case = case();
+        let plain = encode(&case);
+        case.deadlines
+            .escalated
+            .insert("residence".into(), "supervisor".into());
+        let deadlines_only = encode(&case);
+        case.origin = Some(Origin {
+            cause: Cause::Event {
+                source: "urn:vn:moh:hospital:bach-mai".into(),
+                id: "c-1".into(),
+                event_type: "vn.gov.moh.death.certified.v1".into(),
+            },
+            correlation_id: "c-1".into(),
+            causation_id: "c-1".into(),
+            depth: 0,
+        });
+        let event = CloudEvent::from_json(serde_json::json!({
+            "specversion": "1.0", "id": "c-2", "source": "urn:x", "type": "a.b",
+            "data": {"n": 1}, "correlationid": "k"
+        }))
+        .unwrap();
+        case.inbox.kept.push(Kept {
+            event,
+            received_at: "2026-12-01T02:00:00Z".parse().unwrap(),
+            expires_at: "2026-12-15T02:00:00Z".parse().unwrap(),
+        });
+        case.inbox.expects.insert(
+            "register".into(),
+            Expect {
+                event_type: "a.b".into(),
+                value: "001".into(),
+            },
+        );
+        let bytes = encode(&case);
+        assert!(bytes.starts_with(&plain));
+        assert_eq!(decode(&bytes).unwrap(), case);
+        // A record written with deadlines alone, before origins and inboxes, reads as it was.
+        let mut before = case.clone();
+        before.origin = None;
+        before.inbox = Default::default();
+        assert_eq!(decode(&deadlines_only).unwrap(), before);
     }
 
     #[test]

@@ -258,6 +258,11 @@ pub fn root_span_id(case: CaseId) -> SpanId {
 }
 
 /// The span context a W3C `traceparent` names, if it is well formed.
+/// The W3C `traceparent` of a case's root span: what a case or an event it causes links to.
+pub fn case_traceparent(case: CaseId) -> String {
+    format!("00-{}-{}-01", trace_id(case), root_span_id(case))
+}
+
 pub fn parse_traceparent(header: &str) -> Option<SpanContext> {
     let mut parts = header.trim().split('-');
     let version = parts.next()?;

@@ -134,6 +134,26 @@ impl Notification {
                     "reason": reason,
                 }),
             )),
+            EventKind::EventAwaited {
+                step: s,
+                event_type,
+                due_at,
+                ..
+            } => Some(notice(
+                "step.awaiting_event",
+                Some(s),
+                "awaiting_event",
+                serde_json::json!({"event_type": event_type, "due_at": due_at}),
+            )),
+            EventKind::ChainStarted {
+                workflow: next,
+                case_id: started,
+            } => Some(notice(
+                "case.chained",
+                None,
+                "chained",
+                serde_json::json!({"workflow": next, "case_id": started}),
+            )),
             _ => None,
         }
     }

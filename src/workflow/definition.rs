@@ -16,9 +16,10 @@ use crate::workflow::deadline::{
 };
 use crate::workflow::diagnostic::Diagnostic;
 use crate::workflow::expr::{self, EvalError, Expr, Input};
+use crate::workflow::triggers::{EventOn, On, Trigger, WaitFor, source_taken};
 use crate::workflow::spec::{
-    AdapterSpec, BreachSpec, ExtensionSpec, Method, Mode, OnRejection, OutcomesSpec, RetrySpec,
-    WorkflowSpec,
+    AdapterSpec, BreachSpec, ChainOutcome, ExtensionSpec, Method, Mode, OnRejection, OutcomesSpec,
+    RetrySpec, TriggerSpec, WorkflowSpec,
 };
 
 /// Why a directory of definitions cannot be run.
@@ -409,6 +410,7 @@ pub struct Step {
     pub consequences: Consequences,
     pub on_silence: Option<Silence>,
     pub supplement: SupplementRule,
+    pub wait_for: Option<WaitFor>,
 }
 
 #[derive(Debug)]
@@ -421,6 +423,8 @@ pub struct Workflow {
     pub deadline: Option<Deadline>,
     pub consequences: Consequences,
     pub life_event: Option<LifeEventRule>,
+    /// Events and chains that start it.
+    pub triggers: Vec<Trigger>,
     /// In dependency order: a step comes after every step it needs.
     pub steps: Vec<Step>,
 }
@@ -493,6 +497,19 @@ impl Workflow {
                     }),
                     None => None,
                 },
+                wait_for: match &s.wait_for {
+                    Some(w) => Some(WaitFor {
+                        event_type: w.event_type.clone(),
+                        sources: w.sources.clone(),
+                        from: compile(&w.matching.from).map_err(fail(&at))?,
+                        expect: compile(&w.matching.expect).map_err(fail(&at))?,
+                        within: deadline(&w.within).map_err(fail(&at))?,
+                        keep_early: working_days(&w.keep_early)
+                            .map_err(fail(&at))?
+                            .unwrap_or(crate::workflow::triggers::KEEP_EARLY_DAYS),
+                    }),
+                    None => None,
+                },
                 adapter,
             });
         }
@@ -527,9 +544,49 @@ impl Workflow {
                 }),
                 None => None,
             },
+            triggers: spec
+                .on
+                .iter()
+                .map(|t| compile_trigger(t, &compile))
+                .collect::<Result<_, String>>()
+                .map_err(fail("on"))?,
             steps: in_dependency_order(steps),
         })
     }
+
+    /// The business-key value of `key` the case of this input would have.
+    pub fn key_of(&self, key: &str, input: &Value) -> Option<String> {
+        let (_, expr) = self.business_keys.iter().find(|(k, _)| k == key)?;
+        let context = Input::of(expr::Part::Object(vec![("input", expr::Part::Borrowed(input))]));
+        expr.eval_in(&context)
+            .ok()
+            .as_ref()
+            .and_then(crate::workflow::triggers::match_value)
+    }
+}
+
+fn compile_trigger(
+    spec: &TriggerSpec,
+    compile: &dyn Fn(&str) -> Result<Expr, String>,
+) -> Result<Trigger, String> {
+    let on = match (&spec.event, &spec.case) {
+        (Some(e), None) => On::Event(EventOn {
+            event_type: e.event_type.clone(),
+            sources: e.sources.clone(),
+            key: e.key.clone(),
+            if_running: e.if_running,
+        }),
+        (None, Some(c)) => On::Case {
+            workflow: c.workflow.clone(),
+            outcome: c.outcome,
+        },
+        _ => return Err("a trigger names one of `event` and `case`".to_owned()),
+    };
+    Ok(Trigger {
+        on,
+        when: spec.when.as_deref().map(compile).transpose()?,
+        with: Template::compile(&spec.with)?,
+    })
 }
 
 /// The adapter a reference names: `agency/name@N`, or the newest loaded version for
@@ -653,6 +710,74 @@ impl Definitions {
         let compiled = Arc::new(Workflow::compile(&spec, &self.adapters).ok()?);
         cache.insert(key, compiled.clone());
         Some(compiled)
+    }
+
+    /// The newest version of each workflow an event of `event_type` from `source` starts,
+    /// with the trigger that takes it.
+    pub fn event_triggers<'a>(
+        &'a self,
+        event_type: &'a str,
+        source: &'a str,
+    ) -> impl Iterator<Item = (Arc<Workflow>, usize)> + 'a {
+        self.newest().flat_map(move |wf| {
+            let found: Vec<usize> = wf
+                .triggers
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| {
+                    matches!(&t.on, On::Event(e) if e.event_type == event_type
+                        && source_taken(&e.sources, source))
+                })
+                .map(|(i, _)| i)
+                .collect();
+            found.into_iter().map(move |i| (wf.clone(), i))
+        })
+    }
+
+    /// The newest version of each workflow that a case of `workflow` ending as `outcome`
+    /// starts, with the trigger.
+    pub fn followers<'a>(
+        &'a self,
+        workflow: &'a str,
+        outcome: ChainOutcome,
+    ) -> impl Iterator<Item = (Arc<Workflow>, usize)> + 'a {
+        self.newest().flat_map(move |wf| {
+            let found: Vec<usize> = wf
+                .triggers
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| {
+                    matches!(&t.on, On::Case { workflow: w, outcome: o } if w == workflow && *o == outcome)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            found.into_iter().map(move |i| (wf.clone(), i))
+        })
+    }
+
+    /// Every step of every loaded version that waits for events of `event_type` from
+    /// `source`.
+    pub fn waits_for<'a>(
+        &'a self,
+        event_type: &'a str,
+        source: &'a str,
+    ) -> impl Iterator<Item = &'a WaitFor> + 'a {
+        self.workflows()
+            .flat_map(|wf| wf.steps.iter().filter_map(|s| s.wait_for.as_ref()))
+            .filter(move |w| w.event_type == event_type && source_taken(&w.sources, source))
+    }
+
+    /// Whether any workflow takes events of `event_type` from `source`: what an event
+    /// source's token may send.
+    pub fn takes_event(&self, event_type: &str, source: &str) -> bool {
+        self.event_triggers(event_type, source).next().is_some()
+            || self.waits_for(event_type, source).next().is_some()
+    }
+
+    fn newest(&self) -> impl Iterator<Item = Arc<Workflow>> + '_ {
+        self.workflows
+            .values()
+            .filter_map(|versions| versions.values().next_back().cloned())
     }
 
     /// Every loaded workflow version, by name then version.

@@ -37,6 +37,10 @@ pub mod code {
     pub const JSON_SCHEMA: &str = "CF080";
     pub const SILENCE_WITHOUT_LEGAL_BASIS: &str = "CF090";
     pub const SILENCE_OUTPUT: &str = "CF091";
+    pub const TRIGGER: &str = "CF100";
+    pub const EVENT_NOT_AWAITED: &str = "CF101";
+    pub const UNKNOWN_CHAIN: &str = "CF102";
+    pub const CHAIN_LOOP: &str = "CF103";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,3 +9,4 @@ pub mod diagnostic;
 pub mod expr;
 pub mod source;
 pub mod spec;
+pub mod triggers;

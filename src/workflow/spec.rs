@@ -53,6 +53,10 @@ pub const PATTERN_HELP: &[(&str, &str)] = &[
         "a time here is `<n> working days`, e.g. `1 working day`",
     ),
     (
+        EVENT_TYPE_PATTERN,
+        "an event type is reverse-DNS words, e.g. `vn.gov.moh.death.certified.v1`",
+    ),
+    (
         DAYS_PATTERN,
         "a legal time limit is `<n> days`, calendar days as the law counts them, e.g. `60 days`",
     ),
@@ -109,6 +113,10 @@ pub struct WorkflowSpec {
     /// requests; each step's own `supplement` overrides it field by field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supplement: Option<SupplementSpec>,
+    /// What else starts a case besides the portal: an event of a type (a hospital certifies a
+    /// death), or another workflow's case ending (a chain).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<TriggerSpec>,
     /// JSON Schema of the input the portal submits.
     pub input_schema: BTreeMap<String, Value>,
     /// Names and expressions (over `.input`) of the keys a case is found by.
@@ -173,6 +181,120 @@ pub struct StepSpec {
     /// When this step's agency finds the dossier incomplete; the workflow's when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supplement: Option<SupplementSpec>,
+    /// An event the step waits for before it calls its agency (a hospital's certificate, a
+    /// court's decision); `with` then reads it as `.event`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for: Option<WaitForSpec>,
+}
+
+/// A CloudEvents type: reverse-DNS words, e.g. `vn.gov.moh.death.certified.v1`.
+pub const EVENT_TYPE_PATTERN: &str = r"^[a-z0-9]+(\.[a-z0-9_-]+)+$";
+
+/// What starts a case: exactly one of `event` and `case`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventTriggerSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case: Option<CaseTriggerSpec>,
+    /// Starts the case only when this expression (over `.event`, or `.case`, `.input` and
+    /// `.steps` of the case that ended) is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = EXPR_PATTERN))]
+    pub when: Option<ExprText>,
+    /// The new case's input, any JSON where a string `${ … }` is an expression over the same;
+    /// checked against the input schema when the case starts.
+    pub with: Value,
+}
+
+/// A CloudEvent that starts the workflow.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventTriggerSpec {
+    #[serde(rename = "type")]
+    #[schemars(regex(pattern = EVENT_TYPE_PATTERN))]
+    pub event_type: String,
+    /// The `source` attributes taken: a source is taken when it starts with one of these.
+    #[schemars(length(min = 1))]
+    pub sources: Vec<String>,
+    /// A business key of this workflow: if a case with the new input's value of it is running,
+    /// the event goes to that case instead of starting a second one (signal-with-start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// What an event for a running case does: `deliver` it to the case (the default) or
+    /// `ignore` it.
+    #[serde(default)]
+    pub if_running: IfRunning,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IfRunning {
+    #[default]
+    Deliver,
+    Ignore,
+}
+
+/// Another workflow's case ending, which starts this workflow with what it produced.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaseTriggerSpec {
+    #[schemars(regex(pattern = WORKFLOW_NAME_PATTERN))]
+    pub workflow: String,
+    /// How it ended: `completed`, `refused` (rejected or partially completed), or `failed`
+    /// (cancelled before its end).
+    pub outcome: ChainOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainOutcome {
+    Completed,
+    Refused,
+    Failed,
+}
+
+impl ChainOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChainOutcome::Completed => "completed",
+            ChainOutcome::Refused => "refused",
+            ChainOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// An event a step waits for, matched to the case by a value both carry.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitForSpec {
+    #[serde(rename = "type")]
+    #[schemars(regex(pattern = EVENT_TYPE_PATTERN))]
+    pub event_type: String,
+    /// The `source` attributes taken, as in a trigger.
+    #[schemars(length(min = 1))]
+    pub sources: Vec<String>,
+    #[serde(rename = "match")]
+    pub matching: MatchSpec,
+    /// How long the step waits, e.g. `5 working days`; then an incident asks an operator.
+    #[schemars(regex(pattern = WORKING_DAYS_PATTERN))]
+    pub within: String,
+    /// How long an event that reaches the case before the step waits is kept for it (default
+    /// `10 working days`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = WORKING_DAYS_PATTERN))]
+    pub keep_early: Option<String>,
+}
+
+/// An event is the case's when `from` (over the event) equals `expect` (over `.input`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    #[schemars(regex(pattern = EXPR_PATTERN))]
+    pub from: ExprText,
+    #[schemars(regex(pattern = EXPR_PATTERN))]
+    pub expect: ExprText,
 }
 
 /// How a supplement of an incomplete dossier goes.

@@ -118,6 +118,8 @@ pub fn case(workflow: &str, requester: &str) -> Case {
         next_seq: 0,
         tallies: Vec::new(),
         deadlines: Default::default(),
+        origin: None,
+        inbox: Default::default(),
         traceparent: None,
         rev: 0,
     }

@@ -5,7 +5,8 @@
 //! [`progress`] moves a case on, [`attempt`] is one try of a step, [`reply`] what an answer or a
 //! callback means for it, [`timer`] what a timer that came due means, [`deadline`] what a due
 //! time brings: a reminder, an escalation, a deemed outcome, an extension; [`supplement`] an
-//! incomplete dossier, its request to the citizen and the step run again.
+//! incomplete dossier, its request to the citizen and the step run again; [`wait`] a step
+//! that waits for a CloudEvent, and the events a case keeps for steps that wait later.
 
 mod attempt;
 mod deadline;
@@ -13,6 +14,7 @@ mod progress;
 mod reply;
 mod supplement;
 mod timer;
+mod wait;
 
 pub use deadline::{ExtensionError, ExtensionRequest};
 pub use progress::Decider;

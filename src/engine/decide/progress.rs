@@ -199,12 +199,15 @@ impl Decider {
             Skipped(String),
             Invalid(EvalError),
             Input(Result<Value, EvalError>),
+            /// It waits for an event first: `with` may read it.
+            Wait,
         }
         let read = {
             let ctx = step_context(&change.case);
             match step.condition.as_ref().map(|c| (c, c.eval_bool_in(&ctx))) {
                 Some((c, Ok(false))) => Read::Skipped(c.source().to_owned()),
                 Some((_, Err(e))) => Read::Invalid(e),
+                None | Some((_, Ok(true))) if step.wait_for.is_some() => Read::Wait,
                 None | Some((_, Ok(true))) => Read::Input(step.with.eval_in(&ctx)),
             }
         };
@@ -219,6 +222,17 @@ impl Decider {
                 return;
             }
             Read::Input(with) => with,
+            Read::Wait => {
+                if self.wait_if_needed(step, change) {
+                    return;
+                }
+                let event = super::wait::taken_event(change, &step.id);
+                let ctx = step_context(&change.case);
+                match event {
+                    Some(event) => step.with.eval_in(&ctx.with("event", event)),
+                    None => step.with.eval_in(&ctx),
+                }
+            }
         };
         let now = change.now;
         let due = self.calendar.due(now, step.deadline);

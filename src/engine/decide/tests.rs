@@ -78,6 +78,8 @@ fn started(d: &Decider, wf: &Workflow) -> Change {
         next_seq: 0,
         tallies: Vec::new(),
         deadlines: Default::default(),
+        origin: None,
+        inbox: Default::default(),
         traceparent: None,
         rev: 0,
     };

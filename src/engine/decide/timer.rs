@@ -78,6 +78,9 @@ impl Decider {
             TimerKind::Reminder { step } => self.remind(change, Some(step)),
             TimerKind::CaseReminder => self.remind(change, None),
             TimerKind::SupplementDue { step } => self.supplement_due(wf, change, step),
+            TimerKind::InboxExpiry => self.expire_kept(change),
+            // The engine starts the chained cases itself (it needs the store); nothing here.
+            TimerKind::Chain => {}
         }
     }
 }

@@ -13,9 +13,11 @@
 mod adapters;
 mod graph;
 mod structure;
+mod triggers;
 mod values;
 mod workflows;
 
 pub use adapters::adapter;
 pub use structure::{Parsed, parse_file};
+pub use triggers::chains;
 pub use workflows::{AdapterIndex, LATEST, workflow};

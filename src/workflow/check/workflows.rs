@@ -44,6 +44,7 @@ pub fn workflow(
     if let Some(s) = &spec.supplement {
         supplement(file, located, "/supplement", s, &mut out);
     }
+    super::triggers::triggers(file, located, spec, &mut out);
     for (name, text) in &spec.business_keys {
         let pointer = format!("/business_keys/{}", escape(name));
         if let Some(e) = expression(file, located, &pointer, text, &mut out) {
@@ -116,6 +117,7 @@ pub fn workflow(
             exprs.push((at("if"), e));
         }
         exprs.extend(template(file, located, &at("with"), &step.with, &mut out));
+        super::triggers::wait_for(file, located, i, step, &exprs, &mut out);
         if let Some(ancestors) = &ancestors {
             let mine = &ancestors[i];
             for (pointer, e) in &exprs {

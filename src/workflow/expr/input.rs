@@ -86,6 +86,18 @@ impl<'a> Input<'a> {
         }
     }
 
+    /// This input with one more member at its root (an assembled root only; a value's root
+    /// is kept as it is).
+    pub fn with(self, name: &'a str, value: Value) -> Input<'a> {
+        match self.root {
+            Part::Object(mut members) => {
+                members.push((name, Part::Owned(value)));
+                Input::of(Part::Object(members))
+            }
+            root => Input::of(root),
+        }
+    }
+
     /// The root as one JSON value.
     pub(super) fn json(&self) -> &Value {
         self.root
