@@ -136,6 +136,7 @@ fn describe(op: Operation) -> &'static str {
         Operation::Backup => "take a backup of the store",
         Operation::Extend => "give a case a new date",
         Operation::Supplement => "supplement a dossier",
+        Operation::PostEvent => "post events",
     }
 }
 

@@ -10,6 +10,7 @@ mod callbacks;
 mod cases;
 mod deadlines;
 mod error;
+mod events;
 mod json;
 mod kpis;
 mod metrics;
@@ -99,6 +100,7 @@ pub fn router<S: Store + Clone>(
         .route("/v1/agencies/{agency}/circuit", post(agencies::set::<S>))
         .route("/metrics", get(metrics::read::<S>))
         .route("/v1/callbacks/{token}", post(callbacks::post::<S>))
+        .route("/v1/events", post(events::post::<S>))
         .route(
             "/v1/tokens",
             post(tokens::issue::<S>).get(tokens::list::<S>),

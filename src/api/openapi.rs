@@ -6,8 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    agencies, callbacks, cases, deadlines, error, kpis, metrics, operators, registry, store,
-    supplements, tokens, webhooks,
+    agencies, callbacks, cases, deadlines, error, events, kpis, metrics, operators, registry,
+    store, supplements, tokens, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -28,6 +28,7 @@ use super::{
         agencies::list, agencies::show, agencies::set,
         store::backup,
         callbacks::post,
+        events::post,
         tokens::issue, tokens::list, tokens::revoke,
         webhooks::register, webhooks::list, webhooks::delete,
         registry::publish_adapter, registry::list_adapters, registry::deprecate_adapter,
@@ -38,6 +39,7 @@ use super::{
         error::ErrorBody,
         operators::ActionName,
         cases::ListOrder,
+        events::BatchItem,
     )),
     modifiers(&Bearer),
     security(("bearer" = [])),

@@ -27,6 +27,10 @@ pub enum Role {
     Admin,
     /// A metrics scraper (Prometheus): reads `/metrics` and nothing else.
     Metrics,
+    /// An event source (a hospital, an agency's system): posts CloudEvents whose `source` is
+    /// this one or under it (`source:urn:vn:moh:hospital:bach-mai`), of the types the
+    /// workflows take from it, and nothing else.
+    Source(String),
 }
 
 /// An operation of the API, as far as permission goes.
@@ -67,6 +71,8 @@ pub enum Operation {
     Extend,
     /// Supplement an incomplete dossier (the citizen's answer, through the portal).
     Supplement,
+    /// Post CloudEvents; an event source only its own `source`, checked by the API.
+    PostEvent,
 }
 
 impl Role {
@@ -117,6 +123,22 @@ impl Role {
             }
             Role::Admin => op != Callback,
             Role::Metrics => op == ReadMetrics,
+            Role::Source(_) => op == PostEvent,
+        }
+    }
+
+    /// Whether this role may post events from `source`: an event source its own (the same URI,
+    /// or one under it), an admin any.
+    pub fn may_send_from(&self, source: &str) -> bool {
+        match self {
+            Role::Admin => true,
+            Role::Source(own) => {
+                source == own
+                    || source
+                        .strip_prefix(own.as_str())
+                        .is_some_and(|rest| own.ends_with([':', '/']) || rest.starts_with([':', '/']))
+            }
+            _ => false,
         }
     }
 
@@ -131,7 +153,7 @@ impl Role {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "`{0}` is not a role; the roles are portal, operator, supervisor, agency:<agency id>, admin and metrics"
+    "`{0}` is not a role; the roles are portal, operator, supervisor, agency:<agency id>, source:<event source URI>, admin and metrics"
 )]
 pub struct UnknownRole(pub String);
 
@@ -153,7 +175,16 @@ impl FromStr for Role {
                 {
                     Ok(Role::Agency(a.to_owned()))
                 }
-                _ => Err(UnknownRole(s.to_owned())),
+                _ => match s.strip_prefix("source:") {
+                    Some(uri)
+                        if !uri.is_empty()
+                            && uri.len() <= crate::case::cloud_event::MAX_ATTRIBUTE_BYTES
+                            && !uri.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+                    {
+                        Ok(Role::Source(uri.to_owned()))
+                    }
+                    _ => Err(UnknownRole(s.to_owned())),
+                },
             },
         }
     }
@@ -168,6 +199,7 @@ impl fmt::Display for Role {
             Role::Agency(a) => write!(f, "agency:{a}"),
             Role::Admin => f.write_str("admin"),
             Role::Metrics => f.write_str("metrics"),
+            Role::Source(uri) => write!(f, "source:{uri}"),
         }
     }
 }
@@ -428,12 +460,32 @@ mod tests {
 
     #[test]
     fn roles_read_and_print_the_same() {
-        for s in ["portal", "operator", "supervisor", "admin", "agency:police"] {
+        for s in [
+            "portal",
+            "operator",
+            "supervisor",
+            "admin",
+            "agency:police",
+            "source:urn:vn:moh:hospital:bach-mai",
+        ] {
             assert_eq!(s.parse::<Role>().unwrap().to_string(), s);
         }
-        for bad in ["", "agency:", "agency:Police", "root", "agency:a b"] {
+        for bad in ["", "agency:", "agency:Police", "root", "agency:a b", "source:", "source:a b"] {
             assert!(bad.parse::<Role>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_event_source_posts_only_from_its_own_source() {
+        let hospital = Role::Source("urn:vn:moh:hospital:bach-mai".into());
+        assert!(hospital.allows(Operation::PostEvent));
+        assert!(!hospital.allows(Operation::StartCase));
+        assert!(hospital.may_send_from("urn:vn:moh:hospital:bach-mai"));
+        assert!(hospital.may_send_from("urn:vn:moh:hospital:bach-mai/ward-3"));
+        assert!(!hospital.may_send_from("urn:vn:moh:hospital:bach-mai-2"));
+        assert!(!hospital.may_send_from("urn:vn:moh:hospital:cho-ray"));
+        assert!(Role::Admin.may_send_from("anything"));
+        assert!(!Role::Portal.may_send_from("urn:vn:moh:hospital:bach-mai"));
     }
 
     #[test]
