@@ -1,4 +1,5 @@
-//! Mock government agencies for civicflow: civil status, police and Vietnam Social Security, each
+//! Mock government agencies for civicflow: civil status, police and Vietnam Social Security (and a
+//! hospital that certifies deaths as CloudEvents), each
 //! on its own port, each behaving like a real system on a bad day when asked to (faults), and each
 //! counting its effects per idempotency key so tests can prove "exactly once".
 //!
@@ -10,6 +11,7 @@ pub mod civil_status;
 pub mod desk;
 pub mod directory;
 pub mod faults;
+pub mod hospital;
 pub mod ledger;
 pub mod personal_id;
 pub mod police;

@@ -15,8 +15,8 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
-    /// Port of the first agency (civil status); police, social security and social assistance
-    /// take the next three.
+    /// Port of the first agency (civil status); police, social security, social assistance and
+    /// the hospital take the next four.
     /// 0 picks free ports.
     #[arg(long, default_value_t = 7101)]
     port: u16,
@@ -35,6 +35,12 @@ struct Args {
     /// Bearer token the police present when they call civicflow back.
     #[arg(long, env = "CIVICFLOW_MOCKS_CALLBACK_TOKEN")]
     callback_token: Option<String>,
+    /// Where the hospital sends its CloudEvents, e.g. `http://127.0.0.1:7100/v1/events`.
+    #[arg(long, env = "CIVICFLOW_MOCKS_EVENT_SINK", requires = "event_token")]
+    event_sink: Option<String>,
+    /// Bearer token the hospital sends its events with (role `source:urn:vn:moh:hospital:bach-mai`).
+    #[arg(long, env = "CIVICFLOW_MOCKS_EVENT_TOKEN")]
+    event_token: Option<String>,
     /// A fixed "today" (YYYY-MM-DD) instead of the date in Vietnam.
     #[arg(long)]
     today: Option<jiff::civil::Date>,
@@ -66,6 +72,10 @@ async fn main() -> anyhow::Result<()> {
         faults,
         callback_token: args.callback_token,
         today: args.today,
+        event_sink: args
+            .event_sink
+            .zip(args.event_token)
+            .map(|(url, token)| civicflow_mocks::hospital::Sink { url, token }),
     })
     .await
     .context("starting the mock agencies")?;

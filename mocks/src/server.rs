@@ -13,6 +13,7 @@ use crate::civil_status::CivilStatus;
 use crate::desk::Desk;
 use crate::directory::Directory;
 use crate::faults::Faults;
+use crate::hospital::{Hospital, Sink};
 use crate::police::Police;
 use crate::population::Population;
 use crate::social_assistance::SocialAssistance;
@@ -23,6 +24,7 @@ pub const CIVIL_STATUS: &str = "civil-status";
 pub const POLICE: &str = "police";
 pub const SOCIAL_SECURITY: &str = "social-security";
 pub const SOCIAL_ASSISTANCE: &str = "social-assistance";
+pub const HOSPITAL: &str = "hospital";
 
 #[derive(Debug, Clone)]
 pub struct MocksConfig {
@@ -38,6 +40,9 @@ pub struct MocksConfig {
     pub faults: Faults,
     pub callback_token: Option<String>,
     pub today: Option<Date>,
+    /// Where the hospital sends its CloudEvents (civicflow's `/v1/events`) and with which
+    /// token; set later through `PUT /admin/event-sink` when `None`.
+    pub event_sink: Option<Sink>,
 }
 
 impl Default for MocksConfig {
@@ -51,6 +56,7 @@ impl Default for MocksConfig {
             faults: Faults::default(),
             callback_token: None,
             today: None,
+            event_sink: None,
         }
     }
 }
@@ -122,6 +128,11 @@ pub async fn start(config: MocksConfig) -> std::io::Result<RunningMocks> {
         desk(SOCIAL_ASSISTANCE, 4),
         world.clone(),
     ));
+    let hospital = Arc::new(Hospital::new(
+        desk(HOSPITAL, 5),
+        world.clone(),
+        config.event_sink.clone(),
+    ));
     let routers = [
         (
             CIVIL_STATUS,
@@ -141,6 +152,10 @@ pub async fn start(config: MocksConfig) -> std::io::Result<RunningMocks> {
                 .clone()
                 .router()
                 .merge(crate::admin::router(assistance)),
+        ),
+        (
+            HOSPITAL,
+            hospital.clone().router().merge(crate::admin::router(hospital)),
         ),
     ];
     let (stop, stopped) = watch::channel(false);

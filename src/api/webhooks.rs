@@ -14,13 +14,17 @@ use super::{ApiError, AppState, ErrorBody, shown_without};
 use crate::auth::{Operation, digest, random_hex};
 use crate::case::{IdempotencyRecord, Made};
 use crate::store::{Store, StoreError, Transaction};
-use crate::webhooks::Webhook;
+use crate::webhooks::{Webhook, WebhookFormat};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Register {
     /// Where notifications are posted (http or https).
     url: String,
+    /// `civicflow` (the default): civicflow's notifications as JSON; `cloudevents`: each as a
+    /// CloudEvent (structured mode), with the case's start too.
+    #[serde(default)]
+    format: WebhookFormat,
 }
 
 /// Registers a webhook (portal); its signing `secret` is in this answer only, or in the answer
@@ -59,7 +63,10 @@ pub async fn register<S: Store + Clone>(
     // Scoped to the token: the answer holds the secret, which only its registrant may see.
     let key = key.map(|k| format!("webhook:{}:{k}", caller.0.token_id));
     // The URL may hold a secret of its own: the record keeps only its digest.
-    let fingerprint = digest(&b.url);
+    let fingerprint = match b.format {
+        WebhookFormat::Civicflow => digest(&b.url),
+        WebhookFormat::Cloudevents => digest(&format!("cloudevents {}", b.url)),
+    };
     if let Some(key) = &key
         && let Some(found) = store.idempotency(key).await.map_err(ApiError::store)?
     {
@@ -85,6 +92,7 @@ pub async fn register<S: Store + Clone>(
         failures: 0,
         last_error: None,
         last_delivered_at: None,
+        format: b.format,
     };
     let mut tx = Transaction {
         put_webhooks: vec![hook.clone()],

@@ -131,6 +131,8 @@ pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 /// The name of the token the in-process mocks call back with; replaced at every start.
 const MOCKS_TOKEN_NAME: &str = "in-process mock agencies";
+/// The name of the token the in-process hospital sends its events with.
+const MOCKS_HOSPITAL_TOKEN_NAME: &str = "in-process mock hospital";
 
 pub async fn run(args: ServeArgs, traces: Arc<Traces>) -> anyhow::Result<()> {
     match &args.store {
@@ -193,11 +195,17 @@ async fn serve<S: Store + Clone>(
     bootstrap_admin(&store, &args.data).await?;
     let mut agencies = BTreeMap::new();
     let mocks = if args.with_mocks {
-        let callback_token = mocks_token(&store).await?;
+        let callback_token = mocks_token(&store, MOCKS_TOKEN_NAME, Role::Agency("police".into())).await?;
+        let hospital = Role::Source(civicflow_mocks::hospital::SOURCE.to_owned());
+        let event_token = mocks_token(&store, MOCKS_HOSPITAL_TOKEN_NAME, hospital).await?;
         let mocks = start_mocks(MocksConfig {
             base_port: args.mocks_port,
             fast: args.mocks_fast,
             callback_token: Some(callback_token),
+            event_sink: Some(civicflow_mocks::hospital::Sink {
+                url: format!("{public_url}/v1/events"),
+                token: event_token,
+            }),
             ..MocksConfig::default()
         })
         .await
@@ -340,17 +348,17 @@ fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
     std::io::Write::write_all(&mut file, format!("{secret}\n").as_bytes())
 }
 
-/// A fresh `agency:police` token for the in-process mocks' callbacks (the police are the
-/// agency that calls back); the previous start's is revoked.
-async fn mocks_token<S: Store>(store: &S) -> anyhow::Result<String> {
+/// A fresh token for the in-process mocks: `agency:police` for their callbacks (the police are
+/// the agency that calls back), the hospital's `source:` role for its events; the previous
+/// start's of the same name is revoked.
+async fn mocks_token<S: Store>(store: &S, name: &str, role: Role) -> anyhow::Result<String> {
     let now = Timestamp::now();
     for old in store.api_tokens().await? {
-        if old.is_active(now) && old.name == MOCKS_TOKEN_NAME {
+        if old.is_active(now) && old.name == name {
             auth::revoke(store, &old.id, "civicflow serve", now).await?;
         }
     }
-    let role = Role::Agency("police".to_owned());
-    let (_, secret) = auth::issue(store, role, MOCKS_TOKEN_NAME, "civicflow serve", now).await?;
+    let (_, secret) = auth::issue(store, role, name, "civicflow serve", now).await?;
     Ok(secret)
 }
 

@@ -30,7 +30,7 @@ pub use error::StoreError;
 pub use failure_log::FailureLog;
 pub use shared_records::{
     ApiToken, Circuit, CircuitChange, CircuitState, Deprecation, Kind, Notification, Published,
-    RegistryChange, Webhook,
+    RegistryChange, Webhook, WebhookFormat,
 };
 pub use transaction::{CaseWrite, Checked, Grouping, Transaction};
 

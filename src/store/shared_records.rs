@@ -59,6 +59,21 @@ pub struct Webhook {
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_delivered_at: Option<Timestamp>,
+    /// What its notifications look like: civicflow's own shape, or CloudEvents.
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+/// The shape of a webhook's notifications.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// civicflow's notification, as JSON.
+    #[default]
+    Civicflow,
+    /// A CloudEvents 1.0 event in the structured mode, the notification as its data, with the
+    /// lifecycle types of the Serverless Workflow specification where one fits.
+    Cloudevents,
 }
 
 /// What a webhook receives.
@@ -78,6 +93,15 @@ pub struct Notification {
     /// The step's output, the refusal, or the reason the case ended as it did.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub data: Value,
+    /// The case history event it reports: with the case id, the id of its CloudEvent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_seq: Option<u64>,
+    /// The chain the case belongs to, when an event or another case started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// What caused the case (on its `case.started`): an event's id, or the end of another case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
 }
 
 /// What a published definition is.

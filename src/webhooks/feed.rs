@@ -12,11 +12,16 @@ pub struct Feed;
 impl Hook for Feed {
     fn prepare(&self, change: &mut Preparing<'_>, tx: &mut Transaction) {
         let case = change.case;
-        tx.notify.extend(
-            change
-                .events
-                .iter()
-                .filter_map(|(_, e)| Notification::of(case.id, &case.workflow, case.version, e)),
-        );
+        let origin = case.origin.as_ref();
+        tx.notify.extend(change.events.iter().filter_map(|(_, e)| {
+            let mut n = Notification::of(case.id, &case.workflow, case.version, e)?;
+            if let Some(origin) = origin {
+                n.correlation_id = Some(origin.correlation_id.clone());
+                if n.kind == super::STARTED {
+                    n.causation_id = Some(origin.causation_id.clone());
+                }
+            }
+            Some(n)
+        }));
     }
 }

@@ -12,6 +12,7 @@
 
 mod deliver;
 mod feed;
+mod lifecycle;
 mod target;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -21,7 +22,9 @@ use sha2::Sha256;
 use crate::case::{CaseId, Event, EventKind};
 
 pub use crate::store::{Notification, Webhook};
+pub use crate::store::WebhookFormat;
 pub use deliver::Deliverer;
+pub use lifecycle::{STARTED, cloud_event};
 pub use feed::Feed;
 pub use target::{PublicOnly, TargetError, Targets, is_internal};
 
@@ -43,6 +46,9 @@ impl Notification {
             step: step.map(str::to_owned),
             status: status.to_owned(),
             data,
+            event_seq: Some(event.seq),
+            correlation_id: None,
+            causation_id: None,
         };
         let step = |step: &str, status: &str, data: Value| {
             notice("step.finished", Some(step), status, data)
@@ -71,18 +77,20 @@ impl Notification {
             EventKind::StepStopped { step: s, reason } => {
                 Some(step(s, "stopped", serde_json::json!({"reason": reason})))
             }
-            EventKind::CaseFinished { status, reason } => Some(Notification {
-                kind: "case.finished".to_owned(),
-                case_id,
-                workflow: workflow.to_owned(),
-                version,
-                at: event.at,
-                step: None,
-                status: status.as_str().to_owned(),
-                data: reason
+            EventKind::CaseFinished { status, reason } => Some(notice(
+                "case.finished",
+                None,
+                status.as_str(),
+                reason
                     .as_ref()
                     .map_or(Value::Null, |r| serde_json::json!({"reason": r})),
-            }),
+            )),
+            EventKind::CaseStarted { .. } => Some(notice(
+                STARTED,
+                None,
+                "running",
+                Value::Null,
+            )),
             EventKind::Reminded { step: s, due_at } => Some(notice(
                 &whose(s, "reminder"),
                 s.as_deref(),

@@ -207,6 +207,9 @@ fn options() -> serde_saphyr::Options {
     budget.max_total_scalar_bytes = MAX_FILE_BYTES;
     let mut options = serde_saphyr::Options::default();
     options.budget = Some(budget);
+    // YAML 1.2's booleans, `true` and `false` only: a trigger is written `on:`, which YAML 1.1
+    // reads as `true`, and a value `no` (Norway's code) stays text.
+    options.strict_booleans = true;
     options
 }
 
@@ -332,6 +335,12 @@ mod tests {
         assert!(parse(&deep).is_err());
         let huge = "a: 1\n".repeat(MAX_FILE_BYTES / 4);
         assert!(parse(&huge).unwrap_err().limit);
+    }
+
+    #[test]
+    fn on_is_a_key_and_only_true_and_false_are_booleans() {
+        let doc = parse("on: [1]\nflag: yes\nok: true\n").unwrap();
+        assert_eq!(doc.value, serde_json::json!({"on": [1], "flag": "yes", "ok": true}));
     }
 
     #[test]

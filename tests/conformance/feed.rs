@@ -14,6 +14,9 @@ pub fn notification(step: &str) -> Notification {
         step: Some(step.into()),
         status: "succeeded".into(),
         data: json!({"n": step}),
+        event_seq: None,
+        correlation_id: None,
+        causation_id: None,
     }
 }
 
@@ -64,6 +67,7 @@ pub fn webhook(id: &str) -> Webhook {
         failures: 0,
         last_error: None,
         last_delivered_at: None,
+        format: Default::default(),
     }
 }
 
