@@ -384,6 +384,15 @@ pub struct CaseView {
     /// by when, and whether it was answered.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     supplements: Vec<SupplementRequest>,
+    /// The event or the case that started it, when the portal did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<crate::case::Origin>,
+    /// The CloudEvents it received (their data masked for a reader who sees no personal data):
+    /// `kept` for steps that do not wait yet, `taken` by each step, and what each waiting step
+    /// `expects`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    inbox: Option<Value>,
     steps: BTreeMap<String, StepView>,
     /// Open incidents: what needs a person.
     incidents: Vec<Incident>,
@@ -545,9 +554,38 @@ pub fn view(case: &Case, reader: Reader<'_>) -> Value {
                 ..r.clone()
             })
             .collect(),
+        origin: case.origin.clone(),
+        inbox: (!case.inbox.is_empty()).then(|| inbox_view(&case.inbox, reader)),
         steps,
         incidents,
     })
+}
+
+/// A case's inbox as a reader may see it: events' data and expected values masked whole for a
+/// reader who sees no personal data (an event's data has no schema to mask it by).
+fn inbox_view(inbox: &crate::case::Inbox, reader: Reader<'_>) -> Value {
+    let mut shown = json!(inbox);
+    if reader.masks() {
+        for kept in shown["kept"].as_array_mut().into_iter().flatten() {
+            mask_event(&mut kept["event"]);
+        }
+        for taken in shown["taken"].as_object_mut().into_iter().flat_map(|t| t.values_mut()) {
+            mask_event(&mut taken["event"]);
+        }
+        for expect in shown["expects"].as_object_mut().into_iter().flat_map(|t| t.values_mut()) {
+            expect["value"] = crate::case::masking::mask_all(&expect["value"]);
+        }
+    }
+    shown
+}
+
+fn mask_event(event: &mut Value) {
+    if let Some(data) = event.get("data") {
+        event["data"] = crate::case::masking::mask_all(data);
+    }
+    if let Some(subject) = event.get("subject") {
+        event["subject"] = crate::case::masking::mask_all(subject);
+    }
 }
 
 /// An event of a case's history as `reader` sees it: a step's output and an operator's supplied

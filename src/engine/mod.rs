@@ -45,7 +45,7 @@ pub use callbacks::{CallbackAck, CallbackError};
 pub use decide::{ExtensionError, ExtensionRequest};
 pub use definitions::MissingWorkflow;
 pub use events::{EventError, Received};
-pub use start::{MAX_KEY_BYTES, StartError};
+pub use start::{Caused, MAX_KEY_BYTES, StartError};
 pub use supplements::{SupplementAsk, SupplementError};
 
 pub use change::Call;

@@ -825,6 +825,20 @@ impl<S: civicflow::store::Store + Clone> InProcess<S> {
         start_birth(&self.http, &self.url, input).await
     }
 
+    /// Starts a case of `workflow` (its newest version) with `input` through the API; its id.
+    pub async fn start_case_of(&self, workflow: &str, input: Value) -> String {
+        let reply = self
+            .http
+            .post(format!("{}/v1/cases", self.url))
+            .json(&json!({"workflow": workflow, "input": input}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 201);
+        let started: Value = reply.json().await.unwrap();
+        started["id"].as_str().unwrap().to_owned()
+    }
+
     /// Polls the case until `done` holds, for at most a minute.
     pub async fn wait_for(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
         let until = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -1,0 +1,486 @@
+//! Issue 36: flows started by events and chained to each other, in CloudEvents. A death
+//! certified at the hospital (the mock sends it as a CloudEvent) starts exactly one death case,
+//! and the same event again starts nothing; an event for a running case reaches it, early or
+//! while its step waits; a chain carries the correlation and causation ids; a webhook may ask
+//! for CloudEvents. Each on sled and on PostgreSQL, in this process against the real mocks.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use civicflow::auth::Role;
+use civicflow::store::Store;
+use serde_json::{Value, json};
+use support::{InProcess, client_with, days_ago, fetch, workflows_copy, workflows_dir};
+
+const HOSPITAL: &str = "urn:vn:moh:hospital:bach-mai";
+const DEATH_CERTIFIED: &str = "vn.gov.moh.death.certified.v1";
+
+/// Gives the hospital mock its token and points it at this civicflow: the client it posts
+/// with, for the test to post events as the hospital would.
+async fn connect_hospital<S: Store + Clone>(h: &InProcess<S>) -> reqwest::Client {
+    let token = h.token(Role::Source(HOSPITAL.into()), "hospital").await;
+    let sink = json!({"url": format!("{}/v1/events", h.url), "token": token});
+    let put = h
+        .http
+        .put(format!("{}/admin/event-sink", h.agencies["hospital"]))
+        .json(&sink)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    client_with(&token)
+}
+
+/// A doctor certifies the death of `deceased`; the hospital's answer (certificate and event).
+async fn certify<S: Store + Clone>(h: &InProcess<S>, deceased: &str) -> Value {
+    let body = json!({
+        "deceased_personal_id": deceased,
+        "date_of_death": days_ago(1),
+        "declarant": {"personal_id": "001190123456", "full_name": "Nguyễn Thị Lan", "relationship": "con dâu"},
+    });
+    let reply = h
+        .http
+        .post(format!("{}/v1/death-certificates", h.agencies["hospital"]))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 201);
+    reply.json().await.unwrap()
+}
+
+/// The hospital's record of event `id` once civicflow took it.
+async fn delivered<S: Store + Clone>(h: &InProcess<S>, id: &str) -> Value {
+    let url = format!("{}/admin/events", h.agencies["hospital"]);
+    for _ in 0..600 {
+        let events = fetch(&h.http, &url).await;
+        let sent = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["event"]["id"] == id)
+            .cloned()
+            .unwrap();
+        if sent["state"] != "pending" {
+            assert_eq!(sent["state"], "delivered", "{sent:#}");
+            return sent;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("event {id} was never delivered");
+}
+
+async fn post_event(http: &reqwest::Client, url: &str, event: &Value) -> (u16, Value, bool) {
+    let reply = http
+        .post(format!("{url}/v1/events"))
+        .header("content-type", "application/cloudevents+json")
+        .body(event.to_string())
+        .send()
+        .await
+        .unwrap();
+    let replayed = reply.headers().contains_key("idempotent-replayed");
+    (reply.status().as_u16(), reply.json().await.unwrap(), replayed)
+}
+
+/// A death dossier from the portal, without the funeral allowance (the mocks' deceased are not
+/// all eligible for it).
+fn death_input(personal_id: &str, full_name: &str) -> Value {
+    let mut input = support::death_input(personal_id, full_name);
+    input["funeral_allowance"] = json!({"requested": false});
+    input
+}
+
+async fn cases_of<S: Store + Clone>(h: &InProcess<S>, deceased: &str) -> Vec<Value> {
+    let list = fetch(
+        &h.http,
+        &format!("{}/v1/cases?key=deceased={deceased}", h.url),
+    )
+    .await;
+    list["items"].as_array().unwrap().clone()
+}
+
+async fn a_certified_death_starts_exactly_one_case<S: Store + Clone>(h: InProcess<S>) {
+    let hospital = connect_hospital(&h).await;
+    let answer = certify(&h, "001045333444").await;
+    let event = answer["event"].clone();
+    let sent = delivered(&h, event["id"].as_str().unwrap()).await;
+    assert_eq!(sent["last_status"], 202, "{sent:#}");
+    let routed = &sent["answer"]["routed"];
+    assert_eq!(routed.as_array().unwrap().len(), 1, "{sent:#}");
+    assert_eq!(routed[0]["action"], "started");
+    assert_eq!(routed[0]["workflow"], "death-registration");
+    let id = routed[0]["case_id"].as_str().unwrap().to_owned();
+    let case = h.wait_for(&id, |c| c["status"] != "running").await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    assert_eq!(case["version"], 3);
+    assert_eq!(case["origin"]["started_by"], "event");
+    assert_eq!(case["origin"]["source"], HOSPITAL);
+    assert_eq!(case["origin"]["correlation_id"], event["id"]);
+    assert_eq!(
+        case["input"]["death_notice_number"],
+        answer["certificate"]["certificate_number"]
+    );
+    assert_eq!(case["steps"]["funeral_allowance"]["status"], "skipped");
+
+    // The same event again, as a source that never heard back would send it: the same answer,
+    // and nothing new.
+    let (status, again, replayed) = post_event(&hospital, &h.url, &event).await;
+    assert_eq!(status, 200, "{again:#}");
+    assert!(replayed);
+    assert_eq!(again, sent["answer"]);
+    // In the binary mode too.
+    let mut binary = hospital
+        .post(format!("{}/v1/events", h.url))
+        .header("content-type", "application/json")
+        .body(event["data"].to_string());
+    for name in ["specversion", "id", "source", "type", "subject", "time"] {
+        let value = event[name].as_str().unwrap();
+        let encoded = percent_encoding::utf8_percent_encode(value, percent_encoding::CONTROLS);
+        binary = binary.header(format!("ce-{name}"), encoded.to_string());
+    }
+    let reply = binary.send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    let again: Value = reply.json().await.unwrap();
+    assert_eq!(again, sent["answer"]);
+    assert_eq!(cases_of(&h, "001045333444").await.len(), 1);
+
+    // The same id with other content is a conflict, not a second event.
+    let mut changed = event.clone();
+    changed["data"]["deceased"]["date_of_death"] = json!(days_ago(3));
+    let (status, body, _) = post_event(&hospital, &h.url, &changed).await;
+    assert_eq!(status, 409, "{body:#}");
+    assert_eq!(body["error"]["code"], "event_id_reused");
+
+    // A batch answers each event on its own: the redelivery, and one that is not an event.
+    let batch = json!([event, {"specversion": "1.0", "id": "x", "type": DEATH_CERTIFIED}]);
+    let reply = hospital
+        .post(format!("{}/v1/events", h.url))
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(batch.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 207);
+    let items: Value = reply.json().await.unwrap();
+    assert_eq!(items[0]["status"], 200, "{items:#}");
+    assert_eq!(items[0]["routed"], sent["answer"]["routed"]);
+    assert_eq!(items[1]["status"], 422, "{items:#}");
+    assert!(items[1]["message"].as_str().unwrap().contains("source"));
+
+    // A source posts only its own source, of the types a workflow takes from it.
+    let mut other = event.clone();
+    other["source"] = json!("urn:vn:moh:hospital:cho-ray");
+    let (status, body, _) = post_event(&hospital, &h.url, &other).await;
+    assert_eq!(status, 403, "{body:#}");
+    assert_eq!(body["error"]["code"], "source_not_allowed");
+    let mut untaken = event.clone();
+    untaken["type"] = json!("vn.gov.moh.birth.reported.v1");
+    untaken["id"] = json!("other-type");
+    let (status, body, _) = post_event(&hospital, &h.url, &untaken).await;
+    assert_eq!(status, 403, "{body:#}");
+    assert_eq!(body["error"]["code"], "type_not_allowed");
+    let portal = client_with(&h.token(Role::Portal, "portal").await);
+    let (status, _, _) = post_event(&portal, &h.url, &event).await;
+    assert_eq!(status, 403);
+    // Not a CloudEvent: the attribute is named.
+    let mut old = event.clone();
+    old["specversion"] = json!("0.3");
+    let (status, body, _) = post_event(&hospital, &h.url, &old).await;
+    assert_eq!(status, 422, "{body:#}");
+    assert_eq!(body["error"]["fields"][0]["field"], "/specversion", "{body:#}");
+}
+
+#[tokio::test]
+async fn a_certified_death_starts_exactly_one_case_on_sled() {
+    a_certified_death_starts_exactly_one_case(InProcess::start().await).await;
+}
+
+#[tokio::test]
+async fn a_certified_death_starts_exactly_one_case_on_postgres() {
+    a_certified_death_starts_exactly_one_case(InProcess::postgres_with_workflows(workflows_dir()).await)
+        .await;
+}
+
+/// The shipped definitions and a death registration version 4 whose residence deregistration
+/// waits for the hospital's certificate, as the police would.
+fn waiting_workflows() -> std::path::PathBuf {
+    let dir = workflows_copy(|_, text| text);
+    let v3 = std::fs::read_to_string(dir.join("death-registration-v3.yaml")).unwrap();
+    let v4 = v3.replace("version: 3\n", "version: 4\n").replace(
+        "    needs: [death]\n    with:\n      personal_id: ${ .input.deceased.personal_id }",
+        "    needs: [death]
+    wait_for:
+      type: vn.gov.moh.death.certified.v1
+      sources: [\"urn:vn:moh:hospital:\"]
+      match: { from: \"${ .data.deceased.personal_id }\", expect: \"${ .input.deceased.personal_id }\" }
+      within: 2 working days
+    with:
+      personal_id: ${ .event.data.deceased.personal_id }",
+    );
+    assert_ne!(v3.replace("version: 3", "version: 4"), v4, "the step was not found");
+    std::fs::write(dir.join("death-registration-v4.yaml"), v4).unwrap();
+    dir
+}
+
+async fn set_circuit<S: Store + Clone>(h: &InProcess<S>, state: &str) {
+    let reply = h
+        .http
+        .post(format!("{}/v1/agencies/civil-status/circuit", h.url))
+        .json(&json!({"state": state, "reason": "test"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(reply.status().is_success(), "{}", reply.text().await.unwrap());
+}
+
+async fn an_event_reaches_the_running_case_early_or_waiting<S: Store + Clone>(h: InProcess<S>) {
+    connect_hospital(&h).await;
+    // Early: the civil-status office is closed, so the death is not registered and the
+    // deregistration does not wait yet when the certificate comes.
+    set_circuit(&h, "open").await;
+    let early = h
+        .start_case_of("death-registration", death_input("001068777888", "Đỗ Văn Khải"))
+        .await;
+    let answer = certify(&h, "001068777888").await;
+    let sent = delivered(&h, answer["event"]["id"].as_str().unwrap()).await;
+    let routed = &sent["answer"]["routed"];
+    assert_eq!(routed.as_array().unwrap().len(), 1, "{sent:#}");
+    assert_eq!(routed[0]["case_id"], early, "{sent:#}");
+    assert_eq!(routed[0]["action"], "kept", "{sent:#}");
+    let case = h.case(&early).await;
+    assert_eq!(case["inbox"]["kept"].as_array().unwrap().len(), 1, "{case:#}");
+    assert_eq!(case["steps"]["deregistration"]["status"], "pending");
+    set_circuit(&h, "closed").await;
+    let case = h.wait_for(&early, |c| c["status"] != "running").await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    assert!(case["inbox"].get("kept").is_none(), "{case:#}");
+    assert_eq!(
+        case["inbox"]["taken"]["deregistration"]["event"]["id"],
+        answer["event"]["id"]
+    );
+
+    // Waiting: the deregistration waits for the certificate, under its own due time.
+    let waiting = h
+        .start_case_of("death-registration", death_input("001075111222", "Trần Văn Hùng"))
+        .await;
+    let case = h
+        .wait_for(&waiting, |c| c["steps"]["deregistration"]["status"] == "awaiting_event")
+        .await;
+    assert_eq!(case["steps"]["deregistration"]["status"], "awaiting_event", "{case:#}");
+    assert!(case["steps"]["deregistration"]["due_at"].is_string(), "{case:#}");
+    let answer = certify(&h, "001075111222").await;
+    let sent = delivered(&h, answer["event"]["id"].as_str().unwrap()).await;
+    assert_eq!(sent["answer"]["routed"][0]["case_id"], waiting, "{sent:#}");
+    assert_eq!(sent["answer"]["routed"][0]["action"], "taken", "{sent:#}");
+    let case = h.wait_for(&waiting, |c| c["status"] != "running").await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    let history = fetch(&h.http, &format!("{}/v1/cases/{waiting}/history", h.url)).await;
+    let types: Vec<&str> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(types.contains(&"event_awaited"), "{types:?}");
+    assert!(types.contains(&"event_received"), "{types:?}");
+    // One case per death: the certificates went to the running cases.
+    assert_eq!(cases_of(&h, "001068777888").await.len(), 1);
+    assert_eq!(cases_of(&h, "001075111222").await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_event_reaches_the_running_case_early_or_waiting_on_sled() {
+    an_event_reaches_the_running_case_early_or_waiting(
+        InProcess::with_workflows(waiting_workflows()).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_event_reaches_the_running_case_early_or_waiting_on_postgres() {
+    an_event_reaches_the_running_case_early_or_waiting(
+        InProcess::postgres_with_workflows(waiting_workflows()).await,
+    )
+    .await;
+}
+
+/// The shipped definitions and a funeral-allowance claim that follows every completed death
+/// registration where no allowance was asked.
+fn chained_workflows() -> std::path::PathBuf {
+    let dir = workflows_copy(|_, text| text);
+    std::fs::write(
+        dir.join("funeral-claim.yaml"),
+        r#"kind: workflow
+name: funeral-claim
+version: 1
+title: Funeral allowance claimed after the death is registered
+legal_basis: Law on Social Insurance 2024, funeral allowance.
+on:
+  - case: { workflow: death-registration, outcome: completed }
+    when: ${ .input.funeral_allowance.requested | not }
+    with:
+      deceased_personal_id: ${ .input.deceased.personal_id }
+      death_extract_number: ${ .steps.death.output.death_extract_number }
+      date_of_death: ${ .input.deceased.date_of_death }
+      organizer: ${ .input.funeral_allowance.organizer }
+business_keys:
+  deceased: ${ .input.deceased_personal_id }
+input_schema:
+  type: object
+  required: [deceased_personal_id, death_extract_number, date_of_death, organizer]
+steps:
+  - id: allowance
+    adapter: social-security/funeral-allowance@2
+    with:
+      deceased_personal_id: ${ .input.deceased_personal_id }
+      death_extract_number: ${ .input.death_extract_number }
+      date_of_death: ${ .input.date_of_death }
+      organizer: ${ .input.organizer }
+      payment: { method: cash }
+"#,
+    )
+    .unwrap();
+    dir
+}
+
+/// Collects what a webhook receives.
+async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    use axum::routing::post;
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let keep = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |headers: axum::http::HeaderMap, body: String| {
+            let keep = keep.clone();
+            async move {
+                let media = headers["content-type"].to_str().unwrap().to_owned();
+                assert_eq!(media, "application/cloudevents+json");
+                keep.lock().unwrap().push(serde_json::from_str::<Value>(&body).unwrap());
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+async fn a_chain_carries_its_ids<S: Store + Clone>(h: InProcess<S>) {
+    let (hook, got) = receiver().await;
+    let reply = h
+        .http
+        .post(format!("{}/v1/webhooks", h.url))
+        .json(&json!({"url": hook, "format": "cloudevents"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 201);
+    connect_hospital(&h).await;
+    let answer = certify(&h, "001045333444").await;
+    let event_id = answer["event"]["id"].as_str().unwrap().to_owned();
+    let sent = delivered(&h, &event_id).await;
+    let first = sent["answer"]["routed"][0]["case_id"].as_str().unwrap().to_owned();
+    let a = h.wait_for(&first, |c| c["status"] != "running").await;
+    assert_eq!(a["status"], "completed", "{a:#}");
+    let chained = loop {
+        let history = fetch(&h.http, &format!("{}/v1/cases/{first}/history", h.url)).await;
+        let found = history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "chain_started")
+            .cloned();
+        if let Some(found) = found {
+            assert_eq!(found["workflow"], "funeral-claim");
+            break found["case_id"].as_str().unwrap().to_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let b = h.wait_for(&chained, |c| c["status"] != "running").await;
+    assert_eq!(b["status"], "completed", "{b:#}");
+    assert_eq!(b["origin"]["started_by"], "case");
+    assert_eq!(b["origin"]["case_id"], first);
+    assert_eq!(b["origin"]["outcome"], "completed");
+    assert_eq!(b["origin"]["correlation_id"], event_id);
+    assert_eq!(b["origin"]["depth"], 1);
+    let causation = b["origin"]["causation_id"].as_str().unwrap().to_owned();
+    assert!(causation.starts_with(&format!("{first}.")), "{causation}");
+
+    // The webhook's CloudEvents: A's end is the cause of B's start, one correlation throughout.
+    let events = loop {
+        let events = got.lock().unwrap().clone();
+        let b_done = events.iter().any(|e| {
+            e["subject"] == chained && e["type"] == "io.serverlessworkflow.workflow.completed.v1"
+        });
+        if b_done {
+            break events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let a_end = events
+        .iter()
+        .find(|e| e["subject"] == first && e["type"] == "io.serverlessworkflow.workflow.completed.v1")
+        .unwrap();
+    assert_eq!(a_end["id"], causation.as_str());
+    let b_start = events
+        .iter()
+        .find(|e| e["subject"] == chained && e["type"] == "io.serverlessworkflow.workflow.started.v1")
+        .unwrap();
+    assert_eq!(b_start["causationid"], causation.as_str());
+    assert_eq!(b_start["specversion"], "1.0");
+    for e in events.iter().filter(|e| e["subject"] == first || e["subject"] == chained) {
+        assert_eq!(e["correlationid"], event_id.as_str(), "{e:#}");
+        assert!(e["traceparent"].as_str().unwrap().starts_with("00-"), "{e:#}");
+    }
+
+    // A chain as deep as the limit starts nothing more.
+    let deep = civicflow::engine::Caused {
+        origin: civicflow::case::Origin {
+            cause: civicflow::case::inbox::Cause::Case {
+                case_id: "earlier".into(),
+                workflow: "funeral-claim".into(),
+                outcome: "completed".into(),
+            },
+            correlation_id: "loop".into(),
+            causation_id: "earlier.9".into(),
+            depth: civicflow::workflow::triggers::MAX_CHAIN_DEPTH,
+        },
+        event: None,
+    };
+    let mut input = support::death_input("001075111222", "Trần Văn Hùng");
+    input["funeral_allowance"] = json!({"requested": false, "organizer": {"personal_id": "001190123456", "full_name": "Nguyễn Thị Lan", "relationship": "con dâu"}});
+    let (deep_case, _) = h
+        .engine
+        .start_caused("death-registration", None, input, None, None, Some(deep))
+        .await
+        .unwrap();
+    let id = deep_case.id.to_string();
+    h.wait_for(&id, |c| c["status"] != "running").await;
+    let stopped = loop {
+        let history = fetch(&h.http, &format!("{}/v1/cases/{id}/history", h.url)).await;
+        let found = history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "chain_not_started" || e["type"] == "chain_started")
+            .cloned();
+        if let Some(found) = found {
+            break found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(stopped["type"], "chain_not_started", "{stopped:#}");
+    assert!(stopped["reason"].as_str().unwrap().contains("a chain stops at 8"));
+}
+
+#[tokio::test]
+async fn a_chain_carries_its_ids_on_sled() {
+    a_chain_carries_its_ids(InProcess::with_workflows(chained_workflows()).await).await;
+}
+
+#[tokio::test]
+async fn a_chain_carries_its_ids_on_postgres() {
+    a_chain_carries_its_ids(InProcess::postgres_with_workflows(chained_workflows()).await).await;
+}
