@@ -80,7 +80,11 @@ async fn post_event(http: &reqwest::Client, url: &str, event: &Value) -> (u16, V
         .await
         .unwrap();
     let replayed = reply.headers().contains_key("idempotent-replayed");
-    (reply.status().as_u16(), reply.json().await.unwrap(), replayed)
+    (
+        reply.status().as_u16(),
+        reply.json().await.unwrap(),
+        replayed,
+    )
 }
 
 /// A death dossier from the portal, without the funeral allowance (the mocks' deceased are not
@@ -188,7 +192,10 @@ async fn a_certified_death_starts_exactly_one_case<S: Store + Clone>(h: InProces
     old["specversion"] = json!("0.3");
     let (status, body, _) = post_event(&hospital, &h.url, &old).await;
     assert_eq!(status, 422, "{body:#}");
-    assert_eq!(body["error"]["fields"][0]["field"], "/specversion", "{body:#}");
+    assert_eq!(
+        body["error"]["fields"][0]["field"], "/specversion",
+        "{body:#}"
+    );
 }
 
 #[tokio::test]
@@ -198,8 +205,10 @@ async fn a_certified_death_starts_exactly_one_case_on_sled() {
 
 #[tokio::test]
 async fn a_certified_death_starts_exactly_one_case_on_postgres() {
-    a_certified_death_starts_exactly_one_case(InProcess::postgres_with_workflows(workflows_dir()).await)
-        .await;
+    a_certified_death_starts_exactly_one_case(
+        InProcess::postgres_with_workflows(workflows_dir()).await,
+    )
+    .await;
 }
 
 /// The shipped definitions and a death registration version 4 whose residence deregistration
@@ -218,7 +227,11 @@ fn waiting_workflows() -> std::path::PathBuf {
     with:
       personal_id: ${ .event.data.deceased.personal_id }",
     );
-    assert_ne!(v3.replace("version: 3", "version: 4"), v4, "the step was not found");
+    assert_ne!(
+        v3.replace("version: 3", "version: 4"),
+        v4,
+        "the step was not found"
+    );
     std::fs::write(dir.join("death-registration-v4.yaml"), v4).unwrap();
     dir
 }
@@ -231,7 +244,11 @@ async fn set_circuit<S: Store + Clone>(h: &InProcess<S>, state: &str) {
         .send()
         .await
         .unwrap();
-    assert!(reply.status().is_success(), "{}", reply.text().await.unwrap());
+    assert!(
+        reply.status().is_success(),
+        "{}",
+        reply.text().await.unwrap()
+    );
 }
 
 async fn an_event_reaches_the_running_case_early_or_waiting<S: Store + Clone>(h: InProcess<S>) {
@@ -240,7 +257,10 @@ async fn an_event_reaches_the_running_case_early_or_waiting<S: Store + Clone>(h:
     // deregistration does not wait yet when the certificate comes.
     set_circuit(&h, "open").await;
     let early = h
-        .start_case_of("death-registration", death_input("001068777888", "Đỗ Văn Khải"))
+        .start_case_of(
+            "death-registration",
+            death_input("001068777888", "Đỗ Văn Khải"),
+        )
         .await;
     let answer = certify(&h, "001068777888").await;
     let sent = delivered(&h, answer["event"]["id"].as_str().unwrap()).await;
@@ -249,7 +269,11 @@ async fn an_event_reaches_the_running_case_early_or_waiting<S: Store + Clone>(h:
     assert_eq!(routed[0]["case_id"], early, "{sent:#}");
     assert_eq!(routed[0]["action"], "kept", "{sent:#}");
     let case = h.case(&early).await;
-    assert_eq!(case["inbox"]["kept"].as_array().unwrap().len(), 1, "{case:#}");
+    assert_eq!(
+        case["inbox"]["kept"].as_array().unwrap().len(),
+        1,
+        "{case:#}"
+    );
     assert_eq!(case["steps"]["deregistration"]["status"], "pending");
     set_circuit(&h, "closed").await;
     let case = h.wait_for(&early, |c| c["status"] != "running").await;
@@ -262,13 +286,24 @@ async fn an_event_reaches_the_running_case_early_or_waiting<S: Store + Clone>(h:
 
     // Waiting: the deregistration waits for the certificate, under its own due time.
     let waiting = h
-        .start_case_of("death-registration", death_input("001075111222", "Trần Văn Hùng"))
+        .start_case_of(
+            "death-registration",
+            death_input("001075111222", "Trần Văn Hùng"),
+        )
         .await;
     let case = h
-        .wait_for(&waiting, |c| c["steps"]["deregistration"]["status"] == "awaiting_event")
+        .wait_for(&waiting, |c| {
+            c["steps"]["deregistration"]["status"] == "awaiting_event"
+        })
         .await;
-    assert_eq!(case["steps"]["deregistration"]["status"], "awaiting_event", "{case:#}");
-    assert!(case["steps"]["deregistration"]["due_at"].is_string(), "{case:#}");
+    assert_eq!(
+        case["steps"]["deregistration"]["status"], "awaiting_event",
+        "{case:#}"
+    );
+    assert!(
+        case["steps"]["deregistration"]["due_at"].is_string(),
+        "{case:#}"
+    );
     let answer = certify(&h, "001075111222").await;
     let sent = delivered(&h, answer["event"]["id"].as_str().unwrap()).await;
     assert_eq!(sent["answer"]["routed"][0]["case_id"], waiting, "{sent:#}");
@@ -356,7 +391,9 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
             async move {
                 let media = headers["content-type"].to_str().unwrap().to_owned();
                 assert_eq!(media, "application/cloudevents+json");
-                keep.lock().unwrap().push(serde_json::from_str::<Value>(&body).unwrap());
+                keep.lock()
+                    .unwrap()
+                    .push(serde_json::from_str::<Value>(&body).unwrap());
                 axum::http::StatusCode::OK
             }
         }),
@@ -381,7 +418,10 @@ async fn a_chain_carries_its_ids<S: Store + Clone>(h: InProcess<S>) {
     let answer = certify(&h, "001045333444").await;
     let event_id = answer["event"]["id"].as_str().unwrap().to_owned();
     let sent = delivered(&h, &event_id).await;
-    let first = sent["answer"]["routed"][0]["case_id"].as_str().unwrap().to_owned();
+    let first = sent["answer"]["routed"][0]["case_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let a = h.wait_for(&first, |c| c["status"] != "running").await;
     assert_eq!(a["status"], "completed", "{a:#}");
     let chained = loop {
@@ -421,18 +461,28 @@ async fn a_chain_carries_its_ids<S: Store + Clone>(h: InProcess<S>) {
     };
     let a_end = events
         .iter()
-        .find(|e| e["subject"] == first && e["type"] == "io.serverlessworkflow.workflow.completed.v1")
+        .find(|e| {
+            e["subject"] == first && e["type"] == "io.serverlessworkflow.workflow.completed.v1"
+        })
         .unwrap();
     assert_eq!(a_end["id"], causation.as_str());
     let b_start = events
         .iter()
-        .find(|e| e["subject"] == chained && e["type"] == "io.serverlessworkflow.workflow.started.v1")
+        .find(|e| {
+            e["subject"] == chained && e["type"] == "io.serverlessworkflow.workflow.started.v1"
+        })
         .unwrap();
     assert_eq!(b_start["causationid"], causation.as_str());
     assert_eq!(b_start["specversion"], "1.0");
-    for e in events.iter().filter(|e| e["subject"] == first || e["subject"] == chained) {
+    for e in events
+        .iter()
+        .filter(|e| e["subject"] == first || e["subject"] == chained)
+    {
         assert_eq!(e["correlationid"], event_id.as_str(), "{e:#}");
-        assert!(e["traceparent"].as_str().unwrap().starts_with("00-"), "{e:#}");
+        assert!(
+            e["traceparent"].as_str().unwrap().starts_with("00-"),
+            "{e:#}"
+        );
     }
 
     // A chain as deep as the limit starts nothing more.
@@ -472,7 +522,12 @@ async fn a_chain_carries_its_ids<S: Store + Clone>(h: InProcess<S>) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert_eq!(stopped["type"], "chain_not_started", "{stopped:#}");
-    assert!(stopped["reason"].as_str().unwrap().contains("a chain stops at 8"));
+    assert!(
+        stopped["reason"]
+            .as_str()
+            .unwrap()
+            .contains("a chain stops at 8")
+    );
 }
 
 #[tokio::test]
@@ -483,4 +538,136 @@ async fn a_chain_carries_its_ids_on_sled() {
 #[tokio::test]
 async fn a_chain_carries_its_ids_on_postgres() {
     a_chain_carries_its_ids(InProcess::postgres_with_workflows(chained_workflows()).await).await;
+}
+
+/// The hospital's death certificates for `n` living citizens of the mocks' population, as the
+/// hospital would send them.
+async fn certificates(http: &reqwest::Client, civil_status: &str, n: usize) -> Vec<Value> {
+    let citizens = fetch(
+        http,
+        &format!("{civil_status}/admin/citizens?living=true&limit=400"),
+    )
+    .await;
+    citizens
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["commune"].is_string() && c["personal_id"] != "001190123456")
+        .take(n)
+        .enumerate()
+        .map(|(i, c)| {
+            let number = format!("GBT-KILL-{i:04}");
+            json!({
+                "specversion": "1.0",
+                "id": format!("{number}/certified"),
+                "source": HOSPITAL,
+                "type": DEATH_CERTIFIED,
+                "subject": number,
+                "datacontenttype": "application/json",
+                "data": {
+                    "certificate_number": number,
+                    "deceased": {
+                        "personal_id": c["personal_id"],
+                        "full_name": c["full_name"],
+                        "date_of_death": days_ago(1),
+                        "place_of_death": "Bach Mai Hospital, Hà Nội",
+                    },
+                    "last_address": {"commune_code": c["commune"], "detail": "on record"},
+                    "declarant": {"personal_id": "001190123456", "full_name": "Nguyễn Thị Lan", "relationship": "con dâu"},
+                },
+            })
+        })
+        .collect()
+}
+
+/// Sends `event` until the server answers it, as a source that delivers at least once: through
+/// a kill and a restart on the same address.
+async fn send_until_answered(http: reqwest::Client, url: String, event: Value) -> Value {
+    loop {
+        let sent = http
+            .post(format!("{url}/v1/events"))
+            .header("content-type", "application/cloudevents+json")
+            .body(event.to_string())
+            .timeout(std::time::Duration::from_secs(20))
+            .send()
+            .await;
+        if let Ok(reply) = sent
+            && reply.status().is_success()
+        {
+            return reply.json().await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Deaths certified as events while the node is killed (`kill -9`) mid-stream and restarted:
+/// every event, sent again until answered and once more after, started exactly one case, and
+/// each death was registered once.
+async fn a_kill_while_events_arrive_changes_nothing(backend: support::Backend) {
+    const DEATHS: usize = 24;
+    let data = std::env::temp_dir().join(format!("civicflow-events-{}", uuid::Uuid::new_v4()));
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let (mocks, mut args) = support::mocks_in_test(36).await;
+    args.extend(backend.serve_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = support::Server::spawn(&data, &listen, &args);
+    let civil_status = mocks.base_url("civil-status").unwrap().to_owned();
+    let events = certificates(&server.http, &civil_status, DEATHS).await;
+    assert_eq!(events.len(), DEATHS);
+    let hospital = client_with(&server.token(&format!("source:{HOSPITAL}")).await);
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut senders = tokio::task::JoinSet::new();
+    for event in events.clone() {
+        let (http, url, answered) = (hospital.clone(), server.url.clone(), answered.clone());
+        senders.spawn(async move {
+            let answer = send_until_answered(http, url, event).await;
+            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            answer
+        });
+    }
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    server.kill();
+    let server = support::Server::spawn(&data, &listen, &args);
+    let mut first = Vec::new();
+    while let Some(answer) = senders.join_next().await {
+        first.push(answer.unwrap());
+    }
+    assert_eq!(first.len(), DEATHS);
+    for event in &events {
+        let (status, again, replayed) = post_event(&hospital, &server.url, event).await;
+        assert_eq!(status, 200, "{again:#}");
+        assert!(replayed);
+        let routed = again["routed"].as_array().unwrap();
+        assert_eq!(routed.len(), 1, "{again:#}");
+        let deceased = event["data"]["deceased"]["personal_id"].as_str().unwrap();
+        let list = server
+            .get(&format!("/v1/cases?key=deceased={deceased}"))
+            .await;
+        let cases = list["items"].as_array().unwrap();
+        assert_eq!(cases.len(), 1, "{deceased}: {list:#}");
+        assert_eq!(routed[0]["case_id"], cases[0]["id"], "{again:#}");
+        let id = cases[0]["id"].as_str().unwrap();
+        let case = server.settled(id, std::time::Duration::from_secs(60)).await;
+        assert_eq!(case["status"], "completed", "{case:#}");
+        assert_eq!(
+            support::effects(&server.http, &civil_status, id).await,
+            [1],
+            "the death of {deceased} was registered once"
+        );
+    }
+    drop(server);
+    mocks.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test]
+async fn a_kill_while_events_arrive_changes_nothing_on_sled() {
+    a_kill_while_events_arrive_changes_nothing(support::Backend::Sled).await;
+}
+
+#[tokio::test]
+async fn a_kill_while_events_arrive_changes_nothing_on_postgres() {
+    a_kill_while_events_arrive_changes_nothing(support::Backend::Postgres).await;
 }

@@ -118,7 +118,10 @@ impl Hospital {
         if req.date_of_death > today {
             return Err(Refusal::new(
                 "DATE_OF_DEATH_IN_FUTURE",
-                format!("the date of death {} is after today ({today})", req.date_of_death),
+                format!(
+                    "the date of death {} is after today ({today})",
+                    req.date_of_death
+                ),
             )
             .on_field("date_of_death"));
         }
@@ -134,7 +137,10 @@ impl Hospital {
         if population.get(&req.declarant.personal_id).is_none() {
             return Err(Refusal::new(
                 "DECLARANT_UNKNOWN",
-                format!("the declarant {} is not in the population database", req.declarant.personal_id),
+                format!(
+                    "the declarant {} is not in the population database",
+                    req.declarant.personal_id
+                ),
             )
             .on_field("declarant.personal_id"));
         }
@@ -181,7 +187,9 @@ impl Hospital {
         let mut wait = Duration::from_millis(200);
         loop {
             let sink = self.sink.lock().expect("sink lock").clone();
-            let event = self.records.lock().expect("records lock").events[i].event.clone();
+            let event = self.records.lock().expect("records lock").events[i]
+                .event
+                .clone();
             let Some(sink) = sink else {
                 self.note(i, "no_sink", None, None);
                 return;
@@ -227,7 +235,13 @@ impl Hospital {
         }
     }
 
-    fn note(&self, i: usize, state: &'static str, status: Option<u16>, answer: Option<Value>) -> u32 {
+    fn note(
+        &self,
+        i: usize,
+        state: &'static str,
+        status: Option<u16>,
+        answer: Option<Value>,
+    ) -> u32 {
         let mut records = self.records.lock().expect("records lock");
         let sent = &mut records.events[i];
         if state != "no_sink" && state != "given_up" {
@@ -242,7 +256,11 @@ impl Hospital {
     }
 }
 
-async fn certify(State(hospital): State<Arc<Hospital>>, _headers: HeaderMap, body: Bytes) -> Response {
+async fn certify(
+    State(hospital): State<Arc<Hospital>>,
+    _headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let made = parse::<Certify>(&body).and_then(|req| hospital.certificate(req));
     match made {
         Ok(answer) => {

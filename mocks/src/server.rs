@@ -155,7 +155,10 @@ pub async fn start(config: MocksConfig) -> std::io::Result<RunningMocks> {
         ),
         (
             HOSPITAL,
-            hospital.clone().router().merge(crate::admin::router(hospital)),
+            hospital
+                .clone()
+                .router()
+                .merge(crate::admin::router(hospital)),
         ),
     ];
     let (stop, stopped) = watch::channel(false);

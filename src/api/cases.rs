@@ -569,10 +569,18 @@ fn inbox_view(inbox: &crate::case::Inbox, reader: Reader<'_>) -> Value {
         for kept in shown["kept"].as_array_mut().into_iter().flatten() {
             mask_event(&mut kept["event"]);
         }
-        for taken in shown["taken"].as_object_mut().into_iter().flat_map(|t| t.values_mut()) {
+        for taken in shown["taken"]
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|t| t.values_mut())
+        {
             mask_event(&mut taken["event"]);
         }
-        for expect in shown["expects"].as_object_mut().into_iter().flat_map(|t| t.values_mut()) {
+        for expect in shown["expects"]
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|t| t.values_mut())
+        {
             expect["value"] = crate::case::masking::mask_all(&expect["value"]);
         }
     }

@@ -92,7 +92,13 @@ pub async fn post<S: Store + Clone>(
     let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     if media == BATCH {
         let Value::Array(items) = parse(&body)? else {
@@ -106,12 +112,15 @@ pub async fn post<S: Store + Clone>(
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "batch_too_large",
-                format!("a batch carries at most {MAX_BATCH} events; this one has {}", items.len()),
+                format!(
+                    "a batch carries at most {MAX_BATCH} events; this one has {}",
+                    items.len()
+                ),
             ));
         }
         let mut answers = Vec::with_capacity(items.len());
         for item in items {
-            answers.push(match receive(&state, &caller.0.role, item_event(item)).await {
+            let answer = match receive(&state, &caller.0.role, item_event(item)).await {
                 Ok((answer, replayed)) => BatchItem {
                     status: if replayed { 200 } else { 202 },
                     id: Some(answer.id),
@@ -120,15 +129,19 @@ pub async fn post<S: Store + Clone>(
                     error: None,
                     message: None,
                 },
-                Err((e, id, source)) => BatchItem {
-                    status: e.status().as_u16(),
-                    id,
-                    source,
-                    routed: None,
-                    error: Some(e.code().to_owned()),
-                    message: Some(e.message().to_owned()),
-                },
-            });
+                Err(refused) => {
+                    let (e, id, source) = *refused;
+                    BatchItem {
+                        status: e.status().as_u16(),
+                        id,
+                        source,
+                        routed: None,
+                        error: Some(e.code().to_owned()),
+                        message: Some(e.message().to_owned()),
+                    }
+                }
+            };
+            answers.push(answer);
         }
         return Ok((StatusCode::MULTI_STATUS, Json(answers)).into_response());
     }
@@ -140,12 +153,14 @@ pub async fn post<S: Store + Clone>(
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "not_a_cloudevent",
-            format!("send `Content-Type: {STRUCTURED}` (one event), `{BATCH}` (an array), or the event's attributes as `ce-*` headers (binary mode)"),
+            format!(
+                "send `Content-Type: {STRUCTURED}` (one event), `{BATCH}` (an array), or the event's attributes as `ce-*` headers (binary mode)"
+            ),
         ));
     };
     let (answer, replayed) = receive(&state, &caller.0.role, Ok(event))
         .await
-        .map_err(|(e, _, _)| e)?;
+        .map_err(|refused| refused.0)?;
     let status = if replayed {
         StatusCode::OK
     } else {
@@ -160,12 +175,16 @@ pub async fn post<S: Store + Clone>(
     Ok(response)
 }
 
-type Refused = (ApiError, Option<String>, Option<String>);
+/// Why an event was refused, with its id and source when it had them (a batch names them).
+type Refused = Box<(ApiError, Option<String>, Option<String>)>;
 
 fn item_event(item: Value) -> Result<CloudEvent, Refused> {
     let id = item.get("id").and_then(Value::as_str).map(str::to_owned);
-    let source = item.get("source").and_then(Value::as_str).map(str::to_owned);
-    CloudEvent::from_json(item).map_err(|e| (invalid(e), id, source))
+    let source = item
+        .get("source")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    CloudEvent::from_json(item).map_err(|e| Box::new((invalid(e), id, source)))
 }
 
 /// One event, checked against the caller's role, then received.
@@ -175,12 +194,15 @@ async fn receive<S: Store + Clone>(
     event: Result<CloudEvent, Refused>,
 ) -> Result<(EventAnswer, bool), Refused> {
     let event = event?;
-    let named = |e: ApiError| (e, Some(event.id.clone()), Some(event.source.clone()));
+    let named = |e: ApiError| Box::new((e, Some(event.id.clone()), Some(event.source.clone())));
     if !role.may_send_from(&event.source) {
         return Err(named(ApiError::new(
             StatusCode::FORBIDDEN,
             "source_not_allowed",
-            format!("a token with role `{role}` may not post events from `{}`", event.source),
+            format!(
+                "a token with role `{role}` may not post events from `{}`",
+                event.source
+            ),
         )));
     }
     if matches!(role, Role::Source(_))
@@ -210,7 +232,7 @@ async fn receive<S: Store + Clone>(
         )),
         Err(e) => {
             let message = e.to_string();
-            Err((
+            Err(Box::new((
                 match e {
                     EventError::IdReused { .. } => {
                         ApiError::new(StatusCode::CONFLICT, "event_id_reused", message)
@@ -220,7 +242,7 @@ async fn receive<S: Store + Clone>(
                 },
                 Some(id),
                 Some(source),
-            ))
+            )))
         }
     }
 }
@@ -229,7 +251,13 @@ fn parse(body: &[u8]) -> Result<Value, ApiError> {
     let mut d = serde_json::Deserializer::from_slice(body);
     let value = super::json::unique_keys(&mut d)
         .and_then(|v| d.end().map(|()| v))
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("the body is not JSON: {e}")))?;
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("the body is not JSON: {e}"),
+            )
+        })?;
     Ok(value)
 }
 

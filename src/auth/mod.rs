@@ -134,9 +134,9 @@ impl Role {
             Role::Admin => true,
             Role::Source(own) => {
                 source == own
-                    || source
-                        .strip_prefix(own.as_str())
-                        .is_some_and(|rest| own.ends_with([':', '/']) || rest.starts_with([':', '/']))
+                    || source.strip_prefix(own.as_str()).is_some_and(|rest| {
+                        own.ends_with([':', '/']) || rest.starts_with([':', '/'])
+                    })
             }
             _ => false,
         }
@@ -470,7 +470,15 @@ mod tests {
         ] {
             assert_eq!(s.parse::<Role>().unwrap().to_string(), s);
         }
-        for bad in ["", "agency:", "agency:Police", "root", "agency:a b", "source:", "source:a b"] {
+        for bad in [
+            "",
+            "agency:",
+            "agency:Police",
+            "root",
+            "agency:a b",
+            "source:",
+            "source:a b",
+        ] {
             assert!(bad.parse::<Role>().is_err(), "{bad}");
         }
     }

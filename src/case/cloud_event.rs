@@ -47,7 +47,9 @@ pub enum Invalid {
     Wrong { name: String, what: &'static str },
     #[error("specversion `{0}` is not supported; this server speaks CloudEvents 1.0")]
     Version(String),
-    #[error("`{0}` is not a valid extension attribute name (lowercase letters and digits, at most 20)")]
+    #[error(
+        "`{0}` is not a valid extension attribute name (lowercase letters and digits, at most 20)"
+    )]
     ExtensionName(String),
     #[error("data_base64 is not taken: civicflow reads JSON data only")]
     Binary,
@@ -271,11 +273,17 @@ mod tests {
             e[k] = v;
             CloudEvent::from_json(e).unwrap_err()
         };
-        assert_eq!(with("specversion", json!("0.3")), Invalid::Version("0.3".into()));
+        assert_eq!(
+            with("specversion", json!("0.3")),
+            Invalid::Version("0.3".into())
+        );
         assert_eq!(with("time", json!("yesterday")).attribute(), "time");
         assert_eq!(with("id", json!(7)).attribute(), "id");
         assert_eq!(with("id", json!("")).attribute(), "id");
-        assert_eq!(with("datacontenttype", json!("text/xml")).attribute(), "datacontenttype");
+        assert_eq!(
+            with("datacontenttype", json!("text/xml")).attribute(),
+            "datacontenttype"
+        );
         assert_eq!(with("Bad-Name", json!("x")).attribute(), "Bad-Name");
         assert_eq!(with("data_base64", json!("AA==")), Invalid::Binary);
     }

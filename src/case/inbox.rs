@@ -65,12 +65,6 @@ impl Inbox {
         self.kept.is_empty() && self.taken.is_empty() && self.expects.is_empty()
     }
 
-    /// Whether this event (by `source` and `id`) reached the case already.
-    pub fn has(&self, event: &CloudEvent) -> bool {
-        let same = |e: &CloudEvent| e.source == event.source && e.id == event.id;
-        self.kept.iter().any(|k| same(&k.event)) || self.taken.values().any(|t| same(&t.event))
-    }
-
     /// The earliest time a kept event expires.
     pub fn next_expiry(&self) -> Option<Timestamp> {
         self.kept.iter().map(|k| k.expires_at).min()

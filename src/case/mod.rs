@@ -741,11 +741,19 @@ pub enum EventKind {
         step: Option<String>,
     },
     /// Events kept for steps that never waited for them passed their time to live.
-    EventsExpired { ids: Vec<String> },
+    EventsExpired {
+        ids: Vec<String>,
+    },
     /// The case's end started another workflow's case (a chain).
-    ChainStarted { workflow: String, case_id: String },
+    ChainStarted {
+        workflow: String,
+        case_id: String,
+    },
     /// A chain did not start: its input did not fit, or the chain was too long.
-    ChainNotStarted { workflow: String, reason: String },
+    ChainNotStarted {
+        workflow: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -864,7 +872,6 @@ impl TimerKind {
             Some(TimerKind::InboxExpiry)
         } else if id == "chain" {
             Some(TimerKind::Chain)
-
         } else if let Some(rest) = id.strip_prefix("remind/") {
             step(rest).map(|step| TimerKind::Reminder { step })
         } else if let Some(rest) = id.strip_prefix("supplement/") {
@@ -910,10 +917,16 @@ pub struct IdempotencyRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Made {
-    Case { case_id: CaseId },
-    Webhook { webhook_id: String },
+    Case {
+        case_id: CaseId,
+    },
+    Webhook {
+        webhook_id: String,
+    },
     /// What a CloudEvent did: the same event again is answered the same.
-    Event { routed: Vec<cloud_event::Routed> },
+    Event {
+        routed: Vec<cloud_event::Routed>,
+    },
 }
 
 impl IdempotencyRecord {

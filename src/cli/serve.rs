@@ -195,7 +195,8 @@ async fn serve<S: Store + Clone>(
     bootstrap_admin(&store, &args.data).await?;
     let mut agencies = BTreeMap::new();
     let mocks = if args.with_mocks {
-        let callback_token = mocks_token(&store, MOCKS_TOKEN_NAME, Role::Agency("police".into())).await?;
+        let callback_token =
+            mocks_token(&store, MOCKS_TOKEN_NAME, Role::Agency("police".into())).await?;
         let hospital = Role::Source(civicflow_mocks::hospital::SOURCE.to_owned());
         let event_token = mocks_token(&store, MOCKS_HOSPITAL_TOKEN_NAME, hospital).await?;
         let mocks = start_mocks(MocksConfig {

@@ -32,11 +32,6 @@ pub(super) fn outcome_of(status: CaseStatus) -> Option<ChainOutcome> {
     }
 }
 
-/// The id of a case's lifecycle CloudEvent for its history event `seq`.
-pub fn lifecycle_event_id(case: &Case, seq: u64) -> String {
-    format!("{}.{seq}", case.id)
-}
-
 impl<S: Store + Clone> Engine<S> {
     /// Before a change commits: if it ends the case and a workflow follows this end, the
     /// chain timer goes in the same commit.
@@ -163,7 +158,7 @@ impl<S: Store + Clone> Engine<S> {
             .rev()
             .find(|e| matches!(e.kind, EventKind::CaseFinished { .. }))
             .map_or(case.next_seq.saturating_sub(1), |e| e.seq);
-        Ok(lifecycle_event_id(case, seq))
+        Ok(crate::webhooks::event_id(case.id, seq))
     }
 }
 

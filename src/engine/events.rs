@@ -48,7 +48,10 @@ pub struct Received {
 
 impl<S: Store + Clone> Engine<S> {
     /// Receives one CloudEvent: starts, delivers, records, in that order.
-    pub async fn receive_event(self: &Arc<Self>, event: CloudEvent) -> Result<Received, EventError> {
+    pub async fn receive_event(
+        self: &Arc<Self>,
+        event: CloudEvent,
+    ) -> Result<Received, EventError> {
         if self.stopping() {
             return Err(EventError::ShuttingDown);
         }
@@ -139,12 +142,20 @@ impl<S: Store + Clone> Engine<S> {
             match when.eval_bool(&context) {
                 Ok(true) => {}
                 Ok(false) => return Ok(None),
-                Err(e) => return Ok(Some(refused(format!("its `when` cannot be evaluated: {e}")))),
+                Err(e) => {
+                    return Ok(Some(refused(format!(
+                        "its `when` cannot be evaluated: {e}"
+                    ))));
+                }
             }
         }
         let input = match trigger.with.eval(&context) {
             Ok(v) => v,
-            Err(e) => return Ok(Some(refused(format!("its `with` cannot be evaluated: {e}")))),
+            Err(e) => {
+                return Ok(Some(refused(format!(
+                    "its `with` cannot be evaluated: {e}"
+                ))));
+            }
         };
         let start_key = match &on.key {
             Some(key) => {
@@ -234,12 +245,15 @@ impl<S: Store + Clone> Engine<S> {
         id: CaseId,
         event: &CloudEvent,
     ) -> Result<Routed, EventError> {
-        Ok(self.deliver_event(id, event).await?.unwrap_or_else(|| Routed {
-            workflow: String::new(),
-            case_id: Some(id.to_string()),
-            action: Action::Ignored,
-            detail: Some(format!("case {id} has ended")),
-        }))
+        Ok(self
+            .deliver_event(id, event)
+            .await?
+            .unwrap_or_else(|| Routed {
+                workflow: String::new(),
+                case_id: Some(id.to_string()),
+                action: Action::Ignored,
+                detail: Some(format!("case {id} has ended")),
+            }))
     }
 
     /// Hands `event` to case `id`: a waiting step takes it, or the case keeps it for a step

@@ -8,14 +8,14 @@ use std::time::{Instant, SystemTime};
 use serde_json::Value;
 
 use crate::calendar::vietnam_time;
+use crate::case::inbox::{Expect, Kept};
 use crate::case::{
     Case, CaseId, CaseStatus, CloudEvent, Deadlines, EventKind, IdempotencyRecord, Inbox,
     LifeEvent, Made, Origin, StepState, Tier, TimerKind,
 };
 use crate::store::{Store, StoreError};
-use crate::workflow::definition::{SchemaViolation, Workflow};
-use crate::case::inbox::{Expect, Kept};
 use crate::workflow::deadline::Deadline;
+use crate::workflow::definition::{SchemaViolation, Workflow};
 use crate::workflow::expr::{EvalError, Input, Part};
 use crate::workflow::triggers::{match_value, source_taken};
 

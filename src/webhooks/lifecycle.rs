@@ -9,15 +9,22 @@
 use serde_json::{Value, json};
 
 use super::Notification;
+use crate::case::CaseId;
 
 /// The kind of the notification of a case's start: CloudEvents webhooks receive it, civicflow's
 /// own shape never did and does not.
 pub const STARTED: &str = "case.started";
 
+/// The id of the CloudEvent of case `case`'s history event `seq`: what a chained case names
+/// as its cause.
+pub fn event_id(case: CaseId, seq: u64) -> String {
+    format!("{case}.{seq}")
+}
+
 /// The CloudEvent of notification `n`, at feed position `seq`.
 pub fn cloud_event(n: &Notification, seq: u64) -> Value {
     let id = match n.event_seq {
-        Some(event) => format!("{}.{event}", n.case_id),
+        Some(event) => event_id(n.case_id, event),
         None => format!("feed.{seq}"),
     };
     let mut data = json!(n);
@@ -62,7 +69,6 @@ fn event_type(n: &Notification) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::case::CaseId;
 
     fn notification(kind: &str, status: &str) -> Notification {
         Notification {

@@ -21,11 +21,11 @@ use sha2::Sha256;
 
 use crate::case::{CaseId, Event, EventKind};
 
-pub use crate::store::{Notification, Webhook};
 pub use crate::store::WebhookFormat;
+pub use crate::store::{Notification, Webhook};
 pub use deliver::Deliverer;
-pub use lifecycle::{STARTED, cloud_event};
 pub use feed::Feed;
+pub use lifecycle::{STARTED, cloud_event, event_id};
 pub use target::{PublicOnly, TargetError, Targets, is_internal};
 
 impl Notification {
@@ -85,12 +85,7 @@ impl Notification {
                     .as_ref()
                     .map_or(Value::Null, |r| serde_json::json!({"reason": r})),
             )),
-            EventKind::CaseStarted { .. } => Some(notice(
-                STARTED,
-                None,
-                "running",
-                Value::Null,
-            )),
+            EventKind::CaseStarted { .. } => Some(notice(STARTED, None, "running", Value::Null)),
             EventKind::Reminded { step: s, due_at } => Some(notice(
                 &whose(s, "reminder"),
                 s.as_deref(),

@@ -186,9 +186,11 @@ pub fn check_sources(sources: &[Source]) -> (Catalog, Vec<Diagnostic>) {
             problems.extend(found);
         }
     }
-    problems.extend(check::chains(parsed.iter().filter_map(|(name, p)| match p {
-        Parsed::Workflow(spec, located) => Some((name.as_str(), &**spec, located)),
-        Parsed::Adapter(..) => None,
-    })));
+    problems.extend(check::chains(parsed.iter().filter_map(
+        |(name, p)| match p {
+            Parsed::Workflow(spec, located) => Some((name.as_str(), &**spec, located)),
+            Parsed::Adapter(..) => None,
+        },
+    )));
     (catalog, problems)
 }

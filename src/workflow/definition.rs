@@ -16,11 +16,11 @@ use crate::workflow::deadline::{
 };
 use crate::workflow::diagnostic::Diagnostic;
 use crate::workflow::expr::{self, EvalError, Expr, Input};
-use crate::workflow::triggers::{EventOn, On, Trigger, WaitFor, source_taken};
 use crate::workflow::spec::{
     AdapterSpec, BreachSpec, ChainOutcome, ExtensionSpec, Method, Mode, OnRejection, OutcomesSpec,
     RetrySpec, TriggerSpec, WorkflowSpec,
 };
+use crate::workflow::triggers::{EventOn, On, Trigger, WaitFor, source_taken};
 
 /// Why a directory of definitions cannot be run.
 #[derive(Debug, thiserror::Error)]
@@ -557,7 +557,10 @@ impl Workflow {
     /// The business-key value of `key` the case of this input would have.
     pub fn key_of(&self, key: &str, input: &Value) -> Option<String> {
         let (_, expr) = self.business_keys.iter().find(|(k, _)| k == key)?;
-        let context = Input::of(expr::Part::Object(vec![("input", expr::Part::Borrowed(input))]));
+        let context = Input::of(expr::Part::Object(vec![(
+            "input",
+            expr::Part::Borrowed(input),
+        )]));
         expr.eval_in(&context)
             .ok()
             .as_ref()

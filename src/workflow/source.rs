@@ -340,7 +340,10 @@ mod tests {
     #[test]
     fn on_is_a_key_and_only_true_and_false_are_booleans() {
         let doc = parse("on: [1]\nflag: yes\nok: true\n").unwrap();
-        assert_eq!(doc.value, serde_json::json!({"on": [1], "flag": "yes", "ok": true}));
+        assert_eq!(
+            doc.value,
+            serde_json::json!({"on": [1], "flag": "yes", "ok": true})
+        );
     }
 
     #[test]

@@ -47,12 +47,10 @@ impl Decider {
             .expects
             .get(&step.id)
             .map(|e| e.value.clone());
-        let kept = change
-            .case
-            .inbox
-            .kept
-            .iter()
-            .position(|k| k.expires_at > change.now && meets(wait, &k.event, expected.as_deref()));
+        let kept =
+            change.case.inbox.kept.iter().position(|k| {
+                k.expires_at > change.now && meets(wait, &k.event, expected.as_deref())
+            });
         if let Some(i) = kept {
             let kept = change.case.inbox.kept.remove(i);
             self.take(change, &step.id, kept.event);
@@ -103,7 +101,12 @@ impl Decider {
             if change.case.inbox.taken.contains_key(&step.id) {
                 continue;
             }
-            let expected = change.case.inbox.expects.get(&step.id).map(|e| e.value.as_str());
+            let expected = change
+                .case
+                .inbox
+                .expects
+                .get(&step.id)
+                .map(|e| e.value.as_str());
             if !meets(wait, &event, expected) {
                 continue;
             }
@@ -120,7 +123,10 @@ impl Decider {
             }
         }
         let days = keep_for?;
-        let expires_at = self.calendar.due(change.now, Deadline::WorkingDays(days)).ok()?;
+        let expires_at = self
+            .calendar
+            .due(change.now, Deadline::WorkingDays(days))
+            .ok()?;
         change.event(EventKind::EventReceived {
             source: event.source.clone(),
             id: event.id.clone(),
@@ -185,10 +191,5 @@ fn reset_expiry(change: &mut Change) {
 
 /// The event step `id` took, as expressions read it (`.event`).
 pub(super) fn taken_event(change: &Change, id: &str) -> Option<Value> {
-    change
-        .case
-        .inbox
-        .taken
-        .get(id)
-        .map(|t| t.event.to_value())
+    change.case.inbox.taken.get(id).map(|t| t.event.to_value())
 }

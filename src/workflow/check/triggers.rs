@@ -38,7 +38,8 @@ pub(super) fn triggers(
                         code::TRIGGER,
                         format!("`{key}` is not a business key of this workflow"),
                     );
-                    if let Some(m) = did_you_mean(key, spec.business_keys.keys().map(String::as_str))
+                    if let Some(m) =
+                        did_you_mean(key, spec.business_keys.keys().map(String::as_str))
                     {
                         d = d.help(format!("did you mean `{m}`?"));
                     }
@@ -63,13 +64,20 @@ pub(super) fn triggers(
         }
         let exprs = template(file, located, &format!("{at}/with"), &trigger.with, out);
         for (pointer, e) in exprs {
-            let root = if trigger.event.is_some() { "event" } else { "case" };
+            let root = if trigger.event.is_some() {
+                "event"
+            } else {
+                "case"
+            };
             if e.step_refs().dynamic && trigger.event.is_some() {
                 out.push(Diagnostic::new(
                     file,
                     located.value_pos(&pointer),
                     code::TRIGGER,
-                    format!("expression `{}` reads `.steps`, but an event has none: read `.{root}`", e.source()),
+                    format!(
+                        "expression `{}` reads `.steps`, but an event has none: read `.{root}`",
+                        e.source()
+                    ),
                 ));
             }
         }
@@ -93,7 +101,10 @@ pub(super) fn wait_for(
                         file,
                         located.value_pos(pointer),
                         code::EVENT_NOT_AWAITED,
-                        format!("step `{}` reads `.event`, but it waits for no event", step.id),
+                        format!(
+                            "step `{}` reads `.event`, but it waits for no event",
+                            step.id
+                        ),
                     )
                     .help("add `wait_for` to the step, or read the data from `.input`"),
                 );
@@ -102,7 +113,13 @@ pub(super) fn wait_for(
         return;
     };
     let at = format!("/steps/{i}/wait_for");
-    expression(file, located, &format!("{at}/match/from"), &wait.matching.from, out);
+    expression(
+        file,
+        located,
+        &format!("{at}/match/from"),
+        &wait.matching.from,
+        out,
+    );
     if let Some(e) = expression(
         file,
         located,
@@ -127,7 +144,10 @@ pub(super) fn wait_for(
                 file,
                 located.value_pos(&format!("{at}/within")),
                 code::DURATION,
-                format!("`{}` is not a wait of at least one working day", wait.within),
+                format!(
+                    "`{}` is not a wait of at least one working day",
+                    wait.within
+                ),
             )
             .help("write `<n> working days`, e.g. `5 working days`"),
         );
@@ -171,7 +191,10 @@ pub fn chains<'a>(
                     file,
                     located.value_pos(&format!("/on/{i}/case/workflow")),
                     code::UNKNOWN_CHAIN,
-                    format!("workflow `{}` is not loaded, so this chain would never start", case.workflow),
+                    format!(
+                        "workflow `{}` is not loaded, so this chain would never start",
+                        case.workflow
+                    ),
                 );
                 if let Some(m) = did_you_mean(&case.workflow, names.iter().copied()) {
                     d = d.help(format!("did you mean `{m}`?"));
@@ -210,7 +233,9 @@ pub fn chains<'a>(
                     code::CHAIN_LOOP,
                     format!("this chain would start `{}` again: {shown}", case.workflow),
                 )
-                .help("a chain ends: start another workflow, or let an operator start the next case"),
+                .help(
+                    "a chain ends: start another workflow, or let an operator start the next case",
+                ),
             );
         }
     }
@@ -218,7 +243,11 @@ pub fn chains<'a>(
 }
 
 /// The workflows from `from` to `to` along chains (both included), if `to` can be reached.
-fn path<'a>(next: &BTreeMap<&'a str, BTreeSet<&'a str>>, from: &'a str, to: &str) -> Option<Vec<&'a str>> {
+fn path<'a>(
+    next: &BTreeMap<&'a str, BTreeSet<&'a str>>,
+    from: &'a str,
+    to: &str,
+) -> Option<Vec<&'a str>> {
     let mut seen = BTreeSet::new();
     let mut stack = vec![vec![from]];
     while let Some(route) = stack.pop() {
