@@ -62,6 +62,9 @@ async fn the_readme_walkthrough_works_as_written() {
         "examples/birth-input.sh 3 incomplete > birth-3.json",
         "/v1/cases/<id>/supplements",
         r#"-d '{"request_id": "birth-1", "input": {"mother": {"personal_id": "001190123456"}}}'"#,
+        "$HOSPITAL/v1/death-certificates",
+        r#"-d '{"deceased_personal_id": "001045333444", "date_of_death": "'$(date +%F)'","#,
+        "$HOSPITAL/admin/events",
     ] {
         assert!(readme.contains(step), "the README no longer says `{step}`");
     }
@@ -161,5 +164,33 @@ async fn the_readme_walkthrough_works_as_written() {
     assert_eq!(response.status(), 200);
     let case = server.settled(&id, Duration::from_secs(60)).await;
     assert_eq!(case["status"], "completed", "{case:#}");
+
+    // A death certified at the hospital starts the death chain, without the portal.
+    let hospital = &server.agencies["hospital"];
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(7)))
+        .date();
+    let response = http
+        .post(format!("{hospital}/v1/death-certificates"))
+        .json(&json!({"deceased_personal_id": "001045333444", "date_of_death": today.to_string(),
+            "declarant": {"personal_id": "001190123456", "full_name": "Nguyễn Thị Lan", "relationship": "con dâu"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let mut sent = Value::Null;
+    for _ in 0..400 {
+        sent = server.agency("hospital", "/admin/events").await[0].clone();
+        if sent["state"] != "pending" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(sent["state"], "delivered", "{sent:#}");
+    assert_eq!(sent["answer"]["routed"][0]["action"], "started", "{sent:#}");
+    let id = sent["answer"]["routed"][0]["case_id"].as_str().unwrap();
+    let case = server.settled(id, Duration::from_secs(60)).await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    assert_eq!(case["workflow"], "death-registration");
     std::fs::remove_dir_all(&dir).unwrap();
 }

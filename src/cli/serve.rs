@@ -213,7 +213,10 @@ async fn serve<S: Store + Clone>(
         .context("cannot start the mock agencies")?;
         for agency in &mocks.agencies {
             println!("mock agency {:<16} {}", agency.id, agency.base_url);
-            agencies.insert(agency.id.to_owned(), agency.base_url.clone());
+            // The hospital is a source of events, not an agency civicflow calls.
+            if agency.id != civicflow_mocks::server::HOSPITAL {
+                agencies.insert(agency.id.to_owned(), agency.base_url.clone());
+            }
         }
         Some(mocks)
     } else {
