@@ -27,6 +27,11 @@
 //! Under callgrind, `CIVICFLOW_BENCH_CALLGRIND=1` zeroes the counters when the throughput run
 //! starts and dumps them (`callgrind.out.<pid>.<n>`, "throughput") when its last case ends, so
 //! the figures leave out start-up (the definitions compiled) and the drain.
+//! `-- --events 800` runs only the events: that many death cases started by the portal
+//! (`POST /v1/cases`), then as many started by a hospital's death certificates (`POST
+//! /v1/events`, each matched to the death workflow's trigger, its business key looked up, the
+//! event recorded), twice each, alternately, each run on a fresh sled store; cases/s from the
+//! first request to the last case's end.
 //! `-- --outage 60` runs only an outage of the police of that many seconds while
 //! `--outage-cases` new cases are started, `--outage-rate` a second from 5 s before it, once
 //! with the agencies' circuits and once without, and reports the calls the outage met, the
@@ -111,6 +116,10 @@ struct Args {
     /// acknowledges each notification): the feed written, sealed and delivered as cases run.
     #[arg(long)]
     webhook: bool,
+    /// Only the events run: this many death cases started by the portal, then as many started
+    /// by a hospital's CloudEvents, twice each, alternately (sled, in this process).
+    #[arg(long)]
+    events: Option<usize>,
     /// Cargo passes `--bench`; nothing to do with it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -174,6 +183,9 @@ fn main() -> anyhow::Result<()> {
         }
         if let Some(secs) = args.outage {
             return outage_runs(&args, secs).await;
+        }
+        if let Some(cases) = args.events {
+            return event_runs(&args, cases).await;
         }
         if let Some(cases) = args.listings {
             return listings(cases).await;
@@ -1127,4 +1139,106 @@ fn directory_bytes(dir: &std::path::Path) -> anyhow::Result<u64> {
         };
     }
     Ok(total)
+}
+
+/// Death cases started by the portal and by a hospital's events, alternately: what taking an
+/// event (its trigger, the business-key lookup, its record) costs beside a portal's start.
+async fn event_runs(args: &Args, n: usize) -> anyhow::Result<()> {
+    println!("## {n} death cases, started by the portal or by CloudEvents (sled)");
+    for round in 0..2 {
+        for by_events in [false, true] {
+            let h = InProcess::start().await;
+            let civil = h.agencies["civil-status"].clone();
+            let citizens = fetch(
+                &h.http,
+                &format!("{civil}/admin/citizens?living=true&limit={}", n + 50),
+            )
+            .await;
+            let people: Vec<Value> = citizens
+                .as_array()
+                .context("citizens")?
+                .iter()
+                .filter(|c| c["commune"].is_string() && c["personal_id"] != "001190123456")
+                .take(n)
+                .cloned()
+                .collect();
+            anyhow::ensure!(people.len() == n, "only {} citizens to die", people.len());
+            let source = "urn:vn:moh:hospital:bach-mai";
+            let role = civicflow::auth::Role::Source(source.into());
+            let hospital = support::client_with(&h.token(role, "bench hospital").await);
+            let today = jiff::Timestamp::now()
+                .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(7)))
+                .date()
+                .to_string();
+            let permits = Arc::new(Semaphore::new(args.concurrency.min(64)));
+            let began = Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for (i, c) in people.iter().enumerate() {
+                let permit = permits.clone().acquire_owned().await?;
+                let deceased = json!({"personal_id": c["personal_id"], "full_name": c["full_name"],
+                    "date_of_death": today, "place_of_death": "Bach Mai Hospital"});
+                let address = json!({"commune_code": c["commune"], "detail": "on record"});
+                let declarant = json!({"personal_id": "001190123456", "full_name": "Nguyễn Thị Lan", "relationship": "con dâu"});
+                let (http, url) = if by_events {
+                    (hospital.clone(), format!("{}/v1/events", h.url))
+                } else {
+                    (h.http.clone(), format!("{}/v1/cases", h.url))
+                };
+                let body = if by_events {
+                    json!({"specversion": "1.0", "id": format!("GBT-{i}/certified"), "source": source,
+                        "type": "vn.gov.moh.death.certified.v1", "datacontenttype": "application/json",
+                        "data": {"certificate_number": format!("GBT-{i}"), "deceased": deceased,
+                            "last_address": address, "declarant": declarant}})
+                } else {
+                    json!({"workflow": "death-registration", "input": {
+                        "dossier_number": format!("HOSP-GBT-{i}"), "requester_personal_id": "001190123456",
+                        "deceased": deceased, "death_notice_number": format!("GBT-{i}"),
+                        "last_address": address,
+                        "funeral_allowance": {"requested": false, "organizer": declarant},
+                        "result_delivery": "online"}})
+                };
+                let media = if by_events {
+                    "application/cloudevents+json"
+                } else {
+                    "application/json"
+                };
+                tasks.spawn(async move {
+                    let reply = http
+                        .post(url)
+                        .header("content-type", media)
+                        .body(body.to_string())
+                        .send()
+                        .await;
+                    drop(permit);
+                    match reply {
+                        Ok(r) if r.status().is_success() => Ok(()),
+                        Ok(r) => Err(anyhow::anyhow!(
+                            "{} {}",
+                            r.status(),
+                            r.text().await.unwrap_or_default()
+                        )),
+                        Err(e) => Err(e.into()),
+                    }
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                done??;
+            }
+            while running(h.engine.store()).await? {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let secs = began.elapsed().as_secs_f64();
+            println!(
+                "round {}, {}: {n} cases in {secs:.2} s, {:.0} cases/s",
+                round + 1,
+                if by_events {
+                    "by events"
+                } else {
+                    "by the portal"
+                },
+                n as f64 / secs
+            );
+        }
+    }
+    Ok(())
 }

@@ -485,6 +485,22 @@ async fn a_chain_carries_its_ids<S: Store + Clone>(h: InProcess<S>) {
         );
     }
 
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"civicflow_events_total{workflow="death-registration",action="started"} 1"#,
+        r#"civicflow_chains_total{workflow="funeral-claim",action="started"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "no `{line}` in\n{metrics}");
+    }
+
     // A chain as deep as the limit starts nothing more.
     let deep = civicflow::engine::Caused {
         origin: civicflow::case::Origin {

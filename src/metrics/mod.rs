@@ -22,7 +22,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::case::EventKind;
+use crate::case::inbox::Cause;
+use crate::case::{EventKind, Origin};
 use crate::store::{Committed, Hook};
 
 pub use scrape::{CLASSIC_CONTENT_TYPE, CONTENT_TYPE, classic};
@@ -61,6 +62,14 @@ struct CallLabels {
     kind: String,
     /// `2xx`, `3xx`, `4xx`, `5xx` or `no_answer` (a timeout, a refused or reset connection).
     outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    workflow: String,
+    /// Events: `started` (a case), `taken` (by a waiting step), `kept` (for a step that waits
+    /// later). Chains: `started`, `not_started`.
+    action: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,6 +117,8 @@ pub struct Metrics {
     escalations: Family<StepLabels, Counter>,
     extensions: Family<StepLabels, Counter>,
     supplements: Family<StepLabels, Counter>,
+    events: Family<ActionLabels, Counter>,
+    chains: Family<ActionLabels, Counter>,
     calls: Histograms<CallLabels>,
     timers: Histograms<TimerLabels>,
     commits: Histogram,
@@ -134,6 +145,8 @@ impl Metrics {
             escalations: Family::default(),
             extensions: Family::default(),
             supplements: Family::default(),
+            events: Family::default(),
+            chains: Family::default(),
             calls: Family::new_with_constructor(seconds),
             timers: Family::new_with_constructor(long_seconds),
             commits: seconds(),
@@ -185,6 +198,16 @@ impl Metrics {
             "supplements_requested",
             "Requests to the citizen to supplement an incomplete dossier, by workflow, agency and step",
             m.supplements.clone(),
+        );
+        r.register(
+            "events",
+            "CloudEvents that reached a case, by its workflow and what they did: started it, taken by a waiting step, kept for a step that waits later",
+            m.events.clone(),
+        );
+        r.register(
+            "chains",
+            "Cases a case's end started (or did not: the input did not fit, the chain was too deep), by the workflow that follows",
+            m.chains.clone(),
         );
         r.register_with_unit(
             "agency_call_duration",
@@ -301,6 +324,10 @@ impl Hook for Metrics {
                 outcome: outcome.to_owned(),
             }
         };
+        let action = |what: &str| ActionLabels {
+            workflow: case.workflow.clone(),
+            action: what.to_owned(),
+        };
         // A step's, or the case's as a whole (`*`).
         let labels_of = |step: &Option<String>| match step {
             Some(step) => step_labels(step),
@@ -316,6 +343,33 @@ impl Hook for Metrics {
                     self.cases_started
                         .get_or_create(&WorkflowLabels {
                             workflow: workflow.clone(),
+                        })
+                        .inc();
+                    if let Some(Origin {
+                        cause: Cause::Event { .. },
+                        ..
+                    }) = &case.origin
+                    {
+                        self.events.get_or_create(&action("started")).inc();
+                    }
+                }
+                EventKind::EventReceived { step, .. } => {
+                    let what = if step.is_some() { "taken" } else { "kept" };
+                    self.events.get_or_create(&action(what)).inc();
+                }
+                EventKind::ChainStarted { workflow, .. } => {
+                    self.chains
+                        .get_or_create(&ActionLabels {
+                            workflow: workflow.clone(),
+                            action: "started".to_owned(),
+                        })
+                        .inc();
+                }
+                EventKind::ChainNotStarted { workflow, .. } => {
+                    self.chains
+                        .get_or_create(&ActionLabels {
+                            workflow: workflow.clone(),
+                            action: "not_started".to_owned(),
                         })
                         .inc();
                 }
