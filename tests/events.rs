@@ -187,6 +187,33 @@ async fn a_certified_death_starts_exactly_one_case<S: Store + Clone>(h: InProces
     let portal = client_with(&h.token(Role::Portal, "portal").await);
     let (status, _, _) = post_event(&portal, &h.url, &event).await;
     assert_eq!(status, 403);
+    // The family filed at the portal first (the civil-status office is closed meanwhile): the
+    // hospital's certificate goes to that case, in its history, and starts no second one.
+    set_circuit(&h, "open").await;
+    let filed = h
+        .start_case_of(
+            "death-registration",
+            death_input("001068777888", "Đỗ Văn Khải"),
+        )
+        .await;
+    let answer = certify(&h, "001068777888").await;
+    let sent = delivered(&h, answer["event"]["id"].as_str().unwrap()).await;
+    assert_eq!(sent["answer"]["routed"][0]["case_id"], filed, "{sent:#}");
+    assert_eq!(sent["answer"]["routed"][0]["action"], "noted", "{sent:#}");
+    set_circuit(&h, "closed").await;
+    let case = h.wait_for(&filed, |c| c["status"] != "running").await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    let history = fetch(&h.http, &format!("{}/v1/cases/{filed}/history", h.url)).await;
+    assert!(
+        history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "event_noted" && e["id"] == answer["event"]["id"]),
+        "{history:#}"
+    );
+    assert_eq!(cases_of(&h, "001068777888").await.len(), 1);
+
     // Not a CloudEvent: the attribute is named.
     let mut old = event.clone();
     old["specversion"] = json!("0.3");

@@ -204,7 +204,10 @@ pub enum Action {
     Taken,
     /// The case keeps it for a step that does not wait yet.
     Kept,
-    /// A case with its key runs, and the workflow ignores events for running cases.
+    /// The running case with its key has it in its history; no step of it waits for it.
+    Noted,
+    /// A case with its key runs, and the workflow ignores events for running cases (or the
+    /// case has ended).
     Ignored,
     /// It could not start a case (its input does not fit the workflow, a `when` failed).
     Refused,

@@ -25,7 +25,14 @@ pub struct Inbox {
     /// What each step with `wait_for` expects, by step id, until it took its event.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub expects: BTreeMap<String, Expect>,
+    /// Events delivered to the case that no step waits for (`<source> <id>`), newest last, at
+    /// most [`MAX_NOTED`]: in its history, and not noted twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub noted: Vec<String>,
 }
+
+/// How many events no step waits for a case remembers, so as not to note one twice.
+pub const MAX_NOTED: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Kept {
@@ -62,7 +69,10 @@ pub fn index_value(event_type: &str, value: &str) -> String {
 
 impl Inbox {
     pub fn is_empty(&self) -> bool {
-        self.kept.is_empty() && self.taken.is_empty() && self.expects.is_empty()
+        self.kept.is_empty()
+            && self.taken.is_empty()
+            && self.expects.is_empty()
+            && self.noted.is_empty()
     }
 
     /// The earliest time a kept event expires.

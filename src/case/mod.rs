@@ -740,6 +740,12 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         step: Option<String>,
     },
+    /// A CloudEvent for the case (its business key's) that no step waits for: noted.
+    EventNoted {
+        source: String,
+        id: String,
+        event_type: String,
+    },
     /// Events kept for steps that never waited for them passed their time to live.
     EventsExpired {
         ids: Vec<String>,

@@ -285,14 +285,6 @@ impl<S: Store + Clone> Engine<S> {
             let rev = case.rev;
             let mut change = Change::new(case, Some(rev), self.config.clock.now(), received);
             let action = self.decide.receive_event(&wf, &mut change, event.clone());
-            let Some(action) = action else {
-                return Ok(Some(Routed {
-                    workflow: wf.name.clone(),
-                    case_id: Some(id.to_string()),
-                    action: Action::Ignored,
-                    detail: Some("no step of the case waits for it".to_owned()),
-                }));
-            };
             if change.tx.events.is_empty() {
                 // A redelivery: the case has it already.
                 return Ok(Some(routed(&wf.name, id, action)));

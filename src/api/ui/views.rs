@@ -127,6 +127,7 @@ pub struct Case {
     pub escalated: BTreeMap<String, String>,
     #[serde(default)]
     pub supplements: Vec<crate::case::SupplementRequest>,
+    pub origin: Option<crate::case::Origin>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -79,21 +79,20 @@ impl Decider {
     }
 
     /// A CloudEvent reached the case: a waiting step whose match it meets takes it (and runs),
-    /// else the case keeps it for a step that will wait for it. `None` if nothing in the case
-    /// wants it.
-    pub fn receive_event(
-        &self,
-        wf: &Workflow,
-        change: &mut Change,
-        event: CloudEvent,
-    ) -> Option<Action> {
+    /// else the case keeps it for a step that will wait for it, else it is noted in the
+    /// history (an event for the case's business key that no step waits for).
+    pub fn receive_event(&self, wf: &Workflow, change: &mut Change, event: CloudEvent) -> Action {
         // The same event again (a redelivery): what it did the first time.
         let same = |e: &CloudEvent| e.source == event.source && e.id == event.id;
         if change.case.inbox.taken.values().any(|t| same(&t.event)) {
-            return Some(Action::Taken);
+            return Action::Taken;
         }
         if change.case.inbox.kept.iter().any(|k| same(&k.event)) {
-            return Some(Action::Kept);
+            return Action::Kept;
+        }
+        let key = format!("{} {}", event.source, event.id);
+        if change.case.inbox.noted.contains(&key) {
+            return Action::Noted;
         }
         let mut keep_for: Option<u32> = None;
         for step in &wf.steps {
@@ -116,17 +115,30 @@ impl Decider {
                 change.clear_incidents_of(&step.id, |r| r == IncidentReason::DeadlineMissed);
                 change.case.deadlines.escalated.remove(&step.id);
                 self.start_step(step, change);
-                return Some(Action::Taken);
+                return Action::Taken;
             }
             if status == Some(StepStatus::Pending) {
                 keep_for = keep_for.max(Some(wait.keep_early));
             }
         }
-        let days = keep_for?;
-        let expires_at = self
-            .calendar
-            .due(change.now, Deadline::WorkingDays(days))
-            .ok()?;
+        let expires_at = keep_for.and_then(|days| {
+            self.calendar
+                .due(change.now, Deadline::WorkingDays(days))
+                .ok()
+        });
+        let Some(expires_at) = expires_at else {
+            change.event(EventKind::EventNoted {
+                source: event.source.clone(),
+                id: event.id.clone(),
+                event_type: event.event_type.clone(),
+            });
+            let noted = &mut change.case.inbox.noted;
+            if noted.len() >= crate::case::inbox::MAX_NOTED {
+                noted.remove(0);
+            }
+            noted.push(key);
+            return Action::Noted;
+        };
         change.event(EventKind::EventReceived {
             source: event.source.clone(),
             id: event.id.clone(),
@@ -143,7 +155,7 @@ impl Decider {
             expires_at,
         });
         reset_expiry(change);
-        Some(Action::Kept)
+        Action::Kept
     }
 
     /// Kept events whose time to live passed are forgotten.

@@ -101,6 +101,8 @@ struct CasePage {
     extended: String,
     /// The life event's tier and its legal limit.
     tier: String,
+    /// What started it when the portal did not: an event, or another case's end.
+    origin: String,
     /// Escalated steps (`the case` for the whole) and to whom.
     escalated: Vec<(String, String)>,
     /// The agencies' requests for a supplement: id, state, the citizen's deadline, what is
@@ -252,6 +254,25 @@ async fn case_page<S: Store + Clone>(
             )
         })
         .unwrap_or_default();
+    let origin = case
+        .origin
+        .as_ref()
+        .map(|o| match &o.cause {
+            crate::case::inbox::Cause::Event {
+                source,
+                id,
+                event_type,
+            } => format!("event {id} ({event_type}) from {source}"),
+            crate::case::inbox::Cause::Case {
+                case_id,
+                workflow,
+                outcome,
+            } => format!(
+                "case {case_id} of {workflow}, {outcome} (chain depth {})",
+                o.depth
+            ),
+        })
+        .unwrap_or_default();
     let escalated = case
         .escalated
         .iter()
@@ -298,6 +319,7 @@ async fn case_page<S: Store + Clone>(
         extended,
         supplements,
         tier,
+        origin,
         escalated,
         workflow: format!("{}@{}", case.workflow, case.version),
         running: case.status == "running",
