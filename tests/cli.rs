@@ -379,7 +379,7 @@ async fn workflows_list_shows_each_version_with_its_deadline_and_steps() {
         &server.admin,
         &["workflows", "list", "--json"],
     ));
-    assert_eq!(listed["items"].as_array().unwrap().len(), 3, "{listed:#}");
+    assert_eq!(listed["items"].as_array().unwrap().len(), 4, "{listed:#}");
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ fn the_shipped_workflows_are_valid() {
     assert!(ok, "{out}");
     assert_eq!(
         out,
-        "ok: 10 files valid (3 workflow versions, 7 adapter versions)\n"
+        "ok: 11 files valid (4 workflow versions, 7 adapter versions)\n"
     );
 }
 

@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn bundled_directory_is_consistent() {
         let dir = Directory::bundled();
-        assert_eq!(dir.agencies.len(), 4);
+        assert_eq!(dir.agencies.len(), 5);
         for commune in &dir.communes {
             assert!(
                 dir.provinces.contains_key(&commune.province),

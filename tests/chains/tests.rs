@@ -73,7 +73,7 @@ async fn a_death_runs_deregistration_and_the_funeral_allowance_in_parallel() {
     let id = server.start_case("death-registration", input).await;
     let case = server.settled(&id, BOUND).await;
     assert_eq!(case["status"], "completed", "{case:#}");
-    assert_eq!(case["version"], 2, "new cases take the newest version");
+    assert_eq!(case["version"], 3, "new cases take the newest version");
     let allowance = &step(&case, "funeral_allowance")["output"];
     assert_eq!(allowance["amount_vnd"], 23_400_000, "{allowance}");
     // Whom it is paid to, and how, as the agency decided.
