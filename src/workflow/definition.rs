@@ -722,18 +722,9 @@ impl Definitions {
         event_type: &'a str,
         source: &'a str,
     ) -> impl Iterator<Item = (Arc<Workflow>, usize)> + 'a {
-        self.newest().flat_map(move |wf| {
-            let found: Vec<usize> = wf
-                .triggers
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| {
-                    matches!(&t.on, On::Event(e) if e.event_type == event_type
-                        && source_taken(&e.sources, source))
-                })
-                .map(|(i, _)| i)
-                .collect();
-            found.into_iter().map(move |i| (wf.clone(), i))
+        self.newest_triggers(move |on| {
+            matches!(on, On::Event(e) if e.event_type == event_type
+                && source_taken(&e.sources, source))
         })
     }
 
@@ -744,15 +735,19 @@ impl Definitions {
         workflow: &'a str,
         outcome: ChainOutcome,
     ) -> impl Iterator<Item = (Arc<Workflow>, usize)> + 'a {
+        self.newest_triggers(move |on| {
+            matches!(on, On::Case { workflow: w, outcome: o } if w == workflow && *o == outcome)
+        })
+    }
+
+    /// The triggers of the newest version of each workflow that `takes` picks, by index.
+    fn newest_triggers<'a>(
+        &'a self,
+        takes: impl Fn(&On) -> bool + 'a,
+    ) -> impl Iterator<Item = (Arc<Workflow>, usize)> + 'a {
         self.newest().flat_map(move |wf| {
-            let found: Vec<usize> = wf
-                .triggers
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| {
-                    matches!(&t.on, On::Case { workflow: w, outcome: o } if w == workflow && *o == outcome)
-                })
-                .map(|(i, _)| i)
+            let found: Vec<usize> = (0..wf.triggers.len())
+                .filter(|&i| takes(&wf.triggers[i].on))
                 .collect();
             found.into_iter().map(move |i| (wf.clone(), i))
         })

@@ -53,7 +53,14 @@ fn birth() -> Arc<Workflow> {
 fn started(d: &Decider, wf: &Workflow) -> Change {
     let input: Value = serde_json::from_str(include_str!("../../../examples/birth-input.json"))
         .expect("the example input is JSON");
-    let case = Case {
+    let mut change = Change::new(case_of(wf, input), None, now(), Instant::now());
+    d.progress(wf, &mut change);
+    change
+}
+
+/// A new case of `wf` with `input`, as the engine writes it before its first step.
+fn case_of(wf: &Workflow, input: Value) -> Case {
+    Case {
         id: CaseId::now_v7(),
         workflow: wf.name.clone(),
         version: wf.version,
@@ -82,10 +89,7 @@ fn started(d: &Decider, wf: &Workflow) -> Change {
         inbox: Default::default(),
         traceparent: None,
         rev: 0,
-    };
-    let mut change = Change::new(case, None, now(), Instant::now());
-    d.progress(wf, &mut change);
-    change
+    }
 }
 
 /// The next change of a case, `secs` after the last, as if the last was committed.
@@ -565,4 +569,152 @@ fn an_incomplete_dossier_stops_the_agencys_clock_and_a_second_request_is_an_inci
         "{:?}",
         change.case.incidents
     );
+}
+
+/// Issue 36: a step that waits for a CloudEvent.
+mod waiting {
+    use super::*;
+    use crate::case::CloudEvent;
+    use crate::case::cloud_event::Action;
+    use crate::case::inbox::Expect;
+
+    const DECEASED: &str = "001068777888";
+
+    /// The shipped death chain whose residence deregistration waits for the hospital's
+    /// certificate (the tests' fixture, as version 4).
+    fn waiting_death() -> Arc<Workflow> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let paths = [
+            root.join("workflows/adapters"),
+            root.join("tests/fixtures/death-registration-waiting.yaml"),
+        ];
+        Definitions::load(&paths)
+            .unwrap()
+            .workflow("death-registration", Some(4))
+            .unwrap()
+    }
+
+    fn certificate(id: &str, deceased: &str) -> CloudEvent {
+        CloudEvent::from_json(json!({
+            "specversion": "1.0", "id": id, "source": "urn:vn:moh:hospital:bach-mai",
+            "type": "vn.gov.moh.death.certified.v1",
+            "data": {"certificate_number": id, "deceased": {"personal_id": deceased}}
+        }))
+        .unwrap()
+    }
+
+    /// A death case as the engine starts it: its wait's expected value from the input.
+    fn started(d: &Decider, wf: &Workflow) -> Change {
+        let input = json!({"deceased": {"personal_id": DECEASED, "full_name": "Đỗ Văn Khải",
+            "date_of_death": "2026-11-30", "place_of_death": "Hà Nội"},
+            "requester_personal_id": "001190123456", "dossier_number": "D-1",
+            "death_notice_number": "GBT-1",
+            "last_address": {"commune_code": "00004", "detail": "5 Kim Mã"},
+            "funeral_allowance": {"requested": false}});
+        let mut case = case_of(wf, input);
+        let expect = Expect {
+            event_type: "vn.gov.moh.death.certified.v1".into(),
+            value: DECEASED.into(),
+        };
+        case.inbox.expects.insert("deregistration".into(), expect);
+        let mut change = Change::new(case, None, now(), Instant::now());
+        d.progress(wf, &mut change);
+        change
+    }
+
+    /// The civil-status office registers the death.
+    fn registered(d: &Decider, wf: &Workflow, change: Change) -> Change {
+        let (mut change, calls) = next(change, 1);
+        let body = json!({"death_extract_number": "TT-1", "registration_number": "9/2026",
+            "registered_on": "2026-12-01"});
+        d.apply_reply(
+            wf.step("death").unwrap(),
+            &mut change,
+            &calls[0],
+            &reply(201, body),
+        );
+        d.progress(wf, &mut change);
+        change
+    }
+
+    fn awaits(change: &Change) -> Vec<String> {
+        change
+            .case
+            .index_entries()
+            .into_iter()
+            .filter(|e| e.name == crate::case::index::AWAITS)
+            .map(|e| e.value)
+            .collect()
+    }
+
+    #[test]
+    fn an_early_event_is_kept_once_and_taken_when_its_step_waits() {
+        let (d, wf) = (decider(), waiting_death());
+        let change = started(&d, &wf);
+        assert_eq!(
+            change.case.steps["deregistration"].status,
+            StepStatus::Pending
+        );
+        assert_eq!(
+            awaits(&change),
+            [format!("vn.gov.moh.death.certified.v1 {DECEASED}")]
+        );
+        let (mut change, calls) = next(change, 0);
+        let certified = certificate("GBT-1", DECEASED);
+        assert_eq!(
+            d.receive_event(&wf, &mut change, certified.clone()),
+            Action::Kept
+        );
+        assert_eq!(change.case.inbox.kept.len(), 1);
+        assert!(change.case.timers.contains_key("inbox"));
+        // The same event again changes nothing; another, for no step of it, is noted once.
+        let events = change.tx.events.len();
+        assert_eq!(d.receive_event(&wf, &mut change, certified), Action::Kept);
+        assert_eq!(change.tx.events.len(), events);
+        let other = certificate("GBT-2", "001075111222");
+        assert_eq!(
+            d.receive_event(&wf, &mut change, other.clone()),
+            Action::Noted
+        );
+        assert_eq!(d.receive_event(&wf, &mut change, other), Action::Noted);
+        assert_eq!(change.case.inbox.noted.len(), 1);
+        change.calls = calls;
+        let change = registered(&d, &wf, change);
+        let s = &change.case.steps["deregistration"];
+        assert_eq!(s.status, StepStatus::Calling, "{s:?}");
+        assert_eq!(s.input.as_ref().unwrap()["personal_id"], DECEASED);
+        assert!(change.case.inbox.kept.is_empty());
+        assert!(!change.case.timers.contains_key("inbox"));
+        assert_eq!(change.case.inbox.taken["deregistration"].event.id, "GBT-1");
+        assert!(awaits(&change).is_empty());
+    }
+
+    #[test]
+    fn a_waiting_step_has_a_due_time_and_runs_when_its_event_comes() {
+        let (d, wf) = (decider(), waiting_death());
+        let change = registered(&d, &wf, started(&d, &wf));
+        let s = &change.case.steps["deregistration"];
+        assert_eq!(s.status, StepStatus::AwaitingEvent);
+        // Two working days from Tuesday 1 December: the end of Thursday 3 December.
+        assert_eq!(s.due_at, Some("2026-12-03T17:00:00Z".parse().unwrap()));
+        assert!(change.case.timers.contains_key("deadline/deregistration"));
+        let (mut change, _) = next(change, 60);
+        let other = certificate("GBT-2", "001075111222");
+        assert_eq!(d.receive_event(&wf, &mut change, other), Action::Noted);
+        assert_eq!(
+            change.case.steps["deregistration"].status,
+            StepStatus::AwaitingEvent
+        );
+        let taken = d.receive_event(&wf, &mut change, certificate("GBT-1", DECEASED));
+        assert_eq!(taken, Action::Taken);
+        assert_eq!(
+            change.case.steps["deregistration"].status,
+            StepStatus::Calling
+        );
+        assert_eq!(change.calls.len(), 1);
+        let call = &change.calls[0];
+        assert_eq!(call.url, "http://police.test/v1/residence-deregistrations");
+        assert_eq!(call.body.as_ref().unwrap()["personal_id"], DECEASED);
+        assert!(awaits(&change).is_empty());
+    }
 }
