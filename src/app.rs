@@ -118,6 +118,11 @@ impl<S: Store + Clone> App<S> {
             hooks,
             (metrics, settings.traces),
         );
+        // The agencies' circuits as the store holds them, before the timer loop fires anything:
+        // a held step's timer must not release it on a node that has not read its agency's
+        // open circuit yet (after a restart, the follower's first read races the first timers).
+        let stored = engine.store().circuits().await?;
+        engine.circuits().follow(stored);
         Ok(App {
             engine,
             registry,
