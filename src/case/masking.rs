@@ -64,6 +64,26 @@ impl Personal {
         }
     }
 
+    /// Whether anything at `path`, or under it, is personal.
+    pub fn reaches(&self, path: &[String]) -> bool {
+        if self.whole {
+            return true;
+        }
+        match path.split_first() {
+            None => !self.is_empty(),
+            Some((key, rest)) => self
+                .fields
+                .get(key)
+                .or(self.items.as_deref())
+                .is_some_and(|p| p.reaches(rest)),
+        }
+    }
+
+    /// All of it is personal.
+    pub fn is_whole(&self) -> bool {
+        self.whole
+    }
+
     /// Nothing in it is personal.
     pub fn is_empty(&self) -> bool {
         !self.whole && self.fields.is_empty() && self.items.is_none()

@@ -15,6 +15,7 @@ use crate::workflow::deadline::{
     self as terms, Consequences, Deadline, ExtensionRule, LifeEventRule, Silence, SupplementRule,
 };
 use crate::workflow::diagnostic::Diagnostic;
+use crate::workflow::exchange::{Exchange, Retention};
 use crate::workflow::expr::{self, EvalError, Expr, Input};
 use crate::workflow::spec::{
     AdapterSpec, BreachSpec, ChainOutcome, ExtensionSpec, Method, Mode, OnRejection, OutcomesSpec,
@@ -411,6 +412,7 @@ pub struct Step {
     pub on_silence: Option<Silence>,
     pub supplement: SupplementRule,
     pub wait_for: Option<WaitFor>,
+    pub exchange: Option<Exchange>,
 }
 
 #[derive(Debug)]
@@ -425,6 +427,8 @@ pub struct Workflow {
     pub life_event: Option<LifeEventRule>,
     /// Events and chains that start it.
     pub triggers: Vec<Trigger>,
+    /// How long its cases' personal data is kept after they end; kept while `None`.
+    pub retention: Option<Retention>,
     /// In dependency order: a step comes after every step it needs.
     pub steps: Vec<Step>,
 }
@@ -510,6 +514,12 @@ impl Workflow {
                     }),
                     None => None,
                 },
+                exchange: s
+                    .exchange
+                    .as_ref()
+                    .map(Exchange::compile)
+                    .transpose()
+                    .map_err(fail(&at))?,
                 adapter,
             });
         }
@@ -550,6 +560,12 @@ impl Workflow {
                 .map(|t| compile_trigger(t, &compile))
                 .collect::<Result<_, String>>()
                 .map_err(fail("on"))?,
+            retention: spec
+                .retention
+                .as_ref()
+                .map(Retention::compile)
+                .transpose()
+                .map_err(fail("retention"))?,
             steps: in_dependency_order(steps),
         })
     }

@@ -41,6 +41,9 @@ pub mod code {
     pub const EVENT_NOT_AWAITED: &str = "CF101";
     pub const UNKNOWN_CHAIN: &str = "CF102";
     pub const CHAIN_LOOP: &str = "CF103";
+    pub const PERSONAL_DATA_UNDECLARED: &str = "CF110";
+    pub const LAWFUL_BASIS: &str = "CF111";
+    pub const RETENTION: &str = "CF112";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,6 +6,7 @@ pub mod check;
 pub mod deadline;
 pub mod definition;
 pub mod diagnostic;
+pub mod exchange;
 pub mod expr;
 pub mod source;
 pub mod spec;

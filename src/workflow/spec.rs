@@ -117,6 +117,11 @@ pub struct WorkflowSpec {
     /// death), or another workflow's case ending (a chain).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on: Vec<TriggerSpec>,
+    /// How long the personal data of a case is kept after it ends, and why: then it is erased
+    /// or pseudonymised everywhere civicflow wrote it. Required when the input schema marks
+    /// anything `x-personal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionSpec>,
     /// JSON Schema of the input the portal submits.
     pub input_schema: BTreeMap<String, Value>,
     /// Names and expressions (over `.input`) of the keys a case is found by.
@@ -185,6 +190,113 @@ pub struct StepSpec {
     /// court's decision); `with` then reads it as `.event`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_for: Option<WaitForSpec>,
+    /// The personal data the step passes to its agency, why, and on what lawful basis:
+    /// required when `with` reads an input field marked `x-personal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<ExchangeSpec>,
+}
+
+/// A passing of personal data to an agency (Law 91/2025/QH15 on Personal Data Protection): its
+/// purpose, its lawful basis, and the personal input fields it sends.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeSpec {
+    /// What the agency uses the data for, as the citizen is told.
+    #[schemars(length(min = 1))]
+    pub purpose: String,
+    pub lawful_basis: LawfulBasis,
+    /// The law that requires or allows the exchange without consent; required unless the
+    /// basis is `consent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub law: Option<String>,
+    /// The input fields marked personal that `with` sends, by name (`child`, `mother`).
+    #[serde(default)]
+    pub personal_data: Vec<String>,
+    /// Whose consent, to which data agreement: required when the basis is `consent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<ConsentSpec>,
+}
+
+/// Why an exchange of personal data is lawful. Every basis but `consent` names its law.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LawfulBasis {
+    /// The data subject (or a child's guardian) agreed, and has not withdrawn.
+    Consent,
+    /// A law obliges the agency to process it (a birth registered by the civil-status office).
+    LegalObligation,
+    /// A state agency's task under a law (public administration, social insurance).
+    PublicTask,
+    /// A contract the data subject is party to.
+    Contract,
+    /// To protect someone's life or health in an emergency.
+    VitalInterests,
+}
+
+impl LawfulBasis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LawfulBasis::Consent => "consent",
+            LawfulBasis::LegalObligation => "legal_obligation",
+            LawfulBasis::PublicTask => "public_task",
+            LawfulBasis::Contract => "contract",
+            LawfulBasis::VitalInterests => "vital_interests",
+        }
+    }
+}
+
+/// The consent an exchange needs: a data agreement, and the person whose record allows it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentSpec {
+    /// The data agreement consented to, e.g. `poor-household-birth-allowance`: what the portal
+    /// shows the citizen and records their answer to.
+    #[schemars(regex(pattern = WORKFLOW_NAME_PATTERN))]
+    pub agreement: String,
+    /// The personal ID of who consents, an expression over `.input`: the data subject, or a
+    /// child's guardian.
+    #[schemars(regex(pattern = EXPR_PATTERN))]
+    pub from: ExprText,
+    /// In what capacity: `self` (the default) or `guardian` (for a child's data).
+    #[serde(default, rename = "as")]
+    pub given_as: GivenAs,
+    /// How long the step waits for the consent, e.g. `10 working days`; then an incident asks
+    /// an operator.
+    #[schemars(regex(pattern = WORKING_DAYS_PATTERN))]
+    pub within: String,
+}
+
+/// In what capacity a consent is given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GivenAs {
+    /// By the data subject.
+    #[default]
+    #[serde(rename = "self")]
+    Subject,
+    /// By a parent or guardian, for a child's data.
+    Guardian,
+}
+
+impl GivenAs {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GivenAs::Subject => "self",
+            GivenAs::Guardian => "guardian",
+        }
+    }
+}
+
+/// How long a case's personal data is kept after it ends.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSpec {
+    /// Calendar days after the case ends, e.g. `365 days`.
+    #[schemars(regex(pattern = DAYS_PATTERN))]
+    pub after_end: String,
+    /// Why that long: the law or the purpose.
+    #[schemars(length(min = 1))]
+    pub legal_basis: String,
 }
 
 /// A CloudEvents type: reverse-DNS words, e.g. `vn.gov.moh.death.certified.v1`.

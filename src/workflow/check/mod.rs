@@ -12,6 +12,7 @@
 
 mod adapters;
 mod graph;
+mod personal_data;
 mod structure;
 mod triggers;
 mod values;

@@ -45,6 +45,8 @@ pub fn workflow(
         supplement(file, located, "/supplement", s, &mut out);
     }
     super::triggers::triggers(file, located, spec, &mut out);
+    let personal = super::personal_data::personal_fields(spec);
+    super::personal_data::retention(file, located, spec, &personal, &mut out);
     for (name, text) in &spec.business_keys {
         let pointer = format!("/business_keys/{}", escape(name));
         if let Some(e) = expression(file, located, &pointer, text, &mut out) {
@@ -116,7 +118,9 @@ pub fn workflow(
         {
             exprs.push((at("if"), e));
         }
-        exprs.extend(template(file, located, &at("with"), &step.with, &mut out));
+        let with = template(file, located, &at("with"), &step.with, &mut out);
+        super::personal_data::exchange(file, located, i, step, &with, &personal, &mut out);
+        exprs.extend(with);
         super::triggers::wait_for(file, located, i, step, &exprs, &mut out);
         if let Some(ancestors) = &ancestors {
             let mine = &ancestors[i];

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::fast::{Fast, to_json};
 use super::input::Input;
-use super::step_refs::{literal, visit, walk};
+use super::step_refs::{literal, paths, visit, walk};
 
 pub(super) type Filter = jaq_core::Filter<data::JustLut<Val>>;
 
@@ -55,8 +55,8 @@ pub enum EvalError {
     NotJson { expr: String, value: String },
 }
 
-/// The steps an expression reads: `.steps.<id>` with a literal id, and whether it reads
-/// `.steps` in any way that cannot be resolved statically.
+/// The steps (or input fields) an expression reads: `.steps.<id>` with a literal id, and
+/// whether it reads `.steps` in any way that cannot be resolved statically.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct StepRefs {
     pub ids: BTreeSet<String>,
@@ -183,9 +183,21 @@ impl Expr {
 
     /// Which steps' data the expression reads, found in its syntax tree.
     pub fn step_refs(&self) -> StepRefs {
+        self.refs_under("steps")
+    }
+
+    /// The key paths of the case's input the expression reads (`.input.child.full_name` is
+    /// `[child, full_name]`), and whether it reads `.input` in a way that may reach any part.
+    pub fn input_paths(&self) -> (Vec<Vec<String>>, bool) {
+        jaq_core::load::parse(&self.source, |p| p.term())
+            .map(|term| paths(&term, "input"))
+            .unwrap_or_default()
+    }
+
+    fn refs_under(&self, root: &str) -> StepRefs {
         let mut refs = StepRefs::default();
         if let Some(term) = jaq_core::load::parse(&self.source, |p| p.term()) {
-            walk(&term, &mut refs);
+            walk(&term, root, &mut refs);
         }
         refs
     }

@@ -1,5 +1,5 @@
-//! Which steps an expression reads, from its syntax tree: `.steps.<id>` paths; any other use
-//! of `.steps` is dynamic.
+//! Which steps (or input fields) an expression reads, from its syntax tree: `.steps.<id>`
+//! paths; any other use of `.steps` is dynamic.
 
 use jaq_core::load::parse::Term;
 use jaq_core::path::Part as PathPart;
@@ -15,13 +15,14 @@ pub(super) fn literal<'a>(
     }
 }
 
-/// Finds `.steps.<id>` paths; any other use of `.steps` is dynamic.
-pub(super) fn walk(term: &Term<&str>, refs: &mut StepRefs) {
+/// Finds `.<root>.<name>` paths (`.steps.<id>`, `.input.<field>`); any other use of `.<root>`
+/// is dynamic.
+pub(super) fn walk(term: &Term<&str>, root: &str, refs: &mut StepRefs) {
     visit(term, &mut |t| {
         if let Term::Path(base, path) = t
             && matches!(**base, Term::Id)
             && let Some((PathPart::Index(Term::Str(None, parts)), _)) = path.0.first()
-            && literal(parts) == Some("steps")
+            && literal(parts) == Some(root)
         {
             match path.0.get(1) {
                 Some((PathPart::Index(Term::Str(None, id)), _)) if literal(id).is_some() => {
@@ -31,6 +32,35 @@ pub(super) fn walk(term: &Term<&str>, refs: &mut StepRefs) {
             }
         }
     });
+}
+
+/// The literal key paths read under `.<root>` (`.input.child.full_name` is `[child,
+/// full_name]`), and whether `.<root>` is read in a way no literal path names (`.input`, or
+/// `.input[$k]` at its first key).
+pub(super) fn paths(term: &Term<&str>, root: &str) -> (Vec<Vec<String>>, bool) {
+    let mut found = Vec::new();
+    let mut dynamic = false;
+    visit(term, &mut |t| {
+        if let Term::Path(base, path) = t
+            && matches!(**base, Term::Id)
+            && let Some((PathPart::Index(Term::Str(None, parts)), _)) = path.0.first()
+            && literal(parts) == Some(root)
+        {
+            let keys: Vec<String> = path.0[1..]
+                .iter()
+                .map_while(|(part, _)| match part {
+                    PathPart::Index(Term::Str(None, key)) => literal(key).map(str::to_owned),
+                    _ => None,
+                })
+                .collect();
+            if keys.is_empty() {
+                dynamic = true;
+            } else {
+                found.push(keys);
+            }
+        }
+    });
+    (found, dynamic)
 }
 
 /// Calls `f` on every term of the tree.
