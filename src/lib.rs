@@ -9,6 +9,7 @@ pub mod cli;
 pub mod engine;
 pub mod kpi;
 pub mod metrics;
+pub mod personal_data;
 pub mod registry;
 pub mod store;
 pub mod traces;

@@ -32,7 +32,7 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Run one node: the engine and the HTTP API, on the embedded store or a shared database.
-    Serve(cli::serve::ServeArgs),
+    Serve(Box<cli::serve::ServeArgs>),
     /// Bring a PostgreSQL database's schema up to this civicflow's version.
     Migrate {
         /// The database, `postgres://user@host:port/db`.
@@ -162,7 +162,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Serve(serve) => {
             let traces = Arc::new(Traces::from_config(serve.otlp_endpoint.as_deref())?);
             logging(serve.log_format, &traces);
-            tokio::runtime::Runtime::new()?.block_on(cli::serve::run(serve, traces))?;
+            tokio::runtime::Runtime::new()?.block_on(cli::serve::run(*serve, traces))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { store } => {

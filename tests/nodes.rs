@@ -141,6 +141,21 @@ async fn two_nodes_over_one_store_share_the_work_and_do_each_thing_once() {
         example("birth-registration-v2.yaml"),
     )
     .await;
+    // Its allowance is exchanged on the guardian's consent, recorded through node A (which
+    // learns of the new agreement from the store) for cases on node B.
+    let consent = json!({
+        "subject": birth_input("NODES-V2")["requester_personal_id"],
+        "agreement": "poor-household-birth-allowance",
+        "given_as": "guardian",
+        "opt_in": true,
+    });
+    let response = portal
+        .post(format!("{}/v1/consents", a.url))
+        .json(&consent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
     let mut v2 = Vec::new();
     for i in 0..V2_CASES {
         let mut input = birth_input(&format!("NODES-V2-{i}"));

@@ -354,8 +354,17 @@ async fn a_fourth_agency_joins_the_birth_chain_and_cases_started_before_keep_the
         "{list:#}"
     );
 
+    // The allowance is exchanged on the guardian's consent, given at the portal.
     let mut input = birth_input("FOURTH-NEW");
     input["poor_household_certificate"] = json!("HN-00004-0012");
+    let guardian = json!({
+        "subject": input["requester_personal_id"],
+        "agreement": "poor-household-birth-allowance",
+        "given_as": "guardian",
+        "opt_in": true,
+    });
+    let (status, body) = server.post("/v1/consents", &guardian, None).await;
+    assert_eq!(status, 201, "{body}");
     let new = server.start_case("birth-registration", input).await;
     let case = server.settled(&new, BOUND).await;
     assert_eq!(case["status"], "completed", "{case:#}");

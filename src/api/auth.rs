@@ -137,6 +137,7 @@ fn describe(op: Operation) -> &'static str {
         Operation::Extend => "give a case a new date",
         Operation::Supplement => "supplement a dossier",
         Operation::PostEvent => "post events",
+        Operation::ManageConsents => "record or read citizens' consents",
     }
 }
 

@@ -8,6 +8,7 @@ mod agencies;
 mod auth;
 mod callbacks;
 mod cases;
+mod consents;
 mod deadlines;
 mod error;
 mod events;
@@ -101,6 +102,11 @@ pub fn router<S: Store + Clone>(
         .route("/metrics", get(metrics::read::<S>))
         .route("/v1/callbacks/{token}", post(callbacks::post::<S>))
         .route("/v1/events", post(events::post::<S>))
+        .route(
+            "/v1/consents",
+            post(consents::record::<S>).get(consents::list::<S>),
+        )
+        .route("/v1/consents/withdrawals", post(consents::withdraw::<S>))
         .route(
             "/v1/tokens",
             post(tokens::issue::<S>).get(tokens::list::<S>),

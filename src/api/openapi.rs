@@ -6,8 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    agencies, callbacks, cases, deadlines, error, events, kpis, metrics, operators, registry,
-    store, supplements, tokens, webhooks,
+    agencies, callbacks, cases, consents, deadlines, error, events, kpis, metrics, operators,
+    registry, store, supplements, tokens, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -29,6 +29,7 @@ use super::{
         store::backup,
         callbacks::post,
         events::post,
+        consents::record, consents::withdraw, consents::list,
         tokens::issue, tokens::list, tokens::revoke,
         webhooks::register, webhooks::list, webhooks::delete,
         registry::publish_adapter, registry::list_adapters, registry::deprecate_adapter,

@@ -73,6 +73,9 @@ pub enum Operation {
     Supplement,
     /// Post CloudEvents; an event source only its own `source`, checked by the API.
     PostEvent,
+    /// Record a citizen's consent, or its withdrawal, and read a citizen's consents (the
+    /// portal, where the citizen gives them).
+    ManageConsents,
 }
 
 impl Role {
@@ -89,6 +92,7 @@ impl Role {
                     | ReadRegistry
                     | ReadKpis
                     | Supplement
+                    | ManageConsents
             ),
             Role::Operator => matches!(
                 op,

@@ -3,6 +3,7 @@
 //! engine changes all three together, in one store transaction.
 
 pub mod cloud_event;
+pub mod consents;
 pub mod deadlines;
 pub mod inbox;
 pub mod masking;
@@ -17,6 +18,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use cloud_event::CloudEvent;
+pub use consents::CaseConsents;
 pub use deadlines::{Deadlines, Extension, LifeEvent, Tier};
 pub use inbox::{Inbox, Origin};
 pub use supplements::{Missing, RequestState, SupplementRequest, missing_of};
@@ -76,6 +78,9 @@ pub enum StepStatus {
     /// It waits for a CloudEvent (`wait_for`) before it calls its agency (appended after the
     /// others, for the same reason).
     AwaitingEvent,
+    /// Its exchange's basis is consent and no consent allows it: its agency gets no call until
+    /// one is recorded (appended last, for the same reason).
+    AwaitingConsent,
 }
 
 impl StepStatus {
@@ -94,6 +99,7 @@ impl StepStatus {
             StepStatus::Stopped => "stopped",
             StepStatus::AwaitingSupplement => "awaiting_supplement",
             StepStatus::AwaitingEvent => "awaiting_event",
+            StepStatus::AwaitingConsent => "awaiting_consent",
         }
     }
 
@@ -331,6 +337,8 @@ pub struct Case {
     /// CloudEvents it received, and what its waiting steps expect.
     #[serde(default, skip_serializing_if = "Inbox::is_empty")]
     pub inbox: Inbox,
+    /// The consents its exchanges need, and those recorded (empty if no step needs one).
+    pub consents: CaseConsents,
     /// Bumped by the store on every write: optimistic concurrency between writers.
     pub rev: u64,
 }
@@ -361,6 +369,9 @@ pub mod index {
     /// `<event type> <value>` of each step of a running case that will wait, or waits, for an
     /// event: how an event finds the cases it is for ([`inbox::Expect`]).
     pub const AWAITS: &str = "awaits";
+    /// `<agreement> <subject pseudonym>` of each consent a step of a running case will need,
+    /// or waits for: how a consent recorded or withdrawn finds the cases it is for.
+    pub const CONSENT: &str = "consent";
 }
 
 impl Case {
@@ -421,6 +432,14 @@ impl Case {
                     out.push(IndexEntry {
                         name: index::AWAITS,
                         value: expect.index_value(),
+                    });
+                }
+            }
+            for (step, key) in &self.consents.needs {
+                if self.steps.get(step).is_some_and(|s| !s.status.is_final()) {
+                    out.push(IndexEntry {
+                        name: index::CONSENT,
+                        value: key.clone(),
                     });
                 }
             }
@@ -749,6 +768,36 @@ pub enum EventKind {
     /// Events kept for steps that never waited for them passed their time to live.
     EventsExpired {
         ids: Vec<String>,
+    },
+    /// The basis of a step's exchange of personal data, before its first call (and before
+    /// the first after a wait for consent).
+    Exchange {
+        step: String,
+        purpose: String,
+        lawful_basis: crate::workflow::spec::LawfulBasis,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        law: Option<String>,
+        /// The consent record that allows it, on consent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        consent_id: Option<String>,
+        /// The personal input fields it sends.
+        personal_data: Vec<String>,
+    },
+    /// A step's exchange waits for consent: its agency gets no call until one is recorded.
+    ConsentAwaited {
+        step: String,
+        agreement: String,
+        due_at: Option<Timestamp>,
+    },
+    /// A consent the case needs was recorded.
+    ConsentGiven {
+        agreement: String,
+        consent_id: String,
+    },
+    /// A consent the case needs was withdrawn: no exchange under it is sent from now on.
+    ConsentWithdrawn {
+        agreement: String,
+        consent_id: String,
     },
     /// The case's end started another workflow's case (a chain).
     ChainStarted {

@@ -18,6 +18,7 @@ use crate::app::{App, BuildError, Settings};
 use crate::auth::{self, ApiToken, Role};
 use crate::circuits;
 use crate::engine::{Clock, Config};
+use crate::personal_data::PseudonymKey;
 use crate::store::postgres::{Options, PgStore};
 use crate::store::sled::{DEFAULT_CACHE_MIB, SledStore};
 use crate::store::{Store, StoreError, Transaction};
@@ -35,6 +36,12 @@ pub struct ServeArgs {
     /// instead of the embedded store in --data.
     #[arg(long, env = "CIVICFLOW_STORE", value_name = "URL")]
     pub store: Option<String>,
+    /// The key of the pseudonyms that stand for citizens' IDs (consents, erased cases): a file of
+    /// 64 hexadecimal digits, kept apart from the store and its backups; made on first start if
+    /// missing. Every node sharing a store needs the same one. Default: beside --data, as
+    /// `<data>.pseudonym-key`.
+    #[arg(long, env = "CIVICFLOW_PSEUDONYM_KEY_FILE", value_name = "FILE")]
+    pub pseudonym_key_file: Option<PathBuf>,
     /// Apply the database's missing migrations before serving (PostgreSQL).
     #[arg(long)]
     pub migrate: bool,
@@ -239,6 +246,12 @@ async fn serve<S: Store + Clone>(
         clock.skip(by);
         tracing::warn!(clock = %clock.now(), "the engine's clock was moved forward by --clock-start: a rehearsal, not production");
     }
+    let key_file = args.pseudonym_key_file.clone().unwrap_or_else(|| {
+        let mut name = args.data.clone().into_os_string();
+        name.push(".pseudonym-key");
+        PathBuf::from(name)
+    });
+    let pseudonyms = PseudonymKey::load_or_create(&key_file)?;
     let settings = Settings {
         workflows: args.workflows.clone(),
         engine: Config {
@@ -248,6 +261,7 @@ async fn serve<S: Store + Clone>(
             claim_lease,
             clock,
             circuits,
+            pseudonyms,
         },
         limits: Limits {
             per_second: args.rate_limit,

@@ -269,6 +269,17 @@ impl<S: Store + Clone> Engine<S> {
                     "step `{id}` waits for the event{expected}; it runs when the event arrives, or skip it, or correct the data with `fix`"
                 )))
             }
+            StepStatus::AwaitingConsent => {
+                let agreement = def
+                    .exchange
+                    .as_ref()
+                    .and_then(|e| e.consent.as_ref())
+                    .map(|c| format!(" to `{}`", c.agreement))
+                    .unwrap_or_default();
+                Err(conflict(format!(
+                    "step `{id}` waits for the citizen's consent{agreement}: its agency gets no call without it; it runs when the portal records the consent, or skip it, or cancel the case"
+                )))
+            }
             StepStatus::Polling => {
                 // Ask the agency now instead of at the next poll; what the last poll met is
                 // no longer the step's state.
@@ -374,7 +385,8 @@ impl<S: Store + Clone> Engine<S> {
             | StepStatus::AwaitingCallback
             | StepStatus::Polling
             | StepStatus::AwaitingSupplement
-            | StepStatus::AwaitingEvent => {}
+            | StepStatus::AwaitingEvent
+            | StepStatus::AwaitingConsent => {}
             StepStatus::Pending => {
                 return Err(conflict(format!(
                     "step `{id}` has not run yet: it waits for {}; correct the data when it needs it",

@@ -293,6 +293,7 @@ mod tests {
             deadlines: Default::default(),
             origin: None,
             inbox: Default::default(),
+            consents: Default::default(),
             traceparent: None,
             rev: 1,
         };

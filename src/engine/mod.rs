@@ -12,6 +12,7 @@ mod callbacks;
 mod chains;
 mod change;
 mod clock;
+mod consents;
 mod decide;
 mod definitions;
 mod drive;
@@ -42,6 +43,7 @@ use crate::workflow::definition::Definitions;
 pub use actions::{Action, ActionError};
 pub use adapter_test::TrialError;
 pub use callbacks::{CallbackAck, CallbackError};
+pub use consents::{ConsentError, ConsentGiven};
 pub use decide::{ExtensionError, ExtensionRequest};
 pub use definitions::MissingWorkflow;
 pub use events::{EventError, Received};
@@ -70,6 +72,8 @@ pub struct Config {
     pub clock: Clock,
     /// When agencies' circuits open and how held steps are released.
     pub circuits: crate::circuits::Settings,
+    /// The key of the pseudonyms of citizens' IDs: whose consent a step needs is found by it.
+    pub pseudonyms: crate::personal_data::PseudonymKey,
 }
 
 pub struct Engine<S> {

@@ -123,6 +123,7 @@ impl<S: Store + Clone> Engine<S> {
         let id = CaseId::now_v7();
         let (origin, event) = caused.map_or((None, None), |c| (Some(c.origin), c.event));
         let inbox = self.inbox_at_start(&workflow, &input, event, now);
+        let consents = self.consents_at_start(&workflow, &input).await?;
         let case = Case {
             id,
             workflow: workflow.name.clone(),
@@ -155,6 +156,7 @@ impl<S: Store + Clone> Engine<S> {
             },
             origin,
             inbox,
+            consents,
             // Kept only when well formed: it is the portal's, and it is stored.
             traceparent: traceparent
                 .filter(|t| crate::traces::parse_traceparent(t).is_some())
@@ -209,6 +211,10 @@ impl<S: Store + Clone> Engine<S> {
             case.traceparent.as_deref(),
         );
         self.dispatch(calls);
+        drop(lock);
+        if !case.consents.is_empty() {
+            self.recheck_consents(case.id, &case.consents).await?;
+        }
         Ok((case, true))
     }
 

@@ -283,7 +283,13 @@ pub fn tallies(case: &Case, calendar: &Calendar) -> Vec<Tally> {
                 (s.due_at, due_before(case, Some(id))),
             ),
             // Not at its agency yet: the agency's time starts when the event comes.
-            (StepStatus::Skipped | StepStatus::Stopped | StepStatus::AwaitingEvent, _) => continue,
+            (
+                StepStatus::Skipped
+                | StepStatus::Stopped
+                | StepStatus::AwaitingEvent
+                | StepStatus::AwaitingConsent,
+                _,
+            ) => continue,
             (StepStatus::AwaitingSupplement, _) => State::Open {
                 day: day_of(started),
                 class: Open::AwaitingCitizen,
@@ -471,6 +477,7 @@ mod tests {
             deadlines: Default::default(),
             origin: None,
             inbox: Default::default(),
+            consents: Default::default(),
             traceparent: None,
             rev: 1,
         }

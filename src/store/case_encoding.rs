@@ -8,7 +8,8 @@
 //!
 //! What the law's time limits made of a case ([`crate::case::Deadlines`]: a life event's tier,
 //! an extension, escalations), where it came from ([`crate::case::Origin`]) and the CloudEvents
-//! it received ([`crate::case::Inbox`]) follow the record as one JSON object, only when there is
+//! it received ([`crate::case::Inbox`]) and the consents its exchanges need
+//! ([`crate::case::CaseConsents`]) follow the record as one JSON object, only when there is
 //! any: it is small, changed seldom, and records written before it existed read as they are
 //! (the deadlines' fields are the object's own, as they were written before the others).
 //!
@@ -37,11 +38,16 @@ pub(crate) fn encode(case: &Case) -> Vec<u8> {
     let out = Vec::with_capacity(RECORD_CAPACITY);
     let mut out =
         postcard::to_extend(&CaseOut::of(case), out).expect("a case always serializes to postcard");
-    if !case.deadlines.is_empty() || case.origin.is_some() || !case.inbox.is_empty() {
+    if !case.deadlines.is_empty()
+        || case.origin.is_some()
+        || !case.inbox.is_empty()
+        || !case.consents.is_empty()
+    {
         let trailer = TrailerOut {
             deadlines: &case.deadlines,
             origin: case.origin.as_ref(),
             inbox: &case.inbox,
+            consents: &case.consents,
         };
         serde_json::to_writer(&mut out, &trailer).expect("the trailer serializes to JSON");
     }
@@ -57,6 +63,8 @@ struct TrailerOut<'a> {
     origin: Option<&'a crate::case::Origin>,
     #[serde(skip_serializing_if = "crate::case::Inbox::is_empty")]
     inbox: &'a crate::case::Inbox,
+    #[serde(skip_serializing_if = "crate::case::CaseConsents::is_empty")]
+    consents: &'a crate::case::CaseConsents,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +75,8 @@ struct TrailerIn {
     origin: Option<crate::case::Origin>,
     #[serde(default)]
     inbox: crate::case::Inbox,
+    #[serde(default)]
+    consents: crate::case::CaseConsents,
 }
 
 /// What an encoded record's buffer starts with: a finished birth case's record is a few
@@ -84,6 +94,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Case, String> {
         case.deadlines = trailer.deadlines;
         case.origin = trailer.origin;
         case.inbox = trailer.inbox;
+        case.consents = trailer.consents;
     }
     Ok(case)
 }
@@ -319,6 +330,7 @@ impl CaseIn {
             deadlines: Default::default(),
             origin: None,
             inbox: Default::default(),
+            consents: Default::default(),
             rev: 0,
         })
     }
@@ -520,6 +532,7 @@ mod tests {
             deadlines: Default::default(),
             origin: None,
             inbox: Default::default(),
+            consents: Default::default(),
             rev: 0,
         }
     }

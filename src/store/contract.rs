@@ -9,6 +9,7 @@ use super::claimed_work::{Claimed, NodeId};
 use super::shared_records::{ApiToken, Circuit, Notification, Published, RegistryChange, Webhook};
 use super::{StoreError, Transaction};
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
+use crate::personal_data::ConsentRecord;
 
 /// A page of case ids from an index, and where the next page starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +194,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every agency's circuit ever written, in agency order.
     fn circuits(&self) -> impl Future<Output = Result<Vec<Circuit>, StoreError>> + Send;
+
+    /// The consent records of the person with pseudonym `subject`, one per agreement, in
+    /// agreement order.
+    fn consents_of(
+        &self,
+        subject: &str,
+    ) -> impl Future<Output = Result<Vec<ConsentRecord>, StoreError>> + Send;
 
     /// The registry's audit trail, oldest first.
     fn registry_changes(

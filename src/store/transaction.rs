@@ -6,6 +6,7 @@ use super::StoreError;
 use super::claimed_work::Fence;
 use super::shared_records::{ApiToken, Circuit, Notification, Published, RegistryChange, Webhook};
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
+use crate::personal_data::ConsentRecord;
 
 /// A write to the case record. `expected_rev` is the revision read before the change (`None`
 /// for a new case); the commit fails with [`StoreError::Conflict`] if another writer got there
@@ -53,6 +54,8 @@ pub struct Transaction {
     /// Agencies' circuits, each written only if the stored one is at `version - 1` (none
     /// stored: 0), else the commit fails with [`StoreError::CircuitChanged`].
     pub put_circuits: Vec<Circuit>,
+    /// Consent records, each written over the one of the same person and agreement.
+    pub put_consents: Vec<ConsentRecord>,
     /// Added to the named counters (a counter never written is 0): figures kept up to date
     /// with the changes they count, so that reading them is not a scan (the on-time counts).
     pub counts: Vec<(String, i64)>,
@@ -83,6 +86,7 @@ impl Transaction {
             && self.put_definitions.is_empty()
             && self.registry_changes.is_empty()
             && self.put_circuits.is_empty()
+            && self.put_consents.is_empty()
             && self.counts.is_empty()
             && self.fences.is_empty()
             && self.expect_config.is_none()
@@ -188,6 +192,7 @@ mod tests {
                 deadlines: Default::default(),
                 origin: None,
                 inbox: Default::default(),
+                consents: Default::default(),
                 traceparent: None,
                 rev: 0,
             },

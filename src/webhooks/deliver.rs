@@ -148,7 +148,12 @@ impl<S: Store + Clone> Deliverer<S> {
     }
 
     fn ended(&mut self, ended: Result<Turn, JoinError>) {
-        let Turn { id, next } = ended.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        let Turn { id, next } = match ended {
+            Ok(turn) => turn,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Cancelled: the runtime is shutting down, and this loop with it.
+            Err(_) => return,
+        };
         self.busy.remove(&id);
         let next = next.unwrap_or_else(|e| {
             if !self.store_failures.absorbs("webhook delivery", &e) {

@@ -148,6 +148,16 @@ impl Notification {
                 "awaiting_event",
                 serde_json::json!({"event_type": event_type, "due_at": due_at}),
             )),
+            EventKind::ConsentAwaited {
+                step: s,
+                agreement,
+                due_at,
+            } => Some(notice(
+                "step.awaiting_consent",
+                Some(s),
+                "awaiting_consent",
+                serde_json::json!({"agreement": agreement, "due_at": due_at}),
+            )),
             EventKind::ChainStarted {
                 workflow: next,
                 case_id: started,

@@ -781,6 +781,16 @@ impl Definitions {
             .filter(move |w| w.event_type == event_type && source_taken(&w.sources, source))
     }
 
+    /// The data agreements the loaded workflows' exchanges ask consent to: those a consent may
+    /// be recorded for.
+    pub fn agreements(&self) -> std::collections::BTreeSet<&str> {
+        self.workflows()
+            .flat_map(|wf| wf.steps.iter())
+            .filter_map(|s| s.exchange.as_ref()?.consent.as_ref())
+            .map(|c| c.agreement.as_str())
+            .collect()
+    }
+
     /// Whether any workflow takes events of `event_type` from `source`: what an event
     /// source's token may send.
     pub fn takes_event(&self, event_type: &str, source: &str) -> bool {

@@ -218,7 +218,9 @@ pub struct ExchangeSpec {
 }
 
 /// Why an exchange of personal data is lawful. Every basis but `consent` names its law.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LawfulBasis {
     /// The data subject (or a child's guardian) agreed, and has not withdrawn.
@@ -267,7 +269,19 @@ pub struct ConsentSpec {
 }
 
 /// In what capacity a consent is given.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum GivenAs {
     /// By the data subject.

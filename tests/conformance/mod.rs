@@ -56,6 +56,7 @@ macro_rules! conformance_suite {
             circuits_are_written_by_version_and_two_writers_cannot_both_win,
             a_webhook_registered_among_notifying_commits_gets_every_later_notification,
             a_cursor_update_racing_a_delete_never_brings_the_webhook_back,
+            keeps_one_consent_record_per_person_and_agreement,
         );
     };
     (@tests $fresh:expr; $($name:ident),* $(,)?) => {
@@ -120,6 +121,7 @@ pub fn case(workflow: &str, requester: &str) -> Case {
         deadlines: Default::default(),
         origin: None,
         inbox: Default::default(),
+        consents: Default::default(),
         traceparent: None,
         rev: 0,
     }

@@ -362,3 +362,47 @@ pub async fn circuits_are_written_by_version_and_two_writers_cannot_both_win<S: 
         "{results:?}"
     );
 }
+
+fn consent(subject: &str, agreement: &str, id: &str) -> civicflow::personal_data::ConsentRecord {
+    civicflow::personal_data::ConsentRecord {
+        id: id.into(),
+        agreement: agreement.into(),
+        subject: subject.into(),
+        given_as: civicflow::workflow::spec::GivenAs::Guardian,
+        given_at: jiff::Timestamp::UNIX_EPOCH,
+        recorded_at: jiff::Timestamp::UNIX_EPOCH,
+        recorded_by: "portal".into(),
+        evidence: Some("VNeID-1".into()),
+        withdrawn_at: None,
+        withdrawal_reason: None,
+    }
+}
+
+/// Issue 37: a person's consent records, one per agreement, each written over the last.
+pub async fn keeps_one_consent_record_per_person_and_agreement<S: Store>(store: &S) {
+    let put = |records: Vec<civicflow::personal_data::ConsentRecord>| Transaction {
+        put_consents: records,
+        ..Transaction::default()
+    };
+    assert_eq!(store.consents_of("ps_a").await.unwrap(), vec![]);
+    let (a1, b1) = (consent("ps_a", "one", "c1"), consent("ps_a", "two", "c2"));
+    let other = consent("ps_ab", "one", "c3");
+    store
+        .commit(&put(vec![b1.clone(), a1.clone(), other.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.consents_of("ps_a").await.unwrap(),
+        vec![a1.clone(), b1.clone()],
+        "in agreement order, and only the person's own (not a longer pseudonym's)"
+    );
+    let mut withdrawn = a1.clone();
+    withdrawn.withdrawn_at = Some(jiff::Timestamp::UNIX_EPOCH);
+    withdrawn.withdrawal_reason = Some("changed my mind".into());
+    store.commit(&put(vec![withdrawn.clone()])).await.unwrap();
+    assert_eq!(
+        store.consents_of("ps_a").await.unwrap(),
+        vec![withdrawn, b1]
+    );
+    assert_eq!(store.consents_of("ps_ab").await.unwrap(), vec![other]);
+}

@@ -690,6 +690,7 @@ impl<S: civicflow::store::Store + Clone> Node<S> {
                 claim_lease: Duration::from_secs(30),
                 clock,
                 circuits,
+                pseudonyms: pseudonym_key(),
             },
             limits: civicflow::api::Limits {
                 per_second: std::num::NonZeroU32::new(1_000_000).unwrap(),
@@ -713,6 +714,14 @@ impl<S: civicflow::store::Store + Clone> Node<S> {
         ));
         Node { url, app }
     }
+}
+
+/// The key of the pseudonyms every node of this test process shares, as the nodes sharing a
+/// store share theirs.
+pub fn pseudonym_key() -> civicflow::personal_data::PseudonymKey {
+    static KEY: std::sync::LazyLock<civicflow::personal_data::PseudonymKey> =
+        std::sync::LazyLock::new(civicflow::personal_data::PseudonymKey::generate);
+    KEY.clone()
 }
 
 /// The engine, its HTTP API and the mock agencies (fast mode) in this process, on a fresh

@@ -90,8 +90,12 @@ impl Decider {
         self.begin_attempt(step, change, n);
     }
 
-    /// Makes attempt `n` durable (with its watchdog timer) and queues its request.
+    /// Makes attempt `n` durable (with its watchdog timer) and queues its request; or, when
+    /// its exchange needs a consent the case does not hold, makes the step wait for it.
     pub fn begin_attempt(&self, step: &Step, change: &mut Change, n: u32) {
+        if !self.exchange_allowed(step, change, n) {
+            return;
+        }
         let case_id = change.case.id;
         let s = change.step_mut(&step.id);
         s.status = StepStatus::Calling;

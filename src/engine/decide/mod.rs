@@ -6,9 +6,11 @@
 //! callback means for it, [`timer`] what a timer that came due means, [`deadline`] what a due
 //! time brings: a reminder, an escalation, a deemed outcome, an extension; [`supplement`] an
 //! incomplete dossier, its request to the citizen and the step run again; [`wait`] a step
-//! that waits for a CloudEvent, and the events a case keeps for steps that wait later.
+//! that waits for a CloudEvent, and the events a case keeps for steps that wait later;
+//! [`consent`] an exchange that waits for the citizen's consent.
 
 mod attempt;
+mod consent;
 mod deadline;
 mod progress;
 mod reply;

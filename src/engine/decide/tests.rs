@@ -87,6 +87,7 @@ fn case_of(wf: &Workflow, input: Value) -> Case {
         deadlines: Default::default(),
         origin: None,
         inbox: Default::default(),
+        consents: Default::default(),
         traceparent: None,
         rev: 0,
     }
@@ -113,6 +114,7 @@ fn kinds(events: &[(CaseId, Event)]) -> Vec<&'static str> {
         .iter()
         .map(|(_, e)| match e.kind {
             EventKind::AttemptStarted { .. } => "attempt_started",
+            EventKind::Exchange { .. } => "exchange",
             EventKind::AttemptFailed { .. } => "attempt_failed",
             EventKind::StepSucceeded { .. } => "step_succeeded",
             EventKind::StepRejected { .. } => "step_rejected",
@@ -150,7 +152,8 @@ fn a_new_case_calls_only_the_step_that_needs_nothing_with_its_watchdog_and_deadl
     let watchdog = change.case.timers["retry/birth"];
     assert_eq!(watchdog, now() + jiff::SignedDuration::from_secs(15));
     assert!(change.case.timers["deadline/birth"] > now());
-    assert_eq!(kinds(&change.tx.events), ["attempt_started"]);
+    // The exchange's basis is recorded before its first call.
+    assert_eq!(kinds(&change.tx.events), ["exchange", "attempt_started"]);
 }
 
 /// A case whose birth the civil status registered a second after it started, moved on.
@@ -183,7 +186,13 @@ fn a_registered_birth_starts_residence_and_card_together() {
     assert!(cleared.contains(&"retry/birth".to_owned()), "{cleared:?}");
     assert_eq!(
         kinds(&change.tx.events),
-        ["step_succeeded", "attempt_started", "attempt_started"]
+        [
+            "step_succeeded",
+            "exchange",
+            "attempt_started",
+            "exchange",
+            "attempt_started"
+        ]
     );
 }
 

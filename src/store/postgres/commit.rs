@@ -108,6 +108,9 @@ const PUT_WEBHOOKS: &str = "INSERT INTO webhooks (id, record) \
     ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record";
 const UPDATE_WEBHOOKS: &str = "UPDATE webhooks AS w SET record = u.record \
     FROM unnest($1::text[], $2::bytea[]) AS u(id, record) WHERE w.id = u.id";
+const PUT_CONSENTS: &str = "INSERT INTO consents (subject, agreement, record) \
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) \
+    ON CONFLICT (subject, agreement) DO UPDATE SET record = EXCLUDED.record";
 const PUT_DEFINITIONS: &str = "INSERT INTO definitions (kind, id, version, record) \
     SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::bytea[]) \
     ON CONFLICT (kind, id, version) DO UPDATE SET record = EXCLUDED.record";
@@ -155,6 +158,7 @@ pub(super) struct Encoded {
     update_webhooks: (Vec<String>, Vec<Vec<u8>>),
     delete_webhooks: Vec<String>,
     put_definitions: (Vec<String>, Vec<String>, Vec<i32>, Vec<Vec<u8>>),
+    put_consents: (Vec<String>, Vec<String>, Vec<Vec<u8>>),
     registry_changes: Vec<Vec<u8>>,
     notify: Vec<Vec<u8>>,
     counts: Vec<(String, i64)>,
@@ -220,6 +224,11 @@ impl Encoded {
         }
         for (key, record) in &tx.put_idempotency {
             e.idempotency.push((key.clone(), json(record)));
+        }
+        for consent in &tx.put_consents {
+            e.put_consents.0.push(consent.subject.clone());
+            e.put_consents.1.push(consent.agreement.clone());
+            e.put_consents.2.push(json(consent));
         }
         for circuit in &tx.put_circuits {
             e.circuits.push((
@@ -322,6 +331,7 @@ struct Merged<'a> {
     put_webhooks: Keyed<'a>,
     update_webhooks: Keyed<'a>,
     put_definitions: DefinitionRows<'a>,
+    put_consents: (Vec<&'a str>, Vec<&'a str>, Vec<&'a [u8]>),
     registry_changes: Vec<&'a [u8]>,
     notify: Vec<&'a [u8]>,
     /// Summed by name: one statement may add to a row only once.
@@ -364,6 +374,9 @@ impl<'a> Merged<'a> {
         borrow_into(&mut self.put_definitions.1, &e.put_definitions.1);
         self.put_definitions.2.extend(&e.put_definitions.2);
         borrow_into(&mut self.put_definitions.3, &e.put_definitions.3);
+        borrow_into(&mut self.put_consents.0, &e.put_consents.0);
+        borrow_into(&mut self.put_consents.1, &e.put_consents.1);
+        borrow_into(&mut self.put_consents.2, &e.put_consents.2);
         borrow_into(&mut self.registry_changes, &e.registry_changes);
         borrow_into(&mut self.notify, &e.notify);
         for (name, n) in &e.counts {
@@ -464,6 +477,10 @@ pub(super) async fn apply(
         if !keys.is_empty() {
             statements.push((sql, vec![keys, records], None));
         }
+    }
+    if !m.put_consents.0.is_empty() {
+        let (a, b, c) = &m.put_consents;
+        statements.push((PUT_CONSENTS, vec![a, b, c], None));
     }
     if !m.put_definitions.0.is_empty() {
         let (a, b, c, d) = &m.put_definitions;

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (4, include_str!("schema/0004_circuits.sql")),
     (5, include_str!("schema/0005_case_records.sql")),
     (6, include_str!("schema/0006_feed_sealed.sql")),
+    (7, include_str!("schema/0007_consents.sql")),
 ];
 
 /// The schema version this civicflow reads and writes.

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::PgStore;
 use super::commit::Encoded;
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
+use crate::personal_data::ConsentRecord;
 use crate::store::{
     ApiToken, Circuit, Claimed, Copied, Groups, IndexRange, NodeId, Notification, Order, Page,
     Position, Published, RegistryChange, Store, StoreError, Transaction, Webhook,
@@ -52,6 +53,7 @@ const RANGE_DOWN: &str = "SELECT value, case_id FROM case_index \
     ORDER BY value DESC, case_id DESC LIMIT $6";
 const TOKEN: &str = "SELECT record FROM callback_tokens WHERE token = $1";
 const CIRCUITS: &str = "SELECT record FROM circuits ORDER BY agency";
+const CONSENTS_OF: &str = "SELECT record FROM consents WHERE subject = $1 ORDER BY agreement";
 const IDEMPOTENCY: &str = "SELECT record FROM idempotency WHERE key = $1";
 const API_TOKEN: &str = "SELECT record FROM api_tokens WHERE digest = $1";
 const API_TOKENS: &str = "SELECT record FROM api_tokens ORDER BY digest";
@@ -392,6 +394,11 @@ impl Store for PgStore {
     async fn circuits(&self) -> Result<Vec<Circuit>, StoreError> {
         let rows = self.rows(CIRCUITS, &[]).await?;
         self.records("an agency's circuit", &rows)
+    }
+
+    async fn consents_of(&self, subject: &str) -> Result<Vec<ConsentRecord>, StoreError> {
+        let rows = self.rows(CONSENTS_OF, &[&subject]).await?;
+        self.records("a consent record", &rows)
     }
 
     async fn registry_changes(&self) -> Result<Vec<RegistryChange>, StoreError> {

@@ -7,11 +7,12 @@ use super::SledStore;
 use super::counters;
 use super::journal::JOURNAL;
 use super::keys::{
-    API_TOKENS, CASES, CIRCUITS, CONFIG, COUNTERS, DEFINITIONS, EVENTS, FEED, FEED_FLOOR,
+    API_TOKENS, CASES, CIRCUITS, CONFIG, CONSENTS, COUNTERS, DEFINITIONS, EVENTS, FEED, FEED_FLOOR,
     IDEMPOTENCY, INDEX, PENDING, REGISTRY_CHANGES, TIMERS, TOKENS, WEBHOOKS, timer_from,
 };
 use super::reads::case_from;
 use crate::case::{CallbackTarget, CaseId, Event, IdempotencyRecord};
+use crate::personal_data::ConsentRecord;
 use crate::store::{
     ApiToken, Circuit, Notification, Published, RegistryChange, StoreError, Webhook,
 };
@@ -101,6 +102,7 @@ impl SledStore {
                     }
                     Some(COUNTERS) => ("counters", None, eight_bytes(&value)),
                     Some(CIRCUITS) => ("circuits", None, json::<Circuit>(&value)),
+                    Some(CONSENTS) => ("consents", None, json::<ConsentRecord>(&value)),
                     Some(JOURNAL) => (
                         "journal",
                         None,

@@ -10,7 +10,7 @@ use super::encoding::{CaseHead, corrupt, encode, event_runs, sled_error};
 use super::journal;
 use super::keys::{
     API_TOKENS, CASES, CIRCUITS, CONFIG, COUNTERS, FEED, IDEMPOTENCY, REGISTRY_CHANGES, TOKENS,
-    WEBHOOKS, definition_key, event_key, index_key, keyed, timer_key, timer_value,
+    WEBHOOKS, consent_key, definition_key, event_key, index_key, keyed, timer_key, timer_value,
 };
 use crate::case::CaseId;
 use crate::store::{Checked, StoreError, Transaction, Work};
@@ -119,6 +119,12 @@ impl Prepared {
             let key = keyed(WEBHOOKS, id.as_bytes());
             p.webhooks_deleted.push(key.clone());
             p.removes.push(key);
+        }
+        for consent in &tx.put_consents {
+            p.puts.push((
+                consent_key(&consent.subject, &consent.agreement),
+                encode(consent),
+            ));
         }
         for circuit in &tx.put_circuits {
             p.circuits.push((

@@ -19,6 +19,8 @@ pub(super) const DEFINITIONS: u8 = b'd';
 pub(super) const REGISTRY_CHANGES: u8 = b'r';
 pub(super) const COUNTERS: u8 = b'n';
 pub(super) const CIRCUITS: u8 = b'g';
+/// Consent records, by the subject's pseudonym, a space, and the agreement.
+pub(super) const CONSENTS: u8 = b'o';
 /// One key, not a table: the configuration version (`Store::config_version`).
 pub(super) const CONFIG: &[u8] = b"vconfig";
 /// One key, not a table: the feed is trimmed up to this position (`Store::trim_feed`). The
@@ -34,6 +36,12 @@ pub(super) fn keyed(prefix: u8, rest: &[u8]) -> Vec<u8> {
     k.push(prefix);
     k.extend_from_slice(rest);
     k
+}
+
+/// The key of a consent record: the subject's pseudonym first, so that a person's records
+/// are one range.
+pub(super) fn consent_key(subject: &str, agreement: &str) -> Vec<u8> {
+    keyed(CONSENTS, format!("{subject} {agreement}").as_bytes())
 }
 
 /// The key of the run of events starting at `seq`.

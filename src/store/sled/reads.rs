@@ -15,10 +15,11 @@ use super::counters;
 use super::encoding::CaseHead;
 use super::keys::{
     API_TOKENS, CASES, CIRCUITS, COUNTERS, DEFINITIONS, FEED, FEED_FLOOR, IDEMPOTENCY, INDEX,
-    REGISTRY_CHANGES, TIMERS, TOKENS, WEBHOOKS, case_id_at_end, event_key, feed_seq, index_prefix,
-    keyed, timer_from,
+    REGISTRY_CHANGES, TIMERS, TOKENS, WEBHOOKS, case_id_at_end, consent_key, event_key, feed_seq,
+    index_prefix, keyed, timer_from,
 };
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
+use crate::personal_data::ConsentRecord;
 use crate::store::{
     ApiToken, Circuit, Claimed, Copied, Groups, IndexRange, NodeId, Notification, Order, Page,
     Position, Published, RegistryChange, Store, StoreError, Transaction, Webhook, Work,
@@ -395,6 +396,17 @@ impl Store for SledStore {
 
     async fn circuits(&self) -> Result<Vec<Circuit>, StoreError> {
         self.all(CIRCUITS, "an agency's circuit")
+    }
+
+    async fn consents_of(&self, subject: &str) -> Result<Vec<ConsentRecord>, StoreError> {
+        let prefix = consent_key(subject, "");
+        self.data()?
+            .scan_prefix(prefix)
+            .map(|r| {
+                let (_, v) = r.map_err(|e| self.err(e))?;
+                self.decode("a consent record", &v)
+            })
+            .collect()
     }
 
     fn backup_to(&self, out: &mut dyn std::io::Write) -> Option<Result<Copied, StoreError>> {
