@@ -162,6 +162,8 @@ impl<S: Store + Clone> App<S> {
             self.engine.clone(),
             self.built_at,
         )));
+        self.tasks
+            .push(tokio::spawn(schedule_old_erasures(self.engine.clone())));
     }
 
     /// Stops taking new work, waits for in-flight agency calls (up to the drain timeout) and
@@ -173,6 +175,21 @@ impl<S: Store + Clone> App<S> {
             task.abort();
         }
         parked
+    }
+}
+
+/// Cases that ended before their workflow had a retention get their erasure time (issue 37):
+/// one pass over the ended cases, in the background, when the node starts.
+async fn schedule_old_erasures<S: Store + Clone>(engine: Arc<Engine<S>>) {
+    match engine.schedule_old_erasures().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            cases = n,
+            "ended cases got the time their personal data is erased"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "the ended cases' erasure times could not be set; the next start tries again")
+        }
     }
 }
 

@@ -240,8 +240,12 @@ fn main() -> anyhow::Result<ExitCode> {
                     cli::store::backup(&c, &file).await
                 })
             }
-            cli::store::StoreCommand::Check { data, json } => {
-                if cli::store::check(&data, json)? {
+            cli::store::StoreCommand::Check {
+                data,
+                workflows,
+                json,
+            } => {
+                if cli::store::check(&data, &workflows, json)? {
                     Ok(ExitCode::SUCCESS)
                 } else {
                     Ok(ExitCode::FAILURE)

@@ -11,65 +11,9 @@ use std::sync::{Arc, Mutex};
 use civicflow::auth::Role;
 use civicflow::store::Store;
 use serde_json::{Value, json};
-use support::{InProcess, client_with, days_ago, fetch, workflows_copy, workflows_dir};
+use support::{HOSPITAL, InProcess, client_with, days_ago, fetch, workflows_copy, workflows_dir};
 
-const HOSPITAL: &str = "urn:vn:moh:hospital:bach-mai";
 const DEATH_CERTIFIED: &str = "vn.gov.moh.death.certified.v1";
-
-/// Gives the hospital mock its token and points it at this civicflow: the client it posts
-/// with, for the test to post events as the hospital would.
-async fn connect_hospital<S: Store + Clone>(h: &InProcess<S>) -> reqwest::Client {
-    let token = h.token(Role::Source(HOSPITAL.into()), "hospital").await;
-    let sink = json!({"url": format!("{}/v1/events", h.url), "token": token});
-    let put = h
-        .http
-        .put(format!("{}/admin/event-sink", h.agencies["hospital"]))
-        .json(&sink)
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success());
-    client_with(&token)
-}
-
-/// A doctor certifies the death of `deceased`; the hospital's answer (certificate and event).
-async fn certify<S: Store + Clone>(h: &InProcess<S>, deceased: &str) -> Value {
-    let body = json!({
-        "deceased_personal_id": deceased,
-        "date_of_death": days_ago(1),
-        "declarant": {"personal_id": "001190123456", "full_name": "Nguyễn Thị Lan", "relationship": "con dâu"},
-    });
-    let reply = h
-        .http
-        .post(format!("{}/v1/death-certificates", h.agencies["hospital"]))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reply.status(), 201);
-    reply.json().await.unwrap()
-}
-
-/// The hospital's record of event `id` once civicflow took it.
-async fn delivered<S: Store + Clone>(h: &InProcess<S>, id: &str) -> Value {
-    let url = format!("{}/admin/events", h.agencies["hospital"]);
-    for _ in 0..600 {
-        let events = fetch(&h.http, &url).await;
-        let sent = events
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["event"]["id"] == id)
-            .cloned()
-            .unwrap();
-        if sent["state"] != "pending" {
-            assert_eq!(sent["state"], "delivered", "{sent:#}");
-            return sent;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("event {id} was never delivered");
-}
 
 async fn post_event(http: &reqwest::Client, url: &str, event: &Value) -> (u16, Value, bool) {
     let reply = http
@@ -105,10 +49,10 @@ async fn cases_of<S: Store + Clone>(h: &InProcess<S>, deceased: &str) -> Vec<Val
 }
 
 async fn a_certified_death_starts_exactly_one_case<S: Store + Clone>(h: InProcess<S>) {
-    let hospital = connect_hospital(&h).await;
-    let answer = certify(&h, "001045333444").await;
+    let hospital = h.connect_hospital().await;
+    let answer = h.certify("001045333444").await;
     let event = answer["event"].clone();
-    let sent = delivered(&h, event["id"].as_str().unwrap()).await;
+    let sent = h.delivered(event["id"].as_str().unwrap()).await;
     assert_eq!(sent["last_status"], 202, "{sent:#}");
     let routed = &sent["answer"]["routed"];
     assert_eq!(routed.as_array().unwrap().len(), 1, "{sent:#}");
@@ -196,8 +140,8 @@ async fn a_certified_death_starts_exactly_one_case<S: Store + Clone>(h: InProces
             death_input("001068777888", "Đỗ Văn Khải"),
         )
         .await;
-    let answer = certify(&h, "001068777888").await;
-    let sent = delivered(&h, answer["event"]["id"].as_str().unwrap()).await;
+    let answer = h.certify("001068777888").await;
+    let sent = h.delivered(answer["event"]["id"].as_str().unwrap()).await;
     assert_eq!(sent["answer"]["routed"][0]["case_id"], filed, "{sent:#}");
     assert_eq!(sent["answer"]["routed"][0]["action"], "noted", "{sent:#}");
     set_circuit(&h, "closed").await;
@@ -264,7 +208,7 @@ async fn set_circuit<S: Store + Clone>(h: &InProcess<S>, state: &str) {
 }
 
 async fn an_event_reaches_the_running_case_early_or_waiting<S: Store + Clone>(h: InProcess<S>) {
-    connect_hospital(&h).await;
+    h.connect_hospital().await;
     // Early: the civil-status office is closed, so the death is not registered and the
     // deregistration does not wait yet when the certificate comes.
     set_circuit(&h, "open").await;
@@ -274,8 +218,8 @@ async fn an_event_reaches_the_running_case_early_or_waiting<S: Store + Clone>(h:
             death_input("001068777888", "Đỗ Văn Khải"),
         )
         .await;
-    let answer = certify(&h, "001068777888").await;
-    let sent = delivered(&h, answer["event"]["id"].as_str().unwrap()).await;
+    let answer = h.certify("001068777888").await;
+    let sent = h.delivered(answer["event"]["id"].as_str().unwrap()).await;
     let routed = &sent["answer"]["routed"];
     assert_eq!(routed.as_array().unwrap().len(), 1, "{sent:#}");
     assert_eq!(routed[0]["case_id"], early, "{sent:#}");
@@ -316,8 +260,8 @@ async fn an_event_reaches_the_running_case_early_or_waiting<S: Store + Clone>(h:
         case["steps"]["deregistration"]["due_at"].is_string(),
         "{case:#}"
     );
-    let answer = certify(&h, "001075111222").await;
-    let sent = delivered(&h, answer["event"]["id"].as_str().unwrap()).await;
+    let answer = h.certify("001075111222").await;
+    let sent = h.delivered(answer["event"]["id"].as_str().unwrap()).await;
     assert_eq!(sent["answer"]["routed"][0]["case_id"], waiting, "{sent:#}");
     assert_eq!(sent["answer"]["routed"][0]["action"], "taken", "{sent:#}");
     let case = h.wait_for(&waiting, |c| c["status"] != "running").await;
@@ -445,10 +389,10 @@ async fn a_chain_carries_its_ids<S: Store + Clone>(h: InProcess<S>) {
         .await
         .unwrap();
     assert_eq!(reply.status(), 201);
-    connect_hospital(&h).await;
-    let answer = certify(&h, "001045333444").await;
+    h.connect_hospital().await;
+    let answer = h.certify("001045333444").await;
     let event_id = answer["event"]["id"].as_str().unwrap().to_owned();
-    let sent = delivered(&h, &event_id).await;
+    let sent = h.delivered(&event_id).await;
     let first = sent["answer"]["routed"][0]["case_id"]
         .as_str()
         .unwrap()

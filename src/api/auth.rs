@@ -138,6 +138,7 @@ fn describe(op: Operation) -> &'static str {
         Operation::Supplement => "supplement a dossier",
         Operation::PostEvent => "post events",
         Operation::ManageConsents => "record or read citizens' consents",
+        Operation::EraseSubject => "erase a person's personal data",
     }
 }
 

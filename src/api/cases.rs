@@ -393,6 +393,11 @@ pub struct CaseView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     inbox: Option<Value>,
+    /// When its personal data is erased (its workflow's retention after it ended), and when
+    /// it was: every personal value is a pseudonym since.
+    #[serde(skip_serializing_if = "crate::case::Retention::is_empty")]
+    #[schema(value_type = Object)]
+    retention: crate::case::Retention,
     steps: BTreeMap<String, StepView>,
     /// Open incidents: what needs a person.
     incidents: Vec<Incident>,
@@ -556,6 +561,7 @@ pub fn view(case: &Case, reader: Reader<'_>) -> Value {
             .collect(),
         origin: case.origin.clone(),
         inbox: (!case.inbox.is_empty()).then(|| inbox_view(&case.inbox, reader)),
+        retention: case.retention.clone(),
         steps,
         incidents,
     })

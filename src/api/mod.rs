@@ -20,6 +20,7 @@ mod operators;
 mod registry;
 mod server;
 mod store;
+mod subjects;
 mod supplements;
 mod tokens;
 mod ui;
@@ -107,6 +108,7 @@ pub fn router<S: Store + Clone>(
             post(consents::record::<S>).get(consents::list::<S>),
         )
         .route("/v1/consents/withdrawals", post(consents::withdraw::<S>))
+        .route("/v1/subjects/{id}", delete(subjects::erase::<S>))
         .route(
             "/v1/tokens",
             post(tokens::issue::<S>).get(tokens::list::<S>),

@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     agencies, callbacks, cases, consents, deadlines, error, events, kpis, metrics, operators,
-    registry, store, supplements, tokens, webhooks,
+    registry, store, subjects, supplements, tokens, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -30,6 +30,7 @@ use super::{
         callbacks::post,
         events::post,
         consents::record, consents::withdraw, consents::list,
+        subjects::erase,
         tokens::issue, tokens::list, tokens::revoke,
         webhooks::register, webhooks::list, webhooks::delete,
         registry::publish_adapter, registry::list_adapters, registry::deprecate_adapter,

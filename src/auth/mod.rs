@@ -76,6 +76,8 @@ pub enum Operation {
     /// Record a citizen's consent, or its withdrawal, and read a citizen's consents (the
     /// portal, where the citizen gives them).
     ManageConsents,
+    /// Erase a person's personal data early, on their request (admin).
+    EraseSubject,
 }
 
 impl Role {

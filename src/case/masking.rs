@@ -64,6 +64,29 @@ impl Personal {
         }
     }
 
+    /// Calls `f` on every scalar of `value` that is personal (each one inside a part that is
+    /// personal whole).
+    pub fn for_each_personal(&self, value: &mut Value, f: &mut impl FnMut(&mut Value)) {
+        if self.whole {
+            return for_each_scalar(value, f);
+        }
+        match value {
+            Value::Object(fields) => {
+                for (k, v) in fields.iter_mut() {
+                    if let Some(p) = self.fields.get(k).or(self.items.as_deref()) {
+                        p.for_each_personal(v, f);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                if let Some(p) = &self.items {
+                    items.iter_mut().for_each(|v| p.for_each_personal(v, f));
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Whether anything at `path`, or under it, is personal.
     pub fn reaches(&self, path: &[String]) -> bool {
         if self.whole {
@@ -110,6 +133,14 @@ impl Personal {
             },
             other => other.clone(),
         }
+    }
+}
+
+fn for_each_scalar(value: &mut Value, f: &mut impl FnMut(&mut Value)) {
+    match value {
+        Value::Object(fields) => fields.values_mut().for_each(|v| for_each_scalar(v, f)),
+        Value::Array(items) => items.iter_mut().for_each(|v| for_each_scalar(v, f)),
+        scalar => f(scalar),
     }
 }
 
@@ -173,11 +204,17 @@ pub fn mask_prose(value: &Value) -> Value {
 /// Free text (an agency's message, an error) with every run of 9 or more digits masked: personal
 /// and document numbers quoted in prose.
 pub fn mask_numbers(s: &str) -> String {
+    map_numbers(s, mask_text)
+}
+
+/// `s` with every run of nine digits or more (a citizen's ID, an account number) replaced by
+/// what `f` makes of it.
+pub fn map_numbers(s: &str, f: impl Fn(&str) -> String) -> String {
     let mut out = String::with_capacity(s.len());
     let mut run = String::new();
     let flush = |run: &mut String, out: &mut String| {
         if run.len() >= 9 {
-            out.push_str(&mask_text(run));
+            out.push_str(&f(run));
         } else {
             out.push_str(run);
         }

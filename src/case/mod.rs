@@ -7,6 +7,7 @@ pub mod consents;
 pub mod deadlines;
 pub mod inbox;
 pub mod masking;
+pub mod retention;
 pub mod supplements;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ pub use cloud_event::CloudEvent;
 pub use consents::CaseConsents;
 pub use deadlines::{Deadlines, Extension, LifeEvent, Tier};
 pub use inbox::{Inbox, Origin};
+pub use retention::Retention;
 pub use supplements::{Missing, RequestState, SupplementRequest, missing_of};
 
 pub type CaseId = Uuid;
@@ -339,6 +341,8 @@ pub struct Case {
     pub inbox: Inbox,
     /// The consents its exchanges need, and those recorded (empty if no step needs one).
     pub consents: CaseConsents,
+    /// When its personal data is erased, and when it was.
+    pub retention: Retention,
     /// Bumped by the store on every write: optimistic concurrency between writers.
     pub rev: u64,
 }
@@ -799,6 +803,15 @@ pub enum EventKind {
         agreement: String,
         consent_id: String,
     },
+    /// The case's personal data was erased: every personal value, here and in the events
+    /// before, is a pseudonym from now on.
+    PersonalDataErased {
+        /// `retention` (its time was up) or `request` (the data subject's, through an admin).
+        why: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// The case's end started another workflow's case (a chain).
     ChainStarted {
         workflow: String,
@@ -861,6 +874,8 @@ pub enum TimerKind {
     InboxExpiry,
     /// The case ended and workflows follow it: start them.
     Chain,
+    /// The case's retention is up: erase its personal data.
+    Erasure,
 }
 
 impl TimerKind {
@@ -875,7 +890,8 @@ impl TimerKind {
             TimerKind::CaseDeadline
             | TimerKind::CaseReminder
             | TimerKind::InboxExpiry
-            | TimerKind::Chain => None,
+            | TimerKind::Chain
+            | TimerKind::Erasure => None,
         }
     }
 
@@ -891,6 +907,7 @@ impl TimerKind {
             TimerKind::SupplementDue { .. } => "supplement_due",
             TimerKind::InboxExpiry => "inbox_expiry",
             TimerKind::Chain => "chain",
+            TimerKind::Erasure => "erasure",
         }
     }
 
@@ -909,6 +926,7 @@ impl TimerKind {
             TimerKind::CaseReminder => return "remind".to_owned(),
             TimerKind::InboxExpiry => return "inbox".to_owned(),
             TimerKind::Chain => return "chain".to_owned(),
+            TimerKind::Erasure => return "erasure".to_owned(),
         };
         let mut id = String::with_capacity(kind.len() + step.len());
         id.push_str(kind);
@@ -927,6 +945,8 @@ impl TimerKind {
             Some(TimerKind::InboxExpiry)
         } else if id == "chain" {
             Some(TimerKind::Chain)
+        } else if id == "erasure" {
+            Some(TimerKind::Erasure)
         } else if let Some(rest) = id.strip_prefix("remind/") {
             step(rest).map(|step| TimerKind::Reminder { step })
         } else if let Some(rest) = id.strip_prefix("supplement/") {

@@ -24,6 +24,10 @@ pub enum StoreCommand {
         /// The data directory.
         #[arg(long, default_value = "data")]
         data: PathBuf,
+        /// The workflow and adapter files the store's cases ran: how long each keeps personal
+        /// data, for cases that ended before their workflow said.
+        #[arg(long, default_value = "workflows")]
+        workflows: PathBuf,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -92,13 +96,29 @@ pub fn restore(file: &Path, data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads every record of the store in `data`; whether all could be read.
-pub fn check(data: &Path, as_json: bool) -> anyhow::Result<bool> {
+/// Reads every record of the store in `data`; whether all could be read and no personal data
+/// outlived its retention.
+pub fn check(data: &Path, workflows: &Path, as_json: bool) -> anyhow::Result<bool> {
     if !data.join("db").exists() {
         anyhow::bail!("{} holds no civicflow store", data.display());
     }
     let store = SledStore::open(data, DEFAULT_CACHE_MIB << 20)?;
-    let checked = store.check()?;
+    let now = jiff::Timestamp::now();
+    let mut checked = store.check(now)?;
+    // A case that ended before its workflow had a retention has no time set: it is past it if
+    // the retention, counted from its end, is.
+    let defs = crate::workflow::definition::Definitions::load(&[workflows.to_owned()]).ok();
+    checked.unerased.retain(|u| {
+        u.erase_at.is_some()
+            || defs
+                .as_ref()
+                .and_then(|d| d.workflow(&u.workflow, Some(u.version)))
+                .and_then(|wf| wf.retention.as_ref().map(|r| r.days))
+                .zip(u.finished_at)
+                .is_some_and(|(days, ended)| {
+                    ended + jiff::SignedDuration::from_hours(24 * i64::from(days)) <= now
+                })
+    });
     print(as_json, &json!(checked), |c| {
         let mut t = table(&["table", "case", "record", "problem"]);
         for d in c["damaged"].as_array().into_iter().flatten() {
@@ -109,16 +129,30 @@ pub fn check(data: &Path, as_json: bool) -> anyhow::Result<bool> {
                 cell(&d["detail"]),
             ]);
         }
-        let summary = format!(
+        let mut out = format!(
             "{} records read, {} damaged",
             checked.records,
             checked.damaged.len()
         );
-        if checked.damaged.is_empty() {
-            summary
-        } else {
-            format!("{t}\n\n{summary}: restore the cases named from a backup")
+        if !checked.damaged.is_empty() {
+            out = format!("{t}\n\n{out}: restore the cases named from a backup");
         }
+        if !checked.unerased.is_empty() {
+            let mut u = table(&["case", "workflow", "ended", "erase by"]);
+            for e in c["unerased"].as_array().into_iter().flatten() {
+                u.add_row([
+                    cell(&e["case_id"]),
+                    cell(&e["workflow"]),
+                    cell(&e["finished_at"]),
+                    cell(&e["erase_at"]),
+                ]);
+            }
+            out = format!(
+                "{out}\n\n{u}\n\n{} ended case(s) hold personal data past their retention: start the server on this store (it erases them), or ask why its erasure failed in its log",
+                checked.unerased.len()
+            );
+        }
+        out
     });
-    Ok(checked.damaged.is_empty())
+    Ok(checked.damaged.is_empty() && checked.unerased.is_empty())
 }

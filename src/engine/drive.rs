@@ -298,10 +298,12 @@ impl<S: Store + Clone> Engine<S> {
         self.commit(change).await
     }
 
-    /// Commits a change with the engine's hooks (and, when it ends the case, the timer that
-    /// starts the workflows chained to its end).
+    /// Commits a change with the engine's hooks (and, when it ends the case, the timers that
+    /// start the workflows chained to its end and erase its personal data when its retention
+    /// is up).
     pub(super) async fn commit(&self, mut change: Change) -> Result<(Case, Vec<Call>), StoreError> {
         self.mark_chain(&mut change);
+        self.mark_retention(&mut change);
         change
             .commit(&self.store, (&self.overhead, &self.metrics), &self.hooks)
             .await
@@ -392,6 +394,10 @@ impl<S: Store + Clone> Engine<S> {
                             if !self.run_chains(&mut change).await? {
                                 return Ok(());
                             }
+                            self.commit(change).await.map(drop)
+                        }
+                        Ok(wf) if timer.kind == TimerKind::Erasure => {
+                            self.erase_on_timer(&mut change, &wf).await?;
                             self.commit(change).await.map(drop)
                         }
                         Ok(wf) => {

@@ -22,6 +22,11 @@ use crate::workflow::triggers::{match_value, source_taken};
 use super::Engine;
 use super::change::Change;
 
+/// The key of the idempotency record of a start under the caller's key `key`.
+pub(super) fn start_record_key(key: &str) -> String {
+    format!("start:{key}")
+}
+
 /// The longest business-key value a case may have: it is an index key, and a citizen's ID or a
 /// dossier number is far shorter.
 pub const MAX_KEY_BYTES: usize = 256;
@@ -106,7 +111,7 @@ impl<S: Store + Clone> Engine<S> {
             }
         };
         let fingerprint = fingerprint(name, version, &input);
-        let idem_key = idempotency_key.map(|k| format!("start:{k}"));
+        let idem_key = idempotency_key.map(start_record_key);
         if let Some(key) = &idem_key
             && let Some(found) = self.store.idempotency(key).await?
         {
@@ -157,6 +162,7 @@ impl<S: Store + Clone> Engine<S> {
             origin,
             inbox,
             consents,
+            retention: Default::default(),
             // Kept only when well formed: it is the portal's, and it is stored.
             traceparent: traceparent
                 .filter(|t| crate::traces::parse_traceparent(t).is_some())

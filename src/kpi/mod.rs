@@ -478,6 +478,7 @@ mod tests {
             origin: None,
             inbox: Default::default(),
             consents: Default::default(),
+            retention: Default::default(),
             traceparent: None,
             rev: 1,
         }

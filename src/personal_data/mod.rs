@@ -3,6 +3,7 @@
 //! consent records the portal keeps for citizens ([`consent`]).
 
 pub mod consent;
+pub mod erasure;
 pub mod pseudonym;
 
 pub use consent::{ConsentRecord, consent_key};

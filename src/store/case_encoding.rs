@@ -42,12 +42,14 @@ pub(crate) fn encode(case: &Case) -> Vec<u8> {
         || case.origin.is_some()
         || !case.inbox.is_empty()
         || !case.consents.is_empty()
+        || !case.retention.is_empty()
     {
         let trailer = TrailerOut {
             deadlines: &case.deadlines,
             origin: case.origin.as_ref(),
             inbox: &case.inbox,
             consents: &case.consents,
+            retention: &case.retention,
         };
         serde_json::to_writer(&mut out, &trailer).expect("the trailer serializes to JSON");
     }
@@ -65,6 +67,8 @@ struct TrailerOut<'a> {
     inbox: &'a crate::case::Inbox,
     #[serde(skip_serializing_if = "crate::case::CaseConsents::is_empty")]
     consents: &'a crate::case::CaseConsents,
+    #[serde(skip_serializing_if = "crate::case::Retention::is_empty")]
+    retention: &'a crate::case::Retention,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +81,8 @@ struct TrailerIn {
     inbox: crate::case::Inbox,
     #[serde(default)]
     consents: crate::case::CaseConsents,
+    #[serde(default)]
+    retention: crate::case::Retention,
 }
 
 /// What an encoded record's buffer starts with: a finished birth case's record is a few
@@ -95,6 +101,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Case, String> {
         case.origin = trailer.origin;
         case.inbox = trailer.inbox;
         case.consents = trailer.consents;
+        case.retention = trailer.retention;
     }
     Ok(case)
 }
@@ -331,6 +338,7 @@ impl CaseIn {
             origin: None,
             inbox: Default::default(),
             consents: Default::default(),
+            retention: Default::default(),
             rev: 0,
         })
     }
@@ -533,6 +541,7 @@ mod tests {
             origin: None,
             inbox: Default::default(),
             consents: Default::default(),
+            retention: Default::default(),
             rev: 0,
         }
     }

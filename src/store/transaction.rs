@@ -54,6 +54,13 @@ pub struct Transaction {
     /// Agencies' circuits, each written only if the stored one is at `version - 1` (none
     /// stored: 0), else the commit fails with [`StoreError::CircuitChanged`].
     pub put_circuits: Vec<Circuit>,
+    /// History events written over the stored ones of the same case and number, each a record
+    /// of its own: a case's history erased.
+    pub rewrite_events: Vec<(CaseId, Event)>,
+    /// Notifications written over those at the same feed positions: an erased case's.
+    pub rewrite_notifications: Vec<(u64, Notification)>,
+    /// Idempotency records forgotten: an erased case's that name a person in their key.
+    pub delete_idempotency: Vec<String>,
     /// Consent records, each written over the one of the same person and agreement.
     pub put_consents: Vec<ConsentRecord>,
     /// Added to the named counters (a counter never written is 0): figures kept up to date
@@ -87,6 +94,9 @@ impl Transaction {
             && self.registry_changes.is_empty()
             && self.put_circuits.is_empty()
             && self.put_consents.is_empty()
+            && self.rewrite_events.is_empty()
+            && self.rewrite_notifications.is_empty()
+            && self.delete_idempotency.is_empty()
             && self.counts.is_empty()
             && self.fences.is_empty()
             && self.expect_config.is_none()
@@ -193,6 +203,7 @@ mod tests {
                 origin: None,
                 inbox: Default::default(),
                 consents: Default::default(),
+                retention: Default::default(),
                 traceparent: None,
                 rev: 0,
             },

@@ -122,6 +122,7 @@ pub fn case(workflow: &str, requester: &str) -> Case {
         origin: None,
         inbox: Default::default(),
         consents: Default::default(),
+        retention: Default::default(),
         traceparent: None,
         rev: 0,
     }

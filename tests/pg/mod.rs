@@ -41,12 +41,16 @@ pub async fn drop_schema(url: &str) {
 
 /// A store in a fresh schema, migrated.
 pub async fn fresh_store() -> civicflow::store::postgres::PgStore {
-    let url = fresh_url().await;
+    store_at(&fresh_url().await).await
+}
+
+/// The store at `url` (a schema [`fresh_url`] made), migrated.
+pub async fn store_at(url: &str) -> civicflow::store::postgres::PgStore {
     let options = civicflow::store::postgres::Options {
         migrate: true,
         ..Default::default()
     };
-    civicflow::store::postgres::PgStore::connect(&url, options)
+    civicflow::store::postgres::PgStore::connect(url, options)
         .await
         .unwrap()
 }

@@ -716,6 +716,9 @@ impl<S: civicflow::store::Store + Clone> Node<S> {
     }
 }
 
+/// The hospital the mocks run: the source of death certificates.
+pub const HOSPITAL: &str = "urn:vn:moh:hospital:bach-mai";
+
 /// The key of the pseudonyms every node of this test process shares, as the nodes sharing a
 /// store share theirs.
 pub fn pseudonym_key() -> civicflow::personal_data::PseudonymKey {
@@ -733,7 +736,8 @@ pub struct InProcess<S: civicflow::store::Store + Clone = civicflow::store::sled
     /// Agency id → base URL.
     pub agencies: BTreeMap<String, String>,
     pub http: reqwest::Client,
-    data: Option<std::path::PathBuf>,
+    /// The sled store's directory (none on PostgreSQL).
+    pub data: Option<std::path::PathBuf>,
     /// Keeps the node's background work running.
     _node: Node<S>,
     _mocks: civicflow_mocks::RunningMocks,
@@ -774,6 +778,17 @@ impl InProcess<civicflow::store::postgres::PgStore> {
         workflows: std::path::PathBuf,
     ) -> InProcess<civicflow::store::postgres::PgStore> {
         let store = pg::fresh_store().await;
+        let circuits = civicflow::circuits::Settings::default();
+        InProcess::on(store, None, circuits, workflows).await
+    }
+
+    /// Running the definitions under `workflows`, on the store at `url` (a schema
+    /// [`pg::fresh_url`] made).
+    pub async fn postgres_at(
+        url: &str,
+        workflows: std::path::PathBuf,
+    ) -> InProcess<civicflow::store::postgres::PgStore> {
+        let store = pg::store_at(url).await;
         let circuits = civicflow::circuits::Settings::default();
         InProcess::on(store, None, circuits, workflows).await
     }
@@ -846,6 +861,78 @@ impl<S: civicflow::store::Store + Clone> InProcess<S> {
         assert_eq!(reply.status(), 201);
         let started: Value = reply.json().await.unwrap();
         started["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Gives the hospital mock its token and points it at this civicflow: the client it posts
+    /// with, for the test to post events as the hospital would.
+    pub async fn connect_hospital(&self) -> reqwest::Client {
+        let token = self
+            .token(civicflow::auth::Role::Source(HOSPITAL.into()), "hospital")
+            .await;
+        let sink = json!({"url": format!("{}/v1/events", self.url), "token": token});
+        let put = self
+            .http
+            .put(format!("{}/admin/event-sink", self.agencies["hospital"]))
+            .json(&sink)
+            .send()
+            .await
+            .unwrap();
+        assert!(put.status().is_success());
+        client_with(&token)
+    }
+
+    /// A doctor certifies the death of `deceased`; the hospital's answer (certificate and event).
+    pub async fn certify(&self, deceased: &str) -> Value {
+        let body = json!({
+            "deceased_personal_id": deceased,
+            "date_of_death": days_ago(1),
+            "declarant": {"personal_id": "001190123456", "full_name": "Nguyễn Thị Lan", "relationship": "con dâu"},
+        });
+        let reply = self
+            .http
+            .post(format!(
+                "{}/v1/death-certificates",
+                self.agencies["hospital"]
+            ))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 201);
+        reply.json().await.unwrap()
+    }
+
+    /// The hospital's record of event `id` once civicflow took it.
+    pub async fn delivered(&self, id: &str) -> Value {
+        let url = format!("{}/admin/events", self.agencies["hospital"]);
+        for _ in 0..600 {
+            let events = fetch(&self.http, &url).await;
+            let sent = events
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["event"]["id"] == id)
+                .cloned()
+                .unwrap();
+            if sent["state"] != "pending" {
+                assert_eq!(sent["state"], "delivered", "{sent:#}");
+                return sent;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("event {id} was never delivered");
+    }
+
+    /// Registers a webhook for the portal's notifications at `url`: the status and the answer.
+    pub async fn register_webhook(&self, url: &str) -> (u16, Value) {
+        let reply = self
+            .http
+            .post(format!("{}/v1/webhooks", self.url))
+            .json(&json!({ "url": url }))
+            .send()
+            .await
+            .unwrap();
+        (reply.status().as_u16(), reply.json().await.unwrap())
     }
 
     /// Polls the case until `done` holds, for at most a minute.

@@ -145,18 +145,7 @@ impl Decider {
     fn resume_after_consent(&self, step: &Step, change: &mut Change) {
         change.clear_incidents_of(&step.id, |r| r == IncidentReason::DeadlineMissed);
         change.case.deadlines.escalated.remove(&step.id);
-        let now = change.now;
-        let due = self.calendar.due(now, step.deadline);
-        {
-            let s = change.step_mut(&step.id);
-            s.started_at = Some(now);
-            s.first_attempt_at = Some(now);
-            s.due_at = due.as_ref().ok().copied();
-        }
-        match due {
-            Ok(at) => self.schedule_due(change, Some(&step.id), at, &step.consequences),
-            Err(e) => change.note_calendar_error(Some(&step.id), &e),
-        }
+        self.start_clock(step, change);
         let n = change.case.steps[&step.id].attempt + 1;
         self.attempt_or_hold(step, change, n);
     }

@@ -193,6 +193,23 @@ impl Decider {
         change.event(EventKind::CaseFinished { status, reason });
     }
 
+    /// The step is at its agency from now: its statutory time (and its retry budget) counts
+    /// from here.
+    pub(super) fn start_clock(&self, step: &Step, change: &mut Change) {
+        let now = change.now;
+        let due = self.calendar.due(now, step.deadline);
+        {
+            let s = change.step_mut(&step.id);
+            s.started_at = Some(now);
+            s.first_attempt_at = Some(now);
+            s.due_at = due.as_ref().ok().copied();
+        }
+        match due {
+            Ok(at) => self.schedule_due(change, Some(&step.id), at, &step.consequences),
+            Err(e) => change.note_calendar_error(Some(&step.id), &e),
+        }
+    }
+
     pub(in crate::engine) fn start_step(&self, step: &Step, change: &mut Change) {
         /// What the step's `if` and `with` make of the case as it stands.
         enum Read {
@@ -234,18 +251,7 @@ impl Decider {
                 }
             }
         };
-        let now = change.now;
-        let due = self.calendar.due(now, step.deadline);
-        {
-            let s = change.step_mut(&step.id);
-            s.started_at = Some(now);
-            s.first_attempt_at = Some(now);
-            s.due_at = due.as_ref().ok().copied();
-        }
-        match due {
-            Ok(at) => self.schedule_due(change, Some(&step.id), at, &step.consequences),
-            Err(e) => change.note_calendar_error(Some(&step.id), &e),
-        }
+        self.start_clock(step, change);
         let input = match with {
             Ok(v) => v,
             Err(e) => {

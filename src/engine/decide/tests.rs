@@ -88,6 +88,7 @@ fn case_of(wf: &Workflow, input: Value) -> Case {
         origin: None,
         inbox: Default::default(),
         consents: Default::default(),
+        retention: Default::default(),
         traceparent: None,
         rev: 0,
     }

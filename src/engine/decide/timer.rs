@@ -79,8 +79,9 @@ impl Decider {
             TimerKind::CaseReminder => self.remind(change, None),
             TimerKind::SupplementDue { step } => self.supplement_due(wf, change, step),
             TimerKind::InboxExpiry => self.expire_kept(change),
-            // The engine starts the chained cases itself (it needs the store); nothing here.
-            TimerKind::Chain => {}
+            // The engine starts the chained cases and erases a case itself (both need the
+            // store); nothing here.
+            TimerKind::Chain | TimerKind::Erasure => {}
         }
     }
 }

@@ -88,6 +88,10 @@ const UPDATE_CIRCUIT: &str = "WITH u AS ( \
 const CLEAR_TIMERS: &str = "DELETE FROM timers WHERE (case_id, kind, due_ms) IN ( \
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[]))";
 const DELETE_TOKENS: &str = "DELETE FROM callback_tokens WHERE token = ANY($1)";
+const DELETE_IDEMPOTENCY: &str = "DELETE FROM idempotency WHERE key = ANY($1)";
+/// Notifications erased in place; one trimmed meanwhile stays gone.
+const REWRITE_FEED: &str = "UPDATE feed SET record = u.record \
+    FROM unnest($1::int8[], $2::bytea[]) AS u(pos, record) WHERE feed.pos = u.pos";
 const DELETE_API_TOKENS: &str = "DELETE FROM api_tokens WHERE digest = ANY($1)";
 const DELETE_WEBHOOKS: &str = "DELETE FROM webhooks WHERE id = ANY($1)";
 const EVENTS: &str = "INSERT INTO events (case_id, seq, record) \
@@ -152,6 +156,8 @@ pub(super) struct Encoded {
     set_timers: (Vec<Uuid>, Vec<String>, Vec<i64>, Vec<Vec<u8>>),
     put_tokens: (Vec<String>, Vec<Vec<u8>>),
     delete_tokens: Vec<String>,
+    delete_idempotency: Vec<String>,
+    rewrite_feed: (Vec<i64>, Vec<Vec<u8>>),
     delete_api_tokens: Vec<String>,
     put_api_tokens: (Vec<String>, Vec<Vec<u8>>),
     put_webhooks: (Vec<String>, Vec<Vec<u8>>),
@@ -260,6 +266,17 @@ impl Encoded {
             e.put_tokens.1.push(json(target));
         }
         e.delete_tokens = tx.delete_tokens.clone();
+        e.delete_idempotency = tx.delete_idempotency.clone();
+        for (pos, notification) in &tx.rewrite_notifications {
+            e.rewrite_feed.0.push(*pos as i64);
+            e.rewrite_feed.1.push(json(notification));
+        }
+        // Written over the stored ones: the statement replaces a row of the same number.
+        for (case, event) in &tx.rewrite_events {
+            e.events.0.push(*case);
+            e.events.1.push(event.seq as i64);
+            e.events.2.push(json(event));
+        }
         e.delete_api_tokens = tx.delete_api_tokens.clone();
         for token in &tx.put_api_tokens {
             e.put_api_tokens.0.push(token.digest.clone());
@@ -322,6 +339,8 @@ pub(super) enum Failed {
 struct Merged<'a> {
     clear_timers: (Vec<Uuid>, Vec<&'a str>, Vec<i64>),
     delete_tokens: Vec<&'a str>,
+    delete_idempotency: Vec<&'a str>,
+    rewrite_feed: (Vec<i64>, Vec<&'a [u8]>),
     delete_api_tokens: Vec<&'a str>,
     delete_webhooks: Vec<&'a str>,
     events: (Vec<Uuid>, Vec<i64>, Vec<&'a [u8]>),
@@ -352,6 +371,9 @@ impl<'a> Merged<'a> {
         borrow_into(&mut self.clear_timers.1, &e.clear_timers.1);
         self.clear_timers.2.extend(&e.clear_timers.2);
         borrow_into(&mut self.delete_tokens, &e.delete_tokens);
+        borrow_into(&mut self.delete_idempotency, &e.delete_idempotency);
+        self.rewrite_feed.0.extend(&e.rewrite_feed.0);
+        borrow_into(&mut self.rewrite_feed.1, &e.rewrite_feed.1);
         borrow_into(&mut self.delete_api_tokens, &e.delete_api_tokens);
         borrow_into(&mut self.delete_webhooks, &e.delete_webhooks);
         self.events.0.extend(&e.events.0);
@@ -453,6 +475,13 @@ pub(super) async fn apply(
     }
     if !m.delete_tokens.is_empty() {
         statements.push((DELETE_TOKENS, vec![&m.delete_tokens], None));
+    }
+    if !m.delete_idempotency.is_empty() {
+        statements.push((DELETE_IDEMPOTENCY, vec![&m.delete_idempotency], None));
+    }
+    if !m.rewrite_feed.0.is_empty() {
+        let (a, b) = &m.rewrite_feed;
+        statements.push((REWRITE_FEED, vec![a, b], None));
     }
     if !m.delete_api_tokens.is_empty() {
         statements.push((DELETE_API_TOKENS, vec![&m.delete_api_tokens], None));

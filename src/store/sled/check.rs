@@ -35,6 +35,22 @@ pub struct Damage {
 pub struct Checked {
     pub records: u64,
     pub damaged: Vec<Damage>,
+    /// Ended cases whose personal data is not erased, and whose time for it has come (or was
+    /// never set: they ended before their workflow had a retention).
+    pub unerased: Vec<Unerased>,
+}
+
+/// An ended case whose personal data is still there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unerased {
+    pub case_id: CaseId,
+    pub workflow: String,
+    pub version: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<jiff::Timestamp>,
+    /// When it was due to be erased; `None` if never set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erase_at: Option<jiff::Timestamp>,
 }
 
 /// The case whose id is the 16 bytes of `key` from `at`.
@@ -58,10 +74,11 @@ fn eight_bytes(value: &[u8]) -> Result<(), String> {
 impl SledStore {
     /// Reads and decodes every record of the store; each one that cannot be read, with the
     /// table and the case it belongs to.
-    pub fn check(&self) -> Result<Checked, StoreError> {
+    pub fn check(&self, now: jiff::Timestamp) -> Result<Checked, StoreError> {
         let mut checked = Checked {
             records: 0,
             damaged: Vec::new(),
+            unerased: Vec::new(),
         };
         for entry in self.data()?.iter() {
             let (key, value) = entry.map_err(|e| self.err(e))?;
@@ -71,10 +88,26 @@ impl SledStore {
                     Some(CASES) => {
                         let id = case_in(&key, 1);
                         let read = match id {
-                            Some(id) => case_from(id, &value).map(drop).map_err(|e| match e {
-                                StoreError::Damaged { detail, .. } => detail,
-                                other => other.to_string(),
-                            }),
+                            Some(id) => case_from(id, &value)
+                                .map(|case| {
+                                    let r = &case.retention;
+                                    if case.status != crate::case::CaseStatus::Running
+                                        && r.erased_at.is_none()
+                                        && r.erase_at.is_none_or(|at| at <= now)
+                                    {
+                                        checked.unerased.push(Unerased {
+                                            case_id: case.id,
+                                            workflow: case.workflow,
+                                            version: case.version,
+                                            finished_at: case.finished_at,
+                                            erase_at: r.erase_at,
+                                        });
+                                    }
+                                })
+                                .map_err(|e| match e {
+                                    StoreError::Damaged { detail, .. } => detail,
+                                    other => other.to_string(),
+                                }),
                             None => Err("its key holds no case id".to_owned()),
                         };
                         ("cases", id, read)

@@ -120,6 +120,16 @@ impl Prepared {
             p.webhooks_deleted.push(key.clone());
             p.removes.push(key);
         }
+        for (case, event) in &tx.rewrite_events {
+            p.puts.push((event_key(*case, event.seq), encode(&[event])));
+        }
+        for (pos, notification) in &tx.rewrite_notifications {
+            p.puts
+                .push((keyed(FEED, &pos.to_be_bytes()), encode(notification)));
+        }
+        for key in &tx.delete_idempotency {
+            p.removes.push(keyed(IDEMPOTENCY, key.as_bytes()));
+        }
         for consent in &tx.put_consents {
             p.puts.push((
                 consent_key(&consent.subject, &consent.agreement),

@@ -39,5 +39,5 @@ mod write_stop;
 mod writer;
 
 pub use backup::read_backup;
-pub use check::{Checked, Damage};
+pub use check::{Checked, Damage, Unerased};
 pub use open::{DEFAULT_CACHE_MIB, SledStore};
