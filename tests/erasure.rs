@@ -1,11 +1,12 @@
 //! Issue 37: personal data erased when its time is up. A death case started by the hospital's
 //! event and a birth case started at the portal, their notifications left on the feed of a
-//! webhook that never takes them: once the workflows' retention has passed after they ended,
-//! a dump of the store (every record of the sled store, as its backup holds them; `pg_dump` of
-//! the PostgreSQL schema) holds none of the citizens' IDs
-//! or names, while the on-time table is as it was. A data subject's erasure request erases an
-//! ended case early, keeps a running one, and is in the erased case's history. On sled and on
-//! PostgreSQL, in this process against the real mocks.
+//! webhook that never takes them: once the workflows' retention has passed after they ended, a
+//! dump of the store (every record of the sled store, as its backup holds them; `pg_dump` of the
+//! PostgreSQL schema) holds none of the citizens' IDs or names, while the on-time table is as it
+//! was. A data subject's erasure request erases an ended case early, keeps a running one, and is
+//! in the erased case's history. A case that ended before its workflow had a retention is found
+//! when a node starts, and erased in its turn. On sled and on PostgreSQL, in this process
+//! against the real mocks.
 
 mod support;
 
@@ -255,6 +256,70 @@ async fn an_erasure_request_erases_ended_cases_keeps_running_ones_and_is_audited
 #[tokio::test]
 async fn an_erasure_request_erases_ended_cases_keeps_running_ones_and_is_audited_on_postgres() {
     an_erasure_request_erases_ended_cases_keeps_running_ones_and_is_audited(
+        InProcess::postgres_with_workflows(workflows_dir()).await,
+    )
+    .await;
+}
+
+async fn a_case_that_ended_before_its_retention_existed_is_erased_too<S: Store + Clone>(
+    h: InProcess<S>,
+) {
+    use civicflow::case::{CaseId, Timer, TimerKind};
+    use civicflow::store::{CaseWrite, Transaction};
+    let mut input = birth_input("ERASE-OLD");
+    input["child"]["full_name"] = json!(CHILD);
+    let id = h.start_birth(input).await;
+    let case = h.wait_for(&id, |c| c["status"] != "running").await;
+    assert_eq!(case["status"], "completed", "{case:#}");
+    // As a case stored by a civicflow before the retention: no erasure time, no timer.
+    let store = h.engine.store();
+    let id: CaseId = id.parse().unwrap();
+    let mut case = store.case(id).await.unwrap().unwrap();
+    let timer = Timer {
+        case_id: id,
+        due_at: case
+            .retention
+            .erase_at
+            .expect("an ended case has its erasure time"),
+        kind: TimerKind::Erasure,
+    };
+    case.retention = Default::default();
+    case.timers.remove("erasure");
+    let rev = case.rev;
+    let tx = Transaction {
+        cases: vec![CaseWrite {
+            case,
+            expected_rev: Some(rev),
+        }],
+        clear_timers: vec![timer],
+        ..Transaction::default()
+    };
+    store.commit(&tx).await.unwrap();
+
+    // What a node does when it starts: once.
+    assert_eq!(h.engine.schedule_old_erasures().await.unwrap(), 1);
+    assert_eq!(h.engine.schedule_old_erasures().await.unwrap(), 0);
+    h.skip_to(&(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 91)).to_string());
+    let id = id.to_string();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !erased(&h, &id).await {
+        assert!(std::time::Instant::now() < until, "{id} was never erased");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!h.case(&id).await.to_string().contains(CHILD));
+}
+
+#[tokio::test]
+async fn a_case_that_ended_before_its_retention_existed_is_erased_too_on_sled() {
+    a_case_that_ended_before_its_retention_existed_is_erased_too(
+        InProcess::with_workflows(workflows_dir()).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_case_that_ended_before_its_retention_existed_is_erased_too_on_postgres() {
+    a_case_that_ended_before_its_retention_existed_is_erased_too(
         InProcess::postgres_with_workflows(workflows_dir()).await,
     )
     .await;

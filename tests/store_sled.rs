@@ -448,3 +448,36 @@ async fn a_restored_store_and_a_store_without_a_trimmed_position_number_past_eve
     }
     fed_past_last(reopen(&dir)).await;
 }
+
+/// Issue 37: `civicflow store check` names each ended case whose personal data outlived its
+/// retention (its erasure never ran), and no other.
+#[tokio::test]
+async fn the_check_names_ended_cases_past_their_retention() {
+    use conformance::{at, case, create};
+    let store = fresh().await;
+    let mut running = case("birth-registration", "001190000001");
+    running.retention.erase_at = Some(at(0));
+    let mut overdue = case("birth-registration", "001190000002");
+    overdue.status = civicflow::case::CaseStatus::Completed;
+    overdue.finished_at = Some(at(0));
+    overdue.retention.erase_at = Some(at(10));
+    let mut erased = overdue.clone();
+    erased.id = civicflow::case::CaseId::now_v7();
+    erased.retention.erased_at = Some(at(20));
+    let mut later = overdue.clone();
+    later.id = civicflow::case::CaseId::now_v7();
+    later.retention.erase_at = Some(at(1_000_000));
+    let mut unscheduled = overdue.clone();
+    unscheduled.id = civicflow::case::CaseId::now_v7();
+    unscheduled.retention.erase_at = None;
+    for c in [&running, &overdue, &erased, &later, &unscheduled] {
+        store.commit(&create(c)).await.unwrap();
+    }
+    let checked = store.check(at(100)).unwrap();
+    let mut named: Vec<_> = checked.unerased.iter().map(|u| u.case_id).collect();
+    named.sort();
+    let mut expected = vec![overdue.id, unscheduled.id];
+    expected.sort();
+    assert_eq!(named, expected, "{checked:?}");
+    assert!(checked.damaged.is_empty());
+}

@@ -104,7 +104,8 @@ impl<'a> Eraser<'a> {
 }
 
 /// Erases `case` as its workflow says what is personal: the input, the business keys, each
-/// step's input (whole) and output, the data of the events it received, and the prose it holds.
+/// step's input (whole) and output, the data of the events it received and the values its
+/// waiting steps expect of one, and the prose it holds.
 /// The eraser it gives back knows the values it met, for the case's history and notifications.
 pub fn erase_case<'k>(key: &'k PseudonymKey, wf: &Workflow, case: &mut Case) -> Eraser<'k> {
     let mut eraser = Eraser::new(key);
@@ -132,6 +133,10 @@ pub fn erase_case<'k>(key: &'k PseudonymKey, wf: &Workflow, case: &mut Case) -> 
             eraser.structured(&whole, data);
         }
     }
+    // What a waiting step expects of an event is a value of the input (a deceased's ID).
+    for expect in case.inbox.expects.values_mut() {
+        expect.value = eraser.value(&expect.value);
+    }
     for step in case.steps.values_mut() {
         for t in [&mut step.error, &mut step.note].into_iter().flatten() {
             *t = eraser.prose(t);
@@ -148,6 +153,11 @@ pub fn erase_case<'k>(key: &'k PseudonymKey, wf: &Workflow, case: &mut Case) -> 
     }
     if let Some(extension) = &mut case.deadlines.extension {
         extension.reason = eraser.prose(&extension.reason);
+    }
+    for request in &mut case.deadlines.supplements {
+        for missing in &mut request.missing {
+            missing.reason = eraser.prose(&missing.reason);
+        }
     }
     eraser
 }

@@ -91,7 +91,7 @@ macro_rules! restart_suite {
     };
 }
 
-fn at(ms: i64) -> Timestamp {
+pub fn at(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(1_790_000_000_000 + ms).unwrap()
 }
 
