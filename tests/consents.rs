@@ -1,7 +1,8 @@
 //! Issue 37: consent before an exchange. The birth allowance of a poor household (the
 //! social-assistance office's adapter, `examples/social-assistance`) is exchanged on the
 //! guardian's consent: without one its agency receives no call and the step waits; a consent
-//! recorded later resumes it; a withdrawal stops the next exchange. Each on sled and on
+//! recorded later resumes it; a withdrawal stops the next exchange; a consent that never reached
+//! its waiting case (its node stopped) is found by the case within the hour. Each on sled and on
 //! PostgreSQL, in this process against the real mocks.
 
 mod support;
@@ -276,4 +277,58 @@ async fn a_consent_is_the_citizens_act_for_an_agreement_a_workflow_asks() {
     let operator = client_with(&h.token(Role::Operator, "operator").await);
     let (status, _) = consent(&operator, &h.url, guardians_consent()).await;
     assert_eq!(status, 403);
+}
+
+async fn a_consent_that_never_reached_its_case_is_found_by_the_case<S: Store + Clone>(
+    h: InProcess<S>,
+) {
+    let id = h
+        .start_case_of("birth-registration", poor_household_birth(4))
+        .await;
+    h.wait_for(&id, |c| allowance(c) == "awaiting_consent")
+        .await;
+    // Recorded as a node would that stopped before bringing it to the waiting cases.
+    let record = civicflow::personal_data::ConsentRecord {
+        id: "cns_recorded_before_a_crash".into(),
+        agreement: AGREEMENT.into(),
+        subject: h.engine.pseudonym(GUARDIAN),
+        given_as: civicflow::workflow::spec::GivenAs::Guardian,
+        given_at: jiff::Timestamp::now(),
+        recorded_at: jiff::Timestamp::now(),
+        recorded_by: "portal".into(),
+        evidence: None,
+        withdrawn_at: None,
+        withdrawal_reason: None,
+    };
+    let tx = civicflow::store::Transaction {
+        put_consents: vec![record],
+        ..Default::default()
+    };
+    h.engine.store().commit(&tx).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(allowance(&h.case(&id).await), "awaiting_consent");
+    assert_eq!(calls(&h, &id).await, 0);
+    // The case looks again by itself within the hour.
+    let later =
+        h.clock.now() + civicflow::engine::CONSENT_RECHECK + jiff::SignedDuration::from_secs(1);
+    h.skip_to(&later.to_string());
+    let case = h.wait_for(&id, |c| allowance(c) == "succeeded").await;
+    assert_eq!(allowance(&case), "succeeded", "{case:#}");
+    assert_eq!(calls(&h, &id).await, 1);
+}
+
+#[tokio::test]
+async fn a_consent_that_never_reached_its_case_is_found_by_the_case_on_sled() {
+    a_consent_that_never_reached_its_case_is_found_by_the_case(
+        InProcess::with_workflows(consent_workflows()).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_consent_that_never_reached_its_case_is_found_by_the_case_on_postgres() {
+    a_consent_that_never_reached_its_case_is_found_by_the_case(
+        InProcess::postgres_with_workflows(consent_workflows()).await,
+    )
+    .await;
 }

@@ -876,6 +876,9 @@ pub enum TimerKind {
     Chain,
     /// The case's retention is up: erase its personal data.
     Erasure,
+    /// A step waits for consent: look at the consent records again, in case a consent was
+    /// recorded while it did not reach the case (the node recording it stopped).
+    ConsentCheck,
 }
 
 impl TimerKind {
@@ -891,7 +894,8 @@ impl TimerKind {
             | TimerKind::CaseReminder
             | TimerKind::InboxExpiry
             | TimerKind::Chain
-            | TimerKind::Erasure => None,
+            | TimerKind::Erasure
+            | TimerKind::ConsentCheck => None,
         }
     }
 
@@ -908,6 +912,7 @@ impl TimerKind {
             TimerKind::InboxExpiry => "inbox_expiry",
             TimerKind::Chain => "chain",
             TimerKind::Erasure => "erasure",
+            TimerKind::ConsentCheck => "consent_check",
         }
     }
 
@@ -927,6 +932,7 @@ impl TimerKind {
             TimerKind::InboxExpiry => return "inbox".to_owned(),
             TimerKind::Chain => return "chain".to_owned(),
             TimerKind::Erasure => return "erasure".to_owned(),
+            TimerKind::ConsentCheck => return "consent".to_owned(),
         };
         let mut id = String::with_capacity(kind.len() + step.len());
         id.push_str(kind);
@@ -947,6 +953,8 @@ impl TimerKind {
             Some(TimerKind::Chain)
         } else if id == "erasure" {
             Some(TimerKind::Erasure)
+        } else if id == "consent" {
+            Some(TimerKind::ConsentCheck)
         } else if let Some(rest) = id.strip_prefix("remind/") {
             step(rest).map(|step| TimerKind::Reminder { step })
         } else if let Some(rest) = id.strip_prefix("supplement/") {

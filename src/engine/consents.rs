@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use crate::case::consents::Held;
-use crate::case::{CaseConsents, CaseId, CaseStatus, index};
+use crate::case::{CaseConsents, CaseId, CaseStatus, StepStatus, index};
 use crate::personal_data::{ConsentRecord, consent_key};
 use crate::store::{Order, Store, StoreError, Transaction};
 use crate::workflow::definition::Workflow;
@@ -190,6 +190,49 @@ impl<S: Store + Clone> Engine<S> {
                 done => return done,
             }
         }
+    }
+
+    /// The consent check timer fired: the records a waiting step needs, read again and
+    /// brought to the case; the timer set again while a step still waits.
+    pub(super) async fn recheck_waiting(
+        &self,
+        wf: &Workflow,
+        change: &mut Change,
+    ) -> Result<(), StoreError> {
+        let waiting = |change: &Change| -> Vec<String> {
+            let mut keys: Vec<String> = change
+                .case
+                .consents
+                .needs
+                .iter()
+                .filter(|(step, _)| {
+                    change
+                        .case
+                        .steps
+                        .get(*step)
+                        .is_some_and(|s| s.status == StepStatus::AwaitingConsent)
+                })
+                .map(|(_, key)| key.clone())
+                .collect();
+            keys.sort();
+            keys.dedup();
+            keys
+        };
+        for key in waiting(change) {
+            let Some((agreement, subject)) = key.split_once(' ') else {
+                continue;
+            };
+            if let Some(record) = self.find(subject, agreement).await? {
+                self.decide.consent_changed(wf, change, &record);
+            }
+        }
+        if !waiting(change).is_empty() {
+            change.set_timer(
+                crate::case::TimerKind::ConsentCheck,
+                change.now + super::decide::CONSENT_RECHECK,
+            );
+        }
+        Ok(())
     }
 
     /// A new case's consent needs (whose, for which agreement, from its input) and the records

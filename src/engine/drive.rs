@@ -400,6 +400,10 @@ impl<S: Store + Clone> Engine<S> {
                             self.erase_on_timer(&mut change, &wf).await?;
                             self.commit(change).await.map(drop)
                         }
+                        Ok(wf) if timer.kind == TimerKind::ConsentCheck => {
+                            self.recheck_waiting(&wf, &mut change).await?;
+                            self.finish_change(&wf, change, &mut lock).await
+                        }
                         Ok(wf) => {
                             self.decide.on_timer(&wf, &mut change, timer);
                             self.finish_change(&wf, change, &mut lock).await

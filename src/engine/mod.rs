@@ -45,7 +45,7 @@ pub use actions::{Action, ActionError};
 pub use adapter_test::TrialError;
 pub use callbacks::{CallbackAck, CallbackError};
 pub use consents::{ConsentError, ConsentGiven};
-pub use decide::{ExtensionError, ExtensionRequest};
+pub use decide::{CONSENT_RECHECK, ExtensionError, ExtensionRequest};
 pub use definitions::MissingWorkflow;
 pub use erasure::Erased;
 pub use events::{EventError, Received};

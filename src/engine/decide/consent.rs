@@ -4,14 +4,21 @@
 //! resumes it; a withdrawal makes every later call of the step wait again. Every exchange's
 //! basis is written in the history before its first call.
 
+use jiff::SignedDuration;
+
 use crate::case::consents::Held;
-use crate::case::{EventKind, IncidentReason, StepStatus};
+use crate::case::{EventKind, IncidentReason, StepStatus, TimerKind};
 use crate::engine::change::Change;
 use crate::personal_data::ConsentRecord;
 use crate::workflow::definition::{Step, Workflow};
 use crate::workflow::exchange::ConsentNeed;
 
 use super::progress::Decider;
+
+/// How often a case with a step waiting for consent reads the consent records again by itself.
+/// A consent reaches its cases as soon as it is recorded; this is only what keeps one recorded
+/// just before its node stopped from being missed.
+pub const CONSENT_RECHECK: SignedDuration = SignedDuration::from_hours(1);
 
 impl Decider {
     /// Whether attempt `n` of `step` may call its agency now; if not, the step waits for
@@ -72,6 +79,7 @@ impl Decider {
             agreement: need.agreement.clone(),
             due_at: due.as_ref().ok().copied(),
         });
+        change.set_timer(TimerKind::ConsentCheck, now + CONSENT_RECHECK);
         match due {
             Ok(at) => self.schedule_due(change, Some(&step.id), at, &step.consequences),
             Err(e) => change.note_calendar_error(Some(&step.id), &e),

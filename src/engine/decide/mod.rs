@@ -18,6 +18,7 @@ mod supplement;
 mod timer;
 mod wait;
 
+pub use consent::CONSENT_RECHECK;
 pub use deadline::{ExtensionError, ExtensionRequest};
 pub use progress::Decider;
 

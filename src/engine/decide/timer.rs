@@ -79,9 +79,9 @@ impl Decider {
             TimerKind::CaseReminder => self.remind(change, None),
             TimerKind::SupplementDue { step } => self.supplement_due(wf, change, step),
             TimerKind::InboxExpiry => self.expire_kept(change),
-            // The engine starts the chained cases and erases a case itself (both need the
-            // store); nothing here.
-            TimerKind::Chain | TimerKind::Erasure => {}
+            // The engine starts the chained cases, erases a case and reads its consents again
+            // itself (each needs the store); nothing here.
+            TimerKind::Chain | TimerKind::Erasure | TimerKind::ConsentCheck => {}
         }
     }
 }
