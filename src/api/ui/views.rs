@@ -128,6 +128,8 @@ pub struct Case {
     #[serde(default)]
     pub supplements: Vec<crate::case::SupplementRequest>,
     pub origin: Option<crate::case::Origin>,
+    #[serde(default)]
+    pub retention: crate::case::Retention,
 }
 
 #[derive(Debug, Deserialize)]

@@ -103,6 +103,8 @@ struct CasePage {
     tier: String,
     /// What started it when the portal did not: an event, or another case's end.
     origin: String,
+    /// When its personal data is erased, or was; empty while it runs.
+    personal_data: String,
     /// Escalated steps (`the case` for the whole) and to whom.
     escalated: Vec<(String, String)>,
     /// The agencies' requests for a supplement: id, state, the citizen's deadline, what is
@@ -254,6 +256,11 @@ async fn case_page<S: Store + Clone>(
             )
         })
         .unwrap_or_default();
+    let personal_data = match (&case.retention.erased_at, &case.retention.erase_at) {
+        (Some(at), _) => format!("erased {}: every personal value is a pseudonym", local(at)),
+        (None, Some(at)) => format!("kept until {}, then erased", local(at)),
+        (None, None) => String::new(),
+    };
     let origin = case
         .origin
         .as_ref()
@@ -320,6 +327,7 @@ async fn case_page<S: Store + Clone>(
         supplements,
         tier,
         origin,
+        personal_data,
         escalated,
         workflow: format!("{}@{}", case.workflow, case.version),
         running: case.status == "running",
