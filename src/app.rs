@@ -71,6 +71,8 @@ pub struct App<S> {
     limits: Limits,
     webhook_targets: Targets,
     tasks: Vec<JoinHandle<()>>,
+    /// Signs the audit log's tree heads while the node runs, and once more as it stops.
+    signer: Arc<crate::audit::Signer<S>>,
 }
 
 impl<S: Store + Clone> App<S> {
@@ -123,7 +125,9 @@ impl<S: Store + Clone> App<S> {
         // open circuit yet (after a restart, the follower's first read races the first timers).
         let stored = engine.store().circuits().await?;
         engine.circuits().follow(stored);
+        let signer = Arc::new(engine.audit_signer());
         Ok(App {
+            signer,
             engine,
             registry,
             built_at,
@@ -164,6 +168,7 @@ impl<S: Store + Clone> App<S> {
         )));
         self.tasks
             .push(tokio::spawn(schedule_old_erasures(self.engine.clone())));
+        self.tasks.push(tokio::spawn(self.signer.clone().run()));
     }
 
     /// Stops taking new work, waits for in-flight agency calls (up to the drain timeout) and
@@ -173,6 +178,10 @@ impl<S: Store + Clone> App<S> {
         let parked = self.engine.shutdown().await;
         for task in self.tasks {
             task.abort();
+        }
+        // The last entries signed too, so that a stop leaves no unsigned tail behind.
+        if let Err(e) = self.signer.sign(true).await {
+            tracing::warn!(error = %e, "the audit log's last tree head could not be signed; the next start signs it");
         }
         parked
     }

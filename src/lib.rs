@@ -1,6 +1,7 @@
 pub mod adapters;
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod calendar;
 pub mod case;
@@ -11,6 +12,7 @@ pub mod kpi;
 pub mod metrics;
 pub mod personal_data;
 pub mod registry;
+pub mod secret_file;
 pub mod store;
 pub mod traces;
 pub mod webhooks;

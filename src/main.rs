@@ -117,6 +117,12 @@ enum Command {
         #[command(subcommand)]
         command: cli::store::StoreCommand,
     },
+    /// Check the audit log (a store, a backup or a running civicflow) against the trusted
+    /// keys, print a signing key's public half, show a case's entries with their proofs.
+    Audit {
+        #[command(subcommand)]
+        command: cli::audit::AuditCommand,
+    },
     /// Publish, list, show, deprecate and test adapters (agencies, admin).
     Adapters {
         #[command(subcommand)]
@@ -255,6 +261,33 @@ fn main() -> anyhow::Result<ExitCode> {
                 cli::store::restore(&file, &data)?;
                 Ok(ExitCode::SUCCESS)
             }
+        },
+        Command::Audit { command } => match command {
+            cli::audit::AuditCommand::Verify {
+                from,
+                trusted,
+                kept,
+            } => {
+                let verified = tokio::runtime::Runtime::new()?
+                    .block_on(cli::audit::verify_command(from, &trusted, kept.as_deref()))?;
+                Ok(if verified {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
+            cli::audit::AuditCommand::PublicKey { key_file, data } => {
+                cli::audit::public_key(key_file.as_deref(), &data)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            cli::audit::AuditCommand::Case {
+                case_id,
+                trusted,
+                connection,
+            } => client(&connection, |c| async move {
+                let trusted = cli::audit::trusted_for_case(&trusted)?;
+                cli::audit::case(&c, &case_id, &trusted).await
+            }),
         },
         Command::Agencies {
             command,

@@ -17,11 +17,14 @@ use crate::faults::{Fault, Faults, Injector};
 use crate::ledger::{Ledger, Seen};
 use crate::reply::{Refusal, Reply};
 
-/// Headers civicflow sends on every agency call, after X-Road's request metadata: who calls, which
-/// case the call belongs to, and a unique id for the message.
-pub const CLIENT_HEADER: &str = "x-civicflow-client";
-pub const CASE_ID_HEADER: &str = "x-civicflow-case-id";
-pub const MESSAGE_ID_HEADER: &str = "x-civicflow-message-id";
+/// X-Road's request metadata civicflow sends on every agency call (checked by the gateway,
+/// [`crate::xroad`]): who calls, the service, the case the call belongs to (the dossier number),
+/// the citizen's pseudonym, and a unique id for the message.
+pub const CLIENT_HEADER: &str = crate::xroad::CLIENT;
+pub const SERVICE_HEADER: &str = crate::xroad::SERVICE;
+pub const CASE_ID_HEADER: &str = crate::xroad::ISSUE;
+pub const USER_ID_HEADER: &str = crate::xroad::USER_ID;
+pub const MESSAGE_ID_HEADER: &str = crate::xroad::ID;
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 
@@ -38,6 +41,8 @@ pub struct RequestMeta {
     pub case_id: Option<String>,
     pub message_id: Option<String>,
     pub client: Option<String>,
+    pub service: Option<String>,
+    pub user_id: Option<String>,
     pub fault: Option<String>,
 }
 
@@ -92,6 +97,8 @@ impl Desk {
             case_id: header_str(headers, CASE_ID_HEADER),
             message_id: header_str(headers, MESSAGE_ID_HEADER),
             client: header_str(headers, CLIENT_HEADER),
+            service: header_str(headers, SERVICE_HEADER),
+            user_id: header_str(headers, USER_ID_HEADER),
             fault: (fault != Fault::None).then(|| format!("{fault:?}")),
         };
         tracing::debug!(agency = %self.agency, ?meta, "request");
@@ -242,6 +249,14 @@ impl Desk {
                     format!("{}\u{0}\u{fffd}", &text[..cut]),
                 )
                     .into_response()
+            }
+            Fault::WrongRequestHash => {
+                let mut response = respond(reply);
+                response.headers_mut().insert(
+                    crate::xroad::REQUEST_HASH,
+                    HeaderValue::from_static("bm90IHRoZSBoYXNoIG9mIHRoZSByZXF1ZXN0IHNlbnQ="),
+                );
+                response
             }
             _ => respond(reply),
         }

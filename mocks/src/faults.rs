@@ -35,6 +35,9 @@ pub struct Rates {
     pub reset: f64,
     pub timeout: f64,
     pub garbled: f64,
+    /// The reply carries another request's `X-Road-Request-Hash` (a proxy that mixed up two
+    /// exchanges, or a request changed on the way).
+    pub wrong_request_hash: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -73,6 +76,7 @@ pub enum Fault {
     Reset,
     Timeout,
     Garbled,
+    WrongRequestHash,
 }
 
 impl Fault {
@@ -107,6 +111,7 @@ impl Faults {
             r.reset,
             r.timeout,
             r.garbled,
+            r.wrong_request_hash,
         ];
         let sum: f64 = all.iter().sum();
         if all.iter().any(|p| !(0.0..=1.0).contains(p)) || sum > 1.0 + 1e-9 {
@@ -194,6 +199,7 @@ impl Injector {
             (r.reset, Fault::Reset),
             (r.timeout, Fault::Timeout),
             (r.garbled, Fault::Garbled),
+            (r.wrong_request_hash, Fault::WrongRequestHash),
         ];
         let mut edge = 0.0;
         for (p, fault) in ladder {

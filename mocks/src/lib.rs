@@ -21,5 +21,6 @@ pub mod server;
 pub mod social_assistance;
 pub mod social_security;
 pub mod world;
+pub mod xroad;
 
 pub use server::{MocksConfig, RunningMocks, start};

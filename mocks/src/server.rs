@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::middleware::from_fn_with_state;
 use jiff::civil::Date;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -19,6 +20,7 @@ use crate::population::Population;
 use crate::social_assistance::SocialAssistance;
 use crate::social_security::SocialSecurity;
 use crate::world::{Settings, World};
+use crate::xroad::gateway;
 
 pub const CIVIL_STATUS: &str = "civil-status";
 pub const POLICE: &str = "police";
@@ -136,21 +138,34 @@ pub async fn start(config: MocksConfig) -> std::io::Result<RunningMocks> {
     let routers = [
         (
             CIVIL_STATUS,
-            civil.clone().router().merge(crate::admin::router(civil)),
+            civil
+                .clone()
+                .router()
+                .layer(from_fn_with_state(CIVIL_STATUS, gateway))
+                .merge(crate::admin::router(civil)),
         ),
         (
             POLICE,
-            police.clone().router().merge(crate::admin::router(police)),
+            police
+                .clone()
+                .router()
+                .layer(from_fn_with_state(POLICE, gateway))
+                .merge(crate::admin::router(police)),
         ),
         (
             SOCIAL_SECURITY,
-            social.clone().router().merge(crate::admin::router(social)),
+            social
+                .clone()
+                .router()
+                .layer(from_fn_with_state(SOCIAL_SECURITY, gateway))
+                .merge(crate::admin::router(social)),
         ),
         (
             SOCIAL_ASSISTANCE,
             assistance
                 .clone()
                 .router()
+                .layer(from_fn_with_state(SOCIAL_ASSISTANCE, gateway))
                 .merge(crate::admin::router(assistance)),
         ),
         (

@@ -42,12 +42,20 @@ impl Mocks {
         format!("{}{path}", self.running.base_url(agency).unwrap())
     }
 
+    /// A request to one of `agency`'s procedures, with the X-Road headers its gateway asks.
+    fn call(&self, method: reqwest::Method, agency: &str, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(agency, path))
+            .header("X-Road-Client", "VN/GOV/TEST/agencies")
+            .header("X-Road-Service", format!("VN/GOV/{agency}/test/v1"))
+            .header("X-Road-Id", uuid_like())
+    }
+
     async fn post(&self, agency: &str, path: &str, key: &str, body: &Value) -> Answer {
         let reply = self
-            .http
-            .post(self.url(agency, path))
+            .call(reqwest::Method::POST, agency, path)
             .header("Idempotency-Key", key)
-            .header("X-Civicflow-Case-Id", format!("case-{key}"))
+            .header("X-Road-Issue", format!("case-{key}"))
             .json(body)
             .send()
             .await
@@ -57,8 +65,7 @@ impl Mocks {
 
     async fn get(&self, agency: &str, path: &str) -> Answer {
         answer(
-            self.http
-                .get(self.url(agency, path))
+            self.call(reqwest::Method::GET, agency, path)
                 .send()
                 .await
                 .expect("request"),
@@ -115,6 +122,15 @@ impl Mocks {
         assert_eq!(answer.status, 201, "{}", answer.body);
         answer.body
     }
+}
+
+/// A message id no other request of the run has.
+fn uuid_like() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "msg-{}",
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
 }
 
 async fn answer(reply: reqwest::Response) -> Answer {
@@ -306,8 +322,11 @@ async fn birth_registration_refusals() {
         201
     );
     let garbage = mocks
-        .http
-        .post(mocks.url(CIVIL_STATUS, "/v1/birth-registrations"))
+        .call(
+            reqwest::Method::POST,
+            CIVIL_STATUS,
+            "/v1/birth-registrations",
+        )
         .header("Idempotency-Key", "garbage")
         .body("{not json")
         .send()
@@ -315,8 +334,11 @@ async fn birth_registration_refusals() {
         .unwrap();
     assert_eq!(garbage.status(), 400);
     let keyless = mocks
-        .http
-        .post(mocks.url(CIVIL_STATUS, "/v1/birth-registrations"))
+        .call(
+            reqwest::Method::POST,
+            CIVIL_STATUS,
+            "/v1/birth-registrations",
+        )
         .json(&birth())
         .send()
         .await
@@ -1110,8 +1132,11 @@ async fn lost_replies_happen_after_the_effect_and_replay_by_key() {
     let mocks = Mocks::start().await;
     with_fault(&mocks, json!({"reset": 1.0})).await;
     let reset = mocks
-        .http
-        .post(mocks.url(CIVIL_STATUS, "/v1/birth-registrations"))
+        .call(
+            reqwest::Method::POST,
+            CIVIL_STATUS,
+            "/v1/birth-registrations",
+        )
         .header("Idempotency-Key", "lost")
         .json(&birth())
         .send()
@@ -1124,8 +1149,11 @@ async fn lost_replies_happen_after_the_effect_and_replay_by_key() {
 
     with_fault(&mocks, json!({"timeout": 1.0})).await;
     let timed_out = mocks
-        .http
-        .post(mocks.url(CIVIL_STATUS, "/v1/birth-registrations"))
+        .call(
+            reqwest::Method::POST,
+            CIVIL_STATUS,
+            "/v1/birth-registrations",
+        )
         .header("Idempotency-Key", "lost")
         .timeout(Duration::from_millis(300))
         .json(&birth())
@@ -1180,13 +1208,15 @@ async fn request_metadata_is_logged() {
     let mocks = Mocks::start().await;
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     mocks
-        .http
-        .post(mocks.url(CIVIL_STATUS, "/v1/birth-registrations"))
+        .call(
+            reqwest::Method::POST,
+            CIVIL_STATUS,
+            "/v1/birth-registrations",
+        )
         .header("Idempotency-Key", "meta")
         .header("traceparent", traceparent)
-        .header("X-Civicflow-Case-Id", "case-42")
-        .header("X-Civicflow-Message-Id", "msg-1")
-        .header("X-Civicflow-Client", "civicflow/birth-registration@1")
+        .header("X-Road-Issue", "case-42")
+        .header("X-Road-UserId", "ps_0123")
         .json(&birth())
         .send()
         .await
@@ -1197,8 +1227,9 @@ async fn request_metadata_is_logged() {
         .body;
     let entry = &log[0];
     assert_eq!(entry["traceparent"], traceparent);
-    assert_eq!(entry["message_id"], "msg-1");
-    assert_eq!(entry["client"], "civicflow/birth-registration@1");
+    assert_eq!(entry["client"], "VN/GOV/TEST/agencies");
+    assert_eq!(entry["service"], "VN/GOV/civil-status/test/v1");
+    assert_eq!(entry["user_id"], "ps_0123");
     assert_eq!(entry["idempotency_key"], "meta");
     let effects = mocks.get(CIVIL_STATUS, "/admin/effects").await.body;
     assert_eq!(
@@ -1277,4 +1308,73 @@ async fn a_birth_allowance_is_granted_once_to_a_poor_household_of_the_commune() 
         .await;
     assert_eq!(again.body["reason_code"], "ALREADY_GRANTED");
     assert_eq!(mocks.effects_of(SOCIAL_ASSISTANCE, "a-ok").await, (1, 0));
+}
+
+#[tokio::test]
+async fn a_procedure_needs_x_road_headers_and_answers_with_the_request_hash() {
+    let mocks = Mocks::start().await;
+    let bare = mocks
+        .http
+        .post(mocks.url(CIVIL_STATUS, "/v1/birth-registrations"))
+        .header("Idempotency-Key", "bare")
+        .json(&birth())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 400);
+    let refused: Value = bare.json().await.unwrap();
+    assert_eq!(refused["reason_code"], "XROAD_HEADERS_INVALID");
+    assert_eq!(mocks.effects_of(CIVIL_STATUS, "bare").await, (0, 0));
+
+    let elsewhere = mocks
+        .http
+        .post(mocks.url(CIVIL_STATUS, "/v1/birth-registrations"))
+        .header("X-Road-Client", "VN/GOV/TEST/agencies")
+        .header("X-Road-Service", "VN/GOV/police/residence-registration/v1")
+        .header("X-Road-Id", "m-elsewhere")
+        .json(&birth())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 400, "a service of another agency");
+
+    let body = serde_json::to_vec(&birth()).unwrap();
+    let reply = mocks
+        .http
+        .post(mocks.url(CIVIL_STATUS, "/v1/birth-registrations"))
+        .header("X-Road-Client", "VN/GOV/TEST/agencies")
+        .header(
+            "X-Road-Service",
+            "VN/GOV/civil-status/birth-registration/v1",
+        )
+        .header("Idempotency-Key", "hashed")
+        .header("X-Road-Id", "m-hashed")
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 201);
+    let expected =
+        civicflow_mocks::xroad::request_hash("POST", "/v1/birth-registrations", "m-hashed", &body);
+    assert_eq!(reply.headers()["x-road-request-hash"], expected.as_str());
+    assert_eq!(reply.headers()["x-road-id"], "m-hashed");
+
+    with_fault(&mocks, json!({"wrong_request_hash": 1.0})).await;
+    let wrong = mocks
+        .http
+        .post(mocks.url(CIVIL_STATUS, "/v1/birth-registrations"))
+        .header("X-Road-Client", "VN/GOV/TEST/agencies")
+        .header(
+            "X-Road-Service",
+            "VN/GOV/civil-status/birth-registration/v1",
+        )
+        .header("Idempotency-Key", "hashed")
+        .header("X-Road-Id", "m-hashed")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(wrong.headers()["x-road-request-hash"], expected.as_str());
 }

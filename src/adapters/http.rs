@@ -4,30 +4,79 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::xroad;
 use crate::workflow::definition::{Adapter, Decision, Rules, Schema};
 use crate::workflow::expr::Input;
 use crate::workflow::spec::Method;
 
-/// The metadata every call carries (see `docs/mocks.md` for how agencies read it).
+/// The metadata every call carries (see `docs/mocks.md` for how agencies read it): its
+/// idempotency key, a W3C `traceparent`, and X-Road's message metadata ([`xroad`]).
 #[derive(Debug, Clone)]
 pub struct Metadata {
     pub idempotency_key: String,
+    /// The case: the dossier number (`X-Road-Issue`).
     pub case_id: String,
+    /// The message's own id (`X-Road-Id`).
     pub message_id: String,
     pub traceparent: String,
+    /// This node (`X-Road-Client`).
+    pub client: String,
+    /// The agency's operation and its version (`X-Road-Service`).
+    pub service: String,
+    /// The citizen's pseudonym (`X-Road-UserId`), where the workflow names the citizen.
+    pub user: Option<String>,
+}
+
+/// Who sends a call: this node's X-Road client, and the citizen it is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender<'a> {
+    pub client: &'a str,
+    /// The adapter, `agency/operation@version`.
+    pub adapter: &'a str,
+    pub user: Option<&'a str>,
 }
 
 impl Metadata {
     /// A call's metadata: a fresh W3C `traceparent` whose trace id is the case id, so an
     /// agency's traces of one case line up.
-    pub fn new(case_id: uuid::Uuid, idempotency_key: String, message_id: String) -> Metadata {
+    pub fn new(
+        case_id: uuid::Uuid,
+        idempotency_key: String,
+        message_id: String,
+        sender: Sender<'_>,
+    ) -> Metadata {
         Metadata {
             idempotency_key,
             case_id: case_id.to_string(),
             traceparent: format!("00-{}-{}-01", case_id.simple(), crate::auth::random_hex(8)),
             message_id,
+            client: sender.client.to_owned(),
+            service: xroad::service(sender.client, sender.adapter),
+            user: sender.user.map(str::to_owned),
         }
     }
+}
+
+/// What the agency's `X-Road-Request-Hash` said of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Echo {
+    /// It sent none.
+    Absent,
+    /// The hash of the request sent.
+    Matches,
+    /// Another hash: the reply answers another request, or a changed one.
+    Differs(String),
+}
+
+/// One exchange: what came back, and the hashes the audit log keeps of it.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub reply: Reply,
+    /// The request's hash, as `X-Road-Request-Hash` carries it.
+    pub request_hash: String,
+    /// The hash of the reply's body; `None` when nothing came back.
+    pub reply_hash: Option<String>,
+    pub sent_at: jiff::Timestamp,
 }
 
 /// The longest wait an agency's `Retry-After` can ask for: an agency's value is any number,
@@ -45,6 +94,7 @@ pub enum Reply {
         /// copy the body. The body is the parsed JSON, or the raw text when it is not JSON.
         context: Value,
         retry_after: Option<Duration>,
+        echo: Echo,
     },
     /// A timeout, a refused or reset connection: the agency may or may not have acted.
     NoAnswer { error: String },
@@ -67,7 +117,27 @@ impl Reply {
                 ("body".to_owned(), body),
             ])),
             retry_after,
+            echo: Echo::Absent,
         }
+    }
+
+    /// The reply, with what its `X-Road-Request-Hash` says of the request whose hash is `sent`.
+    fn echoing(mut self, sent: &str) -> Reply {
+        if let Reply::Answered { context, echo, .. } = &mut self
+            && let Some(got) = context["headers"][xroad::REQUEST_HASH].as_str()
+        {
+            *echo = if got == sent {
+                Echo::Matches
+            } else {
+                Echo::Differs(got.to_owned())
+            };
+        }
+        self
+    }
+
+    /// The request hash the agency sent back, if any.
+    pub fn echoed(&self) -> Option<&str> {
+        self.context()["headers"][xroad::REQUEST_HASH].as_str()
     }
 
     /// The reply as reply rules see it: `{status, headers, body}`; `null` for no answer.
@@ -104,6 +174,9 @@ pub enum Outcome {
     },
     /// Not retried: an operator must look.
     Unexpected(String),
+    /// The agency's `X-Road-Request-Hash` is not the hash of the request sent: the reply is
+    /// not used, and an operator must look.
+    RequestHashMismatch(String),
 }
 
 impl Outcome {
@@ -117,6 +190,7 @@ impl Outcome {
             Outcome::NeedsSupplement(_) => "needs_supplement",
             Outcome::Retryable { .. } => "retryable",
             Outcome::Unexpected(_) => "unexpected",
+            Outcome::RequestHashMismatch(_) => "request_hash_mismatch",
         }
     }
 }
@@ -133,8 +207,18 @@ pub fn classify(rules: &Rules, output: &Schema, reply: &Reply) -> Outcome {
         }
         Reply::Answered {
             status,
+            echo: Echo::Differs(got),
+            ..
+        } => {
+            return Outcome::RequestHashMismatch(format!(
+                "HTTP {status}: the agency's X-Road-Request-Hash `{got}` is not the hash of the request sent: the reply answers another request, or a changed one"
+            ));
+        }
+        Reply::Answered {
+            status,
             context,
             retry_after,
+            ..
         } => (*status, &context["body"], *retry_after),
     };
     let excerpt = || {
@@ -184,7 +268,7 @@ pub fn classify(rules: &Rules, output: &Schema, reply: &Reply) -> Outcome {
     }
 }
 
-/// Sends one request. Never fails: every failure is a [`Reply`].
+/// Sends one request with its metadata. Never fails: every failure is a [`Reply`].
 pub async fn send(
     client: &reqwest::Client,
     method: Method,
@@ -193,30 +277,54 @@ pub async fn send(
     body: Option<&Value>,
     meta: &Metadata,
     timeout: Duration,
-) -> Reply {
+) -> Sent {
+    let sent_at = jiff::Timestamp::now();
     let method = match method {
         Method::Get => reqwest::Method::GET,
         Method::Post => reqwest::Method::POST,
         Method::Put => reqwest::Method::PUT,
         Method::Patch => reqwest::Method::PATCH,
     };
+    let bytes = body.map_or_else(Vec::new, |b| {
+        serde_json::to_vec(b).expect("a JSON value always serializes")
+    });
+    let target = match reqwest::Url::parse(url) {
+        Ok(u) => match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_owned(),
+        },
+        Err(_) => url.to_owned(),
+    };
+    let request_hash = xroad::request_hash(method.as_str(), &target, &meta.message_id, &bytes);
+    let sent = |reply: Reply, reply_hash: Option<String>| Sent {
+        reply,
+        request_hash: request_hash.clone(),
+        reply_hash,
+        sent_at,
+    };
     let mut request = client
         .request(method, url)
         .timeout(timeout)
         .header("idempotency-key", &meta.idempotency_key)
-        .header("x-civicflow-client", "civicflow")
-        .header("x-civicflow-case-id", &meta.case_id)
-        .header("x-civicflow-message-id", &meta.message_id)
+        .header(xroad::CLIENT, &meta.client)
+        .header(xroad::SERVICE, &meta.service)
+        .header(xroad::ID, &meta.message_id)
+        .header(xroad::ISSUE, &meta.case_id)
         .header("traceparent", &meta.traceparent);
+    if let Some(user) = &meta.user {
+        request = request.header(xroad::USER_ID, user);
+    }
     for (k, v) in headers {
         request = request.header(k, v);
     }
-    if let Some(body) = body {
-        request = request.json(body);
+    if body.is_some() {
+        request = request
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(bytes);
     }
     let response = match request.send().await {
         Ok(r) => r,
-        Err(e) => return no_answer(url, e),
+        Err(e) => return sent(no_answer(url, e), None),
     };
     let status = response.status().as_u16();
     let mut head = Map::new();
@@ -232,11 +340,13 @@ pub async fn send(
         .and_then(retry_after_secs);
     let bytes = match response.bytes().await {
         Ok(b) => b,
-        Err(e) => return no_answer(url, e),
+        Err(e) => return sent(no_answer(url, e), None),
     };
+    let reply_hash = xroad::reply_hash(&bytes);
     let body = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    Reply::answered(status, head, body, retry_after)
+    let reply = Reply::answered(status, head, body, retry_after).echoing(&request_hash);
+    sent(reply, Some(reply_hash))
 }
 
 /// A `Retry-After` in seconds; a number too large for any integer is as long as can be (and

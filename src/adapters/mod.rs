@@ -3,3 +3,4 @@
 //! civicflow's metadata and classifies what comes back.
 
 pub mod http;
+pub mod xroad;

@@ -139,6 +139,7 @@ fn describe(op: Operation) -> &'static str {
         Operation::PostEvent => "post events",
         Operation::ManageConsents => "record or read citizens' consents",
         Operation::EraseSubject => "erase a person's personal data",
+        Operation::ReadAudit => "read the audit log",
     }
 }
 

@@ -5,6 +5,7 @@
 //! mistake is never a 500.
 
 mod agencies;
+mod audit;
 mod auth;
 mod callbacks;
 mod cases;
@@ -109,6 +110,11 @@ pub fn router<S: Store + Clone>(
         )
         .route("/v1/consents/withdrawals", post(consents::withdraw::<S>))
         .route("/v1/subjects/{id}", delete(subjects::erase::<S>))
+        .route("/v1/audit/entries", get(audit::entries::<S>))
+        .route("/v1/audit/heads", get(audit::heads::<S>))
+        .route("/v1/audit/heads/latest", get(audit::latest_head::<S>))
+        .route("/v1/audit/proofs/inclusion", get(audit::inclusion::<S>))
+        .route("/v1/audit/proofs/consistency", get(audit::consistency::<S>))
         .route(
             "/v1/tokens",
             post(tokens::issue::<S>).get(tokens::list::<S>),

@@ -6,8 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    agencies, callbacks, cases, consents, deadlines, error, events, kpis, metrics, operators,
-    registry, store, subjects, supplements, tokens, webhooks,
+    agencies, audit, callbacks, cases, consents, deadlines, error, events, kpis, metrics,
+    operators, registry, store, subjects, supplements, tokens, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -31,6 +31,7 @@ use super::{
         events::post,
         consents::record, consents::withdraw, consents::list,
         subjects::erase,
+        audit::entries, audit::heads, audit::latest_head, audit::inclusion, audit::consistency,
         tokens::issue, tokens::list, tokens::revoke,
         webhooks::register, webhooks::list, webhooks::delete,
         registry::publish_adapter, registry::list_adapters, registry::deprecate_adapter,

@@ -31,6 +31,9 @@ pub enum Role {
     /// this one or under it (`source:urn:vn:moh:hospital:bach-mai`), of the types the
     /// workflows take from it, and nothing else.
     Source(String),
+    /// An auditor (an inspectorate, a court's expert): reads the audit log, its signed tree
+    /// heads and proofs, which hold no personal data in clear, and nothing else.
+    Auditor,
 }
 
 /// An operation of the API, as far as permission goes.
@@ -78,6 +81,8 @@ pub enum Operation {
     ManageConsents,
     /// Erase a person's personal data early, on their request (admin).
     EraseSubject,
+    /// Read the audit log: entries, signed tree heads, inclusion and consistency proofs.
+    ReadAudit,
 }
 
 impl Role {
@@ -130,6 +135,7 @@ impl Role {
             Role::Admin => op != Callback,
             Role::Metrics => op == ReadMetrics,
             Role::Source(_) => op == PostEvent,
+            Role::Auditor => op == ReadAudit,
         }
     }
 
@@ -159,7 +165,7 @@ impl Role {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "`{0}` is not a role; the roles are portal, operator, supervisor, agency:<agency id>, source:<event source URI>, admin and metrics"
+    "`{0}` is not a role; the roles are portal, operator, supervisor, agency:<agency id>, source:<event source URI>, auditor, admin and metrics"
 )]
 pub struct UnknownRole(pub String);
 
@@ -173,6 +179,7 @@ impl FromStr for Role {
             "supervisor" => Ok(Role::Supervisor),
             "admin" => Ok(Role::Admin),
             "metrics" => Ok(Role::Metrics),
+            "auditor" => Ok(Role::Auditor),
             _ => match s.strip_prefix("agency:") {
                 Some(a)
                     if !a.is_empty()
@@ -206,6 +213,7 @@ impl fmt::Display for Role {
             Role::Admin => f.write_str("admin"),
             Role::Metrics => f.write_str("metrics"),
             Role::Source(uri) => write!(f, "source:{uri}"),
+            Role::Auditor => f.write_str("auditor"),
         }
     }
 }
@@ -311,6 +319,7 @@ async fn store_new<S: Store>(
     let tx = Transaction {
         put_api_tokens: vec![token.clone()],
         delete_api_tokens: forgotten,
+        audit: vec![token_record("issued", &token, by)],
         ..Transaction::default()
     };
     store.commit(&tx).await?;
@@ -348,11 +357,25 @@ pub async fn revoke<S: Store>(
         })
         .collect();
     let tx = Transaction {
+        audit: revoked
+            .iter()
+            .map(|t| token_record("revoked", t, by))
+            .collect(),
         put_api_tokens: revoked.clone(),
         ..Transaction::default()
     };
     store.commit(&tx).await?;
     Ok(revoked.into_iter().next().expect("the token itself"))
+}
+
+/// The audit log's record of a token issued or revoked: its public id, never its secret.
+pub fn token_record(action: &str, token: &ApiToken, by: &str) -> crate::audit::Record {
+    crate::audit::Record::Token {
+        action: action.to_owned(),
+        token: token.id.clone(),
+        role: token.role.clone(),
+        by: by.to_owned(),
+    }
 }
 
 /// How long a session of the operators' page lasts.

@@ -240,6 +240,9 @@ pub enum IncidentReason {
     /// The agency refused a step whose workflow says `on_rejection: hold`: the case waits for
     /// an operator to correct the data and re-run it, or to let the refusal stand.
     RefusalAwaitingAction,
+    /// The agency's reply carried another request's hash (`X-Road-Request-Hash`): it answers
+    /// another request, or one changed on the way, and is not used.
+    RequestHashMismatch,
 }
 
 impl IncidentReason {
@@ -251,16 +254,18 @@ impl IncidentReason {
             IncidentReason::InvalidData => "invalid_data",
             IncidentReason::WorkflowNotLoaded => "workflow_not_loaded",
             IncidentReason::RefusalAwaitingAction => "refusal_awaiting_action",
+            IncidentReason::RequestHashMismatch => "request_hash_mismatch",
         }
     }
 
-    pub const ALL: [IncidentReason; 6] = [
+    pub const ALL: [IncidentReason; 7] = [
         IncidentReason::RetriesExhausted,
         IncidentReason::UnexpectedReply,
         IncidentReason::DeadlineMissed,
         IncidentReason::InvalidData,
         IncidentReason::WorkflowNotLoaded,
         IncidentReason::RefusalAwaitingAction,
+        IncidentReason::RequestHashMismatch,
     ];
 }
 

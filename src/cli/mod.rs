@@ -3,6 +3,7 @@
 
 pub mod adapters;
 pub mod agencies;
+pub mod audit;
 pub mod cases;
 pub mod client;
 pub mod deadlines;

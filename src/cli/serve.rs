@@ -15,6 +15,7 @@ use jiff::Timestamp;
 
 use crate::api::Limits;
 use crate::app::{App, BuildError, Settings};
+use crate::audit::{HeadSigner, SignerConfig};
 use crate::auth::{self, ApiToken, Role};
 use crate::circuits;
 use crate::engine::{Clock, Config};
@@ -42,6 +43,23 @@ pub struct ServeArgs {
     /// `<data>.pseudonym-key`.
     #[arg(long, env = "CIVICFLOW_PSEUDONYM_KEY_FILE", value_name = "FILE")]
     pub pseudonym_key_file: Option<PathBuf>,
+    /// The Ed25519 key that signs the audit log's tree heads: a file of 64 hexadecimal digits
+    /// (the key's seed), kept apart from the store; made on first start if missing. To rotate
+    /// it, point here at a new file: heads name the key that signed them, and an auditor keeps
+    /// every public key (`civicflow audit public-key`). Default: beside --data, as
+    /// `<data>.audit-key`.
+    #[arg(long, env = "CIVICFLOW_AUDIT_KEY_FILE", value_name = "FILE")]
+    pub audit_key_file: Option<PathBuf>,
+    /// A signed tree head once the audit log grew by this many entries …
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub audit_head_entries: u64,
+    /// … or once this long passed, if it grew at all.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub audit_head_every: String,
+    /// This node's X-Road client, `INSTANCE/CLASS/MEMBER/SUBSYSTEM`, sent on every agency
+    /// call as `X-Road-Client`.
+    #[arg(long, env = "CIVICFLOW_XROAD_CLIENT", default_value = crate::adapters::xroad::DEFAULT_CLIENT, value_name = "ID")]
+    pub xroad_client: String,
     /// Apply the database's missing migrations before serving (PostgreSQL).
     #[arg(long)]
     pub migrate: bool,
@@ -252,6 +270,22 @@ async fn serve<S: Store + Clone>(
         PathBuf::from(name)
     });
     let pseudonyms = PseudonymKey::load_or_create(&key_file)?;
+    let audit_key_file = args.audit_key_file.clone().unwrap_or_else(|| {
+        let mut name = args.data.clone().into_os_string();
+        name.push(".audit-key");
+        PathBuf::from(name)
+    });
+    let audit = SignerConfig {
+        key: HeadSigner::load_or_create(&audit_key_file)?,
+        every_entries: args.audit_head_entries.max(1),
+        every: duration(&args.audit_head_every).map_err(anyhow::Error::msg)?,
+    };
+    anyhow::ensure!(
+        crate::adapters::xroad::valid_client(&args.xroad_client),
+        "--xroad-client `{}`: expected INSTANCE/CLASS/MEMBER/SUBSYSTEM, e.g. {}",
+        args.xroad_client,
+        crate::adapters::xroad::DEFAULT_CLIENT
+    );
     let settings = Settings {
         workflows: args.workflows.clone(),
         engine: Config {
@@ -262,6 +296,8 @@ async fn serve<S: Store + Clone>(
             clock,
             circuits,
             pseudonyms,
+            xroad_client: args.xroad_client.clone(),
+            audit,
         },
         limits: Limits {
             per_second: args.rate_limit,
@@ -337,6 +373,7 @@ async fn bootstrap_admin<S: Store>(store: &S, data: &Path) -> anyhow::Result<()>
         let (token, secret) =
             ApiToken::issue(Role::Admin, "bootstrap admin", "civicflow serve", now);
         let tx = Transaction {
+            audit: vec![auth::token_record("issued", &token, "civicflow serve")],
             put_api_tokens: vec![token.clone()],
             expect_config: Some(version),
             ..Transaction::default()

@@ -5,8 +5,9 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::Engine;
-use crate::adapters::http::{self, Metadata, Outcome, build};
-use crate::store::Store;
+use super::exchanges::Exchanged;
+use crate::adapters::http::{self, Metadata, Outcome, Sender, build};
+use crate::store::{Store, StoreError};
 use crate::workflow::definition::{Adapter, SchemaViolation};
 use crate::workflow::expr::Input;
 
@@ -18,6 +19,8 @@ pub enum TrialError {
     NoBaseUrl(String),
     #[error("the request cannot be built: {0}")]
     Request(String),
+    #[error("the exchange could not be logged: {0}")]
+    Store(#[from] StoreError),
 }
 
 impl<S: Store + Clone> Engine<S> {
@@ -59,8 +62,13 @@ impl<S: Store + Clone> Engine<S> {
             "callback": {"url": format!("{}/v1/callbacks/trial-{trial}", self.config.public_url)},
         });
         let request = build(adapter, &base, &Input::new(&ctx)).map_err(TrialError::Request)?;
-        let meta = Metadata::new(trial, key, uuid::Uuid::new_v4().to_string());
-        let reply = http::send(
+        let sender = Sender {
+            client: &self.config.xroad_client,
+            adapter: &adapter.reference,
+            user: None,
+        };
+        let meta = Metadata::new(trial, key, uuid::Uuid::new_v4().to_string(), sender);
+        let sent = http::send(
             &self.http,
             adapter.method,
             &request.url,
@@ -70,7 +78,21 @@ impl<S: Store + Clone> Engine<S> {
             adapter.timeout,
         )
         .await;
-        let outcome = match http::classify(&adapter.reply, &adapter.output, &reply) {
+        let reply = &sent.reply;
+        let classified = http::classify(&adapter.reply, &adapter.output, reply);
+        self.log_exchange(
+            Exchanged {
+                case_id: trial,
+                step: "trial",
+                attempt: 1,
+                poll: false,
+                meta: &meta,
+                sent: &sent,
+            },
+            classified.class(),
+        )
+        .await?;
+        let outcome = match classified {
             Outcome::Success(output) => json!({"outcome": "success", "output": output}),
             Outcome::Rejected {
                 reason_code,
@@ -88,12 +110,16 @@ impl<S: Store + Clone> Engine<S> {
             }
             Outcome::Retryable { error, .. } => json!({"outcome": "retryable", "error": error}),
             Outcome::Unexpected(error) => json!({"outcome": "unexpected", "error": error}),
+            Outcome::RequestHashMismatch(error) => {
+                json!({"outcome": "request_hash_mismatch", "error": error})
+            }
         };
         let mut out = outcome;
         out["request"] = json!({
             "method": adapter.method.as_str(),
             "url": request.url,
             "body": request.body,
+            "request_hash": sent.request_hash,
         });
         out["reply"] = reply.context().clone();
         Ok(out)

@@ -134,9 +134,22 @@ impl<S: Store + Clone> Engine<S> {
             .find(|r| r.agreement == agreement))
     }
 
+    /// Writes `record`, and logs it given or withdrawn in the audit log.
     async fn put(&self, record: &ConsentRecord) -> Result<(), StoreError> {
+        let action = if record.is_given() {
+            "given"
+        } else {
+            "withdrawn"
+        };
         let tx = Transaction {
             put_consents: vec![record.clone()],
+            audit: vec![crate::audit::Record::Consent {
+                action: action.to_owned(),
+                subject: record.subject.clone(),
+                agreement: record.agreement.clone(),
+                consent_id: record.id.clone(),
+                by: record.recorded_by.clone(),
+            }],
             ..Transaction::default()
         };
         self.store.commit(&tx).await

@@ -15,6 +15,7 @@ use futures_util::FutureExt;
 use opentelemetry::trace::SpanKind;
 
 use super::change::{Call, Change};
+use super::exchanges::Exchanged;
 use super::locks::CaseLock;
 use super::{Engine, MissingWorkflow};
 use crate::adapters::http::{self, Reply};
@@ -161,7 +162,7 @@ impl<S: Store + Clone> Engine<S> {
         let to_wire = call.ready_at.elapsed();
         let sent = Instant::now();
         let from = SystemTime::now();
-        let reply = http::send(
+        let answer = http::send(
             &self.http,
             call.method,
             &call.url,
@@ -171,13 +172,11 @@ impl<S: Store + Clone> Engine<S> {
             call.timeout,
         )
         .await;
+        let reply = &answer.reply;
         let received = Instant::now();
-        let status = match &reply {
-            Reply::Answered { status, .. } => Some(*status),
-            Reply::NoAnswer { .. } => None,
-        };
+        let status = reply.status();
         // Kept for the circuit's record should the reply be a retryable failure.
-        let no_answer = match &reply {
+        let no_answer = match reply {
             Reply::NoAnswer { error } => Some(error.clone()),
             Reply::Answered { .. } => None,
         };
@@ -202,10 +201,25 @@ impl<S: Store + Clone> Engine<S> {
             Some(s) => span.attribute("http.response.status_code", i64::from(s)),
             None => span,
         };
-        let outcome = match self.on_reply(&call, reply, received).await {
+        let exchanged = Exchanged {
+            case_id: call.case_id,
+            step: &call.step,
+            attempt: call.attempt,
+            poll: call.poll,
+            meta: &call.meta,
+            sent: &answer,
+        };
+        let outcome = match self.on_reply(&call, &exchanged, received).await {
             Ok(Some(class)) => class,
-            // The step had moved on (an operator, another node): the answer is not used.
-            Ok(None) => "superseded",
+            // The step had moved on (an operator, another node): the answer is not used, but
+            // the exchange happened.
+            Ok(None) => match self.log_exchange(exchanged, "superseded").await {
+                Ok(()) => "superseded",
+                Err(e) => {
+                    self.store_failures.absorbs("logging an exchange", &e);
+                    "superseded"
+                }
+            },
             Err(e) => {
                 if !self.store_failures.absorbs("recording a reply", &e) {
                     tracing::warn!(case_id = %call.case_id, trace_id = %call.case_id.simple(), step = %call.step, error = %e, "the reply could not be recorded; the watchdog timer will retry");
@@ -241,7 +255,7 @@ impl<S: Store + Clone> Engine<S> {
     async fn on_reply(
         self: &Arc<Self>,
         call: &Call,
-        reply: Reply,
+        exchanged: &Exchanged<'_>,
         received: Instant,
     ) -> Result<Option<&'static str>, StoreError> {
         let mut lock = self.locks.lock(call.case_id).await;
@@ -265,7 +279,11 @@ impl<S: Store + Clone> Engine<S> {
             }
             let rev = case.rev;
             let mut change = Change::new(case, Some(rev), self.config.clock.now(), received);
-            let class = self.decide.apply_reply(step, &mut change, call, &reply);
+            let class = self
+                .decide
+                .apply_reply(step, &mut change, call, &exchanged.sent.reply);
+            let answered_at = change.now;
+            change.tx.audit.push(exchanged.record(class, answered_at));
             match self.finish_change(&wf, change, &mut lock).await {
                 Err(e) if lost_race(&e, round) => continue,
                 done => return done.map(|()| Some(class)),

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::case::{Case, CaseId, CaseStatus, EventKind, Made, TimerKind, index};
 use crate::personal_data::erasure::erase_case;
-use crate::store::{Order, Store, StoreError};
+use crate::store::{Order, Store, StoreError, Transaction};
 use crate::workflow::definition::Workflow;
 use crate::workflow::triggers::On;
 
@@ -177,6 +177,18 @@ impl<S: Store + Clone> Engine<S> {
             .flat_map(|wf| wf.business_keys.iter().map(|(k, _)| k.as_str()))
             .collect();
         let pseudonym = self.pseudonym(personal_id);
+        // The request itself is logged first, whatever it finds to erase.
+        let request = Transaction {
+            audit: vec![crate::audit::Record::Erasure {
+                case_id: None,
+                subject: Some(pseudonym.clone()),
+                why: "request".to_owned(),
+                by: by.to_owned(),
+                reason_hash: Some(crate::audit::entry::text_hash(reason)),
+            }],
+            ..Transaction::default()
+        };
+        self.store.commit(&request).await?;
         let mut ids = std::collections::BTreeSet::new();
         for name in names {
             for value in [personal_id, pseudonym.as_str()] {

@@ -19,6 +19,7 @@ mod drive;
 mod end_watch;
 mod erasure;
 mod events;
+mod exchanges;
 mod locks;
 mod start;
 mod step_overhead;
@@ -76,6 +77,10 @@ pub struct Config {
     pub circuits: crate::circuits::Settings,
     /// The key of the pseudonyms of citizens' IDs: whose consent a step needs is found by it.
     pub pseudonyms: crate::personal_data::PseudonymKey,
+    /// This node's X-Road client, `INSTANCE/CLASS/MEMBER/SUBSYSTEM`, on every agency call.
+    pub xroad_client: String,
+    /// When this node signs the audit log's tree heads, and with which key.
+    pub audit: crate::audit::SignerConfig,
 }
 
 pub struct Engine<S> {
@@ -110,6 +115,8 @@ pub struct Engine<S> {
     /// Cases whose record this node found damaged, with what is wrong: named in the incident
     /// list until a restart.
     damaged: std::sync::Mutex<BTreeMap<CaseId, String>>,
+    /// The audit log, as proofs are read from it.
+    audit: Arc<crate::audit::Log<S>>,
 }
 
 impl<S: Store + Clone> Engine<S> {
@@ -125,6 +132,8 @@ impl<S: Store + Clone> Engine<S> {
     ) -> Arc<Engine<S>> {
         let watchers = Arc::new(end_watch::Watchers::default());
         hooks.push(watchers.clone());
+        hooks.push(Arc::new(crate::audit::Trail));
+        let audit = Arc::new(crate::audit::Log::new(store.clone()));
         Arc::new(Engine {
             store,
             node: uuid::Uuid::new_v4().to_string(),
@@ -138,6 +147,8 @@ impl<S: Store + Clone> Engine<S> {
                 public_url: config.public_url.clone(),
                 agencies: config.agencies.clone(),
                 circuits: Arc::new(Circuits::new(config.circuits.clone())),
+                xroad_client: config.xroad_client.clone(),
+                pseudonyms: config.pseudonyms.clone(),
             },
             config,
             hooks,
@@ -161,7 +172,18 @@ impl<S: Store + Clone> Engine<S> {
             outage_work: std::sync::Mutex::default(),
             store_failures: FailureLog::new(),
             damaged: std::sync::Mutex::default(),
+            audit,
         })
+    }
+
+    /// The audit log of this node's store.
+    pub fn audit(&self) -> &Arc<crate::audit::Log<S>> {
+        &self.audit
+    }
+
+    /// This node's audit log signer, as configured.
+    pub fn audit_signer(&self) -> crate::audit::Signer<S> {
+        crate::audit::Signer::new(self.audit.clone(), self.config.audit.clone())
     }
 
     /// The agencies' circuits as this node follows them.

@@ -7,4 +7,4 @@ pub mod erasure;
 pub mod pseudonym;
 
 pub use consent::{ConsentRecord, consent_key};
-pub use pseudonym::{KeyError, PseudonymKey};
+pub use pseudonym::PseudonymKey;

@@ -3,11 +3,12 @@
 //! so a consent is found by whose it is and counts stay right after erasure; without the key a
 //! pseudonym cannot be turned back into the value, nor a guessed ID be checked against it.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+
+use crate::secret_file::SecretFileError;
 
 /// What every pseudonym starts with, so that a reader (and `store check`) tells one from a value.
 pub const PREFIX: &str = "ps_";
@@ -24,16 +25,6 @@ impl std::fmt::Debug for PseudonymKey {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    #[error("the pseudonym key {path} cannot be read: {detail}")]
-    Unreadable { path: PathBuf, detail: String },
-    #[error("the pseudonym key {path} is not 64 hexadecimal digits")]
-    Malformed { path: PathBuf },
-    #[error("the pseudonym key {path} cannot be created: {detail}")]
-    Uncreatable { path: PathBuf, detail: String },
-}
-
 impl PseudonymKey {
     /// A key from its 32 bytes.
     pub fn from_bytes(key: [u8; 32]) -> PseudonymKey {
@@ -42,62 +33,15 @@ impl PseudonymKey {
 
     /// A new random key, from the operating system's generator.
     pub fn generate() -> PseudonymKey {
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).expect("the operating system gives random bytes");
-        PseudonymKey { key }
+        PseudonymKey {
+            key: crate::secret_file::random_key(),
+        }
     }
 
     /// The key in `path` (64 hexadecimal digits), made and written there first if there is no
-    /// such file: readable by its owner only, synced before it is used.
-    pub fn load_or_create(path: &Path) -> Result<PseudonymKey, KeyError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(path, &text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = Self::generate();
-                match key.write_new(path) {
-                    Ok(()) => Ok(key),
-                    // Another process made it first: use theirs.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        let text =
-                            std::fs::read_to_string(path).map_err(|e| KeyError::Unreadable {
-                                path: path.to_owned(),
-                                detail: e.to_string(),
-                            })?;
-                        Self::parse(path, &text)
-                    }
-                    Err(e) => Err(KeyError::Uncreatable {
-                        path: path.to_owned(),
-                        detail: e.to_string(),
-                    }),
-                }
-            }
-            Err(e) => Err(KeyError::Unreadable {
-                path: path.to_owned(),
-                detail: e.to_string(),
-            }),
-        }
-    }
-
-    fn parse(path: &Path, text: &str) -> Result<PseudonymKey, KeyError> {
-        let malformed = || KeyError::Malformed {
-            path: path.to_owned(),
-        };
-        let bytes = hex::decode(text.trim()).map_err(|_| malformed())?;
-        let key: [u8; 32] = bytes.try_into().map_err(|_| malformed())?;
-        Ok(PseudonymKey { key })
-    }
-
-    fn write_new(&self, path: &Path) -> std::io::Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(path)?;
-        writeln!(file, "{}", hex::encode(self.key))?;
-        file.sync_all()
+    /// such file ([`crate::secret_file`]).
+    pub fn load_or_create(path: &Path) -> Result<PseudonymKey, SecretFileError> {
+        crate::secret_file::load_or_create(path, "pseudonym key").map(PseudonymKey::from_bytes)
     }
 
     /// The pseudonym of `value`: `ps_` and 128 bits of its HMAC, in hexadecimal.
@@ -126,26 +70,5 @@ mod tests {
             a,
             PseudonymKey::from_bytes([8; 32]).pseudonym("001089654321")
         );
-    }
-
-    #[test]
-    fn the_key_file_is_made_once_and_read_back() {
-        let dir = std::env::temp_dir().join(format!("civicflow-key-{}", uuid::Uuid::new_v4()));
-        let path = dir.join("pseudonym.key");
-        let made = PseudonymKey::load_or_create(&path).unwrap();
-        let read = PseudonymKey::load_or_create(&path).unwrap();
-        assert_eq!(made.pseudonym("x"), read.pseudonym("x"));
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        std::fs::write(&path, "not hex\n").unwrap();
-        assert!(matches!(
-            PseudonymKey::load_or_create(&path),
-            Err(KeyError::Malformed { .. })
-        ));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -202,6 +202,36 @@ pub trait Store: Send + Sync + 'static {
         subject: &str,
     ) -> impl Future<Output = Result<Vec<ConsentRecord>, StoreError>> + Send;
 
+    /// How many entries the audit log holds that a reader may rely on: durable on disk (and,
+    /// on PostgreSQL, sealed: numbered and chained, which this call does first).
+    fn audit_size(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Up to `limit` audit entries from index `from` on, in index order, as stored (the bytes
+    /// their Merkle leaves hash); only those counted by [`Store::audit_size`].
+    fn audit_entries(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(u64, Vec<u8>)>, StoreError>> + Send;
+
+    /// The indexes of the audit entries about case `id`, in order.
+    fn audit_of_case(
+        &self,
+        id: CaseId,
+    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send;
+
+    /// Up to `limit` signed tree heads of size `from` or more, in size order.
+    fn tree_heads(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<crate::audit::TreeHead>, StoreError>> + Send;
+
+    /// The signed tree head of the largest size, if any.
+    fn latest_tree_head(
+        &self,
+    ) -> impl Future<Output = Result<Option<crate::audit::TreeHead>, StoreError>> + Send;
+
     /// The registry's audit trail, oldest first.
     fn registry_changes(
         &self,

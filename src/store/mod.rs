@@ -36,10 +36,11 @@ pub use transaction::{CaseWrite, Checked, Grouping, Transaction};
 
 /// The version of the on-disk format. A store written by another format version is refused,
 /// unless it is one of [`UPGRADES_FROM`].
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 /// Older format versions this one reads as they are: opening such a store (or restoring such a
 /// backup) moves its version on. Version 6 added the record of the counters' changes not yet
-/// folded into them, which a version-5 store simply does not have; a version-5 binary refuses a
-/// version-6 store rather than miss those changes.
-pub const UPGRADES_FROM: &[u32] = &[5];
+/// folded into them, which a version-5 store simply does not have; version 7 added the audit
+/// log, which a version-6 store starts empty. An older binary refuses a newer store rather
+/// than miss those changes (or leave exchanges out of the log).
+pub const UPGRADES_FROM: &[u32] = &[5, 6];

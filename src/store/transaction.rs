@@ -63,6 +63,12 @@ pub struct Transaction {
     pub delete_idempotency: Vec<String>,
     /// Consent records, each written over the one of the same person and agreement.
     pub put_consents: Vec<ConsentRecord>,
+    /// Appended to the audit log in this order, each under the next index and chained to the
+    /// entry before; numbered and chained by the store (a sealer on PostgreSQL), so that the
+    /// log has one order whichever node commits.
+    pub audit: Vec<crate::audit::Record>,
+    /// Signed tree heads, kept by size; one of a size already kept is not written again.
+    pub put_tree_heads: Vec<crate::audit::TreeHead>,
     /// Added to the named counters (a counter never written is 0): figures kept up to date
     /// with the changes they count, so that reading them is not a scan (the on-time counts).
     pub counts: Vec<(String, i64)>,
@@ -94,6 +100,8 @@ impl Transaction {
             && self.registry_changes.is_empty()
             && self.put_circuits.is_empty()
             && self.put_consents.is_empty()
+            && self.audit.is_empty()
+            && self.put_tree_heads.is_empty()
             && self.rewrite_events.is_empty()
             && self.rewrite_notifications.is_empty()
             && self.delete_idempotency.is_empty()

@@ -16,6 +16,8 @@ pub struct Exchange {
     /// The personal input fields it sends.
     pub personal_data: Vec<String>,
     pub consent: Option<ConsentNeed>,
+    /// Over `.input`: the citizen the exchange is made for, named to the agency by pseudonym.
+    pub end_user: Option<Expr>,
 }
 
 /// The consent an exchange waits for: a record of `from`'s, for `agreement`.
@@ -52,12 +54,20 @@ impl Exchange {
             }
             (None, false) => None,
         };
+        let end_user = match &spec.end_user {
+            Some(e) => Some(
+                Expr::compile(expr::inner(e).unwrap_or(e))
+                    .map_err(|e| format!("`end_user`: {e}"))?,
+            ),
+            None => None,
+        };
         Ok(Exchange {
             purpose: spec.purpose.clone(),
             basis: spec.lawful_basis,
             law: spec.law.clone(),
             personal_data: spec.personal_data.clone(),
             consent,
+            end_user,
         })
     }
 }

@@ -215,6 +215,11 @@ pub struct ExchangeSpec {
     /// Whose consent, to which data agreement: required when the basis is `consent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent: Option<ConsentSpec>,
+    /// The citizen the exchange is made for (`${ .input.requester_personal_id }`): the
+    /// agency is told who, as a keyed pseudonym in `X-Road-UserId`, never the ID itself.
+    /// Without it, no end user is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user: Option<String>,
 }
 
 /// Why an exchange of personal data is lawful. Every basis but `consent` names its law.

@@ -18,9 +18,11 @@ use civicflow::webhooks::{Notification, Webhook};
 use jiff::Timestamp;
 use serde_json::json;
 
+mod audit;
 mod feed;
 mod shared;
 
+pub use audit::*;
 pub use feed::*;
 pub use shared::*;
 
@@ -57,6 +59,9 @@ macro_rules! conformance_suite {
             a_webhook_registered_among_notifying_commits_gets_every_later_notification,
             a_cursor_update_racing_a_delete_never_brings_the_webhook_back,
             keeps_one_consent_record_per_person_and_agreement,
+            the_audit_log_numbers_and_chains_records_in_commit_order,
+            concurrent_commits_log_every_record_once_in_one_chain,
+            tree_heads_are_kept_by_size_and_never_replaced,
         );
     };
     (@tests $fresh:expr; $($name:ident),* $(,)?) => {
@@ -78,6 +83,7 @@ macro_rules! restart_suite {
         $crate::restart_suite!(@tests $fresh;
             feed_positions_never_decrease_across_a_restart_after_a_trim,
             feed_positions_are_never_reused_once_every_webhook_is_gone,
+            the_audit_log_chains_on_across_a_restart,
         );
     };
     (@tests $fresh:expr; $($name:ident),* $(,)?) => {

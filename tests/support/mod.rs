@@ -691,6 +691,8 @@ impl<S: civicflow::store::Store + Clone> Node<S> {
                 clock,
                 circuits,
                 pseudonyms: pseudonym_key(),
+                xroad_client: civicflow::adapters::xroad::DEFAULT_CLIENT.to_owned(),
+                audit: audit_signing(),
             },
             limits: civicflow::api::Limits {
                 per_second: std::num::NonZeroU32::new(1_000_000).unwrap(),
@@ -725,6 +727,25 @@ pub fn pseudonym_key() -> civicflow::personal_data::PseudonymKey {
     static KEY: std::sync::LazyLock<civicflow::personal_data::PseudonymKey> =
         std::sync::LazyLock::new(civicflow::personal_data::PseudonymKey::generate);
     KEY.clone()
+}
+
+/// The key the tests' nodes sign the audit log's tree heads with (one for the whole run, as
+/// the nodes of one deployment share theirs).
+pub fn audit_key() -> civicflow::audit::HeadSigner {
+    static KEY: std::sync::LazyLock<civicflow::audit::HeadSigner> =
+        std::sync::LazyLock::new(|| {
+            civicflow::audit::HeadSigner::from_seed(civicflow::secret_file::random_key())
+        });
+    KEY.clone()
+}
+
+/// The tests' signing: a head every 200 ms once the log grew, so a test sees one soon.
+pub fn audit_signing() -> civicflow::audit::SignerConfig {
+    civicflow::audit::SignerConfig {
+        key: audit_key(),
+        every_entries: 1_000,
+        every: Duration::from_millis(200),
+    }
 }
 
 /// The engine, its HTTP API and the mock agencies (fast mode) in this process, on a fresh

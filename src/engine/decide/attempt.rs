@@ -6,8 +6,8 @@ use std::time::Duration;
 use jiff::SignedDuration;
 use serde_json::{Value, json};
 
-use crate::adapters::http::{Metadata, Reply, Request, build};
-use crate::case::{EventKind, IncidentReason, Rejection, StepStatus, TimerKind};
+use crate::adapters::http::{Metadata, Reply, Request, Sender, build};
+use crate::case::{Case, EventKind, IncidentReason, Rejection, StepStatus, TimerKind};
 use crate::engine::change::{Call, Change};
 use crate::workflow::definition::{Adapter, Step};
 use crate::workflow::expr::{Input, Part};
@@ -122,6 +122,7 @@ impl Decider {
             ctx.push(("callback", Part::Owned(json!({ "url": url }))));
         }
         let adapter = &step.adapter;
+        let user = self.end_user(step, &change.case);
         let built = self.build_request(adapter, &Input::of(Part::Object(ctx)));
         change.event(EventKind::AttemptStarted {
             step: step.id.clone(),
@@ -161,10 +162,29 @@ impl Decider {
             url,
             headers,
             body,
-            meta: Metadata::new(change.case.id, key, message_id),
+            meta: Metadata::new(
+                change.case.id,
+                key,
+                message_id,
+                Sender {
+                    client: &self.xroad_client,
+                    adapter: &step.adapter.reference,
+                    user: user.as_deref(),
+                },
+            ),
             timeout: step.timeout,
             ready_at: change.began,
         });
+    }
+
+    /// The pseudonym of the citizen `step`'s exchange is made for, if its workflow names one.
+    pub(in crate::engine) fn end_user(&self, step: &Step, case: &Case) -> Option<String> {
+        let expr = step.exchange.as_ref()?.end_user.as_ref()?;
+        let context = Input::of(Part::Object(vec![("input", Part::Borrowed(&case.input))]));
+        match expr.eval_in(&context).ok()? {
+            Value::String(id) if !id.is_empty() => Some(self.pseudonyms.pseudonym(&id)),
+            _ => None,
+        }
     }
 
     /// The URL, headers and body of a request to the adapter's agency.

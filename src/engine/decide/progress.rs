@@ -27,6 +27,10 @@ pub struct Decider {
     pub agencies: BTreeMap<String, String>,
     /// Which agencies' calls are held.
     pub circuits: Arc<Circuits>,
+    /// This node's X-Road client (`INSTANCE/CLASS/MEMBER/SUBSYSTEM`), on every call.
+    pub xroad_client: String,
+    /// The key of citizens' pseudonyms: the end user an agency is told of.
+    pub pseudonyms: crate::personal_data::PseudonymKey,
 }
 
 pub(super) fn case_meta(case: &Case) -> Value {

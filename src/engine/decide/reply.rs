@@ -115,6 +115,10 @@ impl Decider {
                 given_up(change, step, call, reply, error.clone());
                 self.fail(change, &step.id, IncidentReason::UnexpectedReply, error)
             }
+            Outcome::RequestHashMismatch(error) => {
+                given_up(change, step, call, reply, error.clone());
+                self.fail(change, &step.id, IncidentReason::RequestHashMismatch, error)
+            }
         }
         class
     }

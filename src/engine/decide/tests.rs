@@ -38,6 +38,8 @@ fn decider() -> Decider {
             .map(|(a, u)| ((*a).to_owned(), (*u).to_owned()))
             .collect(),
         circuits: Arc::new(Circuits::new(crate::circuits::Settings::default())),
+        xroad_client: crate::adapters::xroad::DEFAULT_CLIENT.into(),
+        pseudonyms: crate::personal_data::PseudonymKey::from_bytes([1; 32]),
     }
 }
 

@@ -1,6 +1,6 @@
 //! What a timer that came due means for a case: a retry, a poll, a watchdog, a deadline.
 
-use crate::adapters::http::Metadata;
+use crate::adapters::http::{Metadata, Sender};
 use crate::case::{StepStatus, Timer, TimerKind};
 use crate::engine::change::{Call, Change};
 use crate::workflow::definition::Workflow;
@@ -51,6 +51,17 @@ impl Decider {
                 let (revision, attempt) = (s.revision, s.attempt);
                 let (agency, adapter) = (s.agency.clone(), s.adapter.clone());
                 let key = idempotency_key(&change.case, step, revision);
+                let user = self.end_user(def, &change.case);
+                let meta = Metadata::new(
+                    change.case.id,
+                    key,
+                    uuid::Uuid::new_v4().to_string(),
+                    Sender {
+                        client: &self.xroad_client,
+                        adapter: &adapter,
+                        user: user.as_deref(),
+                    },
+                );
                 // If the process stops mid-poll, this timer polls again.
                 change.set_timer(
                     TimerKind::Poll { step: step.clone() },
@@ -68,7 +79,7 @@ impl Decider {
                     url,
                     headers: Vec::new(),
                     body: None,
-                    meta: Metadata::new(change.case.id, key, uuid::Uuid::new_v4().to_string()),
+                    meta,
                     timeout: def.timeout,
                     ready_at: change.began,
                 });

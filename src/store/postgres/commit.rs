@@ -131,6 +131,11 @@ const REGISTRY_CHANGES: &str = "INSERT INTO registry_changes (record) \
 const FEED: &str = "INSERT INTO feed_unsealed (record) \
     SELECT r FROM unnest($1::bytea[]) WITH ORDINALITY AS t(r, n) \
     WHERE EXISTS (SELECT 1 FROM webhooks) ORDER BY n";
+/// Audit records, unnumbered: a sealer numbers and chains them (`audit.rs`).
+const AUDIT: &str = "INSERT INTO audit_unsealed (record) \
+    SELECT r FROM unnest($1::bytea[]) WITH ORDINALITY AS t(r, n) ORDER BY n";
+const TREE_HEADS: &str = "INSERT INTO audit_heads (size, head) \
+    SELECT * FROM unnest($1::int8[], $2::bytea[]) ON CONFLICT (size) DO NOTHING";
 /// First in a transaction that registers a webhook: it waits for every transaction that
 /// weighed whether to write notifications before the registration was visible, and holds
 /// back those that would weigh it now until it commits. So every commit that ends after the
@@ -167,6 +172,8 @@ pub(super) struct Encoded {
     put_consents: (Vec<String>, Vec<String>, Vec<Vec<u8>>),
     registry_changes: Vec<Vec<u8>>,
     notify: Vec<Vec<u8>>,
+    audit: Vec<Vec<u8>>,
+    put_tree_heads: (Vec<i64>, Vec<Vec<u8>>),
     counts: Vec<(String, i64)>,
 }
 
@@ -299,6 +306,11 @@ impl Encoded {
         }
         e.registry_changes = tx.registry_changes.iter().map(json).collect();
         e.notify = tx.notify.iter().map(json).collect();
+        e.audit = tx.audit.iter().map(json).collect();
+        for head in &tx.put_tree_heads {
+            e.put_tree_heads.0.push(head.size as i64);
+            e.put_tree_heads.1.push(json(head));
+        }
         e.counts = tx.counts.clone();
         Ok(e)
     }
@@ -353,6 +365,8 @@ struct Merged<'a> {
     put_consents: (Vec<&'a str>, Vec<&'a str>, Vec<&'a [u8]>),
     registry_changes: Vec<&'a [u8]>,
     notify: Vec<&'a [u8]>,
+    audit: Vec<&'a [u8]>,
+    put_tree_heads: (Vec<i64>, Vec<&'a [u8]>),
     /// Summed by name: one statement may add to a row only once.
     counts: std::collections::BTreeMap<&'a str, i64>,
 }
@@ -401,6 +415,9 @@ impl<'a> Merged<'a> {
         borrow_into(&mut self.put_consents.2, &e.put_consents.2);
         borrow_into(&mut self.registry_changes, &e.registry_changes);
         borrow_into(&mut self.notify, &e.notify);
+        borrow_into(&mut self.audit, &e.audit);
+        self.put_tree_heads.0.extend(&e.put_tree_heads.0);
+        borrow_into(&mut self.put_tree_heads.1, &e.put_tree_heads.1);
         for (name, n) in &e.counts {
             *self.counts.entry(name).or_default() += n;
         }
@@ -520,6 +537,13 @@ pub(super) async fn apply(
     }
     if !m.notify.is_empty() {
         statements.push((FEED, vec![&m.notify], None));
+    }
+    if !m.audit.is_empty() {
+        statements.push((AUDIT, vec![&m.audit], None));
+    }
+    if !m.put_tree_heads.0.is_empty() {
+        let (a, b) = &m.put_tree_heads;
+        statements.push((TREE_HEADS, vec![a, b], None));
     }
     let (count_names, count_values): (Vec<&str>, Vec<i64>) = m
         .counts

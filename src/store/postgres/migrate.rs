@@ -16,6 +16,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
     (5, include_str!("schema/0005_case_records.sql")),
     (6, include_str!("schema/0006_feed_sealed.sql")),
     (7, include_str!("schema/0007_consents.sql")),
+    (8, include_str!("schema/0008_audit_log.sql")),
 ];
 
 /// The schema version this civicflow reads and writes.

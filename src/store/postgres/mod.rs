@@ -10,6 +10,7 @@
 //! The files: [`open`] (the pool, the schema check), [`migrate`] (and `schema/*.sql`),
 //! [`commit`], [`reads`], [`feed`].
 
+mod audit;
 mod batch;
 mod commit;
 mod feed;

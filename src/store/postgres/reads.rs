@@ -401,6 +401,34 @@ impl Store for PgStore {
         self.records("a consent record", &rows)
     }
 
+    async fn audit_size(&self) -> Result<u64, StoreError> {
+        PgStore::audit_size(self).await
+    }
+
+    async fn audit_entries(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        PgStore::audit_entries(self, from, limit).await
+    }
+
+    async fn audit_of_case(&self, id: CaseId) -> Result<Vec<u64>, StoreError> {
+        PgStore::audit_of_case(self, id).await
+    }
+
+    async fn tree_heads(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::audit::TreeHead>, StoreError> {
+        PgStore::tree_heads(self, from, limit).await
+    }
+
+    async fn latest_tree_head(&self) -> Result<Option<crate::audit::TreeHead>, StoreError> {
+        PgStore::latest_tree_head(self).await
+    }
+
     async fn registry_changes(&self) -> Result<Vec<RegistryChange>, StoreError> {
         let rows = self.rows(REGISTRY_CHANGES, &[]).await?;
         self.records("a registry change", &rows)

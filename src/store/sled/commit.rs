@@ -10,7 +10,8 @@ use super::encoding::{CaseHead, corrupt, encode, event_runs, sled_error};
 use super::journal;
 use super::keys::{
     API_TOKENS, CASES, CIRCUITS, CONFIG, COUNTERS, FEED, IDEMPOTENCY, REGISTRY_CHANGES, TOKENS,
-    WEBHOOKS, consent_key, definition_key, event_key, index_key, keyed, timer_key, timer_value,
+    TREE_HEADS, WEBHOOKS, audit_case_key, audit_key, consent_key, definition_key, event_key,
+    index_key, keyed, timer_key, timer_value,
 };
 use crate::case::CaseId;
 use crate::store::{Checked, StoreError, Transaction, Work};
@@ -27,6 +28,10 @@ pub(super) struct Prepared {
     idempotency: Vec<(String, Vec<u8>, Vec<u8>)>,
     /// Notifications, encoded; their sequence numbers are given by the writer.
     feed: Vec<Vec<u8>>,
+    /// Audit records; the writer numbers and chains them.
+    audit: Vec<crate::audit::Record>,
+    /// (key, record) of signed tree heads, written only if none of their size is kept.
+    heads: Vec<(Vec<u8>, Vec<u8>)>,
     /// (key, record) of webhooks written only if still registered.
     webhook_updates: Vec<(Vec<u8>, Vec<u8>)>,
     /// Keys of the webhooks this commit registers, and of those it deletes.
@@ -44,11 +49,13 @@ pub(super) struct Prepared {
     pub(super) checked: Vec<Checked>,
 }
 
-/// What the writer numbers as it goes: the next feed position and the configuration version.
+/// What the writer numbers as it goes: the next feed position, the configuration version and
+/// the audit log's end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Numbers {
     pub(super) next_feed: u64,
     pub(super) config: u64,
+    pub(super) audit: crate::audit::Tail,
 }
 
 /// What the writer keeps as it goes: its numbering, and the webhooks registered.
@@ -145,6 +152,11 @@ impl Prepared {
             ));
         }
         p.feed = tx.notify.iter().map(encode).collect();
+        p.audit = tx.audit.clone();
+        for head in &tx.put_tree_heads {
+            p.heads
+                .push((keyed(TREE_HEADS, &head.size.to_be_bytes()), encode(head)));
+        }
         p.counts = tx
             .counts
             .iter()
@@ -275,6 +287,11 @@ impl Prepared {
             }
         }
         inserts.extend(self.puts);
+        for (key, head) in self.heads {
+            if get(&key)?.is_none() {
+                inserts.push((key, head));
+            }
+        }
         for key in self.webhooks_deleted {
             tally.webhooks.remove(&key);
         }
@@ -284,6 +301,15 @@ impl Prepared {
         for notification in self.feed.into_iter().filter(|_| notifying) {
             inserts.push((keyed(FEED, &numbers.next_feed.to_be_bytes()), notification));
             numbers.next_feed += 1;
+        }
+        let now = jiff::Timestamp::now();
+        for record in self.audit {
+            let case = record.case_id();
+            let (index, entry) = numbers.audit.append(record, now);
+            inserts.push((audit_key(index), entry));
+            if let Some(case) = case {
+                inserts.push((audit_case_key(case, index), Vec::new()));
+            }
         }
         if self.changes_config {
             numbers.config += 1;

@@ -21,6 +21,12 @@ pub(super) const COUNTERS: u8 = b'n';
 pub(super) const CIRCUITS: u8 = b'g';
 /// Consent records, by the subject's pseudonym, a space, and the agreement.
 pub(super) const CONSENTS: u8 = b'o';
+/// The audit log's entries, by index (big-endian): the bytes its Merkle leaves hash.
+pub(super) const AUDIT: u8 = b'y';
+/// The audit log's entries about a case: the case, then the index; the value is empty.
+pub(super) const AUDIT_CASES: u8 = b'z';
+/// Signed tree heads, by the size they sign (big-endian).
+pub(super) const TREE_HEADS: u8 = b'h';
 /// One key, not a table: the configuration version (`Store::config_version`).
 pub(super) const CONFIG: &[u8] = b"vconfig";
 /// One key, not a table: the feed is trimmed up to this position (`Store::trim_feed`). The
@@ -42,6 +48,23 @@ pub(super) fn keyed(prefix: u8, rest: &[u8]) -> Vec<u8> {
 /// are one range.
 pub(super) fn consent_key(subject: &str, agreement: &str) -> Vec<u8> {
     keyed(CONSENTS, format!("{subject} {agreement}").as_bytes())
+}
+
+/// The key of audit entry `index`.
+pub(super) fn audit_key(index: u64) -> Vec<u8> {
+    keyed(AUDIT, &index.to_be_bytes())
+}
+
+/// The index of the audit entry at `key`.
+pub(super) fn audit_index(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
+}
+
+/// The key that finds audit entry `index` from its case.
+pub(super) fn audit_case_key(case: CaseId, index: u64) -> Vec<u8> {
+    let mut k = keyed(AUDIT_CASES, case.as_bytes());
+    k.extend_from_slice(&index.to_be_bytes());
+    k
 }
 
 /// The key of the run of events starting at `seq`.

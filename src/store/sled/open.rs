@@ -17,7 +17,9 @@ use super::commit::{Numbers, Tally};
 use super::counters;
 use super::encoding::{corrupt, decode, sled_error};
 use super::journal;
-use super::keys::{CONFIG, FEED, FEED_FLOOR, TIMERS, WEBHOOKS, feed_seq, timer_value_of_json};
+use super::keys::{
+    AUDIT, CONFIG, FEED, FEED_FLOOR, TIMERS, WEBHOOKS, audit_index, feed_seq, timer_value_of_json,
+};
 use super::write_stop::WriteStop;
 use super::writer::{Durable, Pending, Writer, sync_loop};
 use crate::store::{FORMAT_VERSION, StoreError, UPGRADES_FROM, Webhook};
@@ -109,6 +111,15 @@ impl Opened {
             }
             None => 0,
         };
+        let audit = match data.scan_prefix([AUDIT]).next_back() {
+            Some(entry) => {
+                let (k, v) = entry.map_err(|e| sled_error(db_path, e))?;
+                let index = audit_index(&k)
+                    .ok_or_else(|| corrupt(db_path, "a damaged audit key".to_owned()))?;
+                crate::audit::Tail::after(index, &v)
+            }
+            None => crate::audit::Tail::default(),
+        };
         let mut webhooks = BTreeSet::new();
         let mut cursors = 0;
         for entry in data.scan_prefix([WEBHOOKS]) {
@@ -134,6 +145,7 @@ impl Opened {
                 numbers: Numbers {
                     next_feed: last_feed + 1,
                     config,
+                    audit,
                 },
                 webhooks,
             },
@@ -173,6 +185,7 @@ impl SledStore {
         let opened = Opened::open(dir, &db_path, cache_bytes)?;
         let durable = Arc::new(Durable {
             feed: AtomicU64::new(opened.last_feed),
+            audit: AtomicU64::new(opened.tally.numbers.audit.size),
             config: AtomicU64::new(opened.config),
             ..Durable::default()
         });
@@ -328,9 +341,10 @@ fn check_format(db: &sled::Db, dir: &Path) -> Result<Option<String>, StoreError>
     }
 }
 
-/// Moves a store of format version 5 on to this one: its timers' records, JSON in version 5,
-/// are rewritten as twelve-byte due times (`keys::timer_value`); version 6 also added the
-/// counters' record of unfolded changes, which a version-5 store simply does not have. The
+/// Moves a store of an older format version on to this one: its timers' records, JSON in
+/// version 5, are rewritten as twelve-byte due times (`keys::timer_value`); version 6 also
+/// added the counters' record of unfolded changes, which a version-5 store simply does not
+/// have, and version 7 the audit log, which an older store starts empty. The
 /// version is written last, once every timer is rewritten and synced: a crash before it leaves
 /// a store that is upgraded again at the next start, and a record already rewritten is left as
 /// it is.

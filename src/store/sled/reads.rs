@@ -14,9 +14,9 @@ use super::commit::Prepared;
 use super::counters;
 use super::encoding::CaseHead;
 use super::keys::{
-    API_TOKENS, CASES, CIRCUITS, COUNTERS, DEFINITIONS, FEED, FEED_FLOOR, IDEMPOTENCY, INDEX,
-    REGISTRY_CHANGES, TIMERS, TOKENS, WEBHOOKS, case_id_at_end, consent_key, event_key, feed_seq,
-    index_prefix, keyed, timer_from,
+    API_TOKENS, AUDIT_CASES, CASES, CIRCUITS, COUNTERS, DEFINITIONS, FEED, FEED_FLOOR, IDEMPOTENCY,
+    INDEX, REGISTRY_CHANGES, TIMERS, TOKENS, TREE_HEADS, WEBHOOKS, audit_index, audit_key,
+    case_id_at_end, consent_key, event_key, feed_seq, index_prefix, keyed, timer_from,
 };
 use crate::case::{CallbackTarget, Case, CaseId, Event, IdempotencyRecord, Timer};
 use crate::personal_data::ConsentRecord;
@@ -407,6 +407,74 @@ impl Store for SledStore {
                 self.decode("a consent record", &v)
             })
             .collect()
+    }
+
+    async fn audit_size(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.durable.audit.load(Ordering::SeqCst))
+    }
+
+    async fn audit_entries(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let durable = self.inner.durable.audit.load(Ordering::SeqCst);
+        if from >= durable {
+            return Ok(Vec::new());
+        }
+        self.data()?
+            .range(audit_key(from)..audit_key(durable))
+            .take(limit)
+            .map(|r| {
+                let (k, v) = r.map_err(|e| self.err(e))?;
+                let index =
+                    audit_index(&k).ok_or_else(|| self.corrupt("a damaged audit key".into()))?;
+                Ok((index, v.to_vec()))
+            })
+            .collect()
+    }
+
+    async fn audit_of_case(&self, id: CaseId) -> Result<Vec<u64>, StoreError> {
+        let durable = self.inner.durable.audit.load(Ordering::SeqCst);
+        let prefix = keyed(AUDIT_CASES, id.as_bytes());
+        let mut found = Vec::new();
+        for r in self.data()?.scan_prefix(&prefix) {
+            let (k, _) = r.map_err(|e| self.err(e))?;
+            let index = k
+                .get(prefix.len()..)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| self.corrupt("a damaged audit case key".into()))?;
+            if index < durable {
+                found.push(index);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn tree_heads(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::audit::TreeHead>, StoreError> {
+        self.data()?
+            .range(keyed(TREE_HEADS, &from.to_be_bytes())..[TREE_HEADS + 1].to_vec())
+            .take(limit)
+            .map(|r| {
+                let (_, v) = r.map_err(|e| self.err(e))?;
+                self.decode("a tree head", &v)
+            })
+            .collect()
+    }
+
+    async fn latest_tree_head(&self) -> Result<Option<crate::audit::TreeHead>, StoreError> {
+        match self.data()?.scan_prefix([TREE_HEADS]).next_back() {
+            Some(r) => {
+                let (_, v) = r.map_err(|e| self.err(e))?;
+                Ok(Some(self.decode("a tree head", &v)?))
+            }
+            None => Ok(None),
+        }
     }
 
     fn backup_to(&self, out: &mut dyn std::io::Write) -> Option<Result<Copied, StoreError>> {

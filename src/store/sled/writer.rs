@@ -207,6 +207,9 @@ impl Writer {
         let durable = &self.durable;
         durable.feed.fetch_max(opened.last_feed, Ordering::SeqCst);
         durable.config.fetch_max(opened.config, Ordering::SeqCst);
+        durable
+            .audit
+            .fetch_max(opened.tally.numbers.audit.size, Ordering::SeqCst);
         self.tally = opened.tally;
         *self.live.write().expect("live lock") = Some(opened.live);
         Ok(())
@@ -247,6 +250,9 @@ pub(super) fn sync_loop(
                     .feed
                     .fetch_max(numbers.next_feed - 1, Ordering::SeqCst);
                 durable.config.fetch_max(numbers.config, Ordering::SeqCst);
+                durable
+                    .audit
+                    .fetch_max(numbers.audit.size, Ordering::SeqCst);
                 for answer in answers {
                     let _ = answer.send(Ok(()));
                 }
@@ -265,6 +271,8 @@ pub(super) fn sync_loop(
 #[derive(Default)]
 pub(super) struct Durable {
     pub(super) feed: AtomicU64,
+    /// The audit log's size.
+    pub(super) audit: AtomicU64,
     pub(super) config: AtomicU64,
     pub(super) commits: AtomicU64,
     pub(super) groups: AtomicU64,
