@@ -726,7 +726,37 @@ async fn throughput<S: Store + Clone>(
         "of which each durable commit: {}",
         described(metrics.commit_latency(), "commits")
     );
+    audit_log(&store, ids.len()).await?;
     Ok(ids.len() as f64 / span)
+}
+
+/// Issue 38: what the run left in the audit log, and what checking it costs: the log's root
+/// computed from the stored entries (what a node does at its first head after a start),
+/// and `audit verify` of the whole log against the node's key.
+async fn audit_log<S: Store + Clone>(store: &S, cases: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let log = civicflow::audit::Log::new(store.clone());
+    let (size, root) = log.head().await?;
+    let built = started.elapsed().as_secs_f64();
+    let key = support::audit_key();
+    store
+        .commit(&civicflow::store::Transaction {
+            put_tree_heads: vec![key.sign(size, &root, jiff::Timestamp::now())],
+            ..civicflow::store::Transaction::default()
+        })
+        .await?;
+    let started = Instant::now();
+    let trusted = civicflow::audit::TrustedKeys::of(&key);
+    let source = civicflow::audit::verify::StoreSource(store.clone());
+    let verified = civicflow::audit::verify::verify(&source, &trusted, None).await?;
+    let checked = started.elapsed().as_secs_f64();
+    println!(
+        "audit log: {size} entries ({:.1} per case); its root computed from the store in {built:.2} s; verified whole ({} heads) in {checked:.2} s, {:.0} entries/s",
+        size as f64 / cases as f64,
+        verified.heads,
+        size as f64 / checked
+    );
+    Ok(())
 }
 
 async fn overhead(args: &Args, load: &Handle, rate: u64) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! Durability under `kill -9`: the real server is killed at random moments while cases run, and
 //! restarted each time. At the end every accepted case has finished, each agency acted exactly
-//! once per (case, procedure), and no history has a duplicated or missing event.
+//! once per (case, procedure), no history has a duplicated or missing event, and the audit log
+//! verifies and has the exchange of every answer a case acted on.
 //!
 //! The mock agencies run in this test's process, so their records and effect counters outlive
 //! every kill of the server.
@@ -89,6 +90,10 @@ async fn kill_9_loses_nothing_and_repeats_nothing() {
         assert_eq!(count("case_started"), 1, "{id}");
         assert_eq!(count("case_finished"), 1, "{id}");
         assert_eq!(count("step_succeeded"), 3, "{id}");
+        // Issue 38: every answer the case acted on has its exchange in the audit log.
+        support::exchanges_logged(&server.http, &server.url, id)
+            .await
+            .unwrap();
     }
 
     // The birth chain calls three of the mock agencies (social assistance joins only in a
@@ -111,4 +116,16 @@ async fn kill_9_loses_nothing_and_repeats_nothing() {
             assert_eq!(per_case.get(id), Some(&1), "{} for case {id}", agency.id);
         }
     }
+
+    // Issue 38: the audit log the kills left verifies, entry by entry and head by head.
+    assert!(server.terminate(Duration::from_secs(20)).is_some());
+    let (trusted, _) = support::trusted_keys_file(&data);
+    let (ok, said) = support::audit_cli(&[
+        "verify".into(),
+        "--data".into(),
+        data.display().to_string(),
+        "--trusted".into(),
+        trusted.display().to_string(),
+    ]);
+    assert!(ok, "{said}");
 }

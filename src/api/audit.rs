@@ -101,7 +101,7 @@ pub async fn entries<S: Store + Clone>(
     let limit = q.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
     let log = state.engine.audit();
     let store = log.store();
-    let size = log.size().await.map_err(log_error)?;
+    let (size, _) = log.head().await.map_err(log_error)?;
     let from = q.from.unwrap_or(0);
     let mut entries = Vec::new();
     let mut next = None;

@@ -37,6 +37,43 @@ fn split(n: u64) -> u64 {
     1 << (63 - (n - 1).leading_zeros())
 }
 
+/// The right edge of a tree: the roots of its complete subtrees, largest first. All an
+/// appender needs to know the root as the log grows: `log n` hashes, whatever its size.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    /// One per bit set in `size`, from the highest.
+    nodes: Vec<Hash>,
+}
+
+impl Frontier {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a leaf (its hash), merging the subtrees it completes.
+    pub fn push(&mut self, leaf: Hash) {
+        let mut hash = leaf;
+        let mut below = self.size;
+        while below & 1 == 1 {
+            let left = self.nodes.pop().expect("one node per bit set");
+            hash = node_hash(&left, &hash);
+            below >>= 1;
+        }
+        self.nodes.push(hash);
+        self.size += 1;
+    }
+
+    /// The Merkle Tree Hash of every leaf pushed.
+    pub fn root(&self) -> Hash {
+        let mut nodes = self.nodes.iter().rev();
+        let Some(last) = nodes.next() else {
+            return empty_root();
+        };
+        nodes.fold(*last, |right, left| node_hash(left, &right))
+    }
+}
+
 /// A log's leaves and the hashes of every complete, aligned subtree above them: any root,
 /// inclusion or consistency proof is then a handful of lookups and at most `log n` hashes.
 /// Grows by [`Tree::push`]; twice the leaves' size in memory.
@@ -443,6 +480,18 @@ mod tests {
                     assert!(!verify_consistency(from, size, &forged, &root, &proof));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_frontier_gives_the_trees_root_at_every_size() {
+        let t = synthetic(70);
+        let mut f = Frontier::default();
+        assert_eq!(f.root(), empty_root());
+        for i in 0..70 {
+            f.push(t.leaf(i).unwrap());
+            assert_eq!(f.root(), t.root(i + 1).unwrap(), "size {}", i + 1);
+            assert_eq!(f.nodes.len() as u32, (i + 1).count_ones());
         }
     }
 

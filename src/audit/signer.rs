@@ -63,13 +63,12 @@ impl<S: Store + Clone> Signer<S> {
     /// `due`, else once it grew by [`SignerConfig::every_entries`].
     pub async fn sign(&self, due: bool) -> Result<Option<TreeHead>, LogError> {
         let store = self.log.store();
-        let size = self.log.size().await?;
+        let (size, root) = self.log.head().await?;
         let signed = store.latest_tree_head().await?.map_or(0, |h| h.size);
         let grown = size.saturating_sub(signed);
         if grown == 0 || (!due && grown < self.config.every_entries) {
             return Ok(None);
         }
-        let root = self.log.root(size).await?;
         let head = self.config.key.sign(size, &root, jiff::Timestamp::now());
         store
             .commit(&Transaction {

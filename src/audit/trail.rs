@@ -65,22 +65,6 @@ fn record_of(case_id: crate::case::CaseId, kind: &EventKind) -> Option<Record> {
             by: by.clone(),
             reason_hash: text_hash(reason),
         },
-        EventKind::Extended {
-            step, reason, by, ..
-        } => Record::Action {
-            case_id,
-            step: step.clone(),
-            action: "extend".to_owned(),
-            by: by.clone(),
-            reason_hash: text_hash(reason),
-        },
-        EventKind::Supplemented { step, by, .. } => Record::Action {
-            case_id,
-            step: Some(step.clone()),
-            action: "supplement".to_owned(),
-            by: by.clone(),
-            reason_hash: text_hash(""),
-        },
         EventKind::PersonalDataErased { why, by, reason } => Record::Erasure {
             case_id: Some(case_id),
             subject: None,

@@ -39,8 +39,7 @@ fn logging(records: Vec<Record>) -> Transaction {
 async fn signed_and_verified<S: Store + Clone>(store: &S) -> u64 {
     let key = HeadSigner::from_seed([9; 32]);
     let log = std::sync::Arc::new(civicflow::audit::Log::new(store.clone()));
-    let size = log.size().await.unwrap();
-    let root = log.root(size).await.unwrap();
+    let (size, root) = log.head().await.unwrap();
     store
         .commit(&Transaction {
             put_tree_heads: vec![key.sign(size, &root, Timestamp::now())],

@@ -241,9 +241,18 @@ impl Server {
         self.get_json(format!("{}{path}", self.url)).await
     }
 
+    /// A GET of one of `agency`'s routes, with the X-Road headers its procedures ask.
     pub async fn agency(&self, agency: &str, path: &str) -> Value {
-        self.get_json(format!("{}{path}", self.agencies[agency]))
+        let response = self
+            .http
+            .get(format!("{}{path}", self.agencies[agency]))
+            .header("X-Road-Client", "VN/GOV/TEST/tests")
+            .header("X-Road-Service", format!("VN/GOV/{agency}/read/v1"))
+            .header("X-Road-Id", uuid::Uuid::new_v4().to_string())
+            .send()
             .await
+            .unwrap();
+        response.json().await.unwrap()
     }
 
     async fn get_json(&self, url: String) -> Value {
@@ -727,6 +736,64 @@ pub fn pseudonym_key() -> civicflow::personal_data::PseudonymKey {
     static KEY: std::sync::LazyLock<civicflow::personal_data::PseudonymKey> =
         std::sync::LazyLock::new(civicflow::personal_data::PseudonymKey::generate);
     KEY.clone()
+}
+
+/// `civicflow audit …`: whether it succeeded, and what it printed (stdout, then stderr).
+pub fn audit_cli(args: &[String]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_civicflow"))
+        .arg("audit")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The audit key of the server on `data`, as `civicflow audit public-key` prints it, in a file
+/// of trusted keys for `audit verify`: the file, and the line.
+pub fn trusted_keys_file(data: &Path) -> (std::path::PathBuf, String) {
+    let (ok, line) = audit_cli(&[
+        "public-key".into(),
+        "--data".into(),
+        data.display().to_string(),
+    ]);
+    assert!(ok, "{line}");
+    let file = data.with_extension("trusted");
+    std::fs::write(&file, format!("# civicflow's audit key\n{line}")).unwrap();
+    (file, line)
+}
+
+/// Whether every step of the case that succeeded has the exchange it acted on in the audit
+/// log (an answer it used: `succeeded`, or `pending` for an agency that answers later).
+pub async fn exchanges_logged(http: &reqwest::Client, url: &str, id: &str) -> Result<(), String> {
+    let case = fetch(http, &format!("{url}/v1/cases/{id}")).await;
+    let page = fetch(http, &format!("{url}/v1/audit/entries?case_id={id}")).await;
+    let records: Vec<&Value> = page["entries"]
+        .as_array()
+        .ok_or_else(|| format!("no entries for {id}: {page}"))?
+        .iter()
+        .map(|e| &e["entry"]["record"])
+        .collect();
+    for (step, state) in case["steps"].as_object().into_iter().flatten() {
+        if state["status"] != "succeeded" {
+            continue;
+        }
+        let logged = records.iter().any(|r| {
+            r["kind"] == "exchange"
+                && r["step"] == step.as_str()
+                && (r["outcome"] == "succeeded" || r["outcome"] == "pending")
+        });
+        if !logged {
+            return Err(format!(
+                "case {id}: step {step} succeeded without its exchange in the log: {records:#?}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The key the tests' nodes sign the audit log's tree heads with (one for the whole run, as

@@ -7,8 +7,9 @@ use super::SledStore;
 use super::counters;
 use super::journal::JOURNAL;
 use super::keys::{
-    API_TOKENS, CASES, CIRCUITS, CONFIG, CONSENTS, COUNTERS, DEFINITIONS, EVENTS, FEED, FEED_FLOOR,
-    IDEMPOTENCY, INDEX, PENDING, REGISTRY_CHANGES, TIMERS, TOKENS, WEBHOOKS, timer_from,
+    API_TOKENS, AUDIT, AUDIT_CASES, CASES, CIRCUITS, CONFIG, CONSENTS, COUNTERS, DEFINITIONS,
+    EVENTS, FEED, FEED_FLOOR, IDEMPOTENCY, INDEX, PENDING, REGISTRY_CHANGES, TIMERS, TOKENS,
+    TREE_HEADS, WEBHOOKS, timer_from,
 };
 use super::reads::case_from;
 use crate::case::{CallbackTarget, CaseId, Event, IdempotencyRecord};
@@ -136,6 +137,12 @@ impl SledStore {
                     Some(COUNTERS) => ("counters", None, eight_bytes(&value)),
                     Some(CIRCUITS) => ("circuits", None, json::<Circuit>(&value)),
                     Some(CONSENTS) => ("consents", None, json::<ConsentRecord>(&value)),
+                    // What `audit verify` checks entry by entry against the signed heads.
+                    Some(AUDIT) => ("audit log", None, json::<crate::audit::Entry>(&value)),
+                    Some(AUDIT_CASES) => continue,
+                    Some(TREE_HEADS) => {
+                        ("tree heads", None, json::<crate::audit::TreeHead>(&value))
+                    }
                     Some(JOURNAL) => (
                         "journal",
                         None,
