@@ -40,6 +40,7 @@ async fn kill_9_loses_nothing_and_repeats_nothing() {
 
     let mut server = Server::spawn(&data, &listen, &args);
     server.connect_mocks(&mocks.agencies[0].base_url).await;
+    let agencies = support::agency_urls(&mocks);
     let portal = support::client_with(&server.token("portal").await);
 
     // The portal: submits every case, retrying (same Idempotency-Key) while the server is down.
@@ -91,7 +92,7 @@ async fn kill_9_loses_nothing_and_repeats_nothing() {
         assert_eq!(count("case_finished"), 1, "{id}");
         assert_eq!(count("step_succeeded"), 3, "{id}");
         // Issue 38: every answer the case acted on has its exchange in the audit log.
-        support::exchanges_logged(&server.http, &server.url, id)
+        support::exchanges_logged(&server.http, &server.url, &agencies, id)
             .await
             .unwrap();
     }

@@ -285,17 +285,8 @@ pub async fn send(
         Method::Put => reqwest::Method::PUT,
         Method::Patch => reqwest::Method::PATCH,
     };
-    let bytes = body.map_or_else(Vec::new, |b| {
-        serde_json::to_vec(b).expect("a JSON value always serializes")
-    });
-    let target = match reqwest::Url::parse(url) {
-        Ok(u) => match u.query() {
-            Some(q) => format!("{}?{q}", u.path()),
-            None => u.path().to_owned(),
-        },
-        Err(_) => url.to_owned(),
-    };
-    let request_hash = xroad::request_hash(method.as_str(), &target, &meta.message_id, &bytes);
+    let bytes = body_bytes(body);
+    let request_hash = xroad::request_hash(method.as_str(), &target(url), &meta.message_id, &bytes);
     let sent = |reply: Reply, reply_hash: Option<String>| Sent {
         reply,
         request_hash: request_hash.clone(),
@@ -347,6 +338,30 @@ pub async fn send(
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     let reply = Reply::answered(status, head, body, retry_after).echoing(&request_hash);
     sent(reply, Some(reply_hash))
+}
+
+/// The bytes a request's body is sent as: its JSON, or nothing.
+fn body_bytes(body: Option<&Value>) -> Vec<u8> {
+    body.map_or_else(Vec::new, |b| {
+        serde_json::to_vec(b).expect("a JSON value always serializes")
+    })
+}
+
+/// The request target (path and query) of `url`, as sent on the wire.
+fn target(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_owned(),
+        },
+        Err(_) => url.to_owned(),
+    }
+}
+
+/// The hash of the request [`send`] will send (`X-Road-Request-Hash`), known before it is
+/// sent: what the audit log records as the call is decided.
+pub fn request_hash(method: Method, url: &str, message_id: &str, body: Option<&Value>) -> String {
+    xroad::request_hash(method.as_str(), &target(url), message_id, &body_bytes(body))
 }
 
 /// A `Retry-After` in seconds; a number too large for any integer is as long as can be (and

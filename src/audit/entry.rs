@@ -16,6 +16,27 @@ use crate::case::CaseId;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
+    /// A call to an agency, logged in the commit that decides it, before it is sent: every
+    /// request an agency received is in the log, whatever happened to its answer.
+    Request {
+        #[schema(value_type = String, format = Uuid)]
+        case_id: CaseId,
+        step: String,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        poll: bool,
+        /// `X-Road-Client`.
+        client: String,
+        /// `X-Road-Service`.
+        service: String,
+        /// `X-Road-Id`.
+        message_id: String,
+        /// `X-Road-UserId`, where the workflow names the citizen.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+        /// The hash of the request as it will be sent (`X-Road-Request-Hash`).
+        request_hash: String,
+    },
     /// A call to an agency and what came back: the X-Road ids it carried and the hashes of
     /// the request sent and of the reply received.
     Exchange {
@@ -122,7 +143,8 @@ impl Record {
     /// The case the record is about, if any: what the log is searched by.
     pub fn case_id(&self) -> Option<CaseId> {
         match self {
-            Record::Exchange { case_id, .. }
+            Record::Request { case_id, .. }
+            | Record::Exchange { case_id, .. }
             | Record::Callback { case_id, .. }
             | Record::Event { case_id, .. }
             | Record::Action { case_id, .. } => Some(*case_id),

@@ -40,6 +40,34 @@ pub struct Call {
     pub ready_at: Instant,
 }
 
+impl Call {
+    /// The audit log's record of this call, before it is sent.
+    pub fn request_record(&self) -> crate::audit::Record {
+        crate::audit::Record::Request {
+            case_id: self.case_id,
+            step: self.step.clone(),
+            attempt: self.attempt,
+            poll: self.poll,
+            client: self.meta.client.clone(),
+            service: self.meta.service.clone(),
+            message_id: self.meta.message_id.clone(),
+            user: self.meta.user.clone(),
+            request_hash: crate::adapters::http::request_hash(
+                self.method,
+                &self.url,
+                &self.meta.message_id,
+                self.body.as_ref(),
+            ),
+        }
+    }
+
+    /// Queues the call in `change`, its request logged in the same commit.
+    pub fn queue(self, change: &mut Change) {
+        change.tx.audit.push(self.request_record());
+        change.calls.push(self);
+    }
+}
+
 /// A case being changed: its new state, the events and timer changes that go with it, and the
 /// calls to send after commit.
 pub struct Change {

@@ -767,9 +767,16 @@ pub fn trusted_keys_file(data: &Path) -> (std::path::PathBuf, String) {
     (file, line)
 }
 
-/// Whether every step of the case that succeeded has the exchange it acted on in the audit
-/// log (an answer it used: `succeeded`, or `pending` for an agency that answers later).
-pub async fn exchanges_logged(http: &reqwest::Client, url: &str, id: &str) -> Result<(), String> {
+/// Whether the audit log has what it must of case `id` (issue 38): the request of every call
+/// an agency received (as its request log tells, by `X-Road-Id`), and for every step that
+/// succeeded, the answer the case acted on (a reply that succeeded or was accepted, or the
+/// agency's callback).
+pub async fn exchanges_logged(
+    http: &reqwest::Client,
+    url: &str,
+    agencies: &BTreeMap<String, String>,
+    id: &str,
+) -> Result<(), String> {
     let case = fetch(http, &format!("{url}/v1/cases/{id}")).await;
     let page = fetch(http, &format!("{url}/v1/audit/entries?case_id={id}")).await;
     let records: Vec<&Value> = page["entries"]
@@ -782,15 +789,30 @@ pub async fn exchanges_logged(http: &reqwest::Client, url: &str, id: &str) -> Re
         if state["status"] != "succeeded" {
             continue;
         }
-        let logged = records.iter().any(|r| {
-            r["kind"] == "exchange"
-                && r["step"] == step.as_str()
-                && (r["outcome"] == "succeeded" || r["outcome"] == "pending")
+        let answered = records.iter().any(|r| {
+            r["step"] == step.as_str()
+                && ((r["kind"] == "exchange"
+                    && (r["outcome"] == "succeeded" || r["outcome"] == "pending"))
+                    || r["kind"] == "callback")
         });
-        if !logged {
+        if !answered {
             return Err(format!(
-                "case {id}: step {step} succeeded without its exchange in the log: {records:#?}"
+                "case {id}: step {step} succeeded without its answer in the log: {records:#?}"
             ));
+        }
+    }
+    for base in agencies.values() {
+        let received = fetch(http, &format!("{base}/admin/requests?case_id={id}")).await;
+        for call in received.as_array().into_iter().flatten() {
+            let logged = records
+                .iter()
+                .any(|r| r["kind"] == "request" && r["message_id"] == call["message_id"]);
+            if !logged {
+                return Err(format!(
+                    "case {id}: the agency at {base} received {} with no request in the log",
+                    call["message_id"]
+                ));
+            }
         }
     }
     Ok(())

@@ -150,7 +150,7 @@ impl Decider {
             },
             change.now + step.timeout + WATCHDOG_MARGIN,
         );
-        change.calls.push(Call {
+        Call {
             case_id,
             agency: change.case.steps[&step.id].agency.clone(),
             adapter: change.case.steps[&step.id].adapter.clone(),
@@ -174,7 +174,8 @@ impl Decider {
             ),
             timeout: step.timeout,
             ready_at: change.began,
-        });
+        }
+        .queue(change);
     }
 
     /// The pseudonym of the citizen `step`'s exchange is made for, if its workflow names one.

@@ -67,7 +67,7 @@ impl Decider {
                     TimerKind::Poll { step: step.clone() },
                     change.now + def.timeout + WATCHDOG_MARGIN,
                 );
-                change.calls.push(Call {
+                Call {
                     case_id: change.case.id,
                     agency,
                     adapter,
@@ -82,7 +82,8 @@ impl Decider {
                     meta,
                     timeout: def.timeout,
                     ready_at: change.began,
-                });
+                }
+                .queue(change);
             }
             TimerKind::StepDeadline { step } => self.step_due(wf, change, step),
             TimerKind::CaseDeadline => self.case_due(wf, change),

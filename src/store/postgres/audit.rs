@@ -15,13 +15,13 @@ use crate::store::StoreError;
 
 const UNSEALED: &str = "SELECT EXISTS (SELECT 1 FROM audit_unsealed)";
 const LOCK_TAIL: &str =
-    "SELECT size, last_leaf, last_at_ms FROM audit_sealed WHERE id = 1 FOR UPDATE";
+    "SELECT size, last_leaf, last_at_ns FROM audit_sealed WHERE id = 1 FOR UPDATE";
 const TAKE: &str = "SELECT id, record FROM audit_unsealed ORDER BY id LIMIT $1";
 const SEALED: &str = "INSERT INTO audit_log (idx, case_id, entry) \
     SELECT * FROM unnest($1::int8[], $2::uuid[], $3::bytea[])";
 const TAKEN: &str = "DELETE FROM audit_unsealed WHERE id = ANY($1)";
 const MOVE_TAIL: &str =
-    "UPDATE audit_sealed SET size = $1, last_leaf = $2, last_at_ms = $3 WHERE id = 1";
+    "UPDATE audit_sealed SET size = $1, last_leaf = $2, last_at_ns = $3 WHERE id = 1";
 const SIZE: &str = "SELECT size FROM audit_sealed WHERE id = 1";
 const ENTRIES: &str = "SELECT idx, entry FROM audit_log WHERE idx >= $1 ORDER BY idx LIMIT $2";
 const OF_CASE: &str = "SELECT idx FROM audit_log WHERE case_id = $1 ORDER BY idx";
@@ -59,7 +59,7 @@ impl PgStore {
                 self.place
                     .corrupt("the audit log's last leaf hash is not 32 bytes".into())
             })?,
-            last_at: jiff::Timestamp::from_millisecond(row.get(2))
+            last_at: jiff::Timestamp::from_nanosecond(i128::from(row.get::<_, i64>(2)))
                 .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
         };
         let rows = tx.query(TAKE, &[&BATCH]).await.map_err(err)?;
@@ -89,7 +89,7 @@ impl PgStore {
         let (size, leaf, at) = (
             tail.size as i64,
             tail.last_leaf.to_vec(),
-            tail.last_at.as_millisecond(),
+            i64::try_from(tail.last_at.as_nanosecond()).unwrap_or(i64::MAX),
         );
         tx.execute(MOVE_TAIL, &[&size, &leaf, &at])
             .await

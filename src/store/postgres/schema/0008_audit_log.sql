@@ -12,7 +12,7 @@ CREATE TABLE audit_sealed (
     id integer PRIMARY KEY CHECK (id = 1),
     size bigint NOT NULL,
     last_leaf bytea NOT NULL,
-    last_at_ms bigint NOT NULL
+    last_at_ns bigint NOT NULL
 );
 INSERT INTO audit_sealed VALUES (1, 0, '\x0000000000000000000000000000000000000000000000000000000000000000', 0);
 
