@@ -266,6 +266,11 @@ async fn a_birth_case_is_logged_proven_and_any_rewrite_is_named(postgres: bool) 
     assert_eq!(requests.len(), 2, "{records:#?}");
     assert_eq!(requests[1]["request_hash"], birth[1]["request_hash"]);
     assert_eq!(requests[1]["message_id"], birth[1]["message_id"]);
+    // Why the data went to the agency, as the workflow declares (Law 91/2025/QH15).
+    let basis = of("basis", "birth");
+    assert_eq!(basis.len(), 1, "{records:#?}");
+    assert_eq!(basis[0]["lawful_basis"], "legal_obligation");
+    assert!(basis[0]["law"].as_str().unwrap().contains("Civil Status"));
     // The police answer later, by callback (sometimes before their first reply is recorded).
     assert_eq!(of("request", "residence").len(), 1, "{records:#?}");
     assert_eq!(of("callback", "residence").len(), 1, "{records:#?}");

@@ -73,6 +73,21 @@ pub enum Record {
         sent_at: Timestamp,
         answered_at: Timestamp,
     },
+    /// The lawful basis of a step's exchange of personal data, before its first call (Law
+    /// 91/2025/QH15): why the data went to the agency, under which law or whose consent.
+    Basis {
+        #[schema(value_type = String, format = Uuid)]
+        case_id: CaseId,
+        step: String,
+        purpose: String,
+        lawful_basis: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        law: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        consent_id: Option<String>,
+        /// The personal input fields sent, by name.
+        personal_data: Vec<String>,
+    },
     /// An agency's callback to a waiting step.
     Callback {
         #[schema(value_type = String, format = Uuid)]
@@ -145,6 +160,7 @@ impl Record {
         match self {
             Record::Request { case_id, .. }
             | Record::Exchange { case_id, .. }
+            | Record::Basis { case_id, .. }
             | Record::Callback { case_id, .. }
             | Record::Event { case_id, .. }
             | Record::Action { case_id, .. } => Some(*case_id),

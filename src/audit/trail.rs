@@ -1,6 +1,6 @@
 //! The audit trail of cases: a hook on every committed change of a case that logs, in the same
 //! commit, what the change's history says someone did to it (a callback, an event, a person's
-//! action, a consent, an erasure). The log then holds what the case holds, never more and
+//! action, the lawful basis of an exchange, an erasure). The log then holds what the case holds, never more and
 //! never less, whichever part of civicflow made the change; agency exchanges, whose hashes the
 //! history does not keep, are logged by the engine as it records their replies.
 
@@ -64,6 +64,22 @@ fn record_of(case_id: crate::case::CaseId, kind: &EventKind) -> Option<Record> {
             action: action.as_str().to_owned(),
             by: by.clone(),
             reason_hash: text_hash(reason),
+        },
+        EventKind::Exchange {
+            step,
+            purpose,
+            lawful_basis,
+            law,
+            consent_id,
+            personal_data,
+        } => Record::Basis {
+            case_id,
+            step: step.clone(),
+            purpose: purpose.clone(),
+            lawful_basis: lawful_basis.as_str().to_owned(),
+            law: law.clone(),
+            consent_id: consent_id.clone(),
+            personal_data: personal_data.clone(),
         },
         EventKind::PersonalDataErased { why, by, reason } => Record::Erasure {
             case_id: Some(case_id),
