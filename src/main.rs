@@ -267,9 +267,11 @@ fn main() -> anyhow::Result<ExitCode> {
                 from,
                 trusted,
                 kept,
+                token,
             } => {
-                let verified = tokio::runtime::Runtime::new()?
-                    .block_on(cli::audit::verify_command(from, &trusted, kept.as_deref()))?;
+                let verified = tokio::runtime::Runtime::new()?.block_on(
+                    cli::audit::verify_command(from, token, &trusted, kept.as_deref()),
+                )?;
                 Ok(if verified {
                     ExitCode::SUCCESS
                 } else {

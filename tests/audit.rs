@@ -374,6 +374,18 @@ async fn a_birth_case_is_logged_proven_and_any_rewrite_is_named(postgres: bool) 
     assert!(ok && shown.contains("request_hash_mismatch"), "{shown}");
     assert!(!shown.contains("DOES NOT VERIFY"), "{shown}");
 
+    // Through the API, as an auditor reads it.
+    let (ok, said) = audit(&[
+        "verify".into(),
+        "--server".into(),
+        server.url.clone(),
+        "--token".into(),
+        server.token("auditor").await,
+        "--trusted".into(),
+        trusted_path.display().to_string(),
+    ]);
+    assert!(ok && said.starts_with("ok: "), "{said}");
+
     // A backup holds the log too, and verifies on its own.
     if !postgres {
         let backup = data.with_extension("backup");

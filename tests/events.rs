@@ -70,6 +70,18 @@ async fn a_certified_death_starts_exactly_one_case<S: Store + Clone>(h: InProces
         answer["certificate"]["certificate_number"]
     );
     assert_eq!(case["steps"]["funeral_allowance"]["status"], "skipped");
+    // Issue 38: the audit log has the event that started the case.
+    let log = support::fetch(&h.http, &format!("{}/v1/audit/entries?case_id={id}", h.url)).await;
+    let received: Vec<&Value> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["entry"]["record"])
+        .filter(|r| r["kind"] == "event")
+        .collect();
+    assert_eq!(received.len(), 1, "{log:#}");
+    assert_eq!(received[0]["id"], event["id"]);
+    assert_eq!(received[0]["taken_by"], "start");
 
     // The same event again, as a source that never heard back would send it: the same answer,
     // and nothing new.

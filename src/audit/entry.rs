@@ -18,46 +18,12 @@ use crate::case::CaseId;
 pub enum Record {
     /// A call to an agency, logged in the commit that decides it, before it is sent: every
     /// request an agency received is in the log, whatever happened to its answer.
-    Request {
-        #[schema(value_type = String, format = Uuid)]
-        case_id: CaseId,
-        step: String,
-        attempt: u32,
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        poll: bool,
-        /// `X-Road-Client`.
-        client: String,
-        /// `X-Road-Service`.
-        service: String,
-        /// `X-Road-Id`.
-        message_id: String,
-        /// `X-Road-UserId`, where the workflow names the citizen.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        user: Option<String>,
-        /// The hash of the request as it will be sent (`X-Road-Request-Hash`).
-        request_hash: String,
-    },
-    /// A call to an agency and what came back: the X-Road ids it carried and the hashes of
-    /// the request sent and of the reply received.
+    Request(Call),
+    /// A call to an agency and what came back: the hash of the reply, and of the request the
+    /// agency said it answered.
     Exchange {
-        #[schema(value_type = String, format = Uuid)]
-        case_id: CaseId,
-        step: String,
-        attempt: u32,
-        /// A status query, not the step's request.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        poll: bool,
-        /// `X-Road-Client`: this node's member and subsystem.
-        client: String,
-        /// `X-Road-Service`: the agency, the operation, its version.
-        service: String,
-        /// `X-Road-Id`: the message's own id.
-        message_id: String,
-        /// `X-Road-UserId`: the citizen's pseudonym, where the workflow names one.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        user: Option<String>,
-        /// The request's hash, as `X-Road-Request-Hash` carries it.
-        request_hash: String,
+        #[serde(flatten)]
+        call: Call,
         /// The request hash the agency sent back; `None` if it sent none.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         echoed_request_hash: Option<String>,
@@ -104,7 +70,8 @@ pub enum Record {
         source: String,
         id: String,
         event_type: String,
-        /// Taken by a waiting step, kept for one, or only noted.
+        /// The step that took it, `kept` for a step that does not wait yet, `start` when it
+        /// started the case; none when it was only noted.
         taken_by: Option<String>,
     },
     /// A person acted on a case: an operator's retry, skip, fix or cancel, a supervisor's
@@ -154,13 +121,35 @@ pub enum Record {
     },
 }
 
+/// One call to an agency, as X-Road's headers named it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Call {
+    #[schema(value_type = String, format = Uuid)]
+    pub case_id: CaseId,
+    pub step: String,
+    pub attempt: u32,
+    /// A status query, not the step's request.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub poll: bool,
+    /// `X-Road-Client`: this node's member and subsystem.
+    pub client: String,
+    /// `X-Road-Service`: the agency, the operation, its version.
+    pub service: String,
+    /// `X-Road-Id`: the message's own id.
+    pub message_id: String,
+    /// `X-Road-UserId`: the citizen's pseudonym, where the workflow names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The request's hash, as `X-Road-Request-Hash` carries it.
+    pub request_hash: String,
+}
+
 impl Record {
     /// The case the record is about, if any: what the log is searched by.
     pub fn case_id(&self) -> Option<CaseId> {
         match self {
-            Record::Request { case_id, .. }
-            | Record::Exchange { case_id, .. }
-            | Record::Basis { case_id, .. }
+            Record::Request(call) | Record::Exchange { call, .. } => Some(call.case_id),
+            Record::Basis { case_id, .. }
             | Record::Callback { case_id, .. }
             | Record::Event { case_id, .. }
             | Record::Action { case_id, .. } => Some(*case_id),

@@ -6,6 +6,7 @@
 
 use super::entry::{Record, text_hash};
 use crate::case::EventKind;
+use crate::case::inbox::Cause;
 use crate::store::{Hook, Preparing, Transaction};
 
 #[derive(Debug, Default)]
@@ -14,6 +15,23 @@ pub struct Trail;
 impl Hook for Trail {
     fn prepare(&self, change: &mut Preparing<'_>, tx: &mut Transaction) {
         for (case_id, event) in change.events {
+            // The event that started the case is received by its first commit.
+            if let (EventKind::CaseStarted { .. }, Some(origin)) =
+                (&event.kind, &change.case.origin)
+                && let Cause::Event {
+                    source,
+                    id,
+                    event_type,
+                } = &origin.cause
+            {
+                tx.audit.push(Record::Event {
+                    case_id: *case_id,
+                    source: source.clone(),
+                    id: id.clone(),
+                    event_type: event_type.clone(),
+                    taken_by: Some("start".to_owned()),
+                });
+            }
             if let Some(record) = record_of(*case_id, &event.kind) {
                 tx.audit.push(record);
             }

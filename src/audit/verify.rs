@@ -42,6 +42,9 @@ impl<S: Store> Source for StoreSource<S> {
     }
 
     async fn heads(&self) -> Result<Vec<TreeHead>, String> {
+        // Read first (and, on PostgreSQL, every record committed so far sealed into the log),
+        // so the entries read next are at least those the heads sign.
+        self.0.audit_size().await.map_err(|e| e.to_string())?;
         let mut heads = Vec::new();
         loop {
             let from = heads.last().map_or(0, |h: &TreeHead| h.size + 1);

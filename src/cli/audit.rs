@@ -29,6 +29,14 @@ pub enum AuditCommand {
         /// A head kept from before (its JSON, as the API gave it): the log must extend it.
         #[arg(long, value_name = "FILE")]
         kept: Option<PathBuf>,
+        /// The auditor's token, with `--server`.
+        #[arg(
+            long,
+            env = "CIVICFLOW_TOKEN",
+            hide_env_values = true,
+            requires = "server"
+        )]
+        token: Option<String>,
     },
     /// Print the public half of an audit signing key, `<key id> <public key>`, for auditors.
     PublicKey {
@@ -67,8 +75,6 @@ pub struct LogSource {
     /// (`--token`/`CIVICFLOW_TOKEN`).
     #[arg(long, value_name = "URL")]
     server: Option<String>,
-    #[arg(long, env = "CIVICFLOW_TOKEN", hide_env_values = true)]
-    token: Option<String>,
 }
 
 fn trusted_keys(path: &Path) -> anyhow::Result<TrustedKeys> {
@@ -80,6 +86,7 @@ fn trusted_keys(path: &Path) -> anyhow::Result<TrustedKeys> {
 /// Runs `audit verify`; whether the log verified.
 pub async fn verify_command(
     from: LogSource,
+    token: Option<String>,
     trusted: &Path,
     kept: Option<&Path>,
 ) -> anyhow::Result<bool> {
@@ -122,7 +129,7 @@ pub async fn verify_command(
     } else {
         let connection = Connection {
             server: from.server.clone().unwrap_or_default(),
-            token: from.token.clone(),
+            token,
             data: PathBuf::from("data"),
             json: false,
         };

@@ -80,18 +80,19 @@ impl<S: Store + Clone> Engine<S> {
         .await;
         let reply = &sent.reply;
         let classified = http::classify(&adapter.reply, &adapter.output, reply);
-        self.log_exchange(
-            Exchanged {
-                case_id: trial,
-                step: "trial",
-                attempt: 1,
-                poll: false,
-                meta: &meta,
-                sent: &sent,
-            },
-            classified.class(),
-        )
-        .await?;
+        let call = crate::audit::entry::Call {
+            case_id: trial,
+            step: "trial".to_owned(),
+            attempt: 1,
+            poll: false,
+            client: meta.client.clone(),
+            service: meta.service.clone(),
+            message_id: meta.message_id.clone(),
+            user: None,
+            request_hash: sent.request_hash.clone(),
+        };
+        let exchanged = Exchanged { call, sent: &sent };
+        self.log_exchange(exchanged, classified.class()).await?;
         let outcome = match classified {
             Outcome::Success(output) => json!({"outcome": "success", "output": output}),
             Outcome::Rejected {

@@ -41,9 +41,9 @@ pub struct Call {
 }
 
 impl Call {
-    /// The audit log's record of this call, before it is sent.
-    pub fn request_record(&self) -> crate::audit::Record {
-        crate::audit::Record::Request {
+    /// The call as the audit log names it, the hash of its request being `request_hash`.
+    pub fn named(&self, request_hash: String) -> crate::audit::entry::Call {
+        crate::audit::entry::Call {
             case_id: self.case_id,
             step: self.step.clone(),
             attempt: self.attempt,
@@ -52,18 +52,22 @@ impl Call {
             service: self.meta.service.clone(),
             message_id: self.meta.message_id.clone(),
             user: self.meta.user.clone(),
-            request_hash: crate::adapters::http::request_hash(
-                self.method,
-                &self.url,
-                &self.meta.message_id,
-                self.body.as_ref(),
-            ),
+            request_hash,
         }
     }
 
     /// Queues the call in `change`, its request logged in the same commit.
     pub fn queue(self, change: &mut Change) {
-        change.tx.audit.push(self.request_record());
+        let hash = crate::adapters::http::request_hash(
+            self.method,
+            &self.url,
+            &self.meta.message_id,
+            self.body.as_ref(),
+        );
+        change
+            .tx
+            .audit
+            .push(crate::audit::Record::Request(self.named(hash)));
         change.calls.push(self);
     }
 }

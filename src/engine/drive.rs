@@ -202,11 +202,7 @@ impl<S: Store + Clone> Engine<S> {
             None => span,
         };
         let exchanged = Exchanged {
-            case_id: call.case_id,
-            step: &call.step,
-            attempt: call.attempt,
-            poll: call.poll,
-            meta: &call.meta,
+            call: call.named(answer.request_hash.clone()),
             sent: &answer,
         };
         let outcome = match self.on_reply(&call, &exchanged, received).await {

@@ -6,18 +6,13 @@
 use jiff::Timestamp;
 
 use super::Engine;
-use crate::adapters::http::{Metadata, Sent};
+use crate::adapters::http::Sent;
 use crate::audit::Record;
-use crate::case::CaseId;
 use crate::store::{Store, StoreError, Transaction};
 
 /// One call and what came back.
 pub(super) struct Exchanged<'a> {
-    pub case_id: CaseId,
-    pub step: &'a str,
-    pub attempt: u32,
-    pub poll: bool,
-    pub meta: &'a Metadata,
+    pub call: crate::audit::entry::Call,
     pub sent: &'a Sent,
 }
 
@@ -25,15 +20,7 @@ impl Exchanged<'_> {
     /// The log's record of it, `outcome` being what the reply meant.
     pub fn record(&self, outcome: &str, answered_at: Timestamp) -> Record {
         Record::Exchange {
-            case_id: self.case_id,
-            step: self.step.to_owned(),
-            attempt: self.attempt,
-            poll: self.poll,
-            client: self.meta.client.clone(),
-            service: self.meta.service.clone(),
-            message_id: self.meta.message_id.clone(),
-            user: self.meta.user.clone(),
-            request_hash: self.sent.request_hash.clone(),
+            call: self.call.clone(),
             echoed_request_hash: self.sent.reply.echoed().map(str::to_owned),
             reply_hash: self.sent.reply_hash.clone(),
             status: self.sent.reply.status(),
