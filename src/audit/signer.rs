@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::head::{HeadSigner, TreeHead};
 use super::log::{Log, LogError};
-use crate::store::{Store, Transaction};
+use crate::store::{FailureLog, Store, Transaction};
 
 /// How often the signer looks at the log's size.
 const LOOK: Duration = Duration::from_millis(500);
@@ -36,24 +36,46 @@ impl SignerConfig {
 pub struct Signer<S> {
     log: Arc<Log<S>>,
     config: SignerConfig,
+    /// A full or failing disk fails every try: logged once a minute, as other background work.
+    store_failures: FailureLog,
 }
 
 impl<S: Store + Clone> Signer<S> {
     pub fn new(log: Arc<Log<S>>, config: SignerConfig) -> Signer<S> {
-        Signer { log, config }
+        Signer {
+            log,
+            config,
+            store_failures: FailureLog::new(),
+        }
     }
 
     /// Signs heads as the log grows, until the task is aborted.
     pub async fn run(self: Arc<Self>) {
         let mut since = tokio::time::Instant::now();
+        // What failed last, so that a failure repeated at every look is logged once.
+        let mut failing: Option<String> = None;
         loop {
             tokio::time::sleep(LOOK.min(self.config.every)).await;
             let due = since.elapsed() >= self.config.every;
             match self.sign(due).await {
-                Ok(Some(_)) => since = tokio::time::Instant::now(),
-                Ok(None) => {}
+                Ok(signed) => {
+                    if signed.is_some() {
+                        since = tokio::time::Instant::now();
+                    }
+                    if failing.take().is_some() {
+                        tracing::info!("the audit log's tree heads are signed again");
+                    }
+                }
+                Err(LogError::Store(e))
+                    if self
+                        .store_failures
+                        .absorbs("signing the audit log's tree head", &e) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "the audit log's tree head could not be signed; trying again")
+                    let said = e.to_string();
+                    if failing.as_ref() != Some(&said) {
+                        tracing::error!(error = %said, "the audit log's tree head cannot be signed; trying again");
+                        failing = Some(said);
+                    }
                 }
             }
         }
