@@ -14,34 +14,37 @@ pub struct Trail;
 
 impl Hook for Trail {
     fn prepare(&self, change: &mut Preparing<'_>, tx: &mut Transaction) {
+        let started_by = change.case.origin.as_ref().map(|o| &o.cause);
         for (case_id, event) in change.events {
-            // The event that started the case is received by its first commit.
-            if let (EventKind::CaseStarted { .. }, Some(origin)) =
-                (&event.kind, &change.case.origin)
-                && let Cause::Event {
-                    source,
-                    id,
-                    event_type,
-                } = &origin.cause
-            {
-                tx.audit.push(Record::Event {
-                    case_id: *case_id,
-                    source: source.clone(),
-                    id: id.clone(),
-                    event_type: event_type.clone(),
-                    taken_by: Some("start".to_owned()),
-                });
-            }
-            if let Some(record) = record_of(*case_id, &event.kind) {
+            if let Some(record) = record_of(*case_id, &event.kind, started_by) {
                 tx.audit.push(record);
             }
         }
     }
 }
 
-/// What the log says of an event of a case's history, if it is one the log keeps.
-fn record_of(case_id: crate::case::CaseId, kind: &EventKind) -> Option<Record> {
+/// What the log says of an event of a case's history, if it is one the log keeps; `started_by`
+/// is what started the case (its start, by a CloudEvent, is that event received).
+fn record_of(
+    case_id: crate::case::CaseId,
+    kind: &EventKind,
+    started_by: Option<&Cause>,
+) -> Option<Record> {
     Some(match kind {
+        EventKind::CaseStarted { .. } => match started_by {
+            Some(Cause::Event {
+                source,
+                id,
+                event_type,
+            }) => Record::Event {
+                case_id,
+                source: source.clone(),
+                id: id.clone(),
+                event_type: event_type.clone(),
+                taken_by: Some("start".to_owned()),
+            },
+            _ => return None,
+        },
         EventKind::CallbackReceived { step, result } => Record::Callback {
             case_id,
             step: step.clone(),
@@ -125,7 +128,7 @@ mod tests {
             reason: "the mother of Nguyen Van A called".into(),
             details: serde_json::Value::Null,
         };
-        let record = record_of(id, &retry).unwrap();
+        let record = record_of(id, &retry, None).unwrap();
         let text = serde_json::to_string(&record).unwrap();
         assert!(!text.contains("Nguyen"), "{text}");
         assert!(text.contains(&text_hash("the mother of Nguyen Van A called")));
@@ -133,6 +136,6 @@ mod tests {
             step: "birth".into(),
             output: serde_json::json!({}),
         };
-        assert_eq!(record_of(id, &succeeded), None);
+        assert_eq!(record_of(id, &succeeded, None), None);
     }
 }

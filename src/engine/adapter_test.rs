@@ -80,17 +80,8 @@ impl<S: Store + Clone> Engine<S> {
         .await;
         let reply = &sent.reply;
         let classified = http::classify(&adapter.reply, &adapter.output, reply);
-        let call = crate::audit::entry::Call {
-            case_id: trial,
-            step: "trial".to_owned(),
-            attempt: 1,
-            poll: false,
-            client: meta.client.clone(),
-            service: meta.service.clone(),
-            message_id: meta.message_id.clone(),
-            user: None,
-            request_hash: sent.request_hash.clone(),
-        };
+        let call =
+            super::exchanges::named(&meta, trial, "trial", 1, false, sent.request_hash.clone());
         let exchanged = Exchanged { call, sent: &sent };
         self.log_exchange(exchanged, classified.class()).await?;
         let outcome = match classified {

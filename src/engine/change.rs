@@ -43,17 +43,14 @@ pub struct Call {
 impl Call {
     /// The call as the audit log names it, the hash of its request being `request_hash`.
     pub fn named(&self, request_hash: String) -> crate::audit::entry::Call {
-        crate::audit::entry::Call {
-            case_id: self.case_id,
-            step: self.step.clone(),
-            attempt: self.attempt,
-            poll: self.poll,
-            client: self.meta.client.clone(),
-            service: self.meta.service.clone(),
-            message_id: self.meta.message_id.clone(),
-            user: self.meta.user.clone(),
+        super::exchanges::named(
+            &self.meta,
+            self.case_id,
+            &self.step,
+            self.attempt,
+            self.poll,
             request_hash,
-        }
+        )
     }
 
     /// Queues the call in `change`, its request logged in the same commit.

@@ -6,13 +6,38 @@
 use jiff::Timestamp;
 
 use super::Engine;
-use crate::adapters::http::Sent;
+use crate::adapters::http::{Metadata, Sent};
 use crate::audit::Record;
+use crate::audit::entry::Call;
+use crate::case::CaseId;
 use crate::store::{Store, StoreError, Transaction};
+
+/// A call as the audit log names it: the X-Road ids `meta` sends it with, and the hash of its
+/// request.
+pub(super) fn named(
+    meta: &Metadata,
+    case_id: CaseId,
+    step: &str,
+    attempt: u32,
+    poll: bool,
+    request_hash: String,
+) -> Call {
+    Call {
+        case_id,
+        step: step.to_owned(),
+        attempt,
+        poll,
+        client: meta.client.clone(),
+        service: meta.service.clone(),
+        message_id: meta.message_id.clone(),
+        user: meta.user.clone(),
+        request_hash,
+    }
+}
 
 /// One call and what came back.
 pub(super) struct Exchanged<'a> {
-    pub call: crate::audit::entry::Call,
+    pub call: Call,
     pub sent: &'a Sent,
 }
 
